@@ -1,0 +1,1 @@
+"""voicebank's Alembic migrations (installed as the package ``voicebank.migrations``)."""

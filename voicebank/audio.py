@@ -1,0 +1,222 @@
+"""Decode, validate and measure recordings.
+
+A *recording* is a path, raw file bytes, a binary file object, or a ``(samples, sample_rate)``
+pair. :func:`load` turns any of them into a :class:`Audio`: float32 mono samples in [-1, 1] at the
+model's rate, the SHA-256 of what was given, and how much of it is speech.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+
+from .errors import AudioError, NotEnoughSpeechError
+
+log = logging.getLogger(__name__)
+
+Recording = Union[str, os.PathLike, bytes, BinaryIO, "tuple[np.ndarray, int]"]
+
+MAX_FILE_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """What a recording must satisfy before it is embedded.
+
+    ``min_seconds``: shortest accepted recording. ``min_speech_seconds``: least detected speech.
+    ``max_seconds``: longest accepted recording (longer input is refused before decoding when the
+    container says how long it is).
+    """
+
+    min_seconds: float = 0.5
+    min_speech_seconds: float = 1.0
+    max_seconds: float = 30 * 60.0
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A decoded recording: ``samples`` is float32 mono in [-1, 1] at ``sample_rate`` Hz."""
+
+    samples: np.ndarray
+    sample_rate: int
+    sha256: str
+    label: str
+    speech_seconds: float
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def describe(recording: Recording) -> str:
+    """A short human label for a recording, used in error messages."""
+    if isinstance(recording, (str, os.PathLike)):
+        return str(recording)
+    if isinstance(recording, (bytes, bytearray, memoryview)):
+        return f"<{len(recording)} bytes>"
+    if isinstance(recording, tuple):
+        return "<array>"
+    return str(getattr(recording, "name", "<file object>"))
+
+
+def load(recording: Recording, sample_rate: int, limits: AudioLimits = AudioLimits()) -> Audio:
+    """Decode ``recording``, mix to mono, resample to ``sample_rate`` and validate it.
+
+    Raises :class:`AudioError` (or :class:`NotEnoughSpeechError`) with a message naming the
+    recording when it cannot be used.
+    """
+    label = describe(recording)
+    if isinstance(recording, tuple):
+        samples, rate = _from_array(recording, label)
+        digest = hashlib.sha256(np.ascontiguousarray(samples, dtype=np.float32).tobytes()).hexdigest()
+    else:
+        data = _read_bytes(recording, label)
+        digest = hashlib.sha256(data).hexdigest()
+        samples, rate = _decode(data, label, limits)
+    samples = _to_mono(samples)
+    if samples.size == 0:
+        raise AudioError(f"{label}: the recording is empty (no samples). Record again.")
+    if not np.all(np.isfinite(samples)):
+        raise AudioError(f"{label}: the recording contains NaN or infinite samples; it is corrupt.")
+    duration = samples.shape[0] / rate
+    if duration > limits.max_seconds:
+        raise AudioError(_too_long(label, duration, limits))
+    if rate != sample_rate:
+        import librosa
+
+        samples = librosa.resample(samples, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq")
+    samples = np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
+    if duration < limits.min_seconds:
+        raise AudioError(
+            f"{label}: the recording is {duration:.2f} s long, shorter than the minimum of "
+            f"{limits.min_seconds:g} s. Use a longer recording."
+        )
+    if float(np.max(np.abs(samples))) < 10 ** (-70 / 20):
+        raise AudioError(f"{label}: the recording is silent. Check the microphone and record again.")
+    speech = speech_seconds(samples, sample_rate)
+    if speech < limits.min_speech_seconds:
+        raise NotEnoughSpeechError(
+            f"{label}: only {speech:.2f} s of speech detected in {duration:.2f} s, below the minimum of "
+            f"{limits.min_speech_seconds:g} s. Use a recording with more speech."
+        )
+    return Audio(samples, sample_rate, digest, label, speech)
+
+
+def speech_seconds(
+    samples: np.ndarray, sample_rate: int, floor_db: float = -55.0, dynamic_db: float = 40.0
+) -> float:
+    """Seconds of speech by frame energy (25 ms frames, 10 ms hop).
+
+    A frame counts as speech when it is louder than ``floor_db`` dBFS and within ``dynamic_db`` of the
+    loud end of the recording (its 95th-percentile frame). Enough to tell speech from silence and
+    hum; it does not tell speech from loud noise.
+    """
+    frame, hop = int(0.025 * sample_rate), int(0.010 * sample_rate)
+    if samples.shape[0] < frame:
+        return 0.0
+    windows = np.lib.stride_tricks.sliding_window_view(samples, frame)[::hop]
+    rms = np.sqrt(np.mean(np.square(windows, dtype=np.float64), axis=1))
+    level = 20 * np.log10(rms + 1e-10)
+    reference = np.percentile(level, 95)
+    voiced = (level > floor_db) & (level > reference - dynamic_db)
+    return float(np.count_nonzero(voiced) * hop / sample_rate)
+
+
+def _too_long(label: str, duration: float, limits: AudioLimits) -> str:
+    return (
+        f"{label}: the recording is {duration:.0f} s long, longer than the maximum of "
+        f"{limits.max_seconds:g} s. Cut it into shorter recordings."
+    )
+
+
+def _read_bytes(recording: Recording, label: str) -> bytes:
+    if isinstance(recording, (bytes, bytearray, memoryview)):
+        return bytes(recording)
+    if isinstance(recording, (str, os.PathLike)):
+        path = Path(recording)
+        if not path.exists():
+            raise AudioError(f"{label}: no such file.")
+        if path.is_dir():
+            raise AudioError(f"{label}: is a directory, not an audio file.")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise AudioError(f"{label}: the file is larger than {MAX_FILE_BYTES >> 30} GiB. Cut it up.")
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise AudioError(f"{label}: cannot read the file ({exc.strerror}).") from exc
+    if hasattr(recording, "read"):
+        data = recording.read(MAX_FILE_BYTES + 1)
+        if not isinstance(data, (bytes, bytearray)):
+            raise AudioError(f"{label}: the file object must be opened in binary mode ('rb').")
+        if len(data) > MAX_FILE_BYTES:
+            raise AudioError(f"{label}: more than {MAX_FILE_BYTES >> 30} GiB of data. Cut it up.")
+        return bytes(data)
+    raise AudioError(
+        f"unsupported recording type {type(recording).__name__}: give a path, bytes, a binary file "
+        "object or a (samples, sample_rate) pair."
+    )
+
+
+def _from_array(recording: tuple, label: str) -> tuple[np.ndarray, int]:
+    if len(recording) != 2:
+        raise AudioError(f"{label}: an array recording is a (samples, sample_rate) pair.")
+    samples, rate = np.asarray(recording[0]), recording[1]
+    if not isinstance(rate, (int, np.integer)) or rate <= 0:
+        raise AudioError(f"{label}: the sample rate must be a positive integer, not {rate!r}.")
+    if samples.ndim not in (1, 2):
+        raise AudioError(f"{label}: samples must be 1-D, or 2-D (samples, channels); got {samples.shape}.")
+    if samples.ndim == 2 and samples.shape[0] <= 8 < samples.shape[1]:
+        samples = samples.T  # (channels, samples), as librosa returns it
+    if np.issubdtype(samples.dtype, np.integer):
+        samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max + 1)
+    elif not np.issubdtype(samples.dtype, np.floating):
+        raise AudioError(f"{label}: samples must be numbers, not {samples.dtype}.")
+    return samples.astype(np.float32, copy=False), int(rate)
+
+
+def _decode(data: bytes, label: str, limits: AudioLimits) -> tuple[np.ndarray, int]:
+    if not data:
+        raise AudioError(f"{label}: the file is empty (0 bytes). Record again.")
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            if f.frames > 0 and f.frames / f.samplerate > limits.max_seconds:
+                raise AudioError(_too_long(label, f.frames / f.samplerate, limits))
+            return f.read(dtype="float32", always_2d=True), f.samplerate
+    except AudioError:
+        raise
+    except Exception as first:  # libsndfile cannot read it: try librosa's other decoders
+        log.debug("soundfile could not decode %s (%s); trying librosa", label, first)
+    return _decode_with_librosa(data, label, limits)
+
+
+def _decode_with_librosa(data: bytes, label: str, limits: AudioLimits) -> tuple[np.ndarray, int]:
+    import librosa
+
+    with tempfile.NamedTemporaryFile(suffix=Path(label).suffix if "<" not in label else "") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        try:
+            samples, rate = librosa.load(tmp.name, sr=None, mono=False, duration=limits.max_seconds + 1)
+        except Exception as exc:
+            raise AudioError(
+                f"{label}: not a readable audio file ({type(exc).__name__}). Give WAV, FLAC, OGG, MP3 "
+                "or another format libsndfile or ffmpeg can decode."
+            ) from exc
+    samples = np.asarray(samples, dtype=np.float32)
+    return (samples.T if samples.ndim == 2 else samples), int(rate)
+
+
+def _to_mono(samples: np.ndarray) -> np.ndarray:
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1) if samples.shape[1] > 0 else samples.reshape(-1)
+    return np.asarray(samples, dtype=np.float32)

@@ -1,0 +1,131 @@
+"""Keeping one process's FAISS index in step with SQL.
+
+The index reflects SQL as of a change sequence number. Before every search the cache reads the
+bank's current sequence; if the index is behind, it re-reads from SQL the voiceprints of just the
+speakers changed since, so another process's enrollments and removals are seen without a restart.
+A missing, damaged, foreign or ahead-of-SQL index file is rebuilt from SQL with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from .index import IndexFileError, IndexInfo, SpeakerIndex
+from .store import BankRow, ChangeRow, SpeakerRow, Store
+
+log = logging.getLogger(__name__)
+
+# Past this many changed speakers, re-reading everything is cheaper than a long IN (...) list.
+MAX_INCREMENTAL = 5_000
+
+
+class IndexCache:
+    """A lazily loaded :class:`SpeakerIndex` that is caught up from SQL before each use."""
+
+    def __init__(self, store: Store, info: IndexInfo, path: Path | None):
+        self.store = store
+        self.info = info
+        self.path = path
+        self.lock = threading.RLock()  # hold it while using the index returned by current()
+        self._index: SpeakerIndex | None = None
+        self._saved_seq: int | None = None
+        self.file_status = "not loaded"
+
+    def current(self) -> SpeakerIndex:
+        """The index, caught up with SQL. Call with ``self.lock`` held."""
+        with self.lock:
+            just_loaded = self._index is None
+            if just_loaded:
+                self._index = self._load_file()
+            loaded_seq = self._index.seq
+            self._index = self._catch_up(self._index)
+            if just_loaded and self.file_status == "ok" and self._index.seq != loaded_seq:
+                self.file_status = f"ok, was behind SQL (seq {loaded_seq} < {self._index.seq}): caught up"
+            return self._index
+
+    def rebuild(self) -> SpeakerIndex:
+        """Replace the index with one built from SQL, and save it."""
+        with self.lock:
+            self._index = self._build()
+            self.save()
+            return self._index
+
+    def save(self) -> None:
+        """Write the index file if it has changed since it was read or last written."""
+        with self.lock:
+            if self._index is not None and self.path is not None and self._saved_seq != self._index.seq:
+                self._index.save(self.path)
+                self._saved_seq = self._index.seq
+
+    def _load_file(self) -> SpeakerIndex:
+        if self.path is None:
+            self.file_status = "none (in memory)"
+            return self._build()
+        try:
+            index = SpeakerIndex.load(self.path, self.info)
+        except IndexFileError as exc:
+            if self.path.exists():
+                log.warning("rebuilding the index from SQL: %s", exc)
+                self.file_status = f"damaged or foreign, rebuilt: {exc}"
+            else:
+                self.file_status = "missing, rebuilt"
+            return self._rebuild_and_save()
+        self._saved_seq = index.seq
+        self.file_status = "ok"
+        return index
+
+    def _rebuild_and_save(self) -> SpeakerIndex:
+        index = self._build()
+        self._index = index
+        self.save()
+        return index
+
+    def _build(self) -> SpeakerIndex:
+        with self.store.read() as session:
+            # Read the sequence first: what is read after it is at least that new, and applying a
+            # newer state twice is harmless; the other order could miss a change.
+            seq = session.execute(select(BankRow.change_seq)).scalar_one()
+            rows = session.execute(select(SpeakerRow.id, SpeakerRow.voiceprint)).all()
+        index = SpeakerIndex(self.info, seq=seq)
+        index.upsert(*self._arrays(rows))
+        log.info("built the index from SQL: %d voiceprints at seq %d", len(index), seq)
+        return index
+
+    def _catch_up(self, index: SpeakerIndex) -> SpeakerIndex:
+        with self.store.read() as session:
+            head = session.execute(select(BankRow.change_seq)).scalar_one()
+            if head == index.seq:
+                return index
+            if head < index.seq:
+                changed = None  # SQL went back in time (a restored backup): only a rebuild is right
+            else:
+                changed = session.execute(
+                    select(ChangeRow.speaker_id).where(ChangeRow.seq > index.seq).distinct()
+                ).scalars().all()
+            if changed is not None and len(changed) <= MAX_INCREMENTAL:
+                rows = session.execute(
+                    select(SpeakerRow.id, SpeakerRow.voiceprint).where(SpeakerRow.id.in_(changed))
+                ).all()
+        if changed is None or len(changed) > MAX_INCREMENTAL:
+            if changed is None:
+                log.warning("the index (seq %d) is ahead of SQL (seq %d): rebuilding it", index.seq, head)
+            return self._build()
+        present_ids, vectors = self._arrays(rows)
+        gone = np.setdiff1d(np.asarray(changed, dtype=np.int64), present_ids)
+        index.remove(gone)
+        index.upsert(present_ids, vectors)
+        log.debug("caught up %d changed speakers, seq %d -> %d", len(changed), index.seq, head)
+        index.seq = head
+        return index
+
+    def _arrays(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vectors = np.zeros((len(rows), self.info.dimension), dtype=np.float32)
+        for i, row in enumerate(rows):
+            vectors[i] = np.frombuffer(row[1], dtype=np.float32)
+        return ids, vectors

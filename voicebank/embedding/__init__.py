@@ -1,0 +1,22 @@
+"""Speaker-embedding backends behind one surface (see ``base.Embedder``)."""
+
+from __future__ import annotations
+
+from .base import DEFAULT_WINDOW_SECONDS, Embedder, embed_recordings
+from .wavlm import DEFAULT_MODEL, XVectorEmbedder
+
+__all__ = ["Embedder", "embed_recordings", "load_embedder", "DEFAULT_MODEL", "DEFAULT_WINDOW_SECONDS"]
+
+# The threshold a new bank starts with, per backend, until it is calibrated on the user's data.
+# WavLM: the model card's suggestion for one pair of utterances.
+DEFAULT_THRESHOLDS = {"xvector": 0.86}
+
+
+def load_embedder(source: str | None = None, device: str | None = None) -> Embedder:
+    """The embedder for ``source``: a hub id or directory of a ``*ForXVector`` checkpoint
+    (default microsoft/wavlm-base-plus-sv). Nothing is loaded until it is first used."""
+    return XVectorEmbedder(source or DEFAULT_MODEL, device=device)
+
+
+def default_threshold(embedder: Embedder) -> float:
+    return DEFAULT_THRESHOLDS.get(getattr(embedder, "kind", "xvector"), 0.86)

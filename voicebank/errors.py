@@ -1,0 +1,51 @@
+"""The errors voicebank raises. Every message says what happened and what to do next."""
+
+from __future__ import annotations
+
+
+class VoiceBankError(Exception):
+    """Base class of every error voicebank raises on purpose."""
+
+
+class AudioError(VoiceBankError):
+    """A recording could not be used: unreadable, empty, corrupt, silent, too short or too long."""
+
+
+class NotEnoughSpeechError(AudioError):
+    """A recording holds less detected speech than the configured minimum."""
+
+
+class ModelError(VoiceBankError):
+    """The speaker model could not be loaded."""
+
+
+class ModelMismatchError(VoiceBankError):
+    """The bank was created with another speaker model than the one given."""
+
+
+class SpeakerNotFoundError(VoiceBankError):
+    """No speaker of that name is enrolled."""
+
+
+class DuplicateSpeakerError(VoiceBankError):
+    """A speaker of that name is already enrolled."""
+
+
+class DuplicateRecordingError(VoiceBankError):
+    """The same recording was given twice for one speaker."""
+
+
+class EmptyBankError(VoiceBankError):
+    """Identification was asked of a bank with no speakers."""
+
+
+class BankNotFoundError(VoiceBankError):
+    """The database holds no voicebank yet."""
+
+
+class SchemaError(VoiceBankError):
+    """The database schema is older or newer than this voicebank."""
+
+
+class InvalidInputError(VoiceBankError):
+    """An argument is out of its documented range (names, metadata, thresholds, top-k)."""

@@ -1,0 +1,177 @@
+"""The FAISS index of voiceprints: a cache of SQL, keyed by SQL speaker ids.
+
+Inner product over L2-normalized vectors is cosine similarity. The index is persisted as a FAISS
+file plus a JSON sidecar saying what it was built from (bank, model, dimension, change sequence,
+SHA-256 of the index file); both are written atomically (temp file, fsync, rename) under a file
+lock, and :meth:`SpeakerIndex.load` refuses anything that does not match, so the caller rebuilds.
+No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+KINDS = ("flat",)
+
+
+class IndexFileError(Exception):
+    """The index file is missing, damaged, or was built for something else. Rebuild it from SQL."""
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What an index was built from: written to the sidecar, checked on load."""
+
+    bank_uid: str
+    model_id: str
+    dimension: int
+    kind: str = "flat"
+
+
+class SpeakerIndex:
+    """An exact inner-product index of (speaker id -> voiceprint). Not thread-safe: lock around it."""
+
+    def __init__(self, info: IndexInfo, seq: int = 0, _faiss_index=None):
+        import faiss
+
+        if info.kind not in KINDS:
+            raise ValueError(f"unknown index kind {info.kind!r}; known: {', '.join(KINDS)}")
+        self.info = info
+        self.seq = seq  # the change sequence this index reflects
+        self._index = _faiss_index or faiss.IndexIDMap2(faiss.IndexFlatIP(info.dimension))
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert or replace the voiceprints of ``ids`` (int64, (n,)) with ``vectors`` ((n, d) float32)."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if ids.size == 0:
+            return
+        self.remove(ids)
+        self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+
+    def remove(self, ids: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if ids.size:
+            self._index.remove_ids(ids)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids) for each row of ``queries`` ((n, d)); both (n, min(k, len))."""
+        k = min(k, len(self))
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if k == 0:
+            empty = np.zeros((queries.shape[0], 0))
+            return empty.astype(np.float32), empty.astype(np.int64)
+        scores, ids = self._index.search(queries, k)
+        return scores, ids
+
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """All (ids, vectors) held, in storage order."""
+        import faiss
+
+        ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        if not len(self):
+            return ids, np.zeros((0, self.info.dimension), dtype=np.float32)
+        return ids, np.asarray(faiss.downcast_index(self._index.index).reconstruct_n(0, len(self)), dtype=np.float32)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        """Write the index and its sidecar atomically; concurrent savers and loaders are serialized."""
+        import faiss
+
+        data = faiss.serialize_index(self._index).tobytes()
+        sidecar = {
+            "format": FORMAT,
+            "kind": self.info.kind,
+            "bank_uid": self.info.bank_uid,
+            "model_id": self.info.model_id,
+            "dimension": self.info.dimension,
+            "count": len(self),
+            "seq": self.seq,
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(path):
+            _atomic_write(path, data)
+            _atomic_write(_sidecar(path), json.dumps(sidecar, indent=1).encode())
+        log.debug("saved index of %d voiceprints at seq %d to %s", len(self), self.seq, path)
+
+    @classmethod
+    def load(cls, path: Path, expected: IndexInfo) -> "SpeakerIndex":
+        """Load an index written by :meth:`save`; :class:`IndexFileError` unless it is intact and
+        was built for ``expected`` (same bank, model, dimension and kind)."""
+        import faiss
+
+        if not path.exists():
+            raise IndexFileError(f"no index file at {path}")
+        with _locked(path):
+            try:
+                meta = json.loads(_sidecar(path).read_text())
+                data = path.read_bytes()
+            except (OSError, ValueError) as exc:
+                raise IndexFileError(f"unreadable index sidecar or file at {path}: {exc}") from exc
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise IndexFileError(f"{_sidecar(path)} is not a voicebank index sidecar of format {FORMAT}")
+        found = IndexInfo(meta.get("bank_uid"), meta.get("model_id"), meta.get("dimension"), meta.get("kind"))
+        if found != expected:
+            raise IndexFileError(f"{path} was built for {found}, not {expected}")
+        if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+            raise IndexFileError(f"{path} does not match the checksum in its sidecar (damaged or half-written)")
+        try:
+            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        except Exception as exc:  # FAISS raises RuntimeError on garbage
+            raise IndexFileError(f"FAISS cannot read {path}: {exc}") from exc
+        if index.ntotal != meta.get("count") or index.d != expected.dimension or not isinstance(meta.get("seq"), int):
+            raise IndexFileError(f"{path} disagrees with its sidecar")
+        return cls(expected, seq=meta["seq"], _faiss_index=index)
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: atomic renames and checksums still protect readers
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,114 @@
+"""What the facade returns. Plain frozen dataclasses; ``to_dict`` gives the CLI's JSON shapes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    score: float  # cosine similarity in [-1, 1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "score": round(self.score, 6)}
+
+
+@dataclass(frozen=True)
+class Identification:
+    """Open-set 1:N result: ``match`` is the best candidate if it clears ``threshold``, else None."""
+
+    match: Candidate | None
+    candidates: list[Candidate]
+    threshold: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "match": self.match.to_dict() if self.match else None,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "threshold": self.threshold,
+        }
+
+
+@dataclass(frozen=True)
+class Verification:
+    """1:1 result: ``accepted`` is ``score >= threshold``."""
+
+    name: str
+    score: float
+    threshold: float
+    accepted: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "score": round(self.score, 6), "threshold": self.threshold, "accepted": self.accepted}
+
+
+@dataclass(frozen=True)
+class RecordingInfo:
+    label: str
+    sha256: str
+    duration_s: float
+    speech_s: float
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "sha256": self.sha256,
+            "duration_s": round(self.duration_s, 3),
+            "speech_s": round(self.speech_s, 3),
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class Speaker:
+    id: int
+    name: str
+    metadata: dict[str, Any]
+    recordings: tuple[RecordingInfo, ...]
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def speech_seconds(self) -> float:
+        return sum(r.speech_s for r in self.recordings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "metadata": self.metadata,
+            "recordings": [r.to_dict() for r in self.recordings],
+            "speech_s": round(self.speech_seconds, 3),
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """``check``: does the FAISS index agree with SQL?"""
+
+    speakers_in_sql: int
+    speakers_in_index: int
+    index_file: str  # what was found on disk: "ok", "missing", "behind by N changes", "damaged: ..."
+    missing_from_index: list[str]
+    not_in_sql: list[int]
+    wrong_vectors: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing_from_index or self.not_in_sql or self.wrong_vectors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "speakers_in_sql": self.speakers_in_sql,
+            "speakers_in_index": self.speakers_in_index,
+            "index_file": self.index_file,
+            "missing_from_index": self.missing_from_index,
+            "not_in_sql": self.not_in_sql,
+            "wrong_vectors": self.wrong_vectors,
+        }

@@ -1,0 +1,88 @@
+"""Running the Alembic migrations from code, and checking a database's schema on open.
+
+The migrations live in ``migrations/`` at the repository root and are installed as the package
+``voicebank.migrations``, so a pip-installed voicebank finds them too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import Engine, inspect
+
+from .errors import BankNotFoundError, SchemaError
+
+
+def migrations_dir() -> Path:
+    spec = importlib.util.find_spec("voicebank.migrations")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(__file__).resolve().parent.parent / "migrations"  # a plain source checkout
+
+
+def _config(engine: Engine):  # -> alembic.config.Config
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    return config
+
+
+def head() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(migrations_dir())).get_current_head()
+
+
+def current(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    _run(engine, "upgrade", revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    _run(engine, "downgrade", revision)
+
+
+def _run(engine: Engine, verb: Literal["upgrade", "downgrade"], revision: str) -> None:
+    from alembic import command
+
+    config = _config(engine)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        getattr(command, verb)(config, revision)
+
+
+def check(engine: Engine, url_for_messages: str) -> None:
+    """Raise unless the database is a voicebank at the schema this code expects."""
+    revision = current(engine)
+    if revision is None:
+        tables = set(inspect(engine).get_table_names())
+        if "bank" not in tables:
+            raise BankNotFoundError(
+                f"no voicebank in {url_for_messages}: create one with `voicebank init` "
+                "(or VoiceBank.open(..., create=True))."
+            )
+    expected = head()
+    if revision == expected:
+        return
+    from alembic.script import ScriptDirectory
+
+    known = {rev.revision for rev in ScriptDirectory(str(migrations_dir())).walk_revisions()}
+    if revision in known:
+        raise SchemaError(
+            f"the database schema is at revision {revision}, older than this voicebank's {expected}: "
+            f"back it up, then run `voicebank --db {url_for_messages} db upgrade`."
+        )
+    raise SchemaError(
+        f"the database schema is at revision {revision}, which this voicebank does not know "
+        f"(it expects {expected}): it was written by a newer voicebank; upgrade voicebank."
+    )

@@ -1,0 +1,209 @@
+"""SQL storage: the source of truth. SQLAlchemy 2.0 models and transaction scopes.
+
+The schema itself is created and changed only by the Alembic migrations (see ``schema.py``).
+Every change to voiceprints happens inside :meth:`Store.change`, which takes the next value of
+the bank's change sequence in the same transaction; taking it locks the bank row, so writers
+commit in sequence order and a reader that has seen sequence N has seen every change up to N.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+DEFAULT_DB = "voicebank.db"
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class BankRow(Base):
+    """The bank's settings: one row, id 1."""
+
+    __tablename__ = "bank"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(36))
+    model_source: Mapped[str] = mapped_column(String(1024))
+    model_id: Mapped[str] = mapped_column(String(255))
+    dimension: Mapped[int] = mapped_column(Integer)
+    threshold: Mapped[float] = mapped_column(Float)
+    score: Mapped[str] = mapped_column(String(64))
+    change_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SpeakerRow(Base):
+    __tablename__ = "speakers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    voiceprint: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    utterances: Mapped[list["UtteranceRow"]] = relationship(
+        back_populates="speaker", cascade="all, delete-orphan", passive_deletes=True, order_by="UtteranceRow.id"
+    )
+
+
+class UtteranceRow(Base):
+    __tablename__ = "utterances"
+    __table_args__ = (UniqueConstraint("speaker_id", "sha256", name="uq_utterances_speaker_sha256"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    speaker_id: Mapped[int] = mapped_column(ForeignKey("speakers.id", ondelete="CASCADE"), index=True)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(1024))
+    duration_s: Mapped[float] = mapped_column(Float)
+    speech_s: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    speaker: Mapped[SpeakerRow] = relationship(back_populates="utterances")
+
+
+class ChangeRow(Base):
+    """One row per speaker touched by a voiceprint change; ``seq`` is the transaction's sequence."""
+
+    __tablename__ = "changes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)
+    speaker_id: Mapped[int] = mapped_column(Integer)
+    op: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditRow(Base):
+    """An identification or verification decision. Append-only."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    operation: Mapped[str] = mapped_column(String(16))
+    claimed: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    returned: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    threshold: Mapped[float] = mapped_column(Float)
+    accepted: Mapped[bool] = mapped_column(Boolean)
+    model_id: Mapped[str] = mapped_column(String(255))
+    recording_sha256: Mapped[str] = mapped_column(String(64))
+    client: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+def resolve_url(db: str | os.PathLike | None) -> str:
+    """A SQLAlchemy URL from a URL or a file path (``None``: ``VOICEBANK_DB`` or ./voicebank.db).
+
+    ``postgresql://`` and ``postgres://`` mean the psycopg 3 driver.
+    """
+    db = str(db) if db is not None else os.environ.get("VOICEBANK_DB") or DEFAULT_DB
+    if "://" not in db:
+        return f"sqlite:///{Path(db).expanduser().resolve()}"
+    for prefix in ("postgresql://", "postgres://"):
+        if db.startswith(prefix):
+            return "postgresql+psycopg://" + db[len(prefix) :]
+    return db
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL, or None for other databases and in-memory SQLite."""
+    if not url.startswith("sqlite") or url.rstrip("/").endswith(":memory:") or url in ("sqlite://", "sqlite:///"):
+        return None
+    return Path(url.split(":///", 1)[1])
+
+
+def make_engine(url: str) -> Engine:
+    """An engine; for SQLite: WAL, a 30 s busy timeout, foreign keys, and BEGIN IMMEDIATE for writers."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        if sqlite_path(url) is not None:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")  # a power cut loses no committed enrollment
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # A writer takes the write lock up front: two writers that both start as readers and
+        # then upgrade would fail with SQLITE_BUSY instead of waiting.
+        write = conn.get_execution_options().get("voicebank_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+class Store:
+    """Transaction scopes over one database. Safe to share between threads."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self._writer = self.engine.execution_options(voicebank_write=True)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def change(self) -> Iterator[tuple[Session, int]]:
+        """A write transaction that changes voiceprints, with its sequence number.
+
+        Record every touched speaker with :func:`record`.
+        """
+        with self.write() as session:
+            seq = session.execute(
+                text("UPDATE bank SET change_seq = change_seq + 1 WHERE id = 1 RETURNING change_seq")
+            ).scalar_one()
+            yield session, int(seq)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def record(session: Session, seq: int, speaker_id: int, op: str) -> None:
+    """Note in the change log that ``speaker_id`` was upserted or deleted in transaction ``seq``."""
+    session.add(ChangeRow(seq=seq, speaker_id=speaker_id, op=op))

@@ -1,0 +1,75 @@
+"""Limits on names and metadata, so hostile input is refused with a clear message."""
+
+from __future__ import annotations
+
+import json
+import math
+import unicodedata
+from typing import Any
+
+from .errors import InvalidInputError
+
+MAX_NAME_CHARS = 200
+MAX_METADATA_BYTES = 16 * 1024
+MAX_METADATA_DEPTH = 8
+
+
+def name(value: Any) -> str:
+    """A speaker name: 1 to 200 characters after trimming, no control characters, NFC-normalized."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"a speaker name must be text, not {type(value).__name__}.")
+    value = unicodedata.normalize("NFC", value.strip())
+    if not value:
+        raise InvalidInputError("a speaker name must not be empty.")
+    if len(value) > MAX_NAME_CHARS:
+        raise InvalidInputError(f"a speaker name is at most {MAX_NAME_CHARS} characters; this one has {len(value)}.")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in value):
+        raise InvalidInputError("a speaker name must not contain control or invisible formatting characters.")
+    return value
+
+
+def metadata(value: Any) -> dict[str, Any]:
+    """Speaker metadata: a JSON object of at most 16 KiB, nested at most 8 deep, finite numbers only."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"metadata must be a mapping of names to values, not {type(value).__name__}.")
+    _check_depth(value, 1)
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"metadata must be plain JSON (text, numbers, booleans, lists, objects): {exc}.") from exc
+    if len(encoded.encode()) > MAX_METADATA_BYTES:
+        raise InvalidInputError(f"metadata is at most {MAX_METADATA_BYTES // 1024} KiB as JSON; this is {len(encoded.encode())} bytes.")
+    return json.loads(encoded)
+
+
+def _check_depth(value: Any, depth: int) -> None:
+    if depth > MAX_METADATA_DEPTH:
+        raise InvalidInputError(f"metadata is nested more than {MAX_METADATA_DEPTH} levels deep.")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidInputError(f"metadata keys must be text, not {type(key).__name__}.")
+            _check_depth(item, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_depth(item, depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInputError("metadata numbers must be finite (no NaN or infinity).")
+
+
+def threshold(value: Any) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"a threshold is a number between -1 and 1, not {value!r}.") from None
+    if not -1.0 <= value <= 1.0:
+        raise InvalidInputError(f"a threshold is a cosine score between -1 and 1, not {value}.")
+    return value
+
+
+def top_k(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
+        raise InvalidInputError(f"top-k is a whole number from 1 to 1000, not {value!r}.")
+    return value
