@@ -9,12 +9,17 @@ __all__ = ["Embedder", "embed_recordings", "load_embedder", "DEFAULT_MODEL", "DE
 
 # The threshold a new bank starts with, per backend, until it is calibrated on the user's data.
 # WavLM: the model card's suggestion for one pair of utterances.
-DEFAULT_THRESHOLDS = {"xvector": 0.86}
+DEFAULT_THRESHOLDS = {"xvector": 0.86, "resemblyzer": 0.75}
 
 
 def load_embedder(source: str | None = None, device: str | None = None) -> Embedder:
-    """The embedder for ``source``: a hub id or directory of a ``*ForXVector`` checkpoint
-    (default microsoft/wavlm-base-plus-sv). Nothing is loaded until it is first used."""
+    """The embedder for ``source``: ``resemblyzer`` for the GE2E backend, else a hub id or
+    directory of a ``*ForXVector`` checkpoint (default microsoft/wavlm-base-plus-sv).
+    Nothing is loaded until it is first used."""
+    if source == "resemblyzer":
+        from .resemblyzer import ResemblyzerEmbedder
+
+        return ResemblyzerEmbedder(device=device)
     return XVectorEmbedder(source or DEFAULT_MODEL, device=device)
 
 
