@@ -33,12 +33,14 @@ class AudioLimits:
 
     ``min_seconds``: shortest accepted recording. ``min_speech_seconds``: least detected speech.
     ``max_seconds``: longest accepted recording (longer input is refused before decoding when the
-    container says how long it is).
+    container says how long it is). ``min_enroll_speech_seconds``: least speech a speaker's
+    recordings must hold together to enroll. The defaults come from bench/quality.py (README).
     """
 
     min_seconds: float = 0.5
     min_speech_seconds: float = 1.0
     max_seconds: float = 30 * 60.0
+    min_enroll_speech_seconds: float = 4.0
 
 
 @dataclass(frozen=True)

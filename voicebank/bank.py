@@ -9,33 +9,36 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from . import audio as audio_mod
-from . import schema, scoring, validate
+from . import norm, opening, scoring, validate
 from .audio import Audio, AudioLimits, Recording
 from .cache import IndexCache
-from .embedding import Embedder, default_threshold, embed_recordings, load_embedder
+from .embedding import Embedder, embed_recordings
 from .embedding.base import DEFAULT_WINDOW_SECONDS
 from .errors import (
     BankNotFoundError,
     DuplicateRecordingError,
     DuplicateSpeakerError,
+    DuplicateVoiceError,
     EmptyBankError,
+    InconsistentRecordingError,
     InvalidInputError,
     ModelMismatchError,
+    NotEnoughSpeechError,
     SpeakerNotFoundError,
 )
 from .index import IndexInfo
-from .results import CheckReport, Candidate, Identification, RecordingInfo, Speaker, Verification
-from .store import AuditRow, BankRow, SpeakerRow, Store, UtteranceRow, record, resolve_url, sqlite_path, utcnow
+from .results import Candidate, CheckReport, Identification, RecordingInfo, Speaker, Verification
+from .store import AuditRow, BankRow, CohortRow, SpeakerRow, Store, UtteranceRow, record, resolve_url, sqlite_path, utcnow
 from .vectors import voiceprint
 
 log = logging.getLogger(__name__)
@@ -53,7 +56,6 @@ class VoiceBank:
     def __init__(self, store: Store, bank: BankRow, embedder: Embedder, index_path: Path | None,
                  limits: AudioLimits, window_seconds: float):
         self._store = store
-        self._bank_uid = bank.uid
         self.model_id = bank.model_id
         self.model_source = bank.model_source
         self.dimension = bank.dimension
@@ -81,10 +83,10 @@ class VoiceBank:
         """Open the bank in ``db`` (a SQLAlchemy URL or a SQLite file path; default ``VOICEBANK_DB``
         or ./voicebank.db).
 
-        ``model``: a hub id, a local model directory or an :class:`Embedder`; default ``VOICEBANK_MODEL``,
-        else the model the bank was created with. With ``create=True`` a missing bank is created
-        (schema migrated to the newest revision, ``threshold`` or the model's default stored).
-        The model is loaded only when something must be embedded.
+        ``model``: a hub id, a local model directory, ``"resemblyzer"`` or an :class:`Embedder`;
+        default ``VOICEBANK_MODEL``, else the model the bank was created with. With ``create=True``
+        a missing bank is created (schema migrated to the newest revision, ``threshold`` or the
+        model's default stored). The model is loaded only when something must be embedded.
         """
         url = resolve_url(db)
         db_file = sqlite_path(url)
@@ -92,9 +94,12 @@ class VoiceBank:
             raise BankNotFoundError(f"no voicebank at {db_file}: create one with `voicebank init`.")
         store = Store(url)
         try:
-            bank = _read_bank(store, url) if not create else _read_or_create_bank(store, url, model, device, threshold)
-            embedder = _embedder_for(model or os.environ.get("VOICEBANK_MODEL") or bank.model_source, device)
-            return cls(store, bank, embedder, _index_path(index_path, url, bank.uid), limits, window_seconds)
+            if create:
+                bank = opening.read_or_create_bank(store, url, model, device, threshold)
+            else:
+                bank = opening.read_bank(store, url)
+            embedder = opening.embedder_for(model or os.environ.get("VOICEBANK_MODEL") or bank.model_source, device)
+            return cls(store, bank, embedder, opening.index_path(index_path, url, bank.uid), limits, window_seconds)
         except BaseException:
             store.dispose()
             raise
@@ -113,15 +118,34 @@ class VoiceBank:
     # -- settings ------------------------------------------------------------------------------
     @property
     def threshold(self) -> float:
-        """The decision threshold on the cosine score, as stored in the database."""
-        with self._store.read() as session:
-            return session.execute(select(BankRow.threshold)).scalar_one()
+        """The decision threshold on the bank's score, as stored in the database."""
+        return self._settings().threshold
+
+    @property
+    def score_kind(self) -> str:
+        """``cosine`` or ``asnorm``: what scores and the threshold mean in this bank."""
+        return self._settings().score
 
     def set_threshold(self, value: float) -> None:
-        value = validate.threshold(value)
         with self._store.write() as session:
-            session.get(BankRow, 1).threshold = value
+            bank = session.get(BankRow, 1)
+            bank.threshold = validate.threshold(value, bank.score)
         log.info("threshold set to %.4f", value)
+
+    def set_score_normalization(self, kind: str, top_n: int = 100, threshold: float | None = None) -> float:
+        """Switch the score to ``cosine`` or ``asnorm`` (top-``top_n`` cohort). The old threshold
+        means nothing on the new score, so it is replaced by ``threshold`` or that score's
+        starting default; calibrate afterwards. Returns the new threshold."""
+        if kind not in norm.KINDS:
+            raise InvalidInputError(f"the score is one of {', '.join(norm.KINDS)}, not {kind!r}.")
+        if not isinstance(top_n, int) or not 1 <= top_n <= 10_000:
+            raise InvalidInputError(f"the AS-norm cohort top-N is a whole number from 1 to 10000, not {top_n!r}.")
+        with self._store.write() as session:
+            bank = session.get(BankRow, 1)
+            default = norm.DEFAULT_ASNORM_THRESHOLD if kind == norm.ASNORM else _embedder_default(self._embedder)
+            bank.score, bank.cohort_top_n = kind, top_n
+            bank.threshold = validate.threshold(default if threshold is None else threshold, kind)
+            return bank.threshold
 
     # -- enrollment ----------------------------------------------------------------------------
     def enroll(
@@ -130,16 +154,24 @@ class VoiceBank:
         recordings: Sequence[Recording],
         metadata: dict[str, Any] | None = None,
         progress: Progress | None = None,
+        *,
+        allow_inconsistent: bool = False,
+        strict: bool = False,
     ) -> Speaker:
         """Enroll a new speaker from one or more recordings.
 
         Every recording is checked and embedded before anything is written; on any error nothing is
-        stored. Raises :class:`DuplicateSpeakerError` if ``name`` is taken.
+        stored. Refused: a taken ``name`` (:class:`DuplicateSpeakerError`), less speech in all than
+        ``limits.min_enroll_speech_seconds``, and a recording that does not sound like the others
+        (:class:`InconsistentRecordingError`, unless ``allow_inconsistent``). A voice that already
+        matches another speaker is a warning in ``Speaker.warnings``, or with ``strict`` a
+        :class:`DuplicateVoiceError`.
         """
         name, metadata = validate.name(name), validate.metadata(metadata)
         if self._find(name) is not None:
             raise DuplicateSpeakerError(_taken(name))
         utterances = self._embed_for_enrollment(recordings, progress)
+        warnings = self._check_enrollment(name, utterances, None, allow_inconsistent, strict)
         try:
             with self._store.change() as (session, seq):
                 if session.execute(select(SpeakerRow.id).where(SpeakerRow.name == name)).first():
@@ -151,31 +183,33 @@ class VoiceBank:
         except IntegrityError as exc:  # another process won a race for the name
             raise DuplicateSpeakerError(_taken(name)) from exc
         log.info("enrolled %s from %d recordings", name, len(utterances))
-        return self.speaker(name)
+        return replace(self.speaker(name), warnings=tuple(warnings))
 
-    def add_recordings(self, name: str, recordings: Sequence[Recording], progress: Progress | None = None) -> Speaker:
-        """Add recordings to an enrolled speaker and recompute the voiceprint from all of them."""
+    def add_recordings(self, name: str, recordings: Sequence[Recording], progress: Progress | None = None,
+                       *, allow_inconsistent: bool = False, strict: bool = False) -> Speaker:
+        """Add recordings to an enrolled speaker and recompute the voiceprint from all of them.
+        The same checks as :meth:`enroll` apply to the speaker's recordings taken together."""
         name = validate.name(name)
-        if self._find(name) is None:
-            raise SpeakerNotFoundError(_unknown(name))
+        existing = self._utterances_of(name)
         utterances = self._embed_for_enrollment(recordings, progress)
+        known = {u.sha256: u.label for u in existing}
+        for utterance in utterances:
+            if utterance.sha256 in known:
+                raise DuplicateRecordingError(
+                    f"{utterance.label} is already enrolled for {name} (as {known[utterance.sha256]}); nothing was added."
+                )
+        warnings = self._check_enrollment(name, existing + utterances, existing[0].speaker_id, allow_inconsistent, strict)
         with self._store.change() as (session, seq):
             row = session.execute(
                 select(SpeakerRow).where(SpeakerRow.name == name).options(selectinload(SpeakerRow.utterances))
             ).scalar_one_or_none()
-            if row is None:
-                raise SpeakerNotFoundError(_unknown(name))
-            known = {u.sha256: u.label for u in row.utterances}
-            for utterance in utterances:
-                if utterance.sha256 in known:
-                    raise DuplicateRecordingError(
-                        f"{utterance.label} is already enrolled for {name} (as {known[utterance.sha256]}); nothing was added."
-                    )
+            if row is None or {u.sha256 for u in row.utterances} != set(known):
+                raise SpeakerNotFoundError(f"{name} was removed or changed while the recordings were embedded; try again.")
             row.utterances.extend(utterances)
             row.voiceprint = _voiceprint_bytes(row.utterances)
             row.updated_at = utcnow()
             record(session, seq, row.id, "upsert")
-        return self.speaker(name)
+        return replace(self.speaker(name), warnings=tuple(warnings))
 
     def remove(self, name: str) -> None:
         """Remove a speaker: its voiceprint and every utterance embedding, from SQL and the index."""
@@ -187,6 +221,25 @@ class VoiceBank:
             record(session, seq, row.id, "delete")
             session.delete(row)
         log.info("removed %s", name)
+
+    # -- the cohort ----------------------------------------------------------------------------
+    def add_cohort(self, recordings: Sequence[Recording], progress: Progress | None = None) -> int:
+        """Add recordings of people who are NOT enrolled to the AS-norm cohort; returns its size.
+        Recordings already in the cohort are skipped."""
+        rows = [CohortRow(embedding=u.embedding, sha256=u.sha256, label=u.label)
+                for u in self._embed_for_enrollment(recordings, progress)]
+        with self._store.write() as session:
+            present = set(session.execute(select(CohortRow.sha256)).scalars())
+            session.add_all(r for r in rows if r.sha256 not in present)
+        return self.cohort_size()
+
+    def cohort_size(self) -> int:
+        with self._store.read() as session:
+            return session.execute(select(func.count()).select_from(CohortRow)).scalar_one()
+
+    def clear_cohort(self) -> None:
+        with self._store.write() as session:
+            session.execute(delete(CohortRow))
 
     # -- reading -------------------------------------------------------------------------------
     def speakers(self) -> list[Speaker]:
@@ -210,6 +263,25 @@ class VoiceBank:
         with self._store.read() as session:
             return session.execute(select(func.count()).select_from(SpeakerRow)).scalar_one()
 
+    def utterance_embeddings(self) -> list[tuple[int, str, np.ndarray]]:
+        """(speaker id, speaker name, (n, dimension) embeddings) of every enrolled speaker."""
+        with self._store.read() as session:
+            rows = session.execute(
+                select(SpeakerRow.id, SpeakerRow.name, UtteranceRow.embedding).join(UtteranceRow).order_by(SpeakerRow.id, UtteranceRow.id)
+            ).all()
+        grouped: dict[tuple[int, str], list[np.ndarray]] = {}
+        for speaker_id, name, blob in rows:
+            grouped.setdefault((speaker_id, name), []).append(np.frombuffer(blob, dtype=np.float32))
+        return [(sid, name, np.stack(vectors)) for (sid, name), vectors in grouped.items()]
+
+    def voiceprint(self, name: str) -> tuple[int, np.ndarray]:
+        """(speaker id, (dimension,) voiceprint) of an enrolled speaker."""
+        with self._store.read() as session:
+            row = session.execute(select(SpeakerRow.id, SpeakerRow.voiceprint).where(SpeakerRow.name == validate.name(name))).first()
+        if row is None:
+            raise SpeakerNotFoundError(_unknown(name))
+        return row[0], np.frombuffer(row[1], dtype=np.float32)
+
     # -- decisions -----------------------------------------------------------------------------
     def identify(self, recording: Recording, top_k: int = 5, client: str | None = None) -> Identification:
         """Who is speaking? The ``top_k`` closest voiceprints, and a match only if the best score
@@ -217,45 +289,53 @@ class VoiceBank:
         top_k = validate.top_k(top_k)
         audio = self._load(recording)
         embedding = self._embed([audio])[0]
-        with self._cache.lock:
-            index = self._cache.current()
-            if len(index) == 0:
-                raise EmptyBankError("the bank has no speakers yet: enroll some first (`voicebank enroll NAME FILE...`).")
-            scores, ids = index.search(embedding, top_k)
-        names = self._names(ids[0])
-        candidates = [Candidate(names[i], float(s)) for s, i in zip(scores[0], ids[0]) if i in names]
-        threshold = self.threshold
-        match = candidates[0] if candidates and scoring.accept(candidates[0].score, threshold) else None
+        settings = self._settings()
+        scores, ids = self._search(embedding[None, :], top_k)
+        found = self._rows_by_id(ids[0])
+        ranked = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if int(i) in found]
+        if settings.score == norm.ASNORM and ranked:
+            kept = [i for _, i in ranked]
+            vectors = np.stack([found[i][1] for i in kept])
+            normed = self.scorer(settings).score(np.repeat(embedding[None, :], len(kept), 0), vectors, kept, kept)
+            ranked = sorted(zip(normed.tolist(), kept), key=lambda pair: -pair[0])
+        candidates = [Candidate(found[i][0], s) for s, i in ranked]
+        match = candidates[0] if candidates and scoring.accept(candidates[0].score, settings.threshold) else None
         self._audit("identify", None, match.name if match else None, candidates[0].score if candidates else None,
-                    threshold, match is not None, audio.sha256, client)
-        return Identification(match, candidates, threshold)
+                    settings, match is not None, audio.sha256, client)
+        return Identification(match, candidates, settings.threshold)
 
     def verify(self, name: str, recording: Recording, client: str | None = None) -> Verification:
-        """Is this ``name``? Cosine score of the recording against that speaker's voiceprint."""
+        """Is this ``name``? The recording scored against that speaker's voiceprint."""
+        speaker_id, stored = self.voiceprint(name)
         name = validate.name(name)
-        with self._store.read() as session:
-            stored = session.execute(select(SpeakerRow.voiceprint).where(SpeakerRow.name == name)).scalar_one_or_none()
-        if stored is None:
-            raise SpeakerNotFoundError(_unknown(name))
         audio = self._load(recording)
         embedding = self._embed([audio])[0]
-        score = float(scoring.cosine(embedding, np.frombuffer(stored, dtype=np.float32)))
-        threshold = self.threshold
-        accepted = scoring.accept(score, threshold)
-        self._audit("verify", name, name if accepted else None, score, threshold, accepted, audio.sha256, client)
-        return Verification(name, score, threshold, accepted)
+        settings = self._settings()
+        score = float(self.scorer(settings).score(embedding, stored, [speaker_id], [speaker_id])[0])
+        accepted = scoring.accept(score, settings.threshold)
+        self._audit("verify", name, name if accepted else None, score, settings, accepted, audio.sha256, client)
+        return Verification(name, score, settings.threshold, accepted)
 
     def embed(self, recording: Recording) -> np.ndarray:
         """The (dimension,) float32 L2-normalized embedding of one recording, with this bank's model."""
         return self._embed([self._load(recording)])[0]
 
+    def scorer(self, settings: BankRow | None = None) -> norm.Normalizer:
+        """The bank's score function (cosine, or AS-norm against the cohort or the enrolled speakers)."""
+        settings = settings or self._settings()
+        if settings.score == norm.COSINE:
+            return norm.Normalizer(norm.COSINE, 0)
+        with self._store.read() as session:
+            blobs = session.execute(select(CohortRow.embedding)).scalars().all()
+        cohort = np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs]) if blobs else None
+        return norm.Normalizer(norm.ASNORM, settings.cohort_top_n, cohort, self._search)
+
     # -- the index -----------------------------------------------------------------------------
     def check(self) -> CheckReport:
         """Compare the FAISS index (as found on disk, then caught up) with SQL, voiceprint by voiceprint."""
         with self._cache.lock:
-            self._cache._index = None  # re-read the file, so the report says what was on disk
-            index = self._cache.current()
-            ids, vectors = index.items()
+            self._cache.forget()  # re-read the file, so the report says what was on disk
+            ids, vectors = self._cache.current().items()
             status = self._cache.file_status
         with self._store.read() as session:
             rows = session.execute(select(SpeakerRow.id, SpeakerRow.name, SpeakerRow.voiceprint)).all()
@@ -278,6 +358,17 @@ class VoiceBank:
         self._cache.save()
 
     # -- internals -----------------------------------------------------------------------------
+    def _settings(self) -> BankRow:
+        with self._store.read() as session:
+            return session.get(BankRow, 1)
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._cache.lock:
+            index = self._cache.current()
+            if len(index) == 0:
+                raise EmptyBankError("the bank has no speakers yet: enroll some first (`voicebank enroll NAME FILE...`).")
+            return index.search(queries, k)
+
     def _load(self, recording: Recording) -> Audio:
         return audio_mod.load(recording, self._embedder.sample_rate, self.limits)
 
@@ -303,7 +394,7 @@ class VoiceBank:
             raise InvalidInputError("recordings must be a list of recordings (paths, bytes, file objects or arrays).")
         recordings = list(recordings)
         if not recordings:
-            raise InvalidInputError("give at least one recording to enroll.")
+            raise InvalidInputError("give at least one recording.")
         rows: list[UtteranceRow] = []
         seen: dict[str, str] = {}
         for done, recording in enumerate(recordings, start=1):
@@ -318,22 +409,72 @@ class VoiceBank:
                 progress(done, len(recordings), audio.label)
         return rows
 
-    def _names(self, ids: np.ndarray) -> dict[int, str]:
+    def _check_enrollment(self, name: str, utterances: Sequence[UtteranceRow], speaker_id: int | None,
+                          allow_inconsistent: bool, strict: bool) -> list[str]:
+        """Refuse too little speech and inconsistent recordings; warn of (or refuse) a voice that
+        already matches another speaker. Returns the warnings.
+
+        Both voice checks use the cosine score: against the bank's threshold when the bank scores
+        by cosine, else against the model's default cosine threshold (AS-norm needs a cohort that
+        a first enrollment may not have)."""
+        speech = sum(u.speech_s for u in utterances)
+        if speech < self.limits.min_enroll_speech_seconds:
+            raise NotEnoughSpeechError(
+                f"{name}: the recordings hold {speech:.1f} s of speech in all; enrollment needs at least "
+                f"{self.limits.min_enroll_speech_seconds:g} s. Add more recordings."
+            )
+        settings = self._settings()
+        threshold = settings.threshold if settings.score == norm.COSINE else _embedder_default(self._embedder)
+        vectors = np.stack([np.frombuffer(u.embedding, dtype=np.float32) for u in utterances])
+        if len(vectors) >= 2 and not allow_inconsistent:
+            scores = scoring.leave_one_out(vectors)
+            worst = int(np.argmin(scores))
+            if not scoring.accept(scores[worst], threshold):
+                raise InconsistentRecordingError(
+                    f"{utterances[worst].label} does not sound like the other recordings of {name} (cosine "
+                    f"{scores[worst]:.3f} against them, threshold {threshold:.3f}). Check that it is the same "
+                    "person and a clean recording, or enroll anyway with --allow-inconsistent."
+                )
+        if len(self) == 0:
+            return []
+        scores, ids = self._search(voiceprint(vectors)[None, :], 2)
+        nearest = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0 and i != speaker_id][:1]
+        if not nearest or not scoring.accept(nearest[0][0], threshold):
+            return []
+        other = self._rows_by_id(np.array([nearest[0][1]]))[nearest[0][1]][0]
+        message = f"the voice of {name} already matches {other} (cosine {nearest[0][0]:.3f}): the same person enrolled twice?"
+        if strict:
+            raise DuplicateVoiceError(message + " Refused (strict).")
+        log.warning("%s", message)
+        return [message]
+
+    def _utterances_of(self, name: str) -> list[UtteranceRow]:
+        with self._store.read() as session:
+            row = session.execute(
+                select(SpeakerRow).where(SpeakerRow.name == name).options(selectinload(SpeakerRow.utterances))
+            ).scalar_one_or_none()
+            if row is None:
+                raise SpeakerNotFoundError(_unknown(name))
+            return list(row.utterances)
+
+    def _rows_by_id(self, ids: np.ndarray) -> dict[int, tuple[str, np.ndarray]]:
         wanted = [int(i) for i in ids if i >= 0]
         with self._store.read() as session:
-            rows = session.execute(select(SpeakerRow.id, SpeakerRow.name).where(SpeakerRow.id.in_(wanted))).all()
-        return {r[0]: r[1] for r in rows}
+            rows = session.execute(
+                select(SpeakerRow.id, SpeakerRow.name, SpeakerRow.voiceprint).where(SpeakerRow.id.in_(wanted))
+            ).all()
+        return {r[0]: (r[1], np.frombuffer(r[2], dtype=np.float32)) for r in rows}
 
     def _find(self, name: str) -> int | None:
         with self._store.read() as session:
             return session.execute(select(SpeakerRow.id).where(SpeakerRow.name == name)).scalar_one_or_none()
 
     def _audit(self, operation: str, claimed: str | None, returned: str | None, score: float | None,
-               threshold: float, accepted: bool, sha256: str, client: str | None) -> None:
+               settings: BankRow, accepted: bool, sha256: str, client: str | None) -> None:
         with self._store.write() as session:
             session.add(AuditRow(operation=operation, claimed=claimed, returned=returned, score=score,
-                                 threshold=threshold, accepted=accepted, model_id=self.model_id,
-                                 recording_sha256=sha256, client=client))
+                                 threshold=settings.threshold, score_kind=settings.score, accepted=accepted,
+                                 model_id=self.model_id, recording_sha256=sha256, client=client))
 
 
 def _speaker(row: SpeakerRow) -> Speaker:
@@ -345,67 +486,15 @@ def _voiceprint_bytes(utterances: Sequence[UtteranceRow]) -> bytes:
     return voiceprint(np.stack([np.frombuffer(u.embedding, dtype=np.float32) for u in utterances])).tobytes()
 
 
+def _embedder_default(embedder: Embedder) -> float:
+    from .embedding import default_threshold
+
+    return default_threshold(embedder)
+
+
 def _taken(name: str) -> str:
     return f"a speaker named {name!r} is already enrolled: choose another name, or add recordings to it (`voicebank add`)."
 
 
 def _unknown(name: str) -> str:
     return f"no speaker named {name!r} is enrolled (`voicebank list` shows who is)."
-
-
-def _embedder_for(model: str | Embedder, device: str | None) -> Embedder:
-    return model if not isinstance(model, (str, os.PathLike)) else load_embedder(str(model), device)
-
-
-def _read_bank(store: Store, url: str) -> BankRow:
-    schema.check(store.engine, _public(url))
-    with store.read() as session:
-        bank = session.get(BankRow, 1)
-    if bank is None:
-        raise BankNotFoundError(f"no voicebank in {_public(url)}: create one with `voicebank init`.")
-    return bank
-
-
-def _read_or_create_bank(store: Store, url: str, model: Any, device: str | None, threshold: float | None) -> BankRow:
-    try:
-        return _read_bank(store, url)
-    except BankNotFoundError:
-        pass
-    schema.upgrade(store.engine)
-    embedder = _embedder_for(model or os.environ.get("VOICEBANK_MODEL") or load_embedder().source, device)
-    bank = BankRow(
-        id=1,
-        uid=str(uuid.uuid4()),
-        model_source=embedder.source,
-        model_id=embedder.model_id,
-        dimension=embedder.dimension,
-        threshold=validate.threshold(default_threshold(embedder) if threshold is None else threshold),
-        score="cosine",
-        change_seq=0,
-    )
-    try:
-        with store.write() as session:
-            session.add(bank)
-    except IntegrityError:  # another process created it first
-        return _read_bank(store, url)
-    log.info("created a voicebank in %s with %s", _public(url), embedder.source)
-    return bank
-
-
-def _public(url: str) -> str:
-    """The URL with any password hidden, for messages."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def _index_path(given: str | os.PathLike | None, url: str, bank_uid: str) -> Path | None:
-    if given is not None:
-        return Path(given)
-    db_file = sqlite_path(url)
-    if db_file is not None:
-        return db_file.with_name(db_file.name + ".faiss")
-    if url.startswith("sqlite"):
-        return None  # in-memory database: in-memory index
-    cache = Path(os.environ.get("VOICEBANK_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "voicebank")
-    return cache / f"{bank_uid}.faiss"

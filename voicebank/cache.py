@@ -48,6 +48,11 @@ class IndexCache:
                 self.file_status = f"ok, was behind SQL (seq {loaded_seq} < {self._index.seq}): caught up"
             return self._index
 
+    def forget(self) -> None:
+        """Drop the in-memory index: the next :meth:`current` reads the file again."""
+        with self.lock:
+            self._index = None
+
     def rebuild(self) -> SpeakerIndex:
         """Replace the index with one built from SQL, and save it."""
         with self.lock:

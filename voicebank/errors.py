@@ -35,6 +35,14 @@ class DuplicateRecordingError(VoiceBankError):
     """The same recording was given twice for one speaker."""
 
 
+class InconsistentRecordingError(VoiceBankError):
+    """An enrollment recording does not sound like the speaker's other recordings."""
+
+
+class DuplicateVoiceError(VoiceBankError):
+    """A new voiceprint matches another enrolled speaker (refused in strict mode)."""
+
+
 class EmptyBankError(VoiceBankError):
     """Identification was asked of a bank with no speakers."""
 

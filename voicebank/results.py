@@ -71,6 +71,7 @@ class Speaker:
     recordings: tuple[RecordingInfo, ...]
     created_at: datetime
     updated_at: datetime
+    warnings: tuple[str, ...] = ()  # from enrollment: e.g. the voice also matches another speaker
 
     @property
     def speech_seconds(self) -> float:
@@ -84,6 +85,7 @@ class Speaker:
             "speech_s": round(self.speech_seconds, 3),
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
+            "warnings": list(self.warnings),
         }
 
 

@@ -80,3 +80,40 @@ def threshold_at_far(target: np.ndarray, nontarget: np.ndarray, far: float) -> E
     thresholds, fars, frrs = error_rates(target, nontarget)
     i = int(np.argmax(fars <= far))
     return ErrorRates(float(thresholds[i]), float(fars[i]), float(frrs[i]))
+
+
+def asnorm(
+    raw: np.ndarray, probe_cohort: np.ndarray, enroll_cohort: np.ndarray, top_n: int = 100
+) -> np.ndarray:
+    """Adaptive symmetric score normalization (AS-norm1, Matejka et al. 2017).
+
+    ``raw``: (n_probes, n_enrolled) cosine scores. ``probe_cohort``: (n_probes, n_cohort) scores of
+    each probe against the cohort; ``enroll_cohort``: (n_enrolled, n_cohort) the same for each
+    enrolled voiceprint. Each side is normalized by the mean and standard deviation of its
+    ``top_n`` highest cohort scores (:func:`top_stats`), and the two z-scores are averaged:
+    ``0.5 * ((s - mu_p) / sd_p + (s - mu_e) / sd_e)``. The result is no longer a cosine: it is in
+    standard deviations, and thresholds for it are calibrated separately.
+    """
+    mu_p, sd_p = top_stats(np.atleast_2d(probe_cohort), top_n)
+    mu_e, sd_e = top_stats(np.atleast_2d(enroll_cohort), top_n)
+    raw = np.atleast_2d(raw)
+    return 0.5 * ((raw - mu_p[:, None]) / sd_p[:, None] + (raw - mu_e[None, :]) / sd_e[None, :])
+
+
+def top_stats(scores: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``scores`` ((n, m) cohort scores): mean and standard deviation of the ``top_n``
+    highest (all of them when the row is shorter). The deviation is floored at 1e-6."""
+    if scores.shape[1] == 0:
+        raise ValueError("AS-norm needs a cohort of at least one embedding")
+    n = min(top_n, scores.shape[1])
+    top = -np.partition(-scores, n - 1, axis=1)[:, :n] if n < scores.shape[1] else scores
+    return top.mean(axis=1), np.maximum(top.std(axis=1), 1e-6)
+
+
+def leave_one_out(embeddings: np.ndarray) -> np.ndarray:
+    """Cosine of each utterance embedding with the voiceprint of the *other* utterances of the
+    same speaker. ``embeddings``: (n, d) L2-normalized, n >= 2; returns (n,)."""
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    others = embeddings.sum(axis=0)[None, :] - embeddings
+    others /= np.maximum(np.linalg.norm(others, axis=1, keepdims=True), 1e-12)
+    return np.sum(embeddings * others, axis=1)

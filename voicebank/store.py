@@ -62,7 +62,8 @@ class BankRow(Base):
     model_id: Mapped[str] = mapped_column(String(255))
     dimension: Mapped[int] = mapped_column(Integer)
     threshold: Mapped[float] = mapped_column(Float)
-    score: Mapped[str] = mapped_column(String(64))
+    score: Mapped[str] = mapped_column(String(64))  # "cosine" or "asnorm": what `threshold` applies to
+    cohort_top_n: Mapped[int] = mapped_column(Integer, default=100, server_default="100")
     change_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -116,10 +117,22 @@ class AuditRow(Base):
     returned: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     threshold: Mapped[float] = mapped_column(Float)
+    score_kind: Mapped[str] = mapped_column(String(64), default="cosine", server_default="cosine")
     accepted: Mapped[bool] = mapped_column(Boolean)
     model_id: Mapped[str] = mapped_column(String(255))
     recording_sha256: Mapped[str] = mapped_column(String(64))
     client: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class CohortRow(Base):
+    """An embedding of a person who is not enrolled, for score normalization (AS-norm)."""
+
+    __tablename__ = "cohort"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 def resolve_url(db: str | os.PathLike | None) -> str:

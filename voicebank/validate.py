@@ -59,13 +59,15 @@ def _check_depth(value: Any, depth: int) -> None:
         raise InvalidInputError("metadata numbers must be finite (no NaN or infinity).")
 
 
-def threshold(value: Any) -> float:
+def threshold(value: Any, score: str = "cosine") -> float:
+    """A threshold for the bank's score: a cosine in [-1, 1], or AS-norm standard deviations in [-100, 100]."""
+    low, high = (-1.0, 1.0) if score == "cosine" else (-100.0, 100.0)
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise InvalidInputError(f"a threshold is a number between -1 and 1, not {value!r}.") from None
-    if not -1.0 <= value <= 1.0:
-        raise InvalidInputError(f"a threshold is a cosine score between -1 and 1, not {value}.")
+        raise InvalidInputError(f"a threshold is a number between {low:g} and {high:g}, not {value!r}.") from None
+    if not low <= value <= high:
+        raise InvalidInputError(f"a threshold on the {score} score is between {low:g} and {high:g}, not {value}.")
     return value
 
 

@@ -1,0 +1,194 @@
+"""Commands about speakers: init, enroll, add, identify, verify, list, show, remove."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .base import JSON_OPTION, Context, emit, handle_errors, main, parse_meta, progress_bar
+
+
+def QUALITY_OPTIONS(command):  # noqa: N802 (a decorator, named like the other option constants)
+    command = click.option("--strict", is_flag=True,
+                           help="Refuse (rather than warn) when the voice already matches another speaker.")(command)
+    return click.option("--allow-inconsistent", is_flag=True,
+                        help="Store a recording even if it does not sound like the speaker's others.")(command)
+
+
+@main.command()
+@click.option("--threshold", type=float, help="Decision threshold on the cosine score (default: the model's).")
+@JSON_OPTION
+@click.pass_obj
+@handle_errors
+def init(obj: Context, threshold: float | None, as_json: bool) -> None:
+    """Create a new, empty bank (database schema + the model's identity and threshold).
+
+    \b
+    Example:
+      voicebank --db voicebank.db init
+      voicebank --db postgresql://user@host/voices --model ./wavlm-base-plus-sv init
+    """
+    from ..errors import BankNotFoundError, VoiceBankError
+
+    try:
+        obj.open().close()
+    except BankNotFoundError:
+        pass
+    else:
+        raise VoiceBankError("a voicebank already exists there; nothing was changed.")
+    with obj.open(create=True, threshold=threshold) as bank:
+        info = {"db": obj.db or "voicebank.db", "model": bank.model_source, "model_id": bank.model_id,
+                "dimension": bank.dimension, "threshold": bank.threshold}
+    emit(info, as_json, f"Created a voicebank with {info['model']} ({info['dimension']}-dim), threshold {info['threshold']:.4f}.")
+
+
+@main.command()
+@click.argument("name")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata to store with the speaker (repeatable).")
+@QUALITY_OPTIONS
+@JSON_OPTION
+@click.pass_obj
+@handle_errors
+def enroll(obj: Context, name: str, files: tuple[str, ...], meta: tuple[str, ...], allow_inconsistent: bool,
+           strict: bool, as_json: bool) -> None:
+    """Enroll a new speaker NAME from one or more recordings (wav, flac, ogg, mp3, ...).
+
+    All recordings are checked before anything is stored; if one is unusable, nothing is.
+
+    \b
+    Example:
+      voicebank enroll alice a1.wav a2.flac a3.mp3 --meta employee_id=42
+    """
+    metadata = parse_meta(meta)
+    with obj.open() as bank:
+        bar, progress = progress_bar(len(files))
+        with bar:
+            speaker = bank.enroll(name, list(files), metadata=metadata, progress=progress,
+                                  allow_inconsistent=allow_inconsistent, strict=strict)
+    emit(speaker.to_dict(), as_json, "\n".join(
+        [f"Enrolled {speaker.name} from {len(speaker.recordings)} recordings ({speaker.speech_seconds:.1f} s of speech)."]
+        + [f"Warning: {w}" for w in speaker.warnings]))
+
+
+@main.command()
+@click.argument("name")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@QUALITY_OPTIONS
+@JSON_OPTION
+@click.pass_obj
+@handle_errors
+def add(obj: Context, name: str, files: tuple[str, ...], allow_inconsistent: bool, strict: bool, as_json: bool) -> None:
+    """Add recordings to an enrolled speaker; the voiceprint is recomputed from all of them.
+
+    \b
+    Example:
+      voicebank add alice a4.wav a5.wav
+    """
+    with obj.open() as bank:
+        bar, progress = progress_bar(len(files))
+        with bar:
+            speaker = bank.add_recordings(name, list(files), progress=progress,
+                                          allow_inconsistent=allow_inconsistent, strict=strict)
+    emit(speaker.to_dict(), as_json, "\n".join(
+        [f"{speaker.name} now has {len(speaker.recordings)} recordings."] + [f"Warning: {w}" for w in speaker.warnings]))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--top-k", "-k", default=5, show_default=True, help="How many candidates to list.")
+@JSON_OPTION
+@click.pass_obj
+@handle_errors
+def identify(obj: Context, file: str, top_k: int, as_json: bool) -> None:
+    """Who is speaking in FILE? Prints the best match, or "unknown" below the threshold.
+
+    Exit code 0 when a speaker matched, 1 when the voice is unknown.
+
+    \b
+    Example:
+      voicebank identify unknown.wav --top-k 3
+      voicebank identify unknown.wav --json
+    """
+    with obj.open() as bank:
+        result = bank.identify(file, top_k=top_k)
+    lines = [f"match: {result.match.name} (score {result.match.score:.4f})" if result.match
+             else f"match: unknown (best score below threshold {result.threshold:.4f})"]
+    lines += [f"  {i}. {c.name:<30} {c.score:.4f}" for i, c in enumerate(result.candidates, 1)]
+    emit(result.to_dict(), as_json, "\n".join(lines))
+    sys.exit(0 if result.match else 1)
+
+
+@main.command()
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False))
+@JSON_OPTION
+@click.pass_obj
+@handle_errors
+def verify(obj: Context, name: str, file: str, as_json: bool) -> None:
+    """Is the speaker in FILE the enrolled NAME? Exit code 0 accepted, 1 rejected.
+
+    \b
+    Example:
+      voicebank verify alice attempt.wav && echo "welcome, alice"
+    """
+    with obj.open() as bank:
+        result = bank.verify(name, file)
+    verdict = "accepted" if result.accepted else "rejected"
+    emit(result.to_dict(), as_json, f"{verdict}: {name} (score {result.score:.4f}, threshold {result.threshold:.4f})")
+    sys.exit(0 if result.accepted else 1)
+
+
+@main.command(name="list")
+@JSON_OPTION
+@click.pass_obj
+@handle_errors
+def list_(obj: Context, as_json: bool) -> None:
+    """List the enrolled speakers.
+
+    \b
+    Example:
+      voicebank list --json
+    """
+    with obj.open() as bank:
+        speakers = bank.speakers()
+    rows = [f"{s.name:<30} {len(s.recordings):>3} recordings {s.speech_seconds:8.1f} s speech" for s in speakers]
+    emit([s.to_dict() for s in speakers], as_json, "\n".join(rows) if rows else "No speakers enrolled.")
+
+
+@main.command()
+@click.argument("name")
+@JSON_OPTION
+@click.pass_obj
+@handle_errors
+def show(obj: Context, name: str, as_json: bool) -> None:
+    """Show one speaker: metadata and recordings.
+
+    \b
+    Example:
+      voicebank show alice
+    """
+    with obj.open() as bank:
+        speaker = bank.speaker(name)
+    lines = [f"name: {speaker.name}", f"enrolled: {speaker.created_at:%Y-%m-%d %H:%M:%S}",
+             f"metadata: {json.dumps(speaker.metadata, ensure_ascii=False)}", "recordings:"]
+    lines += [f"  {r.label}  {r.duration_s:.1f} s ({r.speech_s:.1f} s speech)  sha256 {r.sha256[:12]}" for r in speaker.recordings]
+    emit(speaker.to_dict(), as_json, "\n".join(lines))
+
+
+@main.command()
+@click.argument("name")
+@click.pass_obj
+@handle_errors
+def remove(obj: Context, name: str) -> None:
+    """Remove a speaker and every embedding of their voice.
+
+    \b
+    Example:
+      voicebank remove alice
+    """
+    with obj.open() as bank:
+        bank.remove(name)
+    click.echo(f"Removed {name}.")
