@@ -121,3 +121,49 @@ def table_dump(db_path: Path) -> dict[str, list[tuple]]:
         return {t: sorted(con.execute(f'select * from "{t}"').fetchall(), key=repr) for t in tables}
     finally:
         con.close()
+
+
+# -- databases: every integration test that takes `db_url` runs on SQLite and on PostgreSQL ------
+PG_ADMIN_URL = os.environ.get("VOICEBANK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_reachable() -> bool:
+    try:
+        import psycopg
+
+        psycopg.connect(PG_ADMIN_URL, connect_timeout=3).close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def pg_url(tmp_path, monkeypatch):
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards.
+
+    Skipped when the server is unreachable, except under CI (CI=true), where that is a failure.
+    """
+    import uuid
+
+    import psycopg
+
+    if not _postgres_reachable():
+        message = f"PostgreSQL is not reachable at {PG_ADMIN_URL}"
+        if os.environ.get("CI"):
+            pytest.fail(message + " (CI must run the PostgreSQL tests)")
+        pytest.skip(message)
+    name = f"vb_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    monkeypatch.setenv("VOICEBANK_CACHE", str(tmp_path / "index-cache"))
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path) -> str:
+    """A database URL for a new bank: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'bank.db'}"
+    return request.getfixturevalue("pg_url")

@@ -64,6 +64,7 @@ class BankRow(Base):
     threshold: Mapped[float] = mapped_column(Float)
     score: Mapped[str] = mapped_column(String(64))  # "cosine" or "asnorm": what `threshold` applies to
     cohort_top_n: Mapped[int] = mapped_column(Integer, default=100, server_default="100")
+    index_kind: Mapped[str] = mapped_column(String(64), default="flat", server_default="flat")
     change_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -133,6 +134,19 @@ class CohortRow(Base):
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     label: Mapped[str] = mapped_column(String(1024))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKeyRow(Base):
+    """An HTTP API key. Only its SHA-256 is stored; the key itself is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # "admin" or "reader"
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 def resolve_url(db: str | os.PathLike | None) -> str:
