@@ -11,6 +11,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,9 @@ def load(recording: Recording, sample_rate: int, limits: AudioLimits = AudioLimi
     if samples.size == 0:
         raise AudioError(f"{label}: the recording is empty (no samples). Record again.")
     if not np.all(np.isfinite(samples)):
-        raise AudioError(f"{label}: the recording contains NaN or infinite samples; it is corrupt.")
+        raise AudioError(
+            f"{label}: the recording contains NaN or infinite samples; it is corrupt. Export or record it again."
+        )
     duration = samples.shape[0] / rate
     if duration > limits.max_seconds:
         raise AudioError(_too_long(label, duration, limits))
@@ -145,9 +148,9 @@ def _read_bytes(recording: Recording, label: str) -> bytes:
     if isinstance(recording, (str, os.PathLike)):
         path = Path(recording)
         if not path.exists():
-            raise AudioError(f"{label}: no such file.")
+            raise AudioError(f"{label}: no such file. Check the path.")
         if path.is_dir():
-            raise AudioError(f"{label}: is a directory, not an audio file.")
+            raise AudioError(f"{label}: is a directory, not an audio file. Give the path of a recording.")
         if path.stat().st_size > MAX_FILE_BYTES:
             raise AudioError(f"{label}: the file is larger than {MAX_FILE_BYTES >> 30} GiB. Cut it up.")
         try:
@@ -193,12 +196,29 @@ def _decode(data: bytes, label: str, limits: AudioLimits) -> tuple[np.ndarray, i
         with sf.SoundFile(io.BytesIO(data)) as f:
             if f.frames > 0 and f.frames / f.samplerate > limits.max_seconds:
                 raise AudioError(_too_long(label, f.frames / f.samplerate, limits))
+            _refuse_truncated(f, label)
             return f.read(dtype="float32", always_2d=True), f.samplerate
     except AudioError:
         raise
     except Exception as first:  # libsndfile cannot read it: try librosa's other decoders
         log.debug("soundfile could not decode %s (%s); trying librosa", label, first)
     return _decode_with_librosa(data, label, limits)
+
+
+# libsndfile reads what there is of a WAV whose data chunk was cut short, and only logs the shortfall.
+_SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_PLACEHOLDER_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF}  # written by streaming recorders that never seek back
+
+
+def _refuse_truncated(f, label: str) -> None:
+    match = _SHORT_DATA.search(f.extra_info)
+    if match:
+        declared, present = int(match.group(1)), int(match.group(2))
+        if declared not in _PLACEHOLDER_SIZES and present < declared:
+            raise AudioError(
+                f"{label}: the file is truncated: its header announces {declared} bytes of audio but only "
+                f"{present} are there. Copy or export it again."
+            )
 
 
 def _decode_with_librosa(data: bytes, label: str, limits: AudioLimits) -> tuple[np.ndarray, int]:

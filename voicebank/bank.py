@@ -285,11 +285,24 @@ class VoiceBank:
     # -- decisions -----------------------------------------------------------------------------
     def identify(self, recording: Recording, top_k: int = 5, client: str | None = None) -> Identification:
         """Who is speaking? The ``top_k`` closest voiceprints, and a match only if the best score
-        clears the threshold (open set: an unknown voice gets ``match=None``)."""
+        clears the threshold (open set: an unknown voice gets ``match=None``). Audited."""
         top_k = validate.top_k(top_k)
         audio = self._load(recording)
-        embedding = self._embed([audio])[0]
         settings = self._settings()
+        result = self._identify(self._embed([audio])[0], top_k, settings)
+        best = result.candidates[0].score if result.candidates else None
+        self._audit("identify", None, result.match.name if result.match else None, best, settings,
+                    result.match is not None, audio.sha256, client)
+        return result
+
+    def identify_embeddings(self, embeddings: np.ndarray, top_k: int = 5) -> list[Identification]:
+        """:meth:`identify` for precomputed (n, dimension) embeddings of this bank's model, e.g.
+        the windows of a long recording. Not written to the audit trail."""
+        top_k = validate.top_k(top_k)
+        settings = self._settings()
+        return [self._identify(np.asarray(e, dtype=np.float32), top_k, settings) for e in np.atleast_2d(embeddings)]
+
+    def _identify(self, embedding: np.ndarray, top_k: int, settings: BankRow) -> Identification:
         scores, ids = self._search(embedding[None, :], top_k)
         found = self._rows_by_id(ids[0])
         ranked = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if int(i) in found]
@@ -300,8 +313,6 @@ class VoiceBank:
             ranked = sorted(zip(normed.tolist(), kept), key=lambda pair: -pair[0])
         candidates = [Candidate(found[i][0], s) for s, i in ranked]
         match = candidates[0] if candidates and scoring.accept(candidates[0].score, settings.threshold) else None
-        self._audit("identify", None, match.name if match else None, candidates[0].score if candidates else None,
-                    settings, match is not None, audio.sha256, client)
         return Identification(match, candidates, settings.threshold)
 
     def verify(self, name: str, recording: Recording, client: str | None = None) -> Verification:
@@ -320,6 +331,17 @@ class VoiceBank:
         """The (dimension,) float32 L2-normalized embedding of one recording, with this bank's model."""
         return self._embed([self._load(recording)])[0]
 
+    @property
+    def sample_rate(self) -> int:
+        """The model's input rate in Hz (what :meth:`embed_samples` expects)."""
+        return self._embedder.sample_rate
+
+    def embed_samples(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
+        """(n, dimension) embeddings of mono float32 waveforms already at :attr:`sample_rate`,
+        without the recording checks of :meth:`embed` (the caller has done its own)."""
+        self._check_model()
+        return embed_recordings(self._embedder, [np.asarray(w, dtype=np.float32) for w in waveforms], self.window_seconds)
+
     def scorer(self, settings: BankRow | None = None) -> norm.Normalizer:
         """The bank's score function (cosine, or AS-norm against the cohort or the enrolled speakers)."""
         settings = settings or self._settings()
@@ -329,6 +351,13 @@ class VoiceBank:
             blobs = session.execute(select(CohortRow.embedding)).scalars().all()
         cohort = np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs]) if blobs else None
         return norm.Normalizer(norm.ASNORM, settings.cohort_top_n, cohort, self._search)
+
+    @property
+    def api_keys(self):  # -> voicebank.apikeys.ApiKeys
+        """The HTTP API keys stored in this bank's database."""
+        from .apikeys import ApiKeys
+
+        return ApiKeys(self._store)
 
     # -- the index -----------------------------------------------------------------------------
     def check(self) -> CheckReport:
@@ -373,8 +402,7 @@ class VoiceBank:
         return audio_mod.load(recording, self._embedder.sample_rate, self.limits)
 
     def _embed(self, audios: Sequence[Audio]) -> np.ndarray:
-        self._check_model()
-        return embed_recordings(self._embedder, [a.samples for a in audios], self.window_seconds)
+        return self.embed_samples([a.samples for a in audios])
 
     def _check_model(self) -> None:
         if self._model_checked:

@@ -46,7 +46,8 @@ def error_rates(target: np.ndarray, nontarget: np.ndarray) -> tuple[np.ndarray, 
     thresholds = np.append(thresholds, np.nextafter(thresholds[-1], np.inf))
     t_sorted, n_sorted = np.sort(target), np.sort(nontarget)
     frr = np.searchsorted(t_sorted, thresholds, side="left") / target.size
-    far = 1.0 - np.searchsorted(n_sorted, thresholds, side="left") / nontarget.size
+    # counted, then divided once: 1 - k/n is not exactly (n - k)/n, and FAR = 1% must compare equal to 0.01
+    far = (nontarget.size - np.searchsorted(n_sorted, thresholds, side="left")) / nontarget.size
     return thresholds, far, frr
 
 

@@ -116,15 +116,30 @@ class XVectorEmbedder:
         device = resolve_device(self._device)
         try:
             extractor = AutoFeatureExtractor.from_pretrained(where, revision=self.revision)
-            model = AutoModelForAudioXVector.from_pretrained(where, revision=self.revision)
+            model, info = AutoModelForAudioXVector.from_pretrained(
+                where, revision=self.revision, output_loading_info=True
+            )
         except ValueError as exc:
             raise ModelError(f"{self.source} is not a speaker (x-vector) model: {_first_line(exc)}") from exc
         except OSError as exc:
-            raise ModelError(f"cannot load the speaker model {self.source}: {_first_line(exc)} " + _how_to_get_it()) from exc
-        model.eval().to(device)
+            raise ModelError(f"cannot load the speaker model {self.source} ({_first_line(exc).rstrip('.')}). " + _how_to_get_it()) from exc
+        # A checkpoint of the bare encoder (e.g. WavLMModel) loads "successfully" with a random x-vector head.
+        head = sorted(k for k in info.get("missing_keys", ()) if k.split(".")[0] in _XVECTOR_HEAD)
+        if head:
+            raise ModelError(
+                f"{self.source} is not a speaker (x-vector) model: it has no weights for {', '.join(head[:3])}"
+                f"{', ...' if len(head) > 3 else ''}. Give a *ForXVector checkpoint such as {DEFAULT_MODEL}."
+            )
+        try:
+            model.eval().to(device)
+        except (RuntimeError, AssertionError) as exc:  # e.g. VOICEBANK_DEVICE=cuda on a machine without CUDA
+            raise ModelError(f"cannot run the model on {device!r}: {_first_line(exc)}. Use --device cpu or auto.") from exc
         model_id = f"{model.config.model_type}-xvector:{_fingerprint(model, torch)}"
         log.info("loaded %s (%s) on %s", self.source, model_id, device)
         return model, extractor, device, model_id
+
+
+_XVECTOR_HEAD = ("projector", "tdnn", "feature_extractor")
 
 
 def _fingerprint(model: Any, torch: Any) -> str:

@@ -1,0 +1,1 @@
+"""The scan command: who spoke when in a long recording."""

@@ -1,0 +1,1 @@
+"""voicebank over HTTP (FastAPI): the optional `server` extra."""
