@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -19,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from . import audio as audio_mod
+from . import audit as audit_mod
 from . import norm, opening, scoring, validate
 from .audio import Audio, AudioLimits, Recording
 from .cache import IndexCache
@@ -38,7 +40,7 @@ from .errors import (
 )
 from .index import IndexInfo
 from .results import Candidate, CheckReport, Identification, RecordingInfo, Speaker, Verification
-from .store import AuditRow, BankRow, CohortRow, SpeakerRow, Store, UtteranceRow, record, resolve_url, sqlite_path, utcnow
+from .store import BankRow, as_utc, CohortRow, SpeakerRow, Store, UtteranceRow, record, resolve_url, sqlite_path, utcnow
 from .vectors import voiceprint
 
 log = logging.getLogger(__name__)
@@ -221,6 +223,16 @@ class VoiceBank:
             record(session, seq, row.id, "delete")
             session.delete(row)
         log.info("removed %s", name)
+
+    # -- the audit trail -----------------------------------------------------------------------
+    def audit(self, speaker: str | None = None, since: datetime | None = None, until: datetime | None = None,
+              limit: int | None = None) -> list[audit_mod.AuditEntry]:
+        """Identification and verification decisions, newest first (``speaker``: claimed or returned)."""
+        return audit_mod.entries(self._store, speaker, since, until, limit)
+
+    def purge_audit(self, before: datetime) -> int:
+        """Delete decisions older than ``before``; returns how many were deleted."""
+        return audit_mod.purge(self._store, before)
 
     # -- the cohort ----------------------------------------------------------------------------
     def add_cohort(self, recordings: Sequence[Recording], progress: Progress | None = None) -> int:
@@ -499,15 +511,15 @@ class VoiceBank:
 
     def _audit(self, operation: str, claimed: str | None, returned: str | None, score: float | None,
                settings: BankRow, accepted: bool, sha256: str, client: str | None) -> None:
-        with self._store.write() as session:
-            session.add(AuditRow(operation=operation, claimed=claimed, returned=returned, score=score,
-                                 threshold=settings.threshold, score_kind=settings.score, accepted=accepted,
-                                 model_id=self.model_id, recording_sha256=sha256, client=client))
+        audit_mod.record(self._store, operation=operation, claimed=claimed, returned=returned, score=score,
+                         threshold=settings.threshold, score_kind=settings.score, accepted=accepted,
+                         model_id=self.model_id, recording_sha256=sha256, client=client)
 
 
 def _speaker(row: SpeakerRow) -> Speaker:
-    recordings = tuple(RecordingInfo(u.label, u.sha256, u.duration_s, u.speech_s, u.created_at) for u in row.utterances)
-    return Speaker(row.id, row.name, dict(row.meta or {}), recordings, row.created_at, row.updated_at)
+    recordings = tuple(RecordingInfo(u.label, u.sha256, u.duration_s, u.speech_s, as_utc(u.created_at))
+                       for u in row.utterances)
+    return Speaker(row.id, row.name, dict(row.meta or {}), recordings, as_utc(row.created_at), as_utc(row.updated_at))
 
 
 def _voiceprint_bytes(utterances: Sequence[UtteranceRow]) -> bytes:

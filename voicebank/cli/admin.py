@@ -116,3 +116,66 @@ def current(obj: Context) -> None:
         click.echo(f"database: {schema.current(engine) or 'empty'}\nnewest:   {schema.head()}")
     finally:
         engine.dispose()
+
+
+def parse_time(value: str) -> "datetime":
+    """An ISO 8601 date or time (UTC unless it says otherwise), or an age like 30d, 12h, 15m."""
+    from datetime import datetime, timedelta, timezone
+
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    if value[:-1].isdigit() and value[-1:] in units:
+        return datetime.now(timezone.utc) - timedelta(**{units[value[-1]]: int(value[:-1])})
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither an ISO date/time (2026-11-01, 2026-11-01T08:00) "
+                                 "nor an age (30d, 12h, 15m)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@main.group(invoke_without_command=True)
+@click.option("--speaker", help="Only decisions that claimed or returned this speaker.")
+@click.option("--since", metavar="TIME", help="From this time: ISO date/time (UTC) or an age like 7d, 12h.")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True, help="At most this many, newest first.")
+@JSON_OPTION
+@click.pass_context
+@handle_errors
+def audit(ctx: click.Context, speaker: str | None, since: str | None, limit: int, as_json: bool) -> None:
+    """List identification and verification decisions, newest first.
+
+    \b
+    Example:
+      voicebank audit --speaker alice --since 7d
+      voicebank audit purge --before 2026-01-01 --yes
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    with ctx.obj.open() as bank:
+        entries = bank.audit(speaker=speaker, since=parse_time(since) if since else None, limit=limit)
+    lines = [f"{e.at:%Y-%m-%d %H:%M:%S}  {e.operation:<8} {('claim ' + e.claimed) if e.claimed else '':<20} "
+             f"-> {e.returned or 'nobody':<20} score {'-' if e.score is None else format(e.score, '.4f')} "
+             f"(threshold {e.threshold:.4f}, {'accepted' if e.accepted else 'rejected'}) {e.client or ''}".rstrip()
+             for e in entries]
+    emit([e.to_dict() for e in entries], as_json, "\n".join(lines) if lines else "No decisions recorded.")
+
+
+@audit.command()
+@click.option("--before", required=True, metavar="TIME", help="Delete decisions older than this (ISO date/time or age like 90d).")
+@click.option("--yes", is_flag=True, help="Delete without asking.")
+@click.pass_obj
+@handle_errors
+def purge(obj: Context, before: str, yes: bool) -> None:
+    """Delete decisions older than a time, to enforce a retention period.
+
+    \b
+    Example:
+      voicebank audit purge --before 90d --yes
+    """
+    from ..errors import VoiceBankError
+
+    moment = parse_time(before)
+    if not yes and not (sys.stdin.isatty() and click.confirm(f"Delete every decision before {moment.isoformat()}?")):
+        raise VoiceBankError("nothing deleted: add --yes to confirm.")
+    with obj.open() as bank:
+        count = bank.purge_audit(moment)
+    click.echo(f"Deleted {count} decisions recorded before {moment.isoformat()}.")
