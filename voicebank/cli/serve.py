@@ -1,1 +1,109 @@
 """Commands for the HTTP service: serve, apikey."""
+
+from __future__ import annotations
+
+import click
+
+from .base import JSON_OPTION, Context, emit, handle_errors, main
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--max-upload-mb", default=20.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Largest request body accepted (bigger: 413).")
+@click.option("--max-seconds", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Longest recording accepted (longer: 422).")
+@click.option("--workers", default=16, show_default=True, type=click.IntRange(1, 1024),
+              help="Requests that may use the bank at once; concurrent ones share model calls.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="Server log level.")
+@click.pass_obj
+@handle_errors
+def serve(obj: Context, host: str, port: int, max_upload_mb: float, max_seconds: float, workers: int, log_level: str) -> None:
+    """Serve the bank over HTTP (needs the `server` extra). Docs at http://HOST:PORT/docs.
+
+    Every endpoint but /health needs an API key (`voicebank apikey create`), sent as
+    `Authorization: Bearer <key>`. Stop with Ctrl-C.
+
+    \b
+    Example:
+      voicebank apikey create frontdesk --role reader
+      voicebank --db voicebank.db serve --host 127.0.0.1 --port 8000 --max-upload-mb 20 --max-seconds 120
+      curl -H "Authorization: Bearer $KEY" -F file=@unknown.wav http://127.0.0.1:8000/identify
+    """
+    from ..server import create_app, open_bank
+    from ..server import serve as run_server
+
+    with open_bank(obj.db, obj.model, obj.device, max_seconds=max_seconds) as bank:
+        run_server(create_app(bank, max_upload_mb=max_upload_mb, workers=workers), host, port, log_level)
+
+
+@main.group()
+def apikey() -> None:
+    """Create, list and revoke the HTTP API's keys (stored only as hashes).
+
+    \b
+    Example:
+      voicebank apikey create frontdesk --role reader
+      voicebank apikey list
+      voicebank apikey revoke frontdesk
+    """
+
+
+@apikey.command(name="create")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice(["admin", "reader"]),
+              help="reader: identify, verify, list, show. admin: also enroll, add and remove.")
+@JSON_OPTION
+@click.pass_obj
+@handle_errors
+def create_key(obj: Context, name: str, role: str, as_json: bool) -> None:
+    """Create an API key NAME and print it. It is shown only this once; only its hash is stored.
+
+    The key alone goes to stdout (a note to stderr), so `KEY=$(voicebank apikey create ...)` works.
+
+    \b
+    Example:
+      voicebank apikey create frontdesk --role reader
+      voicebank apikey create ops --role admin --json
+    """
+    with obj.open() as bank:
+        record, key = bank.api_keys.create(name, role)
+    if not as_json:
+        click.echo(f"Created the {role} key {record.name!r}. It is shown only this once: store it now.", err=True)
+    emit({**record.to_dict(), "key": key}, as_json, key)
+
+
+@apikey.command(name="list")
+@JSON_OPTION
+@click.pass_obj
+@handle_errors
+def list_keys(obj: Context, as_json: bool) -> None:
+    """List the API keys: name, role, first characters, state. Never the keys themselves.
+
+    \b
+    Example:
+      voicebank apikey list --json
+    """
+    with obj.open() as bank:
+        keys = bank.api_keys.list()
+    rows = [f"{k.name:<30} {k.role:<7} {k.prefix}...  created {k.created_at:%Y-%m-%d %H:%M}"
+            + (f"  REVOKED {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "") for k in keys]
+    emit([k.to_dict() for k in keys], as_json, "\n".join(rows) if rows else "No API keys.")
+
+
+@apikey.command(name="revoke")
+@click.argument("name")
+@click.pass_obj
+@handle_errors
+def revoke_key(obj: Context, name: str) -> None:
+    """Revoke the API key NAME; it stops working at once (running servers included).
+
+    \b
+    Example:
+      voicebank apikey revoke frontdesk
+    """
+    with obj.open() as bank:
+        bank.api_keys.revoke(name)
+    click.echo(f"Revoked {name}.")

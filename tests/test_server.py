@@ -1,0 +1,520 @@
+"""The HTTP API, served by a real uvicorn on 127.0.0.1 (a free port) and spoken to with httpx: every
+endpoint, API-key authentication and roles, oversized and malformed uploads, nothing half-enrolled,
+concurrent identification (batched, with the right answers) and a /health that stays fast."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from conftest import REPO, SR, TINY_THRESHOLD, synth_voice, table_dump
+from voicebank import VoiceBank
+from voicebank.cli import main
+from voicebank.embedding import load_embedder
+from voicebank.errors import EmptyBankError
+from voicebank.server import create_app, open_bank, serve_in_thread
+from voicebank.server.errors import status_for
+
+THREE = ("alice", "bob", "carol")
+MAX_SECONDS = 10.0
+
+
+class Gate:
+    """An embedder passing calls to ``inner``, that waits while ``open`` is clear; records batch sizes."""
+
+    def __init__(self, inner):
+        self.inner, self.source = inner, inner.source
+        self.open = threading.Event()
+        self.open.set()
+        self.calls: list[int] = []
+
+    model_id = property(lambda self: self.inner.model_id)
+    sample_rate = property(lambda self: self.inner.sample_rate)
+    dimension = property(lambda self: self.inner.dimension)
+
+    def embed(self, waveforms):
+        assert self.open.wait(timeout=60), "the test never opened the gate"
+        self.calls.append(len(waveforms))
+        return self.inner.embed(waveforms)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model, voices):
+    """alice, bob and carol enrolled from recordings [0, 1]; keys ops (admin), frontdesk (reader),
+    old (revoked); served with a 1 MB body cap and a 10 s recording cap."""
+    db = tmp_path_factory.mktemp("served") / "bank.db"
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+        for name in THREE:
+            bank.enroll(name, voices[name][:2], metadata={"team": name.upper()})
+        keys = {name: bank.api_keys.create(name, role)[1]
+                for name, role in (("ops", "admin"), ("frontdesk", "reader"), ("old", "reader"))}
+        bank.api_keys.revoke("old")
+    gate = Gate(load_embedder(str(tiny_model)))
+    with open_bank(db, gate, max_seconds=MAX_SECONDS) as bank:
+        with serve_in_thread(create_app(bank, max_upload_mb=1, workers=32)) as url:
+            assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
+            with httpx.Client(base_url=url, timeout=60) as client:
+                yield SimpleNamespace(url=url, db=db, bank=bank, gate=gate, keys=keys, client=client)
+
+
+def auth(server, key: str = "frontdesk") -> dict[str, str]:
+    return {"Authorization": f"Bearer {server.keys[key]}"}
+
+
+def upload(path: Path, field: str = "file") -> tuple[str, tuple[str, bytes, str]]:
+    return field, (path.name, path.read_bytes(), "audio/wav")
+
+
+def wav_bytes(samples: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    sf.write(out, samples, SR, format="WAV")
+    return out.getvalue()
+
+
+def error_of(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"} and "Traceback" not in body["error"]
+    return body["error"]
+
+
+def identify(server, path: Path, key: str = "frontdesk", **data) -> httpx.Response:
+    return server.client.post("/identify", files=[upload(path)], data=data, headers=auth(server, key))
+
+
+def last_audit(db: Path) -> dict:
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    try:
+        return dict(con.execute("select * from audit order by id desc limit 1").fetchone())
+    finally:
+        con.close()
+
+
+# -- the service ---------------------------------------------------------------------------------
+
+def test_health_needs_no_key(server):
+    response = server.client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "version": "0.1.0", "model_id": server.bank.model_id, "in_flight": 0}
+
+
+def test_openapi_and_docs(server):
+    spec = server.client.get("/openapi.json").json()
+    assert {"/health", "/speakers", "/speakers/{name}", "/speakers/{name}/recordings", "/identify", "/verify"} <= set(spec["paths"])
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    assert spec["paths"]["/identify"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert "multipart/form-data" in spec["paths"]["/speakers"]["post"]["requestBody"]["content"]
+    docs = server.client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+# -- authentication ------------------------------------------------------------------------------
+
+ENDPOINTS = [
+    ("GET", "/speakers"), ("GET", "/speakers/alice"), ("POST", "/speakers"), ("POST", "/speakers/alice/recordings"),
+    ("DELETE", "/speakers/alice"), ("POST", "/identify"), ("POST", "/verify"),
+]
+
+
+@pytest.mark.parametrize("method, path", ENDPOINTS)
+@pytest.mark.parametrize("header, message", [
+    (None, "missing API key"),
+    ("Bearer vb_nottherightkeyatallnotatall", "invalid or revoked API key"),
+    ("Bearer", "missing API key"),
+    ("Basic b3BzOm9wcw==", "missing API key"),
+    ("revoked", "invalid or revoked API key"),
+])
+def test_missing_or_wrong_key_is_401(server, method, path, header, message):
+    if header == "revoked":
+        header = f"Bearer {server.keys['old']}"
+    before = table_dump(server.db)
+    response = server.client.request(method, path, headers={"Authorization": header} if header else {})
+    assert error_of(response, 401).startswith(message)
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert table_dump(server.db) == before
+
+
+CHANGES = [("POST", "/speakers"), ("POST", "/speakers/alice/recordings"), ("DELETE", "/speakers/alice")]
+
+
+@pytest.mark.parametrize("method, path", CHANGES)
+def test_a_reader_cannot_change_the_bank(server, voices, method, path):
+    before = table_dump(server.db)
+    files = [upload(voices["dave"][0], "files"), upload(voices["dave"][1], "files")] if method == "POST" else None
+    data = {"name": "dave"} if path == "/speakers" else None
+    response = server.client.request(method, path, files=files, data=data, headers=auth(server))
+    assert error_of(response, 403) == "the API key 'frontdesk' is a reader key; this needs an admin key."
+    assert table_dump(server.db) == before
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+def test_list_and_show(server):
+    listed = server.client.get("/speakers", headers=auth(server))
+    assert listed.status_code == 200
+    assert listed.json() == [s.to_dict() for s in server.bank.speakers()]
+    assert [s["name"] for s in listed.json()][:3] == list(THREE)
+    shown = server.client.get("/speakers/alice", headers=auth(server))
+    assert shown.status_code == 200 and shown.json() == server.bank.speaker("alice").to_dict()
+    assert shown.json()["metadata"] == {"team": "ALICE"}
+
+
+def test_show_an_unknown_speaker_is_404(server):
+    message = error_of(server.client.get("/speakers/nobody", headers=auth(server)), 404)
+    assert message == "no speaker named 'nobody' is enrolled (`voicebank list` shows who is)."
+
+
+# -- decisions -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", [*THREE, "stranger"])
+def test_identify(server, voices, name):
+    response = identify(server, voices[name][2])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"match", "candidates", "threshold"} and body["threshold"] == TINY_THRESHOLD
+    assert (body["match"] or {}).get("name") == (None if name == "stranger" else name)
+    expected = server.bank.identify(voices[name][2]).to_dict()  # the CLI's --json shape and values
+    assert body["match"] == expected["match"]
+    assert [c["name"] for c in body["candidates"]] == [c["name"] for c in expected["candidates"]]
+    assert np.allclose([c["score"] for c in body["candidates"]], [c["score"] for c in expected["candidates"]], atol=1e-5)
+
+
+def test_identify_top_k(server, voices):
+    assert len(identify(server, voices["alice"][2], top_k="2").json()["candidates"]) == 2
+
+
+def test_verify(server, voices):
+    files = [upload(voices["alice"][2])]
+    accepted = server.client.post("/verify", data={"name": "alice"}, files=files, headers=auth(server))
+    assert accepted.status_code == 200
+    assert set(accepted.json()) == {"name", "score", "threshold", "accepted"}
+    assert accepted.json()["accepted"] is True and accepted.json()["name"] == "alice"
+    rejected = server.client.post("/verify", data={"name": "alice"}, files=[upload(voices["bob"][2])], headers=auth(server))
+    assert rejected.status_code == 200 and rejected.json()["accepted"] is False
+    unknown = server.client.post("/verify", data={"name": "nobody"}, files=files, headers=auth(server))
+    assert error_of(unknown, 404).startswith("no speaker named 'nobody'")
+
+
+@pytest.mark.parametrize("key", ["frontdesk", "ops"])
+def test_the_audit_trail_names_the_key(server, voices, key):
+    identify(server, voices["bob"][2], key=key)
+    row = last_audit(server.db)
+    assert (row["operation"], row["returned"], row["client"]) == ("identify", "bob", key)
+    server.client.post("/verify", data={"name": "carol"}, files=[upload(voices["carol"][2])], headers=auth(server, key))
+    row = last_audit(server.db)
+    assert (row["operation"], row["claimed"], row["accepted"], row["client"]) == ("verify", "carol", 1, key)
+
+
+# -- changing the bank ---------------------------------------------------------------------------
+
+def test_enroll_add_and_remove(server, voices):
+    admin = auth(server, "ops")
+    created = server.client.post("/speakers", data={"name": "dave", "metadata": '{"team": "D", "level": 2}'},
+                                 files=[upload(p, "files") for p in voices["dave"][:2]], headers=admin)
+    assert created.status_code == 201, created.text
+    assert created.json() == server.bank.speaker("dave").to_dict()
+    assert created.json()["metadata"] == {"team": "D", "level": 2}
+    assert [r["label"] for r in created.json()["recordings"]] == ["dave0.wav", "dave1.wav"]
+
+    again = server.client.post("/speakers", data={"name": "dave"}, files=[upload(voices["dave"][2], "files")], headers=admin)
+    assert "already enrolled" in error_of(again, 409)
+
+    added = server.client.post("/speakers/dave/recordings", files=[upload(voices["dave"][2], "files")], headers=admin)
+    assert added.status_code == 200 and len(added.json()["recordings"]) == 3
+    twice = server.client.post("/speakers/dave/recordings", files=[upload(voices["dave"][2], "files")], headers=admin)
+    assert "is already enrolled for dave" in error_of(twice, 409)
+    assert identify(server, voices["dave"][2]).json()["match"]["name"] == "dave"
+
+    removed = server.client.delete("/speakers/dave", headers=admin)
+    assert removed.status_code == 200 and removed.json() == {"name": "dave", "removed": True}
+    assert error_of(server.client.get("/speakers/dave", headers=admin), 404)
+    assert error_of(server.client.delete("/speakers/dave", headers=admin), 404)
+    assert error_of(server.client.post("/speakers/dave/recordings", files=[upload(voices["dave"][0], "files")], headers=admin), 404)
+
+
+def test_names_with_slashes_and_unicode_work_in_paths(server, voices):
+    admin = auth(server, "ops")
+    name = "Zoë/ops team"
+    files = [upload(p, "files") for p in voices["dave"][:2]]
+    created = server.client.post("/speakers", data={"name": name}, files=files, headers=admin)
+    assert created.status_code == 201, created.text
+    try:
+        for path in (f"/speakers/{name}", "/speakers/Zo%C3%AB%2Fops%20team"):
+            assert server.client.get(path, headers=admin).json()["name"] == name
+    finally:
+        assert server.client.delete(f"/speakers/{name}", headers=admin).status_code == 200
+
+
+# -- bad uploads ---------------------------------------------------------------------------------
+
+def cli_error(tmp_path, monkeypatch, server, tiny_model, filename: str, data: bytes) -> str:
+    """What `voicebank identify FILENAME` prints for the same bytes, after `Error: `."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / filename).write_bytes(data)
+    result = CliRunner().invoke(main, ["--db", str(server.db), "--model", str(tiny_model), "identify", filename])
+    assert result.exit_code == 2, result.output
+    return result.stderr.strip().removeprefix("Error: ")
+
+
+@pytest.mark.parametrize("filename, data", [
+    ("junk.wav", b"this is not audio at all" * 50),
+    ("empty.wav", b""),
+    ("silent.wav", wav_bytes(np.zeros(SR * 2, dtype=np.float32))),
+    ("short.wav", wav_bytes(synth_voice(200.0, seconds=0.3))),
+])
+def test_unusable_audio_gives_422_with_the_cli_message(server, tmp_path, monkeypatch, tiny_model, filename, data):
+    before = table_dump(server.db)
+    response = server.client.post("/identify", files={"file": (filename, data, "audio/wav")}, headers=auth(server))
+    message = error_of(response, 422)
+    assert message.startswith(f"{filename}: ")
+    assert message == cli_error(tmp_path, monkeypatch, server, tiny_model, filename, data)
+    assert table_dump(server.db) == before
+
+
+def test_a_recording_over_the_duration_cap_is_422(server):
+    data = wav_bytes(synth_voice(150.0, seconds=MAX_SECONDS + 2))
+    assert len(data) < 1024 * 1024  # under the body cap: this is the duration cap speaking
+    message = error_of(server.client.post("/identify", files={"file": ("long.wav", data)}, headers=auth(server)), 422)
+    assert message == (f"long.wav: the recording is 12 s long, longer than the maximum of {MAX_SECONDS:g} s. "
+                       "Cut it into shorter recordings.")
+
+
+def test_nothing_is_half_enrolled(server, voices):
+    before = table_dump(server.db)
+    files = [upload(voices["dave"][0], "files"), ("files", ("bad.wav", b"garbage" * 100, "audio/wav"))]
+    response = server.client.post("/speakers", data={"name": "erin"}, files=files, headers=auth(server, "ops"))
+    assert error_of(response, 422).startswith("bad.wav: ")
+    added = server.client.post("/speakers/alice/recordings", files=files, headers=auth(server, "ops"))
+    assert error_of(added, 422).startswith("bad.wav: ")
+    assert table_dump(server.db) == before
+    assert error_of(server.client.get("/speakers/erin", headers=auth(server)), 404)
+
+
+def big_enrollment(server) -> httpx.Request:
+    noise = np.random.default_rng(0).standard_normal(SR * 40).astype(np.float32) * 0.1  # 1.3 MB as WAV
+    return server.client.build_request("POST", "/speakers", data={"name": "erin"}, headers=auth(server, "ops"),
+                                       files=[("files", ("big.wav", wav_bytes(noise), "audio/wav"))])
+
+
+def test_an_oversized_body_is_413(server):
+    before = table_dump(server.db)
+    request = big_enrollment(server)
+    assert int(request.headers["content-length"]) > 1024 * 1024
+    message = error_of(server.client.send(request), 413)
+    assert message == "the request body is larger than the server's limit of 1 MB (--max-upload-mb)."
+    assert table_dump(server.db) == before
+
+
+def test_an_oversized_streamed_body_is_413(server):
+    before = table_dump(server.db)
+    request = big_enrollment(server)
+    body = request.read()
+
+    def chunks():
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start : start + 64 * 1024]
+
+    headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+    response = server.client.post("/speakers", content=chunks(), headers=headers)
+    assert "content-length" not in response.request.headers
+    assert error_of(response, 413).startswith("the request body is larger than the server's limit")
+    assert table_dump(server.db) == before
+
+
+@pytest.mark.parametrize("path, data, files, message", [
+    ("/identify", {}, None, "file: Field required"),
+    ("/identify", {"top_k": "0"}, "alice", "top-k is a whole number from 1 to 1000, not 0."),
+    ("/identify", {"top_k": "many"}, "alice", "top_k: "),
+    ("/verify", {}, "alice", "name: Field required"),
+    ("/speakers", {"name": "erin"}, None, "files: Field required"),
+    ("/speakers", {}, "alice", "name: Field required"),
+    ("/speakers", {"name": "erin", "metadata": "{not json"}, "alice", "metadata must be a JSON object"),
+    ("/speakers", {"name": "erin", "metadata": "[1, 2]"}, "alice", 'metadata must be a JSON object, e.g. {"team": "A"}, not list.'),
+    ("/speakers", {"name": "x" * 300}, "alice", "a speaker name is at most 200 characters; this one has 300."),
+])
+def test_malformed_requests_are_422(server, voices, path, data, files, message):
+    before = table_dump(server.db)
+    field = "files" if path == "/speakers" else "file"
+    files = [upload(voices[files][2], field)] if files else None
+    response = server.client.post(path, data=data, files=files, headers=auth(server, "ops"))
+    assert message in error_of(response, 422)
+    assert table_dump(server.db) == before
+
+
+def test_a_json_body_where_a_form_is_expected_is_422(server):
+    response = server.client.post("/identify", json={"file": "alice.wav"}, headers=auth(server))
+    assert "file: Field required" in error_of(response, 422)
+
+
+def test_unknown_paths_are_404_json(server):
+    assert error_of(server.client.get("/nothing", headers=auth(server)), 404) == "Not Found"
+
+
+def test_an_unexpected_error_is_500_without_a_traceback(server, monkeypatch):
+    def broken():
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr(server.bank, "speakers", broken)
+    message = error_of(server.client.get("/speakers", headers=auth(server)), 500)
+    assert message == "internal server error; the server log has the details."
+
+
+def test_empty_bank_is_409(tmp_path, tiny_model, voices):
+    assert status_for(EmptyBankError("x")) == 409
+    db = tmp_path / "empty.db"
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+        _, key = bank.api_keys.create("r", "reader")
+    with open_bank(db) as bank, serve_in_thread(create_app(bank)) as url:
+        response = httpx.post(f"{url}/identify", files=[upload(voices["alice"][2])],
+                              headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    assert error_of(response, 409).startswith("the bank has no speakers yet")
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_20_concurrent_identify_requests_are_batched_and_right(server, voices):
+    names = [*THREE, "stranger"] * 5
+    keys = ["frontdesk", "ops"] * 10
+    server.gate.open.clear()  # hold the model so that all 20 requests are waiting for it together
+    server.gate.calls.clear()
+    try:
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            futures = [pool.submit(identify, server, voices[n][2], k) for n, k in zip(names, keys)]
+            wait_for(lambda: server.client.get("/health").json()["in_flight"] == 20)
+            time.sleep(0.5)  # the requests have decoded their audio and queued for the model
+            server.gate.open.set()
+            responses = [f.result(timeout=120) for f in futures]
+    finally:
+        server.gate.open.set()
+    assert [r.status_code for r in responses] == [200] * 20
+    assert [(r.json()["match"] or {}).get("name") for r in responses] == [None if n == "stranger" else n for n in names]
+    alone = {n: identify(server, voices[n][2]).json() for n in set(names)}
+    for name, response in zip(names, responses):
+        got = [c["score"] for c in response.json()["candidates"]]
+        assert np.allclose(got, [c["score"] for c in alone[name]["candidates"]], atol=1e-5)
+    assert sum(server.gate.calls[:-4]) == 20 and len(server.gate.calls) - 4 <= 3, server.gate.calls  # batched
+
+
+class Doubler:
+    """A fake embedder: each row is (mean, length) of its waveform; waveforms holding NaN fail."""
+
+    source, model_id, sample_rate, dimension = "fake", "fake:1", SR, 2
+
+    def __init__(self):
+        self.calls: list[int] = []
+
+    def embed(self, waveforms):
+        self.calls.append(len(waveforms))
+        if any(np.isnan(w).any() for w in waveforms):
+            raise ValueError("NaN in a waveform")
+        return np.array([[float(np.mean(w)), float(len(w))] for w in waveforms], dtype=np.float32).reshape(-1, 2)
+
+
+def test_batching_embedder_keeps_each_callers_answer_and_error():
+    from voicebank.server.batching import BatchingEmbedder
+
+    inner = Doubler()
+    embedder = BatchingEmbedder(inner, max_batch=8)
+    inputs = [[np.full(10 + i, float(i))] * (1 + i % 3) for i in range(24)]
+    inputs[5] = [np.full(4, np.nan)]
+    try:
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            futures = [pool.submit(embedder.embed, waves) for waves in inputs]
+            outcomes = [f.exception(timeout=30) or f.result() for f in futures]
+    finally:
+        embedder.close()
+    for i, (waves, outcome) in enumerate(zip(inputs, outcomes)):
+        if i == 5:
+            assert isinstance(outcome, ValueError)
+        else:
+            assert outcome.tolist() == [[float(i), float(10 + i)]] * len(waves)
+    assert embedder.dimension == 2 and embedder.model_id == "fake:1" and embedder.source == "fake"
+    assert embedder.embed([]).shape == (0, 2)
+
+
+def test_health_stays_fast_while_the_model_is_busy(server, voices):
+    server.gate.open.clear()
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            futures = [pool.submit(identify, server, voices["alice"][2]) for _ in range(4)]
+            wait_for(lambda: server.client.get("/health").json()["in_flight"] == 4)
+            for _ in range(5):
+                started = time.perf_counter()
+                health = server.client.get("/health")
+                assert health.status_code == 200 and health.json()["in_flight"] == 4
+                assert time.perf_counter() - started < 0.5
+            assert not any(f.done() for f in futures)
+            server.gate.open.set()
+            assert all(f.result(timeout=60).json()["match"]["name"] == "alice" for f in futures)
+    finally:
+        server.gate.open.set()
+
+
+# -- `voicebank serve` ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_voicebank_serve(tmp_path, tiny_model, voices):
+    db = tmp_path / "cli.db"
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+        bank.enroll("alice", voices["alice"][:2])
+    runner = CliRunner()
+    key = runner.invoke(main, ["--db", str(db), "apikey", "create", "ci", "--role", "reader"]).stdout.strip()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-c", "from voicebank.cli import main; main()", "--db", str(db), "--model", str(tiny_model),
+               "serve", "--host", "127.0.0.1", "--port", "0", "--max-upload-mb", "2", "--max-seconds", "5"]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url, lines = None, []
+        deadline = time.monotonic() + 120
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stderr.readline()
+            lines.append(line)
+            found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
+            url = found.group(1) if found else None
+        assert url, "".join(lines)
+        assert httpx.get(f"{url}/health", timeout=30).json()["status"] == "ok"
+        headers = {"Authorization": f"Bearer {key}"}
+        response = httpx.post(f"{url}/identify", files=[upload(voices["alice"][2])], headers=headers, timeout=60)
+        assert response.json()["match"]["name"] == "alice"
+        long = wav_bytes(synth_voice(150.0, seconds=6))
+        response = httpx.post(f"{url}/identify", files={"file": ("l.wav", long)}, headers=headers, timeout=60)
+        assert "maximum of 5 s" in error_of(response, 422)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert last_audit(db)["client"] == "ci"
+
+
+def test_serve_without_a_bank_is_an_error(tmp_path):
+    result = CliRunner().invoke(main, ["--db", str(tmp_path / "none.db"), "serve", "--port", "0"])
+    assert result.exit_code == 2 and result.stderr.startswith("Error: no voicebank at ")

@@ -1,0 +1,164 @@
+"""The HTTP API: a thin FastAPI layer over one open :class:`~voicebank.VoiceBank`.
+
+Every endpoint but ``/health`` takes an API key (``Authorization: Bearer ...``); readers may
+identify, verify, list and show, only admins enroll, add and remove. Bodies are the CLI's ``--json``
+shapes; errors are ``{"error": message}`` (see ``errors.py`` for the statuses). Facade calls run on
+worker threads, so the event loop, and ``/health`` with it, stays free while the model works.
+OpenAPI at ``/openapi.json``, interactive docs at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, AsyncIterator, Callable, TypeVar
+
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
+
+from .. import __version__
+from ..apikeys import ADMIN, READER, ApiKey
+from ..errors import InvalidInputError
+from . import errors
+from .auth import ApiKeyMiddleware, require
+from .limits import MB, BodyLimitMiddleware
+from .schemas import ERRORS, HealthOut, IdentificationOut, RemovedOut, SpeakerOut, VerificationOut
+
+T = TypeVar("T")
+DEFAULT_MAX_UPLOAD_MB = 20.0
+DEFAULT_WORKERS = 16
+
+Reader = Annotated[ApiKey, Depends(require(READER))]
+Admin = Annotated[ApiKey, Depends(require(ADMIN))]
+Name = Annotated[str, Form(description="The speaker's name (1 to 200 characters).")]
+Strict = Annotated[bool, Form(description="Refuse, rather than warn, when the voice already matches another speaker.")]
+AllowInconsistent = Annotated[bool, Form(description="Store a recording even if it does not sound like the others.")]
+
+DESCRIPTION = """Speaker enrollment, 1:N identification and 1:1 verification.
+
+Send an API key from `voicebank apikey create NAME --role reader|admin` as `Authorization: Bearer <key>`.
+Reader keys identify, verify, list and show; admin keys also enroll, add recordings and remove.
+Decisions are audited under the key's name. Errors are `{"error": message}`: 401 no or bad key,
+403 reader key, 404 no such speaker, 409 name or recording taken (or an empty bank), 413 body over
+the limit, 422 unusable audio or invalid input."""
+
+router = APIRouter(responses=ERRORS)
+
+
+def create_app(bank: Any, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = DEFAULT_WORKERS) -> FastAPI:
+    """The API over ``bank`` (an open VoiceBank, which the caller closes). Request bodies are
+    capped at ``max_upload_mb``; at most ``workers`` requests use the bank at once (the rest wait
+    without holding a thread). Recordings' duration cap is the bank's ``limits.max_seconds``."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.limiter = anyio.CapacityLimiter(workers)
+        yield
+
+    app = FastAPI(title="voicebank", version=__version__, lifespan=lifespan, description=DESCRIPTION)
+    app.state.bank, app.state.in_flight, app.state.limiter = bank, 0, None
+    errors.install(app)
+    app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=int(max_upload_mb * MB))
+    public = ("/health", app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url)
+    app.add_middleware(ApiKeyMiddleware, keys=bank.api_keys, public_paths=public)
+    return app
+
+
+async def run(request: Request, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``call(*args, **kwargs)`` on a worker thread, counted in ``/health``'s ``in_flight``."""
+    state = request.app.state
+    state.in_flight += 1
+    try:
+        return await anyio.to_thread.run_sync(functools.partial(call, *args, **kwargs), limiter=state.limiter)
+    finally:
+        state.in_flight -= 1
+
+
+async def recording(upload: UploadFile) -> io.BytesIO:
+    """An upload as a recording whose label (in messages) is its file name, as on the CLI."""
+    data = io.BytesIO(await upload.read())
+    data.name = upload.filename or "upload"
+    return data
+
+
+def parse_metadata(text: str | None) -> dict[str, Any] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"metadata must be a JSON object, e.g. {{\"team\": \"A\"}}: {exc.msg}.") from exc
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"metadata must be a JSON object, e.g. {{\"team\": \"A\"}}, not {type(value).__name__}.")
+    return value
+
+
+# -- endpoints ---------------------------------------------------------------------------------
+@router.get("/health", response_model=HealthOut, tags=["service"])
+async def health(request: Request) -> dict[str, Any]:
+    """Is the server up? No key needed; answers at once, also while the model is busy."""
+    bank = request.app.state.bank
+    return {"status": "ok", "version": __version__, "model_id": bank.model_id, "in_flight": request.app.state.in_flight}
+
+
+@router.get("/speakers", response_model=list[SpeakerOut], tags=["speakers"])
+async def list_speakers(request: Request, key: Reader) -> list[dict[str, Any]]:
+    """Every enrolled speaker, by name (as `voicebank list --json`)."""
+    return [s.to_dict() for s in await run(request, request.app.state.bank.speakers)]
+
+
+@router.post("/speakers", status_code=201, response_model=SpeakerOut, tags=["speakers"])
+async def enroll(request: Request, key: Admin, name: Name,
+                 files: Annotated[list[UploadFile], File(description="Recordings (wav, flac, ogg, mp3, ...).")],
+                 metadata: Annotated[str | None, Form(description='A JSON object, e.g. {"team": "A"}.')] = None,
+                 allow_inconsistent: AllowInconsistent = False, strict: Strict = False) -> dict[str, Any]:
+    """Enroll a new speaker (admin). Every recording is checked before anything is stored."""
+    meta = parse_metadata(metadata)
+    recordings = [await recording(f) for f in files]
+    speaker = await run(request, request.app.state.bank.enroll, name, recordings, metadata=meta,
+                        allow_inconsistent=allow_inconsistent, strict=strict)
+    return speaker.to_dict()
+
+
+@router.post("/speakers/{name:path}/recordings", response_model=SpeakerOut, tags=["speakers"])
+async def add_recordings(request: Request, key: Admin, name: str,
+                         files: Annotated[list[UploadFile], File(description="More recordings of the speaker.")],
+                         allow_inconsistent: AllowInconsistent = False, strict: Strict = False) -> dict[str, Any]:
+    """Add recordings to an enrolled speaker (admin); the voiceprint is recomputed from all."""
+    recordings = [await recording(f) for f in files]
+    speaker = await run(request, request.app.state.bank.add_recordings, name, recordings,
+                        allow_inconsistent=allow_inconsistent, strict=strict)
+    return speaker.to_dict()
+
+
+@router.get("/speakers/{name:path}", response_model=SpeakerOut, tags=["speakers"])
+async def show_speaker(request: Request, key: Reader, name: str) -> dict[str, Any]:
+    """One speaker: metadata and recordings (as `voicebank show NAME --json`)."""
+    return (await run(request, request.app.state.bank.speaker, name)).to_dict()
+
+
+@router.delete("/speakers/{name:path}", response_model=RemovedOut, tags=["speakers"])
+async def remove_speaker(request: Request, key: Admin, name: str) -> dict[str, Any]:
+    """Remove a speaker and every embedding of their voice (admin)."""
+    await run(request, request.app.state.bank.remove, name)
+    return {"name": name, "removed": True}
+
+
+@router.post("/identify", response_model=IdentificationOut, tags=["decisions"])
+async def identify(request: Request, key: Reader, file: Annotated[UploadFile, File(description="The recording.")],
+                   top_k: Annotated[int, Form(description="How many candidates to list (1-1000).")] = 5) -> dict[str, Any]:
+    """Who is speaking? A match only when the best score clears the threshold. Audited under the key's name."""
+    result = await run(request, request.app.state.bank.identify, await recording(file), top_k, client=key.name)
+    return result.to_dict()
+
+
+@router.post("/verify", response_model=VerificationOut, tags=["decisions"])
+async def verify(request: Request, key: Reader, name: Name,
+                 file: Annotated[UploadFile, File(description="The recording.")]) -> dict[str, Any]:
+    """Is the speaker in the recording NAME? Audited under the key's name."""
+    result = await run(request, request.app.state.bank.verify, name, await recording(file), client=key.name)
+    return result.to_dict()

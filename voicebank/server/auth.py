@@ -1,0 +1,81 @@
+"""Who is calling: ``Authorization: Bearer <API key>`` on every endpoint but the public ones.
+
+The key is checked by :class:`ApiKeyMiddleware` before any of the request body is read, so an
+unauthenticated client cannot make the server parse an upload: missing, unknown or revoked key,
+401. The endpoint's dependency (:func:`require`) then checks the role: a reader key on an endpoint
+that changes the bank, 403.
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable, Iterable
+
+import anyio.to_thread
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..apikeys import ADMIN, ApiKey, ApiKeys, InvalidApiKeyError
+from .errors import error_response
+
+STATE_KEY = "api_key"
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
+MISSING = "missing API key: send `Authorization: Bearer <key>` (create a key with `voicebank apikey create`)."
+
+# Declared so that the OpenAPI document (and /docs' "Authorize" button) knows about the header;
+# the middleware does the checking.
+bearer = HTTPBearer(auto_error=False, description="An API key from `voicebank apikey create`.")
+
+
+class ApiKeyMiddleware:
+    """Pure ASGI middleware: resolve the bearer key to an :class:`ApiKey` into the request state."""
+
+    def __init__(self, app: ASGIApp, keys: ApiKeys, public_paths: Iterable[str]):
+        self.app = app
+        self.keys = keys
+        self.public = frozenset(p for p in public_paths if p)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _route_path(scope) in self.public:
+            await self.app(scope, receive, send)
+            return
+        token = _bearer_token(scope)
+        if not token:
+            await error_response(401, MISSING, CHALLENGE)(scope, receive, send)
+            return
+        try:
+            key = await anyio.to_thread.run_sync(self.keys.authenticate, token)
+        except InvalidApiKeyError as exc:
+            await error_response(401, str(exc), CHALLENGE)(scope, receive, send)
+            return
+        scope.setdefault("state", {})[STATE_KEY] = key
+        await self.app(scope, receive, send)
+
+
+def require(role: str) -> Callable[..., Awaitable[ApiKey]]:
+    """A dependency giving the caller's key, refusing (403) a reader key where ``role`` is admin."""
+
+    async def caller(request: Request, _credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> ApiKey:
+        key = request.scope.get("state", {}).get(STATE_KEY)
+        if not isinstance(key, ApiKey):  # the middleware is not installed: fail closed
+            raise HTTPException(401, MISSING, headers=CHALLENGE)
+        if role == ADMIN and not key.is_admin:
+            raise HTTPException(403, f"the API key {key.name!r} is a {key.role} key; this needs an admin key.")
+        return key
+
+    return caller
+
+
+def _route_path(scope: Scope) -> str:
+    """The path without the ``root_path`` a proxy mounts the app under."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+def _bearer_token(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return None

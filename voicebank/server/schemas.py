@@ -1,0 +1,73 @@
+"""The JSON shapes of the API, for the OpenAPI document. They mirror ``results.py``'s ``to_dict``
+(the CLI's ``--json``); the tests check that every endpoint returns exactly those."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="What went wrong and what to do next (the CLI's `Error:` message).")
+
+
+class CandidateOut(BaseModel):
+    name: str
+    score: float = Field(description="Cosine similarity in [-1, 1] (or the bank's AS-norm score).")
+
+
+class IdentificationOut(BaseModel):
+    match: CandidateOut | None = Field(description="The best candidate if it clears the threshold, else null.")
+    candidates: list[CandidateOut]
+    threshold: float
+
+
+class VerificationOut(BaseModel):
+    name: str
+    score: float
+    threshold: float
+    accepted: bool
+
+
+class RecordingOut(BaseModel):
+    label: str
+    sha256: str
+    duration_s: float
+    speech_s: float
+    created_at: str
+
+
+class SpeakerOut(BaseModel):
+    name: str
+    metadata: dict[str, Any]
+    recordings: list[RecordingOut]
+    speech_s: float
+    created_at: str
+    updated_at: str
+    warnings: list[str]
+
+
+class RemovedOut(BaseModel):
+    name: str
+    removed: bool
+
+
+class HealthOut(BaseModel):
+    status: str
+    version: str
+    model_id: str
+    in_flight: int = Field(description="Requests using the bank right now.")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": text}
+    for status, text in {
+        401: "Missing, unknown or revoked API key.",
+        403: "A reader key where an admin key is needed.",
+        404: "No such speaker.",
+        409: "Name taken, recording already enrolled, voice matches another speaker (strict), or empty bank.",
+        413: "The request body is over the server's limit.",
+        422: "Unreadable or unusable audio, a recording over the duration limit, or an invalid field.",
+    }.items()
+}
