@@ -1,0 +1,209 @@
+"""Recognition quality features: AS-norm, trial lists, eval, calibrate, cohort, enrollment checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import TINY_THRESHOLD
+from voicebank import VoiceBank, scoring
+from voicebank.cli import main
+from voicebank.errors import (
+    DuplicateVoiceError,
+    InconsistentRecordingError,
+    InvalidInputError,
+    NotEnoughSpeechError,
+)
+from voicebank.norm import Normalizer
+
+
+# -- AS-norm maths, by hand -----------------------------------------------------------------------
+def test_asnorm_matches_hand_computation():
+    # probe cohort scores [0.1, 0.3, 0.5] top-2 -> [0.5, 0.3]: mean 0.4, std 0.1
+    # enroll cohort scores [0.2, 0.2, 0.6] top-2 -> [0.6, 0.2]: mean 0.4, std 0.2
+    # raw 0.8: 0.5 * ((0.8 - 0.4) / 0.1 + (0.8 - 0.4) / 0.2) = 0.5 * (4 + 2) = 3
+    out = scoring.asnorm(np.array([[0.8]]), np.array([[0.1, 0.3, 0.5]]), np.array([[0.2, 0.2, 0.6]]), top_n=2)
+    assert out.shape == (1, 1)
+    assert out[0, 0] == pytest.approx(3.0)
+
+
+def test_normalizer_with_enrolled_cohort_leaves_out_the_speakers_of_the_trial():
+    # Three enrolled "speakers" as unit vectors; the search returns them all, best first.
+    bank = {1: np.array([1.0, 0.0]), 2: np.array([0.0, 1.0]), 3: np.array([0.6, 0.8])}
+
+    def search(queries, k):
+        ids = np.array(list(bank))
+        scores = np.stack([[q @ bank[i] for i in ids] for q in queries])
+        order = np.argsort(-scores, axis=1)[:, :k]
+        return np.take_along_axis(scores, order, 1), ids[order]
+
+    probe, claimed = np.array([0.8, 0.6]), bank[1]
+    normalizer = Normalizer("asnorm", top_n=5, search=search)
+    got = normalizer.score(probe, claimed, [1], [1])[0]
+    # probe side without speaker 1: scores with 2 and 3 = 0.6, 0.96 -> mean 0.78, std 0.18
+    # enroll side (speaker 1) without itself: scores with 2 and 3 = 0.0, 0.6 -> mean 0.3, std 0.3
+    raw = 0.8
+    assert got == pytest.approx(0.5 * ((raw - 0.78) / 0.18 + (raw - 0.3) / 0.3))
+
+
+def test_leave_one_out_scores_each_utterance_against_the_others():
+    e = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    # utterance 0 vs normalize(e1 + e2) = (1,1)/sqrt2 -> 1/sqrt2; utterance 1 vs (1,0)*2 -> 0
+    np.testing.assert_allclose(scoring.leave_one_out(e), [2**-0.5, 0.0, 2**-0.5], atol=1e-9)
+
+
+# -- enrollment checks ----------------------------------------------------------------------------
+def test_enrollment_needs_enough_speech_in_all(bank, voices, db_path):
+    from conftest import table_dump
+
+    before = table_dump(db_path)
+    with pytest.raises(NotEnoughSpeechError, match=r"alice: the recordings hold 2\.\d s of speech in all; .*at least 4 s"):
+        bank.enroll("alice", voices["alice"][:1])
+    assert table_dump(db_path) == before
+
+
+def test_an_inconsistent_recording_is_refused_by_name_unless_allowed(bank, voices, db_path):
+    from conftest import table_dump
+
+    mixed = [voices["alice"][0], voices["alice"][1], voices["bob"][0]]
+    before = table_dump(db_path)
+    with pytest.raises(InconsistentRecordingError) as caught:
+        bank.enroll("alice", mixed)
+    assert voices["bob"][0].name in str(caught.value) and "--allow-inconsistent" in str(caught.value)
+    assert table_dump(db_path) == before
+    speaker = bank.enroll("alice", mixed, allow_inconsistent=True)
+    assert len(speaker.recordings) == 3
+
+
+def test_a_voice_matching_another_speaker_warns_or_is_refused_when_strict(bank, voices):
+    bank.enroll("alice", voices["alice"][:2])
+    with pytest.raises(DuplicateVoiceError, match="already matches alice"):
+        bank.enroll("alice-again", [voices["alice"][2], voices["alice"][0]], strict=True)
+    assert [s.name for s in bank.speakers()] == ["alice"]
+    speaker = bank.enroll("alice-again", [voices["alice"][2], voices["alice"][0]])
+    assert len(speaker.warnings) == 1 and "already matches alice" in speaker.warnings[0]
+    assert bank.enroll("bob", voices["bob"][:2]).warnings == ()
+
+
+# -- AS-norm in the bank --------------------------------------------------------------------------
+def enroll_all(bank, voices, names=("alice", "bob", "carol", "dave")):
+    for name in names:
+        bank.enroll(name, voices[name][:2])
+
+
+def test_asnorm_bank_identifies_and_rejects_with_an_enrolled_cohort(bank, voices):
+    enroll_all(bank, voices)
+    threshold = bank.set_score_normalization("asnorm", top_n=2)
+    assert bank.score_kind == "asnorm" and threshold == 3.0
+    for name in ("alice", "bob", "carol", "dave"):
+        result = bank.identify(voices[name][2])
+        assert result.candidates[0].name == name
+        assert result.candidates[0].score > result.candidates[1].score
+    assert bank.verify("alice", voices["alice"][2]).score > bank.verify("alice", voices["bob"][2]).score
+    with pytest.raises(InvalidInputError):
+        bank.set_threshold(1000)
+
+
+def test_asnorm_with_an_explicit_cohort_and_the_cohort_commands(tmp_path, tiny_model, voices):
+    db = tmp_path / "c.db"
+    run = lambda *args: CliRunner().invoke(main, ["--db", str(db), "--model", str(tiny_model), *args])  # noqa: E731
+    assert run("init", "--threshold", str(TINY_THRESHOLD)).exit_code == 0
+    for name in ("alice", "bob"):
+        assert run("enroll", name, *map(str, voices[name][:2])).exit_code == 0
+    added = run("cohort", "add", *map(str, voices["carol"]), str(voices["dave"][0]))
+    assert added.exit_code == 0, added.output
+    assert "The cohort holds 4 recordings." in added.output
+    again = run("cohort", "add", str(voices["dave"][0]))  # the same recording is not added twice
+    assert "The cohort holds 4 recordings." in again.output
+    switched = run("normalization", "asnorm", "--top-n", "3")
+    assert switched.exit_code == 0 and "score: asnorm; threshold reset to 3.0000" in switched.output
+    assert "score: asnorm" in run("normalization").output
+    with VoiceBank.open(db) as bank:
+        near, far_ = bank.verify("alice", voices["alice"][2]).score, bank.verify("alice", voices["bob"][2]).score
+        cohort = np.stack([bank.embed(p) for p in [*voices["carol"], voices["dave"][0]]])
+        probe, (_, print_) = bank.embed(voices["alice"][2]), bank.voiceprint("alice")
+        expected = scoring.asnorm(np.array([[probe @ print_]]), (cohort @ probe)[None], (cohort @ print_)[None], 3)[0, 0]
+    assert near == pytest.approx(expected, rel=1e-4)
+    assert near > far_
+    assert run("cohort", "clear").exit_code == 0
+    assert "holds 0" in run("cohort", "show").output
+
+
+# -- trial lists, eval and calibrate --------------------------------------------------------------
+@pytest.fixture
+def enrolled_db(tmp_path, tiny_model, voices):
+    db = tmp_path / "e.db"
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+        enroll_all(bank, voices)
+    return db
+
+
+def invoke(db, *args):
+    return CliRunner().invoke(main, ["--db", str(db), *args])
+
+
+def test_eval_pairs_and_enrolled_styles_report_rates_and_plot(enrolled_db, voices, tmp_path):
+    v = voices
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("# VoxCeleb style\n"
+                     f"1 {v['alice'][0]} {v['alice'][2]}\n1 {v['bob'][0]} {v['bob'][2]}\n"
+                     f"0 {v['alice'][0]} {v['bob'][2]}\n0 {v['carol'][0]} {v['dave'][2]}\ntarget {v['dave'][1]} {v['dave'][2]}\n")
+    result = invoke(enrolled_db, "eval", str(pairs), "--json", "--plot", str(tmp_path / "det.png"))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["n_target"], report["n_nontarget"], report["score"]) == (3, 2, "cosine")
+    assert report["eer"] == 0.0  # near-identical recordings vs other voices separate perfectly
+    assert set(report["min_dcf"]) == {"p_target=0.01", "p_target=0.05"}
+    assert (tmp_path / "det.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    enrolled = tmp_path / "enrolled.txt"
+    enrolled.write_text(f"1 alice {v['alice'][2].name}\n0 alice {v['bob'][2].name}\n0 bob {v['stranger'][0].name}\n",
+                        encoding="utf-8")
+    text = invoke(enrolled_db, "eval", str(enrolled), "--root", str(v["alice"][2].parent))
+    assert text.exit_code == 0, text.output
+    assert "trials: 1 target, 2 non-target" in text.output and "EER: 0.00%" in text.output
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("1 {a} {missing}\n0 {a} {b}\n", "line 1: no such file"),
+        ("yes {a} {b}\n0 {a} {b}\n", "line 1: label 'yes' is not 1/0/target/nontarget"),
+        ("1 {a}\n0 {a} {b}\n", "line 1: expected 'LABEL a b' (3 fields), found 2"),
+        ("1 {a} {b}\n1 {a} {b}\n", "needs at least one target (1) and one non-target (0) trial"),
+        ("1 alice {b}\n0 {a} {b}\n", "mixes 'LABEL speaker path' and 'LABEL path path' lines"),
+        ("1 nobody {b}\n0 {a} {b}\n", "line 1: nobody is neither a file nor an enrolled speaker"),
+    ],
+)
+def test_bad_trial_lists_are_refused_with_the_line(enrolled_db, voices, tmp_path, content, expected):
+    trials = tmp_path / "trials.txt"
+    trials.write_text(content.format(a=voices["alice"][0], b=voices["bob"][0], missing=tmp_path / "gone.wav"))
+    result = invoke(enrolled_db, "eval", str(trials))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: ") and expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_calibrate_from_the_bank_asks_before_storing(enrolled_db):
+    result = invoke(enrolled_db, "calibrate", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    # 4 speakers x 2 utterances: 8 held-out targets, each against the 3 other voiceprints
+    assert (data["n_target"], data["n_nontarget"], data["stored"]) == (8, 24, False)
+    with VoiceBank.open(enrolled_db) as bank:
+        assert bank.threshold == TINY_THRESHOLD
+    stored = invoke(enrolled_db, "calibrate", "--eer", "--yes", "--json")
+    chosen = json.loads(stored.stdout)["chosen"]
+    with VoiceBank.open(enrolled_db) as bank:
+        assert bank.threshold == pytest.approx(chosen["threshold"])
+
+
+def test_calibrate_needs_two_speakers(tmp_path, tiny_model, voices):
+    db = tmp_path / "one.db"
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+        bank.enroll("alice", voices["alice"][:2])
+    result = invoke(db, "calibrate")
+    assert result.exit_code == 2 and "needs at least two speakers" in result.stderr

@@ -1,0 +1,78 @@
+"""Real recordings from ../shared/data/speech (skipped when absent): decoding every file, and
+enrollment, identification and rejection of real people with the offline resemblyzer backend."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from conftest import SPEECH
+from voicebank import VoiceBank, audio
+
+pytestmark = pytest.mark.skipif(not (SPEECH / "manifest.csv").exists(), reason=f"no real speech at {SPEECH}")
+
+
+def manifest() -> list[dict[str, str]]:
+    with open(SPEECH / "manifest.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_every_recording_in_the_manifest_loads():
+    rows = manifest()
+    assert len(rows) == 240
+    for row in rows:
+        loaded = audio.load(SPEECH / row["path"], 16_000)
+        assert loaded.duration == pytest.approx(float(row["duration_s"]), abs=0.02), row["path"]
+        assert 0.3 * loaded.duration < loaded.speech_seconds <= loaded.duration + 0.01, row["path"]
+
+
+@pytest.fixture(scope="module")
+def real_bank(tmp_path_factory):
+    """14 real speakers enrolled from their first 3 recordings; the rest are probes."""
+    pytest.importorskip("resemblyzer")
+    rows = manifest()
+    by_speaker: dict[str, list[str]] = {}
+    for row in rows:
+        by_speaker.setdefault(row["speaker"], []).append(str(SPEECH / row["path"]))
+    enrolled = {name: paths for name, paths in by_speaker.items() if len(paths) >= 10}
+    unknown = [paths[0] for name, paths in by_speaker.items() if len(paths) == 1]
+    db = tmp_path_factory.mktemp("real") / "real.db"
+    bank = VoiceBank.open(db, "resemblyzer", create=True)
+    for name, paths in enrolled.items():
+        bank.enroll(name, paths[:3])
+    probes = [(name, path) for name, paths in enrolled.items() for path in paths[3:]]
+    yield bank, probes, unknown
+    bank.close()
+
+
+@pytest.mark.slow
+def test_real_speakers_are_identified_and_strangers_rejected(real_bank):
+    bank, probes, unknown = real_bank
+    assert len(bank) == 14 and len(probes) == 98 and len(unknown) == 100
+    results = [(name, bank.identify(path, top_k=3)) for name, path in probes]
+    top1 = np.mean([r.candidates[0].name == name for name, r in results])
+    correct = np.mean([r.match is not None and r.match.name == name for name, r in results])
+    false_alarms = np.mean([bank.identify(path).match is not None for path in unknown])
+    # bench/quality.py measures 100% top-1 and ~98% correct at 1% false alarms on these files.
+    assert top1 >= 0.97
+    assert correct >= 0.90, f"only {correct:.0%} of enrolled speakers accepted at threshold {bank.threshold}"
+    assert false_alarms <= 0.05, f"{false_alarms:.0%} of never-enrolled speakers matched someone"
+
+
+@pytest.mark.slow
+def test_verification_and_calibration_on_real_speech(real_bank):
+    bank, probes, _ = real_bank
+    name, path = probes[0]
+    other = next(n for n, _ in probes if n != name)
+    assert bank.verify(name, path).accepted
+    assert not bank.verify(other, path).accepted
+
+    from voicebank.evaluation import bank_scores, report
+
+    scores = bank_scores(bank)  # each enrolled recording held out from its own voiceprint
+    assert (len(scores.target), len(scores.nontarget)) == (42, 42 * 13)
+    result = report(scores, far=0.01, current_threshold=bank.threshold)
+    assert result.eer < 0.05
+    assert result.at_far.far <= 0.01
