@@ -57,6 +57,7 @@ class IndexCache:
         """Replace the index with one built from SQL, and save it."""
         with self.lock:
             self._index = self._build()
+            self._saved_seq = None  # the file may be damaged at the same seq: write it regardless
             self.save()
             return self._index
 
@@ -87,6 +88,7 @@ class IndexCache:
     def _rebuild_and_save(self) -> SpeakerIndex:
         index = self._build()
         self._index = index
+        self._saved_seq = None
         self.save()
         return index
 

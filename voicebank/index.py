@@ -4,7 +4,9 @@ Inner product over L2-normalized vectors is cosine similarity. The index is pers
 file plus a JSON sidecar saying what it was built from (bank, model, dimension, change sequence,
 SHA-256 of the index file); both are written atomically (temp file, fsync, rename) under a file
 lock, and :meth:`SpeakerIndex.load` refuses anything that does not match, so the caller rebuilds.
-No pickle anywhere.
+No pickle anywhere. The structure behind an index is its *kind* (``flat``, ``hnsw``, ``ivf``; see
+:mod:`voicebank.index_kinds`); the kind is part of :class:`IndexInfo`, so a file of another kind is
+refused like a foreign one and rebuilt.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from typing import Iterator
 
 import numpy as np
 
+from . import index_kinds
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-KINDS = ("flat",)
+KINDS = tuple(index_kinds.KIND_CLASSES)  # ("flat", "hnsw", "ivf")
 
 
 class IndexFileError(Exception):
@@ -42,58 +46,65 @@ class IndexInfo:
 
 
 class SpeakerIndex:
-    """An exact inner-product index of (speaker id -> voiceprint). Not thread-safe: lock around it."""
+    """An inner-product index of (speaker id -> voiceprint). Not thread-safe: lock around it.
 
-    def __init__(self, info: IndexInfo, seq: int = 0, _faiss_index=None):
-        import faiss
+    ``info.kind`` picks the structure (see :mod:`voicebank.index_kinds`): ``flat`` is exact;
+    ``hnsw`` and ``ivf`` are approximate (they may miss the best match now and then) but answer with
+    the same ids and true cosine scores, and never return a removed or replaced voiceprint.
+    """
 
+    def __init__(self, info: IndexInfo, seq: int = 0, _backend=None):
         if info.kind not in KINDS:
             raise ValueError(f"unknown index kind {info.kind!r}; known: {', '.join(KINDS)}")
         self.info = info
         self.seq = seq  # the change sequence this index reflects
-        self._index = _faiss_index or faiss.IndexIDMap2(faiss.IndexFlatIP(info.dimension))
+        self.backend = _backend or index_kinds.make(info.kind, info.dimension)
 
     def __len__(self) -> int:
-        return int(self._index.ntotal)
+        """The number of voiceprints held (live ones: replaced or removed ones do not count)."""
+        return len(self.backend)
 
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Insert or replace the voiceprints of ``ids`` (int64, (n,)) with ``vectors`` ((n, d) float32)."""
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        """Insert or replace the voiceprints of ``ids`` (int64, (n,)) with ``vectors`` ((n, d) float32,
+        L2-normalized). An id given twice keeps its last vector."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+        vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        if vectors.shape != (len(ids), self.info.dimension):
+            raise ValueError(f"{len(ids)} ids need ({len(ids)}, {self.info.dimension}) vectors, not {vectors.shape}")
         if ids.size == 0:
             return
-        self.remove(ids)
-        self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        _, last = np.unique(ids[::-1], return_index=True)
+        if len(last) < len(ids):
+            keep = np.sort(len(ids) - 1 - last)
+            ids, vectors = ids[keep], np.ascontiguousarray(vectors[keep])
+        self.backend.upsert(ids, vectors)
 
     def remove(self, ids: np.ndarray) -> None:
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        """Remove the voiceprints of ``ids`` (int64, (n,)); absent ids are ignored."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
         if ids.size:
-            self._index.remove_ids(ids)
+            self.backend.remove(ids)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (scores, ids) for each row of ``queries`` ((n, d)); both (n, min(k, len))."""
+        """Top-``k`` (scores, ids) for each row of ``queries`` ((n, d) or (d,)), best first: both
+        (n, min(k, len)), scores float32 cosines in [-1, 1], ids int64, no -1 padding."""
         k = min(k, len(self))
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if k == 0:
             empty = np.zeros((queries.shape[0], 0))
             return empty.astype(np.float32), empty.astype(np.int64)
-        scores, ids = self._index.search(queries, k)
-        return scores, ids
+        return self.backend.search(queries, k)
 
     def items(self) -> tuple[np.ndarray, np.ndarray]:
-        """All (ids, vectors) held, in storage order."""
-        import faiss
-
-        ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
-        if not len(self):
-            return ids, np.zeros((0, self.info.dimension), dtype=np.float32)
-        return ids, np.asarray(faiss.downcast_index(self._index.index).reconstruct_n(0, len(self)), dtype=np.float32)
+        """All live (ids (n,) int64, vectors (n, d) float32, exactly as given), in storage order."""
+        return self.backend.items()
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: Path) -> None:
         """Write the index and its sidecar atomically; concurrent savers and loaders are serialized."""
         import faiss
 
-        data = faiss.serialize_index(self._index).tobytes()
+        data = faiss.serialize_index(self.backend.faiss_index).tobytes()
         sidecar = {
             "format": FORMAT,
             "kind": self.info.kind,
@@ -103,6 +114,7 @@ class SpeakerIndex:
             "count": len(self),
             "seq": self.seq,
             "sha256": hashlib.sha256(data).hexdigest(),
+            "structure": self.backend.describe(),  # for people: load does not read it
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(path):
@@ -129,15 +141,17 @@ class SpeakerIndex:
         found = IndexInfo(meta.get("bank_uid"), meta.get("model_id"), meta.get("dimension"), meta.get("kind"))
         if found != expected:
             raise IndexFileError(f"{path} was built for {found}, not {expected}")
+        if expected.kind not in KINDS:
+            raise IndexFileError(f"{path} is an index of kind {expected.kind!r}, which this voicebank does not know")
         if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
             raise IndexFileError(f"{path} does not match the checksum in its sidecar (damaged or half-written)")
         try:
-            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-        except Exception as exc:  # FAISS raises RuntimeError on garbage
-            raise IndexFileError(f"FAISS cannot read {path}: {exc}") from exc
-        if index.ntotal != meta.get("count") or index.d != expected.dimension or not isinstance(meta.get("seq"), int):
+            backend = index_kinds.adopt(expected.kind, expected.dimension, faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8)))
+        except Exception as exc:  # FAISS raises RuntimeError on garbage; adopt ValueError on a foreign structure
+            raise IndexFileError(f"FAISS cannot read {path} as a {expected.kind} index: {exc}") from exc
+        if len(backend) != meta.get("count") or not isinstance(meta.get("seq"), int):
             raise IndexFileError(f"{path} disagrees with its sidecar")
-        return cls(expected, seq=meta["seq"], _faiss_index=index)
+        return cls(expected, seq=meta["seq"], _backend=backend)
 
 
 def _sidecar(path: Path) -> Path:

@@ -45,6 +45,9 @@ def current(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    found = current(engine)
+    if found is not None and found not in _known():
+        raise SchemaError(_newer(found))
     _run(engine, "upgrade", revision)
 
 
@@ -74,15 +77,22 @@ def check(engine: Engine, url_for_messages: str) -> None:
     expected = head()
     if revision == expected:
         return
-    from alembic.script import ScriptDirectory
-
-    known = {rev.revision for rev in ScriptDirectory(str(migrations_dir())).walk_revisions()}
-    if revision in known:
+    if revision in _known():
         raise SchemaError(
             f"the database schema is at revision {revision}, older than this voicebank's {expected}: "
             f"back it up, then run `voicebank --db {url_for_messages} db upgrade`."
         )
-    raise SchemaError(
+    raise SchemaError(_newer(revision))
+
+
+def _known() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {rev.revision for rev in ScriptDirectory(str(migrations_dir())).walk_revisions()}
+
+
+def _newer(revision: str) -> str:
+    return (
         f"the database schema is at revision {revision}, which this voicebank does not know "
-        f"(it expects {expected}): it was written by a newer voicebank; upgrade voicebank."
+        f"(it expects {head()}): it was written by a newer voicebank; upgrade voicebank."
     )

@@ -128,8 +128,10 @@ def parse_time(value: str) -> "datetime":
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is neither an ISO date/time (2026-11-01, 2026-11-01T08:00) "
-                                 "nor an age (30d, 12h, 15m)") from None
+        from ..errors import InvalidInputError
+
+        raise InvalidInputError(f"{value!r} is neither an ISO date/time (2026-11-01, 2026-11-01T08:00) "
+                                "nor an age (30d, 12h, 15m).") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 

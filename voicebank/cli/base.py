@@ -77,7 +77,9 @@ def parse_meta(values: tuple[str, ...]) -> dict[str, str]:
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--meta")
+            from ..errors import InvalidInputError
+
+            raise InvalidInputError(f"--meta {item!r} is not KEY=VALUE (for example --meta employee_id=42).")
         meta[key] = value
     return meta
 

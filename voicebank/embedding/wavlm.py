@@ -1,6 +1,12 @@
 """Any transformers ``*ForXVector`` checkpoint (default: microsoft/wavlm-base-plus-sv).
 
 The model is loaded on first use, once, and then shared by every thread of the process.
+
+WavLM x-vector models run through ``fast.FastXVector`` (SDPA attention, bf16 matmuls where the
+device supports them, batching of different lengths that cannot change results). The reference
+path (transformers' own forward, float32, only equal lengths batched) stays one switch away:
+``XVectorEmbedder(..., fast=False)`` or ``VOICEBANK_FAST=0``; ``precision="fp32"`` or
+``VOICEBANK_PRECISION=fp32`` keeps the fast path in float32.
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "microsoft/wavlm-base-plus-sv"
 # Total audio samples per forward pass (2 minutes at 16 kHz): bounds activation memory.
 MAX_BATCH_SAMPLES = 16_000 * 120
+# The fast path counts padded samples; its activations are smaller (bf16, no attention weights).
+FAST_BATCH_SAMPLES = {"cpu": 16_000 * 60, "cuda": 16_000 * 1200}
+# ... and bounds the (batch, heads, frames, frames) attention mask it materializes, in elements.
+FAST_BATCH_MASK = {"cpu": 2**26, "cuda": 2**31}
+_OFF = ("0", "false", "no", "off")
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -43,10 +54,23 @@ class XVectorEmbedder:
     ``preprocessor_config.json``. ``HF_HUB_OFFLINE=1`` is honoured by transformers itself.
     """
 
-    def __init__(self, source: str = DEFAULT_MODEL, device: str | None = None, revision: str | None = None):
+    def __init__(
+        self,
+        source: str = DEFAULT_MODEL,
+        device: str | None = None,
+        revision: str | None = None,
+        fast: bool | None = None,
+        precision: str | None = None,
+    ):
         self.source = str(source)
         self.revision = revision
         self._device = device
+        # the fast forward pass (default on); VOICEBANK_FAST=0 or fast=False keeps transformers' own
+        self.fast = fast if fast is not None else os.environ.get("VOICEBANK_FAST", "1").strip().lower() not in _OFF
+        # "auto" (bf16 where the device computes it natively), "bf16" or "fp32"; the fast path only
+        self.precision = (precision or os.environ.get("VOICEBANK_PRECISION") or "auto").strip().lower()
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, not {self.precision!r}")
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any, str, str] | None = None
 
@@ -69,15 +93,52 @@ class XVectorEmbedder:
     def device(self) -> str:
         return self._load()[2]
 
+    @property
+    def compute_dtype(self) -> str:
+        """``bfloat16`` or ``float32``: the precision of the forward pass's matmuls."""
+        runner = self._load()[0]
+        return str(getattr(runner, "dtype", "torch.float32")).replace("torch.", "")
+
     def embed(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
         """(n, dimension) float32 L2-normalized embeddings of mono waveforms at ``sample_rate``.
 
-        Waveforms are batched only with others of exactly the same length, so that no padding
-        reaches the convolutional encoder's GroupNorm: each result equals the one-at-a-time result.
+        Fast path: waveforms of similar lengths are padded into batches, which cannot change a
+        result (see ``fast.FastXVector``). Reference path: waveforms are batched only with others
+        of exactly the same length, so that no padding reaches the convolutional encoder's
+        GroupNorm. Either way each result equals the one-at-a-time result.
         """
+        from .fast import FastXVector
+
+        runner, extractor, device, _ = self._load()
+        if isinstance(runner, FastXVector):
+            return self._embed_fast(runner, extractor, device, waveforms)
+        return self._embed_reference(runner, extractor, device, waveforms)
+
+    def _embed_fast(self, runner: Any, extractor: Any, device: str, waveforms: Sequence[np.ndarray]) -> np.ndarray:
         import torch
 
-        model, extractor, device, _ = self._load()
+        from .fast import pad_batch, plan_batches
+
+        out = np.zeros((len(waveforms), self.dimension), dtype=np.float32)
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        heads = int(runner.config.num_attention_heads)
+        normalize = bool(getattr(extractor, "do_normalize", False))
+        batches = plan_batches(
+            [len(w) for w in waveforms],
+            FAST_BATCH_SAMPLES[kind],
+            max_mask=FAST_BATCH_MASK[kind] // heads,
+            frames=runner.frames,
+        )
+        for batch in batches:
+            values, mask = pad_batch([waveforms[i] for i in batch], device, normalize)
+            with torch.inference_mode():
+                embeddings = runner(input_values=values, attention_mask=mask)
+            out[batch] = l2_normalize(embeddings.float().cpu().numpy())
+        return out
+
+    def _embed_reference(self, model: Any, extractor: Any, device: str, waveforms: Sequence[np.ndarray]) -> np.ndarray:
+        import torch
+
         out = np.zeros((len(waveforms), self.dimension), dtype=np.float32)
         for batch in group_by_length(waveforms, MAX_BATCH_SAMPLES):
             inputs = extractor(
@@ -104,6 +165,8 @@ class XVectorEmbedder:
         import torch
         from transformers import AutoFeatureExtractor, AutoModelForAudioXVector
         from transformers.utils import logging as hf_logging
+
+        from . import fast
 
         hf_logging.disable_progress_bar()  # the library never prints; the CLI owns the terminal
         # transformers' WavLM attention passes a float mask beside a bool one; torch warns on every call.
@@ -135,11 +198,61 @@ class XVectorEmbedder:
         except (RuntimeError, AssertionError) as exc:  # e.g. VOICEBANK_DEVICE=cuda on a machine without CUDA
             raise ModelError(f"cannot run the model on {device!r}: {_first_line(exc)}. Use --device cpu or auto.") from exc
         model_id = f"{model.config.model_type}-xvector:{_fingerprint(model, torch)}"
-        log.info("loaded %s (%s) on %s", self.source, model_id, device)
-        return model, extractor, device, model_id
+        runner = model
+        if device == "cpu":
+            match_threads_to_cores(torch)
+        if self.fast and fast.supports(model):
+            runner = fast.FastXVector(model, _compute_dtype(self.precision, device, torch))
+        log.info("loaded %s (%s) on %s, %s", self.source, model_id, device, "fast " + str(getattr(runner, "dtype", "")) if runner is not model else "reference")
+        return runner, extractor, device, model_id
 
 
 _XVECTOR_HEAD = ("projector", "tdnn", "feature_extractor")
+
+
+def _compute_dtype(precision: str, device: str, torch: Any) -> Any:
+    """bf16 when asked, or under "auto" where the device computes it natively; else float32."""
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16(torch) else torch.float32
+
+
+def cpu_has_native_bf16(torch: Any) -> bool:
+    """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX), so that oneDNN's
+    bf16 matmuls are faster than float32 rather than emulated."""
+    cpu = getattr(torch, "cpu", None)
+    try:
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
+
+
+def usable_cores() -> int:
+    """CPU cores this process may use: its affinity mask, capped by a cgroup v2 CPU quota."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+def match_threads_to_cores(torch: Any) -> int:
+    """Lower torch's intra-op threads to the usable cores (never raise them, and leave an explicit
+    OMP_NUM_THREADS alone): more threads than cores only makes them wait for one another."""
+    cores = usable_cores()
+    if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() > cores:
+        torch.set_num_threads(cores)
+    return torch.get_num_threads()
 
 
 def _fingerprint(model: Any, torch: Any) -> str:

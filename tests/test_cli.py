@@ -1,0 +1,418 @@
+"""The `voicebank` command through click's CliRunner, against the contract in DESIGN.md: JSON
+shapes, exit codes 0/1/2 and a one-line `Error: ...` on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from conftest import REPO, TINY_THRESHOLD
+from voicebank.cli import main
+
+THREE = ("alice", "bob", "carol")
+
+
+@pytest.fixture
+def cli(tmp_path, tiny_model):
+    """``cli(*args)`` runs `voicebank --db <tmp>/x.db --model <tiny> *args`; ``cli.db`` is the file."""
+    db = tmp_path / "x.db"
+    runner = CliRunner()
+
+    def run(*args, model: bool = True) -> Result:
+        base = ["--db", str(db)] + (["--model", str(tiny_model)] if model else [])
+        return runner.invoke(main, base + [str(a) for a in args])
+
+    run.db = db
+    return run
+
+
+def ok(result: Result, code: int = 0) -> Result:
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    return result
+
+
+def assert_error(result: Result, *words: str) -> str:
+    """Exit code 2, nothing on stdout, exactly one line on stderr that starts with `Error: `."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: "), result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def initialized(cli):
+    ok(cli("init", "--threshold", TINY_THRESHOLD))
+    return cli
+
+
+@pytest.fixture
+def populated(initialized, voices):
+    for name in THREE:
+        ok(initialized("enroll", name, *voices[name][:2], "--meta", f"team={name.upper()}"))
+    return initialized
+
+
+# -- init and settings -----------------------------------------------------------------------------
+
+def test_init(cli, tiny_model):
+    result = ok(cli("init", "--json", "--threshold", "0.9"))
+    info = json.loads(result.stdout)
+    assert set(info) == {"db", "model", "model_id", "dimension", "threshold"}
+    assert info["db"] == str(cli.db)
+    assert info["model"] == str(tiny_model)
+    assert info["dimension"] == 24
+    assert info["threshold"] == 0.9
+    assert info["model_id"].startswith("wavlm-xvector:")
+    assert cli.db.exists()
+
+    again = cli("init")
+    assert_error(again, "a voicebank already exists there; nothing was changed.")
+
+
+def test_init_text_and_default_threshold(cli, tiny_model):
+    result = ok(cli("init"))
+    assert result.stdout == f"Created a voicebank with {tiny_model} (24-dim), threshold 0.8600.\n"
+    assert ok(cli("threshold")).stdout == "threshold: 0.8600\n"
+
+
+def test_threshold_show_and_set(initialized):
+    assert ok(initialized("threshold")).stdout == "threshold: 0.9996\n"
+    assert json.loads(ok(initialized("threshold", "--json")).stdout) == {"threshold": TINY_THRESHOLD}
+    assert ok(initialized("threshold", "0.75")).stdout == "threshold: 0.7500\n"
+    assert json.loads(ok(initialized("threshold", "0.5", "--json")).stdout) == {"threshold": 0.5}
+    assert ok(initialized("threshold")).stdout == "threshold: 0.5000\n"
+    assert_error(initialized("threshold", "1.5"), "between -1 and 1")
+    assert ok(initialized("threshold")).stdout == "threshold: 0.5000\n"
+
+
+# -- enroll, identify, verify -----------------------------------------------------------------------
+
+def test_enroll_with_metadata_and_several_files(initialized, voices):
+    result = ok(initialized("enroll", "alice", *voices["alice"][:2], "--meta", "employee_id=42",
+                            "--meta", "formula=a=b"))
+    assert result.stdout.startswith("Enrolled alice from 2 recordings (")
+    assert result.stdout.endswith(" s of speech).\n")
+
+    shown = json.loads(ok(initialized("show", "alice", "--json")).stdout)
+    assert shown["name"] == "alice"
+    assert shown["metadata"] == {"employee_id": "42", "formula": "a=b"}
+    assert [r["label"] for r in shown["recordings"]] == [str(p) for p in voices["alice"][:2]]
+
+    as_json = json.loads(ok(initialized("enroll", "bob", *voices["bob"], "--json")).stdout)
+    assert as_json["name"] == "bob" and len(as_json["recordings"]) == 3 and as_json["metadata"] == {}
+
+
+def test_identify_text_and_exit_codes(populated, voices):
+    for name in THREE:
+        result = ok(populated("identify", voices[name][2]), 0)
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith(f"match: {name} (score ")
+        assert lines[1].split()[:2] == ["1.", name]
+        assert len(lines) == 4
+
+    unknown = ok(populated("identify", voices["stranger"][2]), 1)
+    lines = unknown.stdout.splitlines()
+    assert lines[0] == "match: unknown (best score below threshold 0.9996)"
+    assert sorted(line.split()[1] for line in lines[1:]) == sorted(THREE)
+
+
+def check_identify_json(data: dict) -> None:
+    assert set(data) == {"match", "candidates", "threshold"}
+    assert type(data["threshold"]) is float
+    assert isinstance(data["candidates"], list)
+    for candidate in data["candidates"]:
+        assert set(candidate) == {"name", "score"}
+        assert type(candidate["name"]) is str and type(candidate["score"]) is float
+    if data["match"] is not None:
+        assert set(data["match"]) == {"name", "score"}
+        assert type(data["match"]["name"]) is str and type(data["match"]["score"]) is float
+
+
+def test_identify_json(populated, voices):
+    data = json.loads(ok(populated("identify", voices["bob"][2], "--json"), 0).stdout)
+    check_identify_json(data)
+    assert data["match"]["name"] == "bob"
+    assert data["candidates"][0] == data["match"]
+    assert sorted(c["name"] for c in data["candidates"]) == sorted(THREE)
+    assert data["threshold"] == TINY_THRESHOLD
+
+    data = json.loads(ok(populated("identify", voices["stranger"][2], "--json"), 1).stdout)
+    check_identify_json(data)
+    assert data["match"] is None
+    assert len(data["candidates"]) == 3
+
+    data = json.loads(ok(populated("identify", voices["carol"][2], "--json", "--top-k", "2"), 0).stdout)
+    check_identify_json(data)
+    assert len(data["candidates"]) == 2 and data["match"]["name"] == "carol"
+    assert_error(populated("identify", voices["carol"][2], "--top-k", "0"), "top-k is a whole number from 1 to 1000")
+
+
+def test_verify(populated, voices):
+    result = ok(populated("verify", "alice", voices["alice"][2]), 0)
+    assert result.stdout.startswith("accepted: alice (score ")
+    assert result.stdout.endswith(", threshold 0.9996)\n")
+    rejected = ok(populated("verify", "alice", voices["carol"][2]), 1)
+    assert rejected.stdout.startswith("rejected: alice (score ")
+
+    for probe, code, accepted in ((voices["bob"][2], 0, True), (voices["stranger"][2], 1, False)):
+        data = json.loads(ok(populated("verify", "bob", probe, "--json"), code).stdout)
+        assert set(data) == {"name", "score", "threshold", "accepted"}
+        assert data["name"] == "bob" and data["accepted"] is accepted
+        assert type(data["score"]) is float and data["threshold"] == TINY_THRESHOLD
+        assert (data["score"] >= TINY_THRESHOLD) is accepted
+
+
+# -- list, show, remove, reindex, check --------------------------------------------------------------
+
+def test_list(cli, populated, voices):
+    text = ok(populated("list")).stdout.splitlines()
+    assert [line.split()[0] for line in text] == list(THREE)
+    assert all(" 2 recordings " in line and line.endswith(" s speech") for line in text)
+    data = json.loads(ok(populated("list", "--json")).stdout)
+    assert [s["name"] for s in data] == list(THREE)
+    assert data[0]["metadata"] == {"team": "ALICE"}
+    assert all(len(s["recordings"]) == 2 for s in data)
+
+
+def test_list_an_empty_bank(initialized):
+    assert ok(initialized("list")).stdout == "No speakers enrolled.\n"
+    assert json.loads(ok(initialized("list", "--json")).stdout) == []
+
+
+def test_show(populated, voices):
+    lines = ok(populated("show", "carol")).stdout.splitlines()
+    assert lines[0] == "name: carol"
+    assert lines[1].startswith("enrolled: ")
+    assert lines[2] == 'metadata: {"team": "CAROL"}'
+    assert lines[3] == "recordings:"
+    assert len(lines) == 6
+    assert lines[4].strip().startswith(str(voices["carol"][0]) + "  2.5 s (")
+    data = json.loads(ok(populated("show", "carol", "--json")).stdout)
+    assert data["name"] == "carol" and data["metadata"] == {"team": "CAROL"}
+    assert [len(r["sha256"]) for r in data["recordings"]] == [64, 64]
+    assert [r["duration_s"] for r in data["recordings"]] == [2.5, 2.5]
+
+
+def test_remove(populated, voices):
+    assert ok(populated("remove", "bob")).stdout == "Removed bob.\n"
+    assert [s["name"] for s in json.loads(ok(populated("list", "--json")).stdout)] == ["alice", "carol"]
+    data = json.loads(ok(populated("identify", voices["bob"][2], "--json"), 1).stdout)
+    assert data["match"] is None and "bob" not in [c["name"] for c in data["candidates"]]
+    assert_error(populated("verify", "bob", voices["bob"][2]), "no speaker named 'bob'")
+
+
+def test_reindex_and_check(populated, voices):
+    ok(populated("identify", voices["alice"][2]))
+    result = ok(populated("check"), 0)
+    assert result.stdout.splitlines() == [
+        "index file: ok", "speakers: 3 in SQL, 3 in the index", "OK: the index agrees with SQL."]
+    assert ok(populated("reindex")).stdout == "Indexed 3 voiceprints.\n"
+    report = json.loads(ok(populated("check", "--json"), 0).stdout)
+    assert report == {"ok": True, "speakers_in_sql": 3, "speakers_in_index": 3, "index_file": "ok",
+                      "missing_from_index": [], "not_in_sql": [], "wrong_vectors": []}
+    # A damaged index file: check rebuilds it and still exits 0; reindex repairs it too.
+    Path(str(populated.db) + ".faiss").write_bytes(b"garbage" * 50)
+    report = json.loads(ok(populated("check", "--json"), 0).stdout)
+    assert report["ok"] is True and report["index_file"].startswith("damaged or foreign, rebuilt")
+    ok(populated("remove", "alice"))
+    assert ok(populated("reindex")).stdout == "Indexed 2 voiceprints.\n"
+    assert json.loads(ok(populated("check", "--json")).stdout)["index_file"] == "ok"
+
+
+def test_add(populated, voices):
+    assert ok(populated("add", "alice", voices["alice"][2])).stdout == "alice now has 3 recordings.\n"
+    assert len(json.loads(ok(populated("show", "alice", "--json")).stdout)["recordings"]) == 3
+
+
+def test_add_an_already_enrolled_recording(populated, voices):
+    assert_error(populated("add", "alice", voices["alice"][0]), "already enrolled for alice", "nothing was added")
+
+
+# -- db ----------------------------------------------------------------------------------------------
+
+def test_db_upgrade_and_current(cli, voices):
+    from voicebank import schema
+
+    head = schema.head()
+    assert ok(cli("db", "upgrade")).stdout == f"Schema at {head} (was empty).\n"
+    assert ok(cli("db", "current")).stdout == f"database: {head}\nnewest:   {head}\n"
+    assert ok(cli("db", "upgrade")).stdout == f"Schema at {head} (was {head}).\n"
+    # A schema without a bank row is not a bank yet; init makes it one.
+    assert_error(cli("list"), "voicebank init")
+    ok(cli("init", "--threshold", TINY_THRESHOLD))
+    ok(cli("enroll", "alice", *voices["alice"][:2]))
+    assert ok(cli("db", "upgrade")).stdout == f"Schema at {head} (was {head}).\n"
+    assert [s["name"] for s in json.loads(ok(cli("list", "--json")).stdout)] == ["alice"]
+
+
+def test_commands_work_without_model_option_once_initialized(populated, voices):
+    """The bank remembers its model: --model is not needed after init."""
+    assert json.loads(ok(populated("identify", voices["alice"][2], "--json", model=False)).stdout)["match"]["name"] == "alice"
+
+
+# -- errors: exit 2, one line `Error: ...`, no traceback ---------------------------------------------
+
+def test_missing_file(populated, tmp_path):
+    missing = tmp_path / "nope.wav"
+    assert_error(populated("identify", missing), str(missing), "no such file")
+    assert_error(populated("verify", "alice", missing), str(missing), "no such file")
+
+
+def test_missing_file_in_enroll_and_add(populated, voices, tmp_path):
+    missing = tmp_path / "nope.wav"
+    assert_error(populated("add", "alice", voices["alice"][2], missing), str(missing), "no such file")
+    assert_error(populated("enroll", "dave", voices["dave"][0], missing), str(missing), "no such file")
+    assert_error(populated("show", "dave"), "no speaker named 'dave'")
+
+
+@pytest.fixture
+def corrupt(tmp_path) -> Path:
+    path = tmp_path / "corrupt.wav"
+    path.write_bytes(b"RIFF" + bytes(range(256)) * 40)
+    return path
+
+
+def test_corrupt_audio(populated, corrupt):
+    assert_error(populated("identify", corrupt), str(corrupt), "not a readable audio file")
+    assert_error(populated("verify", "alice", corrupt), str(corrupt), "not a readable audio file")
+
+
+def test_corrupt_audio_in_enroll(populated, voices, corrupt):
+    assert_error(populated("enroll", "dave", voices["dave"][0], corrupt), str(corrupt), "not a readable audio file")
+    assert_error(populated("show", "dave"), "no speaker named 'dave'")
+
+
+def test_unknown_speaker(populated, voices):
+    assert_error(populated("verify", "zed", voices["alice"][2]), "no speaker named 'zed' is enrolled")
+    assert_error(populated("show", "zed"), "no speaker named 'zed' is enrolled")
+    assert_error(populated("remove", "zed"), "no speaker named 'zed' is enrolled")
+
+
+def test_unknown_speaker_in_add(populated, voices):
+    assert_error(populated("add", "zed", voices["alice"][2]), "no speaker named 'zed' is enrolled")
+
+
+def test_duplicate_name(populated, voices):
+    assert_error(populated("enroll", "alice", voices["dave"][0]), "'alice' is already enrolled")
+    assert len(json.loads(ok(populated("show", "alice", "--json")).stdout)["recordings"]) == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("list",), ("show", "alice"), ("remove", "alice"), ("reindex",), ("check",), ("threshold",),
+     ("threshold", "0.5"), ("identify", "FILE"), ("verify", "alice", "FILE")],
+)
+def test_no_bank_yet(cli, voices, args):
+    args = [str(voices["alice"][2]) if a == "FILE" else a for a in args]
+    assert_error(cli(*args), "voicebank init")
+    assert not cli.db.exists()
+
+
+def test_no_bank_yet_enroll(cli, voices):
+    assert_error(cli("enroll", "alice", voices["alice"][0]), "voicebank init")
+    assert not cli.db.exists()
+
+
+@pytest.mark.parametrize("meta", ["employee_id", "=42"])
+def test_bad_meta(initialized, voices, meta):
+    assert_error(initialized("enroll", "alice", voices["alice"][0], "--meta", meta), meta)
+    assert json.loads(ok(initialized("list", "--json")).stdout) == []
+
+
+def test_invalid_name(initialized, voices):
+    assert_error(initialized("enroll", "x" * 300, voices["alice"][0]), "at most 200 characters")
+
+
+# -- help ----------------------------------------------------------------------------------------------
+
+def _walk(command: click.Command, path: tuple[str, ...] = ()):
+    yield path
+    if isinstance(command, click.Group):
+        for name, sub in sorted(command.commands.items()):
+            yield from _walk(sub, path + (name,))
+
+
+ALL_COMMANDS = list(_walk(main))
+
+
+def test_the_contract_commands_exist():
+    names = {path[0] for path in ALL_COMMANDS if path}
+    assert {"init", "enroll", "add", "identify", "verify", "list", "show", "remove", "reindex", "check",
+            "threshold", "db"} <= names
+    assert {("db", "upgrade"), ("db", "current")} <= set(ALL_COMMANDS)
+
+
+@pytest.mark.parametrize("path", ALL_COMMANDS, ids=lambda p: " ".join(p) or "voicebank")
+def test_help(path):
+    runner = CliRunner()
+    for flag in ("--help", "-h"):
+        result = runner.invoke(main, [*path, flag])
+        assert result.exit_code == 0, result.output
+        assert "Example" in result.stdout
+        assert result.stdout.startswith("Usage: ")
+        assert result.stderr == ""
+
+
+# -- no torch for the light commands -----------------------------------------------------------------
+
+LIGHT = r"""
+import sys
+from voicebank.cli import main
+code = 0
+try:
+    main(sys.argv[1:], prog_name="voicebank", standalone_mode=False)
+except SystemExit as exc:
+    code = exc.code
+print("EXIT", code)
+print("HEAVY", sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+
+
+def _light(*args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEBANK_")}
+    proc = subprocess.run([sys.executable, "-c", LIGHT, *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_light_commands_do_not_import_torch(populated, tiny_model, voices):
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, voicebank.cli; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+    out = _light("--help")
+    assert "Example" in out and "EXIT 0" in out and "HEAVY []" in out, out
+
+    db = ["--db", str(populated.db), "--model", str(tiny_model)]
+    out = _light(*db, "list")
+    assert out.splitlines()[0].startswith("alice ")
+    assert "EXIT 0" in out and "HEAVY []" in out, out
+
+    out = _light(*db, "show", "bob")
+    assert out.startswith("name: bob\n")
+    assert "EXIT 0" in out and "HEAVY []" in out, out
+
+    # The probe can tell: identify needs the model, so it does import torch.
+    out = _light(*db, "identify", str(voices["bob"][2]))
+    assert out.startswith("match: bob ")
+    assert "EXIT 0" in out and "HEAVY ['torch', 'transformers']" in out, out
