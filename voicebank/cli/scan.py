@@ -37,9 +37,10 @@ def scan_(obj: Context, recording: str, window: float | None, hop: float | None,
       voicebank scan meeting.wav --rttm - > meeting.rttm
     """
     from .. import scan as scanning
+    from ..errors import InvalidInputError
 
     if rttm == "-" and as_json:
-        raise click.UsageError("--json and --rttm - both print to stdout; write the RTTM to a file instead.")
+        raise InvalidInputError("--json and --rttm - would both print to stdout: give --rttm a file name instead.")
     window = window or scanning.DEFAULT_WINDOW
     hop = hop or window * scanning.DEFAULT_HOP_FRACTION
     with obj.open() as bank, contextlib.ExitStack() as bars:
