@@ -86,15 +86,11 @@ def upgrade(obj: Context) -> None:
       voicebank db upgrade
     """
     from .. import schema
-    from ..store import make_engine, resolve_url
 
-    engine = make_engine(resolve_url(obj.db))
-    try:
+    with obj.engine() as engine:
         before = schema.current(engine)
         schema.upgrade(engine)
         after = schema.current(engine)
-    finally:
-        engine.dispose()
     click.echo(f"Schema at {after} (was {before or 'empty'}).")
 
 
@@ -109,13 +105,9 @@ def current(obj: Context) -> None:
       voicebank db current
     """
     from .. import schema
-    from ..store import make_engine, resolve_url
 
-    engine = make_engine(resolve_url(obj.db))
-    try:
+    with obj.engine() as engine:
         click.echo(f"database: {schema.current(engine) or 'empty'}\nnewest:   {schema.head()}")
-    finally:
-        engine.dispose()
 
 
 def parse_time(value: str) -> "datetime":

@@ -6,7 +6,8 @@ import functools
 import json
 import logging
 import sys
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -23,6 +24,17 @@ class Context:
         from ..bank import VoiceBank
 
         return VoiceBank.open(self.db, self.model, device=self.device, **kwargs)
+
+    @contextmanager
+    def engine(self) -> Iterator[Any]:
+        """A bare SQLAlchemy engine on the database (for schema work on a bank that may not open)."""
+        from ..store import make_engine, resolve_url
+
+        engine = make_engine(resolve_url(self.db))
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def handle_errors(command: Callable) -> Callable:
