@@ -12,7 +12,7 @@ import threading
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from sqlalchemy import delete, func, select
@@ -21,7 +21,7 @@ from sqlalchemy.orm import selectinload
 
 from . import audio as audio_mod
 from . import audit as audit_mod
-from . import norm, opening, scoring, validate
+from . import enrollment, norm, opening, scoring, validate
 from .audio import Audio, AudioLimits, Recording
 from .cache import IndexCache
 from .embedding import Embedder, embed_recordings
@@ -30,12 +30,9 @@ from .errors import (
     BankNotFoundError,
     DuplicateRecordingError,
     DuplicateSpeakerError,
-    DuplicateVoiceError,
     EmptyBankError,
-    InconsistentRecordingError,
     InvalidInputError,
     ModelMismatchError,
-    NotEnoughSpeechError,
     SpeakerNotFoundError,
 )
 from .index import IndexInfo
@@ -172,8 +169,8 @@ class VoiceBank:
         name, metadata = validate.name(name), validate.metadata(metadata)
         if self._find(name) is not None:
             raise DuplicateSpeakerError(_taken(name))
-        utterances = self._embed_for_enrollment(recordings, progress)
-        warnings = self._check_enrollment(name, utterances, None, allow_inconsistent, strict)
+        utterances = enrollment.prepare(self, recordings, progress)
+        warnings = enrollment.check(self, name, utterances, None, allow_inconsistent, strict)
         try:
             with self._store.change() as (session, seq):
                 if session.execute(select(SpeakerRow.id).where(SpeakerRow.name == name)).first():
@@ -193,14 +190,14 @@ class VoiceBank:
         The same checks as :meth:`enroll` apply to the speaker's recordings taken together."""
         name = validate.name(name)
         existing = self._utterances_of(name)
-        utterances = self._embed_for_enrollment(recordings, progress)
+        utterances = enrollment.prepare(self, recordings, progress)
         known = {u.sha256: u.label for u in existing}
         for utterance in utterances:
             if utterance.sha256 in known:
                 raise DuplicateRecordingError(
                     f"{utterance.label} is already enrolled for {name} (as {known[utterance.sha256]}); nothing was added."
                 )
-        warnings = self._check_enrollment(name, existing + utterances, existing[0].speaker_id, allow_inconsistent, strict)
+        warnings = enrollment.check(self, name, existing + utterances, existing[0].speaker_id, allow_inconsistent, strict)
         with self._store.change() as (session, seq):
             row = session.execute(
                 select(SpeakerRow).where(SpeakerRow.name == name).options(selectinload(SpeakerRow.utterances))
@@ -239,7 +236,7 @@ class VoiceBank:
         """Add recordings of people who are NOT enrolled to the AS-norm cohort; returns its size.
         Recordings already in the cohort are skipped."""
         rows = [CohortRow(embedding=u.embedding, sha256=u.sha256, label=u.label)
-                for u in self._embed_for_enrollment(recordings, progress)]
+                for u in enrollment.prepare(self, recordings, progress)]
         with self._store.write() as session:
             present = set(session.execute(select(CohortRow.sha256)).scalars())
             session.add_all(r for r in rows if r.sha256 not in present)
@@ -428,71 +425,6 @@ class VoiceBank:
                     f"--model {self.model_source} (or unset VOICEBANK_MODEL), or create a new bank for the other model."
                 )
             self._model_checked = True
-
-    def _embed_for_enrollment(self, recordings: Sequence[Recording], progress: Progress | None) -> list[UtteranceRow]:
-        if isinstance(recordings, (str, bytes, os.PathLike, tuple)) or not isinstance(recordings, Iterable):
-            raise InvalidInputError("recordings must be a list of recordings (paths, bytes, file objects or arrays).")
-        recordings = list(recordings)
-        if not recordings:
-            raise InvalidInputError("give at least one recording.")
-        rows: list[UtteranceRow] = []
-        seen: dict[str, str] = {}
-        for done, recording in enumerate(recordings, start=1):
-            audio = self._load(recording)
-            if audio.sha256 in seen:
-                raise DuplicateRecordingError(f"{audio.label} is the same recording as {seen[audio.sha256]}; give each once.")
-            seen[audio.sha256] = audio.label
-            embedding = self._embed([audio])[0]
-            rows.append(UtteranceRow(embedding=embedding.tobytes(), sha256=audio.sha256, label=audio.label[-1024:],
-                                     duration_s=audio.duration, speech_s=audio.speech_seconds))
-            if progress:
-                progress(done, len(recordings), audio.label)
-        return rows
-
-    def _check_enrollment(self, name: str, utterances: Sequence[UtteranceRow], speaker_id: int | None,
-                          allow_inconsistent: bool, strict: bool) -> list[str]:
-        """Refuse too little speech and inconsistent recordings; warn of (or refuse) a voice that
-        already matches another speaker. Returns the warnings.
-
-        Both voice checks use the cosine score: against the bank's threshold when the bank scores
-        by cosine, else against the model's default cosine threshold (AS-norm needs a cohort that
-        a first enrollment may not have)."""
-        speech = sum(u.speech_s for u in utterances)
-        if speech < self.limits.min_enroll_speech_seconds:
-            raise NotEnoughSpeechError(
-                f"{name}: the recordings hold {speech:.1f} s of speech in all; enrollment needs at least "
-                f"{self.limits.min_enroll_speech_seconds:g} s. Add more recordings."
-            )
-        settings = self._settings()
-        threshold = settings.threshold if settings.score == norm.COSINE else _embedder_default(self._embedder)
-        vectors = np.stack([np.frombuffer(u.embedding, dtype=np.float32) for u in utterances])
-        if len(vectors) >= 2 and not allow_inconsistent:
-            scores = scoring.leave_one_out(vectors)
-            worst = int(np.argmin(scores))
-            if not scoring.accept(scores[worst], threshold):
-                raise InconsistentRecordingError(
-                    f"{utterances[worst].label} does not sound like the other recordings of {name} (cosine "
-                    f"{scores[worst]:.3f} against them, threshold {threshold:.3f}). Check that it is the same "
-                    "person and a clean recording, or enroll anyway with --allow-inconsistent."
-                )
-        if len(self) == 0:
-            return []
-        # Would these recordings be identified as someone else? The nearest other voiceprint,
-        # scored like a probe: the mean of the recordings' own cosines with it. (Voiceprint against
-        # voiceprint would overstate it: averages of several recordings are closer to each other.)
-        _, ids = self._search(voiceprint(vectors)[None, :], 2)
-        nearest = [int(i) for i in ids[0] if i >= 0 and i != speaker_id][:1]
-        if not nearest:
-            return []
-        other, other_print = self._rows_by_id(np.array(nearest))[nearest[0]]
-        score = float(np.mean(vectors @ other_print))
-        if not scoring.accept(score, threshold):
-            return []
-        message = f"the voice of {name} already matches {other} (cosine {score:.3f}): the same person enrolled twice?"
-        if strict:
-            raise DuplicateVoiceError(message + " Refused (strict).")
-        log.warning("%s", message)
-        return [message]
 
     def _utterances_of(self, name: str) -> list[UtteranceRow]:
         with self._store.read() as session:

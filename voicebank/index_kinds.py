@@ -14,8 +14,8 @@ nearest neighbour now and then (recall@1 is measured in ``bench/search.py``), ne
 - ``ivf``: ``IndexIVFFlat`` with spherical k-means lists, trained on the voiceprints themselves;
   ~2.1 KB per voiceprint. Below :data:`IVF_MIN_TRAIN` voiceprints there is too little to train on and
   it stays exact (a ``flat`` index inside), and it goes back to exact below half that. It has about
-  sqrt(n) lists and is re-trained (on the whole bank) when that ideal doubles, i.e. when the bank
-  has grown ~3-4 fold since training, or falls to a quarter of it.
+  sqrt(n) lists and is re-trained (on the whole bank) when that ideal doubles (the bank has grown
+  ~3-4 fold since training) or falls to a quarter (it has shrunk ~16 fold).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Chosen by bench/search.py on clustered synthetic 512-dim voiceprints (see the README's table).
-HNSW_M = 32  # graph degree: M=16 reached only 0.83 recall@1 at 100k even with efSearch=128
-HNSW_EF_CONSTRUCTION = 40  # 80 built 40% slower for no measurable recall gain
+# Chosen with bench/search.py on clustered synthetic 512-dim voiceprints, 100k of them, one thread:
+HNSW_M = 32  # graph degree: M=16 reached only 0.83 recall@1; 48 and 64 did no better than 32 for their cost
+HNSW_EF_CONSTRUCTION = 160  # recall@1 at efSearch=128: 0.969 with 40, 0.993 with 80, 1.000 with 160 (2x the build time of 40)
 HNSW_EF_SEARCH = 128
 HNSW_COMPACT_FRACTION = 0.25  # rebuild the graph when tombstones exceed this share of the live count
 IVF_MIN_TRAIN = 4096  # fewer voiceprints than this: exact search (k-means needs ~40+ points per list)
@@ -55,8 +55,21 @@ def adopt(kind: str, dimension: int, index):
     return KIND_CLASSES[kind].adopt(dimension, index)
 
 
-def _rows(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.atleast_2d(x), dtype=np.float32)
+def _batches_use_blas() -> None:
+    """Let a flat search of a batch of queries use one matrix product again.
+
+    faiss 1.15 scores query by query until ``n_queries * dim >= distance_compute_blas_threshold``,
+    whose default there is 128,000 (250 queries of 512 dims); a batch of 64 queries over 100k
+    voiceprints ran 7x slower than with BLAS. Older faiss compared the query count alone with a
+    default of 20, which this leaves alone. Single queries never take the BLAS path either way.
+    """
+    import faiss
+
+    if faiss.cvar.distance_compute_blas_threshold > _BLAS_FROM:
+        faiss.cvar.distance_compute_blas_threshold = _BLAS_FROM
+
+
+_BLAS_FROM = 16 * 512  # 16 queries of 512 dims (faiss >= 1.15 counts query x dimension)
 
 
 class Flat:
@@ -65,6 +78,7 @@ class Flat:
     def __init__(self, dimension: int, index=None):
         import faiss
 
+        _batches_use_blas()
         self.dimension = dimension
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
 
@@ -141,8 +155,11 @@ class Hnsw:
         return int(self.index.ntotal) - self._live
 
     def describe(self) -> dict:
-        return {"structure": "IndexIDMap(IndexHNSWFlat)", "exact": False, "M": HNSW_M,
-                "efConstruction": HNSW_EF_CONSTRUCTION, "efSearch": self.ef_search, "tombstones": self.tombstones}
+        import faiss
+
+        graph = faiss.downcast_index(self.index.index).hnsw  # as built, whatever the constants are now
+        return {"structure": "IndexIDMap(IndexHNSWFlat)", "exact": False, "M": int(graph.nb_neighbors(1)),
+                "efConstruction": int(graph.efConstruction), "efSearch": self.ef_search, "tombstones": self.tombstones}
 
     def _id_map(self) -> np.ndarray:
         """A writable view of FAISS's row -> id map (valid until the next add)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 
 import click
 
@@ -110,9 +111,9 @@ def current(obj: Context) -> None:
         click.echo(f"database: {schema.current(engine) or 'empty'}\nnewest:   {schema.head()}")
 
 
-def parse_time(value: str) -> "datetime":
+def parse_time(value: str) -> datetime:
     """An ISO 8601 date or time (UTC unless it says otherwise), or an age like 30d, 12h, 15m."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import timedelta, timezone
 
     units = {"d": "days", "h": "hours", "m": "minutes"}
     if value[:-1].isdigit() and value[-1:] in units:

@@ -1,38 +1,44 @@
 """A faster forward pass for transformers' ``WavLMForXVector``: the same function, computed cheaper.
 
-``FastXVector`` wraps a loaded ``WavLMForXVector`` (its weights are used, never changed) and
-computes the same x-vector embeddings as ``model(input_values, attention_mask).embeddings``:
+``FastXVector`` wraps a loaded ``WavLMForXVector`` (its weights are read, never changed) and
+computes what ``model(input_values, attention_mask).embeddings`` computes:
 
 * **Attention** through ``torch.nn.functional.scaled_dot_product_attention``; WavLM's gated
-  relative position bias becomes the additive float mask (with ``-inf`` on padded keys). The
-  attention weights are never materialized for output, and Q, K and V come from one fused matmul.
-* **Mixed precision** (``dtype=torch.bfloat16``): matmuls and convolutions run in bf16, while the
-  residual stream, every normalization (GroupNorm, LayerNorm), the softmax statistics of the
-  position gate, the x-vector head and its statistics pooling stay in float32. The first
-  convolution (1 input channel, cheap) and its GroupNorm stay in float32 too: they see raw audio.
-* **Batching different lengths without changing results**: the convolutional feature encoder's
-  GroupNorm normalizes each channel over time, so padding would change its statistics. Here it
-  is computed over each utterance's own valid frames only (a masked GroupNorm). Every later step
-  either sees only its own frame (LayerNorm, feed-forward), masks padded keys (attention), pads
-  with zeros exactly as an unpadded sequence would (the positional convolution: padded frames are
-  zeroed first, as transformers does), or reads only valid frames (the unpadded TDNN convolutions
-  and the masked statistics pooling). So an utterance's embedding does not depend on its batch.
+  relative position bias becomes its additive float mask (``-inf`` on padded keys). No attention
+  weights are returned or averaged, and Q, K and V come from one fused matmul.
+* **Mixed precision** (``dtype=torch.bfloat16``): the matmuls (the convolutions are computed as
+  matmuls too) run in bf16 with float32 accumulation, while the residual stream, every
+  normalization, the position gate, the attention mask, the x-vector head and its statistics
+  pooling stay in float32. The first convolution (one input channel: cheap) stays in float32 too.
+* **The GroupNorm of the convolutional encoder** normalizes each channel of the first
+  convolution's output over the whole utterance. That output is linear in the 10-sample windows
+  of the waveform, so its per-channel mean and variance follow exactly from the windows' mean
+  and 10 x 10 covariance (computed in float64); the normalization is then folded into that
+  convolution's weights, per utterance.
+* **Batching different lengths without changing results.** Transformers' GroupNorm would take
+  padding into its statistics; here they come from each utterance's own samples. Every later
+  step either sees only its own frame (LayerNorm, feed-forward), masks padded keys (attention),
+  sees zeros where an unpadded sequence has its zero padding (the positional convolution:
+  padded frames are zeroed first, as transformers does), or reads only valid frames (the
+  unpadded convolutions and the masked statistics pooling). So an utterance's embedding does
+  not depend on the batch it is in.
+* **Bounded memory**: the convolutional encoder runs in blocks of output frames (overlapping by
+  its receptive field), and the attention mask is built in blocks of query rows past a budget.
 
-Only what the reference can check is accepted: ``supports()`` says whether a model qualifies
-(WavLM x-vector, no adapter); anything else keeps the reference forward pass.
+``supports()`` says whether a model qualifies (a ``WavLMForXVector`` without adapter); any
+other model keeps the reference forward pass.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-# -- the function -------------------------------------------------------------------------------
 
 
 def supports(model: Any) -> bool:
@@ -47,6 +53,9 @@ def supports(model: Any) -> bool:
         and not getattr(config, "add_adapter", False)
         and getattr(config, "feat_extract_norm", None) in ("group", "layer")
     )
+
+
+# -- parameters, prepared once ------------------------------------------------------------------
 
 
 @dataclass
@@ -67,11 +76,12 @@ class _Norm:
 
 @dataclass
 class _Conv:
-    weight: torch.Tensor
+    weight: torch.Tensor  # (C_out, C_in, k), for F.conv1d
     bias: torch.Tensor | None
+    taps: list[tuple[int, int, torch.Tensor]]  # time-major form: (row offset, taps, (taps * C_in, C_out))
     stride: int
     kernel: int
-    norm: str  # "group", "layer" or ""
+    norm: str  # "group" (first layer only), "layer" or ""
     norm_params: _Norm | None
     activation: Callable[[torch.Tensor], torch.Tensor]
     dtype: torch.dtype
@@ -81,8 +91,8 @@ class _Conv:
 class _Layer:
     qkv: _Linear
     out: _Linear
-    gate: _Linear  # gru_rel_pos_linear, float32
-    gate_const: torch.Tensor  # (1, H, 1, 1)
+    gate: _Linear  # gru_rel_pos_linear with its 2 x 4 outputs summed: (2, head_dim), float32
+    gate_const: torch.Tensor  # (1, 1, H, 1)
     norm1: _Norm  # layer_norm
     ff1: _Linear
     act: Callable[[torch.Tensor], torch.Tensor]
@@ -120,13 +130,32 @@ def relative_position_bucket(relative: torch.Tensor, num_buckets: int, max_dista
     return buckets + torch.where(is_small, relative, large)
 
 
+def _windows(values: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """(B, L // stride, kernel) windows ``values[:, t * stride : t * stride + kernel]`` of (B, L)
+    ``values`` (L a multiple of stride); windows running past the end are zero-padded."""
+    B, L = values.shape
+    rows = L // stride
+    blocks = -(-kernel // stride)
+    z = values.view(B, rows, stride)
+    if blocks > 1:
+        z = F.pad(z, (0, 0, 0, blocks - 1))
+    parts = [z[:, b : b + rows, : min(stride, kernel - b * stride)] for b in range(blocks)]
+    return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+
 class FastXVector(torch.nn.Module):
     """``WavLMForXVector`` inference: ``forward(input_values, attention_mask)`` returns the (B, D)
     float32 x-vector embeddings (not normalized), as ``model(...).embeddings`` does.
 
-    ``dtype`` is the compute precision of matmuls and convolutions (float32 or bfloat16). The
-    wrapped model is registered as a submodule (so ``.parameters()`` and ``.to()`` see it) and
-    its weights are read, never modified; bf16 copies of the matmul weights are kept here.
+    ``dtype`` is the precision of the matmuls (float32 or bfloat16). The wrapped model is
+    registered as a submodule (``.parameters()`` and ``.config`` see it); its weights are read,
+    never modified, and the casts and fused forms of them are kept here. ``frame_budget`` (encoder
+    frames x batch rows per block of the convolutional encoder) and ``mask_budget`` (elements of
+    the float32 (batch, heads, queries, keys) attention mask per block of query rows) bound memory.
+    ``conv_layout`` picks how the convolutional encoder runs: ``time`` (matmuls over time-major
+    activations), ``channels`` (F.conv1d) or ``auto`` (time-major except float32 on the CPU).
+    ``float32_mask`` gives SDPA the float32 mask beside bf16 queries (default: on the CPU only).
+    With ``conv_layout="time", float32_mask=False`` the CPU runs the code path CUDA runs.
     """
 
     def __init__(
@@ -135,17 +164,22 @@ class FastXVector(torch.nn.Module):
         dtype: torch.dtype = torch.float32,
         frame_budget: int = 1500,
         mask_budget: int = 2**24,
+        conv_layout: str = "auto",
+        float32_mask: bool | None = None,
     ):
         super().__init__()
         if not supports(model):
             raise ValueError(f"FastXVector does not support {type(model).__name__} with this configuration")
         self.model = model
         self.dtype = dtype
-        # memory bounds: encoder frames (x batch rows) per block of the convolutional encoder, and
-        # elements of the (batch, heads, queries, keys) attention mask per block of query rows
         self.frame_budget = frame_budget
         self.mask_budget = mask_budget
+        if conv_layout not in ("auto", "time", "channels"):
+            raise ValueError(f"conv_layout must be auto, time or channels, not {conv_layout!r}")
+        self.conv_layout = conv_layout
+        self.float32_mask = float32_mask
         self._prepared_on: torch.device | None = None
+        self._prepare_lock = threading.Lock()
 
     @property
     def config(self) -> Any:
@@ -162,6 +196,11 @@ class FastXVector(torch.nn.Module):
         device = next(self.model.parameters()).device
         if self._prepared_on == device:
             return
+        with self._prepare_lock:
+            if self._prepared_on != device:
+                self._prepare_now(device)
+
+    def _prepare_now(self, device: torch.device) -> None:
         model, cfg, dt = self.model, self.model.config, self.dtype
 
         def lin(module: torch.nn.Module, dtype: torch.dtype = dt) -> _Linear:
@@ -169,19 +208,33 @@ class FastXVector(torch.nn.Module):
             return _Linear(module.weight.detach().to(dtype), None if bias is None else bias.detach().to(dtype))
 
         wavlm = model.wavlm
+        # The convolutions run as matmuls over time-major (B, T, C) activations in bf16, where
+        # oneDNN/cuBLAS matmuls beat convolution kernels; in float32 on the CPU, F.conv1d is faster.
+        auto = dt != torch.float32 or device.type != "cpu"
+        self._time_major = auto if self.conv_layout == "auto" else self.conv_layout == "time"
         convs = []
         for i, layer in enumerate(wavlm.feature_extractor.conv_layers):
             conv = layer.conv
-            # the first convolution sees raw audio and feeds GroupNorm: float32 (it is cheap)
-            cdt = torch.float32 if i == 0 else dt
+            cdt = torch.float32 if i == 0 else dt  # the first layer sees raw audio: float32
+            weight = conv.weight.detach().to(cdt)
+            c_out, c_in, k = weight.shape
+            s = int(conv.stride[0])
+            flat = weight.permute(2, 1, 0).reshape(k * c_in, c_out)  # row j * C_in + c: tap j, channel c
+            taps = [
+                (b, min(s, k - b * s), flat[b * s * c_in : (b * s + min(s, k - b * s)) * c_in].contiguous())
+                for b in range(-(-k // s))
+            ]
             norm = getattr(layer, "layer_norm", None)
             kind = "" if norm is None else ("group" if isinstance(norm, torch.nn.GroupNorm) else "layer")
+            if kind == "group" and i > 0:  # pragma: no cover - no transformers config does this
+                raise ValueError("GroupNorm after the first convolution is not supported")
             convs.append(
                 _Conv(
-                    conv.weight.detach().to(cdt),
+                    weight,
                     None if conv.bias is None else conv.bias.detach().to(cdt),
-                    int(conv.stride[0]),
-                    int(conv.kernel_size[0]),
+                    taps,
+                    s,
+                    k,
                     kind,
                     None if norm is None else _norm(norm),
                     layer.activation,
@@ -189,12 +242,17 @@ class FastXVector(torch.nn.Module):
                 )
             )
         self._convs = convs
+        self._stride = math.prod(c.stride for c in convs)
+        field = 1
+        for c in reversed(convs):
+            field = (field - 1) * c.stride + c.kernel
+        self._field = field
         self._proj_norm = _norm(wavlm.feature_projection.layer_norm)
         self._proj = lin(wavlm.feature_projection.projection)
 
         encoder = wavlm.encoder
         pos = encoder.pos_conv_embed
-        self._pos_weight = pos.conv.weight.detach().to(dt)  # weight norm applied once, here
+        self._pos_weight = pos.conv.weight.detach().to(dt)  # the weight norm, applied once here
         self._pos_bias = pos.conv.bias.detach().to(dt)
         self._pos_padding = int(pos.conv.padding[0])
         self._pos_groups = int(pos.conv.groups)
@@ -208,12 +266,17 @@ class FastXVector(torch.nn.Module):
             att = layer.attention
             qkv_w = torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]).detach().to(dt)
             qkv_b = torch.cat([att.q_proj.bias, att.k_proj.bias, att.v_proj.bias]).detach().to(dt)
+            gate = att.gru_rel_pos_linear
+            head_dim = gate.weight.shape[1]
             layers.append(
                 _Layer(
                     _Linear(qkv_w, qkv_b),
                     lin(att.out_proj),
-                    lin(att.gru_rel_pos_linear, torch.float32),
-                    att.gru_rel_pos_const.detach().float(),
+                    _Linear(
+                        gate.weight.detach().float().view(2, 4, head_dim).sum(1),
+                        gate.bias.detach().float().view(2, 4).sum(1),
+                    ),
+                    att.gru_rel_pos_const.detach().float().view(1, 1, -1, 1),
                     _norm(layer.layer_norm),
                     lin(layer.feed_forward.intermediate_dense),
                     layer.feed_forward.intermediate_act_fn,
@@ -229,7 +292,7 @@ class FastXVector(torch.nn.Module):
         self._max_distance = int(first.max_distance)
 
         self._layer_weights = (
-            torch.softmax(model.layer_weights.detach().float(), dim=-1) if cfg.use_weighted_layer_sum else None
+            torch.softmax(model.layer_weights.detach().float(), dim=-1).tolist() if cfg.use_weighted_layer_sum else None
         )
         # the x-vector head is cheap: float32
         self._projector = lin(model.projector, torch.float32)
@@ -243,140 +306,197 @@ class FastXVector(torch.nn.Module):
             for t in model.tdnn
         ]
         self._xvector = lin(model.feature_extractor, torch.float32)
-        # SDPA on the CPU takes a float32 mask beside bf16 queries (more exact than a bf16 mask)
-        self._mask_any_dtype = device.type == "cpu"
+        # SDPA on the CPU takes a float32 mask beside bf16 queries (more exact than a bf16 mask);
+        # CUDA's kernels want the queries' dtype
+        self._mask_any_dtype = device.type == "cpu" if self.float32_mask is None else self.float32_mask
         self._prepared_on = device
 
-    # -- pieces -----------------------------------------------------------------------------------
+    # -- the convolutional feature encoder --------------------------------------------------------
+    def features(self, input_values: torch.Tensor, lengths: list[int]) -> tuple[torch.Tensor, list[int]]:
+        """(B, T, C) features of (B, N) float32 waveforms and each row's frame count.
+
+        Computed in blocks of output frames (each block's input overlaps the next by the stack's
+        receptive field), so that no full-rate activation of a long input is held whole.
+        """
+        B = input_values.shape[0]
+        frames = [self.frames(n) for n in lengths]
+        T = max(frames)
+        S, R = self._stride, self._field
+        folded = self._fold_group_norm(input_values, lengths) if self._convs[0].norm == "group" else None
+        per_block = max(1, self.frame_budget // B)
+        out = None
+        for start in range(0, T, per_block):
+            count = min(T, start + per_block) - start
+            size = -(-((count - 1) * S + R) // S) * S  # input samples, a multiple of the total stride
+            segment = input_values[:, start * S : start * S + size]
+            if segment.shape[1] < size:
+                segment = F.pad(segment, (0, size - segment.shape[1]))
+            if self._time_major:
+                h = self._encode_time_major(segment.contiguous(), folded)
+            else:
+                h = self._encode_channels_first(segment, folded)
+            if out is None:
+                out = h.new_empty((B, T, h.shape[-1]))
+            out[:, start : start + count] = h[:, :count]
+        return out, frames
+
+    def _encode_time_major(self, values: torch.Tensor, folded: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
+        """The conv stack over (B, L) values (L a multiple of the total stride) as matmuls: each
+        layer maps (B, L_i, C) to (B, L_i / stride, C'), where the outputs past a row's own length
+        (which read padding or the next row) are never read by its valid outputs."""
+        B = values.shape[0]
+        first = self._convs[0]
+        windows = _windows(values, first.kernel, first.stride)  # (B, L / s, k), float32
+        if folded is not None:
+            h = torch.baddbmm(folded[1], windows, folded[0])
+        else:
+            h = windows @ first.taps[0][2] if len(first.taps) == 1 else windows @ torch.cat([t[2] for t in first.taps])
+            if first.bias is not None:
+                h = h + first.bias
+        h = self._after_conv(h, first)
+        for conv in self._convs[1:]:
+            _, L, c_in = h.shape
+            rows = L // conv.stride
+            z = h.reshape(B * rows, conv.stride * c_in)
+            _, taps, w = conv.taps[0]
+            y = torch.mm(z[:, : taps * c_in], w) if conv.bias is None else torch.addmm(conv.bias, z[:, : taps * c_in], w)
+            for offset, taps, w in conv.taps[1:]:
+                y[: B * rows - offset].addmm_(z[offset:, : taps * c_in], w)
+            h = self._after_conv(y.view(B, rows, -1), conv)
+        return h
+
+    def _after_conv(self, h: torch.Tensor, conv: _Conv) -> torch.Tensor:
+        if conv.norm == "layer":
+            h = _layer_norm(h, conv.norm_params)
+        # cast, then activate: GELU on bf16 costs a third of GELU on float32 then a cast
+        return conv.activation(h.to(self.dtype))
+
+    def _encode_channels_first(self, values: torch.Tensor, folded: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
+        """The same stack with F.conv1d over (B, C, L) (float32 on the CPU, where it is faster)."""
+        h = values[:, None, :]
+        for i, conv in enumerate(self._convs):
+            h = F.conv1d(h.to(conv.dtype), conv.weight, conv.bias, stride=conv.stride)
+            if i == 0 and folded is not None:
+                h = torch.addcmul(folded[3], h, folded[2])
+            elif conv.norm == "layer":
+                h = _layer_norm(h.transpose(1, 2), conv.norm_params).transpose(1, 2)
+            h = conv.activation(h)
+        return h.transpose(1, 2)
+
+    def _fold_group_norm(self, values: torch.Tensor, lengths: list[int]) -> tuple[torch.Tensor, ...]:
+        """The first layer's GroupNorm over each row's own frames, folded into its convolution:
+        (B, k, C) weights and (B, 1, C) biases, and for the channels-first path (B, C, 1) scales
+        and shifts. Its per-channel mean and variance are exact functions of the mean and
+        covariance of the row's k-sample windows, accumulated here in float64."""
+        conv = self._convs[0]
+        k, s = conv.kernel, conv.stride
+        B, N = values.shape
+        device = values.device
+        valid = torch.tensor([_conv_out(n, k, s) for n in lengths], device=device, dtype=torch.float64)
+        rows = -(-N // s)
+        blocks = -(-k // s)
+        padded = F.pad(values, (0, (rows + blocks - 1) * s - N))
+        sums = torch.zeros((B, k), device=device, dtype=torch.float64)
+        gram = torch.zeros((B, k, k), device=device, dtype=torch.float64)
+        step = 1 << 16
+        for first in range(0, rows, step):
+            last = min(rows, first + step)
+            segment = padded[:, first * s : (last + blocks - 1) * s].contiguous()
+            win = _windows(segment, k, s)[:, : last - first].double()
+            index = torch.arange(first, last, device=device, dtype=torch.float64)
+            win = win * (index[None, :] < valid[:, None]).to(win.dtype)[..., None]
+            sums += win.sum(1)
+            gram += win.transpose(1, 2) @ win
+        n = valid[:, None]
+        mean_u = sums / n  # (B, k)
+        cov = gram / n[..., None] - mean_u[:, :, None] * mean_u[:, None, :]
+        w = conv.weight[:, 0, :].t().double()  # (k, C)
+        mean = mean_u @ w  # (B, C)
+        var = ((cov @ w) * w).sum(1).clamp_min(0)
+        if conv.bias is not None:
+            mean = mean + conv.bias.double()
+        norm = conv.norm_params
+        scale = torch.rsqrt(var + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight.double()
+        shift = -mean * scale
+        if norm.bias is not None:
+            shift = shift + norm.bias.double()
+        # y = (windows @ w + b - mean) * scale + beta = windows @ (w * scale) + ((b - mean) * scale + beta)
+        bias = shift if conv.bias is None else shift + conv.bias.double() * scale
+        return (
+            (w[None] * scale[:, None, :]).float(),
+            bias.float()[:, None, :],
+            scale.float()[:, :, None],
+            shift.float()[:, :, None],
+        )
+
+    # -- the transformer --------------------------------------------------------------------------
     def relative_bias(self, length: int, device: torch.device) -> torch.Tensor:
-        """(H, 2T - 1) float32: the relative position bias for key - query = r at column r + T - 1.
-        Every layer gates the same bias (transformers computes it in the first layer only)."""
-        relative = torch.arange(-(length - 1), length, dtype=torch.long, device=device)
+        """(H, 2T - 1) float32 relative position bias, laid out for keys in reverse order: column
+        t + j holds the bias between query t and key T - 1 - j (key - query = T - 1 - t - j).
+        Then the (H, T, T) bias of query rows a..b is a strided view of this table (``bias_rows``),
+        never a tensor of its own. Every layer gates the same bias (as in transformers)."""
+        relative = torch.arange(length - 1, -length, -1, dtype=torch.long, device=device)
         buckets = relative_position_bucket(relative, self._num_buckets, self._max_distance)
         return self._rel_embed.to(device)[buckets].t().contiguous()
 
     @staticmethod
-    def bias_rows(relative: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """(H, stop - start, T) rows of the (H, T, T) position bias from ``relative_bias``."""
-        length = (relative.shape[1] + 1) // 2
-        queries = torch.arange(start, stop, device=relative.device)[:, None]
-        keys = torch.arange(length, device=relative.device)[None, :]
-        return relative[:, keys - queries + length - 1]
+    def bias_rows(table: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """(H, stop - start, T) bias of query rows start..stop against the keys in reverse order:
+        a view of ``relative_bias``'s table."""
+        length = (table.shape[1] + 1) // 2
+        return table.as_strided((table.shape[0], stop - start, length), (table.stride(0), 1, 1), table.storage_offset() + start)
+
+    def position_bias(self, length: int, device: torch.device) -> torch.Tensor:
+        """(H, T, T) relative position bias, keys in order: what WavLMAttention.compute_bias gives."""
+        return self.bias_rows(self.relative_bias(length, device), 0, length).flip(-1)
 
     def attention(
-        self,
-        layer: _Layer,
-        x: torch.Tensor,
-        relative: torch.Tensor,
-        key_mask: torch.Tensor | None,
-        bias: torch.Tensor | None = None,
+        self, layer: _Layer, x: torch.Tensor, table: torch.Tensor, key_mask: torch.Tensor | None
     ) -> torch.Tensor:
         """WavLM's gated relative-position self-attention of (B, T, D) float32 ``x`` through SDPA.
 
-        ``relative`` is ``relative_bias(T)`` (``bias``, when given, its full (H, T, T) rows);
-        ``key_mask`` a (B, T) bool of valid frames, or None. The additive mask
-        gate * bias (-inf on padded keys) is built in float32, in blocks of query rows that bound
-        its memory, and given to SDPA.
+        ``table`` is ``relative_bias(T)``; ``key_mask`` a (B, T) bool of valid frames, or None.
+        The keys and values go in reverse order (attention does not depend on the order of its
+        keys), so that the position bias is a strided view. The additive mask gate * bias, -inf on
+        padded keys, is built in float32, in blocks of query rows within ``mask_budget``.
         """
         B, T, D = x.shape
         H = self._heads
         hd = D // H
         # the gate, from the attention input, in float32 (a tiny matmul)
-        gate = layer.gate(x.view(B, T, H, hd).permute(0, 2, 1, 3))  # (B, H, T, 8)
-        gate = torch.sigmoid(gate.view(B, H, T, 2, 4).sum(-1))
-        gate = gate[..., :1] * (gate[..., 1:] * layer.gate_const - 1.0) + 2.0  # (B, H, T, 1)
+        gate = torch.sigmoid(layer.gate(x.view(B, T, H, hd)))  # (B, T, H, 2)
+        gate = gate[..., :1] * (gate[..., 1:] * layer.gate_const - 1.0) + 2.0  # (B, T, H, 1)
+        gate = gate.permute(0, 2, 1, 3)  # (B, H, T, 1)
         qkv = layer.qkv(x.to(self.dtype)).view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        padded = None if key_mask is None else ~key_mask[:, None, None, :]
-        rows = T if bias is not None else max(16, self.mask_budget // max(1, B * H * T))
-        out = q.new_empty((B, H, T, hd))
+        q, k, v = qkv[0], qkv[1].flip(2), qkv[2].flip(2)
+        padded = None if key_mask is None else ~key_mask.flip(-1)[:, None, None, :]
+        rows = min(T, max(16, self.mask_budget // max(1, B * H * T)))
+        out = None
         for start in range(0, T, rows):
             stop = min(T, start + rows)
-            block = bias[:, start:stop] if bias is not None and rows == T else self.bias_rows(relative, start, stop)
-            mask = gate[:, :, start:stop] * block[None]
+            mask = gate[:, :, start:stop] * self.bias_rows(table, start, stop)
             if padded is not None:
                 mask.masked_fill_(padded, float("-inf"))
             if not self._mask_any_dtype:
-                mask = mask.to(q.dtype)
-            out[:, :, start:stop] = F.scaled_dot_product_attention(q[:, :, start:stop], k, v, attn_mask=mask)
+                # in the queries' dtype, its rows 16-element aligned, as CUDA's kernels take it
+                aligned = q.new_empty((*mask.shape[:-1], -(-T // 16) * 16))[..., :T]
+                mask = aligned.copy_(mask)
+            try:
+                part = F.scaled_dot_product_attention(q[:, :, start:stop], k, v, attn_mask=mask)
+            except RuntimeError:
+                if mask.dtype == q.dtype:
+                    raise
+                self._mask_any_dtype = False  # an older torch: the mask in the queries' dtype
+                part = F.scaled_dot_product_attention(q[:, :, start:stop], k, v, attn_mask=mask.to(q.dtype))
+            if stop - start == T:
+                out = part
+            else:
+                if out is None:
+                    out = q.new_empty((B, H, T, hd))
+                out[:, :, start:stop] = part
         return layer.out(out.transpose(1, 2).reshape(B, T, D))
-
-    def features(self, input_values: torch.Tensor, lengths: list[int]) -> tuple[torch.Tensor, list[int]]:
-        """The convolutional feature encoder: (B, T, C) float32 features and each row's frame count.
-
-        Run in blocks of output frames (the stack's receptive field overlaps the blocks), so that
-        no full-rate activation of a long input is ever held whole. The first layer's GroupNorm
-        needs each channel's statistics over the whole utterance: a first pass gathers them
-        (Chan's parallel mean/variance over blocks), counting each row's valid frames only.
-        """
-        convs = self._convs
-        B = input_values.shape[0]
-        frames = [self.frames(n) for n in lengths]
-        T = max(frames)
-        stride = math.prod(c.stride for c in convs)
-        field = 1
-        for c in reversed(convs):
-            field = (field - 1) * c.stride + c.kernel
-        per_block = max(1, self.frame_budget // B)
-        first = convs[0]
-        stats = None
-        if first.norm == "group":
-            stats = self._first_layer_stats(input_values, lengths, per_block * stride // first.stride)
-        out = None
-        for start in range(0, T, per_block):
-            stop = min(T, start + per_block)
-            h = input_values[:, None, start * stride : (stop - 1) * stride + field]
-            for i, conv in enumerate(convs):
-                h = F.conv1d(h.to(conv.dtype), conv.weight, conv.bias, stride=conv.stride)
-                if conv.norm == "group":
-                    if i == 0:
-                        mean, scale, shift = stats
-                        h = torch.addcmul(shift, h, scale)  # (h - mean) * scale + beta
-                    else:  # GroupNorm after the first layer: not in any transformers config
-                        raise NotImplementedError("GroupNorm after the first convolution")
-                elif conv.norm == "layer":
-                    h = _layer_norm(h.transpose(1, 2), conv.norm_params).transpose(1, 2)
-                h = conv.activation(h)
-            if out is None:
-                out = h.new_empty((B, T, h.shape[1]))
-            out[:, start:stop] = h.transpose(1, 2)
-        return out, frames
-
-    def _first_layer_stats(
-        self, input_values: torch.Tensor, lengths: list[int], per_block: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per row and channel: the mean, the GroupNorm scale (gamma / std) and shift
-        (beta - mean * scale) of the first convolution's output over the row's valid frames."""
-        conv = self._convs[0]
-        B = input_values.shape[0]
-        valid = torch.tensor([_conv_out(n, conv.kernel, conv.stride) for n in lengths], device=input_values.device)
-        T0 = int(valid.max())
-        count = torch.zeros((B, 1, 1), device=input_values.device)
-        mean = torch.zeros((B, conv.weight.shape[0], 1), device=input_values.device)
-        m2 = torch.zeros_like(mean)
-        for start in range(0, T0, per_block):
-            stop = min(T0, start + per_block)
-            h = F.conv1d(
-                input_values[:, None, start * conv.stride : (stop - 1) * conv.stride + conv.kernel].float(),
-                conv.weight.float(), None if conv.bias is None else conv.bias.float(), stride=conv.stride,
-            )
-            n = (valid - start).clamp(0, stop - start).to(h.dtype)[:, None, None]
-            inside = (torch.arange(stop - start, device=h.device)[None, None, :] < n).to(h.dtype)
-            block_mean = (h * inside).sum(-1, keepdim=True) / n.clamp_min(1)
-            block_m2 = ((h - block_mean).square_().mul_(inside)).sum(-1, keepdim=True)
-            total = count + n
-            delta = block_mean - mean
-            mean = mean + delta * (n / total.clamp_min(1))
-            m2 = m2 + block_m2 + delta.square() * (count * n / total.clamp_min(1))
-            count = total
-        norm = conv.norm_params
-        scale = torch.rsqrt(m2 / count + norm.eps)
-        if norm.weight is not None:
-            scale = scale * norm.weight[None, :, None]
-        shift = -mean * scale
-        if norm.bias is not None:
-            shift = shift + norm.bias[None, :, None]
-        return mean, scale, shift
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         self._prepare()
@@ -391,7 +511,7 @@ class FastXVector(torch.nn.Module):
         if min(frames) < T:
             key_mask = torch.arange(T, device=feats.device)[None, :] < torch.tensor(frames, device=feats.device)[:, None]
 
-        x = self._proj(_layer_norm(feats, self._proj_norm).to(self.dtype)).float()
+        x = self._proj(_layer_norm(feats, self._proj_norm).to(self.dtype))
         del feats
         if key_mask is not None:
             x = x * key_mask[..., None]  # padded frames are zero before the positional convolution
@@ -400,33 +520,32 @@ class FastXVector(torch.nn.Module):
         )
         if self._pos_remove:
             pos = pos[..., : -self._pos_remove]
-        x = x + self._pos_act(pos).transpose(1, 2)
+        x = x.float() + self._pos_act(pos).transpose(1, 2)
         del pos
         if not self._stable:
             x = _layer_norm(x, self._encoder_norm)
 
-        relative = self.relative_bias(T, x.device)
-        # the whole (H, T, T) bias once for every layer, unless it is over the memory budget
-        bias = self.bias_rows(relative, 0, T) if self._heads * T * T <= self.mask_budget // max(1, B) else None
+        table = self.relative_bias(T, x.device)
         weights = self._layer_weights
         pooled = x * weights[0] if weights is not None else None
         for i, layer in enumerate(self._layers):
             if self._stable:
-                x = x + self.attention(layer, _layer_norm(x, layer.norm1), relative, key_mask, bias)
+                x = x + self.attention(layer, _layer_norm(x, layer.norm1), table, key_mask)
                 h = _layer_norm(x, layer.norm2).to(self.dtype)
                 x = x + layer.ff2(layer.act(layer.ff1(h)))
             else:
-                x = _layer_norm(x + self.attention(layer, x, relative, key_mask, bias), layer.norm1)
+                x = _layer_norm(x + self.attention(layer, x, table, key_mask), layer.norm1)
                 h = layer.ff2(layer.act(layer.ff1(x.to(self.dtype))))
                 x = _layer_norm(x + h, layer.norm2)
             if weights is not None:
-                pooled = pooled + x * weights[i + 1]
-        del bias, relative
+                pooled.add_(x, alpha=weights[i + 1])
+        del table
         if weights is None:
             pooled = _layer_norm(x, self._encoder_norm) if self._stable else x
         del x
         return self.head(pooled, frames)
 
+    # -- the x-vector head ------------------------------------------------------------------------
     def head(self, hidden: torch.Tensor, frames: list[int]) -> torch.Tensor:
         """Projector, TDNN and statistics pooling over each row's valid frames; float32."""
         h = self._projector(hidden.float()).transpose(1, 2)  # (B, C, T)
@@ -436,28 +555,24 @@ class FastXVector(torch.nn.Module):
             lengths = [n - dilation * (kernel - 1) for n in lengths]
         T = h.shape[-1]
         count = torch.tensor(lengths, device=h.device, dtype=h.dtype)[:, None]
-        mask = (torch.arange(T, device=h.device)[None, :] < count)[:, None, :].to(h.dtype)
-        mean = (h * mask).sum(-1) / count
-        std = ((((h - mean[..., None]) * mask).square().sum(-1)) / (count - 1)).sqrt()
+        if min(lengths) == T:
+            mean, std = h.mean(-1), h.std(-1)
+        else:
+            mask = (torch.arange(T, device=h.device)[None, :] < count)[:, None, :].to(h.dtype)
+            mean = (h * mask).sum(-1) / count
+            std = (((h - mean[..., None]) * mask).square().sum(-1) / (count - 1)).sqrt()
         return self._xvector(torch.cat([mean, std], dim=-1))
 
 
 # -- batching -----------------------------------------------------------------------------------
 
 
-def plan_batches(
-    lengths: Sequence[int],
-    max_samples: int,
-    max_padding: float = 0.15,
-    max_mask: int | None = None,
-    frames: Callable[[int], int] | None = None,
-) -> list[list[int]]:
+def plan_batches(lengths: Sequence[int], max_samples: int, max_padding: float = 0.15) -> list[list[int]]:
     """Indices in batches of similar length: longest first, a batch grows while its padded size
-    stays within ``max_samples``, its padding within ``max_padding`` of its audio and, given
-    ``frames`` (samples -> encoder frames), its batch * frames**2 within ``max_mask``.
+    stays within ``max_samples`` and its padding within ``max_padding`` of its audio.
 
-    Padding cannot change results (see ``FastXVector``); this only bounds the work and memory it costs.
-    A waveform over the limits on its own gets a batch of its own.
+    Padding cannot change results (see ``FastXVector``); this only bounds the work and memory it
+    costs. A waveform over the limits on its own gets a batch of its own.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
@@ -467,12 +582,8 @@ def plan_batches(
         n = lengths[i]
         if current:
             longest = lengths[current[0]]
-            count = len(current) + 1
-            padded = longest * count
-            fits = padded <= max_samples and padded <= (1 + max_padding) * (total + n)
-            if fits and max_mask is not None and frames is not None:
-                fits = count * frames(longest) ** 2 <= max_mask
-            if fits:
+            padded = longest * (len(current) + 1)
+            if padded <= max_samples and padded <= (1 + max_padding) * (total + n):
                 current.append(i)
                 total += n
                 continue

@@ -30,10 +30,13 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "microsoft/wavlm-base-plus-sv"
 # Total audio samples per forward pass (2 minutes at 16 kHz): bounds activation memory.
 MAX_BATCH_SAMPLES = 16_000 * 120
-# The fast path counts padded samples; its activations are smaller (bf16, no attention weights).
-FAST_BATCH_SAMPLES = {"cpu": 16_000 * 60, "cuda": 16_000 * 1200}
-# ... and bounds the (batch, heads, frames, frames) attention mask it materializes, in elements.
-FAST_BATCH_MASK = {"cpu": 2**26, "cuda": 2**31}
+# The fast path's memory bounds, per device: padded samples per forward pass (per worker's forward
+# pass, with CPU workers), encoder frames x rows per block of the convolutional encoder, and
+# float32 attention-mask elements per block of query rows.
+FAST_LIMITS = {
+    "cpu": {"batch_samples": 16_000 * 60, "worker_samples": 16_000 * 20, "frame_budget": 500, "mask_budget": 2**24},
+    "cuda": {"batch_samples": 16_000 * 1200, "frame_budget": 16_384, "mask_budget": 2**30},
+}
 _OFF = ("0", "false", "no", "off")
 
 
@@ -118,22 +121,34 @@ class XVectorEmbedder:
         import torch
 
         from .fast import pad_batch, plan_batches
+        from .parallel import workers
 
         out = np.zeros((len(waveforms), self.dimension), dtype=np.float32)
-        kind = "cuda" if device.startswith("cuda") else "cpu"
-        heads = int(runner.config.num_attention_heads)
         normalize = bool(getattr(extractor, "do_normalize", False))
-        batches = plan_batches(
-            [len(w) for w in waveforms],
-            FAST_BATCH_SAMPLES[kind],
-            max_mask=FAST_BATCH_MASK[kind] // heads,
-            frames=runner.frames,
-        )
-        for batch in batches:
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        lengths = [len(w) for w in waveforms]
+        batches = plan_batches(lengths, FAST_LIMITS[kind]["batch_samples"])
+        pool = None
+        if kind == "cpu" and len(waveforms) > 1:
+            # several utterances on the CPU: one worker per core, each single-threaded (parallel.py)
+            pool = workers(min(torch.get_num_threads(), usable_cores()))
+            if pool is not None:
+                batches = plan_batches(lengths, FAST_LIMITS[kind]["worker_samples"])
+
+        def run(batch: list[int]) -> np.ndarray:
             values, mask = pad_batch([waveforms[i] for i in batch], device, normalize)
             with torch.inference_mode():
                 embeddings = runner(input_values=values, attention_mask=mask)
-            out[batch] = l2_normalize(embeddings.float().cpu().numpy())
+            return l2_normalize(embeddings.float().cpu().numpy())
+
+        if pool is None or len(batches) < 2:
+            for batch in batches:
+                out[batch] = run(batch)
+            return out
+        runner._prepare()
+        futures = [(batch, pool.submit(run, batch)) for batch in batches]  # longest first
+        for batch, future in futures:
+            out[batch] = future.result()
         return out
 
     def _embed_reference(self, model: Any, extractor: Any, device: str, waveforms: Sequence[np.ndarray]) -> np.ndarray:
@@ -202,7 +217,13 @@ class XVectorEmbedder:
         if device == "cpu":
             match_threads_to_cores(torch)
         if self.fast and fast.supports(model):
-            runner = fast.FastXVector(model, _compute_dtype(self.precision, device, torch))
+            limits = FAST_LIMITS["cuda" if device.startswith("cuda") else "cpu"]
+            runner = fast.FastXVector(
+                model,
+                _compute_dtype(self.precision, device, torch),
+                frame_budget=limits["frame_budget"],
+                mask_budget=limits["mask_budget"],
+            )
         log.info("loaded %s (%s) on %s, %s", self.source, model_id, device, "fast " + str(getattr(runner, "dtype", "")) if runner is not model else "reference")
         return runner, extractor, device, model_id
 
