@@ -63,7 +63,7 @@ class VoiceBank:
         self._model_lock = threading.Lock()
         self.limits = limits
         self.window_seconds = window_seconds
-        self._cache = IndexCache(store, IndexInfo(bank.uid, bank.model_id, bank.dimension), index_path)
+        self._cache = IndexCache(store, IndexInfo(bank.uid, bank.model_id, bank.dimension, bank.index_kind), index_path)
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -74,6 +74,7 @@ class VoiceBank:
         *,
         create: bool = False,
         threshold: float | None = None,
+        index: str = "flat",
         device: str | None = None,
         index_path: str | os.PathLike | None = None,
         limits: AudioLimits = AudioLimits(),
@@ -85,7 +86,8 @@ class VoiceBank:
         ``model``: a hub id, a local model directory, ``"resemblyzer"`` or an :class:`Embedder`;
         default ``VOICEBANK_MODEL``, else the model the bank was created with. With ``create=True``
         a missing bank is created (schema migrated to the newest revision, ``threshold`` or the
-        model's default stored). The model is loaded only when something must be embedded.
+        model's default stored, ``index`` the FAISS index kind: flat, hnsw or ivf). The model is
+        loaded only when something must be embedded.
         """
         url = resolve_url(db)
         db_file = sqlite_path(url)
@@ -94,7 +96,7 @@ class VoiceBank:
         store = Store(url)
         try:
             if create:
-                bank = opening.read_or_create_bank(store, url, model, device, threshold)
+                bank = opening.read_or_create_bank(store, url, model, device, threshold, index)
             else:
                 bank = opening.read_bank(store, url)
             embedder = opening.embedder_for(model or os.environ.get("VOICEBANK_MODEL") or bank.model_source, device)
@@ -312,7 +314,7 @@ class VoiceBank:
         return [self._identify(np.asarray(e, dtype=np.float32), top_k, settings) for e in np.atleast_2d(embeddings)]
 
     def _identify(self, embedding: np.ndarray, top_k: int, settings: BankRow) -> Identification:
-        scores, ids = self._search(embedding[None, :], top_k)
+        scores, ids = self._search(embedding[None, :], top_k, settings)
         found = self._rows_by_id(ids[0])
         ranked = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if int(i) in found]
         if settings.score == norm.ASNORM and ranked:
@@ -387,9 +389,18 @@ class VoiceBank:
         extra = sorted(set(held) - {r[0] for r in rows})
         return CheckReport(len(rows), len(held), status, missing, extra, wrong)
 
-    def reindex(self) -> int:
-        """Rebuild the index from SQL and save it; returns the number of voiceprints indexed."""
+    def reindex(self, kind: str | None = None) -> int:
+        """Rebuild the index from SQL and save it, as ``kind`` (flat, hnsw, ivf) if given, which
+        every process then uses; returns the number of voiceprints indexed."""
+        if kind is not None:
+            with self._store.write() as session:
+                session.get(BankRow, 1).index_kind = validate.index_kind(kind)
+        self._cache.use_kind(self._settings().index_kind)
         return len(self._cache.rebuild())
+
+    @property
+    def index_kind(self) -> str:
+        return self._settings().index_kind
 
     def save_index(self) -> None:
         """Write the index cache file now (it is also written on :meth:`close`)."""
@@ -400,8 +411,10 @@ class VoiceBank:
         with self._store.read() as session:
             return session.get(BankRow, 1)
 
-    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, queries: np.ndarray, k: int, settings: BankRow | None = None) -> tuple[np.ndarray, np.ndarray]:
         with self._cache.lock:
+            if settings is not None:  # another process may have switched the index kind (reindex --index)
+                self._cache.use_kind(settings.index_kind)
             index = self._cache.current()
             if len(index) == 0:
                 raise EmptyBankError("the bank has no speakers yet: enroll some first (`voicebank enroll NAME FILE...`).")

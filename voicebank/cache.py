@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,13 @@ class IndexCache:
             if just_loaded and self.file_status == "ok" and self._index.seq != loaded_seq:
                 self.file_status = f"ok, was behind SQL (seq {loaded_seq} < {self._index.seq}): caught up"
             return self._index
+
+    def use_kind(self, kind: str) -> None:
+        """Switch to another index kind: the next use reloads, and rebuilds what does not match."""
+        with self.lock:
+            if kind != self.info.kind:
+                self.info = replace(self.info, kind=kind)
+                self._index = None
 
     def forget(self) -> None:
         """Drop the in-memory index: the next :meth:`current` reads the file again."""

@@ -37,7 +37,8 @@ def read_bank(store: Store, url: str) -> BankRow:
     return bank
 
 
-def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, threshold: float | None) -> BankRow:
+def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, threshold: float | None,
+                        index_kind: str = "flat") -> BankRow:
     try:
         return read_bank(store, url)
     except BankNotFoundError:
@@ -53,6 +54,7 @@ def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, 
         threshold=validate.threshold(default_threshold(embedder) if threshold is None else threshold),
         score="cosine",
         cohort_top_n=100,
+        index_kind=validate.index_kind(index_kind),
         change_seq=0,
     )
     try:

@@ -75,3 +75,11 @@ def top_k(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
         raise InvalidInputError(f"top-k is a whole number from 1 to 1000, not {value!r}.")
     return value
+
+
+def index_kind(value: Any) -> str:
+    from .index import KINDS
+
+    if value not in KINDS:
+        raise InvalidInputError(f"the index kind is one of {', '.join(KINDS)}, not {value!r}.")
+    return value

@@ -11,18 +11,22 @@ from .base import JSON_OPTION, Context, emit, handle_errors, main
 
 
 @main.command()
+@click.option("--index", "index_kind", type=click.Choice(["flat", "hnsw", "ivf"]),
+              help="Switch the bank to this index kind (every process follows).")
 @click.pass_obj
 @handle_errors
-def reindex(obj: Context) -> None:
-    """Rebuild the FAISS index from the database (the source of truth).
+def reindex(obj: Context, index_kind: str | None) -> None:
+    """Rebuild the FAISS index from the database (the source of truth), optionally as another kind.
 
     \b
     Example:
       voicebank reindex
+      voicebank reindex --index hnsw
     """
     with obj.open() as bank:
-        count = bank.reindex()
-    click.echo(f"Indexed {count} voiceprints.")
+        count = bank.reindex(index_kind)
+        kind = bank.index_kind
+    click.echo(f"Indexed {count} voiceprints ({kind}).")
 
 
 @main.command()

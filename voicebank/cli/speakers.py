@@ -19,10 +19,12 @@ def QUALITY_OPTIONS(command):  # noqa: N802 (a decorator, named like the other o
 
 @main.command()
 @click.option("--threshold", type=float, help="Decision threshold on the cosine score (default: the model's).")
+@click.option("--index", "index_kind", type=click.Choice(["flat", "hnsw", "ivf"]), default="flat", show_default=True,
+              help="FAISS index: flat (exact), hnsw or ivf (approximate, for very large banks; see README).")
 @JSON_OPTION
 @click.pass_obj
 @handle_errors
-def init(obj: Context, threshold: float | None, as_json: bool) -> None:
+def init(obj: Context, threshold: float | None, index_kind: str, as_json: bool) -> None:
     """Create a new, empty bank (database schema + the model's identity and threshold).
 
     \b
@@ -38,9 +40,9 @@ def init(obj: Context, threshold: float | None, as_json: bool) -> None:
         pass
     else:
         raise VoiceBankError("a voicebank already exists there; nothing was changed.")
-    with obj.open(create=True, threshold=threshold) as bank:
+    with obj.open(create=True, threshold=threshold, index=index_kind) as bank:
         info = {"db": obj.db or "voicebank.db", "model": bank.model_source, "model_id": bank.model_id,
-                "dimension": bank.dimension, "threshold": bank.threshold}
+                "dimension": bank.dimension, "threshold": bank.threshold, "index": bank.index_kind}
     emit(info, as_json, f"Created a voicebank with {info['model']} ({info['dimension']}-dim), threshold {info['threshold']:.4f}.")
 
 
