@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import select
 
 from .index import IndexFileError, IndexInfo, SpeakerIndex
-from .store import BankRow, ChangeRow, SpeakerRow, Store
+from .store import BankRow, ChangeRow, SpeakerRow, Store, as_utc
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class IndexCache:
         self.lock = threading.RLock()  # hold it while using the index returned by current()
         self._index: SpeakerIndex | None = None
         self._saved_seq: int | None = None
+        self._rebuilt_on_catch_up = False
         self.file_status = "not loaded"
 
     def current(self) -> SpeakerIndex:
@@ -45,8 +46,11 @@ class IndexCache:
                 self._index = self._load_file()
             loaded_seq = self._index.seq
             self._index = self._catch_up(self._index)
-            if just_loaded and self.file_status == "ok" and self._index.seq != loaded_seq:
+            if just_loaded and self.file_status == "ok" and self._index.seq > loaded_seq:
                 self.file_status = f"ok, was behind SQL (seq {loaded_seq} < {self._index.seq}): caught up"
+            elif just_loaded and self.file_status == "ok" and self._rebuilt_on_catch_up:
+                how = "ahead of SQL" if loaded_seq > self._index.seq else "from another history than SQL's"
+                self.file_status = f"{how} (seq {loaded_seq}, SQL {self._index.seq}; a restored backup?): rebuilt"
             return self._index
 
     def use_kind(self, kind: str) -> None:
@@ -105,20 +109,24 @@ class IndexCache:
             # Read the sequence first: what is read after it is at least that new, and applying a
             # newer state twice is harmless; the other order could miss a change.
             seq = session.execute(select(BankRow.change_seq)).scalar_one()
+            history = _history(session, seq)
             rows = session.execute(select(SpeakerRow.id, SpeakerRow.voiceprint)).all()
-        index = SpeakerIndex(self.info, seq=seq)
+        index = SpeakerIndex(self.info, seq=seq, history=history)
         index.upsert(*self._arrays(rows))
         log.info("built the index from SQL: %d voiceprints at seq %d", len(index), seq)
         return index
 
     def _catch_up(self, index: SpeakerIndex) -> SpeakerIndex:
+        self._rebuilt_on_catch_up = False
         with self.store.read() as session:
             head = session.execute(select(BankRow.change_seq)).scalar_one()
-            if head == index.seq:
+            # A database restored from a backup reuses sequence numbers (and speaker ids) for other
+            # changes; the change row the index was built at tells the two histories apart.
+            diverged = index.history is not None and _history(session, index.seq) != index.history
+            if head == index.seq and not diverged:
                 return index
-            if head < index.seq:
-                changed = None  # SQL went back in time (a restored backup): only a rebuild is right
-            else:
+            changed = None
+            if head > index.seq and not diverged:
                 changed = session.execute(
                     select(ChangeRow.speaker_id).where(ChangeRow.seq > index.seq).distinct()
                 ).scalars().all()
@@ -126,16 +134,19 @@ class IndexCache:
                 rows = session.execute(
                     select(SpeakerRow.id, SpeakerRow.voiceprint).where(SpeakerRow.id.in_(changed))
                 ).all()
+                history = _history(session, head)
         if changed is None or len(changed) > MAX_INCREMENTAL:
             if changed is None:
-                log.warning("the index (seq %d) is ahead of SQL (seq %d): rebuilding it", index.seq, head)
+                log.warning("the index (seq %d) does not match SQL's history (seq %d; a restored backup?): "
+                            "rebuilding it", index.seq, head)
+                self._rebuilt_on_catch_up = True
             return self._build()
         present_ids, vectors = self._arrays(rows)
         gone = np.setdiff1d(np.asarray(changed, dtype=np.int64), present_ids)
         index.remove(gone)
         index.upsert(present_ids, vectors)
         log.debug("caught up %d changed speakers, seq %d -> %d", len(changed), index.seq, head)
-        index.seq = head
+        index.seq, index.history = head, history
         return index
 
     def _arrays(self, rows) -> tuple[np.ndarray, np.ndarray]:
@@ -144,3 +155,11 @@ class IndexCache:
         for i, row in enumerate(rows):
             vectors[i] = np.frombuffer(row[1], dtype=np.float32)
         return ids, vectors
+
+
+def _history(session, seq: int) -> str | None:
+    """The identity of the last change row of transaction ``seq`` (None before any change)."""
+    row = session.execute(
+        select(ChangeRow.id, ChangeRow.speaker_id, ChangeRow.at).where(ChangeRow.seq == seq).order_by(ChangeRow.id.desc()).limit(1)
+    ).first()
+    return None if row is None else f"{row[0]}:{row[1]}@{as_utc(row[2]).isoformat()}"

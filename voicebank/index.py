@@ -11,6 +11,7 @@ refused like a foreign one and rebuilt.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -53,11 +54,14 @@ class SpeakerIndex:
     the same ids and true cosine scores, and never return a removed or replaced voiceprint.
     """
 
-    def __init__(self, info: IndexInfo, seq: int = 0, _backend=None):
+    def __init__(self, info: IndexInfo, seq: int = 0, _backend=None, history: str | None = None):
         if info.kind not in KINDS:
             raise ValueError(f"unknown index kind {info.kind!r}; known: {', '.join(KINDS)}")
         self.info = info
         self.seq = seq  # the change sequence this index reflects
+        # Which change row that sequence was (see cache.py): after a database is restored from a
+        # backup, the same sequence numbers can come back meaning other changes.
+        self.history = history
         self.backend = _backend or index_kinds.make(info.kind, info.dimension)
 
     def __len__(self) -> int:
@@ -113,11 +117,15 @@ class SpeakerIndex:
             "dimension": self.info.dimension,
             "count": len(self),
             "seq": self.seq,
+            "history": self.history,
             "sha256": hashlib.sha256(data).hexdigest(),
             "structure": self.backend.describe(),  # for people: load does not read it
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(path):
+            # Temp files of a writer killed mid-save (every writer holds this lock, so none is live).
+            for stale in path.parent.glob(glob.escape(path.name) + ".*.tmp"):
+                stale.unlink(missing_ok=True)
             _atomic_write(path, data)
             _atomic_write(_sidecar(path), json.dumps(sidecar, indent=1).encode())
         log.debug("saved index of %d voiceprints at seq %d to %s", len(self), self.seq, path)
@@ -134,7 +142,7 @@ class SpeakerIndex:
             try:
                 meta = json.loads(_sidecar(path).read_text())
                 data = path.read_bytes()
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:
                 raise IndexFileError(f"unreadable index sidecar or file at {path}: {exc}") from exc
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise IndexFileError(f"{_sidecar(path)} is not a voicebank index sidecar of format {FORMAT}")
@@ -151,7 +159,8 @@ class SpeakerIndex:
             raise IndexFileError(f"FAISS cannot read {path} as a {expected.kind} index: {exc}") from exc
         if len(backend) != meta.get("count") or not isinstance(meta.get("seq"), int):
             raise IndexFileError(f"{path} disagrees with its sidecar")
-        return cls(expected, seq=meta["seq"], _backend=backend)
+        history = meta.get("history")
+        return cls(expected, seq=meta["seq"], _backend=backend, history=history if isinstance(history, str) else None)
 
 
 def _sidecar(path: Path) -> Path:

@@ -37,10 +37,14 @@ def metadata(value: Any) -> dict[str, Any]:
     _check_depth(value, 1)
     try:
         encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        size = len(encoded.encode())
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"metadata text must be valid Unicode: {exc.object[exc.start:exc.end]!r} is a lone surrogate "
+                                "(bytes that were not UTF-8?).") from exc
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"metadata must be plain JSON (text, numbers, booleans, lists, objects): {exc}.") from exc
-    if len(encoded.encode()) > MAX_METADATA_BYTES:
-        raise InvalidInputError(f"metadata is at most {MAX_METADATA_BYTES // 1024} KiB as JSON; this is {len(encoded.encode())} bytes.")
+    if size > MAX_METADATA_BYTES:
+        raise InvalidInputError(f"metadata is at most {MAX_METADATA_BYTES // 1024} KiB as JSON; this is {size} bytes.")
     return json.loads(encoded)
 
 

@@ -1,0 +1,372 @@
+"""Hostile names and metadata, through the Python API and the CLI, on SQLite and PostgreSQL.
+
+Sensible input (any script, emoji, quotes, SQL, very long metadata) round-trips exactly; input past
+the documented limits of ``voicebank/validate.py`` (names: 1-200 characters after trimming, no
+control or invisible formatting characters, NFC; metadata: a JSON object of at most 16 KiB, values
+at most 8 levels deep counting the top object) is refused with a clear one-line error. Neither can
+change anything else: the other speakers and tables are compared row by row before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import unicodedata
+
+import pytest
+from click.testing import CliRunner, Result
+
+from bank_worker import consistency_problems, table_rows
+from conftest import TINY_THRESHOLD
+from voicebank.cli import main
+from voicebank.errors import DuplicateSpeakerError, InvalidInputError, SpeakerNotFoundError
+
+SQL = [
+    "'; DROP TABLE speakers; --",
+    "Robert'); DELETE FROM utterances WHERE ('1'='1",
+    "x' OR '1'='1",
+    "1; UPDATE bank SET threshold = -1; --",
+    '"; DROP TABLE "changes"; --',
+]
+
+ACCEPTED_NAMES = [
+    "😀🎤 Zoë Ångström",
+    "שלום עליכם",  # right-to-left
+    "مريم العربية",
+    "mixed עברית and English 123",
+    "e\u0301le\u0300ve",  # combining marks: stored NFC-composed, as "élève"
+    "Z\u0351\u0364a\u0313\u0300l\u0334g\u0315o",  # stacked combining marks that do not compose
+    "ก\u0e34\u0e4a",  # Thai with stacked vowel and tone marks
+    "名前テスト",
+    "O'Brien",
+    'say "hi"',
+    "back\\slash and `ticks`",
+    "%",
+    "a%b_c*",
+    "NULL",
+    "<script>alert(1)</script>",
+    "${jndi:ldap://x} {{7*7}}",
+    "  padded name  ",  # trimmed
+    "a" * 200,
+    "😀" * 200,
+    "e\u0301" * 200,  # 400 code points, 200 characters once composed
+    *SQL,
+]
+
+REFUSED_NAMES = [
+    ("", "must not be empty"),
+    ("  \t ", "must not be empty"),
+    ("a" * 201, "at most 200 characters; this one has 201"),
+    ("x" * 10_000, "at most 200 characters; this one has 10000"),
+    ("😀" * 201, "at most 200 characters"),
+    ("e\u0301" * 201, "at most 200 characters; this one has 201"),
+    ("a\x00b", "control"),
+    ("line\nbreak", "control"),
+    ("carriage\rreturn", "control"),
+    ("tab\tname", "control"),
+    ("\x1b[31mred\x1b[0m", "control"),
+    ("del\x7fete", "control"),
+    ("next\u0085line", "control"),
+    ("zero\u200bwidth", "invisible formatting"),
+    ("\u202eevil.exe", "invisible formatting"),  # right-to-left override: a spoofing classic
+    ("iso\u2066late", "invisible formatting"),
+    ("\ufeffbom", "invisible formatting"),
+    ("lone\ud800surrogate", "control or invisible"),
+    ("'; DROP TABLE speakers; --\x00", "control"),
+    (123, "must be text"),
+    (None, "must be text"),
+    (b"bytes", "must be text"),
+    (["a", "list"], "must be text"),
+]
+
+
+def nested(levels: int, leaf=1) -> dict:
+    """A dict whose leaf value sits at ``levels`` counting the top object as 1."""
+    value = leaf
+    for _ in range(levels - 1):
+        value = {"k": value}
+    return value
+
+
+ACCEPTED_METADATA = [
+    {"emoji 😀": "🎤🎧", "rtl": "שלום עליכם", "combining (kept as given)": "e\u0301", "cjk": "名前"},
+    {"sql": SQL[0], SQL[1]: SQL[2], "nested": {"q": SQL[3], "list": SQL}},
+    {"quotes": "\"'`\\", "json in a string": '{"a": [1, 2]}', "braces": "}{]["},
+    {"controls in values": "\x00\x01\n\r\t\x1b[31m\x7f\u0085\u200b\u202e"},
+    {"long value": "x" * 10_000},
+    {"k" * 10_000: "a 10,000-character key"},
+    {"numbers": [0, -1, 2**53 + 1, 2**63 - 1, -(2**63), 1.5, 1e308, 5e-324, -0.0], "flags": [True, False, None]},
+    {"": "", "empty": {}, "list": [], "deep list": [[[[[["x"]]]]]]},
+    {"__proto__": {"polluted": True}, "$where": "1 == 1", "constructor": None},
+    nested(8),  # the leaf at level 8: the deepest allowed
+    {"k": "x" * (16 * 1024 - 9)},  # exactly 16 KiB as JSON
+]
+
+REFUSED_METADATA = [
+    (nested(9), "nested more than 8 levels deep"),
+    (nested(50), "nested more than 8 levels deep"),
+    ({"deep": nested(100_000)}, "nested more than 8 levels deep"),
+    ({"k": "x" * (16 * 1024 - 8)}, "at most 16 KiB as JSON; this is 16385 bytes"),
+    ({"big": "x" * 1_000_000}, "at most 16 KiB"),
+    ({"emoji": "😀" * 5_000}, "at most 16 KiB"),
+    ({"wide": list(range(300_000))}, "at most 16 KiB"),
+    ({f"key{i}": i for i in range(100_000)}, "at most 16 KiB"),
+    ({"nan": math.nan}, "finite"),
+    ({"inf": [1, math.inf]}, "finite"),
+    ({1: "x"}, "keys must be text"),
+    ({"inner": {(1, 2): "x"}}, "keys must be text"),
+    ({"set": {1, 2}}, "plain JSON"),
+    ({"bytes": b"\x00"}, "plain JSON"),
+    ({"object": object()}, "plain JSON"),
+    ("a string", "must be a mapping"),
+    ([("k", "v")], "must be a mapping"),
+]
+
+
+def nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name.strip())
+
+
+def recording_paths(voices, who: str) -> list:
+    return list(voices[who][:2])
+
+
+@pytest.fixture
+def bank(db_url, tiny_model, voices):
+    """A bank holding alice and bob (with metadata), over SQLite or PostgreSQL."""
+    from voicebank import VoiceBank
+
+    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as opened:
+        opened.enroll("alice", recording_paths(voices, "alice"), metadata={"team": "A", "n": 1})
+        opened.enroll("bob", recording_paths(voices, "bob"), metadata={"team": "B"})
+        opened.db_url = db_url
+        yield opened
+
+
+NOT_OURS = ("changes", "bank", "audit")  # what enrolling and removing a speaker legitimately changes
+
+
+def others(url: str) -> dict:
+    return table_rows(url, skip=NOT_OURS)
+
+
+# -- the Python API ---------------------------------------------------------------------------------
+def test_hostile_names_round_trip_exactly(bank, voices):
+    url = bank.db_url
+    before, threshold = others(url), bank.threshold
+    for given in ACCEPTED_NAMES:
+        expected = nfc(given)
+        speaker = bank.enroll(given, recording_paths(voices, "dave"), metadata={"given": given})
+        assert speaker.name == expected, (given, speaker.name)
+        assert bank.speaker(given).name == expected
+        assert bank.speaker(expected).metadata == {"given": given}  # metadata is kept exactly as given
+        assert [s.name for s in bank.speakers()].count(expected) == 1
+        verdict = bank.verify(given, voices["dave"][2])
+        assert verdict.accepted and verdict.name == expected, (given, verdict)
+        stored = {row[1] for row in table_rows(url)["speakers"]}
+        assert stored == {"alice", "bob", expected}, (given, stored)
+        bank.remove(given)
+        with pytest.raises(SpeakerNotFoundError):
+            bank.speaker(expected)
+    assert others(url) == before
+    assert bank.threshold == threshold
+    assert consistency_problems(url) == []
+    assert bank.check().ok
+
+
+def test_an_sql_fragment_name_is_identified_by_its_exact_name(bank, voices):
+    before = others(bank.db_url)
+    name = SQL[0]
+    bank.enroll(name, recording_paths(voices, "stranger"))
+    found = bank.identify(voices["stranger"][2])
+    assert found.match is not None and found.match.name == name
+    assert bank.identify(voices["alice"][2]).match.name == "alice"
+    assert sorted(s.name for s in bank.speakers()) == sorted(["alice", "bob", name])
+    bank.remove(name)
+    assert others(bank.db_url) == before
+
+
+def test_names_that_normalize_to_an_enrolled_name_are_duplicates(bank, voices):
+    bank.enroll("élève", recording_paths(voices, "dave"))
+    before = table_rows(bank.db_url)
+    for variant in ("e\u0301le\u0300ve", "  élève ", "élève\t"):
+        with pytest.raises(DuplicateSpeakerError, match="already enrolled"):
+            bank.enroll(variant, recording_paths(voices, "carol"))
+        assert bank.speaker(variant).name == "élève"
+    assert table_rows(bank.db_url) == before
+
+
+def test_refused_names_change_nothing(bank, voices):
+    before = table_rows(bank.db_url)
+    for given, words in REFUSED_NAMES:
+        actions = {
+            "enroll": lambda: bank.enroll(given, recording_paths(voices, "dave")),
+            "add_recordings": lambda: bank.add_recordings(given, [voices["dave"][2]]),
+            "verify": lambda: bank.verify(given, voices["alice"][2]),
+            "speaker": lambda: bank.speaker(given),
+            "remove": lambda: bank.remove(given),
+        }
+        for action, call in actions.items():
+            with pytest.raises(InvalidInputError) as caught:
+                call()
+            message = str(caught.value)
+            assert words in message, (repr(given)[:60], action, message)
+            assert "\n" not in message and len(message) < 300, (action, message)
+    assert table_rows(bank.db_url) == before
+
+
+def test_lookups_with_sql_fragments_change_nothing(bank, voices):
+    before = table_rows(bank.db_url)
+    for name in SQL + ["%", "_", "a*", "alice' --", "ALICE", "alice%"]:
+        for call in (lambda: bank.speaker(name), lambda: bank.remove(name),
+                     lambda: bank.add_recordings(name, [voices["dave"][2]]),
+                     lambda: bank.verify(name, voices["alice"][2])):
+            with pytest.raises(SpeakerNotFoundError) as caught:
+                call()
+            assert repr(name) in str(caught.value)
+    assert table_rows(bank.db_url) == before
+    assert bank.identify(voices["bob"][2]).match.name == "bob"
+
+
+def test_hostile_metadata_round_trips_exactly(bank, voices, tiny_model):
+    from voicebank import VoiceBank
+
+    url = bank.db_url
+    before = others(url)
+    for i, metadata in enumerate(ACCEPTED_METADATA):
+        name = f"meta-{i}"
+        sent = json.dumps(metadata, sort_keys=True)
+        speaker = bank.enroll(name, recording_paths(voices, "dave"), metadata=metadata)
+        assert json.dumps(metadata, sort_keys=True) == sent, "enroll changed the caller's dict"
+        assert speaker.metadata == metadata, name
+        with VoiceBank.open(url, str(tiny_model)) as fresh:  # read back from SQL by another bank
+            again = fresh.speaker(name).metadata
+        assert again == metadata and json.dumps(again, sort_keys=True) == sent, name
+        assert [s.metadata for s in bank.speakers() if s.name in ("alice", "bob")] == [{"team": "A", "n": 1}, {"team": "B"}]
+        bank.remove(name)
+    assert others(url) == before
+    assert consistency_problems(url) == []
+
+
+def test_refused_metadata_changes_nothing(bank, voices):
+    before = table_rows(bank.db_url)
+    for metadata, words in REFUSED_METADATA:
+        with pytest.raises(InvalidInputError) as caught:
+            bank.enroll("dave", recording_paths(voices, "dave"), metadata=metadata)
+        message = str(caught.value)
+        assert words in message, (repr(metadata)[:80], message)
+        assert "\n" not in message and len(message) < 300, message
+    assert table_rows(bank.db_url) == before
+    assert len(bank) == 2
+
+
+@pytest.mark.parametrize("metadata", [{"k": "lone \ud800 surrogate"}, {"\udcff": 1}, {"deep": ["\udfff"]}],
+                         ids=["in-a-value", "in-a-key", "in-a-list"])
+def test_metadata_with_a_lone_surrogate_is_refused_cleanly(db_path, tiny_model, voices, metadata):
+    """Such strings cannot be stored as UTF-8. They come from Python callers, and from the CLI when
+    an argument is not valid UTF-8 (Python decodes it with surrogateescape)."""
+    from voicebank import VoiceBank
+
+    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as opened:
+        with pytest.raises(InvalidInputError, match="metadata"):
+            opened.enroll("dave", recording_paths(voices, "dave"), metadata=metadata)
+        assert len(opened) == 0
+
+
+# -- the CLI ----------------------------------------------------------------------------------------
+@pytest.fixture
+def cli(db_url, tiny_model, voices):
+    """``cli(*args)`` runs ``voicebank --db <db_url> --model <tiny> *args`` on a bank holding alice and bob."""
+    runner = CliRunner()
+
+    def run(*args) -> Result:
+        return runner.invoke(main, ["--db", db_url, "--model", str(tiny_model), *[str(a) for a in args]])
+
+    run.db_url = db_url
+    ok(run("init", "--threshold", TINY_THRESHOLD))
+    ok(run("enroll", "alice", *recording_paths(voices, "alice"), "--meta", "team=A"))
+    ok(run("enroll", "bob", *recording_paths(voices, "bob"), "--meta", "team=B"))
+    return run
+
+
+def ok(result: Result, code: int = 0) -> Result:
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    return result
+
+
+def refused(result: Result, *words: str) -> str:
+    """Exit 2, nothing on stdout, one line on stderr starting with ``Error: ``, no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output[-500:], repr(result.exception))
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr[-500:]
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+CLI_NAMES = ["😀🎤 Zoë", "שלום עליכם", "e\u0301le\u0300ve", SQL[0], 'O\'Brien "the" `x`', "%", "😀" * 200]
+
+
+def test_cli_hostile_names_and_metadata_round_trip(cli, voices):
+    before = others(cli.db_url)
+    for given in CLI_NAMES:
+        expected = nfc(given)
+        meta_value = f"{given} = {SQL[1]} \x1b[0m"
+        enrolled = json.loads(ok(cli("enroll", given, *recording_paths(voices, "dave"), "--meta", f"note={meta_value}",
+                                     "--meta", "😀=🎤", "--json")).stdout)
+        assert enrolled["name"] == expected
+        shown = json.loads(ok(cli("show", given, "--json")).stdout)
+        assert shown["name"] == expected and shown["metadata"] == {"note": meta_value, "😀": "🎤"}
+        assert f"name: {expected}" in ok(cli("show", expected)).stdout.splitlines()
+        verdict = json.loads(ok(cli("verify", given, voices["dave"][2], "--json")).stdout)
+        assert verdict["name"] == expected and verdict["accepted"] is True
+        listed = [s["name"] for s in json.loads(ok(cli("list", "--json")).stdout)]
+        assert sorted(listed) == sorted(["alice", "bob", expected])
+        assert ok(cli("remove", given)).stdout == f"Removed {given}.\n"
+    assert others(cli.db_url) == before
+
+
+def test_cli_a_name_that_looks_like_an_option(cli, voices):
+    before = others(cli.db_url)
+    assert json.loads(ok(cli("enroll", "--json", "--", "--help", *recording_paths(voices, "dave"))).stdout)["name"] == "--help"
+    assert json.loads(ok(cli("show", "--json", "--", "--help")).stdout)["name"] == "--help"
+    ok(cli("remove", "--", "--help"))
+    assert others(cli.db_url) == before
+
+
+def test_cli_refuses_hostile_input_with_one_line_and_changes_nothing(cli, voices):
+    before = table_rows(cli.db_url)
+    dave = recording_paths(voices, "dave")
+    for name, words in [("a" * 201, "at most 200"), ("x" * 10_000, "at most 200"), ("a\nb", "control"),
+                        ("\x1b[31mred", "control"), ("zero\u200bwidth", "invisible"), ("\u202eevil", "invisible"),
+                        ("   ", "empty")]:
+        refused(cli("enroll", name, *dave), words)
+        refused(cli("show", name), words)
+        refused(cli("verify", name, voices["alice"][2]), words)
+        refused(cli("remove", name), words)
+    for meta, words in [("big=" + "x" * 1_000_000, "at most 16 KiB"), ("k=" + "😀" * 5_000, "at most 16 KiB"),
+                        ("k=" + "x" * 16_376, "this is 16385 bytes")]:
+        refused(cli("enroll", "dave", *dave, "--meta", meta), words)
+    for name in SQL:
+        refused(cli("show", name), "no speaker named")
+        refused(cli("remove", name), "no speaker named")
+        refused(cli("verify", name, voices["alice"][2]), "no speaker named")
+    refused(cli("enroll", "alice", *dave), "already enrolled")
+    assert table_rows(cli.db_url) == before
+    assert json.loads(ok(cli("identify", voices["alice"][2], "--json")).stdout)["match"]["name"] == "alice"
+
+
+def test_cli_metadata_with_invalid_utf8_is_refused_cleanly(db_path, tiny_model, voices):
+    """``voicebank enroll dave a.wav --meta note=$'\\xff'``: Python hands click the argument with a
+    lone surrogate (surrogateescape); it must be a one-line error, not a traceback."""
+    runner = CliRunner()
+    base = ["--db", str(db_path), "--model", str(tiny_model)]
+    ok(runner.invoke(main, [*base, "init", "--threshold", str(TINY_THRESHOLD)]))
+    result = runner.invoke(main, [*base, "enroll", "dave", *map(str, recording_paths(voices, "dave")),
+                                  "--meta", "note=caf\udce9"])
+    refused(result, "metadata")
