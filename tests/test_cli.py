@@ -72,7 +72,8 @@ def populated(initialized, voices):
 def test_init(cli, tiny_model):
     result = ok(cli("init", "--json", "--threshold", "0.9"))
     info = json.loads(result.stdout)
-    assert set(info) == {"db", "model", "model_id", "dimension", "threshold"}
+    assert set(info) == {"db", "model", "model_id", "dimension", "threshold", "index"}
+    assert info["index"] == "flat"
     assert info["db"] == str(cli.db)
     assert info["model"] == str(tiny_model)
     assert info["dimension"] == 24
@@ -221,7 +222,9 @@ def test_reindex_and_check(populated, voices):
     result = ok(populated("check"), 0)
     assert result.stdout.splitlines() == [
         "index file: ok", "speakers: 3 in SQL, 3 in the index", "OK: the index agrees with SQL."]
-    assert ok(populated("reindex")).stdout == "Indexed 3 voiceprints.\n"
+    assert ok(populated("reindex")).stdout == "Indexed 3 voiceprints (flat).\n"
+    assert ok(populated("reindex", "--index", "ivf")).stdout == "Indexed 3 voiceprints (ivf).\n"
+    assert ok(populated("check")).exit_code == 0
     report = json.loads(ok(populated("check", "--json"), 0).stdout)
     assert report == {"ok": True, "speakers_in_sql": 3, "speakers_in_index": 3, "index_file": "ok",
                       "missing_from_index": [], "not_in_sql": [], "wrong_vectors": []}
@@ -230,7 +233,7 @@ def test_reindex_and_check(populated, voices):
     report = json.loads(ok(populated("check", "--json"), 0).stdout)
     assert report["ok"] is True and report["index_file"].startswith("damaged or foreign, rebuilt")
     ok(populated("remove", "alice"))
-    assert ok(populated("reindex")).stdout == "Indexed 2 voiceprints.\n"
+    assert ok(populated("reindex")).stdout == "Indexed 2 voiceprints (ivf).\n"
     assert json.loads(ok(populated("check", "--json")).stdout)["index_file"] == "ok"
 
 

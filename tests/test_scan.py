@@ -329,10 +329,11 @@ def scan_real_turns(tmp_path: Path, enrolled: list[Path], unknown: Path) -> tupl
     with VoiceBank.open(tmp_path / "real.db", "resemblyzer", create=True) as bank:
         for name, recordings in files.items():
             bank.enroll(name, recordings[:3])
-        # The bank keeps resemblyzer's starting threshold, set for whole recordings: measured on
-        # held-out LibriSpeech files (not these), the equal-error threshold of 3 s windows was
-        # 0.77 on average over six speaker triples, and scans at 0.75 labelled 94% of speech right.
-        assert bank.threshold == pytest.approx(0.75) and scanning.DEFAULT_WINDOW == 3.0
+        # Windows are shorter than whole recordings, so scan is calibrated for them (as the README
+        # says): measured on held-out LibriSpeech files (not these), the equal-error threshold of
+        # 3 s windows was 0.77 on average over six speaker triples.
+        bank.set_threshold(0.77)
+        assert scanning.DEFAULT_WINDOW == 3.0
         segments = scan(bank, tmp_path / "meeting.wav")
     return turns, segments
 
