@@ -5,7 +5,8 @@ computes what ``model(input_values, attention_mask).embeddings`` computes:
 
 * **Attention** through ``torch.nn.functional.scaled_dot_product_attention``; WavLM's gated
   relative position bias becomes its additive float mask (``-inf`` on padded keys). No attention
-  weights are returned or averaged, and Q, K and V come from one fused matmul.
+  weights are returned or averaged, Q, K and V come from one fused matmul, and with the keys in
+  reverse order the (heads, T, T) position bias is a strided view of a (heads, 2T - 1) table.
 * **Mixed precision** (``dtype=torch.bfloat16``): the matmuls (the convolutions are computed as
   matmuls too) run in bf16 with float32 accumulation, while the residual stream, every
   normalization, the position gate, the attention mask, the x-vector head and its statistics
@@ -23,7 +24,7 @@ computes what ``model(input_values, attention_mask).embeddings`` computes:
   unpadded convolutions and the masked statistics pooling). So an utterance's embedding does
   not depend on the batch it is in.
 * **Bounded memory**: the convolutional encoder runs in blocks of output frames (overlapping by
-  its receptive field), and the attention mask is built in blocks of query rows past a budget.
+  its receptive field), and the attention mask is built in blocks of query rows.
 
 ``supports()`` says whether a model qualifies (a ``WavLMForXVector`` without adapter); any
 other model keeps the reference forward pass.
@@ -476,13 +477,13 @@ class FastXVector(torch.nn.Module):
         out = None
         for start in range(0, T, rows):
             stop = min(T, start + rows)
-            mask = gate[:, :, start:stop] * self.bias_rows(table, start, stop)
+            if self._mask_any_dtype:
+                mask = gate.new_empty((B, H, stop - start, T))
+            else:  # in the queries' dtype, its rows 16-element aligned, as CUDA's kernels take it
+                mask = q.new_empty((B, H, stop - start, -(-T // 16) * 16))[..., :T]
+            torch.mul(gate[:, :, start:stop], self.bias_rows(table, start, stop), out=mask)  # in float32
             if padded is not None:
                 mask.masked_fill_(padded, float("-inf"))
-            if not self._mask_any_dtype:
-                # in the queries' dtype, its rows 16-element aligned, as CUDA's kernels take it
-                aligned = q.new_empty((*mask.shape[:-1], -(-T // 16) * 16))[..., :T]
-                mask = aligned.copy_(mask)
             try:
                 part = F.scaled_dot_product_attention(q[:, :, start:stop], k, v, attn_mask=mask)
             except RuntimeError:

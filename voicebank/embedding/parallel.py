@@ -13,6 +13,7 @@ with, which is put back as soon as the workers are running.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from concurrent.futures import Future
@@ -20,6 +21,17 @@ from typing import Any, Callable
 
 _lock = threading.Lock()
 _pools: dict[int, "Workers"] = {}
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of its parent's threads: it starts its own pool when it needs one."""
+    global _lock
+    _lock = threading.Lock()
+    _pools.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 class Workers:

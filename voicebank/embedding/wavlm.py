@@ -3,9 +3,10 @@
 The model is loaded on first use, once, and then shared by every thread of the process.
 
 WavLM x-vector models run through ``fast.FastXVector`` (SDPA attention, bf16 matmuls where the
-device supports them, batching of different lengths that cannot change results). The reference
-path (transformers' own forward, float32, only equal lengths batched) stays one switch away:
-``XVectorEmbedder(..., fast=False)`` or ``VOICEBANK_FAST=0``; ``precision="fp32"`` or
+device supports them, batching of different lengths that cannot change results); on the CPU,
+several utterances are spread over one single-threaded worker per core (``parallel.py``). The
+reference path (transformers' own forward, float32, only equal lengths batched) stays one switch
+away: ``XVectorEmbedder(..., fast=False)`` or ``VOICEBANK_FAST=0``; ``precision="fp32"`` or
 ``VOICEBANK_PRECISION=fp32`` keeps the fast path in float32.
 """
 
@@ -224,7 +225,8 @@ class XVectorEmbedder:
                 frame_budget=limits["frame_budget"],
                 mask_budget=limits["mask_budget"],
             )
-        log.info("loaded %s (%s) on %s, %s", self.source, model_id, device, "fast " + str(getattr(runner, "dtype", "")) if runner is not model else "reference")
+        path = f"fast path, {runner.dtype}" if runner is not model else "reference path"
+        log.info("loaded %s (%s) on %s, %s", self.source, model_id, device, path)
         return runner, extractor, device, model_id
 
 
