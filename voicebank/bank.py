@@ -456,6 +456,10 @@ class VoiceBank:
             ).all()
         return {r[0]: (r[1], np.frombuffer(r[2], dtype=np.float32)) for r in rows}
 
+    def _is_empty(self) -> bool:
+        with self._store.read() as session:  # not COUNT(*): enrollment must not cost O(bank size)
+            return session.execute(select(SpeakerRow.id).limit(1)).first() is None
+
     def _find(self, name: str) -> int | None:
         with self._store.read() as session:
             return session.execute(select(SpeakerRow.id).where(SpeakerRow.name == name)).scalar_one_or_none()

@@ -82,7 +82,7 @@ def check(bank: "VoiceBank", name: str, utterances: Sequence[UtteranceRow], spea
                 f"{scores[worst]:.3f} against them, threshold {threshold:.3f}). Check that it is the same "
                 "person and a clean recording, or enroll anyway with --allow-inconsistent."
             )
-    if len(bank) == 0:
+    if bank._is_empty():
         return []
     # Would these recordings be identified as someone else? The nearest other voiceprint,
     # scored like a probe: the mean of the recordings' own cosines with it. (Voiceprint against

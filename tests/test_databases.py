@@ -1,0 +1,75 @@
+"""The product path end to end on SQLite AND PostgreSQL: migrations, enrollment, identification,
+verification, removal, the index cache, the audit trail and the CLI, against the real servers."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import inspect
+
+from conftest import TINY_THRESHOLD
+from voicebank import VoiceBank, schema
+from voicebank.cli import main
+from voicebank.errors import DuplicateSpeakerError, SchemaError, SpeakerNotFoundError
+from voicebank.store import make_engine, resolve_url
+
+
+def test_enroll_identify_verify_remove_and_audit(db_url, tiny_model, voices):
+    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+        for name in ("alice", "bob", "carol"):
+            bank.enroll(name, voices[name][:2], metadata={"team": name.upper(), "ünïcode": "✓"})
+        with pytest.raises(DuplicateSpeakerError):
+            bank.enroll("alice", voices["dave"][:2])
+        for name in ("alice", "bob", "carol"):
+            assert bank.identify(voices[name][2], client="test").match.name == name
+        assert bank.identify(voices["stranger"][0]).match is None
+        assert bank.verify("bob", voices["bob"][2]).accepted
+        assert not bank.verify("bob", voices["carol"][2]).accepted
+        bank.remove("carol")
+        with pytest.raises(SpeakerNotFoundError):
+            bank.verify("carol", voices["carol"][2])
+        assert bank.identify(voices["carol"][2]).match is None
+        assert bank.check().ok
+        assert bank.speaker("alice").metadata == {"team": "ALICE", "ünïcode": "✓"}
+        entries = bank.audit()
+        assert [e.operation for e in entries][:3] == ["identify", "verify", "verify"]
+        assert len(bank.audit(speaker="bob")) == 3  # identified as bob once, claimed as bob twice
+        assert entries[-1].client == "test" and entries[-1].model_id == bank.model_id
+        assert bank.purge_audit(datetime.now(timezone.utc) + timedelta(seconds=1)) == len(entries)
+        assert bank.audit() == []
+
+
+def test_cli_on_both_databases(db_url, tiny_model, voices):
+    def run(*args):
+        return CliRunner().invoke(main, ["--db", db_url, "--model", str(tiny_model), *args])
+
+    assert run("init", "--threshold", str(TINY_THRESHOLD)).exit_code == 0
+    assert run("enroll", "alice", *map(str, voices["alice"][:2])).exit_code == 0
+    result = run("identify", str(voices["alice"][2]), "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["match"]["name"] == "alice"
+    assert run("verify", "alice", str(voices["bob"][2])).exit_code == 1
+    assert run("check").exit_code == 0
+    assert json.loads(run("audit", "--json").stdout)[0]["operation"] == "verify"
+
+
+def test_migrations_round_trip_and_an_older_schema_is_refused(db_url, tiny_model, voices):
+    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+        bank.enroll("alice", voices["alice"][:2])
+    engine = make_engine(resolve_url(db_url))
+    try:
+        revisions = [r for r in ("0001", "0002") if r != schema.head()]
+        schema.downgrade(engine, revisions[-1])  # one revision back: the data survives
+        with pytest.raises(SchemaError, match="db upgrade"):
+            VoiceBank.open(db_url)
+        schema.upgrade(engine)
+        with VoiceBank.open(db_url) as bank:
+            assert [s.name for s in bank.speakers()] == ["alice"]
+        schema.downgrade(engine, "base")
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+        schema.upgrade(engine)
+        assert schema.current(engine) == schema.head()
+    finally:
+        engine.dispose()
