@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -59,8 +60,10 @@ class ResemblyzerEmbedder:
 
     def _load_now(self) -> tuple[Any, Any, str]:
         try:
-            import resemblyzer
-            from resemblyzer import VoiceEncoder, preprocess_wav
+            with warnings.catch_warnings():  # webrtcvad imports pkg_resources, which warns on every run
+                warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+                import resemblyzer
+                from resemblyzer import VoiceEncoder, preprocess_wav
         except ImportError as exc:
             raise ModelError(
                 f"the resemblyzer backend needs its extra: pip install \"voicebank[resemblyzer]\" ({exc})."
