@@ -24,7 +24,7 @@ from . import audit as audit_mod
 from . import enrollment, norm, opening, scoring, validate
 from .audio import Audio, AudioLimits, Recording
 from .cache import IndexCache
-from .embedding import Embedder, embed_recordings
+from .embedding import Embedder, default_threshold, embed_recordings
 from .embedding.base import DEFAULT_WINDOW_SECONDS
 from .errors import (
     BankNotFoundError,
@@ -143,7 +143,7 @@ class VoiceBank:
             raise InvalidInputError(f"the AS-norm cohort top-N is a whole number from 1 to 10000, not {top_n!r}.")
         with self._store.write() as session:
             bank = session.get(BankRow, 1)
-            default = norm.DEFAULT_ASNORM_THRESHOLD if kind == norm.ASNORM else _embedder_default(self._embedder)
+            default = norm.DEFAULT_ASNORM_THRESHOLD if kind == norm.ASNORM else default_threshold(self._embedder)
             bank.score, bank.cohort_top_n = kind, top_n
             bank.threshold = validate.threshold(default if threshold is None else threshold, kind)
             return bank.threshold
@@ -328,8 +328,8 @@ class VoiceBank:
 
     def verify(self, name: str, recording: Recording, client: str | None = None) -> Verification:
         """Is this ``name``? The recording scored against that speaker's voiceprint."""
-        speaker_id, stored = self.voiceprint(name)
         name = validate.name(name)
+        speaker_id, stored = self.voiceprint(name)
         audio = self._load(recording)
         embedding = self._embed([audio])[0]
         settings = self._settings()
@@ -479,12 +479,6 @@ def _speaker(row: SpeakerRow) -> Speaker:
 
 def _voiceprint_bytes(utterances: Sequence[UtteranceRow]) -> bytes:
     return voiceprint(np.stack([np.frombuffer(u.embedding, dtype=np.float32) for u in utterances])).tobytes()
-
-
-def _embedder_default(embedder: Embedder) -> float:
-    from .embedding import default_threshold
-
-    return default_threshold(embedder)
 
 
 def _taken(name: str) -> str:

@@ -92,16 +92,9 @@ class IndexCache:
                 self.file_status = f"damaged or foreign, rebuilt: {exc}"
             else:
                 self.file_status = "missing, rebuilt"
-            return self._rebuild_and_save()
+            return self.rebuild()
         self._saved_seq = index.seq
         self.file_status = "ok"
-        return index
-
-    def _rebuild_and_save(self) -> SpeakerIndex:
-        index = self._build()
-        self._index = index
-        self._saved_seq = None
-        self.save()
         return index
 
     def _build(self) -> SpeakerIndex:

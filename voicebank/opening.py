@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from . import schema, validate
-from .embedding import Embedder, default_threshold, load_embedder
+from .embedding import DEFAULT_MODEL, Embedder, default_threshold, load_embedder
 from .errors import BankNotFoundError
 from .store import BankRow, Store, sqlite_path
 
@@ -44,7 +44,7 @@ def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, 
     except BankNotFoundError:
         pass
     schema.upgrade(store.engine)
-    embedder = embedder_for(model or os.environ.get("VOICEBANK_MODEL") or load_embedder().source, device)
+    embedder = embedder_for(model or os.environ.get("VOICEBANK_MODEL") or DEFAULT_MODEL, device)
     bank = BankRow(
         id=1,
         uid=str(uuid.uuid4()),
