@@ -6,7 +6,9 @@ its fast path unless ``VOICEBANK_FAST=0``) embeds the same utterances through it
 ``embed``. Both run in one process on the same synthetic mix of utterance lengths (2-12 s, or
 real recordings with ``--audio``), interleaved chunk by chunk so that load from other processes
 falls on both alike; the table gives x-real-time, utterances/s, their ratio, the minimum cosine
-between voicebank's embeddings and the reference's, and peak memory. A second section embeds
+between voicebank's embeddings and the reference's, and peak memory. A second section starts from
+files on disk and compares decoding and embedding one recording at a time with voicebank's
+pipeline (decoding threads running ahead of the model, batches across recordings). A third embeds
 1, 5 and 10 minutes of audio through ``embed_recordings`` (windows) and shows its peak memory.
 
 Without ``--model`` the model is the full microsoft/wavlm-base-plus-sv architecture
@@ -14,7 +16,7 @@ Without ``--model`` the model is the full microsoft/wavlm-base-plus-sv architect
 checkpoint would be: speed does not depend on weight values, and nothing is downloaded.
 
     python bench/embed.py [--device cpu|cuda] [--model DIR] [--utterances N] [--chunk N]
-                          [--audio 'GLOB'] [--long-minutes 1,5,10] [--threads N] [--also-fp32]
+                          [--audio 'GLOB'] [--files N] [--long-minutes 1,5,10] [--threads N] [--also-fp32]
                           [--out bench/results/embed.json]
 """
 
@@ -275,6 +277,74 @@ def long_recordings(args, model_dir: str) -> list[dict]:
     return out
 
 
+def from_files(args, model_dir: str, waves: list[np.ndarray], tmp: Path) -> dict:
+    """Recordings on disk (48 kHz 16-bit WAV, so decoding includes resampling to 16 kHz), three
+    ways: decode and embed one at a time (what eval, enroll and cohort did before the pipeline);
+    decode everything, then embed in chunks (batching without overlap); and voicebank's pipeline
+    (``pipeline.embed_stream``: decoding threads run ahead of the model, chunks batched)."""
+    import librosa
+    import soundfile as sf
+
+    from voicebank import pipeline
+    from voicebank.audio import AudioLimits, load
+
+    files = []
+    for i, wave in enumerate(waves):
+        path = tmp / f"utt{i:05d}.wav"
+        sf.write(path, librosa.resample(wave, orig_sr=SR, target_sr=48_000), 48_000, subtype="PCM_16")
+        files.append(path)
+    audio_seconds = sum(len(w) for w in waves) / SR
+    limits = AudioLimits(min_seconds=0.0, min_speech_seconds=0.0)
+    embedder = XVectorEmbedder(model_dir, device=args.device)
+    chunk = embedder.chunk_seconds
+
+    def decode(path):
+        return load(path, SR, limits)
+
+    def embed(ws):
+        return embed_recordings(embedder, ws)
+
+    def one_by_one():
+        return np.concatenate([embed([decode(f).samples]) for f in files])
+
+    def decode_then_embed():
+        audios = [decode(f).samples for f in files]
+        out, start = [], 0
+        while start < len(audios):  # the pipeline's chunks, without the overlap
+            stop, size = start, 0
+            while stop < len(audios) and size < chunk * SR:
+                size, stop = size + len(audios[stop]), stop + 1
+            out.append(embed(audios[start:stop]))
+            start = stop
+        return np.concatenate(out)
+
+    def pipelined():
+        return np.stack([e.embedding for e in pipeline.embed_stream(files, decode, embed, SR, chunk,
+                                                                    pipeline.decoders(args.device == "cuda"))])
+
+    one_by_one()  # warm up: model load, kernels, page cache for the files
+    start = time.perf_counter()
+    for f in files:
+        decode(f)
+    decode_seconds = time.perf_counter() - start
+    ways = {"one at a time": one_by_one, "decode all, then embed": decode_then_embed, "pipeline": pipelined}
+    rows, outs = {}, {}
+    for name, run in ways.items():
+        start = time.perf_counter()
+        outs[name] = run()
+        sync(args.device)
+        elapsed = time.perf_counter() - start
+        rows[name] = {"seconds": elapsed, "x_real_time": audio_seconds / elapsed}
+        print(f"  {name}: {rows[name]['x_real_time']:.1f}x real time", flush=True)
+    base = rows["one at a time"]["seconds"]
+    for name, row in rows.items():
+        row["speedup"] = base / row["seconds"]
+        row["min_cosine_vs_one_at_a_time"] = float(cosines(outs[name], outs["one at a time"]).min())
+    return {"recordings": len(files), "audio_seconds": audio_seconds, "format": "WAV, 48 kHz, 16-bit",
+            "chunk_seconds": chunk, "decoders": pipeline.decoders(args.device == "cuda"), "decode_only_seconds": decode_seconds,
+            "decode_x_real_time": audio_seconds / decode_seconds, "results": rows}
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -331,8 +401,18 @@ def print_table(report: dict) -> None:
         cos = f"{r['min_cosine']:9.6f}" if "min_cosine" in r else f"{'-':>9s}"
         print(f"{label:34s} {r['x_real_time']:11.1f} {r['utterances_per_s']:7.2f} {speedup} {median} {cos} "
               f"{r['peak_memory_mb']:9.0f}")
+    if report.get("files"):
+        f = report["files"]
+        print(f"\n2. From files: {f['recordings']} recordings ({f['format']}), {f['audio_seconds']:.0f} s of audio; "
+              f"decoding alone {f['decode_x_real_time']:.0f}x real time; pipeline: {f['decoders']} decoding threads, "
+              f"chunks of {f['chunk_seconds']:g} s")
+        head = f"{'':34s} {'x real time':>11s} {'speedup':>8s} {'min cos':>9s}"
+        print(head)
+        print("-" * len(head))
+        for name, r in f["results"].items():
+            print(f"{name:34s} {r['x_real_time']:11.1f} {r['speedup']:7.2f}x {r['min_cosine_vs_one_at_a_time']:9.6f}")
     if report.get("long"):
-        print("\n2. Long recordings through embed_recordings (30 s windows), voicebank")
+        print("\n3. Long recordings through embed_recordings (30 s windows), voicebank")
         head = f"{'minutes':>8s} {'x real time':>11s} {'peak MiB':>9s} {'waveform MiB':>13s}"
         print(head)
         print("-" * len(head))
@@ -348,6 +428,8 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, help="utterances per interleaved chunk, given to voicebank's embed in "
                         "one call (default 8 on cpu, 256 on cuda)")
     parser.add_argument("--audio", help="glob of real recordings to cut utterances from (default: synthetic)")
+    parser.add_argument("--files", type=int, help="recordings for the from-files section (default: as many as "
+                        "--utterances; 0 skips it)")
     parser.add_argument("--long-minutes", default="1,5,10", help="comma-separated; empty to skip")
     parser.add_argument("--also-fp32", action="store_true", help="also time voicebank's fast path in float32")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads(N) for everything (default: torch's)")
@@ -372,6 +454,10 @@ def main() -> None:
         report["speed"] = speed(args, model_dir, waves)
         report["machine"]["torch_threads"] = torch.get_num_threads()  # as the embedder left them
         report["machine"]["threads_option"] = args.threads
+        files = len(waves) if args.files is None else args.files
+        if files:
+            print(f"from files: {files} recordings ...", flush=True)
+            report["files"] = from_files(args, model_dir, (waves * (1 + files // len(waves)))[:files], Path(tmp))
         if args.long_minutes:
             print("long recordings ...", flush=True)
             report["long"] = long_recordings(args, model_dir)

@@ -67,8 +67,8 @@ SCRIPT = [enroll("s0"), enroll("s1"), identify("s0"), SAVE, {"op": "remove", "na
 
 # (crash point, index in SCRIPT of the command it interrupts, is that command's effect in SQL?)
 POINTS = [
-    ("embed:3", 1, False),  # embedding s1's first recording
-    ("forward:4", 1, False),  # inside the model's forward pass on s1's second recording
+    ("embed:2", 1, False),  # embedding s1's recordings (an enrollment embeds its recordings in one call)
+    ("forward:2", 1, False),  # inside the model's forward pass on s1's recordings
     ("before_flush:2", 1, False),  # s1's transaction open, sequence taken, nothing inserted
     ("after_flush:2", 1, False),  # speaker and utterances inserted, change row not yet added
     ("before_commit:2", 1, False),  # change row added, not flushed

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -242,6 +243,12 @@ def _refuse_truncated(f, label: str) -> None:
 
 def _decode_with_librosa(data: bytes, label: str, limits: AudioLimits) -> tuple[np.ndarray, int]:
     import librosa
+
+    # librosa warns when libsndfile gives up and again when it falls back to audioread; a file
+    # that neither reads becomes one AudioError below, so the warnings are only noise. (Filters,
+    # not catch_warnings: recordings are decoded in several threads at once.)
+    warnings.filterwarnings("ignore", message="PySoundFile failed", category=UserWarning)
+    warnings.filterwarnings("ignore", message=r"librosa\.core\.audio\.__audioread_load", category=FutureWarning)
 
     with tempfile.NamedTemporaryFile(suffix=Path(label).suffix if "<" not in label else "") as tmp:
         tmp.write(data)

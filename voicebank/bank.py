@@ -12,7 +12,7 @@ import threading
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import delete, func, select
@@ -21,7 +21,7 @@ from sqlalchemy.orm import selectinload
 
 from . import audio as audio_mod
 from . import audit as audit_mod
-from . import enrollment, norm, opening, scoring, validate
+from . import enrollment, norm, opening, pipeline, scoring, validate
 from .audio import Audio, AudioLimits, Recording
 from .cache import IndexCache
 from .embedding import Embedder, default_threshold, embed_recordings
@@ -36,7 +36,8 @@ from .errors import (
     SpeakerNotFoundError,
 )
 from .index import IndexInfo
-from .results import Candidate, CheckReport, Identification, RecordingInfo, Speaker, Verification
+from .results import (Candidate, CheckReport, Enrollment, EnrollmentOutcome, Identification, RecordingInfo, Speaker,
+                      Verification)
 from .store import BankRow, as_utc, CohortRow, SpeakerRow, Store, UtteranceRow, record, resolve_url, sqlite_path, utcnow
 from .vectors import voiceprint
 
@@ -172,6 +173,23 @@ class VoiceBank:
         if self._find(name) is not None:
             raise DuplicateSpeakerError(_taken(name))
         utterances = enrollment.prepare(self, recordings, progress)
+        return self._store_speaker(name, metadata, utterances, allow_inconsistent, strict)
+
+    def enroll_many(self, speakers: Iterable[Enrollment], progress: Progress | None = None, *,
+                    allow_inconsistent: bool = False, strict: bool = False) -> list[EnrollmentOutcome]:
+        """Enroll many speakers at once (an organization, a dataset), each as :meth:`enroll` would.
+
+        Faster than one :meth:`enroll` per speaker: recordings are decoded ahead of the model and
+        batched across speakers. Each speaker is stored in its own transaction as soon as its
+        recordings are embedded, so an interruption keeps every speaker already done. A speaker
+        that fails a check, or is already enrolled, does not stop the others: each gets an
+        :class:`EnrollmentOutcome` (``enrolled``, ``skipped`` or ``failed``), in the given order.
+        ``progress`` is called per recording.
+        """
+        return enrollment.enroll_many(self, list(speakers), progress, allow_inconsistent, strict)
+
+    def _store_speaker(self, name: str, metadata: dict[str, Any], utterances: list[UtteranceRow],
+                       allow_inconsistent: bool, strict: bool) -> Speaker:
         warnings = enrollment.check(self, name, utterances, None, allow_inconsistent, strict)
         try:
             with self._store.change() as (session, seq):
@@ -342,6 +360,19 @@ class VoiceBank:
         """The (dimension,) float32 L2-normalized embedding of one recording, with this bank's model."""
         return self._embed([self._load(recording)])[0]
 
+    def embed_many(self, recordings: Iterable[Recording], progress: Progress | None = None) -> np.ndarray:
+        """(n, dimension) embeddings of many recordings, as :meth:`embed` gives them one by one,
+        but decoded ahead of the model and batched. The first unusable recording raises its error."""
+        recordings = list(recordings)
+        out = np.zeros((len(recordings), self.dimension), dtype=np.float32)
+        for item in self._stream(recordings):
+            if item.error is not None:
+                raise item.error
+            out[item.index] = item.embedding
+            if progress:
+                progress(item.index + 1, len(recordings), item.audio.label)
+        return out
+
     @property
     def sample_rate(self) -> int:
         """The model's input rate in Hz (what :meth:`embed_samples` expects)."""
@@ -422,6 +453,13 @@ class VoiceBank:
 
     def _load(self, recording: Recording) -> Audio:
         return audio_mod.load(recording, self._embedder.sample_rate, self.limits)
+
+    def _stream(self, recordings: Iterable[Recording]) -> Iterator[pipeline.Embedded]:
+        """Recordings decoded ahead of the model and embedded in chunks (``pipeline.py``), in order."""
+        chunk = getattr(self._embedder, "chunk_seconds", pipeline.DEFAULT_CHUNK_SECONDS)
+        on_gpu = str(getattr(self._embedder, "device", "cpu")).startswith("cuda")
+        return pipeline.embed_stream(recordings, self._load, self.embed_samples, self.sample_rate, chunk,
+                                     pipeline.decoders(on_gpu))
 
     def _embed(self, audios: Sequence[Audio]) -> np.ndarray:
         return self.embed_samples([a.samples for a in audios])

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import norm, scoring
+from . import norm, scoring, validate
 from .audio import Recording
 from .embedding import default_threshold
 from .errors import (
@@ -22,7 +22,10 @@ from .errors import (
     InconsistentRecordingError,
     InvalidInputError,
     NotEnoughSpeechError,
+    VoiceBankError,
 )
+from .pipeline import Embedded
+from .results import ENROLLED, FAILED, SKIPPED, Enrollment, EnrollmentOutcome
 from .store import UtteranceRow
 from .vectors import voiceprint
 
@@ -36,24 +39,82 @@ Progress = Callable[[int, int, str], None]  # (done, total, label of the recordi
 
 def prepare(bank: "VoiceBank", recordings: Sequence[Recording], progress: Progress | None) -> list[UtteranceRow]:
     """Decode, check and embed every recording; refuse the same recording given twice."""
+    recordings = recording_list(recordings)
+    items = []
+    for item in bank._stream(recordings):
+        if item.error is not None:
+            raise item.error
+        items.append(item)
+        if progress:
+            progress(item.index + 1, len(recordings), item.audio.label)
+    return utterances(items)
+
+
+def recording_list(recordings: Sequence[Recording]) -> list[Recording]:
     if isinstance(recordings, (str, bytes, os.PathLike, tuple)) or not isinstance(recordings, Iterable):
         raise InvalidInputError("recordings must be a list of recordings (paths, bytes, file objects or arrays).")
     recordings = list(recordings)
     if not recordings:
         raise InvalidInputError("give at least one recording.")
+    return recordings
+
+
+def utterances(items: Sequence[Embedded]) -> list[UtteranceRow]:
+    """One speaker's embedded recordings as rows; the first unusable or repeated recording is an error."""
     rows: list[UtteranceRow] = []
     seen: dict[str, str] = {}
-    for done, recording in enumerate(recordings, start=1):
-        audio = bank._load(recording)
+    for item in items:
+        if item.error is not None:
+            raise item.error
+        audio = item.audio
         if audio.sha256 in seen:
             raise DuplicateRecordingError(f"{audio.label} is the same recording as {seen[audio.sha256]}; give each once.")
         seen[audio.sha256] = audio.label
-        embedding = bank._embed([audio])[0]
-        rows.append(UtteranceRow(embedding=embedding.tobytes(), sha256=audio.sha256, label=audio.label[-1024:],
+        rows.append(UtteranceRow(embedding=item.embedding.tobytes(), sha256=audio.sha256, label=audio.label[-1024:],
                                  duration_s=audio.duration, speech_s=audio.speech_seconds))
-        if progress:
-            progress(done, len(recordings), audio.label)
     return rows
+
+
+def enroll_many(bank: "VoiceBank", entries: Sequence[Enrollment], progress: Progress | None,
+                allow_inconsistent: bool, strict: bool) -> list[EnrollmentOutcome]:
+    """Enroll many speakers, all their recordings streamed through one decode/embed pipeline so
+    that the model batches across speakers. Each speaker is stored in its own transaction as soon
+    as its last recording is embedded; one speaker's bad recording fails only that speaker."""
+    outcomes: list[EnrollmentOutcome | None] = [None] * len(entries)
+    todo: list[tuple[int, str, dict, list[Recording]]] = []
+    names: set[str] = set()
+    for k, entry in enumerate(entries):
+        try:
+            name, metadata = validate.name(entry.name), validate.metadata(entry.metadata)
+            recordings = recording_list(entry.recordings)
+        except VoiceBankError as exc:
+            outcomes[k] = EnrollmentOutcome(str(entry.name), FAILED, message=str(exc))
+            continue
+        if name in names:
+            outcomes[k] = EnrollmentOutcome(name, FAILED, message=f"{name} is given more than once; give each speaker once.")
+        elif bank._find(name) is not None:
+            outcomes[k] = EnrollmentOutcome(name, SKIPPED, message=f"{name} is already enrolled; nothing was changed.")
+        else:
+            todo.append((k, name, metadata, recordings))
+        names.add(name)
+    flat = [r for _, _, _, recordings in todo for r in recordings]
+    owner = [j for j, (_, _, _, recordings) in enumerate(todo) for _ in recordings]
+    items: list[Embedded] = []
+    for item in bank._stream(flat):
+        items.append(item)
+        if progress:
+            progress(item.index + 1, len(flat), item.audio.label if item.audio else "")
+        j = owner[item.index]
+        if item.index + 1 < len(flat) and owner[item.index + 1] == j:
+            continue  # this speaker has more recordings to come
+        k, name, metadata, _ = todo[j]
+        try:
+            speaker = bank._store_speaker(name, metadata, utterances(items), allow_inconsistent, strict)
+            outcomes[k] = EnrollmentOutcome(name, ENROLLED, speaker=speaker)
+        except VoiceBankError as exc:
+            outcomes[k] = EnrollmentOutcome(name, FAILED, message=str(exc))
+        items = []
+    return [o for o in outcomes if o is not None]
 
 
 def check(bank: "VoiceBank", name: str, utterances: Sequence[UtteranceRow], speaker_id: int | None,

@@ -120,11 +120,7 @@ def score_trials(bank: "VoiceBank", style: str, trials: list[Trial],
                  progress: Callable[[int, int, str], None] | None = None) -> Scores:
     """Score every trial with the bank's model and score definition, embedding each file once."""
     files = sorted({str(t.right) for t in trials} | ({t.left for t in trials} if style == PAIRS else set()))
-    embedded: dict[str, np.ndarray] = {}
-    for done, name in enumerate(files, start=1):
-        embedded[name] = bank.embed(name)
-        if progress:
-            progress(done, len(files), name)
+    embedded = dict(zip(files, bank.embed_many(files, progress)))
     scorer = bank.scorer()
     right = np.stack([embedded[str(t.right)] for t in trials])
     if style == PAIRS:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Sequence
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,40 @@ class Speaker:
             "updated_at": self.updated_at.isoformat(),
             "warnings": list(self.warnings),
         }
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """One speaker to enroll with :meth:`VoiceBank.enroll_many`."""
+
+    name: str
+    recordings: Sequence[Any]  # paths, bytes, file objects or (samples, sample_rate) pairs
+    metadata: dict[str, Any] | None = None
+
+
+ENROLLED, SKIPPED, FAILED = "enrolled", "skipped", "failed"
+
+
+@dataclass(frozen=True)
+class EnrollmentOutcome:
+    """What :meth:`VoiceBank.enroll_many` did with one speaker: ``enrolled`` (``speaker`` is set),
+    ``skipped`` (already enrolled, nothing changed) or ``failed`` (``message`` says why; nothing
+    was stored for this speaker)."""
+
+    name: str
+    status: str
+    speaker: Speaker | None = None
+    message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "status": self.status}
+        if self.speaker is not None:
+            out["recordings"] = len(self.speaker.recordings)
+            out["speech_s"] = round(self.speaker.speech_seconds, 3)
+            out["warnings"] = list(self.speaker.warnings)
+        if self.message is not None:
+            out["message"] = self.message
+        return out
 
 
 @dataclass(frozen=True)

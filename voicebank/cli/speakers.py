@@ -1,4 +1,4 @@
-"""Commands about speakers: init, enroll, add, identify, verify, list, show, remove."""
+"""Commands about speakers: init, enroll, add, import, identify, verify, list, show, remove."""
 
 from __future__ import annotations
 
@@ -96,6 +96,48 @@ def add(obj: Context, name: str, files: tuple[str, ...], allow_inconsistent: boo
                                           allow_inconsistent=allow_inconsistent, strict=strict)
     emit(speaker.to_dict(), as_json, "\n".join(
         [f"{speaker.name} now has {len(speaker.recordings)} recordings."] + [f"Warning: {w}" for w in speaker.warnings]))
+
+
+@main.command("import")
+@click.argument("source", type=click.Path(exists=True))
+@QUALITY_OPTIONS
+@JSON_OPTION
+@click.pass_obj
+@handle_errors
+def import_(obj: Context, source: str, allow_inconsistent: bool, strict: bool, as_json: bool) -> None:
+    """Enroll many speakers at once from SOURCE: a folder with one sub-folder of recordings per
+    speaker (named after them), or a CSV file with the columns name,file[,metadata...].
+
+    Faster than one `enroll` per speaker: the model batches recordings across speakers. Each
+    speaker is stored as soon as it is done; one whose recordings fail a check is reported and
+    nothing is stored for it. Speakers already enrolled are skipped, so the same import can be
+    run again after fixing what failed. Exit code 2 if any speaker failed.
+
+    \b
+    Example:
+      voicebank import people/          # people/alice/a1.wav, people/bob/b1.flac, ...
+      voicebank import staff.csv --json # name,file,employee_id
+    """
+    from .. import manifest
+    from ..errors import VoiceBankError
+    from ..results import ENROLLED, FAILED, SKIPPED
+
+    speakers = manifest.read(source)
+    with obj.open() as bank:
+        bar, progress = progress_bar(sum(len(s.recordings) for s in speakers))
+        with bar:
+            outcomes = bank.enroll_many(speakers, progress, allow_inconsistent=allow_inconsistent, strict=strict)
+    counts = {status: sum(o.status == status for o in outcomes) for status in (ENROLLED, SKIPPED, FAILED)}
+    lines = [f"Enrolled {counts[ENROLLED]} speakers, skipped {counts[SKIPPED]} already enrolled, "
+             f"{counts[FAILED]} failed."]
+    for o in outcomes:
+        if o.status == FAILED:
+            lines.append(f"  {o.name} failed: {o.message}")
+        lines.extend(f"  {o.name}, warning: {w}" for w in (o.speaker.warnings if o.speaker else ()))
+    emit({**counts, "speakers": [o.to_dict() for o in outcomes]}, as_json, "\n".join(lines))
+    if counts[FAILED]:
+        raise VoiceBankError(f"{counts[FAILED]} of {len(outcomes)} speakers failed and were not stored; fix their "
+                             "recordings and run the same import again (enrolled speakers are skipped).")
 
 
 @main.command()

@@ -32,11 +32,14 @@ DEFAULT_MODEL = "microsoft/wavlm-base-plus-sv"
 # Total audio samples per forward pass (2 minutes at 16 kHz): bounds activation memory.
 MAX_BATCH_SAMPLES = 16_000 * 120
 # The fast path's memory bounds, per device: padded samples per forward pass (per worker's forward
-# pass, with CPU workers), encoder frames x rows per block of the convolutional encoder, and
-# float32 attention-mask elements per block of query rows.
+# pass, with CPU workers), samples per call of ``embed`` from callers with many recordings, encoder
+# frames x rows per block of the convolutional encoder, and float32 attention-mask elements per
+# block of query rows.
 FAST_LIMITS = {
-    "cpu": {"batch_samples": 16_000 * 60, "worker_samples": 16_000 * 20, "frame_budget": 500, "mask_budget": 2**24},
-    "cuda": {"batch_samples": 16_000 * 1200, "frame_budget": 16_384, "mask_budget": 2**30},
+    "cpu": {"batch_samples": 16_000 * 60, "chunk_samples": 16_000 * 120, "worker_samples": 16_000 * 20,
+            "frame_budget": 500, "mask_budget": 2**24},
+    "cuda": {"batch_samples": 16_000 * 1200, "chunk_samples": 16_000 * 1200, "frame_budget": 16_384,
+             "mask_budget": 2**30},
 }
 _OFF = ("0", "false", "no", "off")
 
@@ -96,6 +99,13 @@ class XVectorEmbedder:
     @property
     def device(self) -> str:
         return self._load()[2]
+
+    @property
+    def chunk_seconds(self) -> float:
+        """Audio per call of ``embed`` that keeps this device busy (callers with many recordings
+        gather about this much before calling): the fast path's batch on a GPU, a few on a CPU."""
+        kind = "cuda" if resolve_device(self._device).startswith("cuda") else "cpu"
+        return FAST_LIMITS[kind]["chunk_samples"] / 16_000
 
     @property
     def compute_dtype(self) -> str:

@@ -1,0 +1,149 @@
+"""Many recordings through decode -> embed, with decoding running ahead of the model.
+
+Recordings are decoded by a few threads (libsndfile, the resampler and numpy release the GIL)
+while the model embeds the chunk before; decoded audio is gathered into chunks of about
+``chunk_seconds`` so that the embedder can batch utterances of different recordings. Memory is
+bounded: the decoders stop once about two chunks of decoded audio wait to be embedded.
+
+Results come back in the order of the recordings. A recording that cannot be used (unreadable,
+too short, no speech, ...) comes back with its error instead of an embedding, so the caller
+decides whether that ends the whole job (``enroll``) or only one item of it (``import``).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .audio import Audio, Recording
+from .errors import VoiceBankError
+
+DEFAULT_CHUNK_SECONDS = 120.0
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """One recording's outcome: ``audio`` and its (dimension,) float32 ``embedding``, or ``error``."""
+
+    index: int
+    audio: Audio | None
+    embedding: np.ndarray | None
+    error: VoiceBankError | None = None
+
+
+def decoders(model_on_gpu: bool = False) -> int:
+    """Decoding threads. Beside a model on the CPU, decoding is about 1% of the work and shares the
+    cores with it: two threads at most. Beside a GPU, decoding is what can hold the model back
+    (one thread decodes about 1,200x real time, the GPU target is 10,000x): every core."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores if model_on_gpu else min(2, cores))
+
+
+def embed_stream(
+    recordings: Iterable[Recording],
+    load: Callable[[Recording], Audio],
+    embed: Callable[[Sequence[np.ndarray]], np.ndarray],
+    sample_rate: int,
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    threads: int | None = None,
+) -> Iterator[Embedded]:
+    """Decode ``recordings`` with ``load`` in background threads and embed them with ``embed``
+    (waveforms -> (n, dimension) float32) in chunks of about ``chunk_seconds`` of audio.
+
+    Yields one :class:`Embedded` per recording, in order, each as soon as its chunk is embedded.
+    Errors of ``load`` that are :class:`VoiceBankError` are yielded; any other error, and any
+    error of ``embed``, is raised. Closing the generator early stops the decoders.
+    """
+    chunk = max(1, int(chunk_seconds * sample_rate))
+    budget = _Budget(2 * chunk)
+    out: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+    threads = threads or decoders()
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="voicebank-decode")
+
+    def produce() -> None:
+        window: list = []
+        try:
+            for i, recording in enumerate(recordings):
+                if stop.is_set():
+                    return
+                window.append((i, pool.submit(load, recording)))
+                if len(window) > threads:  # keep every decoder busy, the oldest result first
+                    hand_over(*window.pop(0))
+            for item in window:
+                hand_over(*item)
+            out.put(_DONE)
+        except BaseException as exc:  # a bug, not bad input: the consumer raises it
+            out.put(exc)
+
+    def hand_over(i: int, future) -> None:
+        try:
+            audio = future.result()
+        except VoiceBankError as exc:
+            out.put(Embedded(i, None, None, exc))
+            return
+        budget.take(len(audio.samples), stop)
+        out.put(Embedded(i, audio, None))
+
+    producer = threading.Thread(target=produce, name="voicebank-decode-ahead", daemon=True)
+    producer.start()
+    try:
+        pending: list[Embedded] = []
+        while True:
+            item = out.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item is not _DONE:
+                pending.append(item)
+            size = sum(len(p.audio.samples) for p in pending if p.audio is not None)
+            if pending and (item is _DONE or size >= chunk):
+                yield from _embedded(pending, embed)
+                budget.give(size)
+                pending = []
+            if item is _DONE:
+                return
+    finally:
+        stop.set()
+        budget.give(0)  # wakes a producer waiting for room, which then sees ``stop``
+        pool.shutdown(wait=False, cancel_futures=True)
+        producer.join()
+        pool.shutdown(wait=True)
+
+
+def _embedded(items: list[Embedded], embed: Callable[[Sequence[np.ndarray]], np.ndarray]) -> list[Embedded]:
+    usable = [p for p in items if p.audio is not None]
+    vectors = embed([p.audio.samples for p in usable]) if usable else np.zeros((0, 0), np.float32)
+    by_index = {p.index: v for p, v in zip(usable, vectors)}
+    return [Embedded(p.index, p.audio, by_index.get(p.index), p.error) for p in items]
+
+
+class _Budget:
+    """Samples decoded but not yet embedded. The producer waits while at least ``limit`` are
+    held, then adds its audio whatever its size: a recording longer than the limit still passes
+    (the consumer can always empty the queue, so this cannot deadlock)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+        self._cond = threading.Condition()
+
+    def take(self, samples: int, stop: threading.Event) -> None:
+        with self._cond:
+            while self.held >= self.limit and not stop.is_set():
+                self._cond.wait()
+            self.held += samples
+
+    def give(self, samples: int) -> None:
+        with self._cond:
+            self.held -= samples
+            self._cond.notify_all()
