@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select
 
 from conftest import TINY_THRESHOLD
 from voicebank import VoiceBank, schema
@@ -73,3 +73,33 @@ def test_migrations_round_trip_and_an_older_schema_is_refused(db_url, tiny_model
         assert schema.current(engine) == schema.head()
     finally:
         engine.dispose()
+
+
+def test_the_change_log_is_pruned_and_an_index_older_than_it_is_rebuilt(db_url, tiny_model, voices, monkeypatch,
+                                                                         caplog):
+    from voicebank import store
+    from voicebank.errors import EmptyBankError
+
+    monkeypatch.setattr(store, "KEEP_CHANGES", 2)
+    monkeypatch.setattr(store, "PRUNE_CHANGES_EVERY", 2)
+    log_rows = store.Store(resolve_url(db_url))
+
+    def kept() -> list[int]:
+        with log_rows.read() as session:
+            return sorted(session.scalars(select(store.ChangeRow.seq)))
+
+    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as a, \
+            VoiceBank.open(db_url, str(tiny_model)) as b:
+        with pytest.raises(EmptyBankError):
+            b.identify(voices["alice"][2])  # b's index is now loaded, at seq 0
+        for name in ("alice", "bob", "carol", "dave"):
+            a.enroll(name, voices[name][:2])  # seq 1..4; pruned at 2 and 4
+        a.remove("bob")  # seq 5
+        assert kept() == [3, 4, 5]  # seq 1 and 2 (alice's and bob's enrollments) are gone
+        with caplog.at_level("INFO", logger="voicebank.cache"):
+            assert b.identify(voices["alice"][2]).match.name == "alice"  # needs the pruned seq 1
+        assert "older than the change log kept" in caplog.text
+        assert "restored backup" not in caplog.text
+        assert b.check().ok and b.check().speakers_in_index == 3
+        assert b.identify(voices["bob"][2]).match is None
+    log_rows.dispose()

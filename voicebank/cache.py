@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .index import IndexFileError, IndexInfo, SpeakerIndex
 from .store import BankRow, ChangeRow, SpeakerRow, Store, as_utc
@@ -113,13 +113,17 @@ class IndexCache:
         self._rebuilt_on_catch_up = False
         with self.store.read() as session:
             head = session.execute(select(BankRow.change_seq)).scalar_one()
+            # The change log is pruned (store.KEEP_CHANGES): an index from before the oldest change
+            # kept cannot be caught up (nor its history checked), and is rebuilt.
+            oldest = None if head == index.seq else session.execute(select(func.min(ChangeRow.seq))).scalar()
+            pruned = oldest is not None and oldest > max(index.seq, 1)
             # A database restored from a backup reuses sequence numbers (and speaker ids) for other
             # changes; the change row the index was built at tells the two histories apart.
-            diverged = index.history is not None and _history(session, index.seq) != index.history
+            diverged = not pruned and index.history is not None and _history(session, index.seq) != index.history
             if head == index.seq and not diverged:
                 return index
             changed = None
-            if head > index.seq and not diverged:
+            if head > index.seq and not diverged and not pruned:
                 changed = session.execute(
                     select(ChangeRow.speaker_id).where(ChangeRow.seq > index.seq).distinct()
                 ).scalars().all()
@@ -129,7 +133,10 @@ class IndexCache:
                 ).all()
                 history = _history(session, head)
         if changed is None or len(changed) > MAX_INCREMENTAL:
-            if changed is None:
+            if pruned:
+                log.info("the index (seq %d) is older than the change log kept (from seq %d): rebuilding it",
+                         index.seq, oldest)
+            elif changed is None:
                 log.warning("the index (seq %d) does not match SQL's history (seq %d; a restored backup?): "
                             "rebuilding it", index.seq, head)
                 self._rebuilt_on_catch_up = True

@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     text,
 )
@@ -202,6 +203,14 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+# The change log needs to reach back only as far as an index may catch up from; an index older
+# than the oldest change kept is rebuilt from SQL instead (cache.py). Every PRUNE_CHANGES_EVERY
+# changes, the rows of changes more than KEEP_CHANGES back are deleted, so the log stays small
+# however many enrollments a bank sees.
+KEEP_CHANGES = 50_000
+PRUNE_CHANGES_EVERY = 1_000
+
+
 class Store:
     """Transaction scopes over one database. Safe to share between threads."""
 
@@ -227,10 +236,12 @@ class Store:
         Record every touched speaker with :func:`record`.
         """
         with self.write() as session:
-            seq = session.execute(
+            seq = int(session.execute(
                 text("UPDATE bank SET change_seq = change_seq + 1 WHERE id = 1 RETURNING change_seq")
-            ).scalar_one()
-            yield session, int(seq)
+            ).scalar_one())
+            yield session, seq
+            if seq % PRUNE_CHANGES_EVERY == 0:
+                session.execute(delete(ChangeRow).where(ChangeRow.seq <= seq - KEEP_CHANGES))
 
     def dispose(self) -> None:
         self.engine.dispose()
