@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from contextlib import closing
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -365,12 +366,13 @@ class VoiceBank:
         but decoded ahead of the model and batched. The first unusable recording raises its error."""
         recordings = list(recordings)
         out = np.zeros((len(recordings), self.dimension), dtype=np.float32)
-        for item in self._stream(recordings):
-            if item.error is not None:
-                raise item.error
-            out[item.index] = item.embedding
-            if progress:
-                progress(item.index + 1, len(recordings), item.audio.label)
+        with self._stream(recordings) as stream:
+            for item in stream:
+                if item.error is not None:
+                    raise item.error
+                out[item.index] = item.embedding
+                if progress:
+                    progress(item.index + 1, len(recordings), item.audio.label)
         return out
 
     @property
@@ -454,12 +456,13 @@ class VoiceBank:
     def _load(self, recording: Recording) -> Audio:
         return audio_mod.load(recording, self._embedder.sample_rate, self.limits)
 
-    def _stream(self, recordings: Iterable[Recording]) -> Iterator[pipeline.Embedded]:
-        """Recordings decoded ahead of the model and embedded in chunks (``pipeline.py``), in order."""
+    def _stream(self, recordings: Iterable[Recording]) -> closing[Iterator[pipeline.Embedded]]:
+        """Recordings decoded ahead of the model and embedded in chunks (``pipeline.py``), in order.
+        Use as a context manager: leaving it early stops the decoding threads at once."""
         chunk = getattr(self._embedder, "chunk_seconds", pipeline.DEFAULT_CHUNK_SECONDS)
         on_gpu = str(getattr(self._embedder, "device", "cpu")).startswith("cuda")
-        return pipeline.embed_stream(recordings, self._load, self.embed_samples, self.sample_rate, chunk,
-                                     pipeline.decoders(on_gpu))
+        return closing(pipeline.embed_stream(recordings, self._load, self.embed_samples, self.sample_rate, chunk,
+                                             pipeline.decoders(on_gpu)))
 
     def _embed(self, audios: Sequence[Audio]) -> np.ndarray:
         return self.embed_samples([a.samples for a in audios])

@@ -41,12 +41,13 @@ def prepare(bank: "VoiceBank", recordings: Sequence[Recording], progress: Progre
     """Decode, check and embed every recording; refuse the same recording given twice."""
     recordings = recording_list(recordings)
     items = []
-    for item in bank._stream(recordings):
-        if item.error is not None:
-            raise item.error
-        items.append(item)
-        if progress:
-            progress(item.index + 1, len(recordings), item.audio.label)
+    with bank._stream(recordings) as stream:
+        for item in stream:
+            if item.error is not None:
+                raise item.error
+            items.append(item)
+            if progress:
+                progress(item.index + 1, len(recordings), item.audio.label)
     return utterances(items)
 
 
@@ -100,20 +101,21 @@ def enroll_many(bank: "VoiceBank", entries: Sequence[Enrollment], progress: Prog
     flat = [r for _, _, _, recordings in todo for r in recordings]
     owner = [j for j, (_, _, _, recordings) in enumerate(todo) for _ in recordings]
     items: list[Embedded] = []
-    for item in bank._stream(flat):
-        items.append(item)
-        if progress:
-            progress(item.index + 1, len(flat), item.audio.label if item.audio else "")
-        j = owner[item.index]
-        if item.index + 1 < len(flat) and owner[item.index + 1] == j:
-            continue  # this speaker has more recordings to come
-        k, name, metadata, _ = todo[j]
-        try:
-            speaker = bank._store_speaker(name, metadata, utterances(items), allow_inconsistent, strict)
-            outcomes[k] = EnrollmentOutcome(name, ENROLLED, speaker=speaker)
-        except VoiceBankError as exc:
-            outcomes[k] = EnrollmentOutcome(name, FAILED, message=str(exc))
-        items = []
+    with bank._stream(flat) as stream:
+        for item in stream:
+            items.append(item)
+            if progress:
+                progress(item.index + 1, len(flat), item.audio.label if item.audio else "")
+            j = owner[item.index]
+            if item.index + 1 < len(flat) and owner[item.index + 1] == j:
+                continue  # this speaker has more recordings to come
+            k, name, metadata, _ = todo[j]
+            try:
+                speaker = bank._store_speaker(name, metadata, utterances(items), allow_inconsistent, strict)
+                outcomes[k] = EnrollmentOutcome(name, ENROLLED, speaker=speaker)
+            except VoiceBankError as exc:
+                outcomes[k] = EnrollmentOutcome(name, FAILED, message=str(exc))
+            items = []
     return [o for o in outcomes if o is not None]
 
 
