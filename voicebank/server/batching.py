@@ -4,9 +4,8 @@
 queues its waveforms and waits; one worker thread runs the model over everything queued at the
 moment it becomes free. An idle server therefore adds no delay (a lone request runs at once), and a
 busy one runs each waiting group of requests as one call. Results are unchanged by batching: the
-backends batch only waveforms of exactly equal length (no padding reaches the model; see
-``XVectorEmbedder.embed``). Should one batch fail, each request in it is run again on its own, so
-one bad input cannot fail the others.
+backends batch only what padding cannot disturb (see ``XVectorEmbedder.embed``). Should one batch
+fail, each request in it is run again on its own, so one bad input cannot fail the others.
 """
 
 from __future__ import annotations
