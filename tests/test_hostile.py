@@ -38,6 +38,9 @@ ACCEPTED_NAMES = [
     "Z\u0351\u0364a\u0313\u0300l\u0334g\u0315o",  # stacked combining marks that do not compose
     "ก\u0e34\u0e4a",  # Thai with stacked vowel and tone marks
     "名前テスト",
+    "می\u200cخواهم",  # Persian: the zero-width non-joiner is part of the spelling
+    "क्\u200dष",  # Devanagari: a joiner after the virama
+    "👩\u200d💻 Priya",  # an emoji ZWJ sequence
     "O'Brien",
     'say "hi"',
     "back\\slash and `ticks`",
@@ -68,6 +71,12 @@ REFUSED_NAMES = [
     ("del\x7fete", "control"),
     ("next\u0085line", "control"),
     ("zero\u200bwidth", "invisible formatting"),
+    ("al\u200dice", "invisible formatting"),  # a joiner between ASCII letters only hides a look-alike
+    ("al\u200cice", "invisible formatting"),
+    ("\u200dمريم", "invisible formatting"),  # a joiner must stand between two characters
+    ("مريم\u200c", "invisible formatting"),
+    ("مر\u200c\u200cيم", "invisible formatting"),
+    ("ab\u200d ج", "invisible formatting"),  # ... two visible ones
     ("\u202eevil.exe", "invisible formatting"),  # right-to-left override: a spoofing classic
     ("iso\u2066late", "invisible formatting"),
     ("\ufeffbom", "invisible formatting"),

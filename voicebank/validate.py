@@ -15,7 +15,8 @@ MAX_METADATA_DEPTH = 8
 
 
 def name(value: Any) -> str:
-    """A speaker name: 1 to 200 characters after trimming, no control characters, NFC-normalized."""
+    """A speaker name: 1 to 200 characters after trimming, NFC-normalized, with no control or
+    invisible formatting characters (except the joiners that some scripts and emoji need)."""
     if not isinstance(value, str):
         raise InvalidInputError(f"a speaker name must be text, not {type(value).__name__}.")
     value = unicodedata.normalize("NFC", value.strip())
@@ -23,9 +24,27 @@ def name(value: Any) -> str:
         raise InvalidInputError("a speaker name must not be empty.")
     if len(value) > MAX_NAME_CHARS:
         raise InvalidInputError(f"a speaker name is at most {MAX_NAME_CHARS} characters; this one has {len(value)}.")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in value):
+    if any(unicodedata.category(ch) in ("Cc", "Cs") or (unicodedata.category(ch) == "Cf" and not _joins(value, i))
+           for i, ch in enumerate(value)):
         raise InvalidInputError("a speaker name must not contain control or invisible formatting characters.")
     return value
+
+
+_JOINERS = ("\u200c", "\u200d")  # zero-width non-joiner and joiner
+_VISIBLE = ("L", "M", "N", "S")  # letters, marks, digits, symbols (emoji among them)
+
+
+def _joins(value: str, i: int) -> bool:
+    """Whether ``value[i]`` is a zero-width (non-)joiner doing its job: Persian and Indic spelling
+    and emoji sequences need them (``می‌خواهم``, ``क्‍ष``, 👩‍💻). Allowed only between two visible
+    characters, at least one of them not ASCII, so that ``al<ZWJ>ice`` cannot pass for ``alice``.
+    Every other invisible formatting character (bidi overrides, zero-width space, ...) is refused."""
+    if value[i] not in _JOINERS or i == 0 or i == len(value) - 1:
+        return False
+    before, after = value[i - 1], value[i + 1]
+    if not all(unicodedata.category(c)[0] in _VISIBLE for c in (before, after)):
+        return False
+    return not (before.isascii() and after.isascii())
 
 
 def metadata(value: Any) -> dict[str, Any]:
