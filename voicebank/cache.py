@@ -21,8 +21,11 @@ from .store import BankRow, ChangeRow, SpeakerRow, Store, as_utc
 
 log = logging.getLogger(__name__)
 
-# Past this many changed speakers, re-reading everything is cheaper than a long IN (...) list.
-MAX_INCREMENTAL = 5_000
+# Changed speakers are re-read from SQL this many at a time (an IN (...) list of bounded length).
+# Catching up costs one index update per changed speaker, a rebuild one per speaker in the bank:
+# an index is rebuilt only when more than half of the bank has changed (an HNSW graph of a million
+# voiceprints takes about half an hour to build, so it must not be rebuilt for a few thousand).
+READ_CHUNK = 5_000
 
 
 class IndexCache:
@@ -127,12 +130,13 @@ class IndexCache:
                 changed = session.execute(
                     select(ChangeRow.speaker_id).where(ChangeRow.seq > index.seq).distinct()
                 ).scalars().all()
-            if changed is not None and len(changed) <= MAX_INCREMENTAL:
-                rows = session.execute(
-                    select(SpeakerRow.id, SpeakerRow.voiceprint).where(SpeakerRow.id.in_(changed))
-                ).all()
+            incremental = changed is not None and len(changed) <= max(READ_CHUNK, len(index) // 2)
+            if incremental:
+                rows = [row for start in range(0, len(changed), READ_CHUNK) for row in session.execute(
+                    select(SpeakerRow.id, SpeakerRow.voiceprint).where(SpeakerRow.id.in_(changed[start:start + READ_CHUNK]))
+                )]
                 history = _history(session, head)
-        if changed is None or len(changed) > MAX_INCREMENTAL:
+        if not incremental:
             if pruned:
                 log.info("the index (seq %d) is older than the change log kept (from seq %d): rebuilding it",
                          index.seq, oldest)
