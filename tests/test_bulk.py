@@ -53,6 +53,21 @@ def test_embed_many_raises_the_first_unusable_recording(bank, voices, corrupt):
         bank.embed_many([voices["alice"][0], corrupt, voices["bob"][0]])
 
 
+def test_identify_many_answers_each_in_place_and_audits_each(bank, voices, corrupt):
+    for name in ("alice", "bob"):
+        bank.enroll(name, voices[name][:2])
+    results = bank.identify_many([voices["alice"][2], corrupt, voices["stranger"][2], voices["bob"][2]],
+                                 top_k=1, client="batch")
+    assert isinstance(results[1], AudioError) and "corrupt.wav: not a readable audio file" in str(results[1])
+    assert results[0].match.name == "alice" and results[3].match.name == "bob"
+    assert results[2].match is None and len(results[2].candidates) == 1
+    one_by_one = bank.identify(voices["bob"][2], top_k=1)
+    assert abs(one_by_one.candidates[0].score - results[3].candidates[0].score) < 1e-3
+    trail = [(e.operation, e.returned, e.client) for e in reversed(bank.audit())]
+    assert trail == [("identify", "alice", "batch"), ("identify", None, "batch"), ("identify", "bob", "batch"),
+                     ("identify", "bob", None)]
+
+
 def test_enroll_many_enrolls_skips_and_fails_speaker_by_speaker(db_url, tiny_model, voices, corrupt):
     with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
         bank.enroll("carol", voices["carol"][:2])

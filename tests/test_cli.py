@@ -163,6 +163,34 @@ def test_identify_json(populated, voices):
     assert_error(populated("identify", voices["carol"][2], "--top-k", "0"), "top-k is a whole number from 1 to 1000")
 
 
+def test_identify_several_files_one_line_each(populated, voices, corrupt):
+    files = [voices["alice"][2], voices["stranger"][2], voices["bob"][2]]
+    lines = ok(populated("identify", *files), 1).stdout.splitlines()  # one unknown: exit code 1
+    assert lines[0] == f"{files[0]}: alice (score {lines[0].split('score ')[1]}"
+    assert lines[1].startswith(f"{files[1]}: unknown (best score ") and lines[1].endswith(", threshold 0.9996)")
+    assert lines[2].startswith(f"{files[2]}: bob (score ")
+    assert len(lines) == 3
+
+    both = [voices["carol"][2], voices["bob"][2]]
+    rows = [json.loads(line) for line in ok(populated("identify", *both, "--json", "-k", "2"), 0).stdout.splitlines()]
+    assert [r.pop("file") for r in rows] == [str(f) for f in both]
+    for row in rows:
+        check_identify_json(row)
+        assert len(row["candidates"]) == 2
+    assert [r["match"]["name"] for r in rows] == ["carol", "bob"]
+
+    # an unusable file is reported in its place; the others are still identified; exit code 2
+    result = populated("identify", voices["alice"][2], corrupt, "--json")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert rows[0]["match"]["name"] == "alice"
+    assert rows[1] == {"file": str(corrupt), "error": rows[1]["error"]}
+    assert "not a readable audio file" in rows[1]["error"]
+    assert result.stderr == "Error: 1 of 2 recordings could not be used (see above); the others were identified.\n"
+    text = populated("identify", voices["alice"][2], corrupt)
+    assert text.stdout.splitlines()[1].startswith(f"{corrupt}: error: not a readable audio file")
+
+
 def test_verify(populated, voices):
     result = ok(populated("verify", "alice", voices["alice"][2]), 0)
     assert result.stdout.startswith("accepted: alice (score ")

@@ -35,6 +35,7 @@ from .errors import (
     InvalidInputError,
     ModelMismatchError,
     SpeakerNotFoundError,
+    VoiceBankError,
 )
 from .index import IndexInfo
 from .results import (Candidate, CheckReport, Enrollment, EnrollmentOutcome, Identification, RecordingInfo, Speaker,
@@ -318,8 +319,28 @@ class VoiceBank:
         clears the threshold (open set: an unknown voice gets ``match=None``). Audited."""
         top_k = validate.top_k(top_k)
         audio = self._load(recording)
+        return self._identify_audited(audio, self._embed([audio])[0], top_k, self._settings(), client)
+
+    def identify_many(self, recordings: Iterable[Recording], top_k: int = 5, client: str | None = None,
+                      progress: Progress | None = None) -> list[Identification | VoiceBankError]:
+        """:meth:`identify` for many recordings (decoded ahead of the model and batched), in order.
+        A recording that cannot be used does not stop the others: its error is returned in its
+        place (as ``asyncio.gather(..., return_exceptions=True)`` does). Audited, each."""
+        top_k = validate.top_k(top_k)
+        recordings = list(recordings)
         settings = self._settings()
-        result = self._identify(self._embed([audio])[0], top_k, settings)
+        out: list[Identification | VoiceBankError] = []
+        with self._stream(recordings) as stream:
+            for item in stream:
+                out.append(item.error if item.error is not None
+                           else self._identify_audited(item.audio, item.embedding, top_k, settings, client))
+                if progress:
+                    progress(item.index + 1, len(recordings), item.audio.label if item.audio else "")
+        return out
+
+    def _identify_audited(self, audio: Audio, embedding: np.ndarray, top_k: int, settings: BankRow,
+                          client: str | None) -> Identification:
+        result = self._identify(embedding, top_k, settings)
         best = result.candidates[0].score if result.candidates else None
         self._audit("identify", None, result.match.name if result.match else None, best, settings,
                     result.match is not None, audio.sha256, client)

@@ -141,28 +141,57 @@ def import_(obj: Context, source: str, allow_inconsistent: bool, strict: bool, a
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--top-k", "-k", default=5, show_default=True, help="How many candidates to list.")
 @JSON_OPTION
 @click.pass_obj
 @handle_errors
-def identify(obj: Context, file: str, top_k: int, as_json: bool) -> None:
+def identify(obj: Context, files: tuple[str, ...], top_k: int, as_json: bool) -> None:
     """Who is speaking in FILE? Prints the best match, or "unknown" below the threshold.
 
-    Exit code 0 when a speaker matched, 1 when the voice is unknown.
+    Exit code 0 when a speaker matched, 1 when the voice is unknown. Several files are
+    identified in one batch, a line each (with --json, one JSON object per line, with its
+    "file"); exit code 0 if every one matched, 1 if any was unknown, 2 if any was unusable.
 
     \b
     Example:
       voicebank identify unknown.wav --top-k 3
       voicebank identify unknown.wav --json
+      voicebank identify calls/*.wav --json > who.jsonl
     """
+    if len(files) == 1:
+        with obj.open() as bank:
+            result = bank.identify(files[0], top_k=top_k)
+        lines = [f"match: {result.match.name} (score {result.match.score:.4f})" if result.match
+                 else f"match: unknown (best score below threshold {result.threshold:.4f})"]
+        lines += [f"  {i}. {c.name:<30} {c.score:.4f}" for i, c in enumerate(result.candidates, 1)]
+        emit(result.to_dict(), as_json, "\n".join(lines))
+        sys.exit(0 if result.match else 1)
+    _identify_many(obj, files, top_k, as_json)
+
+
+def _identify_many(obj: Context, files: tuple[str, ...], top_k: int, as_json: bool) -> None:
+    from ..errors import VoiceBankError
+    from ..results import Identification
+
     with obj.open() as bank:
-        result = bank.identify(file, top_k=top_k)
-    lines = [f"match: {result.match.name} (score {result.match.score:.4f})" if result.match
-             else f"match: unknown (best score below threshold {result.threshold:.4f})"]
-    lines += [f"  {i}. {c.name:<30} {c.score:.4f}" for i, c in enumerate(result.candidates, 1)]
-    emit(result.to_dict(), as_json, "\n".join(lines))
-    sys.exit(0 if result.match else 1)
+        bar, progress = progress_bar(len(files))
+        with bar:
+            results = bank.identify_many(files, top_k=top_k, progress=progress)
+    for file, result in zip(files, results):
+        if isinstance(result, Identification):
+            best = result.candidates[0].score if result.candidates else float("nan")
+            text = (f"{file}: {result.match.name} (score {result.match.score:.4f})" if result.match
+                    else f"{file}: unknown (best score {best:.4f}, threshold {result.threshold:.4f})")
+            emit({"file": file, **result.to_dict()}, as_json, text)
+        else:
+            message = str(result).removeprefix(f"{file}: ")  # audio errors begin with the file's name
+            emit({"file": file, "error": str(result)}, as_json, f"{file}: error: {message}")
+    failed = sum(not isinstance(r, Identification) for r in results)
+    if failed:
+        raise VoiceBankError(f"{failed} of {len(files)} recordings could not be used (see above); the others "
+                             "were identified.")
+    sys.exit(0 if all(r.match for r in results) else 1)
 
 
 @main.command()
