@@ -94,6 +94,14 @@ def voices(tmp_path_factory) -> dict[str, list[Path]]:
     return out
 
 
+@pytest.fixture
+def corrupt(tmp_path) -> Path:
+    """A file that starts like a WAV and is not one."""
+    path = tmp_path / "corrupt.wav"
+    path.write_bytes(b"RIFF" + bytes(range(256)) * 40)
+    return path
+
+
 # Same-speaker recordings above score almost exactly 1 on the random model; other voices do not.
 TINY_THRESHOLD = 0.9996
 

@@ -33,13 +33,6 @@ def people(tmp_path, voices) -> Path:
     return root
 
 
-@pytest.fixture
-def corrupt(tmp_path) -> Path:
-    path = tmp_path / "corrupt.wav"
-    path.write_bytes(b"RIFF" + bytes(range(256)) * 40)
-    return path
-
-
 def test_embed_many_equals_embed_one_by_one(bank, voices):
     files = [p for name in ("alice", "bob", "stranger") for p in voices[name]]
     together = bank.embed_many(files)

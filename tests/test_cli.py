@@ -311,13 +311,6 @@ def test_missing_file_in_enroll_and_add(populated, voices, tmp_path):
     assert_error(populated("show", "dave"), "no speaker named 'dave'")
 
 
-@pytest.fixture
-def corrupt(tmp_path) -> Path:
-    path = tmp_path / "corrupt.wav"
-    path.write_bytes(b"RIFF" + bytes(range(256)) * 40)
-    return path
-
-
 def test_corrupt_audio(populated, corrupt):
     assert_error(populated("identify", corrupt), str(corrupt), "not a readable audio file")
     assert_error(populated("verify", "alice", corrupt), str(corrupt), "not a readable audio file")
