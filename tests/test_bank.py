@@ -386,10 +386,15 @@ def test_add_an_already_enrolled_recording(enrolled, voices, unchanged):
 
 def test_empty_recordings(enrolled, unchanged):
     for action in (lambda: enrolled.enroll("eve", []), lambda: enrolled.add_recordings("alice", [])):
-        with pytest.raises(InvalidInputError, match="give at least one recording"):
+        with pytest.raises(InvalidInputError, match="no recordings were given: give at least one"):
             unchanged(action)
-    with pytest.raises(InvalidInputError, match="recordings must be a list of recordings"):
-        unchanged(lambda: enrolled.enroll("eve", "alice0.wav"))
+    for bare in ("alice0.wav", b"RIFF", (np.zeros(16_000, np.float32), 16_000)):
+        with pytest.raises(InvalidInputError, match="recordings must be a list of recordings"):
+            unchanged(lambda: enrolled.enroll("eve", bare))
+
+
+def test_recordings_as_a_tuple_of_paths(bank, voices):
+    assert len(bank.enroll("dave", tuple(voices["dave"][:2])).recordings) == 2
 
 
 INVALID_NAMES = [

@@ -114,6 +114,45 @@ def test_manifest_from_folders(people):
     assert [p.name for p in speakers[0].recordings] == ["alice0.wav", "alice1.wav"]  # not notes.txt
 
 
+def test_manifest_skips_hidden_files_and_archive_debris(people):
+    (people / "alice" / "._alice0.wav").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (people / "bob" / "__MACOSX").mkdir()
+    (people / "bob" / "__MACOSX" / "bob0.wav").write_bytes(b"junk")
+    (people / ".Trash").mkdir()
+    (people / "alice" / "old").mkdir()
+    shutil.copy(people / "alice" / "alice0.wav", people / "alice" / "old" / "alice9.wav")
+    speakers = {s.name: [p.name for p in s.recordings] for s in manifest.read(people)}
+    assert speakers["alice"] == ["alice0.wav", "alice1.wav", "alice9.wav"]
+    assert speakers["bob"] == ["bob0.wav", "bob1.wav"]
+    assert ".Trash" not in speakers
+
+
+def test_a_speaker_folder_without_audio_fails_that_speaker_only(bank, people):
+    (people / "erin").mkdir()
+    (people / "erin" / "notes.txt").write_text("no audio here")
+    outcomes = {o.name: o for o in bank.enroll_many(manifest.read(people))}
+    assert outcomes["erin"].status == "failed"
+    assert outcomes["erin"].message == "no recordings were given: give at least one (.wav, .flac, .mp3, ...)."
+    assert all(outcomes[name].status == "enrolled" for name in FOUR)
+
+
+def test_manifest_csv_lines_repeats_and_spellings(tmp_path):
+    csv = tmp_path / "staff.csv"
+    csv.write_text("name,file\n"
+                   "alice,a0.wav\n"
+                   "\n"
+                   "alice,a0.wav\n"  # the same line twice: harmless
+                   "e\u0301le\u0300ve,x.wav\n"  # decomposed ...
+                   "\u00e9l\u00e8ve,y.wav\n"  # ... and composed: one speaker
+                   "bob,\n")
+    with pytest.raises(InvalidInputError, match="line 7: the name and the file must both be given"):
+        manifest.read(csv)
+    csv.write_text(csv.read_text().replace("bob,\n", ""))
+    speakers = manifest.read(csv)
+    assert [(s.name, [p.name for p in s.recordings]) for s in speakers] == [
+        ("alice", ["a0.wav"]), ("\u00e9l\u00e8ve", ["x.wav", "y.wav"])]
+
+
 def test_manifest_from_csv(tmp_path, people):
     csv = tmp_path / "staff.csv"
     csv.write_text("name,file,employee_id,room\n"

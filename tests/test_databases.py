@@ -102,4 +102,8 @@ def test_the_change_log_is_pruned_and_an_index_older_than_it_is_rebuilt(db_url, 
         assert "restored backup" not in caplog.text
         assert b.check().ok and b.check().speakers_in_index == 3
         assert b.identify(voices["bob"][2]).match is None
+        with VoiceBank.open(db_url, str(tiny_model)) as c:  # reads the index file b wrote at seq 0
+            report = c.check()
+            assert report.ok and report.speakers_in_index == 3
+            assert report.index_file == "older than the change log kept (from seq 3) (seq 0, SQL 5): rebuilt"
     log_rows.dispose()

@@ -41,6 +41,8 @@ ACCEPTED_NAMES = [
     "می\u200cخواهم",  # Persian: the zero-width non-joiner is part of the spelling
     "क्\u200dष",  # Devanagari: a joiner after the virama
     "👩\u200d💻 Priya",  # an emoji ZWJ sequence
+    "👩🏽\u200d🚒 and ❤\ufe0f\u200d🔥",  # with a skin tone, and after VS16
+    "🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f Scotland",  # a tag-sequence flag
     "O'Brien",
     'say "hi"',
     "back\\slash and `ticks`",
@@ -77,6 +79,12 @@ REFUSED_NAMES = [
     ("مريم\u200c", "invisible formatting"),
     ("مر\u200c\u200cيم", "invisible formatting"),
     ("ab\u200d ج", "invisible formatting"),  # ... two visible ones
+    ("Jos\u200dé", "invisible formatting"),  # a joiner that changes nothing visible: a look-alike of José
+    ("И\u200dван", "invisible formatting"),
+    ("مر\u200dيم", "invisible formatting"),  # Arabic letters take the non-joiner, not the joiner
+    ("😀\u200cx", "invisible formatting"),
+    ("\U000e0067\U000e0062\U000e007f", "invisible formatting"),  # tag characters outside a flag
+    ("a\U000e0067\U000e007f", "invisible formatting"),
     ("\u202eevil.exe", "invisible formatting"),  # right-to-left override: a spoofing classic
     ("iso\u2066late", "invisible formatting"),
     ("\ufeffbom", "invisible formatting"),

@@ -16,7 +16,8 @@ SR = 100  # samples per "second": chunk sizes below are in these units
 
 
 def fake_load(seconds_of: dict[str, float], calls: list[str] | None = None, lock=threading.Lock()):
-    def load(name: str) -> Audio:
+    def load(name) -> Audio:
+        name = name if isinstance(name, str) else name.name  # a file object
         with lock:
             if calls is not None:
                 calls.append(name)
@@ -121,6 +122,30 @@ def test_a_bug_in_decoding_is_raised_not_swallowed():
     with pytest.raises(KeyError):
         list(embed_stream(["a"], load, fake_embed(), SR, 1.0, 1))
     assert not [t for t in threading.enumerate() if t.name.startswith("voicebank-decode")]
+
+
+def test_what_came_before_a_bug_is_still_answered_then_the_bug_is_raised():
+    def load(name):
+        if name == "bug":
+            raise KeyError("a bug")
+        return fake_load({})(name)
+
+    got = []
+    with pytest.raises(KeyError):
+        for item in embed_stream(["a", "bad1", "bug", "b"], load, fake_embed(), SR, 100.0, 2):
+            got.append(item)
+    assert [(e.index, e.error is None) for e in got] == [(0, True), (1, False)]
+
+
+def test_the_same_file_object_twice_is_an_error_for_the_second(tmp_path):
+    import io
+
+    handle = io.BytesIO(b"x")
+    handle.name = "take.wav"
+    out = run(["a", handle, "b", handle])
+    assert [e.error is None for e in out] == [True, True, True, False]
+    assert str(out[3].error) == ("take.wav: the same file object is given again (as recording 2, then 4); "
+                                 "give each recording once.")
 
 
 def test_an_error_of_the_model_is_raised():

@@ -167,16 +167,16 @@ def _read_bytes(recording: Recording, label: str) -> bytes:
         return bytes(recording)
     if isinstance(recording, (str, os.PathLike)):
         path = Path(recording)
-        if not path.exists():
-            raise AudioError(f"{label}: no such file. Check the path.")
-        if path.is_dir():
-            raise AudioError(f"{label}: is a directory, not an audio file. Give the path of a recording.")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise AudioError(f"{label}: the file is larger than {MAX_FILE_BYTES >> 30} GiB. Cut it up.")
         try:
+            if not path.exists():
+                raise AudioError(f"{label}: no such file. Check the path.")
+            if path.is_dir():
+                raise AudioError(f"{label}: is a directory, not an audio file. Give the path of a recording.")
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise AudioError(f"{label}: the file is larger than {MAX_FILE_BYTES >> 30} GiB. Cut it up.")
             return path.read_bytes()
-        except OSError as exc:
-            raise AudioError(f"{label}: cannot read the file ({exc.strerror}).") from exc
+        except OSError as exc:  # permissions, a path too long, a vanished network share, ...
+            raise AudioError(f"{label}: cannot read the file ({exc.strerror or exc}).") from exc
     if hasattr(recording, "read"):
         data = recording.read(MAX_FILE_BYTES + 1)
         if not isinstance(data, (bytes, bytearray)):
@@ -241,14 +241,17 @@ def _refuse_truncated(f, label: str) -> None:
             )
 
 
+# librosa warns when libsndfile gives up and again when it falls back to audioread; a file that
+# neither reads becomes one AudioError, so these two warnings are only noise on the terminal.
+# Process-wide filters for these two messages alone (catch_warnings is not thread-safe, and
+# recordings are decoded in several threads at once).
+warnings.filterwarnings("ignore", message="PySoundFile failed", category=UserWarning)
+warnings.filterwarnings("ignore", message=r"librosa\.core\.audio\.__audioread_load", category=FutureWarning)
+
+
 def _decode_with_librosa(data: bytes, label: str, limits: AudioLimits) -> tuple[np.ndarray, int]:
     import librosa
 
-    # librosa warns when libsndfile gives up and again when it falls back to audioread; a file
-    # that neither reads becomes one AudioError below, so the warnings are only noise. (Filters,
-    # not catch_warnings: recordings are decoded in several threads at once.)
-    warnings.filterwarnings("ignore", message="PySoundFile failed", category=UserWarning)
-    warnings.filterwarnings("ignore", message=r"librosa\.core\.audio\.__audioread_load", category=FutureWarning)
 
     with tempfile.NamedTemporaryFile(suffix=Path(label).suffix if "<" not in label else "") as tmp:
         tmp.write(data)

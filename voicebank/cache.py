@@ -38,7 +38,7 @@ class IndexCache:
         self.lock = threading.RLock()  # hold it while using the index returned by current()
         self._index: SpeakerIndex | None = None
         self._saved_seq: int | None = None
-        self._rebuilt_on_catch_up = False
+        self._rebuild_reason: str | None = None  # why the last catch-up rebuilt, if it did
         self.file_status = "not loaded"
 
     def current(self) -> SpeakerIndex:
@@ -49,11 +49,11 @@ class IndexCache:
                 self._index = self._load_file()
             loaded_seq = self._index.seq
             self._index = self._catch_up(self._index)
-            if just_loaded and self.file_status == "ok" and self._index.seq > loaded_seq:
+            if just_loaded and self.file_status == "ok" and self._rebuild_reason is not None:
+                how = "ahead of SQL (a restored backup?)" if loaded_seq > self._index.seq else self._rebuild_reason
+                self.file_status = f"{how} (seq {loaded_seq}, SQL {self._index.seq}): rebuilt"
+            elif just_loaded and self.file_status == "ok" and self._index.seq > loaded_seq:
                 self.file_status = f"ok, was behind SQL (seq {loaded_seq} < {self._index.seq}): caught up"
-            elif just_loaded and self.file_status == "ok" and self._rebuilt_on_catch_up:
-                how = "ahead of SQL" if loaded_seq > self._index.seq else "from another history than SQL's"
-                self.file_status = f"{how} (seq {loaded_seq}, SQL {self._index.seq}; a restored backup?): rebuilt"
             return self._index
 
     def use_kind(self, kind: str) -> None:
@@ -113,37 +113,40 @@ class IndexCache:
         return index
 
     def _catch_up(self, index: SpeakerIndex) -> SpeakerIndex:
-        self._rebuilt_on_catch_up = False
+        self._rebuild_reason = None
         with self.store.read() as session:
             head = session.execute(select(BankRow.change_seq)).scalar_one()
-            # The change log is pruned (store.KEEP_CHANGES): an index from before the oldest change
-            # kept cannot be caught up (nor its history checked), and is rebuilt.
-            oldest = None if head == index.seq else session.execute(select(func.min(ChangeRow.seq))).scalar()
-            pruned = oldest is not None and oldest > max(index.seq, 1)
             # A database restored from a backup reuses sequence numbers (and speaker ids) for other
             # changes; the change row the index was built at tells the two histories apart.
-            diverged = not pruned and index.history is not None and _history(session, index.seq) != index.history
-            if head == index.seq and not diverged:
+            at_index = _history(session, index.seq) if index.history is not None else None
+            if head == index.seq and at_index == index.history:
                 return index
             changed = None
-            if head > index.seq and not diverged and not pruned:
+            if head > index.seq:
                 changed = session.execute(
                     select(ChangeRow.speaker_id).where(ChangeRow.seq > index.seq).distinct()
                 ).scalars().all()
-            incremental = changed is not None and len(changed) <= max(READ_CHUNK, len(index) // 2)
-            if incremental:
+            # The change log is pruned (store.KEEP_CHANGES): an index from before the oldest change
+            # kept can be neither caught up nor checked against SQL's history. Read last: under
+            # READ COMMITTED a prune committed while the statements above ran shows here.
+            oldest = session.execute(select(func.min(ChangeRow.seq))).scalar()
+            pruned = oldest is not None and oldest > max(index.seq, 1)
+            if pruned:
+                reason = f"older than the change log kept (from seq {oldest})"
+            elif at_index != index.history or changed is None:
+                reason = "from another history than SQL's (a restored backup?)"
+            elif len(changed) > max(READ_CHUNK, len(index) // 2):
+                reason = f"{len(changed)} of its {len(index)} speakers changed"
+            else:
+                reason = None
                 rows = [row for start in range(0, len(changed), READ_CHUNK) for row in session.execute(
                     select(SpeakerRow.id, SpeakerRow.voiceprint).where(SpeakerRow.id.in_(changed[start:start + READ_CHUNK]))
                 )]
                 history = _history(session, head)
-        if not incremental:
-            if pruned:
-                log.info("the index (seq %d) is older than the change log kept (from seq %d): rebuilding it",
-                         index.seq, oldest)
-            elif changed is None:
-                log.warning("the index (seq %d) does not match SQL's history (seq %d; a restored backup?): "
-                            "rebuilding it", index.seq, head)
-                self._rebuilt_on_catch_up = True
+        if reason is not None:
+            (log.warning if "backup" in reason else log.info)(
+                "rebuilding the index (seq %d, SQL at seq %d): %s", index.seq, head, reason)
+            self._rebuild_reason = reason
             return self._build()
         present_ids, vectors = self._arrays(rows)
         gone = np.setdiff1d(np.asarray(changed, dtype=np.int64), present_ids)

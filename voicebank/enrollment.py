@@ -52,11 +52,14 @@ def prepare(bank: "VoiceBank", recordings: Sequence[Recording], progress: Progre
 
 
 def recording_list(recordings: Sequence[Recording]) -> list[Recording]:
-    if isinstance(recordings, (str, bytes, os.PathLike, tuple)) or not isinstance(recordings, Iterable):
+    """The recordings as a list; one recording given bare (a path, bytes, a (samples, rate) pair)
+    is refused, since it would otherwise be read as a list of something else."""
+    pair = isinstance(recordings, tuple) and len(recordings) == 2 and isinstance(recordings[1], (int, np.integer))
+    if pair or isinstance(recordings, (str, bytes, os.PathLike)) or not isinstance(recordings, Iterable):
         raise InvalidInputError("recordings must be a list of recordings (paths, bytes, file objects or arrays).")
     recordings = list(recordings)
     if not recordings:
-        raise InvalidInputError("give at least one recording.")
+        raise InvalidInputError("no recordings were given: give at least one (.wav, .flac, .mp3, ...).")
     return recordings
 
 

@@ -17,6 +17,7 @@ a speaker's lines (empty cells are left out)::
 from __future__ import annotations
 
 import csv
+import unicodedata
 from pathlib import Path
 
 from .errors import InvalidInputError
@@ -44,30 +45,40 @@ def read_folders(root: Path) -> list[Enrollment]:
             f"{root} holds no speaker folders: put each speaker's recordings in a folder named after them "
             f"({root / 'alice' / 'a1.wav'}, ...), or give a CSV file."
         )
-    return [Enrollment(folder.name, sorted(f for f in folder.rglob("*")
-                                           if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES))
-            for folder in folders]
+    return [Enrollment(folder.name, sorted(f for f in folder.rglob("*") if _audio_file(f, folder))) for folder in folders]
+
+
+def _audio_file(path: Path, folder: Path) -> bool:
+    """An audio file by its suffix, not hidden (macOS's ._a1.wav resource forks) and not in a
+    hidden or __MACOSX folder of the archive it came from."""
+    parts = path.relative_to(folder).parts
+    return (path.suffix.lower() in AUDIO_SUFFIXES and path.is_file()
+            and not any(p.startswith(".") or p == "__MACOSX" for p in parts))
 
 
 def read_csv(path: Path) -> list[Enrollment]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            rows = list(reader)
+            rows = [(reader.line_num, row) for row in reader]  # the line each row ends on
             columns = [c.strip() for c in reader.fieldnames or []]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InvalidInputError(f"{path}: not a readable CSV file ({exc}). Save it as UTF-8 CSV.") from exc
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot read the file ({exc.strerror}).") from exc
     if "name" not in columns or "file" not in columns:
         raise InvalidInputError(
             f"{path}: needs a header line with the columns name and file (found: {', '.join(columns) or 'none'})."
         )
     speakers: dict[str, tuple[list[Path], dict[str, str]]] = {}
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
+        row["name"] = unicodedata.normalize("NFC", row["name"])  # as the bank will store it
         if not row["name"] or not row["file"]:
             raise InvalidInputError(f"{path}, line {line}: the name and the file must both be given.")
         files, metadata = speakers.setdefault(row["name"], ([], {}))
-        files.append(path.parent / row["file"])
+        if path.parent / row["file"] not in files:  # the same line twice is harmless
+            files.append(path.parent / row["file"])
         for key, value in row.items():
             if key in ("name", "file") or not value:
                 continue

@@ -3,7 +3,8 @@
 Recordings are decoded by a few threads (libsndfile, the resampler and numpy release the GIL)
 while the model embeds the chunk before; decoded audio is gathered into chunks of about
 ``chunk_seconds`` so that the embedder can batch utterances of different recordings. Memory is
-bounded: the decoders stop once about two chunks of decoded audio wait to be embedded.
+bounded: the decoders stop once about two chunks of decoded audio wait to be embedded (plus the
+recordings in the decoders' hands, one per thread, each at most ``AudioLimits.max_seconds``).
 
 Results come back in the order of the recordings. A recording that cannot be used (unreadable,
 too short, no speech, ...) comes back with its error instead of an embedding, so the caller
@@ -15,14 +16,14 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .audio import Audio, Recording
-from .errors import VoiceBankError
+from .audio import Audio, Recording, describe
+from .errors import AudioError, VoiceBankError
 
 DEFAULT_CHUNK_SECONDS = 120.0
 _DONE = object()
@@ -73,11 +74,20 @@ def embed_stream(
 
     def produce() -> None:
         window: list = []
+        objects: dict[int, int] = {}  # id of each file object given -> its index
         try:
             for i, recording in enumerate(recordings):
                 if stop.is_set():
                     return
-                window.append((i, pool.submit(load, recording)))
+                if hasattr(recording, "read") and id(recording) in objects:
+                    # read from two threads at once it would be garbage; read twice, empty
+                    window.append((i, _failed(AudioError(
+                        f"{describe(recording)}: the same file object is given again (as recording "
+                        f"{objects[id(recording)] + 1}, then {i + 1}); give each recording once."))))
+                else:
+                    if hasattr(recording, "read"):
+                        objects[id(recording)] = i
+                    window.append((i, pool.submit(load, recording)))
                 if len(window) > threads:  # keep every decoder busy, the oldest result first
                     hand_over(*window.pop(0))
             for item in window:
@@ -101,16 +111,17 @@ def embed_stream(
         pending: list[Embedded] = []
         while True:
             item = out.get()
-            if isinstance(item, BaseException):
-                raise item
-            if item is not _DONE:
+            last = item is _DONE or isinstance(item, BaseException)
+            if not last:
                 pending.append(item)
             size = sum(len(p.audio.samples) for p in pending if p.audio is not None)
-            if pending and (item is _DONE or size >= chunk):
-                yield from _embedded(pending, embed)
+            if pending and (last or size >= chunk):
+                yield from _embedded(pending, embed)  # what came before a failure is still answered
                 budget.give(size)
                 pending = []
-            if item is _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            if last:
                 return
     finally:
         stop.set()
@@ -118,6 +129,12 @@ def embed_stream(
         pool.shutdown(wait=False, cancel_futures=True)
         producer.join()
         pool.shutdown(wait=True)
+
+
+def _failed(error: BaseException) -> Future:
+    future: Future = Future()
+    future.set_exception(error)
+    return future
 
 
 def _embedded(items: list[Embedded], embed: Callable[[Sequence[np.ndarray]], np.ndarray]) -> list[Embedded]:

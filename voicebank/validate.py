@@ -30,21 +30,46 @@ def name(value: Any) -> str:
     return value
 
 
-_JOINERS = ("\u200c", "\u200d")  # zero-width non-joiner and joiner
-_VISIBLE = ("L", "M", "N", "S")  # letters, marks, digits, symbols (emoji among them)
+ZWNJ, ZWJ, VS16, BLACK_FLAG, CANCEL_TAG = "\u200c", "\u200d", "\ufe0f", "\U0001f3f4", "\U000e007f"
+# Scripts whose letters join (cursive shaping), where a ZWNJ between two letters changes how the
+# word looks: Arabic (with its supplements and presentation forms), Syriac, N'Ko, Mongolian.
+_JOINING = ((0x0600, 0x06FF), (0x0700, 0x074F), (0x0750, 0x077F), (0x07C0, 0x07FF), (0x0860, 0x08FF),
+            (0x1800, 0x18AF), (0xFB50, 0xFDFF), (0xFE70, 0xFEFF))
 
 
 def _joins(value: str, i: int) -> bool:
-    """Whether ``value[i]`` is a zero-width (non-)joiner doing its job: Persian and Indic spelling
-    and emoji sequences need them (``می‌خواهم``, ``क्‍ष``, 👩‍💻). Allowed only between two visible
-    characters, at least one of them not ASCII, so that ``al<ZWJ>ice`` cannot pass for ``alice``.
-    Every other invisible formatting character (bidi overrides, zero-width space, ...) is refused."""
-    if value[i] not in _JOINERS or i == 0 or i == len(value) - 1:
+    """Whether the invisible ``value[i]`` does a visible job, as scripts and emoji need it:
+    a ZWNJ between two letters of a joining script (Persian ``می‌خواهم``), a ZWJ or ZWNJ after a
+    virama (Indic conjuncts, ``क्‍ष``), a ZWJ between emoji (👩‍💻), or an emoji flag's tag
+    characters. In each of these the joiner changes how the name looks, so it cannot hide a
+    look-alike of another name; anywhere else (``Jos<ZWJ>é``, ``al<ZWJ>ice``) it could, and is
+    refused, as is every other invisible formatting character (bidi overrides, zero-width space)."""
+    ch = value[i]
+    before = value[i - 1] if i > 0 else ""
+    after = value[i + 1] if i + 1 < len(value) else ""
+    if 0xE0020 <= ord(ch) <= 0xE007F:  # tag characters: only in a flag, 🏴 + tags + cancel tag
+        start = i
+        while start > 0 and 0xE0020 <= ord(value[start - 1]) <= 0xE007E:
+            start -= 1
+        end = value.find(CANCEL_TAG, i)
+        return start > 0 and value[start - 1] == BLACK_FLAG and end != -1 and all(
+            0xE0020 <= ord(c) <= 0xE007E for c in value[start:end])
+    if ch not in (ZWNJ, ZWJ) or not before or not after:
         return False
-    before, after = value[i - 1], value[i + 1]
-    if not all(unicodedata.category(c)[0] in _VISIBLE for c in (before, after)):
-        return False
-    return not (before.isascii() and after.isascii())
+    if unicodedata.combining(before) == 9:  # a virama
+        return unicodedata.category(after).startswith("L")
+    if ch == ZWNJ:
+        return _joining_letter(before) and _joining_letter(after)
+    return _emoji(before) and _emoji(after)
+
+
+def _joining_letter(ch: str) -> bool:
+    return unicodedata.category(ch).startswith("L") and any(lo <= ord(ch) <= hi for lo, hi in _JOINING)
+
+
+def _emoji(ch: str) -> bool:
+    """Pictographs, and what may end one inside a ZWJ sequence: VS16 and the skin-tone modifiers."""
+    return ch == VS16 or 0x1F3FB <= ord(ch) <= 0x1F3FF or (unicodedata.category(ch) == "So" and ord(ch) >= 0x2190)
 
 
 def metadata(value: Any) -> dict[str, Any]:

@@ -98,4 +98,9 @@ def parse_meta(values: tuple[str, ...]) -> dict[str, str]:
 
 def progress_bar(total: int) -> tuple[Any, Callable[[int, int, str], None]]:
     bar = click.progressbar(length=total, label="Embedding", file=sys.stderr, show_pos=True, hidden=not sys.stderr.isatty())
-    return bar, lambda done, _total, _label: bar.update(1)
+
+    def progress(_done: int, total: int, _label: str) -> None:
+        bar.length = total  # the library's count: an import skips the speakers already enrolled
+        bar.update(1)
+
+    return bar, progress
