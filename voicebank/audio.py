@@ -252,7 +252,6 @@ warnings.filterwarnings("ignore", message=r"librosa\.core\.audio\.__audioread_lo
 def _decode_with_librosa(data: bytes, label: str, limits: AudioLimits) -> tuple[np.ndarray, int]:
     import librosa
 
-
     with tempfile.NamedTemporaryFile(suffix=Path(label).suffix if "<" not in label else "") as tmp:
         tmp.write(data)
         tmp.flush()
