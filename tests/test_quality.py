@@ -107,6 +107,25 @@ def test_asnorm_bank_identifies_and_rejects_with_an_enrolled_cohort(bank, voices
         bank.set_threshold(1000)
 
 
+def test_asnorm_refuses_a_cohort_too_small_to_have_a_spread(bank, voices):
+    from voicebank.errors import VoiceBankError
+
+    with pytest.raises(InvalidInputError, match="top-N is a whole number from 2 to 10000, not 1"):
+        bank.set_score_normalization("asnorm", top_n=1)
+    for name in ("alice", "bob"):
+        bank.enroll(name, voices[name][:2])
+    bank.set_score_normalization("asnorm", top_n=10)
+    # two speakers: scoring alice leaves one other voiceprint, a cohort with no standard deviation
+    with pytest.raises(VoiceBankError, match="AS-norm needs a cohort of at least 2: enroll at least 3 speakers"):
+        bank.identify(voices["alice"][2])
+    bank.add_cohort([voices["carol"][0]])
+    with pytest.raises(VoiceBankError, match="AS-norm needs a cohort of at least 2 recordings; it holds 1"):
+        bank.identify(voices["alice"][2])
+    bank.add_cohort([voices["dave"][0]])
+    score = bank.identify(voices["alice"][2]).candidates[0].score
+    assert np.isfinite(score) and abs(score) < 1e4
+
+
 def test_asnorm_with_an_explicit_cohort_and_the_cohort_commands(tmp_path, tiny_model, voices):
     db = tmp_path / "c.db"
     run = lambda *args: CliRunner().invoke(main, ["--db", str(db), "--model", str(tiny_model), *args])  # noqa: E731

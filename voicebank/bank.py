@@ -142,8 +142,9 @@ class VoiceBank:
         starting default; calibrate afterwards. Returns the new threshold."""
         if kind not in norm.KINDS:
             raise InvalidInputError(f"the score is one of {', '.join(norm.KINDS)}, not {kind!r}.")
-        if not isinstance(top_n, int) or not 1 <= top_n <= 10_000:
-            raise InvalidInputError(f"the AS-norm cohort top-N is a whole number from 1 to 10000, not {top_n!r}.")
+        if not isinstance(top_n, int) or not norm.MIN_COHORT <= top_n <= 10_000:
+            raise InvalidInputError(
+                f"the AS-norm cohort top-N is a whole number from {norm.MIN_COHORT} to 10000, not {top_n!r}.")
         with self._store.write() as session:
             bank = session.get(BankRow, 1)
             default = norm.DEFAULT_ASNORM_THRESHOLD if kind == norm.ASNORM else default_threshold(self._embedder)

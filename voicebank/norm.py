@@ -18,6 +18,9 @@ KINDS = (COSINE, ASNORM)
 # Where a freshly switched AS-norm bank starts, in standard deviations, until it is calibrated:
 # near the EER threshold measured with small cohorts (bench/quality.py); calibrate on your data.
 DEFAULT_ASNORM_THRESHOLD = 3.0
+# AS-norm divides by the standard deviation of each side's cohort scores: one score has none (the
+# normalized score would be the raw one divided by ~0), so each side needs at least two.
+MIN_COHORT = 2
 
 Exclude = Union[int, Collection[int]]
 Search = Callable[[np.ndarray, int], "tuple[np.ndarray, np.ndarray]"]
@@ -52,14 +55,18 @@ class Normalizer:
 
     def _stats(self, vectors: np.ndarray, exclude: Sequence[Exclude]) -> tuple[np.ndarray, np.ndarray]:
         if self.cohort is not None and len(self.cohort):
+            if len(self.cohort) < MIN_COHORT:
+                raise VoiceBankError(f"AS-norm needs a cohort of at least {MIN_COHORT} recordings; it holds "
+                                     f"{len(self.cohort)}. Add more with `voicebank cohort add FILE...`.")
             return scoring.top_stats(vectors @ self.cohort.T, self.top_n)
         if self.search is None:
             raise VoiceBankError("AS-norm needs a cohort: add one with `voicebank cohort add FILE...`.")
         skips = [{e} if isinstance(e, (int, np.integer)) else set(e) for e in exclude] or [set()] * len(vectors)
         scores, ids = self.search(vectors, self.top_n + max(len(s) for s in skips))
         rows = [s[(i >= 0) & ~np.isin(i, list(skip))][: self.top_n] for s, i, skip in zip(scores, ids, skips)]
-        if min(len(r) for r in rows) == 0:
+        if min(len(r) for r in rows) < MIN_COHORT:
             raise VoiceBankError(
-                "AS-norm needs a cohort: enroll at least two speakers, or add a cohort with `voicebank cohort add FILE...`."
+                f"AS-norm needs a cohort of at least {MIN_COHORT}: enroll at least {MIN_COHORT + 1} speakers, or add "
+                "a cohort of people who are not enrolled with `voicebank cohort add FILE...`."
             )
         return np.array([r.mean() for r in rows]), np.array([max(r.std(), 1e-6) for r in rows])
