@@ -103,14 +103,17 @@ def calibrate(obj: Context, trials: str | None, root: str | None, far: float, at
         chosen = result.eer_threshold if at_eer else result.at_far.threshold
         expected = report(scores, far, chosen).current
         old = bank.threshold
-        store = yes or (sys.stdin.isatty() and click.confirm(f"Replace the threshold {old:.4f} with {chosen:.4f}?"))
+        rates = _rates_text(result) + f"\nchosen threshold {chosen:.4f}: expect FAR {expected.far:.2%}, FRR {expected.frr:.2%}"
+        ask = not yes and not as_json and sys.stdin.isatty()  # JSON goes to scripts: they pass --yes
+        if ask:
+            click.echo(rates)  # what the question is about, before it
+        store = yes or (ask and click.confirm(f"Replace the threshold {old:.4f} with {chosen:.4f}?"))
         if store:
             bank.set_threshold(chosen)
     data = {**result.to_dict(), "chosen": {"threshold": chosen, "far": expected.far, "frr": expected.frr},
             "previous_threshold": old, "stored": bool(store)}
-    text = _rates_text(result) + f"\nchosen threshold {chosen:.4f}: expect FAR {expected.far:.2%}, FRR {expected.frr:.2%}\n"
-    text += f"Stored (was {old:.4f})." if store else "Not stored: run again with --yes to store it."
-    emit(data, as_json, text)
+    verdict = f"Stored (was {old:.4f})." if store else "Not stored: run again with --yes to store it."
+    emit(data, as_json, verdict if ask else f"{rates}\n{verdict}")
 
 
 @main.group()
