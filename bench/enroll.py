@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _env import describe  # noqa: E402
 from voicebank import VoiceBank, __version__  # noqa: E402
 from voicebank.vectors import l2_normalize  # noqa: E402
 
@@ -109,6 +110,7 @@ def main() -> None:
     results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
                "versions": {"python": platform.python_version(), "numpy": np.__version__, "voicebank": __version__},
                "command": " ".join(sys.argv), "count": args.count, "runs": {}}
+    print(describe(results["machine"], results["versions"]))
     with tempfile.TemporaryDirectory() as tmp:
         for kind in (["sqlite", "postgresql"] if args.db == "both" else [args.db]):
             sqlite_file = Path(tmp) / "bench.db" if kind == "sqlite" else None

@@ -28,6 +28,7 @@ warnings.filterwarnings("ignore")  # pkg_resources deprecation from webrtcvad (v
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _env import describe  # noqa: E402
 from voicebank.audio import AudioLimits, load, speech_seconds  # noqa: E402
 from voicebank.embedding import default_threshold, embed_recordings, load_embedder  # noqa: E402
 from voicebank.scoring import asnorm, eer, min_dcf, threshold_at_far  # noqa: E402
@@ -462,6 +463,8 @@ def main() -> None:
     embedder = load_embedder("resemblyzer")
     d, stats = load_data(args.data, embedder)
     stats.update(flush_denormals=args.flush_denormals, torch_threads=torch_threads())
+    env = environment()
+    print(describe(env["machine"], env["versions"]))
     print_embedding(stats)
     raw = raw_pairs(d)
     print_raw(raw)

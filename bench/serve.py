@@ -36,6 +36,7 @@ from conftest import SR, TINY_THRESHOLD, build_tiny_wavlm, synth_voice, take  # 
 import httpx  # noqa: E402
 import soundfile as sf  # noqa: E402
 
+from _env import describe  # noqa: E402
 from voicebank import VoiceBank  # noqa: E402
 
 
@@ -156,6 +157,7 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
+    print(describe(report["machine"]))
     print(table(results))
     print(f"\nwritten to {args.out}")
 

@@ -128,8 +128,8 @@ def import_(obj: Context, source: str, allow_inconsistent: bool, strict: bool, a
         with bar:
             outcomes = bank.enroll_many(speakers, progress, allow_inconsistent=allow_inconsistent, strict=strict)
     counts = {status: sum(o.status == status for o in outcomes) for status in (ENROLLED, SKIPPED, FAILED)}
-    lines = [f"Enrolled {counts[ENROLLED]} speakers, skipped {counts[SKIPPED]} already enrolled, "
-             f"{counts[FAILED]} failed."]
+    lines = [f"Enrolled {counts[ENROLLED]} speaker{'' if counts[ENROLLED] == 1 else 's'}, skipped "
+             f"{counts[SKIPPED]} already enrolled, {counts[FAILED]} failed."]
     for o in outcomes:
         if o.status == FAILED:
             lines.append(f"  {o.name} failed: {o.message}")
