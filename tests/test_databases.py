@@ -107,3 +107,20 @@ def test_the_change_log_is_pruned_and_an_index_older_than_it_is_rebuilt(db_url, 
             assert report.ok and report.speakers_in_index == 3
             assert report.index_file == "older than the change log kept (from seq 3) (seq 0, SQL 5): rebuilt"
     log_rows.dispose()
+
+
+def test_a_bank_whose_model_cannot_load_is_not_created(db_url, tmp_path):
+    from voicebank.errors import ModelError
+    from voicebank.store import sqlite_path
+
+    with pytest.raises(ModelError, match="the model directory ./nowhere does not exist"):
+        VoiceBank.open(db_url, "./nowhere", create=True)
+    db_file = sqlite_path(resolve_url(db_url))
+    if db_file is not None:
+        assert not db_file.exists() and list(db_file.parent.iterdir()) == []
+    else:
+        engine = make_engine(resolve_url(db_url))
+        try:
+            assert inspect(engine).get_table_names() == []
+        finally:
+            engine.dispose()

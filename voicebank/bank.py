@@ -96,6 +96,7 @@ class VoiceBank:
         db_file = sqlite_path(url)
         if not create and db_file is not None and not db_file.exists():
             raise BankNotFoundError(f"no voicebank at {db_file}: create one with `voicebank init`.")
+        new_file = db_file is not None and not db_file.exists()
         store = Store(url)
         try:
             if create:
@@ -106,6 +107,9 @@ class VoiceBank:
             return cls(store, bank, embedder, opening.index_path(index_path, url, bank.uid), limits, window_seconds)
         except BaseException:
             store.dispose()
+            if new_file:  # a bank that could not be created leaves no file behind
+                for leftover in (db_file, *(db_file.with_name(db_file.name + s) for s in ("-wal", "-shm", "-journal"))):
+                    leftover.unlink(missing_ok=True)
             raise
 
     def close(self) -> None:

@@ -43,14 +43,16 @@ def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, 
         return read_bank(store, url)
     except BankNotFoundError:
         pass
-    schema.upgrade(store.engine)
+    # the model first: a model that cannot be loaded leaves no half-made bank behind
     embedder = embedder_for(model or os.environ.get("VOICEBANK_MODEL") or DEFAULT_MODEL, device)
+    model_id, dimension = embedder.model_id, embedder.dimension
+    schema.upgrade(store.engine)
     bank = BankRow(
         id=1,
         uid=str(uuid.uuid4()),
         model_source=embedder.source,
-        model_id=embedder.model_id,
-        dimension=embedder.dimension,
+        model_id=model_id,
+        dimension=dimension,
         threshold=validate.threshold(default_threshold(embedder) if threshold is None else threshold),
         score="cosine",
         cohort_top_n=100,

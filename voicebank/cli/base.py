@@ -81,6 +81,8 @@ def main(ctx: click.Context, db: str | None, model: str | None, device: str | No
     """
     level = logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not verbose:  # its retries on a machine without the hub: dozens of lines before our one-line error
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     ctx.obj = Context(db, model, device)
 
 
