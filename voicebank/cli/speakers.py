@@ -120,13 +120,23 @@ def import_(obj: Context, source: str, allow_inconsistent: bool, strict: bool, a
     """
     from .. import manifest
     from ..errors import VoiceBankError
-    from ..results import ENROLLED, FAILED, SKIPPED
 
     speakers = manifest.read(source)
     with obj.open() as bank:
         bar, progress = progress_bar(sum(len(s.recordings) for s in speakers))
         with bar:
             outcomes = bank.enroll_many(speakers, progress, allow_inconsistent=allow_inconsistent, strict=strict)
+    counts, text = _import_report(outcomes)
+    emit({**counts, "speakers": [o.to_dict() for o in outcomes]}, as_json, text)
+    if counts["failed"]:
+        raise VoiceBankError(f"{counts['failed']} of {len(outcomes)} speakers failed and were not stored; fix their "
+                             "recordings and run the same import again (enrolled speakers are skipped).")
+
+
+def _import_report(outcomes: list) -> tuple[dict[str, int], str]:
+    """How many speakers were enrolled, skipped and failed, and the lines that say so."""
+    from ..results import ENROLLED, FAILED, SKIPPED
+
     counts = {status: sum(o.status == status for o in outcomes) for status in (ENROLLED, SKIPPED, FAILED)}
     lines = [f"Enrolled {counts[ENROLLED]} speaker{'' if counts[ENROLLED] == 1 else 's'}, skipped "
              f"{counts[SKIPPED]} already enrolled, {counts[FAILED]} failed."]
@@ -134,10 +144,7 @@ def import_(obj: Context, source: str, allow_inconsistent: bool, strict: bool, a
         if o.status == FAILED:
             lines.append(f"  {o.name} failed: {o.message}")
         lines.extend(f"  {o.name}, warning: {w}" for w in (o.speaker.warnings if o.speaker else ()))
-    emit({**counts, "speakers": [o.to_dict() for o in outcomes]}, as_json, "\n".join(lines))
-    if counts[FAILED]:
-        raise VoiceBankError(f"{counts[FAILED]} of {len(outcomes)} speakers failed and were not stored; fix their "
-                             "recordings and run the same import again (enrolled speakers are skipped).")
+    return counts, "\n".join(lines)
 
 
 @main.command()
