@@ -186,8 +186,9 @@ class VoiceBank:
                     allow_inconsistent: bool = False, strict: bool = False) -> list[EnrollmentOutcome]:
         """Enroll many speakers at once (an organization, a dataset), each as :meth:`enroll` would.
 
-        Faster than one :meth:`enroll` per speaker: recordings are decoded ahead of the model and
-        batched across speakers. Each speaker is stored in its own transaction as soon as its
+        All recordings go through one pipeline: decoded ahead of the model and batched across
+        speakers (this pays where the model is fast, on a GPU; on a CPU it runs about as fast as
+        one :meth:`enroll` per speaker). Each speaker is stored in its own transaction as soon as its
         recordings are embedded, so an interruption keeps every speaker already done. A speaker
         that fails a check, or is already enrolled, does not stop the others: each gets an
         :class:`EnrollmentOutcome` (``enrolled``, ``skipped`` or ``failed``), in the given order.

@@ -108,8 +108,8 @@ def import_(obj: Context, source: str, allow_inconsistent: bool, strict: bool, a
     """Enroll many speakers at once from SOURCE: a folder with one sub-folder of recordings per
     speaker (named after them), or a CSV file with the columns name,file[,metadata...].
 
-    Faster than one `enroll` per speaker: the model batches recordings across speakers. Each
-    speaker is stored as soon as it is done; one whose recordings fail a check is reported and
+    Faster than one `enroll` command per speaker: the model is loaded once, and batches
+    recordings across speakers. Each speaker is stored as soon as it is done; one whose recordings fail a check is reported and
     nothing is stored for it. Speakers already enrolled are skipped, so the same import can be
     run again after fixing what failed. Exit code 2 if any speaker failed.
 
