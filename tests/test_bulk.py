@@ -226,3 +226,18 @@ def test_cli_import_of_a_bad_manifest_is_one_error_line(tmp_path, tiny_model):
     result = CliRunner().invoke(main, ["--db", str(tmp_path / "x.db"), "--model", str(tiny_model), "import", str(csv)])
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith("Error: ") and "columns name and file" in result.stderr
+
+
+def test_an_import_with_nothing_new_does_not_load_the_model(db_path, tiny_model, voices):
+    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+        bank.enroll("alice", voices["alice"][:2])
+    with VoiceBank.open(db_path, str(tiny_model)) as again:
+        outcomes = again.enroll_many([Enrollment("alice", voices["alice"][:2])])
+        assert [o.status for o in outcomes] == ["skipped"]
+        assert again._embedder._loaded is None  # seconds saved on every re-run of the same import
+
+
+def test_a_path_the_system_cannot_open_is_one_audio_error(bank, voices):
+    too_long = "x" * 5000 + ".wav"  # ENAMETOOLONG: raised by the file system, not a missing file
+    with pytest.raises(AudioError, match=r"cannot read the file \(File name too long\)"):
+        bank.embed(too_long)

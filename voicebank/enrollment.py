@@ -103,6 +103,8 @@ def enroll_many(bank: "VoiceBank", entries: Sequence[Enrollment], progress: Prog
         names.add(name)
     flat = [r for _, _, _, recordings in todo for r in recordings]
     owner = [j for j, (_, _, _, recordings) in enumerate(todo) for _ in recordings]
+    if not flat:  # nothing new: a re-run of the same import need not load the model
+        return [o for o in outcomes if o is not None]
     items: list[Embedded] = []
     with bank._stream(flat) as stream:
         for item in stream:

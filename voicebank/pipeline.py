@@ -109,16 +109,17 @@ def embed_stream(
     producer.start()
     try:
         pending: list[Embedded] = []
+        size = 0  # samples in pending
         while True:
             item = out.get()
             last = item is _DONE or isinstance(item, BaseException)
             if not last:
                 pending.append(item)
-            size = sum(len(p.audio.samples) for p in pending if p.audio is not None)
+                size += len(item.audio.samples) if item.audio is not None else 0
             if pending and (last or size >= chunk):
                 yield from _embedded(pending, embed)  # what came before a failure is still answered
                 budget.give(size)
-                pending = []
+                pending, size = [], 0
             if isinstance(item, BaseException):
                 raise item
             if last:

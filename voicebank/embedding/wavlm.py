@@ -98,7 +98,8 @@ class XVectorEmbedder:
 
     @property
     def device(self) -> str:
-        return self._load()[2]
+        """Where the model runs (or will): known without loading it."""
+        return self._loaded[2] if self._loaded is not None else resolve_device(self._device)
 
     @property
     def chunk_seconds(self) -> float:
