@@ -88,17 +88,26 @@ def test_init(cli, tiny_model):
 def test_init_text_and_default_threshold(cli, tiny_model):
     result = ok(cli("init"))
     assert result.stdout == f"Created a voicebank with {tiny_model} (24-dim), threshold 0.8600.\n"
-    assert ok(cli("threshold")).stdout == "threshold: 0.8600\n"
+    assert ok(cli("threshold")).stdout.splitlines() == [
+        f"{which:<8} threshold 0.8600 on the cosine score: not calibrated, no measured promise (run `voicebank calibrate`)"
+        for which in ("verify", "identify")]
 
 
 def test_threshold_show_and_set(initialized):
-    assert ok(initialized("threshold")).stdout == "threshold: 0.9996\n"
-    assert json.loads(ok(initialized("threshold", "--json")).stdout) == {"threshold": TINY_THRESHOLD}
-    assert ok(initialized("threshold", "0.75")).stdout == "threshold: 0.7500\n"
-    assert json.loads(ok(initialized("threshold", "0.5", "--json")).stdout) == {"threshold": 0.5}
-    assert ok(initialized("threshold")).stdout == "threshold: 0.5000\n"
+    def shown(*args):
+        data = json.loads(ok(initialized("threshold", *args, "--json")).stdout)
+        assert data["threshold"] == data["calibration"]["verify"]["threshold"]
+        assert data["identify_threshold"] == data["calibration"]["identify"]["threshold"]
+        return data["threshold"], data["identify_threshold"], {s["method"] for s in data["calibration"].values()}
+
+    assert shown() == (TINY_THRESHOLD, TINY_THRESHOLD, {"default"})
+    assert ok(initialized("threshold", "0.75")).stdout.splitlines() == [
+        f"{which:<8} threshold 0.7500 on the cosine score: set by hand, no measured promise (run `voicebank calibrate`)"
+        for which in ("verify", "identify")]
+    assert shown("0.5", "--for", "verify") == (0.5, 0.75, {"manual"})
+    assert shown("0.6", "--for", "identify") == (0.5, 0.6, {"manual"})
     assert_error(initialized("threshold", "1.5"), "between -1 and 1")
-    assert ok(initialized("threshold")).stdout == "threshold: 0.5000\n"
+    assert shown() == (0.5, 0.6, {"manual"})
 
 
 # -- enroll, identify, verify -----------------------------------------------------------------------
@@ -133,7 +142,8 @@ def test_identify_text_and_exit_codes(populated, voices):
 
 
 def check_identify_json(data: dict) -> None:
-    assert set(data) == {"match", "candidates", "threshold"}
+    assert set(data) == {"match", "candidates", "threshold", "threshold_kind", "calibration"}
+    assert data["threshold_kind"] == "identify" and data["calibration"]["method"] in ("default", "manual", "far")
     assert type(data["threshold"]) is float
     assert isinstance(data["candidates"], list)
     for candidate in data["candidates"]:
@@ -200,7 +210,7 @@ def test_verify(populated, voices):
 
     for probe, code, accepted in ((voices["bob"][2], 0, True), (voices["stranger"][2], 1, False)):
         data = json.loads(ok(populated("verify", "bob", probe, "--json"), code).stdout)
-        assert set(data) == {"name", "score", "threshold", "accepted"}
+        assert set(data) == {"name", "score", "threshold", "accepted", "threshold_kind"}
         assert data["name"] == "bob" and data["accepted"] is accepted
         assert type(data["score"]) is float and data["threshold"] == TINY_THRESHOLD
         assert (data["score"] >= TINY_THRESHOLD) is accepted
@@ -249,7 +259,9 @@ def test_reindex_and_check(populated, voices):
     ok(populated("identify", voices["alice"][2]))
     result = ok(populated("check"), 0)
     assert result.stdout.splitlines() == [
-        "index file: ok", "speakers: 3 in SQL, 3 in the index", "OK: the index agrees with SQL."]
+        "index file: ok", "speakers: 3 in SQL, 3 in the index", "OK: the index agrees with SQL.",
+        *(f"{which:<8} threshold 0.9996 on the cosine score: not calibrated, no measured promise (run "
+          "`voicebank calibrate`)" for which in ("verify", "identify"))]
     assert ok(populated("reindex")).stdout == "Indexed 3 voiceprints (flat).\n"
     assert ok(populated("reindex", "--index", "ivf")).stdout == "Indexed 3 voiceprints (ivf).\n"
     assert ok(populated("check")).exit_code == 0

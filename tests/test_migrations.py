@@ -199,6 +199,9 @@ def test_a_database_at_an_older_revision_asks_for_db_upgrade(made_bank, tiny_mod
     with VoiceBank.open(made_bank, str(tiny_model)) as bank:
         assert [s.name for s in bank.speakers()] == ["alice"]
         assert bank.threshold == pytest.approx(TINY_THRESHOLD)
+        # 0004 split the threshold in two: both operating points start from the old value
+        assert bank.identify_threshold == pytest.approx(TINY_THRESHOLD)
+        assert {p.method for p in bank.operating_points().values()} == {"default"}
         assert bank.identify(voices["alice"][2]).match.name == "alice"
 
 

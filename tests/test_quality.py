@@ -211,23 +211,64 @@ def test_bad_trial_lists_are_refused_with_the_line(enrolled_db, voices, tmp_path
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_calibrate_from_the_bank_asks_before_storing(enrolled_db):
-    result = invoke(enrolled_db, "calibrate", "--json")
+def test_calibrate_refuses_targets_the_bank_cannot_support_and_stores_nothing(enrolled_db):
+    # 4 speakers x 2 recordings: 8 unknown-person trials (each recording against the 3 others)
+    refused = invoke(enrolled_db, "calibrate", "--yes")
+    assert refused.exit_code == 2
+    assert refused.stderr.splitlines() == [
+        "Error: a false-accept rate of 0.01 needs at least 200 impostor trials; there are 24. Enroll more speakers "
+        "or recordings (or calibrate on a trial list with --trials). Also: an unknown-person false-alarm rate of 0.01 needs at least 200 unknown-person trials; there are 8 "
+        "(one per enrolled recording, with its speaker left out, plus the cohort). Add 192 more: more recordings "
+        "of enrolled people (`voicebank add`), or recordings of people who are not enrolled (`voicebank cohort add FILE...`)."]
+    thin_verify = invoke(enrolled_db, "calibrate", "--for", "verify", "--far", "0.01", "--yes")
+    assert thin_verify.exit_code == 2 and "needs at least 200 impostor trials; there are 24" in thin_verify.stderr
+    with VoiceBank.open(enrolled_db) as bank:
+        assert (bank.threshold, bank.identify_threshold) == (TINY_THRESHOLD, TINY_THRESHOLD)
+        assert {p.method for p in bank.operating_points().values()} == {"default"}
+
+
+def test_calibrate_from_the_bank_measures_both_points_and_asks_before_storing(enrolled_db, voices):
+    result = invoke(enrolled_db, "calibrate", "--far", "0.1", "--unknown-rate", "0.25", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    # 4 speakers x 2 utterances: 8 held-out targets, each against the 3 other voiceprints
-    assert (data["n_target"], data["n_nontarget"], data["stored"]) == (8, 24, False)
+    assert data["trials"] == {"genuine": 8, "impostor": 24, "unknown": 8} and data["gallery"] == 4
+    assert data["stored"] is False and set(data["chosen"]) == {"verify", "identify"}
+    verify, ident = data["chosen"]["verify"], data["chosen"]["identify"]
+    assert (verify["method"], verify["target"], verify["trials"], verify["genuine"]) == ("far", 0.1, 24, 8)
+    assert (ident["target"], ident["gallery"], ident["trials"], ident["genuine"]) == (0.25, 4, 8, 8)
+    assert ident["rate"] == pytest.approx(0.25, rel=1e-3) and verify["rate"] == pytest.approx(0.1, rel=1e-3)
+    assert ident["threshold"] > verify["threshold"]  # four chances to match someone, not one
+    assert [g["speakers"] for g in data["growth"]] == [4, 8, 20, 40]
     with VoiceBank.open(enrolled_db) as bank:
-        assert bank.threshold == TINY_THRESHOLD
-    stored = invoke(enrolled_db, "calibrate", "--eer", "--yes", "--json")
-    chosen = json.loads(stored.stdout)["chosen"]
+        assert bank.threshold == TINY_THRESHOLD  # asked nothing, stored nothing
+
+    stored = invoke(enrolled_db, "calibrate", "--far", "0.1", "--unknown-rate", "0.25", "--yes")
+    assert stored.exit_code == 0, stored.output
+    assert "verify   chosen: threshold" in stored.output and "identify chosen: threshold" in stored.output
+    assert "of 8 genuine probes:" in stored.output and stored.output.rstrip().endswith("Stored.")
     with VoiceBank.open(enrolled_db) as bank:
-        assert bank.threshold == pytest.approx(chosen["threshold"])
+        assert bank.threshold == pytest.approx(verify["threshold"])
+        assert bank.identify_threshold == pytest.approx(ident["threshold"])
+        points = bank.operating_points()
+        assert (points["identify"].method, points["identify"].target, points["identify"].gallery) == ("far", 0.25, 4)
+        result = bank.identify(voices["alice"][2])
+        assert result.threshold == pytest.approx(ident["threshold"])
+        assert result.to_dict()["calibration"]["gallery_at_calibration"] == 4
+        assert bank.verify("alice", voices["alice"][2]).threshold == pytest.approx(verify["threshold"])
+
+    only = invoke(enrolled_db, "calibrate", "--for", "verify", "--eer", "--yes", "--json")
+    assert only.exit_code == 0, only.output
+    chosen = json.loads(only.stdout)["chosen"]
+    assert set(chosen) == {"verify"} and chosen["verify"]["method"] == "eer"
+    with VoiceBank.open(enrolled_db) as bank:
+        assert bank.threshold == pytest.approx(chosen["verify"]["threshold"])
+        assert bank.identify_threshold == pytest.approx(ident["threshold"])  # untouched
 
 
-def test_calibrate_needs_two_speakers(tmp_path, tiny_model, voices):
-    db = tmp_path / "one.db"
+def test_calibrate_needs_three_speakers(tmp_path, tiny_model, voices):
+    db = tmp_path / "two.db"
     with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
         bank.enroll("alice", voices["alice"][:2])
+        bank.enroll("bob", voices["bob"][:2])
     result = invoke(db, "calibrate")
-    assert result.exit_code == 2 and "needs at least two speakers" in result.stderr
+    assert result.exit_code == 2 and "needs at least 3 enrolled speakers (it has 2)" in result.stderr

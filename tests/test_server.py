@@ -189,7 +189,8 @@ def test_identify(server, voices, name):
     response = identify(server, voices[name][2])
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"match", "candidates", "threshold"} and body["threshold"] == TINY_THRESHOLD
+    assert set(body) == {"match", "candidates", "threshold", "threshold_kind", "calibration"}
+    assert body["threshold"] == TINY_THRESHOLD and body["threshold_kind"] == "identify"
     assert (body["match"] or {}).get("name") == (None if name == "stranger" else name)
     expected = server.bank.identify(voices[name][2]).to_dict()  # the CLI's --json shape and values
     assert body["match"] == expected["match"]
@@ -205,7 +206,7 @@ def test_verify(server, voices):
     files = [upload(voices["alice"][2])]
     accepted = server.client.post("/verify", data={"name": "alice"}, files=files, headers=auth(server))
     assert accepted.status_code == 200
-    assert set(accepted.json()) == {"name", "score", "threshold", "accepted"}
+    assert set(accepted.json()) == {"name", "score", "threshold", "accepted", "threshold_kind"}
     assert accepted.json()["accepted"] is True and accepted.json()["name"] == "alice"
     rejected = server.client.post("/verify", data={"name": "alice"}, files=[upload(voices["bob"][2])], headers=auth(server))
     assert rejected.status_code == 200 and rejected.json()["accepted"] is False

@@ -22,7 +22,7 @@ from sqlalchemy.orm import selectinload
 
 from . import audio as audio_mod
 from . import audit as audit_mod
-from . import enrollment, norm, opening, pipeline, scoring, validate
+from . import calibration, enrollment, norm, opening, pipeline, scoring, validate
 from .audio import Audio, AudioLimits, Recording
 from .cache import IndexCache
 from .embedding import Embedder, default_threshold, embed_recordings
@@ -126,19 +126,47 @@ class VoiceBank:
     # -- settings ------------------------------------------------------------------------------
     @property
     def threshold(self) -> float:
-        """The decision threshold on the bank's score, as stored in the database."""
+        """The verification (1:1) threshold on the bank's score, as stored in the database."""
         return self._settings().threshold
 
     @property
+    def identify_threshold(self) -> float:
+        """The identification (1:N open set) threshold, as stored in the database."""
+        return self._settings().identify_threshold
+
+    @property
     def score_kind(self) -> str:
-        """``cosine`` or ``asnorm``: what scores and the threshold mean in this bank."""
+        """``cosine`` or ``asnorm``: what scores and the thresholds mean in this bank."""
         return self._settings().score
 
-    def set_threshold(self, value: float) -> None:
+    def operating_points(self) -> dict[str, calibration.OperatingPoint]:
+        """The two thresholds and what each means: ``{"verify": ..., "identify": ...}``."""
+        return _operating_points(self._settings())
+
+    def set_threshold(self, value: float, purpose: str | None = None) -> None:
+        """Set a threshold by hand: ``purpose`` ``"verify"``, ``"identify"``, or None for both."""
+        if purpose not in (None, calibration.VERIFY, calibration.IDENTIFY):
+            raise InvalidInputError(f"a threshold is for verify or identify (or both), not {purpose!r}.")
         with self._store.write() as session:
             bank = session.get(BankRow, 1)
-            bank.threshold = validate.threshold(value, bank.score)
-        log.info("threshold set to %.4f", value)
+            value = validate.threshold(value, bank.score)
+            points = dict(bank.operating or {})
+            for which in (calibration.VERIFY, calibration.IDENTIFY) if purpose is None else (purpose,):
+                setattr(bank, _COLUMN[which], value)
+                points[which] = calibration.OperatingPoint(which, value, bank.score, "manual", None, None).to_dict()
+            bank.operating = points
+        log.info("%s threshold set to %.4f", purpose or "verify and identify", value)
+
+    def set_operating_point(self, point: calibration.OperatingPoint) -> None:
+        """Store a calibrated threshold with what it means (see :mod:`voicebank.calibration`)."""
+        with self._store.write() as session:
+            bank = session.get(BankRow, 1)
+            if point.kind != bank.score:
+                raise VoiceBankError(f"that threshold is on the {point.kind} score, but the bank now scores by "
+                                     f"{bank.score}; calibrate again.")
+            setattr(bank, _COLUMN[point.purpose], validate.threshold(point.threshold, bank.score))
+            bank.operating = {**(bank.operating or {}), point.purpose: point.to_dict()}
+        log.info("%s threshold set to %.4f by calibration", point.purpose, point.threshold)
 
     def set_score_normalization(self, kind: str, top_n: int = 100, threshold: float | None = None) -> float:
         """Switch the score to ``cosine`` or ``asnorm`` (top-``top_n`` cohort). The old threshold
@@ -154,6 +182,7 @@ class VoiceBank:
             default = norm.DEFAULT_ASNORM_THRESHOLD if kind == norm.ASNORM else default_threshold(self._embedder)
             bank.score, bank.cohort_top_n = kind, top_n
             bank.threshold = validate.threshold(default if threshold is None else threshold, kind)
+            bank.identify_threshold, bank.operating = bank.threshold, None
             return bank.threshold
 
     # -- enrollment ----------------------------------------------------------------------------
@@ -274,6 +303,13 @@ class VoiceBank:
         with self._store.read() as session:
             return session.execute(select(func.count()).select_from(CohortRow)).scalar_one()
 
+    def cohort_embeddings(self) -> np.ndarray:
+        """(m, dimension) embeddings of the cohort: recordings of people who are not enrolled."""
+        with self._store.read() as session:
+            blobs = session.execute(select(CohortRow.embedding).order_by(CohortRow.id)).scalars().all()
+        return (np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs]) if blobs
+                else np.zeros((0, self.dimension), dtype=np.float32))
+
     def clear_cohort(self) -> None:
         with self._store.write() as session:
             session.execute(delete(CohortRow))
@@ -348,7 +384,7 @@ class VoiceBank:
                           client: str | None) -> Identification:
         result = self._identify(embedding, top_k, settings)
         best = result.candidates[0].score if result.candidates else None
-        self._audit("identify", None, result.match.name if result.match else None, best, settings,
+        self._audit("identify", None, result.match.name if result.match else None, best, result.threshold, settings,
                     result.match is not None, audio.sha256, client)
         return result
 
@@ -369,8 +405,10 @@ class VoiceBank:
             normed = self.scorer(settings).score(np.repeat(embedding[None, :], len(kept), 0), vectors, kept, kept)
             ranked = sorted(zip(normed.tolist(), kept), key=lambda pair: -pair[0])
         candidates = [Candidate(found[i][0], s) for s, i in ranked]
-        match = candidates[0] if candidates and scoring.accept(candidates[0].score, settings.threshold) else None
-        return Identification(match, candidates, settings.threshold)
+        threshold = settings.identify_threshold
+        match = candidates[0] if candidates and scoring.accept(candidates[0].score, threshold) else None
+        point = _operating_points(settings)[calibration.IDENTIFY]
+        return Identification(match, candidates, threshold, point.status(self._gallery_size()))
 
     def verify(self, name: str, recording: Recording, client: str | None = None) -> Verification:
         """Is this ``name``? The recording scored against that speaker's voiceprint."""
@@ -381,7 +419,8 @@ class VoiceBank:
         settings = self._settings()
         score = float(self.scorer(settings).score(embedding, stored, [speaker_id], [speaker_id])[0])
         accepted = scoring.accept(score, settings.threshold)
-        self._audit("verify", name, name if accepted else None, score, settings, accepted, audio.sha256, client)
+        self._audit("verify", name, name if accepted else None, score, settings.threshold, settings, accepted,
+                    audio.sha256, client)
         return Verification(name, score, settings.threshold, accepted)
 
     def embed(self, recording: Recording) -> np.ndarray:
@@ -418,10 +457,8 @@ class VoiceBank:
         settings = settings or self._settings()
         if settings.score == norm.COSINE:
             return norm.Normalizer(norm.COSINE, 0)
-        with self._store.read() as session:
-            blobs = session.execute(select(CohortRow.embedding)).scalars().all()
-        cohort = np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs]) if blobs else None
-        return norm.Normalizer(norm.ASNORM, settings.cohort_top_n, cohort, self._search)
+        cohort = self.cohort_embeddings()
+        return norm.Normalizer(norm.ASNORM, settings.cohort_top_n, cohort if len(cohort) else None, self._search)
 
     @property
     def api_keys(self):  # -> voicebank.apikeys.ApiKeys
@@ -447,7 +484,14 @@ class VoiceBank:
             elif not np.allclose(held[speaker_id], np.frombuffer(blob, dtype=np.float32), atol=1e-5):
                 wrong.append(name)
         extra = sorted(set(held) - {r[0] for r in rows})
-        return CheckReport(len(rows), len(held), status, missing, extra, wrong)
+        return CheckReport(len(rows), len(held), status, missing, extra, wrong, self.calibration_status(len(rows)))
+
+    def calibration_status(self, gallery: int | None = None) -> dict[str, dict[str, Any]]:
+        """Each threshold with what it promises with ``gallery`` speakers (default: as many as
+        are enrolled), and for identification whether the bank has outgrown its calibration."""
+        gallery = len(self) if gallery is None else gallery
+        return {which: {"threshold": point.threshold, **point.status(gallery)}
+                for which, point in self.operating_points().items()}
 
     def reindex(self, kind: str | None = None) -> int:
         """Rebuild the index from SQL and save it, as ``kind`` (flat, hnsw, ivf) if given, which
@@ -532,11 +576,42 @@ class VoiceBank:
         with self._store.read() as session:
             return session.execute(select(SpeakerRow.id).where(SpeakerRow.name == name)).scalar_one_or_none()
 
+    def _gallery_size(self) -> int:
+        """How many voiceprints the index holds (caught up with SQL): the N of 1:N."""
+        with self._cache.lock:
+            return len(self._cache.current())
+
     def _audit(self, operation: str, claimed: str | None, returned: str | None, score: float | None,
-               settings: BankRow, accepted: bool, sha256: str, client: str | None) -> None:
+               threshold: float, settings: BankRow, accepted: bool, sha256: str, client: str | None) -> None:
         audit_mod.record(self._store, operation=operation, claimed=claimed, returned=returned, score=score,
-                         threshold=settings.threshold, score_kind=settings.score, accepted=accepted,
+                         threshold=threshold, score_kind=settings.score, accepted=accepted,
                          model_id=self.model_id, recording_sha256=sha256, client=client)
+
+
+_COLUMN = {calibration.VERIFY: "threshold", calibration.IDENTIFY: "identify_threshold"}
+_POINTS: dict[str, dict[str, calibration.OperatingPoint]] = {}  # parsed operating JSON, by its text
+
+
+def _operating_points(settings: BankRow) -> dict[str, calibration.OperatingPoint]:
+    """The stored operating points; a threshold with no stored meaning (a new bank's default, or
+    one carried over by the migration) is described as ``default``."""
+    import json
+
+    key = json.dumps([settings.threshold, settings.identify_threshold, settings.score, settings.operating],
+                     sort_keys=True)
+    if key not in _POINTS:
+        stored = settings.operating or {}
+        points = {}
+        for which in (calibration.VERIFY, calibration.IDENTIFY):
+            value = getattr(settings, _COLUMN[which])
+            point = calibration.OperatingPoint.from_dict(stored[which]) if which in stored else None
+            if point is None or point.threshold != value or point.kind != settings.score:
+                point = calibration.OperatingPoint(which, value, settings.score, "default", None, None)
+            points[which] = point
+        if len(_POINTS) > 64:
+            _POINTS.clear()
+        _POINTS[key] = points
+    return _POINTS[key]
 
 
 def _speaker(row: SpeakerRow) -> Speaker:

@@ -57,3 +57,7 @@ class SchemaError(VoiceBankError):
 
 class InvalidInputError(VoiceBankError):
     """An argument is out of its documented range (names, metadata, thresholds, top-k)."""
+
+
+class NotEnoughDataError(VoiceBankError):
+    """Calibration data too thin for the asked target; the message says how much more is needed."""

@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from . import scoring
-from .errors import InvalidInputError, VoiceBankError
+from .calibration import (IDENTIFY, VERIFY, ImpostorModel, OpenSetTrials, OperatingPoint, ThinDataError,
+                          identification_point, measure, verification_point)
+from .errors import InvalidInputError, NotEnoughDataError
+from .norm import Normalizer
 from .vectors import voiceprint
 
 if TYPE_CHECKING:
@@ -134,29 +137,128 @@ def score_trials(bank: "VoiceBank", style: str, trials: list[Trial],
     return Scores(scores[labels], scores[~labels], scorer.kind)
 
 
-def bank_scores(bank: "VoiceBank") -> Scores:
-    """Trials made from the bank itself, no audio needed: each utterance against its own speaker's
-    voiceprint computed WITHOUT it (target), and against every other speaker's voiceprint."""
+def open_set_trials(bank: "VoiceBank", max_probes: int = 5000, seed: int = 0) -> OpenSetTrials:
+    """Calibration trials made from the bank itself, no audio needed: see :func:`trials_from_embeddings`.
+    The cohort (people never enrolled) adds unknown-person trials."""
     speakers = bank.utterance_embeddings()
-    if len(speakers) < 2 or not any(len(e) >= 2 for _, _, e in speakers):
-        raise VoiceBankError(
-            "calibrating from the bank needs at least two speakers, one of them with two or more recordings; "
-            "enroll more, or give a trial list with --trials."
-        )
-    ids = [sid for sid, _, _ in speakers]
-    prints = np.stack([voiceprint(e) for _, _, e in speakers])
     scorer = bank.scorer()
-    target, nontarget = [], []
-    for k, (sid, _, embeddings) in enumerate(speakers):
-        others = [j for j in range(len(speakers)) if j != k]
-        for i, utterance in enumerate(embeddings):
-            if len(embeddings) >= 2:
-                held_out = voiceprint(np.delete(embeddings, i, axis=0))
-                target.append(scorer.score(utterance, held_out, [(sid,)], [(sid,)])[0])
-            probe = np.repeat(utterance[None, :], len(others), 0)
-            exclude = [(sid, ids[j]) for j in others]
-            nontarget.extend(scorer.score(probe, prints[others], exclude, exclude))
-    return Scores(np.array(target), np.array(nontarget), scorer.kind)
+    cohort = scorer.cohort if scorer.cohort is not None else bank.cohort_embeddings()
+    return trials_from_embeddings([(sid, e) for sid, _, e in speakers], cohort, scorer, max_probes, seed)
+
+
+def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.ndarray | None, scorer: Normalizer,
+                           max_probes: int = 5000, seed: int = 0) -> OpenSetTrials:
+    """Open-set calibration trials from enrolled speakers' utterance embeddings ((id, (n, d)) each).
+
+    Genuine: each recording of a speaker with two or more, against that speaker's voiceprint made
+    WITHOUT it (verification), and against the whole gallery with that voiceprint in place of the
+    speaker's (identification: is its best score its own speaker?). Unknown persons: each recording
+    with its speaker taken out of the gallery, scored against everyone else, and each ``cohort``
+    recording (people never enrolled) against everyone. Above ``max_probes`` recordings a fixed
+    random sample of them is used, so calibration time stays bounded on big banks.
+    """
+    if len(speakers) < 3:
+        raise NotEnoughDataError(
+            f"calibrating from the bank needs at least 3 enrolled speakers (it has {len(speakers)}): each one's "
+            "recordings are scored against the others as if they were strangers. Enroll more, or give a trial "
+            "list with --trials (verification only)."
+        )
+    ids = np.array([sid for sid, _ in speakers])
+    prints = np.stack([voiceprint(e) for _, e in speakers]).astype(np.float64)
+    owner = np.concatenate([[k] * len(e) for k, (_, e) in enumerate(speakers)])
+    utterances = np.concatenate([e for _, e in speakers]).astype(np.float64)
+    sizes = np.array([len(e) for _, e in speakers])
+    chosen = np.arange(len(utterances))
+    if len(chosen) > max_probes:
+        chosen = np.sort(np.random.default_rng(seed).choice(len(chosen), max_probes, replace=False))
+    target, known_best, known_correct, unknown = [], [], [], []
+    everyone = np.arange(len(speakers))
+    for u in chosen:
+        k, probe = owner[u], utterances[u]
+        others = everyone[everyone != k]
+        excl = [(int(ids[k]), int(ids[j])) for j in others]
+        row = scorer.score(np.repeat(probe[None, :], len(others), 0), prints[others], excl, excl)
+        unknown.append(row)
+        if sizes[k] >= 2:
+            rest = np.flatnonzero(owner == k)
+            held_out = voiceprint(utterances[rest[rest != u]])
+            score = float(scorer.score(probe, held_out, [(int(ids[k]),)], [(int(ids[k]),)])[0])
+            target.append(score)
+            known_best.append(max(score, float(row.max())))
+            known_correct.append(score >= float(row.max()))
+    for probe in cohort if cohort is not None else ():
+        every = [(int(i),) for i in ids]
+        unknown.append(scorer.score(np.repeat(probe[None, :], len(prints), 0), prints, every, every))
+    if not target:
+        raise NotEnoughDataError(
+            "calibrating from the bank needs genuine trials: at least one speaker with two or more recordings. "
+            "Add recordings (`voicebank add NAME FILE...`), or give a trial list with --trials."
+        )
+    return OpenSetTrials(np.array(target), np.array(known_best), np.array(known_correct, dtype=bool), unknown,
+                         len(speakers), scorer.kind)
+
+
+def trial_list_trials(scores: Scores) -> OpenSetTrials:
+    """Verification trials from a scored trial list, as :class:`OpenSetTrials` (no identification
+    view: a trial list says nothing about a gallery). The non-target scores form one row."""
+    return OpenSetTrials(scores.target, np.zeros(0), np.zeros(0, dtype=bool), [scores.nontarget], 1, scores.kind)
+
+
+@dataclass
+class Calibration:
+    """What ``calibrate`` measured: the chosen operating points, what the stored thresholds give
+    on the same trials, and how the identification promise moves as the bank grows."""
+
+    chosen: dict[str, OperatingPoint]
+    stored: dict[str, OperatingPoint]
+    trials: OpenSetTrials
+    source: str  # "bank" or the trial list's path
+    growth: list[tuple[int, float]] = field(default_factory=list)  # (speakers, false alarms at the chosen threshold)
+
+    def to_dict(self) -> dict[str, Any]:
+        t = self.trials
+        return {
+            "source": self.source, "score": t.kind, "gallery": t.gallery,
+            "trials": {"genuine": int(t.target.size), "impostor": int(t.nontarget.size), "unknown": len(t.unknown)},
+            "chosen": {k: p.to_dict(with_model=False) for k, p in self.chosen.items()},
+            "stored": {k: p.to_dict(with_model=False) for k, p in self.stored.items()},
+            "growth": [{"speakers": n, "false_alarm": round(r, 6)} for n, r in self.growth],
+        }
+
+
+def calibrate(bank: "VoiceBank", *, far: float | None = 0.01, unknown_rate: float = 0.01,
+              purposes: tuple[str, ...] = (VERIFY, IDENTIFY), trials: Scores | None = None,
+              source: str = "bank") -> Calibration:
+    """Choose the thresholds for ``purposes`` (verification: false accepts ``far`` per claim, or
+    the EER with ``far`` None; identification: unknown-person false alarms ``unknown_rate`` at the
+    bank's size) from the bank's own recordings, or for verification from scored ``trials``.
+    Nothing is stored: :meth:`VoiceBank.set_operating_point` stores a chosen point. Raises
+    :class:`~voicebank.errors.NotEnoughDataError` (nothing chosen) when the data cannot support a
+    target."""
+    if trials is not None and IDENTIFY in purposes:
+        raise InvalidInputError("a trial list calibrates verification only: identification is calibrated from the "
+                                "bank itself (run calibrate without --trials, or with --for verify).")
+    data = trial_list_trials(trials) if trials is not None else open_set_trials(bank)
+    model = ImpostorModel.fit(data.unknown)
+    current = bank.operating_points()
+    chosen, thin = {}, []
+    choose = {VERIFY: lambda: verification_point(data, far, model),
+              IDENTIFY: lambda: identification_point(data, unknown_rate, data.gallery, model)}
+    for which in (VERIFY, IDENTIFY):
+        if which in purposes:
+            try:
+                chosen[which] = choose[which]()
+            except ThinDataError as exc:  # say everything that is missing at once
+                thin.append(str(exc))
+    if thin:
+        raise ThinDataError(" Also: ".join(thin))
+    stored = {which: measure(data, which, point.threshold, model, point.method, point.target)
+              for which, point in current.items() if which in purposes}
+    growth = []
+    if IDENTIFY in chosen:
+        t = chosen[IDENTIFY].threshold
+        growth = [(n, model.false_alarm(t, n)) for n in sorted({data.gallery * m for m in (1, 2, 5, 10)})]
+    return Calibration(chosen, stored, data, source, growth)
 
 
 def report(scores: Scores, far: float = 0.01, current_threshold: float | None = None) -> Report:

@@ -23,13 +23,21 @@ class Identification:
     match: Candidate | None
     candidates: list[Candidate]
     threshold: float
+    # what the threshold means: the bank's identification operating point (method, target,
+    # gallery at calibration), with the false-alarm rate expected at today's gallery size and
+    # whether the bank has outgrown its calibration (OperatingPoint.status)
+    calibration: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "match": self.match.to_dict() if self.match else None,
             "candidates": [c.to_dict() for c in self.candidates],
             "threshold": self.threshold,
+            "threshold_kind": "identify",
         }
+        if self.calibration is not None:
+            out["calibration"] = self.calibration
+        return out
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,8 @@ class Verification:
     accepted: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "score": round(self.score, 6), "threshold": self.threshold, "accepted": self.accepted}
+        return {"name": self.name, "score": round(self.score, 6), "threshold": self.threshold, "accepted": self.accepted,
+                "threshold_kind": "verify"}
 
 
 @dataclass(frozen=True)
@@ -133,6 +142,13 @@ class CheckReport:
     missing_from_index: list[str]
     not_in_sql: list[int]
     wrong_vectors: list[str]
+    # the operating points and what they promise at today's size: {"verify": {...}, "identify": {...}}
+    calibration: dict[str, Any] | None = None
+
+    @property
+    def outgrown(self) -> bool:
+        """Has the bank grown past what its identification threshold was calibrated for?"""
+        return bool(self.calibration and self.calibration.get("identify", {}).get("outgrown"))
 
     @property
     def ok(self) -> bool:
@@ -147,4 +163,5 @@ class CheckReport:
             "missing_from_index": self.missing_from_index,
             "not_in_sql": self.not_in_sql,
             "wrong_vectors": self.wrong_vectors,
+            "calibration": self.calibration,
         }

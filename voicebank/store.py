@@ -67,8 +67,11 @@ class BankRow(Base):
     model_source: Mapped[str] = mapped_column(String(1024))
     model_id: Mapped[str] = mapped_column(String(255))
     dimension: Mapped[int] = mapped_column(Integer)
-    threshold: Mapped[float] = mapped_column(Float)
-    score: Mapped[str] = mapped_column(String(64))  # "cosine" or "asnorm": what `threshold` applies to
+    threshold: Mapped[float] = mapped_column(Float)  # verification (1:1)
+    identify_threshold: Mapped[float] = mapped_column(Float)  # identification (1:N open set)
+    # what each threshold means: {"verify": OperatingPoint.to_dict(), "identify": ...}; None: defaults
+    operating: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    score: Mapped[str] = mapped_column(String(64))  # "cosine" or "asnorm": what the thresholds apply to
     cohort_top_n: Mapped[int] = mapped_column(Integer, default=100, server_default="100")
     index_kind: Mapped[str] = mapped_column(String(64), default="flat", server_default="flat")
     change_seq: Mapped[int] = mapped_column(BigInteger, default=0)

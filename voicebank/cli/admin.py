@@ -46,28 +46,54 @@ def check(obj: Context, as_json: bool) -> None:
             f"{report.speakers_in_index} in the index\n" + ("OK: the index agrees with SQL." if report.ok else
             f"DISAGREEMENT: missing {report.missing_from_index}, not in SQL {report.not_in_sql}, "
             f"wrong vectors {report.wrong_vectors}. Run `voicebank reindex`."))
-    emit(report.to_dict(), as_json, text)
+    emit(report.to_dict(), as_json, text + "\n" + calibration_text(report.calibration))
     sys.exit(0 if report.ok else 1)
 
 
 @main.command()
 @click.argument("value", required=False, type=float)
+@click.option("--for", "purpose", type=click.Choice(["both", "verify", "identify"]), default="both", show_default=True,
+              help="Which threshold VALUE sets.")
 @JSON_OPTION
 @click.pass_obj
 @handle_errors
-def threshold(obj: Context, value: float | None, as_json: bool) -> None:
-    """Show the decision threshold, or set it to VALUE (a cosine score in [-1, 1]).
+def threshold(obj: Context, value: float | None, purpose: str, as_json: bool) -> None:
+    """Show the two thresholds and what they promise, or set one (or both) to VALUE by hand.
+
+    verify (1:1) is the threshold `verify` uses; identify (1:N) the one `identify` and `scan`
+    use. A value set by hand promises no rate: `voicebank calibrate` measures one.
 
     \b
     Example:
       voicebank threshold
-      voicebank threshold 0.80
+      voicebank threshold 0.80 --for verify
     """
     with obj.open() as bank:
         if value is not None:
-            bank.set_threshold(value)
-        current = bank.threshold
-    emit({"threshold": current}, as_json, f"threshold: {current:.4f}")
+            bank.set_threshold(value, None if purpose == "both" else purpose)
+        status = bank.calibration_status()
+    emit({"threshold": status["verify"]["threshold"], "identify_threshold": status["identify"]["threshold"],
+          "calibration": status}, as_json, calibration_text(status))
+
+
+def calibration_text(status: dict) -> str:
+    """The thresholds and their promises, a line each (for `threshold` and `check`)."""
+    lines = []
+    for which, s in status.items():
+        head = f"{which:<8} threshold {s['threshold']:.4f} on the {s['score']} score"
+        if s["method"] in ("default", "manual"):
+            lines.append(f"{head}: {'set by hand' if s['method'] == 'manual' else 'not calibrated'}, "
+                         "no measured promise (run `voicebank calibrate`)")
+        elif which == "verify":
+            target = "the equal-error rate" if s["method"] == "eer" else f"{s['target']:g} false accepts per claim"
+            lines.append(f"{head}: calibrated for {target}")
+        else:
+            lines.append(f"{head}: calibrated for {s['target']:g} unknown-person false alarms with "
+                         f"{s['gallery_at_calibration']} speakers; with {s['gallery']} now: {s['expected_rate']:.2%}")
+            if s["outgrown"]:
+                lines.append(f"WARNING: the bank has outgrown its calibration (more than 1.5x the promised rate): "
+                             "run `voicebank calibrate`.")
+    return "\n".join(lines)
 
 
 @main.group()

@@ -76,44 +76,93 @@ def eval_(obj: Context, trials: str, root: str | None, far: float, plot: str | N
 
 
 @main.command()
-@click.option("--trials", type=click.Path(dir_okay=False), help="Calibrate on this trial list (default: on the bank's "
-              "own recordings, each held out from its speaker's voiceprint).")
-@trial_options
-@click.option("--eer", "at_eer", is_flag=True, help="Choose the equal-error-rate threshold instead of the --far one.")
-@click.option("--yes", is_flag=True, help="Store the new threshold without asking.")
+@click.option("--trials", type=click.Path(dir_okay=False), help="Calibrate verification on this trial list (default: "
+              "on the bank's own recordings, each held out from its speaker's voiceprint).")
+@click.option("--root", type=click.Path(file_okay=False), help="Folder that relative paths in the trial list start from "
+              "(default: the trial list's folder).")
+@click.option("--far", type=click.FloatRange(0.0001, 0.5), default=0.01, show_default=True,
+              help="Verification: false accepts per claim by someone else.")
+@click.option("--unknown-rate", type=click.FloatRange(0.0001, 0.5), default=0.01, show_default=True,
+              help="Identification: how often a person who is not enrolled may be matched to anyone.")
+@click.option("--eer", "at_eer", is_flag=True, help="Verification at the equal-error rate instead of --far.")
+@click.option("--for", "purpose", type=click.Choice(["both", "verify", "identify"]), default="both", show_default=True,
+              help="Which threshold to choose (a trial list calibrates verify only).")
+@click.option("--yes", is_flag=True, help="Store the new thresholds without asking.")
 @JSON_OPTION
 @click.pass_obj
 @handle_errors
-def calibrate(obj: Context, trials: str | None, root: str | None, far: float, at_eer: bool, yes: bool, as_json: bool) -> None:
-    """Choose the bank's threshold from data and store it.
+def calibrate(obj: Context, trials: str | None, root: str | None, far: float, unknown_rate: float, at_eer: bool,
+              purpose: str, yes: bool, as_json: bool) -> None:
+    """Choose the verification and identification thresholds from data, and store them.
 
-    Without --trials, uses the enrolled recordings themselves. Prints what to expect at the
-    chosen threshold; asks before replacing the stored one (--yes to skip the question).
+    Verification (verify NAME FILE) is set for a false-accept rate per claim; identification
+    (identify, scan) for how often a person who is NOT enrolled is matched to anyone, which
+    grows with the number of enrolled speakers. Without --trials both are measured on the
+    bank itself: each recording against its own speaker's voiceprint made without it, and with
+    its speaker taken out, against everyone else, as a stranger would be (plus the cohort).
+    Prints the rates to expect, each with the number of trials behind it, and refuses a target
+    the data cannot support. Asks before replacing the stored thresholds (--yes to skip).
 
     \b
     Example:
-      voicebank calibrate --far 0.01
-      voicebank calibrate --trials trials.txt --eer --yes
+      voicebank calibrate --far 0.01 --unknown-rate 0.01
+      voicebank calibrate --for verify --trials trials.txt --eer --yes
     """
-    from ..evaluation import bank_scores, report
+    from ..evaluation import calibrate as measure
 
+    purposes = ("verify", "identify") if purpose == "both" else (purpose,)
     with obj.open() as bank:
-        scores = _score_trial_file(bank, trials, root) if trials else bank_scores(bank)
-        result = report(scores, far, bank.threshold)
-        chosen = result.eer_threshold if at_eer else result.at_far.threshold
-        expected = report(scores, far, chosen).current
-        old = bank.threshold
-        rates = _rates_text(result) + f"\nchosen threshold {chosen:.4f}: expect FAR {expected.far:.2%}, FRR {expected.frr:.2%}"
+        if trials and purpose == "both":
+            purposes = ("verify",)
+        scores = _score_trial_file(bank, trials, root) if trials else None
+        result = measure(bank, far=None if at_eer else far, unknown_rate=unknown_rate, purposes=purposes,
+                         trials=scores, source=trials or "bank")
+        text = _calibration_text(result)
         ask = not yes and not as_json and sys.stdin.isatty()  # JSON goes to scripts: they pass --yes
         if ask:
-            click.echo(rates)  # what the question is about, before it
-        store = yes or (ask and click.confirm(f"Replace the threshold {old:.4f} with {chosen:.4f}?"))
+            click.echo(text)  # what the question is about, before it
+        store = yes or (ask and click.confirm("Store these thresholds?"))
         if store:
-            bank.set_threshold(chosen)
-    data = {**result.to_dict(), "chosen": {"threshold": chosen, "far": expected.far, "frr": expected.frr},
-            "previous_threshold": old, "stored": bool(store)}
-    verdict = f"Stored (was {old:.4f})." if store else "Not stored: run again with --yes to store it."
-    emit(data, as_json, verdict if ask else f"{rates}\n{verdict}")
+            for point in result.chosen.values():
+                bank.set_operating_point(point)
+    verdict = "Stored." if store else "Not stored: run again with --yes to store them."
+    emit({**result.to_dict(), "stored": bool(store)}, as_json, verdict if ask else f"{text}\n{verdict}")
+
+
+def _calibration_text(result) -> str:
+    t = result.trials
+    lines = [f"score: {t.kind}   from: {result.source}   speakers: {t.gallery}   trials: {t.target.size} genuine, "
+             f"{t.nontarget.size} impostor pairs, {len(t.unknown)} unknown-person"]
+    for which, point in result.chosen.items():
+        old = result.stored.get(which)
+        lines += _point_lines(point, "chosen")
+        if old is not None:
+            lines += _point_lines(old, f"stored ({old.method})")
+    if result.growth:
+        grown = ", ".join(f"{r:.2%} at {n}" for n, r in result.growth[1:])
+        lines.append(f"  the identification false-alarm rate grows with the bank: {grown} speakers; "
+                     "`voicebank check` says when to calibrate again.")
+    if t.target.size < 30:
+        lines.append(f"note: only {t.target.size} genuine trials: the false-reject rates are rough.")
+    return "\n".join(lines)
+
+
+def _point_lines(point, label: str) -> list[str]:
+    if point.purpose == "verify":
+        target = "the equal-error rate" if point.method == "eer" else (
+            f"{point.target:g} false accepts per claim" if point.target else "no target")
+        head = f"verify   {label}: threshold {point.threshold:.4f} ({target})"
+        body = (f"    false accepts: expected {point.rate:.2%}, counted {point.counted} of {point.trials} impostor "
+                f"trials ({point.counted / max(point.trials, 1):.2%}); false rejects {point.miss:.2%} of "
+                f"{point.genuine} genuine trials")
+        return [head, body]
+    target = f"{point.target:g} unknown-person false alarms" if point.target else "no target"
+    head = f"identify {label}: threshold {point.threshold:.4f} ({target} with {point.gallery} enrolled)"
+    body = (f"    unknown persons matched to someone: expected {point.rate:.2%}, counted {point.counted} of "
+            f"{point.trials} ({point.counted / max(point.trials, 1):.2%})")
+    known = (f"    of {point.genuine} genuine probes: {point.hit:.2%} identified, {point.wrong:.2%} matched to "
+             f"someone else, {point.miss:.2%} not identified") if point.genuine else ""
+    return [head, body] + ([known] if known else [])
 
 
 @main.group()

@@ -17,17 +17,30 @@ class CandidateOut(BaseModel):
     score: float = Field(description="Cosine similarity in [-1, 1] (or the bank's AS-norm score).")
 
 
+class CalibrationOut(BaseModel):
+    method: str = Field(description="How the threshold was set: far (a target rate), eer, manual or default.")
+    score: str = Field(description="The score the threshold applies to: cosine or asnorm.")
+    target: float | None = Field(description="The unknown-person false-alarm rate it was calibrated for.")
+    gallery_at_calibration: int | None = Field(description="Speakers enrolled when it was calibrated.")
+    gallery: int = Field(description="Speakers enrolled now.")
+    expected_rate: float | None = Field(description="The false-alarm rate expected with today's speakers.")
+    outgrown: bool = Field(description="True when the bank has grown past its calibration: calibrate again.")
+
+
 class IdentificationOut(BaseModel):
     match: CandidateOut | None = Field(description="The best candidate if it clears the threshold, else null.")
     candidates: list[CandidateOut]
-    threshold: float
+    threshold: float = Field(description="The bank's identification (1:N) threshold.")
+    threshold_kind: str = Field(description="Always `identify`: the identification operating point.")
+    calibration: CalibrationOut
 
 
 class VerificationOut(BaseModel):
     name: str
     score: float
-    threshold: float
+    threshold: float = Field(description="The bank's verification (1:1) threshold.")
     accepted: bool
+    threshold_kind: str = Field(description="Always `verify`: the verification operating point.")
 
 
 class RecordingOut(BaseModel):

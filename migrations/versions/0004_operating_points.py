@@ -1,0 +1,31 @@
+"""two operating points: an identification threshold beside the verification one, and what each means
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-30
+"""
+from typing import Sequence, Union
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004"
+down_revision: Union[str, None] = "0003"
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("bank") as batch_op:
+        batch_op.add_column(sa.Column("identify_threshold", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("operating", sa.JSON(), nullable=True))
+    # both operating points start from the one threshold the bank had
+    op.execute(sa.text("UPDATE bank SET identify_threshold = threshold"))
+    with op.batch_alter_table("bank") as batch_op:
+        batch_op.alter_column("identify_threshold", existing_type=sa.Float(), nullable=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("bank") as batch_op:
+        batch_op.drop_column("operating")
+        batch_op.drop_column("identify_threshold")

@@ -1,0 +1,129 @@
+"""The two operating points (voicebank.calibration): promised rates against rates measured on
+fresh impostors, refusal of targets the data cannot support, the EER margin, storage round trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from voicebank.calibration import (
+    IDENTIFY,
+    VERIFY,
+    ImpostorModel,
+    OpenSetTrials,
+    OperatingPoint,
+    ThinDataError,
+    identification_point,
+    needed,
+    open_set_rates,
+    verification_point,
+)
+from voicebank.errors import NotEnoughDataError
+
+
+def impostor_rows(rng, probes: int, gallery: int, tail: str) -> list[np.ndarray]:
+    """Each unknown probe has its own score level; its scores against a gallery spread around it
+    with a light (bounded), Gaussian or heavy (Student t, 8 d.o.f.) tail."""
+    levels = rng.normal(0.6, 0.05, probes)
+    spread = {"light": lambda n: 0.4 * (rng.beta(8, 8, n) - 0.5), "gauss": lambda n: 0.08 * rng.standard_normal(n),
+              "heavy": lambda n: 0.08 * rng.standard_t(8, n)}[tail]
+    return [m + spread(gallery) for m in levels]
+
+
+def measured_false_alarms(rows: list[np.ndarray], threshold: float) -> float:
+    return float(np.mean([r.max() >= threshold for r in rows]))
+
+
+@pytest.mark.parametrize("tail", ["light", "gauss", "heavy"])
+def test_promised_false_alarms_hold_on_new_people_and_a_grown_bank(tail):
+    """Five calibrations, each on 600 unknown probes against 60 voiceprints, each measured on
+    4,000 other people: at the calibrated size the typical (median) calibration keeps its
+    promise within 0.5x-2x and none is off by 3x; with ten times as many enrolled (an
+    extrapolation: `check` asks for a new calibration well before that), within 3x typically."""
+    ratios: dict[int, list[float]] = {60: [], 600: []}
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        model = ImpostorModel.fit(impostor_rows(rng, 600, 60, tail))
+        for gallery in ratios:
+            threshold = model.threshold(0.01, gallery)
+            assert model.false_alarm(threshold, gallery) == pytest.approx(0.01, rel=1e-3)
+            ratios[gallery].append(measured_false_alarms(impostor_rows(rng, 4000, gallery, tail), threshold) / 0.01)
+        # more enrolled speakers, more chances for a stranger: a higher threshold for the same promise
+        assert model.threshold(0.01, 60) < model.threshold(0.01, 600) < model.threshold(0.01, 6000)
+    assert 0.5 <= np.median(ratios[60]) <= 2.0 and all(1 / 3 <= r <= 3 for r in ratios[60]), ratios
+    assert 1 / 3 <= np.median(ratios[600]) <= 3.0, ratios
+
+
+def test_verification_false_accepts_are_per_claim():
+    rng = np.random.default_rng(3)
+    model = ImpostorModel.fit(impostor_rows(rng, 300, 50, "gauss"))
+    threshold = model.threshold(0.01)
+    fresh = np.concatenate(impostor_rows(rng, 2000, 50, "gauss"))
+    assert 0.005 <= float(np.mean(fresh >= threshold)) <= 0.02
+    # one claim is one chance: the 1:N threshold for the same rate is higher
+    assert threshold < model.threshold(0.01, 50)
+
+
+def trials(rng, speakers: int = 60, per: int = 5) -> OpenSetTrials:
+    unknown = impostor_rows(rng, speakers * per, speakers - 1, "gauss")
+    target = rng.normal(0.9, 0.03, speakers * per)
+    best_other = np.array([r.max() for r in unknown])
+    return OpenSetTrials(target, np.maximum(target, best_other), target >= best_other, unknown, speakers, "cosine")
+
+
+def test_a_target_the_trials_cannot_support_is_refused_with_what_is_needed():
+    data = trials(np.random.default_rng(1), speakers=30, per=3)  # 90 unknown-person trials
+    assert needed(0.01) == 200 and needed(0.001) == 2000
+    with pytest.raises(ThinDataError) as refused:
+        identification_point(data, 0.01)
+    message = str(refused.value)
+    assert "needs at least 200 unknown-person trials; there are 90" in message and "Add 110 more" in message
+    assert isinstance(refused.value, NotEnoughDataError)
+    assert identification_point(data, 0.05).threshold > 0  # 90 trials do support 5%
+    with pytest.raises(ThinDataError, match="needs at least 20000 impostor trials; there are 2610"):
+        verification_point(data, 0.0001)  # 90 probes, each against the 29 other voiceprints
+
+
+def test_identification_point_reports_expected_and_counted_rates():
+    data = trials(np.random.default_rng(2))
+    point = identification_point(data, 0.01)
+    assert point.purpose == IDENTIFY and point.gallery == 60 and point.trials == 300 and point.genuine == 300
+    assert point.rate == pytest.approx(0.01, rel=1e-3)
+    assert point.counted == int(np.sum(data.unknown_best >= point.threshold))
+    hit, wrong, miss = open_set_rates(data.known_best, data.known_correct, point.threshold)
+    assert (point.hit, point.wrong, point.miss) == (hit, wrong, miss)
+    assert hit + wrong + miss == pytest.approx(1.0)
+
+
+def test_open_set_rates_by_hand():
+    best = np.array([0.9, 0.8, 0.7, 0.95])
+    correct = np.array([True, False, True, True])
+    assert open_set_rates(best, correct, 0.75) == (0.5, 0.25, 0.25)
+
+
+def test_eer_threshold_keeps_a_margin_on_a_small_bank():
+    """Genuine and impostor scores that do not overlap: the old EER put the threshold exactly on
+    the lowest genuine score. Now it sits strictly between the two sides."""
+    rng = np.random.default_rng(4)
+    unknown = impostor_rows(rng, 12, 4, "gauss")
+    target = np.array([0.93, 0.95, 0.96, 0.97, 0.99])
+    data = OpenSetTrials(target, target, np.ones(5, bool), unknown, 5, "cosine")
+    point = verification_point(data, None)
+    assert point.method == "eer" and point.target is None
+    assert point.threshold not in set(target)
+    assert max(r.max() for r in unknown) < point.threshold < target.min()
+    assert point.miss == 0.0
+
+
+def test_operating_points_round_trip_and_say_when_the_bank_outgrew_them():
+    data = trials(np.random.default_rng(5))
+    point = identification_point(data, 0.01)
+    back = OperatingPoint.from_dict(point.to_dict())
+    assert back.threshold == point.threshold and back.gallery == 60
+    assert back.rate_at(60) == pytest.approx(point.rate, rel=1e-3)  # the stored model is a sample of the fitted one
+    assert not back.outgrown(60) and not back.outgrown(70)
+    assert back.outgrown(600)  # ten times the speakers: well past 1.5x the promised rate
+    status = back.status(600)
+    assert status["gallery_at_calibration"] == 60 and status["outgrown"] and status["expected_rate"] > 0.015
+    manual = OperatingPoint(VERIFY, 0.8, "cosine", "manual", None, None)
+    assert OperatingPoint.from_dict(manual.to_dict()) == manual and not manual.outgrown(10**6)
