@@ -12,6 +12,8 @@ from voicebank.calibration import (
     ImpostorModel,
     OpenSetTrials,
     OperatingPoint,
+    RateModel,
+    Smoothed,
     ThinDataError,
     identification_point,
     needed,
@@ -54,14 +56,39 @@ def test_promised_false_alarms_hold_on_new_people_and_a_grown_bank(tail):
     assert 1 / 3 <= np.median(ratios[600]) <= 3.0, ratios
 
 
-def test_verification_false_accepts_are_per_claim():
-    rng = np.random.default_rng(3)
-    model = ImpostorModel.fit(impostor_rows(rng, 300, 50, "gauss"))
-    threshold = model.threshold(0.01)
-    fresh = np.concatenate(impostor_rows(rng, 2000, 50, "gauss"))
-    assert 0.005 <= float(np.mean(fresh >= threshold)) <= 0.02
-    # one claim is one chance: the 1:N threshold for the same rate is higher
-    assert threshold < model.threshold(0.01, 50)
+def as_trials(rows: list[np.ndarray], gallery: int) -> OpenSetTrials:
+    return OpenSetTrials(np.zeros(0), np.zeros(0), np.zeros(0, bool), rows, gallery, "cosine")
+
+
+@pytest.mark.parametrize("tail", ["light", "gauss", "heavy"])
+def test_the_product_rates_hold_on_new_people(tail):
+    """What calibrate uses: the counted rates, smoothed, carried to other sizes by the model."""
+    ratios: dict[str, list[float]] = {"far": [], "60": [], "600": []}
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        model = RateModel.fit(as_trials(impostor_rows(rng, 600, 60, tail), 60))
+        fresh = impostor_rows(rng, 4000, 600, tail)
+        threshold = model.threshold(0.01)
+        ratios["far"].append(float(np.mean(np.concatenate([r[:60] for r in fresh]) >= threshold)) / 0.01)
+        for gallery in (60, 600):
+            t = model.threshold(0.01, gallery)
+            assert model.false_alarm(t, gallery) == pytest.approx(0.01, rel=1e-3)
+            ratios[str(gallery)].append(measured_false_alarms([r[:gallery] for r in fresh], t) / 0.01)
+        # one claim is one chance: the 1:N threshold for the same rate is higher
+        assert threshold < model.threshold(0.01, 60) < model.threshold(0.01, 600)
+    assert all(0.7 <= r <= 1.4 for r in ratios["far"]), ratios  # 1.4 million pairs behind each
+    assert 0.5 <= np.median(ratios["60"]) <= 2.0 and all(1 / 3 <= r <= 3 for r in ratios["60"]), ratios
+    assert 1 / 3 <= np.median(ratios["600"]) <= 3.0, ratios
+
+
+def test_smoothed_rates_fall_between_scores_and_round_trip():
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    smooth = Smoothed.of(scores)
+    assert smooth(0.3) == pytest.approx(0.5, abs=0.05)  # about half the mass above the middle score
+    assert smooth(0.0) > 0.95 and smooth(1.0) < 1e-6
+    t = smooth.threshold(0.2)
+    assert smooth(t) == pytest.approx(0.2, abs=1e-6) and t not in set(scores)
+    assert Smoothed.from_dict(smooth.to_dict())(0.35) == pytest.approx(smooth(0.35))
 
 
 def trials(rng, speakers: int = 60, per: int = 5) -> OpenSetTrials:

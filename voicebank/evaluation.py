@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from . import scoring
-from .calibration import (IDENTIFY, VERIFY, ImpostorModel, OpenSetTrials, OperatingPoint, ThinDataError,
+from .calibration import (IDENTIFY, VERIFY, OpenSetTrials, OperatingPoint, RateModel, ThinDataError,
                           identification_point, measure, verification_point)
 from .errors import InvalidInputError, NotEnoughDataError
 from .norm import Normalizer
@@ -239,7 +239,7 @@ def calibrate(bank: "VoiceBank", *, far: float | None = 0.01, unknown_rate: floa
         raise InvalidInputError("a trial list calibrates verification only: identification is calibrated from the "
                                 "bank itself (run calibrate without --trials, or with --for verify).")
     data = trial_list_trials(trials) if trials is not None else open_set_trials(bank)
-    model = ImpostorModel.fit(data.unknown)
+    model = RateModel.fit(data)
     current = bank.operating_points()
     chosen, thin = {}, []
     choose = {VERIFY: lambda: verification_point(data, far, model),
