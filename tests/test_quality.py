@@ -237,7 +237,6 @@ def test_calibrate_from_the_bank_measures_both_points_and_asks_before_storing(en
     assert (verify["method"], verify["target"], verify["trials"], verify["genuine"]) == ("far", 0.1, 24, 8)
     assert (ident["target"], ident["gallery"], ident["trials"], ident["genuine"]) == (0.25, 4, 8, 8)
     assert ident["rate"] == pytest.approx(0.25, rel=1e-3) and verify["rate"] == pytest.approx(0.1, rel=1e-3)
-    assert ident["threshold"] > verify["threshold"]  # four chances to match someone, not one
     assert [g["speakers"] for g in data["growth"]] == [4, 8, 20, 40]
     with VoiceBank.open(enrolled_db) as bank:
         assert bank.threshold == TINY_THRESHOLD  # asked nothing, stored nothing
