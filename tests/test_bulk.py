@@ -95,6 +95,9 @@ def test_enroll_many_enrolls_skips_and_fails_speaker_by_speaker(db_url, tiny_mod
 
 
 def test_enroll_many_runs_the_enrollment_checks(bank, voices):
+    from conftest import TINY_THRESHOLD
+
+    bank.set_enrollment_checks(TINY_THRESHOLD, TINY_THRESHOLD)  # the random model's scale
     bank.enroll("alice", voices["alice"][:2])
     outcomes = bank.enroll_many([
         Enrollment("mixed", [voices["bob"][0], voices["carol"][0]]),  # two people

@@ -65,9 +65,26 @@ def test_enrollment_needs_enough_speech_in_all(bank, voices, db_path):
     assert table_dump(db_path) == before
 
 
+def test_enrollment_checks_have_thresholds_of_their_own(bank, tmp_path, tiny_model):
+    # set when the bank is made, at the measured offsets from its starting threshold
+    assert bank.enrollment_checks == pytest.approx((TINY_THRESHOLD - 0.15, 1.0))
+    with VoiceBank.open(tmp_path / "d.db", str(tiny_model), create=True) as default:
+        assert default.enrollment_checks == pytest.approx((0.86 - 0.15, 0.86 + 0.08))
+        assert default.threshold == 0.86 and default.identify_threshold == 0.86
+    db = tmp_path / "d.db"
+    shown = invoke(db, "checks", "--json")
+    assert shown.exit_code == 0 and json.loads(shown.stdout) == pytest.approx({"consistency": 0.71, "duplicate": 0.94})
+    assert invoke(db, "checks", "--consistency", "0.6").stdout == "consistency: 0.6000\nduplicate voice: 0.9400\n"
+    assert invoke(db, "checks", "--duplicate", "2").stderr.startswith("Error: a threshold on the cosine score is between")
+    assert invoke(db, "checks", "--reset", "--json").stdout.strip() == json.dumps({"consistency": 0.71, "duplicate": 0.94})
+    with VoiceBank.open(db) as reopened:
+        assert reopened.threshold == 0.86  # the decision thresholds are another matter
+
+
 def test_an_inconsistent_recording_is_refused_by_name_unless_allowed(bank, voices, db_path):
     from conftest import table_dump
 
+    bank.set_enrollment_checks(TINY_THRESHOLD, TINY_THRESHOLD)  # the random model's scale
     mixed = [voices["alice"][0], voices["alice"][1], voices["bob"][0]]
     before = table_dump(db_path)
     with pytest.raises(InconsistentRecordingError) as caught:
@@ -79,6 +96,7 @@ def test_an_inconsistent_recording_is_refused_by_name_unless_allowed(bank, voice
 
 
 def test_a_voice_matching_another_speaker_warns_or_is_refused_when_strict(bank, voices):
+    bank.set_enrollment_checks(TINY_THRESHOLD, TINY_THRESHOLD)  # the random model's scale
     bank.enroll("alice", voices["alice"][:2])
     with pytest.raises(DuplicateVoiceError, match="already matches alice"):
         bank.enroll("alice-again", [voices["alice"][2], voices["alice"][0]], strict=True)

@@ -25,7 +25,7 @@ from . import audit as audit_mod
 from . import calibration, enrollment, norm, opening, pipeline, scoring, validate
 from .audio import Audio, AudioLimits, Recording
 from .cache import IndexCache
-from .embedding import Embedder, default_threshold, embed_recordings
+from .embedding import Embedder, default_threshold, embed_recordings, enrollment_checks
 from .embedding.base import DEFAULT_WINDOW_SECONDS
 from .errors import (
     BankNotFoundError,
@@ -167,6 +167,30 @@ class VoiceBank:
             setattr(bank, _COLUMN[point.purpose], validate.threshold(point.threshold, bank.score))
             bank.operating = {**(bank.operating or {}), point.purpose: point.to_dict()}
         log.info("%s threshold set to %.4f by calibration", point.purpose, point.threshold)
+
+    @property
+    def enrollment_checks(self) -> tuple[float, float]:
+        """The (consistency, duplicate voice) cosine thresholds of the enrollment checks, set when
+        the bank was made (fixed offsets from its starting threshold; ``embedding.CHECK_OFFSETS``)."""
+        settings = self._settings()
+        consistency, duplicate = enrollment_checks(default_threshold(self._embedder))  # a migrated bank's
+        return (consistency if settings.consistency_threshold is None else settings.consistency_threshold,
+                duplicate if settings.duplicate_threshold is None else settings.duplicate_threshold)
+
+    def set_enrollment_checks(self, consistency: float | None = None, duplicate: float | None = None,
+                              *, reset: bool = False) -> tuple[float, float]:
+        """Set the enrollment checks' cosine thresholds (None keeps one as it is; ``reset`` goes
+        back to the model's defaults, from its default threshold). Returns them as
+        :attr:`enrollment_checks` does."""
+        with self._store.write() as session:
+            bank = session.get(BankRow, 1)
+            if reset:
+                bank.consistency_threshold = bank.duplicate_threshold = None
+            if consistency is not None:
+                bank.consistency_threshold = validate.threshold(consistency)
+            if duplicate is not None:
+                bank.duplicate_threshold = validate.threshold(duplicate)
+        return self.enrollment_checks
 
     def set_score_normalization(self, kind: str, top_n: int = 100, threshold: float | None = None) -> float:
         """Switch the score to ``cosine`` or ``asnorm`` (top-``top_n`` cohort). The old threshold

@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import norm, scoring, validate
+from . import scoring, validate
 from .audio import Recording
-from .embedding import default_threshold
 from .errors import (
     DuplicateRecordingError,
     DuplicateVoiceError,
@@ -129,41 +128,43 @@ def check(bank: "VoiceBank", name: str, utterances: Sequence[UtteranceRow], spea
     """Refuse too little speech and inconsistent recordings; warn of (or refuse) a voice that
     already matches another speaker. Returns the warnings.
 
-    Both voice checks use the cosine score: against the bank's threshold when the bank scores
-    by cosine, else against the model's default cosine threshold (AS-norm needs a cohort that
-    a first enrollment may not have)."""
+    Both voice checks score by cosine against thresholds of their own (:meth:`VoiceBank.enrollment_checks`),
+    not the decision thresholds: a recording against the voiceprint of the speaker's other
+    recordings, and the new voiceprint against the nearest enrolled one."""
     speech = sum(u.speech_s for u in utterances)
     if speech < bank.limits.min_enroll_speech_seconds:
         raise NotEnoughSpeechError(
             f"{name}: the recordings hold {speech:.1f} s of speech in all; enrollment needs at least "
             f"{bank.limits.min_enroll_speech_seconds:g} s. Add more recordings."
         )
-    settings = bank._settings()
-    threshold = settings.threshold if settings.score == norm.COSINE else default_threshold(bank._embedder)
+    consistency, duplicate = bank.enrollment_checks
     vectors = np.stack([np.frombuffer(u.embedding, dtype=np.float32) for u in utterances])
     if len(vectors) >= 2 and not allow_inconsistent:
         scores = scoring.leave_one_out(vectors)
         worst = int(np.argmin(scores))
-        if not scoring.accept(scores[worst], threshold):
+        if not scoring.accept(scores[worst], consistency):
             raise InconsistentRecordingError(
                 f"{utterances[worst].label} does not sound like the other recordings of {name} (cosine "
-                f"{scores[worst]:.3f} against them, threshold {threshold:.3f}). Check that it is the same "
-                "person and a clean recording, or enroll anyway with --allow-inconsistent."
+                f"{scores[worst]:.3f} against them, consistency threshold {consistency:.3f}). Check that it is the "
+                "same person and a clean recording, or enroll anyway with --allow-inconsistent."
             )
     if bank._is_empty():
         return []
-    # Would these recordings be identified as someone else? The nearest other voiceprint,
-    # scored like a probe: the mean of the recordings' own cosines with it. (Voiceprint against
-    # voiceprint would overstate it: averages of several recordings are closer to each other.)
-    _, ids = bank._search(voiceprint(vectors)[None, :], 2)
+    # Would this voice be taken for someone already enrolled? The new voiceprint against the
+    # nearest other one, rescored from SQL (the index only proposes). Voiceprint against voiceprint
+    # averages out each recording's noise on both sides: it separates the same person enrolled
+    # twice from two people better than any single recording does (README, Enrollment checks).
+    new_print = voiceprint(vectors)
+    _, ids = bank._search(new_print[None, :], 2)
     nearest = [int(i) for i in ids[0] if i >= 0 and i != speaker_id][:1]
     if not nearest:
         return []
     other, other_print = bank._rows_by_id(np.array(nearest))[nearest[0]]
-    score = float(np.mean(vectors @ other_print))
-    if not scoring.accept(score, threshold):
+    score = float(new_print @ other_print)
+    if not scoring.accept(score, duplicate):
         return []
-    message = f"the voice of {name} already matches {other} (cosine {score:.3f}): the same person enrolled twice?"
+    message = (f"the voice of {name} already matches {other} (cosine {score:.3f} between the voiceprints, duplicate "
+               f"threshold {duplicate:.3f}): the same person enrolled twice?")
     if strict:
         raise DuplicateVoiceError(message + " Refused (strict).")
     log.warning("%s", message)

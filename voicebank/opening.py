@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from . import schema, validate
-from .embedding import DEFAULT_MODEL, Embedder, default_threshold, load_embedder
+from .embedding import DEFAULT_MODEL, Embedder, default_threshold, enrollment_checks, load_embedder
 from .errors import BankNotFoundError
 from .store import BankRow, Store, sqlite_path
 
@@ -46,6 +46,8 @@ def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, 
     # the model first: a model that cannot be loaded leaves no half-made bank behind
     embedder = embedder_for(model or os.environ.get("VOICEBANK_MODEL") or DEFAULT_MODEL, device)
     model_id, dimension = embedder.model_id, embedder.dimension
+    start = validate.threshold(default_threshold(embedder) if threshold is None else threshold)
+    consistency, duplicate = enrollment_checks(start)
     schema.upgrade(store.engine)
     bank = BankRow(
         id=1,
@@ -53,8 +55,10 @@ def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, 
         model_source=embedder.source,
         model_id=model_id,
         dimension=dimension,
-        threshold=validate.threshold(default_threshold(embedder) if threshold is None else threshold),
-        identify_threshold=validate.threshold(default_threshold(embedder) if threshold is None else threshold),
+        threshold=start,
+        identify_threshold=start,
+        consistency_threshold=consistency,
+        duplicate_threshold=duplicate,
         score="cosine",
         cohort_top_n=100,
         index_kind=validate.index_kind(index_kind),

@@ -72,6 +72,9 @@ class BankRow(Base):
     # what each threshold means: {"verify": OperatingPoint.to_dict(), "identify": ...}; None: defaults
     operating: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     score: Mapped[str] = mapped_column(String(64))  # "cosine" or "asnorm": what the thresholds apply to
+    # the enrollment checks' cosine thresholds; None: the model's measured default
+    consistency_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    duplicate_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     cohort_top_n: Mapped[int] = mapped_column(Integer, default=100, server_default="100")
     index_kind: Mapped[str] = mapped_column(String(64), default="flat", server_default="flat")
     change_seq: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,4 +1,5 @@
-"""two operating points: an identification threshold beside the verification one, and what each means
+"""two operating points: an identification threshold beside the verification one, and what each means;
+thresholds of the enrollment checks of their own
 
 Revision ID: 0004
 Revises: 0003
@@ -19,6 +20,9 @@ def upgrade() -> None:
     with op.batch_alter_table("bank") as batch_op:
         batch_op.add_column(sa.Column("identify_threshold", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("operating", sa.JSON(), nullable=True))
+        # null: the model's measured default (voicebank.embedding.ENROLLMENT_CHECKS)
+        batch_op.add_column(sa.Column("consistency_threshold", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("duplicate_threshold", sa.Float(), nullable=True))
     # both operating points start from the one threshold the bank had
     op.execute(sa.text("UPDATE bank SET identify_threshold = threshold"))
     with op.batch_alter_table("bank") as batch_op:
@@ -27,5 +31,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("bank") as batch_op:
+        batch_op.drop_column("duplicate_threshold")
+        batch_op.drop_column("consistency_threshold")
         batch_op.drop_column("operating")
         batch_op.drop_column("identify_threshold")

@@ -76,6 +76,34 @@ def threshold(obj: Context, value: float | None, purpose: str, as_json: bool) ->
           "calibration": status}, as_json, calibration_text(status))
 
 
+@main.command()
+@click.option("--consistency", type=float, help="Refuse an enrollment recording scoring below this (cosine) against "
+              "the voiceprint of the speaker's other recordings.")
+@click.option("--duplicate", type=float, help="Warn (refuse with --strict) when a new voiceprint scores this much "
+              "(cosine) against an enrolled one.")
+@click.option("--reset", is_flag=True, help="Go back to the model's defaults.")
+@JSON_OPTION
+@click.pass_obj
+@handle_errors
+def checks(obj: Context, consistency: float | None, duplicate: float | None, reset: bool, as_json: bool) -> None:
+    """Show or set the thresholds of the enrollment checks.
+
+    They are cosines of their own, apart from the decision thresholds. The defaults were set to
+    refuse at most 1% of genuine speakers (measured; see the README's "Enrollment checks").
+
+    \b
+    Example:
+      voicebank checks
+      voicebank checks --consistency 0.6
+    """
+    with obj.open() as bank:
+        if consistency is not None or duplicate is not None or reset:
+            bank.set_enrollment_checks(consistency, duplicate, reset=reset)
+        consistency, duplicate = bank.enrollment_checks
+    emit({"consistency": consistency, "duplicate": duplicate}, as_json,
+         f"consistency: {consistency:.4f}\nduplicate voice: {duplicate:.4f}")
+
+
 def calibration_text(status: dict) -> str:
     """The thresholds and their promises, a line each (for `threshold` and `check`)."""
     lines = []
