@@ -259,8 +259,12 @@ def test_calibrate_from_the_bank_measures_both_points_and_asks_before_storing(en
     with VoiceBank.open(enrolled_db) as bank:
         assert bank.threshold == TINY_THRESHOLD  # asked nothing, stored nothing
 
-    stored = invoke(enrolled_db, "calibrate", "--far", "0.1", "--unknown-rate", "0.25", "--yes")
+    plot = enrolled_db.parent / "cal.png"
+    stored = invoke(enrolled_db, "calibrate", "--far", "0.1", "--unknown-rate", "0.25", "--yes", "--plot", str(plot))
     assert stored.exit_code == 0, stored.output
+    both = [plot, plot.with_name("cal-identify.png")]
+    assert f"plots: {both[0]}, {both[1]}" in stored.output
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in both)
     assert "verify   chosen: threshold" in stored.output and "identify chosen: threshold" in stored.output
     assert "of 8 genuine probes:" in stored.output and stored.output.rstrip().endswith("Stored.")
     with VoiceBank.open(enrolled_db) as bank:
@@ -280,6 +284,18 @@ def test_calibrate_from_the_bank_measures_both_points_and_asks_before_storing(en
     with VoiceBank.open(enrolled_db) as bank:
         assert bank.threshold == pytest.approx(chosen["verify"]["threshold"])
         assert bank.identify_threshold == pytest.approx(ident["threshold"])  # untouched
+
+
+@pytest.mark.parametrize("command", ["eval", "calibrate"])
+def test_a_plot_that_cannot_be_written_is_refused_before_the_work(enrolled_db, tmp_path, command, voices):
+    trials = tmp_path / "t.txt"
+    trials.write_text(f"1 {voices['alice'][0]} {voices['alice'][2]}\n0 {voices['alice'][0]} {voices['bob'][2]}\n")
+    args = [str(trials)] if command == "eval" else ["--for", "verify", "--trials", str(trials), "--far", "0.5"]
+    for plot, expected in ((tmp_path / "no" / "such" / "det.png", "does not exist"),
+                           (tmp_path / "det.txt", "give a .png, .svg or .pdf file name")):
+        result = invoke(enrolled_db, command, *args, "--plot", str(plot))
+        assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.output
+        assert result.stderr.startswith(f"Error: --plot {plot}: ") and expected in result.stderr
 
 
 def test_calibrate_needs_three_speakers(tmp_path, tiny_model, voices):

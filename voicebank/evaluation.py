@@ -278,34 +278,53 @@ def report(scores: Scores, far: float = 0.01, current_threshold: float | None = 
                   scoring.threshold_at_far(scores.target, scores.nontarget, far), current)
 
 
-def plot_det(scores: Scores, result: Report, path: str | Path) -> None:
-    """Draw the DET curve (FRR against FAR on normal-deviate axes) with the operating points."""
-    import matplotlib
+def plot_report(scores: Scores, result: Report, path: str | Path, identify_threshold: float | None = None) -> None:
+    """``eval --plot``: the DET curve of a trial list, with the EER, the --far point, and the
+    bank's verification (and identification) thresholds marked at their rates on these trials."""
+    from .plots import det_plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from scipy.stats import norm as gaussian
+    points = [("EER", result.eer, result.eer),
+              (f"FAR {result.far_target:g} (threshold {result.at_far.threshold:.3f})", result.at_far.far, result.at_far.frr)]
+    for label, t in (("verify threshold", result.current.threshold if result.current else None),
+                     ("identify threshold", identify_threshold)):
+        if t is not None:
+            points.append((f"{label} {t:.3f}", float(np.mean(scores.nontarget >= t)), float(np.mean(scores.target < t))))
+    det_plot(scores.target, scores.nontarget, writable(path), points=points,
+             title=f"Verification on {result.n_target:,} target and {result.n_nontarget:,} non-target trials")
 
-    thresholds, far, frr = scoring.error_rates(scores.target, scores.nontarget)
-    clip = lambda p: np.clip(p, 1e-4, 1 - 1e-4)  # noqa: E731
-    fig, ax = plt.subplots(figsize=(5.5, 5.5))
-    ax.plot(gaussian.ppf(clip(far)), gaussian.ppf(clip(frr)), label=f"{scores.kind} (EER {result.eer:.2%})")
-    points = [("EER", result.eer, result.eer, "o"), (f"FAR {result.far_target:g}", result.at_far.far, result.at_far.frr, "s")]
-    if result.current is not None:
-        points.append((f"stored threshold {result.current.threshold:.3f}", result.current.far, result.current.frr, "^"))
-    for label, x, y, marker in points:
-        ax.plot(gaussian.ppf(clip(x)), gaussian.ppf(clip(y)), marker, label=label)
-    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5])
-    ax.set_xticks(gaussian.ppf(ticks), [f"{t:.1%}" for t in ticks])
-    ax.set_yticks(gaussian.ppf(ticks), [f"{t:.1%}" for t in ticks])
-    ax.set_xlabel("false accept rate")
-    ax.set_ylabel("false reject rate")
-    ax.set_title(f"DET: {result.n_target} target, {result.n_nontarget} non-target trials")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+
+def plot_calibration(cal: Calibration, path: str | Path) -> list[Path]:
+    """``calibrate --plot``: the DET curve of the verification trials (to ``path``) and the
+    open-set identification view (to ``<path stem>-identify<suffix>``), chosen and stored
+    thresholds marked. Returns the files written."""
+    from .plots import det_plot, identification_plot
+
+    path, t = writable(path), cal.trials
+    det_points = [(f"{name} verify {p.threshold:.3f}", p.counted / max(p.trials, 1), p.miss)
+                  for name, p in (("chosen", cal.chosen.get(VERIFY)), ("stored", cal.stored.get(VERIFY))) if p]
+    det_plot(t.target, t.nontarget, path, points=det_points, title="Verification trials from the bank")
+    written = [path]
+    if t.known_best.size and IDENTIFY in cal.chosen:
+        id_points = [(f"{name} identify {p.threshold:.3f}", p.counted / max(p.trials, 1), p.hit)
+                     for name, p in (("chosen", cal.chosen.get(IDENTIFY)), ("stored", cal.stored.get(IDENTIFY))) if p]
+        second = path.with_name(f"{path.stem}-identify{path.suffix}")
+        identification_plot(t.known_best, t.known_correct, t.unknown_best, second, points=id_points,
+                            title=f"Open-set identification, {t.gallery} enrolled")
+        written.append(second)
+    return written
+
+
+def writable(path: str | Path) -> Path:
+    """``path`` if a plot can be written there, else an :class:`InvalidInputError` saying why
+    (checked before the work, so a typo does not cost a long evaluation)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise InvalidInputError(f"--plot {path}: give a .png, .svg or .pdf file name.")
+    if not path.parent.is_dir():
+        raise InvalidInputError(f"--plot {path}: the folder {path.parent} does not exist; create it or choose another.")
+    if path.is_dir():
+        raise InvalidInputError(f"--plot {path}: is a folder; give a file name.")
+    return path
 
 
 def _resolve(base: Path, name: str) -> Path:

@@ -51,7 +51,8 @@ def _score_trial_file(bank, trials: str, root: str | None):
 @main.command(name="eval")
 @click.argument("trials", type=click.Path(dir_okay=False))
 @trial_options
-@click.option("--plot", type=click.Path(dir_okay=False), help="Write the DET curve to this PNG file.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Draw the DET curve, with the bank's thresholds "
+              "marked, to this file (.png, .svg or .pdf).")
 @JSON_OPTION
 @click.pass_obj
 @handle_errors
@@ -65,13 +66,16 @@ def eval_(obj: Context, trials: str, root: str | None, far: float, plot: str | N
     Example:
       voicebank eval trials.txt --far 0.01 --plot det.png
     """
-    from ..evaluation import plot_det, report
+    from ..evaluation import plot_report, report, writable
 
+    if plot:
+        writable(plot)
     with obj.open() as bank:
         scores = _score_trial_file(bank, trials, root)
         result = report(scores, far, bank.threshold)
+        identify_threshold = bank.identify_threshold
     if plot:
-        plot_det(scores, result, plot)
+        plot_report(scores, result, plot, identify_threshold)
     emit(result.to_dict(), as_json, _rates_text(result) + (f"\nDET curve: {plot}" if plot else ""))
 
 
@@ -87,12 +91,14 @@ def eval_(obj: Context, trials: str, root: str | None, far: float, plot: str | N
 @click.option("--eer", "at_eer", is_flag=True, help="Verification at the equal-error rate instead of --far.")
 @click.option("--for", "purpose", type=click.Choice(["both", "verify", "identify"]), default="both", show_default=True,
               help="Which threshold to choose (a trial list calibrates verify only).")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Draw the DET curve to this file (.png, .svg, .pdf) "
+              "and the identification view beside it (NAME-identify.png).")
 @click.option("--yes", is_flag=True, help="Store the new thresholds without asking.")
 @JSON_OPTION
 @click.pass_obj
 @handle_errors
 def calibrate(obj: Context, trials: str | None, root: str | None, far: float, unknown_rate: float, at_eer: bool,
-              purpose: str, yes: bool, as_json: bool) -> None:
+              purpose: str, plot: str | None, yes: bool, as_json: bool) -> None:
     """Choose the verification and identification thresholds from data, and store them.
 
     Verification (verify NAME FILE) is set for a false-accept rate per claim; identification
@@ -109,7 +115,10 @@ def calibrate(obj: Context, trials: str | None, root: str | None, far: float, un
       voicebank calibrate --for verify --trials trials.txt --eer --yes
     """
     from ..evaluation import calibrate as measure
+    from ..evaluation import plot_calibration, writable
 
+    if plot:
+        writable(plot)
     purposes = ("verify", "identify") if purpose == "both" else (purpose,)
     with obj.open() as bank:
         if trials and purpose == "both":
@@ -118,6 +127,8 @@ def calibrate(obj: Context, trials: str | None, root: str | None, far: float, un
         result = measure(bank, far=None if at_eer else far, unknown_rate=unknown_rate, purposes=purposes,
                          trials=scores, source=trials or "bank")
         text = _calibration_text(result)
+        if plot:
+            text += "\nplots: " + ", ".join(str(p) for p in plot_calibration(result, plot))
         ask = not yes and not as_json and sys.stdin.isatty()  # JSON goes to scripts: they pass --yes
         if ask:
             click.echo(text)  # what the question is about, before it
