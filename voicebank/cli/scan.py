@@ -45,7 +45,7 @@ def scan_(obj: Context, recording: str, window: float | None, hop: float | None,
     hop = hop or window * scanning.DEFAULT_HOP_FRACTION
     with obj.open() as bank, contextlib.ExitStack() as bars:
         segments = scanning.scan(bank, recording, window=window, hop=hop, progress=_progress_bar(bars))
-        threshold = bank.threshold
+        threshold = bank.identify_threshold  # each window is identified open-set
     lines = scanning.rttm(segments, scanning.file_id(recording))
     if rttm == "-":
         click.echo(lines, nl=False)
