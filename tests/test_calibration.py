@@ -154,3 +154,32 @@ def test_operating_points_round_trip_and_say_when_the_bank_outgrew_them():
     assert status["gallery_at_calibration"] == 60 and status["outgrown"] and status["expected_rate"] > 0.015
     manual = OperatingPoint(VERIFY, 0.8, "cosine", "manual", None, None)
     assert OperatingPoint.from_dict(manual.to_dict()) == manual and not manual.outgrown(10**6)
+
+
+def test_a_bank_that_outgrew_its_calibration_says_so(bank, voices, db_path):
+    """Calibrated when it held two speakers (for 1% unknown-person false alarms), it now holds
+    four: identify --json, the identify warning and check all say so."""
+    import json
+
+    from click.testing import CliRunner
+
+    from voicebank.cli import main
+
+    for name in ("alice", "bob", "carol", "dave"):
+        bank.enroll(name, voices[name][:2])
+    rng = np.random.default_rng(0)
+    rows = [m + 0.0002 * rng.standard_normal(2) for m in rng.normal(0.9990, 0.0003, 400)]
+    point = identification_point(as_trials(rows, 2), 0.01, gallery=2)
+    bank.set_operating_point(point)
+    assert bank.identify_threshold == point.threshold
+    status = bank.calibration_status()["identify"]
+    assert status["outgrown"] and status["gallery_at_calibration"] == 2 and status["gallery"] == 4
+    assert status["expected_rate"] > 0.015
+
+    run = lambda *args: CliRunner().invoke(main, ["--db", str(db_path), *args])  # noqa: E731
+    found = run("identify", str(voices["alice"][2]), "--json")
+    data = json.loads(found.stdout)
+    assert data["calibration"]["outgrown"] is True and data["calibration"]["target"] == 0.01
+    assert found.stderr.startswith("warning: the identification threshold was calibrated with 2 speakers for 1.00% ")
+    checked = run("check")
+    assert "WARNING: the bank has outgrown its calibration" in checked.stdout and checked.exit_code == 0

@@ -173,8 +173,18 @@ def identify(obj: Context, files: tuple[str, ...], top_k: int, as_json: bool) ->
                  else f"match: unknown (best score below threshold {result.threshold:.4f})"]
         lines += [f"  {i}. {c.name:<30} {c.score:.4f}" for i, c in enumerate(result.candidates, 1)]
         emit(result.to_dict(), as_json, "\n".join(lines))
+        _warn_if_outgrown([result])
         sys.exit(0 if result.match else 1)
     _identify_many(obj, files, top_k, as_json)
+
+
+def _warn_if_outgrown(results: list) -> None:
+    """One line on stderr when the bank has grown past its identification calibration."""
+    status = next((r.calibration for r in results if getattr(r, "calibration", None)), None)
+    if status and status.get("outgrown"):
+        click.echo(f"warning: the identification threshold was calibrated with {status['gallery_at_calibration']} "
+                   f"speakers for {status['target']:.2%} unknown-person false alarms; with {status['gallery']} now "
+                   f"about {status['expected_rate']:.2%}. Run `voicebank calibrate`.", err=True)
 
 
 def _identify_many(obj: Context, files: tuple[str, ...], top_k: int, as_json: bool) -> None:
@@ -194,6 +204,7 @@ def _identify_many(obj: Context, files: tuple[str, ...], top_k: int, as_json: bo
         else:
             message = str(result).removeprefix(f"{file}: ")  # audio errors begin with the file's name
             emit({"file": file, "error": str(result)}, as_json, f"{file}: error: {message}")
+    _warn_if_outgrown(results)
     failed = sum(not isinstance(r, Identification) for r in results)
     if failed:
         raise VoiceBankError(f"{failed} of {len(files)} recordings could not be used (see above); the others "
