@@ -462,3 +462,35 @@ def test_ivf_is_exact_until_it_can_train_and_follows_the_bank_size(big_data, tmp
     index.remove(ids[IVF_MIN_TRAIN // 2 - 1 : IVF_MIN_TRAIN // 2])  # below half: exact again
     assert len(index) == IVF_MIN_TRAIN // 2 - 1 and index.backend.describe()["exact"] is True
     assert sorted(by_id_any(index)) == sorted(ids[: IVF_MIN_TRAIN // 2 - 1].tolist())
+
+
+# -- the index proposes, SQL decides --------------------------------------------------------------
+def test_a_tampered_index_with_a_valid_checksum_cannot_change_a_decision(db_path, tiny_model, voices, caplog):
+    """An index file rewritten (checksum and all) with alice's and bob's voiceprints swapped: bob's
+    recording is still identified as bob, with the score verify gives, and the index is repaired."""
+    from conftest import TINY_THRESHOLD
+    from voicebank import VoiceBank
+    from voicebank.index import IndexInfo, SpeakerIndex
+
+    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+        for name in ("alice", "bob", "carol"):
+            bank.enroll(name, voices[name][:2])
+        bank.save_index()
+        info = IndexInfo(bank._cache.info.bank_uid, bank.model_id, bank.dimension, bank.index_kind)
+        alice, bob = (bank.voiceprint(n)[0] for n in ("alice", "bob"))
+    path = db_path.with_name(db_path.name + ".faiss")
+    honest = SpeakerIndex.load(path, info)
+    ids, vectors = honest.items()
+    swapped = vectors.copy()
+    a, b = int(np.flatnonzero(ids == alice)[0]), int(np.flatnonzero(ids == bob)[0])
+    swapped[[a, b]] = vectors[[b, a]]
+    forged = SpeakerIndex(info, honest.seq, history=honest.history)
+    forged.upsert(ids, swapped)
+    forged.save(path)  # a valid file and sidecar: only SQL can tell
+
+    with VoiceBank.open(db_path) as bank, caplog.at_level("WARNING"):
+        result = bank.identify(voices["bob"][2])
+        assert result.match is not None and result.match.name == "bob", result
+        assert result.match.score == pytest.approx(bank.verify("bob", voices["bob"][2]).score, abs=1e-5)
+        assert "the index disagreed with SQL" in caplog.text
+        assert bank.check().ok  # repaired from SQL

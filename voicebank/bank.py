@@ -420,9 +420,7 @@ class VoiceBank:
         return [self._identify(np.asarray(e, dtype=np.float32), top_k, settings) for e in np.atleast_2d(embeddings)]
 
     def _identify(self, embedding: np.ndarray, top_k: int, settings: BankRow) -> Identification:
-        scores, ids = self._search(embedding[None, :], top_k, settings)
-        found = self._rows_by_id(ids[0])
-        ranked = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if int(i) in found]
+        ranked, found = self._candidates(embedding, top_k, settings)
         if settings.score == norm.ASNORM and ranked:
             kept = [i for _, i in ranked]
             vectors = np.stack([found[i][1] for i in kept])
@@ -433,6 +431,26 @@ class VoiceBank:
         match = candidates[0] if candidates and scoring.accept(candidates[0].score, threshold) else None
         point = _operating_points(settings)[calibration.IDENTIFY]
         return Identification(match, candidates, threshold, point.status(self._gallery_size()))
+
+    def _candidates(self, embedding: np.ndarray, top_k: int, settings: BankRow
+                    ) -> tuple[list[tuple[float, int]], dict[int, tuple[str, np.ndarray]]]:
+        """The index's top-k candidates, rescored as exact cosines against their voiceprints in
+        SQL, best first. The index only proposes: a stale or tampered index file (a candidate
+        whose score or existence disagrees with SQL) is logged, rebuilt from SQL and searched again."""
+        for attempt in (1, 2):
+            scores, ids = self._search(embedding[None, :], top_k, settings)
+            proposed = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+            found = self._rows_by_id(np.array([i for _, i in proposed], dtype=np.int64))
+            exact = {i: float(np.dot(embedding.astype(np.float64), vector)) for i, (_, vector) in found.items()}
+            wrong = [i for s, i in proposed if i not in exact or abs(s - exact[i]) > 1e-3]
+            if not wrong or attempt == 2:
+                break
+            log.warning("the index disagreed with SQL on %d of %d candidates (stale or damaged index file); "
+                        "rebuilding it from SQL", len(wrong), len(proposed))
+            with self._cache.lock:
+                self._cache.rebuild()
+        ranked = sorted(((exact[i], i) for _, i in proposed if i in exact), key=lambda pair: -pair[0])
+        return ranked, found
 
     def verify(self, name: str, recording: Recording, client: str | None = None) -> Verification:
         """Is this ``name``? The recording scored against that speaker's voiceprint."""
