@@ -94,18 +94,22 @@ def test_enroll_many_enrolls_skips_and_fails_speaker_by_speaker(db_url, tiny_mod
         assert float(vp @ (single / np.linalg.norm(single))) >= 0.9999
 
 
-def test_enroll_many_runs_the_enrollment_checks(bank, voices):
+def test_enroll_many_runs_the_enrollment_checks(bank, voices, tmp_path):
     from conftest import TINY_THRESHOLD
+    from test_quality import retakes
 
     bank.set_enrollment_checks(TINY_THRESHOLD, TINY_THRESHOLD)  # the random model's scale
     bank.enroll("alice", voices["alice"][:2])
+    alice = [voices["alice"][2], *retakes(voices["alice"][0], tmp_path, 3)]  # other recordings of her voice
     outcomes = bank.enroll_many([
         Enrollment("mixed", [voices["bob"][0], voices["carol"][0]]),  # two people
-        Enrollment("alice-again", voices["alice"][1:]),  # the voice of alice: a warning
+        Enrollment("alice-again", alice[:2]),  # the voice of alice: a warning
+        Enrollment("alice-copy", [voices["alice"][1], voices["alice"][2]]),  # one of her very recordings
     ])
     assert outcomes[0].status == "failed" and "does not sound like the other recordings" in outcomes[0].message
     assert outcomes[1].status == "enrolled" and "already matches alice" in outcomes[1].speaker.warnings[0]
-    strict = bank.enroll_many([Enrollment("alice-3", [voices["alice"][0], voices["alice"][2]])], strict=True)
+    assert outcomes[2].status == "failed" and "already enrolled for alice" in outcomes[2].message
+    strict = bank.enroll_many([Enrollment("alice-3", alice[2:])], strict=True)
     assert strict[0].status == "failed" and "Refused (strict)" in strict[0].message
 
 

@@ -12,6 +12,7 @@ from conftest import TINY_THRESHOLD
 from voicebank import VoiceBank, scoring
 from voicebank.cli import main
 from voicebank.errors import (
+    DuplicateRecordingError,
     DuplicateVoiceError,
     InconsistentRecordingError,
     InvalidInputError,
@@ -95,13 +96,29 @@ def test_an_inconsistent_recording_is_refused_by_name_unless_allowed(bank, voice
     assert len(speaker.recordings) == 3
 
 
-def test_a_voice_matching_another_speaker_warns_or_is_refused_when_strict(bank, voices):
+def retakes(path, folder, count: int = 2) -> list:
+    """Other recordings of the voice in ``path``: the same signal at another gain with its own faint
+    noise (other bytes, so not the same recording; the same voice to the model)."""
+    import soundfile as sf
+
+    samples, rate = sf.read(path, dtype="float32")
+    out = []
+    for k in range(count):
+        rng = np.random.default_rng(500 + k)
+        again = folder / f"retake{k}-{path.name}"
+        sf.write(again, (samples * (0.9 - 0.05 * k) + 0.001 * rng.standard_normal(samples.size)).astype(np.float32), rate)
+        out.append(again)
+    return out
+
+
+def test_a_voice_matching_another_speaker_warns_or_is_refused_when_strict(bank, voices, tmp_path):
     bank.set_enrollment_checks(TINY_THRESHOLD, TINY_THRESHOLD)  # the random model's scale
     bank.enroll("alice", voices["alice"][:2])
+    again = [voices["alice"][2], *retakes(voices["alice"][0], tmp_path, 1)]
     with pytest.raises(DuplicateVoiceError, match="already matches alice"):
-        bank.enroll("alice-again", [voices["alice"][2], voices["alice"][0]], strict=True)
+        bank.enroll("alice-again", again, strict=True)
     assert [s.name for s in bank.speakers()] == ["alice"]
-    speaker = bank.enroll("alice-again", [voices["alice"][2], voices["alice"][0]])
+    speaker = bank.enroll("alice-again", again)
     assert len(speaker.warnings) == 1 and "already matches alice" in speaker.warnings[0]
     assert bank.enroll("bob", voices["bob"][:2]).warnings == ()
 
@@ -305,3 +322,17 @@ def test_calibrate_needs_three_speakers(tmp_path, tiny_model, voices):
         bank.enroll("bob", voices["bob"][:2])
     result = invoke(db, "calibrate")
     assert result.exit_code == 2 and "needs at least 3 enrolled speakers (it has 2)" in result.stderr
+
+
+def test_a_recording_enrolled_for_one_speaker_is_refused_for_another(bank, voices, db_path):
+    from conftest import table_dump
+
+    bank.enroll("alice", voices["alice"][:2])
+    before = table_dump(db_path)
+    for attempt in (lambda: bank.enroll("alicia", [voices["alice"][1], voices["alice"][2]]),
+                    lambda: bank.enroll("bob", voices["bob"][:2]) and bank.add_recordings("bob", [voices["alice"][0]])):
+        with pytest.raises(DuplicateRecordingError) as refused:
+            attempt()
+        assert "is already enrolled for alice (the same recording, byte for byte)" in str(refused.value)
+    assert [s.name for s in bank.speakers()] == ["alice", "bob"]  # bob enrolled, without alice's recording
+    assert len(bank.speaker("bob").recordings) == 2 and table_dump(db_path) != before

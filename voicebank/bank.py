@@ -614,6 +614,15 @@ class VoiceBank:
         with self._store.read() as session:  # not COUNT(*): enrollment must not cost O(bank size)
             return session.execute(select(SpeakerRow.id).limit(1)).first() is None
 
+    def _owners(self, sha256s: Sequence[str], other_than: int | None) -> dict[str, str]:
+        """{sha256: speaker name} for those recordings already enrolled for another speaker."""
+        with self._store.read() as session:
+            rows = session.execute(
+                select(UtteranceRow.sha256, SpeakerRow.name).join(SpeakerRow)
+                .where(UtteranceRow.sha256.in_(list(sha256s)), SpeakerRow.id != (other_than or -1))
+            ).all()
+        return {sha: name for sha, name in rows}
+
     def _find(self, name: str) -> int | None:
         with self._store.read() as session:
             return session.execute(select(SpeakerRow.id).where(SpeakerRow.name == name)).scalar_one_or_none()

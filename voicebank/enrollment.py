@@ -137,6 +137,13 @@ def check(bank: "VoiceBank", name: str, utterances: Sequence[UtteranceRow], spea
             f"{name}: the recordings hold {speech:.1f} s of speech in all; enrollment needs at least "
             f"{bank.limits.min_enroll_speech_seconds:g} s. Add more recordings."
         )
+    owners = bank._owners([u.sha256 for u in utterances], speaker_id)
+    for u in utterances:  # a recording belongs to one person
+        if u.sha256 in owners:
+            raise DuplicateRecordingError(
+                f"{u.label} is already enrolled for {owners[u.sha256]} (the same recording, byte for byte); a "
+                f"recording belongs to one person. Nothing was stored for {name}."
+            )
     consistency, duplicate = bank.enrollment_checks
     vectors = np.stack([np.frombuffer(u.embedding, dtype=np.float32) for u in utterances])
     if len(vectors) >= 2 and not allow_inconsistent:
