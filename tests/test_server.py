@@ -519,3 +519,25 @@ def test_voicebank_serve(tmp_path, tiny_model, voices):
 def test_serve_without_a_bank_is_an_error(tmp_path):
     result = CliRunner().invoke(main, ["--db", str(tmp_path / "none.db"), "serve", "--port", "0"])
     assert result.exit_code == 2 and result.stderr.startswith("Error: no voicebank at ")
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_database_file_deleted_or_replaced_under_the_server_is_503_not_a_lost_write(tmp_path, tiny_model, voices, how):
+    db = tmp_path / "bank.db"
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+        bank.enroll("alice", voices["alice"][:2])
+        key = bank.api_keys.create("ops", "admin")[1]
+    with open_bank(db, Gate(load_embedder(str(tiny_model))), max_seconds=MAX_SECONDS) as bank:
+        with serve_in_thread(create_app(bank, max_upload_mb=1, workers=2)) as url, \
+                httpx.Client(base_url=url, timeout=60) as client:
+            headers = {"Authorization": f"Bearer {key}"}
+            assert client.get("/speakers", headers=headers).status_code == 200
+            for leftover in (db, db.with_name("bank.db-wal"), db.with_name("bank.db-shm")):
+                leftover.unlink(missing_ok=True)
+            if how == "replaced":
+                db.write_bytes(b"")  # another file at the same path
+            created = client.post("/speakers", data={"name": "bob"}, headers=headers,
+                                  files=[upload(p, "files") for p in voices["bob"][:2]])
+            message = error_of(created, 503)
+            assert f"the database file {db} was {'deleted' if how == 'deleted' else 'replaced by another file'}" in message
+            assert "nothing was written" in message

@@ -61,3 +61,7 @@ class InvalidInputError(VoiceBankError):
 
 class NotEnoughDataError(VoiceBankError):
     """Calibration data too thin for the asked target; the message says how much more is needed."""
+
+
+class DatabaseGoneError(VoiceBankError):
+    """The SQLite file was deleted or replaced while the process had it open; nothing was written."""

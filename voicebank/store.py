@@ -224,15 +224,42 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self._writer = self.engine.execution_options(voicebank_write=True)
+        self._file = sqlite_path(url)
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the SQLite file first seen
+
+    def _check_file(self) -> None:
+        """Refuse to write when the SQLite file is no longer the one this process opened (deleted,
+        or replaced by another file): the write would go to a file nobody will open again, and be
+        acknowledged and lost."""
+        if self._file is None:
+            return
+        try:
+            found = os.stat(self._file)
+        except FileNotFoundError:
+            found = None
+        identity = None if found is None else (found.st_dev, found.st_ino)
+        if self._identity is None:
+            self._identity = identity
+        elif identity != self._identity:
+            from .errors import DatabaseGoneError
+
+            what = "deleted" if identity is None else "replaced by another file"
+            raise DatabaseGoneError(
+                f"the database file {self._file} was {what} after this process opened it; nothing was written. "
+                "Restore it, then restart voicebank (or point --db at the right file)."
+            )
 
     @contextmanager
     def read(self) -> Iterator[Session]:
+        if self._identity is None:
+            self._check_file()  # remember which file this process opened
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         with Session(self._writer, expire_on_commit=False) as session, session.begin():
+            self._check_file()  # under the write lock: no one swaps the file between check and commit
             yield session
 
     @contextmanager

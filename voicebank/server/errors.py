@@ -7,11 +7,13 @@ SpeakerNotFoundError                                   404
 DuplicateSpeakerError, DuplicateRecordingError,        409
 DuplicateVoiceError
 EmptyBankError (identify on a bank with no speakers:   409
-the request is fine, the bank's state is not)
+the request is fine, the bank's state is not),
+NotEnoughDataError (calibration data too thin)
 AudioError (unreadable, too long, too little speech),  422
 InconsistentRecordingError, InvalidInputError,
 malformed form fields
 ModelError (the model cannot be loaded)                503
+DatabaseGoneError (SQLite file deleted or replaced)    503
 any other VoiceBankError (server set-up)               500
 anything unexpected                                    500, logged with its traceback
 =====================================================  ======
@@ -30,6 +32,7 @@ from starlette.exceptions import HTTPException
 from ..errors import (
     AudioError,
     BankNotFoundError,
+    DatabaseGoneError,
     DuplicateRecordingError,
     DuplicateSpeakerError,
     DuplicateVoiceError,
@@ -57,6 +60,7 @@ STATUS: tuple[tuple[type[VoiceBankError], int], ...] = (
     (InconsistentRecordingError, 422),
     (InvalidInputError, 422),
     (ModelError, 503),
+    (DatabaseGoneError, 503),
     (ModelMismatchError, 500),
     (SchemaError, 500),
     (BankNotFoundError, 500),
