@@ -387,3 +387,30 @@ def test_cli_metadata_with_invalid_utf8_is_refused_cleanly(db_path, tiny_model, 
     result = runner.invoke(main, [*base, "enroll", "dave", *map(str, recording_paths(voices, "dave")),
                                   "--meta", "note=caf\udce9"])
     refused(result, "metadata")
+
+
+@pytest.mark.parametrize("twin", ["\u0430lice", "ａlice", "aIice", "a1ice"])  # Cyrillic a, fullwidth a, I, 1 for l
+def test_a_look_alike_of_an_enrolled_name_is_refused_naming_it(bank, voices, twin):
+    before = others(bank.db_url)
+    with pytest.raises(DuplicateSpeakerError) as refused:
+        bank.enroll(twin, recording_paths(voices, "carol"))
+    assert f"{twin!r} looks like the enrolled 'alice'" in str(refused.value)
+    assert others(bank.db_url) == before
+    bank.enroll("alicia", recording_paths(voices, "carol"))  # a different name is fine
+
+
+ESCAPES = "\x1b[2J\x1b]0;owned\x07\x9b31m\u202e"  # clear screen, set title, C1 CSI, right-to-left override
+
+
+def test_untrusted_text_cannot_drive_the_terminal(cli, voices, tmp_path):
+    """A recording's file name becomes its label: stored escaped, and shown escaped by `show`,
+    in `--json`, and in errors that quote it."""
+    hostile = tmp_path / f"take{ESCAPES}.wav"
+    hostile.write_bytes(voices["carol"][0].read_bytes())
+    ok(cli("enroll", "carol", hostile, voices["carol"][1]))
+    for args in (("show", "carol"), ("show", "carol", "--json"), ("list",), ("audit",)):
+        out = ok(cli(*args)).stdout
+        assert not any(ch in out for ch in "\x1b\x07\x9b\u202e"), (args, out)
+    assert "take\\x1b[2J\\x1b]0;owned\\x07\\x9b31m\\u202e.wav" in ok(cli("show", "carol")).stdout
+    line = refused(cli("identify", tmp_path / f"gone{ESCAPES}.wav"), "no such file")
+    assert "gone\\x1b[2J" in line and "\x1b" not in line

@@ -17,7 +17,7 @@ from sqlalchemy import inspect, text
 
 from conftest import REPO, TINY_THRESHOLD
 from voicebank import VoiceBank, schema
-from voicebank.errors import BankNotFoundError, SchemaError
+from voicebank.errors import BankNotFoundError, DuplicateSpeakerError, SchemaError
 from voicebank.store import Base, make_engine, resolve_url
 
 TABLES = set(Base.metadata.tables)  # what the ORM maps; the migrations must create exactly these
@@ -202,6 +202,8 @@ def test_a_database_at_an_older_revision_asks_for_db_upgrade(made_bank, tiny_mod
         # 0004 split the threshold in two: both operating points start from the old value
         assert bank.identify_threshold == pytest.approx(TINY_THRESHOLD)
         assert {p.method for p in bank.operating_points().values()} == {"default"}
+        with pytest.raises(DuplicateSpeakerError, match="looks like the enrolled 'alice'"):  # skeletons backfilled
+            bank.enroll("\u0430lice", voices["bob"][:2])
         assert bank.identify(voices["alice"][2]).match.name == "alice"
 
 

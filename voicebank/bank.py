@@ -25,6 +25,7 @@ from . import audit as audit_mod
 from . import calibration, enrollment, norm, opening, pipeline, scoring, validate
 from .audio import Audio, AudioLimits, Recording
 from .cache import IndexCache
+from .confusable import skeleton
 from .embedding import Embedder, default_threshold, embed_recordings, enrollment_checks
 from .embedding.base import DEFAULT_WINDOW_SECONDS
 from .errors import (
@@ -253,10 +254,17 @@ class VoiceBank:
                        allow_inconsistent: bool, strict: bool) -> Speaker:
         warnings = enrollment.check(self, name, utterances, None, allow_inconsistent, strict)
         try:
-            with self._store.change() as (session, seq):
+            with self._store.change() as (session, seq):  # writers are serialized here: no race
                 if session.execute(select(SpeakerRow.id).where(SpeakerRow.name == name)).first():
                     raise DuplicateSpeakerError(_taken(name))
-                row = SpeakerRow(name=name, meta=metadata, utterances=utterances, voiceprint=_voiceprint_bytes(utterances))
+                shape = skeleton(name)
+                twin = session.execute(select(SpeakerRow.name).where(SpeakerRow.skeleton == shape)).scalar()
+                if twin is not None:
+                    raise DuplicateSpeakerError(
+                        f"{name!r} looks like the enrolled {twin!r} (they differ only in look-alike characters, "
+                        f"e.g. a Cyrillic 'а' for a Latin 'a'): choose a name that cannot be mistaken for it.")
+                row = SpeakerRow(name=name, skeleton=shape, meta=metadata, utterances=utterances,
+                                 voiceprint=_voiceprint_bytes(utterances))
                 session.add(row)
                 session.flush()
                 record(session, seq, row.id, "upsert")

@@ -73,7 +73,7 @@ def utterances(items: Sequence[Embedded]) -> list[UtteranceRow]:
         if audio.sha256 in seen:
             raise DuplicateRecordingError(f"{audio.label} is the same recording as {seen[audio.sha256]}; give each once.")
         seen[audio.sha256] = audio.label
-        rows.append(UtteranceRow(embedding=item.embedding.tobytes(), sha256=audio.sha256, label=audio.label[-1024:],
+        rows.append(UtteranceRow(embedding=item.embedding.tobytes(), sha256=audio.sha256, label=validate.printable(audio.label)[-1024:],
                                  duration_s=audio.duration, speech_s=audio.speech_seconds))
     return rows
 

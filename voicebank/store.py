@@ -85,6 +85,7 @@ class SpeakerRow(Base):
     __tablename__ = "speakers"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
+    skeleton: Mapped[str] = mapped_column(String(1024), index=True)  # confusable.skeleton(name): look-alikes
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     voiceprint: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

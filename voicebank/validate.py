@@ -72,6 +72,22 @@ def _emoji(ch: str) -> bool:
     return ch == VS16 or 0x1F3FB <= ord(ch) <= 0x1F3FF or (unicodedata.category(ch) == "So" and ord(ch) >= 0x2190)
 
 
+def printable(text: str, keep: str = "") -> str:
+    """``text`` safe to show on a terminal: control characters (C0, C1), invisible formatting
+    characters (bidi overrides, zero-width ones) and line or paragraph separators written as
+    visible escapes (``\\x1b``, ``\\u202e``), except those in ``keep`` (e.g. newline and tab for
+    multi-line output). Joiners inside a name that :func:`name` accepts stay as they are."""
+    out = []
+    for i, ch in enumerate(text):
+        if ch in keep or unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp", "Cs") or (
+                unicodedata.category(ch) == "Cf" and _joins(text, i)):
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
 def metadata(value: Any) -> dict[str, Any]:
     """Speaker metadata: a JSON object of at most 16 KiB, nested at most 8 deep, finite numbers only."""
     if value is None:

@@ -1,5 +1,5 @@
 """two operating points: an identification threshold beside the verification one, and what each means;
-thresholds of the enrollment checks of their own
+thresholds of the enrollment checks of their own; each name's look-alike skeleton
 
 Revision ID: 0004
 Revises: 0003
@@ -28,8 +28,23 @@ def upgrade() -> None:
     with op.batch_alter_table("bank") as batch_op:
         batch_op.alter_column("identify_threshold", existing_type=sa.Float(), nullable=False)
 
+    # names that look alike (UTS #39 skeletons) are refused from now on; existing ones are kept
+    from voicebank.confusable import skeleton
+
+    with op.batch_alter_table("speakers") as batch_op:
+        batch_op.add_column(sa.Column("skeleton", sa.String(length=1024), nullable=True))
+    conn = op.get_bind()
+    for speaker_id, name in conn.execute(sa.text("SELECT id, name FROM speakers")).all():
+        conn.execute(sa.text("UPDATE speakers SET skeleton = :s WHERE id = :i"), {"s": skeleton(name), "i": speaker_id})
+    with op.batch_alter_table("speakers") as batch_op:
+        batch_op.alter_column("skeleton", existing_type=sa.String(length=1024), nullable=False)
+        batch_op.create_index(batch_op.f("ix_speakers_skeleton"), ["skeleton"], unique=False)
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("speakers") as batch_op:
+        batch_op.drop_index(batch_op.f("ix_speakers_skeleton"))
+        batch_op.drop_column("skeleton")
     with op.batch_alter_table("bank") as batch_op:
         batch_op.drop_column("duplicate_threshold")
         batch_op.drop_column("consistency_threshold")

@@ -47,14 +47,24 @@ def handle_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except VoiceBankError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {safe(str(exc))}", err=True)
             sys.exit(2)
 
     return wrapper
 
 
 def emit(data: dict | list, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=None) if as_json else text)
+    """Print ``data`` as JSON, or ``text`` for people: with anything untrusted in it (labels, file
+    names, metadata) unable to drive the terminal (:func:`safe`)."""
+    click.echo(safe(json.dumps(data, ensure_ascii=False, indent=None)) if as_json else safe(text, "\n\t"))
+
+
+def safe(text: str, keep: str = "") -> str:
+    """Control and invisible formatting characters written as visible escapes (JSON keeps its own
+    escapes for C0 controls; C1 controls and bidi overrides would otherwise pass through)."""
+    from ..validate import printable
+
+    return printable(text, keep)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
