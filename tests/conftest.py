@@ -20,19 +20,86 @@ SPEECH = REPO.parent / "shared" / "data" / "speech"
 SR = 16_000
 
 
-def synth_voice(f0: float, seconds: float = 3.0, seed: int = 0, sr: int = SR) -> np.ndarray:
-    """A voiced, speech-like signal: harmonics of a wobbling pitch under a syllable-rate envelope.
+# Formants F1-F3 of ten English vowels (Peterson & Barney 1952, men's means), in Hz: the
+# targets the synthetic syllables move between.
+VOWELS = np.array([
+    [270, 2290, 3010], [390, 1990, 2550], [530, 1840, 2480], [660, 1720, 2410], [730, 1090, 2440],
+    [570, 840, 2410], [440, 1020, 2240], [300, 870, 2240], [640, 1190, 2390], [490, 1350, 1690],
+], dtype=float)
+FORMANT_BANDWIDTHS = np.array([70.0, 100.0, 140.0, 220.0])  # Hz, F1-F4, at f0 = 120 Hz
+FORMANT_GAINS = 10 ** (np.array([0.0, -3.0, -8.0, -10.0]) / 20)
 
-    ``f0`` and ``seed`` make the "speaker"; different seeds give different "utterances".
+
+def synth_voice(f0: float, seconds: float = 3.0, seed: int = 0, sr: int = SR) -> np.ndarray:
+    """Synthetic speech that silero-vad hears as speech: a source-filter (formant) synthesizer.
+
+    Syllables of 140-240 ms, each a consonant onset (a fricative hiss, a stop's closure and burst,
+    or a voiced sonorant) then a vowel whose four formants glide from the previous vowel's. The
+    voice is a glottal pulse train around ``f0`` Hz with declination, an accent per syllable, 3%
+    jitter and 6% shimmer; each pulse rings the formants of its moment (FOF synthesis), and a
+    one-pole filter gives the source its natural spectral tilt. Higher voices get a shorter vocal
+    tract (formants scaled by ``(f0 / 120) ** 0.15``), wider formants, and F1 above the pitch.
+    Peak 0.3, over a faint noise floor. ``f0`` and ``seed`` make the "speaker"; different seeds
+    give different "utterances".
+
+    silero-vad marks 97% of the frames of these as speech: of 480 voices of 2.5 s from 90 to
+    420 Hz, 3 had less than 90% heard and none less than 64% (tests/test_vad.py checks a sample).
+    Its recurrent state starts cold: each utterance opens on a fricative and the vowel of "sit",
+    without which the first second of 1 voice in 20 went unheard.
     """
+    from scipy.signal import lfilter
+
     rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    pitch = f0 * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(2, 5) * t))
-    phase = 2 * np.pi * np.cumsum(pitch) / sr
-    wave = sum(np.sin(k * phase) / k for k in range(1, 15))
-    envelope = 0.55 + 0.45 * np.sin(2 * np.pi * rng.uniform(2, 4) * t + rng.uniform(0, 6))
-    wave = 0.3 * wave * envelope / np.max(np.abs(wave))
-    return (wave + 0.003 * rng.standard_normal(t.size)).astype(np.float32)
+    n = int(seconds * sr)
+    if n == 0:
+        return np.zeros(0, np.float32)
+    t = np.arange(n) / sr
+    bounds = np.cumsum(np.concatenate([[0.0], rng.uniform(0.14, 0.24, int(seconds / 0.14) + 2)]))
+    count = int(np.searchsorted(bounds, seconds)) + 1  # syllables that start before the end
+    bounds = bounds[: count + 1]
+    tract = (f0 / 120.0) ** 0.15
+    targets = VOWELS[rng.integers(0, len(VOWELS), count)] * tract
+    targets[0] = VOWELS[1] * tract  # every utterance opens on "sih-" (see the docstring)
+    syl = np.minimum(np.searchsorted(bounds, t, side="right") - 1, count - 1)
+    pos = (t - bounds[syl]) / (bounds[syl + 1] - bounds[syl])  # 0 -> 1 through each syllable
+    glide = np.clip(pos / 0.4, 0, 1)[:, None]
+    glide = glide * glide * (3 - 2 * glide)
+    formants = np.vstack([targets[:1], targets[:-1]])[syl] * (1 - glide) + targets[syl] * glide
+    accent = rng.uniform(-0.08, 0.12, count)
+    pitch = f0 * (1.08 - 0.16 * t / seconds) * (1 + accent[syl] * np.sin(np.pi * pos))
+    pitch *= 1 + 0.02 * np.sin(2 * np.pi * rng.uniform(3, 6) * t + rng.uniform(0, 6))
+    jitter = 1 + 0.03 * rng.standard_normal(int(seconds * pitch.max() * 1.2) + 8)
+    pulses, at = [], rng.uniform(0, 1 / f0)
+    while at < seconds:
+        pulses.append(int(at * sr))
+        at += jitter[len(pulses) % len(jitter)] / pitch[min(int(at * sr), n - 1)]
+    k = np.minimum(np.array(pulses), n - 1)
+    onset = rng.uniform(0.18, 0.32, count)  # share of the syllable taken by its consonant
+    kind = rng.integers(0, 3, count)  # 0 fricative, 1 stop, 2 sonorant (voiced throughout)
+    kind[0] = 0  # the "s" of "sih-"
+    voicing = np.clip((pos - onset[syl]) / 0.12, 0, 1) * np.clip((1 - pos) / 0.15, 0, 1)
+    voicing = np.where(kind[syl] == 2, np.maximum(voicing, 0.35), voicing)
+    amplitude = voicing[k] * (1 + 0.06 * rng.standard_normal(len(k)))
+    freqs = np.concatenate([formants[k], np.full((len(k), 1), 3500 * tract)], axis=1)
+    freqs[:, 0] = np.maximum(freqs[:, 0], 1.2 * pitch[k])
+    freqs[:, 1] = np.maximum(freqs[:, 1], freqs[:, 0] + 300)
+    ring = np.arange(int(0.025 * sr)) / sr
+    decay = np.exp(-np.pi * np.outer(FORMANT_BANDWIDTHS * f0 / 120.0, ring)) * FORMANT_GAINS[:, None]
+    wave = np.zeros(n + len(ring))
+    for first in range(0, len(k), 2048):  # pulses in blocks: memory stays small for long voices
+        block = slice(first, first + 2048)
+        grains = sum(decay[i] * np.sin(2 * np.pi * np.outer(freqs[block, i], ring)) for i in range(4))
+        grains *= (1 - np.exp(-ring / 0.0008)) * amplitude[block, None]
+        wave += np.bincount((k[block, None] + np.arange(len(ring))).ravel(), grains.ravel(), len(wave))
+    wave = lfilter([1.0], [1.0, -0.95], wave[:n])
+    wave /= np.max(np.abs(wave)) + 1e-12
+    noise = rng.standard_normal(n)
+    hiss = (kind[syl] == 0) & (pos < onset[syl])
+    wave += 0.12 * hiss * np.sin(np.pi * np.clip(pos / onset[syl], 0, 1)) * np.diff(noise, prepend=0.0)
+    burst = (kind[syl] == 1) & (pos > 0.6 * onset[syl]) & (pos < onset[syl])
+    wave += 0.25 * burst * noise * np.exp(-30 * np.maximum(pos - 0.6 * onset[syl], 0))
+    wave = 0.3 * wave / np.max(np.abs(wave))
+    return (wave + 0.003 * rng.standard_normal(n)).astype(np.float32)
 
 
 def take(base: np.ndarray, seed: int) -> np.ndarray:
