@@ -2,7 +2,8 @@
 
 A *recording* is a path, raw file bytes, a binary file object, or a ``(samples, sample_rate)``
 pair. :func:`load` turns any of them into a :class:`Audio`: float32 mono samples in [-1, 1] at the
-model's rate, the SHA-256 of what was given, and how much of it is speech.
+model's rate, the SHA-256 of what was given, and how much of it is speech (by silero-vad,
+:mod:`voicebank.vad`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import os
 import re
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
 
+from . import vad
 from .errors import AudioError, NotEnoughSpeechError
 
 log = logging.getLogger(__name__)
@@ -52,13 +54,19 @@ class AudioLimits:
 
 @dataclass(frozen=True)
 class Audio:
-    """A decoded recording: ``samples`` is float32 mono in [-1, 1] at ``sample_rate`` Hz."""
+    """A decoded recording: ``samples`` is float32 mono in [-1, 1] at ``sample_rate`` Hz.
+
+    ``speech_seconds`` is how much of it silero-vad hears as speech; ``speech_frames``, when
+    set, holds its decision per 32 ms frame (as :func:`voiced_frames`), kept so that no caller
+    has to run the detector twice.
+    """
 
     samples: np.ndarray
     sample_rate: int
     sha256: str
     label: str
     speech_seconds: float
+    speech_frames: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def duration(self) -> float:
@@ -112,47 +120,49 @@ def load(recording: Recording, sample_rate: int, limits: AudioLimits = AudioLimi
         )
     if float(np.max(np.abs(samples))) < 10 ** (-70 / 20):
         raise AudioError(f"{label}: the recording is silent. Check the microphone and record again.")
-    speech = speech_seconds(samples, sample_rate)
+    voiced = voiced_frames(samples, sample_rate)
+    speech = _seconds(voiced, samples, sample_rate)
     if speech < limits.min_speech_seconds:
-        raise NotEnoughSpeechError(
-            f"{label}: only {speech:.2f} s of speech detected in {duration:.2f} s, below the minimum of "
-            f"{limits.min_speech_seconds:g} s. Use a recording with more speech."
-        )
-    return Audio(samples, sample_rate, digest, label, speech)
+        raise NotEnoughSpeechError(_not_enough_speech(label, speech, duration, limits))
+    return Audio(samples, sample_rate, digest, label, speech, voiced)
 
 
 def speech_seconds(samples: np.ndarray, sample_rate: int) -> float:
-    """Seconds of speech by frame energy: the voiced frames of :func:`voiced_frames` times 10 ms."""
-    return float(np.count_nonzero(voiced_frames(samples, sample_rate)) * frame_sizes(sample_rate)[1] / sample_rate)
+    """Seconds of speech in ``samples`` (float32 mono at ``sample_rate``), by silero-vad: the
+    speech frames of :func:`voiced_frames` times their 32 ms, at most the recording's duration."""
+    return _seconds(voiced_frames(samples, sample_rate), samples, sample_rate)
 
 
-# Speech frames: 25 ms every 10 ms, louder than FLOOR_DB dBFS and within DYNAMIC_DB of the
-# recording's loud end (its 95th-percentile frame). Enough to tell speech from silence and hum;
-# it does not tell speech from loud noise.
-FRAME_SECONDS, HOP_SECONDS, FLOOR_DB, DYNAMIC_DB = 0.025, 0.010, -55.0, 40.0
-_CHUNK_FRAMES = 6000  # levels are computed a minute at a time: memory stays small for long recordings
-
-
-def frame_sizes(sample_rate: int) -> tuple[int, int]:
-    """(frame length, hop) in samples."""
-    return int(FRAME_SECONDS * sample_rate), int(HOP_SECONDS * sample_rate)
+def _seconds(voiced: np.ndarray, samples: np.ndarray, sample_rate: int) -> float:
+    return float(min(np.count_nonzero(voiced) * vad.FRAME_SECONDS, len(samples) / sample_rate))
 
 
 def voiced_frames(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """One bool per 10 ms frame: is it speech, by energy?"""
-    frame, hop = frame_sizes(sample_rate)
-    if len(samples) < frame:
-        return np.zeros(0, dtype=bool)
-    count = 1 + (len(samples) - frame) // hop
-    level = np.empty(count, dtype=np.float32)
-    for first in range(0, count, _CHUNK_FRAMES):
-        last = min(count, first + _CHUNK_FRAMES)
-        piece = samples[first * hop : (last - 1) * hop + frame]
-        frames = np.lib.stride_tricks.sliding_window_view(piece, frame)[::hop]
-        rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
-        level[first:last] = 20 * np.log10(rms + 1e-10)
-    reference = np.percentile(level, 95)
-    return (level > FLOOR_DB) & (level > reference - DYNAMIC_DB)
+    """One bool per 32 ms frame: is it speech? Frame ``i`` starts at ``i * vad.FRAME_SECONDS``.
+
+    Decided by a trained detector (silero-vad), not by loudness: noise, tones, hum, clicks and
+    music are not speech however loud they are.
+    """
+    return vad.speech_frames(samples, sample_rate)
+
+
+def frame_sizes(sample_rate: int) -> tuple[int, int]:
+    """(frame length, hop) of :func:`voiced_frames` in samples at ``sample_rate``, rounded;
+    frames do not overlap."""
+    frame = round(vad.FRAME_SECONDS * sample_rate)
+    return frame, frame
+
+
+def _not_enough_speech(label: str, speech: float, duration: float, limits: AudioLimits) -> str:
+    if speech == 0.0:
+        return (
+            f"{label}: no speech detected in {duration:.2f} s of audio (noise, tones, music and silence are "
+            "not speech). Use a recording of the person speaking."
+        )
+    return (
+        f"{label}: only {speech:.2f} s of speech detected in {duration:.2f} s, below the minimum of "
+        f"{limits.min_speech_seconds:g} s. Use a recording with more speech."
+    )
 
 
 def _too_long(label: str, duration: float, limits: AudioLimits) -> str:

@@ -1,13 +1,14 @@
 """Who spoke when: a long recording scanned window by window against the bank.
 
-Silence is found first, by frame energy (as :func:`voicebank.audio.speech_seconds` counts
-speech), and left out: the recording splits into *speech regions* at every pause of at least
-``min_pause``. Windows of one length step through each region (a region shorter than a window
-is one window) so that no window mixes voices across a pause. Windows are embedded in batches of
-bounded size (equal lengths batch without padding) and identified open-set, so a voice below the
-threshold is ``unknown``. Neighbouring windows of a region with the same answer merge into a
-:class:`Segment`; between two overlapping windows with different answers the boundary is the
-middle of their overlap, and a segment that reaches a pause ends where the speech does.
+What is not speech is found first, by silero-vad in 32 ms frames (the detector
+:func:`voicebank.audio.speech_seconds` counts speech with), and left out: the recording splits
+into *speech regions* at every pause of at least ``min_pause``. Windows of one length step
+through each region (a region shorter than a window is one window) so that no window mixes
+voices across a pause. Windows are embedded in batches of bounded size (equal lengths batch
+without padding) and identified open-set, so a voice below the threshold is ``unknown``.
+Neighbouring windows of a region with the same answer merge into a :class:`Segment`; between
+two overlapping windows with different answers the boundary is the middle of their overlap, and
+a segment that reaches a pause ends where the speech does.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import numpy as np
 
 from . import audio as audio_mod
-from .audio import AudioLimits, Recording, frame_sizes, voiced_frames
+from .audio import AudioLimits, Recording
 from .errors import EmptyBankError, InvalidInputError
+from .vad import FRAME_SECONDS
 
 if TYPE_CHECKING:
     from .bank import VoiceBank
@@ -109,7 +111,7 @@ def scan(
     limits = AudioLimits(min_seconds=bank.limits.min_seconds, min_speech_seconds=0.0, max_seconds=max_seconds)
     audio = audio_mod.load(recording, bank.sample_rate, limits)
     samples, rate = audio.samples, audio.sample_rate
-    voiced = voiced_frames(samples, rate)
+    voiced = audio.speech_frames if audio.speech_frames is not None else audio_mod.voiced_frames(samples, rate)
     regions = speech_regions(voiced, len(samples), rate, round(min_pause * rate), round(min_speech * rate))
     size, step = round(window * rate), round(hop * rate)
     spans = [(k, a + s, a + s + min(size, b - a)) for k, (a, b) in enumerate(regions)
@@ -164,15 +166,15 @@ def window_starts(length: int, size: int, step: int) -> list[int]:
 
 
 def speech_regions(voiced: np.ndarray, length: int, rate: int, min_pause: int, min_speech: int) -> list[tuple[int, int]]:
-    """Sample ranges [start, end) of speech in ``length`` samples, from :func:`voiced_frames`:
-    runs of speech frames joined across pauses shorter than ``min_pause`` samples, dropping
-    those shorter than ``min_speech`` samples."""
-    frame, hop = frame_sizes(rate)
+    """Sample ranges [start, end) of speech in ``length`` samples at ``rate``, from one decision
+    per ``FRAME_SECONDS`` frame (:func:`voicebank.audio.voiced_frames`): runs of speech frames
+    joined across pauses shorter than ``min_pause`` samples, dropping those shorter than
+    ``min_speech`` samples."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], voiced.astype(np.int8), [0]])))
     regions: list[list[int]] = []
     for first, stop in zip(edges[::2], edges[1::2]):  # frames [first, stop) are speech
-        start = int(first) * hop
-        end = length if stop == len(voiced) else (int(stop) - 1) * hop + frame  # the last frame may not reach the end
+        start = round(int(first) * FRAME_SECONDS * rate)
+        end = length if stop == len(voiced) else min(length, round(int(stop) * FRAME_SECONDS * rate))
         if regions and start - regions[-1][1] < min_pause:
             regions[-1][1] = end
         else:
