@@ -21,6 +21,7 @@ from voicebank.embedding import embed_recordings
 from voicebank.embedding import fast as fastmod
 from voicebank.embedding.fast import FastXVector, pad_batch, plan_batches, supports
 from voicebank.embedding.wavlm import XVectorEmbedder, match_threads_to_cores
+from voicebank.errors import InvalidInputError
 
 TINY = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
@@ -317,7 +318,7 @@ def test_opt_out_keeps_the_reference_path_and_the_model_id(tiny_dir, mixed, monk
     monkeypatch.setenv("VOICEBANK_FAST", "1")
     monkeypatch.setenv("VOICEBANK_PRECISION", "fp32")
     assert XVectorEmbedder(tiny_dir, device="cpu").compute_dtype == "float32"
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInputError, match="precision 'fp8' .* is not one of auto, bf16, fp32"):
         XVectorEmbedder(tiny_dir, device="cpu", precision="fp8")
 
 

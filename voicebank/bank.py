@@ -41,7 +41,8 @@ from .errors import (
 from .index import IndexInfo
 from .results import (Candidate, CheckReport, Enrollment, EnrollmentOutcome, Identification, RecordingInfo, Speaker,
                       Verification)
-from .store import BankRow, as_utc, CohortRow, SpeakerRow, Store, UtteranceRow, record, resolve_url, sqlite_path, utcnow
+from .store import (BankRow, CohortRow, SpeakerRow, Store, UtteranceRow, as_utc, database_error, record, resolve_url,
+                    sqlite_path, utcnow)
 from .vectors import voiceprint
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,9 @@ class VoiceBank:
         db_file = sqlite_path(url)
         if not create and db_file is not None and not db_file.exists():
             raise BankNotFoundError(f"no voicebank at {db_file}: create one with `voicebank init`.")
+        if db_file is not None and db_file.exists() and not db_file.is_file():
+            raise BankNotFoundError(f"{db_file} is {'a folder' if db_file.is_dir() else 'not a regular file'}: "
+                                    "give the path of a voicebank database file.")
         new_file = db_file is not None and not db_file.exists()
         store = Store(url)
         try:
@@ -106,11 +110,14 @@ class VoiceBank:
                 bank = opening.read_bank(store, url)
             embedder = opening.embedder_for(model or os.environ.get("VOICEBANK_MODEL") or bank.model_source, device)
             return cls(store, bank, embedder, opening.index_path(index_path, url, bank.uid), limits, window_seconds)
-        except BaseException:
+        except BaseException as exc:
             store.dispose()
             if new_file:  # a bank that could not be created leaves no file behind
                 for leftover in (db_file, *(db_file.with_name(db_file.name + s) for s in ("-wal", "-shm", "-journal"))):
                     leftover.unlink(missing_ok=True)
+            translated = database_error(exc, url) if isinstance(exc, Exception) else exc
+            if translated is not exc:
+                raise translated from exc
             raise
 
     def close(self) -> None:
@@ -424,8 +431,12 @@ class VoiceBank:
         """:meth:`identify` for precomputed (n, dimension) embeddings of this bank's model, e.g.
         the windows of a long recording. Not written to the audit trail."""
         top_k = validate.top_k(top_k)
+        embeddings = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.dimension or not np.all(np.isfinite(embeddings)):
+            raise InvalidInputError(f"embeddings must be finite numbers shaped (n, {self.dimension}) for this bank's "
+                                    f"model, not {embeddings.shape}.")
         settings = self._settings()
-        return [self._identify(np.asarray(e, dtype=np.float32), top_k, settings) for e in np.atleast_2d(embeddings)]
+        return [self._identify(e, top_k, settings) for e in embeddings]
 
     def _identify(self, embedding: np.ndarray, top_k: int, settings: BankRow) -> Identification:
         ranked, found = self._candidates(embedding, top_k, settings)

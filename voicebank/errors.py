@@ -65,3 +65,7 @@ class NotEnoughDataError(VoiceBankError):
 
 class DatabaseGoneError(VoiceBankError):
     """The SQLite file was deleted or replaced while the process had it open; nothing was written."""
+
+
+class DatabaseError(VoiceBankError):
+    """The database cannot be opened or written: not a database, read-only, unreachable, full."""

@@ -11,7 +11,7 @@ from typing import Callable, Collection, Sequence, Union
 import numpy as np
 
 from . import scoring
-from .errors import VoiceBankError
+from .errors import NotEnoughDataError
 
 COSINE, ASNORM = "cosine", "asnorm"
 KINDS = (COSINE, ASNORM)
@@ -56,16 +56,16 @@ class Normalizer:
     def _stats(self, vectors: np.ndarray, exclude: Sequence[Exclude]) -> tuple[np.ndarray, np.ndarray]:
         if self.cohort is not None and len(self.cohort):
             if len(self.cohort) < MIN_COHORT:
-                raise VoiceBankError(f"AS-norm needs a cohort of at least {MIN_COHORT} recordings; it holds "
+                raise NotEnoughDataError(f"AS-norm needs a cohort of at least {MIN_COHORT} recordings; it holds "
                                      f"{len(self.cohort)}. Add more with `voicebank cohort add FILE...`.")
             return scoring.top_stats(vectors @ self.cohort.T, self.top_n)
         if self.search is None:
-            raise VoiceBankError("AS-norm needs a cohort: add one with `voicebank cohort add FILE...`.")
+            raise NotEnoughDataError("AS-norm needs a cohort: add one with `voicebank cohort add FILE...`.")
         skips = [{e} if isinstance(e, (int, np.integer)) else set(e) for e in exclude] or [set()] * len(vectors)
         scores, ids = self.search(vectors, self.top_n + max(len(s) for s in skips))
         rows = [s[(i >= 0) & ~np.isin(i, list(skip))][: self.top_n] for s, i, skip in zip(scores, ids, skips)]
         if min(len(r) for r in rows) < MIN_COHORT:
-            raise VoiceBankError(
+            raise NotEnoughDataError(
                 f"AS-norm needs a cohort of at least {MIN_COHORT}: enroll at least {MIN_COHORT + 1} speakers, or add "
                 "a cohort of people who are not enrolled with `voicebank cohort add FILE...`."
             )

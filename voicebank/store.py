@@ -173,7 +173,45 @@ def resolve_url(db: str | os.PathLike | None) -> str:
     for prefix in ("postgresql://", "postgres://"):
         if db.startswith(prefix):
             return "postgresql+psycopg://" + db[len(prefix) :]
+    scheme = db.split("://", 1)[0]
+    if scheme.split("+")[0] not in ("sqlite", "postgresql"):
+        from .errors import InvalidInputError
+
+        raise InvalidInputError(f"{scheme}:// is not a database voicebank uses: give a file path (SQLite), "
+                                "sqlite:///PATH, or postgresql://user@host/dbname.")
     return db
+
+
+def database_error(exc: Exception, url: str) -> Exception:
+    """A SQLAlchemy connection or I/O error as a :class:`~voicebank.errors.DatabaseError` whose
+    message says what to do; any other error as it is."""
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.engine import make_url
+
+    from .errors import DatabaseError
+
+    if not isinstance(exc, DBAPIError) or not exc.connection_invalidated and exc.orig is None:
+        return exc
+    text = str(exc.orig or exc).lower()
+    file = sqlite_path(url)
+    where = str(file) if file is not None else make_url(url).render_as_string(hide_password=True)
+    if "file is not a database" in text:
+        message = (f"{where} is not a SQLite database (an audio file, or another program's file?): point --db at a "
+                   "voicebank database, or at a new file name to create one.")
+    elif "readonly database" in text or "read-only" in text:
+        message = (f"{where} is read-only: voicebank writes to its database even to identify (the audit trail) and "
+                   "beside it (-wal, -shm files). Give this user write access to the file and its folder.")
+    elif "unable to open database file" in text:
+        message = (f"{where} is a folder: give the path of a database file." if file is not None and file.is_dir() else
+                   f"cannot open {where}: check that its folder exists and this user may write there (SQLite "
+                   "writes -wal and -shm files beside the database, even to read).")
+    elif "disk is full" in text or "no space" in text:
+        message = f"the disk holding {where} is full: free space, then try again; nothing was written."
+    elif isinstance(exc, DBAPIError) and file is None:
+        message = f"cannot use the database {where}: {str(exc.orig or exc).strip().splitlines()[0]}"
+    else:
+        return exc
+    return DatabaseError(message)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -254,14 +292,27 @@ class Store:
     def read(self) -> Iterator[Session]:
         if self._identity is None:
             self._check_file()  # remember which file this process opened
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+        with self._translated(), Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+        with self._translated(), Session(self._writer, expire_on_commit=False) as session, session.begin():
             self._check_file()  # under the write lock: no one swaps the file between check and commit
             yield session
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Database I/O and connection failures as errors that say what to do (:func:`database_error`)."""
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            yield
+        except DBAPIError as exc:
+            translated = database_error(exc, self.url)
+            if translated is exc:
+                raise
+            raise translated from exc
 
     @contextmanager
     def change(self) -> Iterator[tuple[Session, int]]:

@@ -164,7 +164,12 @@ def current(obj: Context) -> None:
       voicebank db current
     """
     from .. import schema
+    from ..errors import BankNotFoundError
+    from ..store import resolve_url, sqlite_path
 
+    file = sqlite_path(resolve_url(obj.db))
+    if file is not None and not file.is_file():  # connecting would create an empty file
+        raise BankNotFoundError(f"no database at {file}: create a voicebank with `voicebank init`.")
     with obj.engine() as engine:
         click.echo(f"database: {schema.current(engine) or 'empty'}\nnewest:   {schema.head()}")
 
@@ -173,14 +178,19 @@ def parse_time(value: str) -> datetime:
     """An ISO 8601 date or time (UTC unless it says otherwise), or an age like 30d, 12h, 15m."""
     from datetime import timedelta, timezone
 
+    from ..errors import InvalidInputError
+
     units = {"d": "days", "h": "hours", "m": "minutes"}
-    if value[:-1].isdigit() and value[-1:] in units:
-        return datetime.now(timezone.utc) - timedelta(**{units[value[-1]]: int(value[:-1])})
+    count = value[:-1]
+    if count.isascii() and count.isdigit() and value[-1:] in units:  # not '²d': isdigit alone takes it
+        try:
+            return datetime.now(timezone.utc) - timedelta(**{units[value[-1]]: int(count)})
+        except OverflowError:
+            raise InvalidInputError(f"{value!r} reaches back before the year 1: give a smaller age "
+                                    "or an ISO date.") from None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        from ..errors import InvalidInputError
-
         raise InvalidInputError(f"{value!r} is neither an ISO date/time (2026-11-01, 2026-11-01T08:00) "
                                 "nor an age (30d, 12h, 15m).") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -41,6 +41,13 @@ def scan_(obj: Context, recording: str, window: float | None, hop: float | None,
 
     if rttm == "-" and as_json:
         raise InvalidInputError("--json and --rttm - would both print to stdout: give --rttm a file name instead.")
+    if rttm and rttm != "-":
+        from pathlib import Path
+
+        target = Path(rttm)
+        if target.is_dir() or not target.parent.is_dir():
+            raise InvalidInputError(f"--rttm {rttm}: " + ("is a folder; give a file name." if target.is_dir() else
+                                    f"the folder {target.parent} does not exist; create it or choose another."))
     window = window or scanning.DEFAULT_WINDOW
     hop = hop or window * scanning.DEFAULT_HOP_FRACTION
     with obj.open() as bank, contextlib.ExitStack() as bars:

@@ -77,7 +77,10 @@ class XVectorEmbedder:
         # "auto" (bf16 where the device computes it natively), "bf16" or "fp32"; the fast path only
         self.precision = (precision or os.environ.get("VOICEBANK_PRECISION") or "auto").strip().lower()
         if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16 or fp32, not {self.precision!r}")
+            from ..errors import InvalidInputError
+
+            raise InvalidInputError(f"precision {self.precision!r} (VOICEBANK_PRECISION or precision=) is not one of "
+                                    "auto, bf16, fp32: set one of these, or unset it for auto.")
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any, str, str] | None = None
 

@@ -13,7 +13,8 @@ AudioError (unreadable, too long, too little speech),  422
 InconsistentRecordingError, InvalidInputError,
 malformed form fields
 ModelError (the model cannot be loaded)                503
-DatabaseGoneError (SQLite file deleted or replaced)    503
+DatabaseGoneError (SQLite file deleted or replaced),   503
+DatabaseError (read-only, unreachable, disk full)
 any other VoiceBankError (server set-up)               500
 anything unexpected                                    500, logged with its traceback
 =====================================================  ======
@@ -32,6 +33,7 @@ from starlette.exceptions import HTTPException
 from ..errors import (
     AudioError,
     BankNotFoundError,
+    DatabaseError,
     DatabaseGoneError,
     DuplicateRecordingError,
     DuplicateSpeakerError,
@@ -61,6 +63,7 @@ STATUS: tuple[tuple[type[VoiceBankError], int], ...] = (
     (InvalidInputError, 422),
     (ModelError, 503),
     (DatabaseGoneError, 503),
+    (DatabaseError, 503),
     (ModelMismatchError, 500),
     (SchemaError, 500),
     (BankNotFoundError, 500),

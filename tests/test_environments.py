@@ -1,0 +1,117 @@
+"""Broken environments and user mistakes around the database and the command line: each one is a
+single `Error: ...` line and exit code 2 (a clear error from the library, 503/409 over HTTP),
+and nothing is created or changed (hardening 5)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.exc import OperationalError
+
+from conftest import TINY_THRESHOLD
+from voicebank import VoiceBank
+from voicebank.cli import main
+from voicebank.errors import DatabaseError, InvalidInputError, NotEnoughDataError
+from voicebank.store import database_error
+
+
+def refused(result, *words: str) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.output, repr(result.exception))
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def made(tmp_path, tiny_model, voices):
+    db = tmp_path / "bank.db"
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+        bank.enroll("alice", voices["alice"][:2])
+    return db
+
+
+@pytest.mark.parametrize("target, words", [
+    ("audio", ("is not a SQLite database (an audio file",)),
+    ("folder", ("is a folder: give the path of a voicebank database file",)),
+    ("scheme", ("foo:// is not a database voicebank uses",)),
+    ("unreachable", ("cannot use the database postgresql+psycopg://nobody@127.0.0.1:1/x",)),
+])
+def test_a_db_that_is_not_a_database_is_one_clear_line(tmp_path, voices, target, words):
+    db = {"audio": voices["alice"][0], "folder": tmp_path, "scheme": "foo://bar",
+          "unreachable": "postgresql://nobody@127.0.0.1:1/x"}[target]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for command in (("list",), ("identify", voices["alice"][2])):
+        refused(run("--db", db, *command), *words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_db_current_on_a_missing_file_creates_nothing(tmp_path):
+    refused(run("--db", tmp_path / "missing.db", "db", "current"), "no database at", "voicebank init")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, words", [
+    (("audit", "--since", "99999999999d"), ("reaches back before the year 1",)),
+    (("audit", "--since", "²d"), ("is neither an ISO date/time",)),
+    (("audit", "purge", "--before", "999999999d", "--yes"), ("reaches back before the year 1",)),
+])
+def test_ages_out_of_range_are_refused(made, args, words):
+    refused(run("--db", made, *args), *words)
+
+
+def test_an_rttm_path_that_cannot_be_written_is_refused_before_the_scan(made, voices, tmp_path):
+    refused(run("--db", made, "scan", voices["alice"][2], "--rttm", tmp_path / "no" / "x.rttm"), "does not exist")
+    folder = run("--db", made, "scan", voices["alice"][2], "--rttm", tmp_path)  # click's own check
+    assert folder.exit_code == 2 and "is a directory" in folder.stderr and "Traceback" not in folder.output
+
+
+def test_a_bad_precision_setting_is_one_line(made, monkeypatch):
+    monkeypatch.setenv("VOICEBANK_PRECISION", "fp16")
+    refused(run("--db", made, "list"), "precision 'fp16'", "auto, bf16, fp32")
+
+
+@pytest.mark.parametrize("message, words", [
+    ("attempt to write a readonly database", ("is read-only", "write access")),
+    ("unable to open database file", ("cannot open", "-wal and -shm")),
+    ("database or disk is full", ("is full",)),
+])
+def test_sqlite_failures_become_messages_that_say_what_to_do(tmp_path, message, words):
+    """Root ignores file permissions, so the driver's errors are made here; that the store raises
+    them through database_error is checked with a real one below."""
+    error = database_error(OperationalError("INSERT ...", {}, sqlite3.OperationalError(message)),
+                           f"sqlite:///{tmp_path / 'b.db'}")
+    assert isinstance(error, DatabaseError)
+    for word in words:
+        assert word in str(error)
+
+
+def test_a_read_only_connection_reports_read_only(made, voices):
+    from voicebank.store import Store
+
+    store = Store(f"sqlite:///file:{made}?mode=ro&uri=true")
+    with pytest.raises(DatabaseError, match="is read-only"), store.write() as session:
+        from sqlalchemy import text
+
+        session.execute(text("UPDATE bank SET threshold = 0.5"))
+    store.dispose()
+
+
+def test_wrong_embeddings_and_thin_cohorts_are_clear_errors(made, voices):
+    with VoiceBank.open(made) as bank:
+        with pytest.raises(InvalidInputError, match=r"shaped \(n, 24\)"):
+            bank.identify_embeddings(np.zeros((2, 7), dtype=np.float32))
+        with pytest.raises(InvalidInputError, match="finite"):
+            bank.identify_embeddings(np.full((1, 24), np.nan, dtype=np.float32))
+        bank.set_score_normalization("asnorm", top_n=2)
+        with pytest.raises(NotEnoughDataError, match="AS-norm needs a cohort"):  # 409 over HTTP
+            bank.identify(voices["alice"][2])
