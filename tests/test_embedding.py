@@ -295,3 +295,24 @@ def test_embedder_uses_the_device_from_the_environment(monkeypatch, tiny_model):
     embedder = XVectorEmbedder(str(tiny_model))
     assert embedder.device == "cpu"
     assert next(embedder._load()[0].parameters()).device.type == "cpu"
+
+
+def test_a_machine_that_cannot_reach_the_hub_fails_in_seconds_naming_every_way_forward(monkeypatch, tmp_path):
+    """No retries for a minute: one probe of the hub's address (here a closed local port), then one
+    error naming a local directory, `hf download`, and the offline resemblyzer backend."""
+    import time
+
+    from voicebank.embedding.wavlm import XVectorEmbedder
+    from voicebank.errors import ModelError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    start = time.monotonic()
+    with pytest.raises(ModelError) as failed:
+        XVectorEmbedder("someone/not-cached-model").dimension
+    assert time.monotonic() - start < 10
+    message = str(failed.value)
+    assert "cannot reach the Hugging Face hub (127.0.0.1" in message
+    assert "hf download" in message and "--model ./wavlm-base-plus-sv" in message and "--model resemblyzer" in message

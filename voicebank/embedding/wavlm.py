@@ -207,11 +207,23 @@ class XVectorEmbedder:
             raise ModelError(f"the model directory {self.source} does not exist. " + _how_to_get_it())
         where = str(local) if local.is_dir() else self.source
         device = resolve_device(self._device)
-        try:
-            extractor = AutoFeatureExtractor.from_pretrained(where, revision=self.revision)
+
+        def load(**options: Any) -> tuple[Any, Any, dict]:
+            extractor = AutoFeatureExtractor.from_pretrained(where, revision=self.revision, **options)
             model, info = AutoModelForAudioXVector.from_pretrained(
-                where, revision=self.revision, output_loading_info=True
+                where, revision=self.revision, output_loading_info=True, **options
             )
+            return extractor, model, info
+
+        try:
+            if local.is_dir():
+                extractor, model, info = load()
+            else:
+                try:  # already in the local cache: no network at all
+                    extractor, model, info = load(local_files_only=True)
+                except OSError:
+                    _hub_reachable_or_fail(self.source)  # seconds, not minutes of retries
+                    extractor, model, info = load()
         except ValueError as exc:
             raise ModelError(f"{self.source} is not a speaker (x-vector) model: {_first_line(exc)}") from exc
         except OSError as exc:
@@ -312,9 +324,27 @@ def _first_line(exc: Exception) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _hub_reachable_or_fail(source: str, timeout: float = 3.0) -> None:
+    """A :class:`ModelError` at once when the hub cannot be reached: transformers would otherwise
+    retry for over a minute, logging each try, before the same conclusion."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise ModelError(f"{source} is not in the local model cache and HF_HUB_OFFLINE is set. " + _how_to_get_it())
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ModelError(f"cannot reach the Hugging Face hub ({host}: {exc.strerror or exc}) to download {source}, "
+                         "and it is not in the local model cache. " + _how_to_get_it()) from exc
+
+
 def _how_to_get_it() -> str:
     return (
         "Either let this machine reach the Hugging Face hub (and leave HF_HUB_OFFLINE unset), or "
         f"download the model once elsewhere (`hf download {DEFAULT_MODEL} --local-dir ./wavlm-base-plus-sv`), "
-        "copy the directory here and pass it with --model ./wavlm-base-plus-sv or VOICEBANK_MODEL."
+        "copy the directory here and pass it with --model ./wavlm-base-plus-sv or VOICEBANK_MODEL; or use the "
+        "offline backend whose weights ship with it: --model resemblyzer (pip install 'voicebank[resemblyzer]')."
     )
