@@ -336,3 +336,28 @@ def test_a_recording_enrolled_for_one_speaker_is_refused_for_another(bank, voice
         assert "is already enrolled for alice (the same recording, byte for byte)" in str(refused.value)
     assert [s.name for s in bank.speakers()] == ["alice", "bob"]  # bob enrolled, without alice's recording
     assert len(bank.speaker("bob").recordings) == 2 and table_dump(db_path) != before
+
+
+def test_eval_and_cohort_add_carry_on_past_an_unusable_recording(enrolled_db, voices, tmp_path):
+    short = tmp_path / "short.wav"
+    import soundfile as sf
+
+    sf.write(short, np.zeros(1600, dtype=np.float32), 16_000)  # 0.1 s: too short
+    v = voices
+    trials = tmp_path / "t.txt"
+    trials.write_text(f"1 {v['alice'][0]} {v['alice'][2]}\n1 {v['bob'][0]} {short}\n"
+                      f"0 {v['alice'][0]} {v['bob'][2]}\n0 {v['carol'][0]} {v['dave'][2]}\n")
+    result = invoke(enrolled_db, "eval", str(trials), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["n_target"], report["n_nontarget"], report["dropped_trials"]) == (1, 2, 1)
+    assert list(report["left_out"]) == [str(short)] and "shorter than the minimum" in report["left_out"][str(short)]
+    assert result.stderr.splitlines()[-1] == ("1 of 7 recordings could not be used: 1 of 4 trials were left out; "
+                                              "the rates below are on the other 3.")
+    only = tmp_path / "only.txt"  # the unusable file held the only target trial: the rates would mislead
+    only.write_text(f"1 {v['bob'][0]} {short}\n0 {v['alice'][0]} {v['bob'][2]}\n")
+    assert "which leaves no target trials to score" in invoke(enrolled_db, "eval", str(only)).stderr
+
+    added = invoke(enrolled_db, "cohort", "add", str(v["stranger"][0]), str(short), str(v["stranger"][1]))
+    assert added.exit_code == 2 and "The cohort holds 2 recordings." in added.stdout
+    assert "left out: " in added.stderr and "1 of 3 recordings could not be used" in added.stderr

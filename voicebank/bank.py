@@ -328,11 +328,24 @@ class VoiceBank:
         return audit_mod.purge(self._store, before)
 
     # -- the cohort ----------------------------------------------------------------------------
-    def add_cohort(self, recordings: Sequence[Recording], progress: Progress | None = None) -> int:
+    def add_cohort(self, recordings: Sequence[Recording], progress: Progress | None = None,
+                   on_error: Callable[[int, VoiceBankError], None] | None = None) -> int:
         """Add recordings of people who are NOT enrolled to the AS-norm cohort; returns its size.
-        Recordings already in the cohort are skipped."""
-        rows = [CohortRow(embedding=u.embedding, sha256=u.sha256, label=u.label)
-                for u in enrollment.prepare(self, recordings, progress)]
+        Recordings already in the cohort are skipped. An unusable recording raises its error, or
+        with ``on_error`` is reported there (its index, the error) and left out."""
+        items = []
+        recordings = enrollment.recording_list(recordings)
+        with self._stream(recordings) as stream:
+            for item in stream:
+                if item.error is not None and on_error is None:
+                    raise item.error
+                if item.error is not None:
+                    on_error(item.index, item.error)
+                else:
+                    items.append(item)
+                if progress:
+                    progress(item.index + 1, len(recordings), item.audio.label if item.audio else "")
+        rows = [CohortRow(embedding=u.embedding, sha256=u.sha256, label=u.label) for u in enrollment.utterances(items)]
         with self._store.write() as session:
             present = set(session.execute(select(CohortRow.sha256)).scalars())
             session.add_all(r for r in rows if r.sha256 not in present)
@@ -488,18 +501,24 @@ class VoiceBank:
         """The (dimension,) float32 L2-normalized embedding of one recording, with this bank's model."""
         return self._embed([self._load(recording)])[0]
 
-    def embed_many(self, recordings: Iterable[Recording], progress: Progress | None = None) -> np.ndarray:
+    def embed_many(self, recordings: Iterable[Recording], progress: Progress | None = None,
+                   on_error: Callable[[int, VoiceBankError], None] | None = None) -> np.ndarray:
         """(n, dimension) embeddings of many recordings, as :meth:`embed` gives them one by one,
-        but decoded ahead of the model and batched. The first unusable recording raises its error."""
+        but decoded ahead of the model and batched. The first unusable recording raises its error;
+        with ``on_error`` each one is reported there (its index, the error) and its row is NaN."""
         recordings = list(recordings)
         out = np.zeros((len(recordings), self.dimension), dtype=np.float32)
         with self._stream(recordings) as stream:
             for item in stream:
-                if item.error is not None:
+                if item.error is not None and on_error is None:
                     raise item.error
-                out[item.index] = item.embedding
+                if item.error is not None:
+                    on_error(item.index, item.error)
+                    out[item.index] = np.nan
+                else:
+                    out[item.index] = item.embedding
                 if progress:
-                    progress(item.index + 1, len(recordings), item.audio.label)
+                    progress(item.index + 1, len(recordings), item.audio.label if item.audio else "")
         return out
 
     @property

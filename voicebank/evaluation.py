@@ -49,6 +49,8 @@ class Scores:
     target: np.ndarray
     nontarget: np.ndarray
     kind: str  # the score definition: cosine or asnorm
+    left_out: dict[str, str] = field(default_factory=dict)  # unusable file -> why
+    dropped: int = 0  # trials left out because one of their files was unusable
 
 
 @dataclass
@@ -123,7 +125,16 @@ def score_trials(bank: "VoiceBank", style: str, trials: list[Trial],
                  progress: Callable[[int, int, str], None] | None = None) -> Scores:
     """Score every trial with the bank's model and score definition, embedding each file once."""
     files = sorted({str(t.right) for t in trials} | ({t.left for t in trials} if style == PAIRS else set()))
-    embedded = dict(zip(files, bank.embed_many(files, progress)))
+    left_out: dict[str, str] = {}
+    vectors = bank.embed_many(files, progress, on_error=lambda i, exc: left_out.__setitem__(files[i], str(exc)))
+    embedded = dict(zip(files, vectors))
+    usable = [t for t in trials if str(t.right) not in left_out and (style != PAIRS or t.left not in left_out)]
+    dropped, trials = len(trials) - len(usable), usable
+    if not any(t.target for t in trials) or all(t.target for t in trials):
+        raise TrialFileError(
+            f"{len(left_out)} of {len(files)} recordings could not be used, which leaves "
+            f"{'no trials' if not trials else 'no ' + ('non-target' if trials[0].target else 'target') + ' trials'}"
+            f" to score. First: {next(iter(left_out.items()), ('', ''))[1]}")
     scorer = bank.scorer()
     right = np.stack([embedded[str(t.right)] for t in trials])
     if style == PAIRS:
@@ -134,7 +145,7 @@ def score_trials(bank: "VoiceBank", style: str, trials: list[Trial],
         exclude = [(prints[t.left][0],) for t in trials]
     scores = scorer.score(right, left, exclude, exclude)
     labels = np.array([t.target for t in trials])
-    return Scores(scores[labels], scores[~labels], scorer.kind)
+    return Scores(scores[labels], scores[~labels], scorer.kind, left_out, dropped)
 
 
 def open_set_trials(bank: "VoiceBank", max_probes: int = 5000, seed: int = 0) -> OpenSetTrials:
@@ -274,8 +285,9 @@ def report(scores: Scores, far: float = 0.01, current_threshold: float | None = 
             float(np.mean(scores.nontarget >= current_threshold)),
             float(np.mean(scores.target < current_threshold)),
         )
+    extra = {"left_out": scores.left_out, "dropped_trials": scores.dropped} if scores.left_out else {}
     return Report(scores.kind, len(scores.target), len(scores.nontarget), eer, eer_threshold, dcf, far,
-                  scoring.threshold_at_far(scores.target, scores.nontarget, far), current)
+                  scoring.threshold_at_far(scores.target, scores.nontarget, far), current, extra)
 
 
 def plot_report(scores: Scores, result: Report, path: str | Path, identify_threshold: float | None = None) -> None:

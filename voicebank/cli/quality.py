@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .base import JSON_OPTION, Context, emit, handle_errors, main, progress_bar
+from .base import JSON_OPTION, Context, emit, handle_errors, main, progress_bar, safe
 
 TRIAL_OPTIONS = [
     click.option("--root", type=click.Path(file_okay=False), help="Folder that relative paths in the trial list start from "
@@ -45,7 +45,13 @@ def _score_trial_file(bank, trials: str, root: str | None):
     count = len({str(t.right) for t in parsed} | ({t.left for t in parsed} if style == "pairs" else set()))
     bar, progress = progress_bar(count)
     with bar:
-        return score_trials(bank, style, parsed, progress)
+        scores = score_trials(bank, style, parsed, progress)
+    for file, why in scores.left_out.items():
+        click.echo(f"left out: {safe(why)}", err=True)
+    if scores.left_out:
+        click.echo(f"{len(scores.left_out)} of {count} recordings could not be used: {scores.dropped} of {len(parsed)} "
+                   f"trials were left out; the rates below are on the other {len(parsed) - scores.dropped}.", err=True)
+    return scores
 
 
 @main.command(name="eval")
@@ -197,11 +203,19 @@ def cohort_add(obj: Context, files: tuple[str, ...]) -> None:
     Example:
       voicebank cohort add others/*.wav
     """
+    from ..errors import VoiceBankError
+
+    failed: list[str] = []
     with obj.open() as bank:
         bar, progress = progress_bar(len(files))
         with bar:
-            size = bank.add_cohort(list(files), progress=progress)
+            size = bank.add_cohort(list(files), progress=progress, on_error=lambda _i, exc: failed.append(str(exc)))
+    for why in failed:
+        click.echo(f"left out: {safe(why)}", err=True)
     click.echo(f"The cohort holds {size} recordings.")
+    if failed:
+        raise VoiceBankError(f"{len(failed)} of {len(files)} recordings could not be used (see above); the others were "
+                             "added.")
 
 
 @cohort.command(name="show")
