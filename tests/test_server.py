@@ -541,3 +541,44 @@ def test_a_database_file_deleted_or_replaced_under_the_server_is_503_not_a_lost_
             message = error_of(created, 503)
             assert f"the database file {db} was {'deleted' if how == 'deleted' else 'replaced by another file'}" in message
             assert "nothing was written" in message
+
+
+def test_stalled_clients_are_disconnected_and_refusals_are_logged_without_the_key(tmp_path, tiny_model, voices, caplog):
+    """A client that connects and sends nothing, stops mid-header or mid-body is cut off after the
+    read timeout; a request with a wrong key is logged at WARNING with the client's address, and
+    neither the key nor a query string reaches the log."""
+    import logging
+    import socket
+    import time
+
+    from voicebank.server.runner import NoQueryStrings
+
+    db = tmp_path / "bank.db"
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+        bank.enroll("alice", voices["alice"][:2])
+    secret = "vb_not-a-real-key-but-secret"
+    with open_bank(db, Gate(load_embedder(str(tiny_model))), max_seconds=MAX_SECONDS) as bank, \
+            serve_in_thread(create_app(bank), read_timeout=1.0) as url, caplog.at_level(logging.INFO):
+        host, port = url.removeprefix("http://").split(":")
+        stalls = [b"", b"POST /identify HTTP/1.1\r\nHost: x\r\nAuthor",
+                  b"POST /identify HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nAuthorization: Bearer x\r\n\r\nab"]
+        for partial in stalls:
+            with socket.create_connection((host, int(port)), timeout=10) as conn:
+                conn.sendall(partial)
+                start = time.monotonic()
+                data = conn.recv(65536)
+                while data:  # a response (e.g. 401 before the body) may come first; then the close
+                    data = conn.recv(65536)
+                assert time.monotonic() - start < 8, partial
+        with httpx.Client(base_url=url) as client:
+            refused = client.get(f"/speakers?key={secret}", headers={"Authorization": f"Bearer {secret}"})
+        assert refused.status_code == 401
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(m.startswith("refused GET /speakers from 127.0.0.1:") and "invalid or revoked" in m for m in warnings)
+    assert any("no complete request within 1 s" in m for m in warnings)
+    server_side = [r for r in caplog.records if r.name.startswith(("voicebank", "uvicorn"))]  # not httpx's own
+    assert server_side and not [r.getMessage() for r in server_side if secret in r.getMessage()]
+    line = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+                             ("127.0.0.1:5", "GET", f"/speakers?key={secret}", "1.1", 401), None)
+    NoQueryStrings().filter(line)
+    assert secret not in line.getMessage() and "/speakers" in line.getMessage()

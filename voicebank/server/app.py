@@ -19,7 +19,7 @@ import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 
-from .. import __version__
+from .. import __version__, validate
 from ..apikeys import ADMIN, READER, ApiKey
 from ..errors import InvalidInputError
 from . import errors
@@ -81,17 +81,24 @@ async def run(request: Request, call: Callable[..., T], *args: Any, **kwargs: An
 async def recording(upload: UploadFile) -> io.BytesIO:
     """An upload as a recording whose label (in messages) is its file name, as on the CLI."""
     data = io.BytesIO(await upload.read())
-    data.name = upload.filename or "upload"
+    name = validate.printable(upload.filename or "upload")  # a label in messages and in the bank
+    data.name = name if len(name) <= 255 else name[:120] + "..." + name[-120:]
     return data
 
 
 def parse_metadata(text: str | None) -> dict[str, Any] | None:
     if text is None or not text.strip():
         return None
+    if len(text.encode()) > validate.MAX_METADATA_BYTES:  # before parsing: the limit is on the JSON text
+        raise InvalidInputError(f"metadata is at most {validate.MAX_METADATA_BYTES // 1024} KiB as JSON.")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"metadata must be a JSON object, e.g. {{\"team\": \"A\"}}: {exc.msg}.") from exc
+    except ValueError as exc:  # an integer of thousands of digits (Python's int_max_str_digits)
+        raise InvalidInputError(f"metadata numbers must be of a sensible size: {exc}.") from exc
+    except RecursionError as exc:
+        raise InvalidInputError(f"metadata is nested more than {validate.MAX_METADATA_DEPTH} levels deep.") from exc
     if not isinstance(value, dict):
         raise InvalidInputError(f"metadata must be a JSON object, e.g. {{\"team\": \"A\"}}, not {type(value).__name__}.")
     return value

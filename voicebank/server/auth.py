@@ -8,6 +8,7 @@ that changes the bank, 403.
 
 from __future__ import annotations
 
+import logging
 from typing import Awaitable, Callable, Iterable
 
 import anyio.to_thread
@@ -18,6 +19,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..apikeys import ADMIN, ApiKey, ApiKeys, InvalidApiKeyError
 from .errors import error_response
+
+log = logging.getLogger(__name__)
 
 STATE_KEY = "api_key"
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -42,11 +45,13 @@ class ApiKeyMiddleware:
             return
         token = _bearer_token(scope)
         if not token:
+            _refused(scope, "no API key")
             await error_response(401, MISSING, CHALLENGE)(scope, receive, send)
             return
         try:
             key = await anyio.to_thread.run_sync(self.keys.authenticate, token)
         except InvalidApiKeyError as exc:
+            _refused(scope, "an invalid or revoked API key")
             await error_response(401, str(exc), CHALLENGE)(scope, receive, send)
             return
         scope.setdefault("state", {})[STATE_KEY] = key
@@ -65,6 +70,13 @@ def require(role: str) -> Callable[..., Awaitable[ApiKey]]:
         return key
 
     return caller
+
+
+def _refused(scope: Scope, why: str) -> None:
+    """Log a refused request at WARNING (an operator sees key guessing at the default level), with
+    the client's address and the path, never the key nor the query string (where a key may be)."""
+    client = scope.get("client") or ("?", 0)
+    log.warning("refused %s %s from %s:%s: %s", scope.get("method", "?"), _route_path(scope), client[0], client[1], why)
 
 
 def _route_path(scope: Scope) -> str:

@@ -3,6 +3,8 @@ background thread (tests, benchmarks, embedding the API in another program)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
 import threading
@@ -44,16 +46,82 @@ def open_bank(db: str | os.PathLike | None = None, model: Any = None, device: st
         embedder.close()
 
 
+# A client that has sent part of a request (or nothing, after connecting) and then goes quiet for
+# this long is disconnected: otherwise a few hundred stalled connections hold the server's sockets
+# and upload buffers for ever (slowloris).
+READ_TIMEOUT = 30.0
+
+
+def protocol(read_timeout: float = READ_TIMEOUT) -> type:
+    """uvicorn's h11 protocol, with a deadline on every wait for more of a request."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class TimedH11Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._rearm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._rearm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._rearm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _rearm(self) -> None:
+            """A deadline while the client owes us bytes: the headers of a request it has begun
+            (or, on a new connection, its first request), or the rest of a body."""
+            self._disarm()
+            begun = bool(self.conn.trailing_data[0]) or self.cycle is None
+            owed = self.conn.their_state is h11.SEND_BODY or (self.conn.their_state is h11.IDLE and begun)
+            if owed:
+                self._deadline = self.loop.call_later(read_timeout, self._stalled)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _stalled(self) -> None:
+            if not self.transport.is_closing():
+                client = "%s:%s" % self.client if self.client else "?"
+                logging.getLogger(__name__).warning(
+                    "closed the connection from %s: no complete request within %g s", client, read_timeout)
+                self.transport.close()
+
+    return TimedH11Protocol
+
+
+class NoQueryStrings(logging.Filter):
+    """uvicorn's access-log line without the query string: an API key sent as ``?key=...`` by a
+    careless client must reach no log, at any level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
 def serve(app: Any, host: str, port: int, log_level: str = "info") -> None:
     """Serve ``app`` with uvicorn until interrupted (Ctrl-C, SIGTERM)."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+    logging.getLogger("uvicorn.access").addFilter(NoQueryStrings())
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug", http=protocol())
 
 
 @contextmanager
 def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
-                    start_timeout: float = 30.0) -> Iterator[str]:
+                    start_timeout: float = 30.0, read_timeout: float = READ_TIMEOUT) -> Iterator[str]:
     """Serve ``app`` on a background thread; yields its base URL (``port=0``: a free port, taken
     without a race because the socket is bound here and handed to uvicorn). Stops on exit."""
     import uvicorn
@@ -61,7 +129,8 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, log_level:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=10))
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=10,
+                                           http=protocol(read_timeout)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="voicebank-http", daemon=True)
     thread.start()
     try:
