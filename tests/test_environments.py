@@ -115,3 +115,32 @@ def test_wrong_embeddings_and_thin_cohorts_are_clear_errors(made, voices):
         bank.set_score_normalization("asnorm", top_n=2)
         with pytest.raises(NotEnoughDataError, match="AS-norm needs a cohort"):  # 409 over HTTP
             bank.identify(voices["alice"][2])
+
+
+def test_a_folder_where_the_index_file_goes_costs_the_cache_not_the_answer(made, voices, caplog):
+    index = made.with_name(made.name + ".faiss")
+    for leftover in (index, index.with_name(index.name + ".json")):
+        leftover.unlink(missing_ok=True)
+    index.mkdir()
+    with caplog.at_level("WARNING"):
+        result = run("--db", made, "identify", voices["alice"][2], "--json")
+    assert result.exit_code == 0 and '"name": "alice"' in result.stdout
+    assert "cannot write the index cache file" in caplog.text and "keeping the index in memory" in caplog.text
+    with VoiceBank.open(made) as bank:
+        report = bank.check()
+    assert report.ok and "cannot be written" in report.index_file
+
+
+def test_a_bank_without_its_schema_revision_and_a_foreign_sqlite_file_are_refused(made, tmp_path, tiny_model):
+    import sqlite3
+
+    with sqlite3.connect(made) as conn:
+        conn.execute("DROP TABLE alembic_version")
+    for command in (("list",), ("db", "upgrade")):
+        refused(run("--db", made, *command), "has voicebank's tables but no schema revision", "Restore it from a backup")
+    foreign = tmp_path / "notes.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE notes (x)")
+    refused(run("--db", foreign, "--model", tiny_model, "init"), "already holds tables of another program (notes)")
+    with sqlite3.connect(foreign) as conn:
+        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["notes"]

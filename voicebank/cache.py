@@ -40,6 +40,7 @@ class IndexCache:
         self._saved_seq: int | None = None
         self._rebuild_reason: str | None = None  # why the last catch-up rebuilt, if it did
         self.file_status = "not loaded"
+        self._unwritable: str | None = None  # why the index file could not be written, if it could not
 
     def current(self) -> SpeakerIndex:
         """The index, caught up with SQL. Call with ``self.lock`` held."""
@@ -77,10 +78,21 @@ class IndexCache:
             return self._index
 
     def save(self) -> None:
-        """Write the index file if it has changed since it was read or last written."""
+        """Write the index file if it has changed since it was read or last written. The file is
+        a cache: when it cannot be written (a folder in its place, a read-only or full disk) the
+        index is kept in memory, with one warning, and decisions are unaffected."""
         with self.lock:
             if self._index is not None and self.path is not None and self._saved_seq != self._index.seq:
-                self._index.save(self.path)
+                try:
+                    self._index.save(self.path)
+                except OSError as exc:
+                    if self._unwritable is None:
+                        log.warning("cannot write the index cache file %s (%s): keeping the index in memory; "
+                                    "remove what is in the way, or set VOICEBANK_CACHE", self.path, exc.strerror or exc)
+                    self._unwritable = f"cannot be written ({exc.strerror or exc})"
+                    self.file_status = f"{self.file_status}; {self._unwritable}"
+                    return
+                self._unwritable = None
                 self._saved_seq = self._index.seq
 
     def _load_file(self) -> SpeakerIndex:

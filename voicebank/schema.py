@@ -44,11 +44,35 @@ def current(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+OURS = {"bank", "speakers", "utterances", "changes", "audit", "cohort", "api_keys"}
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     found = current(engine)
     if found is not None and found not in _known():
         raise SchemaError(_newer(found))
+    if found is None:
+        _refuse_foreign(engine)
     _run(engine, "upgrade", revision)
+
+
+def _refuse_foreign(engine: Engine) -> None:
+    """A database without a voicebank schema revision that already holds tables: migrating it
+    would fail half-way (voicebank's own tables without their revision) or mix voicebank into
+    another program's SQLite file."""
+    tables = set(inspect(engine).get_table_names()) - {"alembic_version"}  # empty after a downgrade to base
+    if tables & OURS:
+        raise SchemaError(_unstamped(engine.url.render_as_string(hide_password=True)))
+    if tables and engine.url.get_backend_name() == "sqlite":
+        raise SchemaError(
+            f"{engine.url.database} already holds tables of another program ({', '.join(sorted(tables)[:5])}): "
+            "create the voicebank in a new file."
+        )
+
+
+def _unstamped(where: str) -> str:
+    return (f"{where} has voicebank's tables but no schema revision (its alembic_version table is missing): "
+            "it was damaged or made by hand. Restore it from a backup, or create a new bank.")
 
 
 def downgrade(engine: Engine, revision: str) -> None:
@@ -74,6 +98,7 @@ def check(engine: Engine, url_for_messages: str) -> None:
                 f"no voicebank in {url_for_messages}: create one with `voicebank init` "
                 "(or VoiceBank.open(..., create=True))."
             )
+        raise SchemaError(_unstamped(url_for_messages))
     expected = head()
     if revision == expected:
         return
