@@ -322,7 +322,9 @@ def open_bank(db: str, model: str | None, *, create: bool = False, threshold: fl
     from voicebank.audio import AudioLimits
 
     limits = AudioLimits() if min_enroll_speech is None else AudioLimits(min_enroll_speech_seconds=min_enroll_speech)
-    bank = VoiceBank.open(db, model, create=create, threshold=threshold, index_path=index_path, limits=limits)
+    # the tiny random model's scale (conftest.TINY_THRESHOLD) is set for the best-score rule
+    bank = VoiceBank.open(db, model, create=create, threshold=threshold, identify_rule="best", index_path=index_path,
+                          limits=limits)
     try:
         bank.embed_samples([np.zeros(SR, dtype=np.float32)])  # load the model now, not in the first command
     except BaseException:

@@ -216,7 +216,7 @@ def test_recordings_as_bytes_file_object_and_array(bank, voices):
 
 
 def test_context_manager_saves_the_index_and_a_reopened_bank_sees_the_same(db_path, tiny_model, voices):
-    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         assert isinstance(bank, VoiceBank)
         enroll_all(bank, voices)
         assert bank.identify(voices["carol"][2]).match.name == "carol"
@@ -585,7 +585,7 @@ def test_many_changes_are_caught_up_in_chunks_and_a_mostly_changed_bank_is_rebui
     from voicebank import cache
 
     monkeypatch.setattr(cache, "READ_CHUNK", 1)  # one changed speaker per SQL read
-    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as a, \
+    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as a, \
             VoiceBank.open(db_path, str(tiny_model)) as b:
         enroll_all(a, voices, ("alice", "bob", "carol", "dave"))
         assert b.identify(voices["alice"][2]).match.name == "alice"  # b's index: 4 speakers

@@ -62,7 +62,7 @@ def test_identify_many_answers_each_in_place_and_audits_each(bank, voices, corru
 
 
 def test_enroll_many_enrolls_skips_and_fails_speaker_by_speaker(db_url, tiny_model, voices, corrupt):
-    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         bank.enroll("carol", voices["carol"][:2])
         done: list[int] = []
         outcomes = bank.enroll_many(
@@ -205,7 +205,7 @@ def test_cli_import_twice_after_fixing_a_failure(tmp_path, tiny_model, people, c
     def cli(*args):
         return runner.invoke(main, ["--db", str(db), "--model", str(tiny_model), *map(str, args)])
 
-    assert cli("init", "--threshold", TINY_THRESHOLD).exit_code == 0
+    assert cli("init", "--threshold", TINY_THRESHOLD, "--identify-rule", "best").exit_code == 0
     bad = people / "bob" / "bob1.wav"
     shutil.copy(corrupt, bad)
     first = cli("import", people)
@@ -236,7 +236,7 @@ def test_cli_import_of_a_bad_manifest_is_one_error_line(tmp_path, tiny_model):
 
 
 def test_an_import_with_nothing_new_does_not_load_the_model(db_path, tiny_model, voices):
-    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         bank.enroll("alice", voices["alice"][:2])
     with VoiceBank.open(db_path, str(tiny_model)) as again:
         outcomes = again.enroll_many([Enrollment("alice", voices["alice"][:2])])

@@ -183,3 +183,55 @@ def test_a_bank_that_outgrew_its_calibration_says_so(bank, voices, db_path):
     assert found.stderr.startswith("warning: the identification threshold was calibrated with 2 speakers for 1.00% ")
     checked = run("check")
     assert "WARNING: the bank has outgrown its calibration" in checked.stdout and checked.exit_code == 0
+
+
+def test_the_margin_rule_by_hand():
+    from voicebank.calibration import BEST, MARGIN, decide
+
+    assert decide(0.9, 0.6, MARGIN) == pytest.approx(1.2) and decide(0.9, 0.6, BEST) == 0.9
+    assert decide(0.9, None, MARGIN) == 0.9  # alone in the gallery: the best score
+    rows = [np.array([0.5, 0.9, 0.6]), np.array([0.7, 0.7])]
+    trials = OpenSetTrials(np.zeros(0), np.array([0.95]), np.array([True]), rows, 3, "cosine", np.array([0.8]), MARGIN)
+    np.testing.assert_allclose(trials.unknown_best, [1.2, 0.7])
+    np.testing.assert_allclose(trials.known_decision, [1.1])
+
+
+@pytest.mark.parametrize("tail", ["light", "gauss"])
+def test_margin_rule_promises_hold_on_new_people_and_a_grown_bank(tail):
+    """As for the best-score rule: the counted rate of 2 x best - second best, smoothed, and its
+    growth simulated from the impostor model (order statistics of the top two)."""
+    from voicebank.calibration import MARGIN, decide
+
+    ratios: dict[int, list[float]] = {60: [], 600: []}
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        rows = impostor_rows(rng, 600, 60, tail)
+        trials = OpenSetTrials(np.zeros(0), np.zeros(0), np.zeros(0, bool), rows, 60, "cosine", None, MARGIN)
+        model = RateModel.fit(trials)
+        fresh = impostor_rows(rng, 4000, 600, tail)
+        for gallery in ratios:
+            t = model.threshold(0.01, gallery)
+            stats = [decide(*sorted(r[:gallery])[::-1][:2], MARGIN) for r in fresh]
+            ratios[gallery].append(float(np.mean(np.array(stats) >= t)) / 0.01)
+        assert model.threshold(0.01, 60) < model.threshold(0.01, 600)
+    assert 0.5 <= np.median(ratios[60]) <= 2.0 and all(1 / 3 <= r <= 3 for r in ratios[60]), ratios
+    assert 1 / 3 <= np.median(ratios[600]) <= 3.0, ratios
+
+
+def test_a_new_bank_identifies_by_the_margin_rule_and_calibrate_keeps_it(tmp_path, tiny_model, voices):
+    from voicebank import VoiceBank
+
+    with VoiceBank.open(tmp_path / "m.db", str(tiny_model), create=True, threshold=0.9996) as bank:
+        assert bank.identify_rule == "margin"
+        bank.set_threshold(1.0002, "identify")  # the margin statistic goes past 1
+        for name in ("alice", "bob", "carol"):
+            bank.enroll(name, voices[name][:2])
+        result = bank.identify(voices["alice"][2])
+        s1, s2 = result.candidates[0].score, result.candidates[1].score
+        assert result.rule == "margin" and result.decision == pytest.approx(2 * s1 - s2)
+        assert result.match is not None and result.match.name == "alice"  # 2 x 1.0 - 0.999 clears 1.0002
+        assert bank.identify(voices["stranger"][2]).match is None
+        assert result.to_dict()["decision"] == {"rule": "margin", "score": round(result.decision, 6)}
+        from voicebank.evaluation import open_set_trials
+
+        assert open_set_trials(bank).rule == "margin" and open_set_trials(bank, rule="best").rule == "best"

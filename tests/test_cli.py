@@ -56,7 +56,7 @@ def assert_error(result: Result, *words: str) -> str:
 
 @pytest.fixture
 def initialized(cli):
-    ok(cli("init", "--threshold", TINY_THRESHOLD))
+    ok(cli("init", "--threshold", TINY_THRESHOLD, "--identify-rule", "best"))
     return cli
 
 
@@ -89,8 +89,8 @@ def test_init_text_and_default_threshold(cli, tiny_model):
     result = ok(cli("init"))
     assert result.stdout == f"Created a voicebank with {tiny_model} (24-dim), threshold 0.8600.\n"
     assert ok(cli("threshold")).stdout.splitlines() == [
-        f"{which:<8} threshold 0.8600 on the cosine score: not calibrated, no measured promise (run `voicebank calibrate`)"
-        for which in ("verify", "identify")]
+        f"{which:<8} threshold 0.8600 on the {on}cosine score: not calibrated, no measured promise (run `voicebank "
+        "calibrate`)" for which, on in (("verify", ""), ("identify", "2 x best - second best "))]
 
 
 def test_threshold_show_and_set(initialized):
@@ -102,8 +102,8 @@ def test_threshold_show_and_set(initialized):
 
     assert shown() == (TINY_THRESHOLD, TINY_THRESHOLD, {"default"})
     assert ok(initialized("threshold", "0.75")).stdout.splitlines() == [
-        f"{which:<8} threshold 0.7500 on the cosine score: set by hand, no measured promise (run `voicebank calibrate`)"
-        for which in ("verify", "identify")]
+        f"{which:<8} threshold 0.7500 on the {on}cosine score: set by hand, no measured promise (run `voicebank "
+        "calibrate`)" for which, on in (("verify", ""), ("identify", "best "))]
     assert shown("0.5", "--for", "verify") == (0.5, 0.75, {"manual"})
     assert shown("0.6", "--for", "identify") == (0.5, 0.6, {"manual"})
     assert_error(initialized("threshold", "1.5"), "between -1 and 1")
@@ -142,8 +142,10 @@ def test_identify_text_and_exit_codes(populated, voices):
 
 
 def check_identify_json(data: dict) -> None:
-    assert set(data) == {"match", "candidates", "threshold", "threshold_kind", "calibration"}
+    assert set(data) == {"match", "candidates", "threshold", "threshold_kind", "decision", "calibration"}
     assert data["threshold_kind"] == "identify" and data["calibration"]["method"] in ("default", "manual", "far")
+    assert data["decision"]["rule"] == "best"  # the tiny banks' rule; new banks decide by the margin rule
+    assert data["decision"]["score"] == (data["candidates"][0]["score"] if data["candidates"] else None)
     assert type(data["threshold"]) is float
     assert isinstance(data["candidates"], list)
     for candidate in data["candidates"]:
@@ -260,14 +262,17 @@ def test_reindex_and_check(populated, voices):
     result = ok(populated("check"), 0)
     assert result.stdout.splitlines() == [
         "index file: ok", "speakers: 3 in SQL, 3 in the index", "OK: the index agrees with SQL.",
-        *(f"{which:<8} threshold 0.9996 on the cosine score: not calibrated, no measured promise (run "
-          "`voicebank calibrate`)" for which in ("verify", "identify"))]
+        *(f"{which:<8} threshold 0.9996 on the {on}cosine score: not calibrated, no measured promise (run "
+          "`voicebank calibrate`)" for which, on in (("verify", ""), ("identify", "best ")))]
     assert ok(populated("reindex")).stdout == "Indexed 3 voiceprints (flat).\n"
     assert ok(populated("reindex", "--index", "ivf")).stdout == "Indexed 3 voiceprints (ivf).\n"
     assert ok(populated("check")).exit_code == 0
     report = json.loads(ok(populated("check", "--json"), 0).stdout)
+    calibration = report.pop("calibration")
     assert report == {"ok": True, "speakers_in_sql": 3, "speakers_in_index": 3, "index_file": "ok",
                       "missing_from_index": [], "not_in_sql": [], "wrong_vectors": []}
+    assert calibration["identify"]["gallery"] == 3 and calibration["identify"]["outgrown"] is False
+    assert calibration["verify"]["threshold"] == TINY_THRESHOLD and calibration["verify"]["method"] == "default"
     # A damaged index file: check rebuilds it and still exits 0; reindex repairs it too.
     Path(str(populated.db) + ".faiss").write_bytes(b"garbage" * 50)
     report = json.loads(ok(populated("check", "--json"), 0).stdout)
@@ -297,7 +302,7 @@ def test_db_upgrade_and_current(cli, voices):
     assert ok(cli("db", "upgrade")).stdout == f"Schema at {head} (was {head}).\n"
     # A schema without a bank row is not a bank yet; init makes it one.
     assert_error(cli("list"), "voicebank init")
-    ok(cli("init", "--threshold", TINY_THRESHOLD))
+    ok(cli("init", "--threshold", TINY_THRESHOLD, "--identify-rule", "best"))
     ok(cli("enroll", "alice", *voices["alice"][:2]))
     assert ok(cli("db", "upgrade")).stdout == f"Schema at {head} (was {head}).\n"
     assert [s["name"] for s in json.loads(ok(cli("list", "--json")).stdout)] == ["alice"]

@@ -101,7 +101,7 @@ def zygote(tmp_path_factory):
 def new_bank(db_url: str, model) -> None:
     from voicebank import VoiceBank
 
-    VoiceBank.open(db_url, str(model), create=True, threshold=TINY_THRESHOLD).close()
+    VoiceBank.open(db_url, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best").close()
 
 
 def child_env() -> dict[str, str]:
@@ -337,11 +337,11 @@ def test_damaged_or_foreign_index_is_rebuilt_with_a_warning(db_url, tiny_model, 
 
     other_path = None
     if "another bank" in damage:  # same model and dimension, another bank
-        with VoiceBank.open(tmp_path / "other.db", str(tiny_model), create=True, threshold=TINY_THRESHOLD) as other:
+        with VoiceBank.open(tmp_path / "other.db", str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as other:
             other.enroll("s9", [(samples(v), SR) for v in speaker_voices(*f0_seed("s9"))])
             other.reindex()
             other_path = other._cache.path
-    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         for name in ("s0", "s4"):
             bank.enroll(name, [(samples(v), SR) for v in speaker_voices(*f0_seed(name))])
         bank.reindex()
@@ -388,7 +388,7 @@ def test_index_from_a_diverged_history_is_not_trusted(tmp_path, tiny_model):
         for name in names:
             bank.enroll(name, [(samples(v), SR) for v in speaker_voices(*f0_seed(name))])
 
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, index_path=host_x) as bank:
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best", index_path=host_x) as bank:
         enroll_all(bank, "s0", "s1")
     backup = tmp_path / "backup.db"
     with sqlite3.connect(db) as live, sqlite3.connect(backup) as copy:

@@ -18,7 +18,7 @@ from voicebank.store import make_engine, resolve_url
 
 
 def test_enroll_identify_verify_remove_and_audit(db_url, tiny_model, voices):
-    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         for name in ("alice", "bob", "carol"):
             bank.enroll(name, voices[name][:2], metadata={"team": name.upper(), "ünïcode": "✓"})
         with pytest.raises(DuplicateSpeakerError):
@@ -46,7 +46,7 @@ def test_cli_on_both_databases(db_url, tiny_model, voices):
     def run(*args):
         return CliRunner().invoke(main, ["--db", db_url, "--model", str(tiny_model), *args])
 
-    assert run("init", "--threshold", str(TINY_THRESHOLD)).exit_code == 0
+    assert run("init", "--threshold", str(TINY_THRESHOLD), "--identify-rule", "best").exit_code == 0
     assert run("enroll", "alice", *map(str, voices["alice"][:2])).exit_code == 0
     result = run("identify", str(voices["alice"][2]), "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["match"]["name"] == "alice"
@@ -56,7 +56,7 @@ def test_cli_on_both_databases(db_url, tiny_model, voices):
 
 
 def test_migrations_round_trip_and_an_older_schema_is_refused(db_url, tiny_model, voices):
-    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         bank.enroll("alice", voices["alice"][:2])
     engine = make_engine(resolve_url(db_url))
     try:
@@ -88,7 +88,7 @@ def test_the_change_log_is_pruned_and_an_index_older_than_it_is_rebuilt(db_url, 
         with log_rows.read() as session:
             return sorted(session.scalars(select(store.ChangeRow.seq)))
 
-    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as a, \
+    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as a, \
             VoiceBank.open(db_url, str(tiny_model)) as b:
         with pytest.raises(EmptyBankError):
             b.identify(voices["alice"][2])  # b's index is now loaded, at seq 0

@@ -35,7 +35,7 @@ def run(*args):
 @pytest.fixture
 def made(tmp_path, tiny_model, voices):
     db = tmp_path / "bank.db"
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         bank.enroll("alice", voices["alice"][:2])
     return db
 

@@ -153,7 +153,7 @@ def bank(db_url, tiny_model, voices):
     """A bank holding alice and bob (with metadata), over SQLite or PostgreSQL."""
     from voicebank import VoiceBank
 
-    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as opened:
+    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as opened:
         opened.enroll("alice", recording_paths(voices, "alice"), metadata={"team": "A", "n": 1})
         opened.enroll("bob", recording_paths(voices, "bob"), metadata={"team": "B"})
         opened.db_url = db_url
@@ -284,7 +284,7 @@ def test_metadata_with_a_lone_surrogate_is_refused_cleanly(db_path, tiny_model, 
     an argument is not valid UTF-8 (Python decodes it with surrogateescape)."""
     from voicebank import VoiceBank
 
-    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as opened:
+    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as opened:
         with pytest.raises(InvalidInputError, match="metadata"):
             opened.enroll("dave", recording_paths(voices, "dave"), metadata=metadata)
         assert len(opened) == 0
@@ -300,7 +300,7 @@ def cli(db_url, tiny_model, voices):
         return runner.invoke(main, ["--db", db_url, "--model", str(tiny_model), *[str(a) for a in args]])
 
     run.db_url = db_url
-    ok(run("init", "--threshold", TINY_THRESHOLD))
+    ok(run("init", "--threshold", TINY_THRESHOLD, "--identify-rule", "best"))
     ok(run("enroll", "alice", *recording_paths(voices, "alice"), "--meta", "team=A"))
     ok(run("enroll", "bob", *recording_paths(voices, "bob"), "--meta", "team=B"))
     return run
@@ -383,7 +383,7 @@ def test_cli_metadata_with_invalid_utf8_is_refused_cleanly(db_path, tiny_model, 
     lone surrogate (surrogateescape); it must be a one-line error, not a traceback."""
     runner = CliRunner()
     base = ["--db", str(db_path), "--model", str(tiny_model)]
-    ok(runner.invoke(main, [*base, "init", "--threshold", str(TINY_THRESHOLD)]))
+    ok(runner.invoke(main, [*base, "init", "--threshold", str(TINY_THRESHOLD), "--identify-rule", "best"]))
     result = runner.invoke(main, [*base, "enroll", "dave", *map(str, recording_paths(voices, "dave")),
                                   "--meta", "note=caf\udce9"])
     refused(result, "metadata")

@@ -472,7 +472,7 @@ def test_a_tampered_index_with_a_valid_checksum_cannot_change_a_decision(db_path
     from voicebank import VoiceBank
     from voicebank.index import IndexInfo, SpeakerIndex
 
-    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         for name in ("alice", "bob", "carol"):
             bank.enroll(name, voices[name][:2])
         bank.save_index()

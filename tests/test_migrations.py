@@ -117,7 +117,7 @@ def test_a_bank_on_a_schema_made_by_plain_alembic_opens(tmp_path, tiny_model, vo
                    cwd=REPO, check=True, capture_output=True, timeout=120)
     with pytest.raises(BankNotFoundError, match="voicebank init"):
         VoiceBank.open(db, str(tiny_model))
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         bank.enroll("alice", voices["alice"][:2])
         assert bank.identify(voices["alice"][2]).match.name == "alice"
 
@@ -134,7 +134,7 @@ def _stamp(db: Path, revision: str) -> None:
 @pytest.fixture
 def made_bank(tmp_path, tiny_model, voices) -> Path:
     db = tmp_path / "bank.db"
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         bank.enroll("alice", voices["alice"][:2])
     return db
 
@@ -202,6 +202,7 @@ def test_a_database_at_an_older_revision_asks_for_db_upgrade(made_bank, tiny_mod
         # 0004 split the threshold in two: both operating points start from the old value
         assert bank.identify_threshold == pytest.approx(TINY_THRESHOLD)
         assert {p.method for p in bank.operating_points().values()} == {"default"}
+        assert bank.identify_rule == "best"  # what its threshold was set for; new banks decide by the margin
         with pytest.raises(DuplicateSpeakerError, match="looks like the enrolled 'alice'"):  # skeletons backfilled
             bank.enroll("\u0430lice", voices["bob"][:2])
         assert bank.identify(voices["alice"][2]).match.name == "alice"

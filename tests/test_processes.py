@@ -25,7 +25,7 @@ POOL = 4
 def create_bank(db_url: str, model) -> None:
     from voicebank import VoiceBank
 
-    VoiceBank.open(db_url, str(model), create=True, threshold=TINY_THRESHOLD).close()
+    VoiceBank.open(db_url, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best").close()
 
 
 def ok(reply: dict) -> dict:

@@ -164,7 +164,7 @@ def test_asnorm_refuses_a_cohort_too_small_to_have_a_spread(bank, voices):
 def test_asnorm_with_an_explicit_cohort_and_the_cohort_commands(tmp_path, tiny_model, voices):
     db = tmp_path / "c.db"
     run = lambda *args: CliRunner().invoke(main, ["--db", str(db), "--model", str(tiny_model), *args])  # noqa: E731
-    assert run("init", "--threshold", str(TINY_THRESHOLD)).exit_code == 0
+    assert run("init", "--threshold", str(TINY_THRESHOLD), "--identify-rule", "best").exit_code == 0
     for name in ("alice", "bob"):
         assert run("enroll", name, *map(str, voices[name][:2])).exit_code == 0
     added = run("cohort", "add", *map(str, voices["carol"]), str(voices["dave"][0]))
@@ -195,7 +195,7 @@ def test_asnorm_with_an_explicit_cohort_and_the_cohort_commands(tmp_path, tiny_m
 @pytest.fixture
 def enrolled_db(tmp_path, tiny_model, voices):
     db = tmp_path / "e.db"
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         enroll_all(bank, voices)
     return db
 
@@ -317,7 +317,7 @@ def test_a_plot_that_cannot_be_written_is_refused_before_the_work(enrolled_db, t
 
 def test_calibrate_needs_three_speakers(tmp_path, tiny_model, voices):
     db = tmp_path / "two.db"
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         bank.enroll("alice", voices["alice"][:2])
         bank.enroll("bob", voices["bob"][:2])
     result = invoke(db, "calibrate")

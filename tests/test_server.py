@@ -59,7 +59,7 @@ def server(tmp_path_factory, tiny_model, voices):
     """alice, bob and carol enrolled from recordings [0, 1]; keys ops (admin), frontdesk (reader),
     old (revoked); served with a 1 MB body cap and a 10 s recording cap."""
     db = tmp_path_factory.mktemp("served") / "bank.db"
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         for name in THREE:
             bank.enroll(name, voices[name][:2], metadata={"team": name.upper()})
         keys = {name: bank.api_keys.create(name, role)[1]
@@ -189,7 +189,7 @@ def test_identify(server, voices, name):
     response = identify(server, voices[name][2])
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"match", "candidates", "threshold", "threshold_kind", "calibration"}
+    assert set(body) == {"match", "candidates", "threshold", "threshold_kind", "decision", "calibration"}
     assert body["threshold"] == TINY_THRESHOLD and body["threshold_kind"] == "identify"
     assert (body["match"] or {}).get("name") == (None if name == "stranger" else name)
     expected = server.bank.identify(voices[name][2]).to_dict()  # the CLI's --json shape and values
@@ -381,7 +381,7 @@ def test_an_unexpected_error_is_500_without_a_traceback(server, monkeypatch):
 def test_empty_bank_is_409(tmp_path, tiny_model, voices):
     assert status_for(EmptyBankError("x")) == 409
     db = tmp_path / "empty.db"
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         _, key = bank.api_keys.create("r", "reader")
     with open_bank(db) as bank, serve_in_thread(create_app(bank)) as url:
         response = httpx.post(f"{url}/identify", files=[upload(voices["alice"][2])],
@@ -481,7 +481,7 @@ def test_health_stays_fast_while_the_model_is_busy(server, voices):
 @pytest.mark.slow
 def test_voicebank_serve(tmp_path, tiny_model, voices):
     db = tmp_path / "cli.db"
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         bank.enroll("alice", voices["alice"][:2])
     runner = CliRunner()
     key = runner.invoke(main, ["--db", str(db), "apikey", "create", "ci", "--role", "reader"]).stdout.strip()
@@ -524,7 +524,7 @@ def test_serve_without_a_bank_is_an_error(tmp_path):
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
 def test_a_database_file_deleted_or_replaced_under_the_server_is_503_not_a_lost_write(tmp_path, tiny_model, voices, how):
     db = tmp_path / "bank.db"
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         bank.enroll("alice", voices["alice"][:2])
         key = bank.api_keys.create("ops", "admin")[1]
     with open_bank(db, Gate(load_embedder(str(tiny_model))), max_seconds=MAX_SECONDS) as bank:
@@ -554,7 +554,7 @@ def test_stalled_clients_are_disconnected_and_refusals_are_logged_without_the_ke
     from voicebank.server.runner import NoQueryStrings
 
     db = tmp_path / "bank.db"
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         bank.enroll("alice", voices["alice"][:2])
     secret = "vb_not-a-real-key-but-secret"
     with open_bank(db, Gate(load_embedder(str(tiny_model))), max_seconds=MAX_SECONDS) as bank, \

@@ -79,6 +79,7 @@ class VoiceBank:
         *,
         create: bool = False,
         threshold: float | None = None,
+        identify_rule: str = "margin",
         index: str = "flat",
         device: str | None = None,
         index_path: str | os.PathLike | None = None,
@@ -91,7 +92,8 @@ class VoiceBank:
         ``model``: a hub id, a local model directory, ``"resemblyzer"`` or an :class:`Embedder`;
         default ``VOICEBANK_MODEL``, else the model the bank was created with. With ``create=True``
         a missing bank is created (schema migrated to the newest revision, ``threshold`` or the
-        model's default stored, ``index`` the FAISS index kind: flat, hnsw or ivf). The model is
+        model's default stored for both decisions, ``identify_rule`` what identification decides
+        on: ``margin`` or ``best``, ``index`` the FAISS index kind: flat, hnsw or ivf). The model is
         loaded only when something must be embedded.
         """
         url = resolve_url(db)
@@ -105,7 +107,7 @@ class VoiceBank:
         store = Store(url)
         try:
             if create:
-                bank = opening.read_or_create_bank(store, url, model, device, threshold, index)
+                bank = opening.read_or_create_bank(store, url, model, device, threshold, index, identify_rule)
             else:
                 bank = opening.read_bank(store, url)
             embedder = opening.embedder_for(model or os.environ.get("VOICEBANK_MODEL") or bank.model_source, device)
@@ -143,6 +145,12 @@ class VoiceBank:
         return self._settings().identify_threshold
 
     @property
+    def identify_rule(self) -> str:
+        """What the identification threshold applies to: ``best`` (the best score) or ``margin``
+        (2 x best - second best; see :func:`voicebank.calibration.decide`)."""
+        return self._settings().identify_rule
+
+    @property
     def score_kind(self) -> str:
         """``cosine`` or ``asnorm``: what scores and the thresholds mean in this bank."""
         return self._settings().score
@@ -157,11 +165,12 @@ class VoiceBank:
             raise InvalidInputError(f"a threshold is for verify or identify (or both), not {purpose!r}.")
         with self._store.write() as session:
             bank = session.get(BankRow, 1)
-            value = validate.threshold(value, bank.score)
             points = dict(bank.operating or {})
             for which in (calibration.VERIFY, calibration.IDENTIFY) if purpose is None else (purpose,):
+                rule = bank.identify_rule if which == calibration.IDENTIFY else None
+                value = validate.threshold(value, bank.score, rule)
                 setattr(bank, _COLUMN[which], value)
-                points[which] = calibration.OperatingPoint(which, value, bank.score, "manual", None, None).to_dict()
+                points[which] = calibration.OperatingPoint(which, value, bank.score, "manual", None, None, rule=rule).to_dict()
             bank.operating = points
         log.info("%s threshold set to %.4f", purpose or "verify and identify", value)
 
@@ -172,7 +181,9 @@ class VoiceBank:
             if point.kind != bank.score:
                 raise VoiceBankError(f"that threshold is on the {point.kind} score, but the bank now scores by "
                                      f"{bank.score}; calibrate again.")
-            setattr(bank, _COLUMN[point.purpose], validate.threshold(point.threshold, bank.score))
+            setattr(bank, _COLUMN[point.purpose], validate.threshold(point.threshold, bank.score, point.rule))
+            if point.purpose == calibration.IDENTIFY and point.rule:
+                bank.identify_rule = point.rule
             bank.operating = {**(bank.operating or {}), point.purpose: point.to_dict()}
         log.info("%s threshold set to %.4f by calibration", point.purpose, point.threshold)
 
@@ -434,9 +445,9 @@ class VoiceBank:
 
     def _identify_audited(self, audio: Audio, embedding: np.ndarray, top_k: int, settings: BankRow,
                           client: str | None) -> Identification:
-        result = self._identify(embedding, top_k, settings)
-        best = result.candidates[0].score if result.candidates else None
-        self._audit("identify", None, result.match.name if result.match else None, best, result.threshold, settings,
+        result = self._identify(embedding, top_k, settings)  # the audited score is what met the threshold
+        self._audit("identify", None, result.match.name if result.match else None, result.decision, result.threshold,
+                    settings,
                     result.match is not None, audio.sha256, client)
         return result
 
@@ -452,17 +463,19 @@ class VoiceBank:
         return [self._identify(e, top_k, settings) for e in embeddings]
 
     def _identify(self, embedding: np.ndarray, top_k: int, settings: BankRow) -> Identification:
-        ranked, found = self._candidates(embedding, top_k, settings)
+        ranked, found = self._candidates(embedding, max(top_k, 2), settings)  # the margin rule needs two
         if settings.score == norm.ASNORM and ranked:
             kept = [i for _, i in ranked]
             vectors = np.stack([found[i][1] for i in kept])
             normed = self.scorer(settings).score(np.repeat(embedding[None, :], len(kept), 0), vectors, kept, kept)
             ranked = sorted(zip(normed.tolist(), kept), key=lambda pair: -pair[0])
         candidates = [Candidate(found[i][0], s) for s, i in ranked]
-        threshold = settings.identify_threshold
-        match = candidates[0] if candidates and scoring.accept(candidates[0].score, threshold) else None
+        threshold, rule = settings.identify_threshold, settings.identify_rule
+        decision = (calibration.decide(candidates[0].score, candidates[1].score if len(candidates) > 1 else None, rule)
+                    if candidates else None)
+        match = candidates[0] if decision is not None and scoring.accept(decision, threshold) else None
         point = _operating_points(settings)[calibration.IDENTIFY]
-        return Identification(match, candidates, threshold, point.status(self._gallery_size()))
+        return Identification(match, candidates[:top_k], threshold, point.status(self._gallery_size()), rule, decision)
 
     def _candidates(self, embedding: np.ndarray, top_k: int, settings: BankRow
                     ) -> tuple[list[tuple[float, int]], dict[int, tuple[str, np.ndarray]]]:
@@ -686,16 +699,17 @@ def _operating_points(settings: BankRow) -> dict[str, calibration.OperatingPoint
     one carried over by the migration) is described as ``default``."""
     import json
 
-    key = json.dumps([settings.threshold, settings.identify_threshold, settings.score, settings.operating],
-                     sort_keys=True)
+    key = json.dumps([settings.threshold, settings.identify_threshold, settings.identify_rule, settings.score,
+                      settings.operating], sort_keys=True)
     if key not in _POINTS:
         stored = settings.operating or {}
         points = {}
         for which in (calibration.VERIFY, calibration.IDENTIFY):
             value = getattr(settings, _COLUMN[which])
             point = calibration.OperatingPoint.from_dict(stored[which]) if which in stored else None
-            if point is None or point.threshold != value or point.kind != settings.score:
-                point = calibration.OperatingPoint(which, value, settings.score, "default", None, None)
+            rule = settings.identify_rule if which == calibration.IDENTIFY else None
+            if point is None or point.threshold != value or point.kind != settings.score or point.rule != rule:
+                point = calibration.OperatingPoint(which, value, settings.score, "default", None, None, rule=rule)
             points[which] = point
         if len(_POINTS) > 64:
             _POINTS.clear()

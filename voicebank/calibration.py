@@ -26,7 +26,7 @@ lighter tail than a pooled one; the ratio keeps its shape and drops its level.)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -34,6 +34,11 @@ import numpy as np
 from .errors import NotEnoughDataError
 
 VERIFY, IDENTIFY = "verify", "identify"
+# Identification decides on the best score over the gallery, or on the margin rule (see decide):
+# the margin rule identified more people at the same unknown-person false-alarm rate on every
+# corpus measured with enough trials (bench/quality.py; README, Recognition quality).
+BEST, MARGIN = "best", "margin"
+RULES = (BEST, MARGIN)
 # A target rate needs at least this many errors expected among the trials (2 / 1% = 200 trials):
 # a threshold placed where fewer are expected sits at the extreme of the data, and nothing there
 # says what the rate is.
@@ -57,6 +62,7 @@ class ImpostorModel:
     p0: float  # P(Z >= z0)
     beta: float  # generalized Pareto scale and shape of the excess over z0:
     xi: float = 0.0  # P(Z >= z) = p0 * (1 + xi (z - z0) / beta) ** (-1 / xi) past z0 (xi 0: exponential)
+    _decisions: dict = field(default_factory=dict, compare=False, repr=False)  # simulated, by gallery size
 
     @classmethod
     def fit(cls, rows: Sequence[np.ndarray]) -> "ImpostorModel":
@@ -108,14 +114,44 @@ class ImpostorModel:
         far = -self.beta / self.xi if self.xi < 0 else 1e4 * self.beta
         return float(np.max(self.mu + self.sd * (self.z0 + far))) + 1.0
 
-    def growth(self, t: float, gallery: float, grown: float) -> float:
-        """How many times more unknown persons clear ``t`` with ``grown`` speakers than with ``gallery``."""
+    def growth(self, t: float, gallery: float, grown: float, rule: str = BEST) -> float:
+        """How many times more unknown persons clear ``t`` with ``grown`` speakers than with
+        ``gallery``, deciding by ``rule``."""
         if grown == gallery:
             return 1.0
+        if rule == MARGIN:
+            before, after = self.decisions(gallery, rule)(t), self.decisions(grown, rule)(t)
+            return after / before if before > 1e-300 else grown / gallery
         p = np.clip(self.pair_survival(t), 0.0, 1.0 - 1e-15)
         before = float(np.mean(-np.expm1(gallery * np.log1p(-p))))
         after = float(np.mean(-np.expm1(max(grown, 1) * np.log1p(-p))))
         return after / before if before > 1e-300 else grown / gallery  # far out: N chances, each tiny
+
+    def decisions(self, gallery: float, rule: str, draws: int = 64) -> "Smoothed":
+        """The model's distribution of an unknown probe's decision statistic against ``gallery``
+        voiceprints, by simulation: for each probe, ``draws`` samples of the best two of
+        ``gallery`` scores (order statistics of uniforms, through the probe's score quantiles;
+        fixed seed, so every gallery size sees the same draws)."""
+        key = (round(float(gallery), 3), rule, draws)
+        if key not in self._decisions:
+            rng = np.random.default_rng(1)
+            n = max(float(gallery), 1.0)
+            log1, log2 = np.log(rng.random((2, self.mu.size, draws)))
+            above1 = -np.expm1(log1 / n)  # P(Z >= best of n): the survival of the maximum's draw
+            above2 = -np.expm1(log1 / n + log2 / max(n - 1, 1.0))  # and of the runner-up's
+            best = self.mu[:, None] + self.sd[:, None] * self._quantile(above1)
+            second = self.mu[:, None] + self.sd[:, None] * self._quantile(above2)
+            stat = best if rule == BEST or n < 2 else 2 * best - second
+            self._decisions[key] = Smoothed(np.sort(stat.ravel()), float(0.05 * np.mean(self.sd)))
+        return self._decisions[key]
+
+    def _quantile(self, above: np.ndarray) -> np.ndarray:
+        """The standardized score z with P(Z >= z) = ``above`` (the inverse of the survival)."""
+        body = np.interp(above, self.survival[::-1], self.z[::-1])
+        ratio = np.clip(above / self.p0, 1e-300, 1.0)
+        excess = (-self.beta * np.log(ratio) if abs(self.xi) < 1e-6
+                  else self.beta / self.xi * (ratio ** -self.xi - 1.0))
+        return np.where(above < self.p0, self.z0 + excess, body)
 
     def to_dict(self) -> dict[str, Any]:
         keep = _evenly(np.argsort(self.mu), STORED_PROBES)
@@ -167,16 +203,17 @@ class RateModel:
     """What a threshold gives: false accepts per claim (verification) and unknown-person false
     alarms for any number of enrolled speakers (identification)."""
 
-    best: Smoothed  # each unknown probe's best score against the calibration's gallery
+    best: Smoothed  # each unknown probe's decision statistic against the calibration's gallery
     gallery: float  # how many voiceprints those probes were scored against (on average)
-    shape: ImpostorModel  # how the best score moves with the number of voiceprints
+    shape: ImpostorModel  # how that statistic moves with the number of voiceprints
     nontarget: Smoothed | None = None  # impostor pair scores (not stored: verification needs them only once)
+    rule: str = BEST  # the identification decision the statistic is for
 
     @classmethod
     def fit(cls, trials: "OpenSetTrials") -> "RateModel":
         rows = [r for r in trials.unknown if len(r)]
-        return cls(Smoothed.of(np.array([r.max() for r in rows])), float(np.mean([len(r) for r in rows])),
-                   ImpostorModel.fit(rows), Smoothed.of(np.concatenate(rows)))
+        return cls(Smoothed.of(trials.unknown_best), float(np.mean([len(r) for r in rows])),
+                   ImpostorModel.fit(rows), Smoothed.of(np.concatenate(rows)), trials.rule)
 
     def false_accept(self, t: float) -> float:
         if self.nontarget is None:
@@ -184,7 +221,7 @@ class RateModel:
         return self.nontarget(t)
 
     def false_alarm(self, t: float, gallery: int) -> float:
-        return min(1.0, self.best(t) * self.shape.growth(t, self.gallery, gallery))
+        return min(1.0, self.best(t) * self.shape.growth(t, self.gallery, gallery, self.rule))
 
     def threshold(self, rate: float, gallery: int | None = None) -> float:
         if gallery is None:
@@ -194,11 +231,12 @@ class RateModel:
                       max(top, self.shape.reach()))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"best": self.best.to_dict(), "gallery": self.gallery, "shape": self.shape.to_dict()}
+        return {"best": self.best.to_dict(), "gallery": self.gallery, "shape": self.shape.to_dict(), "rule": self.rule}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RateModel":
-        return cls(Smoothed.from_dict(data["best"]), float(data["gallery"]), ImpostorModel.from_dict(data["shape"]))
+        return cls(Smoothed.from_dict(data["best"]), float(data["gallery"]), ImpostorModel.from_dict(data["shape"]),
+                   rule=data.get("rule", BEST))
 
 
 @dataclass(frozen=True)
@@ -219,6 +257,8 @@ class OpenSetTrials:
     unknown: list[np.ndarray]
     gallery: int
     kind: str  # the score definition: cosine or asnorm
+    known_second: np.ndarray | None = None  # each genuine probe's second-best score over the gallery
+    rule: str = BEST  # the identification decision (see decide)
 
     @property
     def nontarget(self) -> np.ndarray:
@@ -226,7 +266,32 @@ class OpenSetTrials:
 
     @property
     def unknown_best(self) -> np.ndarray:
-        return np.array([r.max() for r in self.unknown if len(r)])
+        """Each unknown probe's decision statistic (``rule``) against the gallery."""
+        return np.array([decide(*_top2(r), self.rule) for r in self.unknown if len(r)])
+
+    @property
+    def known_decision(self) -> np.ndarray:
+        """Each genuine probe's decision statistic (``rule``)."""
+        if self.rule == BEST or self.known_second is None:
+            return np.asarray(self.known_best)
+        return np.array([decide(b, s, self.rule) for b, s in zip(self.known_best, self.known_second)])
+
+
+def decide(best: float, second: float | None, rule: str) -> float:
+    """The identification statistic from the best and second-best scores over the gallery:
+    ``best`` itself, or under the ``margin`` rule ``2 * best - second`` (the best score, plus how
+    far it stands above the runner-up: a voice close to one enrolled speaker and far from the
+    rest is more likely that speaker than one close to several). Alone in a gallery, ``best``."""
+    if rule == BEST or second is None or not np.isfinite(second):
+        return float(best)
+    return float(2.0 * best - second)
+
+
+def _top2(row: np.ndarray) -> tuple[float, float | None]:
+    if len(row) < 2:
+        return float(row.max()), None
+    top = np.partition(np.asarray(row), len(row) - 2)[-2:]
+    return float(top[1]), float(top[0])
 
 
 @dataclass(frozen=True)
@@ -253,11 +318,12 @@ class OperatingPoint:
     wrong: float | None = None
     genuine: int | None = None  # genuine trials behind miss/hit/wrong
     gallery: int | None = None  # speakers enrolled when it was set (identification)
+    rule: str | None = None  # identification: what the threshold applies to (best or margin; see decide)
     model: RateModel | None = None  # kept (identification) to say how the rate moves as the bank grows
 
     def to_dict(self, with_model: bool = True) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in ("purpose", "threshold", "kind", "method", "target", "rate", "counted",
-                                             "trials", "miss", "hit", "wrong", "genuine", "gallery")}
+                                             "trials", "miss", "hit", "wrong", "genuine", "gallery", "rule")}
         if with_model and self.model is not None:
             out["model"] = self.model.to_dict()
         return out
@@ -279,7 +345,7 @@ class OperatingPoint:
         ``check`` and ``calibrate``)."""
         out: dict[str, Any] = {"method": self.method, "score": self.kind, "target": self.target}
         if self.purpose == IDENTIFY:
-            out.update(gallery_at_calibration=self.gallery, gallery=gallery)
+            out.update(rule=self.rule or BEST, gallery_at_calibration=self.gallery, gallery=gallery)
             rate = self.rate_at(gallery)
             out["expected_rate"] = None if rate is None else round(rate, 6)
             out["outgrown"] = self.outgrown(gallery)
@@ -343,10 +409,10 @@ def measure(trials: OpenSetTrials, purpose: str, t: float, model: RateModel, met
                               genuine=int(genuine.size))
     gallery = gallery or trials.gallery
     best = trials.unknown_best
-    hit, wrong, miss = open_set_rates(trials.known_best, trials.known_correct, t)
+    hit, wrong, miss = open_set_rates(trials.known_decision, trials.known_correct, t)
     return OperatingPoint(IDENTIFY, t, trials.kind, method, target, model.false_alarm(t, gallery),
                           int(np.count_nonzero(best >= t)), int(best.size), miss=miss, hit=hit, wrong=wrong,
-                          genuine=int(trials.known_best.size), gallery=gallery, model=model)
+                          genuine=int(trials.known_best.size), gallery=gallery, rule=trials.rule, model=model)
 
 
 def open_set_rates(known_best: np.ndarray, known_correct: np.ndarray, t: float) -> tuple[float | None, ...]:

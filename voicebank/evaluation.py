@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from . import scoring
-from .calibration import (IDENTIFY, VERIFY, OpenSetTrials, OperatingPoint, RateModel, ThinDataError,
+from .calibration import (BEST, IDENTIFY, VERIFY, OpenSetTrials, OperatingPoint, RateModel, ThinDataError,
                           identification_point, measure, verification_point)
 from .errors import InvalidInputError, NotEnoughDataError
 from .norm import Normalizer
@@ -148,17 +148,19 @@ def score_trials(bank: "VoiceBank", style: str, trials: list[Trial],
     return Scores(scores[labels], scores[~labels], scorer.kind, left_out, dropped)
 
 
-def open_set_trials(bank: "VoiceBank", max_probes: int = 5000, seed: int = 0) -> OpenSetTrials:
+def open_set_trials(bank: "VoiceBank", max_probes: int = 5000, seed: int = 0, rule: str | None = None) -> OpenSetTrials:
     """Calibration trials made from the bank itself, no audio needed: see :func:`trials_from_embeddings`.
-    The cohort (people never enrolled) adds unknown-person trials."""
+    The cohort (people never enrolled) adds unknown-person trials. ``rule``: the identification
+    decision to calibrate (default: the bank's)."""
     speakers = bank.utterance_embeddings()
     scorer = bank.scorer()
     cohort = scorer.cohort if scorer.cohort is not None else bank.cohort_embeddings()
-    return trials_from_embeddings([(sid, e) for sid, _, e in speakers], cohort, scorer, max_probes, seed)
+    return trials_from_embeddings([(sid, e) for sid, _, e in speakers], cohort, scorer, max_probes, seed,
+                                  rule or bank.identify_rule)
 
 
 def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.ndarray | None, scorer: Normalizer,
-                           max_probes: int = 5000, seed: int = 0) -> OpenSetTrials:
+                           max_probes: int = 5000, seed: int = 0, rule: str = BEST) -> OpenSetTrials:
     """Open-set calibration trials from enrolled speakers' utterance embeddings ((id, (n, d)) each).
 
     Genuine: each recording of a speaker with two or more, against that speaker's voiceprint made
@@ -182,7 +184,7 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
     chosen = np.arange(len(utterances))
     if len(chosen) > max_probes:
         chosen = np.sort(np.random.default_rng(seed).choice(len(chosen), max_probes, replace=False))
-    target, known_best, known_correct, unknown = [], [], [], []
+    target, known_best, known_second, known_correct, unknown = [], [], [], [], []
     everyone = np.arange(len(speakers))
     for u in chosen:
         k, probe = owner[u], utterances[u]
@@ -195,7 +197,9 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
             held_out = voiceprint(utterances[rest[rest != u]])
             score = float(scorer.score(probe, held_out, [(int(ids[k]),)], [(int(ids[k]),)])[0])
             target.append(score)
-            known_best.append(max(score, float(row.max())))
+            top = np.sort(np.append(row, score))[::-1]
+            known_best.append(float(top[0]))
+            known_second.append(float(top[1]))
             known_correct.append(score >= float(row.max()))
     for probe in cohort if cohort is not None else ():
         every = [(int(i),) for i in ids]
@@ -206,7 +210,7 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
             "Add recordings (`voicebank add NAME FILE...`), or give a trial list with --trials."
         )
     return OpenSetTrials(np.array(target), np.array(known_best), np.array(known_correct, dtype=bool), unknown,
-                         len(speakers), scorer.kind)
+                         len(speakers), scorer.kind, np.array(known_second), rule)
 
 
 def trial_list_trials(scores: Scores) -> OpenSetTrials:
@@ -239,17 +243,18 @@ class Calibration:
 
 def calibrate(bank: "VoiceBank", *, far: float | None = 0.01, unknown_rate: float = 0.01,
               purposes: tuple[str, ...] = (VERIFY, IDENTIFY), trials: Scores | None = None,
-              source: str = "bank") -> Calibration:
+              source: str = "bank", rule: str | None = None) -> Calibration:
     """Choose the thresholds for ``purposes`` (verification: false accepts ``far`` per claim, or
     the EER with ``far`` None; identification: unknown-person false alarms ``unknown_rate`` at the
     bank's size) from the bank's own recordings, or for verification from scored ``trials``.
-    Nothing is stored: :meth:`VoiceBank.set_operating_point` stores a chosen point. Raises
+    ``rule``: the identification decision (``best`` or ``margin``; default the bank's). Nothing is
+    stored: :meth:`VoiceBank.set_operating_point` stores a chosen point (and its rule). Raises
     :class:`~voicebank.errors.NotEnoughDataError` (nothing chosen) when the data cannot support a
     target."""
     if trials is not None and IDENTIFY in purposes:
         raise InvalidInputError("a trial list calibrates verification only: identification is calibrated from the "
                                 "bank itself (run calibrate without --trials, or with --for verify).")
-    data = trial_list_trials(trials) if trials is not None else open_set_trials(bank)
+    data = trial_list_trials(trials) if trials is not None else open_set_trials(bank, rule=rule)
     model = RateModel.fit(data)
     current = bank.operating_points()
     chosen, thin = {}, []
@@ -264,7 +269,8 @@ def calibrate(bank: "VoiceBank", *, far: float | None = 0.01, unknown_rate: floa
     if thin:
         raise ThinDataError(" Also: ".join(thin))
     stored = {which: measure(data, which, point.threshold, model, point.method, point.target)
-              for which, point in current.items() if which in purposes}
+              for which, point in current.items()
+              if which in purposes and (which == VERIFY or (point.rule or BEST) == data.rule)}
     growth = []
     if IDENTIFY in chosen:
         t = chosen[IDENTIFY].threshold
@@ -320,7 +326,7 @@ def plot_calibration(cal: Calibration, path: str | Path) -> list[Path]:
         id_points = [(f"{name} identify {p.threshold:.3f}", p.counted / max(p.trials, 1), p.hit)
                      for name, p in (("chosen", cal.chosen.get(IDENTIFY)), ("stored", cal.stored.get(IDENTIFY))) if p]
         second = path.with_name(f"{path.stem}-identify{path.suffix}")
-        identification_plot(t.known_best, t.known_correct, t.unknown_best, second, points=id_points,
+        identification_plot(t.known_decision, t.known_correct, t.unknown_best, second, points=id_points,
                             title=f"Open-set identification, {t.gallery} enrolled")
         written.append(second)
     return written

@@ -38,7 +38,7 @@ def read_bank(store: Store, url: str) -> BankRow:
 
 
 def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, threshold: float | None,
-                        index_kind: str = "flat") -> BankRow:
+                        index_kind: str = "flat", identify_rule: str = "margin") -> BankRow:
     try:
         return read_bank(store, url)
     except BankNotFoundError:
@@ -47,6 +47,7 @@ def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, 
     embedder = embedder_for(model or os.environ.get("VOICEBANK_MODEL") or DEFAULT_MODEL, device)
     model_id, dimension = embedder.model_id, embedder.dimension
     start = validate.threshold(default_threshold(embedder) if threshold is None else threshold)
+    identify_rule = validate.identify_rule(identify_rule)
     consistency, duplicate = enrollment_checks(start)
     schema.upgrade(store.engine)
     bank = BankRow(
@@ -57,6 +58,7 @@ def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, 
         dimension=dimension,
         threshold=start,
         identify_threshold=start,
+        identify_rule=identify_rule,
         consistency_threshold=consistency,
         duplicate_threshold=duplicate,
         score="cosine",

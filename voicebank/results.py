@@ -27,6 +27,10 @@ class Identification:
     # gallery at calibration), with the false-alarm rate expected at today's gallery size and
     # whether the bank has outgrown its calibration (OperatingPoint.status)
     calibration: dict[str, Any] | None = None
+    # what the threshold was compared with: the best score, or under the margin rule
+    # 2 * best - second best (voicebank.calibration.decide); None with no candidates
+    rule: str = "best"
+    decision: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -34,6 +38,7 @@ class Identification:
             "candidates": [c.to_dict() for c in self.candidates],
             "threshold": self.threshold,
             "threshold_kind": "identify",
+            "decision": {"rule": self.rule, "score": None if self.decision is None else round(self.decision, 6)},
         }
         if self.calibration is not None:
             out["calibration"] = self.calibration

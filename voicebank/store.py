@@ -69,6 +69,8 @@ class BankRow(Base):
     dimension: Mapped[int] = mapped_column(Integer)
     threshold: Mapped[float] = mapped_column(Float)  # verification (1:1)
     identify_threshold: Mapped[float] = mapped_column(Float)  # identification (1:N open set)
+    # what the identification threshold applies to: the best score, or the margin rule (calibration.decide)
+    identify_rule: Mapped[str] = mapped_column(String(16), default="margin", server_default="best")
     # what each threshold means: {"verify": OperatingPoint.to_dict(), "identify": ...}; None: defaults
     operating: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     score: Mapped[str] = mapped_column(String(64))  # "cosine" or "asnorm": what the thresholds apply to

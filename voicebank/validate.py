@@ -123,15 +123,25 @@ def _check_depth(value: Any, depth: int) -> None:
         raise InvalidInputError("metadata numbers must be finite (no NaN or infinity).")
 
 
-def threshold(value: Any, score: str = "cosine") -> float:
-    """A threshold for the bank's score: a cosine in [-1, 1], or AS-norm standard deviations in [-100, 100]."""
+def threshold(value: Any, score: str = "cosine", rule: str | None = None) -> float:
+    """A threshold for the bank's score: a cosine in [-1, 1], or AS-norm standard deviations in
+    [-100, 100]; under the identification margin rule (2 x best - second best) three times as wide."""
     low, high = (-1.0, 1.0) if score == "cosine" else (-100.0, 100.0)
+    if rule == "margin":
+        low, high = 3 * low, 3 * high
     try:
         value = float(value)
     except (TypeError, ValueError):
         raise InvalidInputError(f"a threshold is a number between {low:g} and {high:g}, not {value!r}.") from None
     if not low <= value <= high:
         raise InvalidInputError(f"a threshold on the {score} score is between {low:g} and {high:g}, not {value}.")
+    return value
+
+
+def identify_rule(value: Any) -> str:
+    """What identification decides on: ``margin`` or ``best`` (voicebank.calibration.decide)."""
+    if value not in ("margin", "best"):
+        raise InvalidInputError(f"the identification rule is margin or best, not {value!r}.")
     return value
 
 

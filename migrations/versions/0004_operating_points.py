@@ -20,6 +20,9 @@ def upgrade() -> None:
     with op.batch_alter_table("bank") as batch_op:
         batch_op.add_column(sa.Column("identify_threshold", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("operating", sa.JSON(), nullable=True))
+        # existing banks keep deciding on the best score, which their threshold was set for;
+        # new banks decide by the margin rule (voicebank.calibration.decide)
+        batch_op.add_column(sa.Column("identify_rule", sa.String(length=16), server_default="best", nullable=False))
         # null: the model's measured default (voicebank.embedding.ENROLLMENT_CHECKS)
         batch_op.add_column(sa.Column("consistency_threshold", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("duplicate_threshold", sa.Float(), nullable=True))
@@ -48,5 +51,6 @@ def downgrade() -> None:
     with op.batch_alter_table("bank") as batch_op:
         batch_op.drop_column("duplicate_threshold")
         batch_op.drop_column("consistency_threshold")
+        batch_op.drop_column("identify_rule")
         batch_op.drop_column("operating")
         batch_op.drop_column("identify_threshold")

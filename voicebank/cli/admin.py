@@ -108,7 +108,8 @@ def calibration_text(status: dict) -> str:
     """The thresholds and their promises, a line each (for `threshold` and `check`)."""
     lines = []
     for which, s in status.items():
-        head = f"{which:<8} threshold {s['threshold']:.4f} on the {s['score']} score"
+        on = {"margin": "2 x best - second best ", "best": "best "}.get(s.get("rule", ""), "")
+        head = f"{which:<8} threshold {s['threshold']:.4f} on the {on}{s['score']} score"
         if s["method"] in ("default", "manual"):
             lines.append(f"{head}: {'set by hand' if s['method'] == 'manual' else 'not calibrated'}, "
                          "no measured promise (run `voicebank calibrate`)")

@@ -97,6 +97,8 @@ def eval_(obj: Context, trials: str, root: str | None, far: float, plot: str | N
 @click.option("--eer", "at_eer", is_flag=True, help="Verification at the equal-error rate instead of --far.")
 @click.option("--for", "purpose", type=click.Choice(["both", "verify", "identify"]), default="both", show_default=True,
               help="Which threshold to choose (a trial list calibrates verify only).")
+@click.option("--rule", type=click.Choice(["margin", "best"]), help="What identification decides on: the margin rule "
+              "(2 x best - second best score; new banks) or the best score (banks from before 0.2). Default: the bank's.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Draw the DET curve to this file (.png, .svg, .pdf) "
               "and the identification view beside it (NAME-identify.png).")
 @click.option("--yes", is_flag=True, help="Store the new thresholds without asking.")
@@ -104,7 +106,7 @@ def eval_(obj: Context, trials: str, root: str | None, far: float, plot: str | N
 @click.pass_obj
 @handle_errors
 def calibrate(obj: Context, trials: str | None, root: str | None, far: float, unknown_rate: float, at_eer: bool,
-              purpose: str, plot: str | None, yes: bool, as_json: bool) -> None:
+              purpose: str, rule: str | None, plot: str | None, yes: bool, as_json: bool) -> None:
     """Choose the verification and identification thresholds from data, and store them.
 
     Verification (verify NAME FILE) is set for a false-accept rate per claim; identification
@@ -131,7 +133,7 @@ def calibrate(obj: Context, trials: str | None, root: str | None, far: float, un
             purposes = ("verify",)
         scores = _score_trial_file(bank, trials, root) if trials else None
         result = measure(bank, far=None if at_eer else far, unknown_rate=unknown_rate, purposes=purposes,
-                         trials=scores, source=trials or "bank")
+                         trials=scores, source=trials or "bank", rule=rule)
         text = _calibration_text(result)
         if plot:
             text += "\nplots: " + ", ".join(str(p) for p in plot_calibration(result, plot))
@@ -174,7 +176,8 @@ def _point_lines(point, label: str) -> list[str]:
                 f"{point.genuine} genuine trials")
         return [head, body]
     target = f"{point.target:g} unknown-person false alarms" if point.target else "no target"
-    head = f"identify {label}: threshold {point.threshold:.4f} ({target} with {point.gallery} enrolled)"
+    on = "2 x best - second best score" if point.rule == "margin" else "the best score"
+    head = f"identify {label}: threshold {point.threshold:.4f} on {on} ({target} with {point.gallery} enrolled)"
     body = (f"    unknown persons matched to someone: expected {point.rate:.2%}, counted {point.counted} of "
             f"{point.trials} ({point.counted / max(point.trials, 1):.2%})")
     known = (f"    of {point.genuine} genuine probes: {point.hit:.2%} identified, {point.wrong:.2%} matched to "

@@ -18,13 +18,16 @@ def QUALITY_OPTIONS(command):  # noqa: N802 (a decorator, named like the other o
 
 
 @main.command()
-@click.option("--threshold", type=float, help="Decision threshold on the cosine score (default: the model's).")
+@click.option("--threshold", type=float, help="Starting threshold of both decisions (default: the model's); "
+              "`voicebank calibrate` measures better ones.")
+@click.option("--identify-rule", type=click.Choice(["margin", "best"]), default="margin", show_default=True,
+              help="What identification decides on: 2 x best - second best score (margin), or the best score.")
 @click.option("--index", "index_kind", type=click.Choice(["flat", "hnsw", "ivf"]), default="flat", show_default=True,
               help="FAISS index: flat (exact), hnsw or ivf (approximate, for very large banks; see README).")
 @JSON_OPTION
 @click.pass_obj
 @handle_errors
-def init(obj: Context, threshold: float | None, index_kind: str, as_json: bool) -> None:
+def init(obj: Context, threshold: float | None, identify_rule: str, index_kind: str, as_json: bool) -> None:
     """Create a new, empty bank (database schema + the model's identity and threshold).
 
     \b
@@ -40,7 +43,7 @@ def init(obj: Context, threshold: float | None, index_kind: str, as_json: bool) 
         pass
     else:
         raise VoiceBankError("a voicebank already exists there; nothing was changed.")
-    with obj.open(create=True, threshold=threshold, index=index_kind) as bank:
+    with obj.open(create=True, threshold=threshold, identify_rule=identify_rule, index=index_kind) as bank:
         info = {"db": obj.db or "voicebank.db", "model": bank.model_source, "model_id": bank.model_id,
                 "dimension": bank.dimension, "threshold": bank.threshold, "index": bank.index_kind}
     emit(info, as_json, f"Created a voicebank with {info['model']} ({info['dimension']}-dim), threshold {info['threshold']:.4f}.")
@@ -170,12 +173,17 @@ def identify(obj: Context, files: tuple[str, ...], top_k: int, as_json: bool) ->
         with obj.open() as bank:
             result = bank.identify(files[0], top_k=top_k)
         lines = [f"match: {result.match.name} (score {result.match.score:.4f})" if result.match
-                 else f"match: unknown (best score below threshold {result.threshold:.4f})"]
+                 else f"match: unknown ({_decided(result)} below threshold {result.threshold:.4f})"]
         lines += [f"  {i}. {c.name:<30} {c.score:.4f}" for i, c in enumerate(result.candidates, 1)]
         emit(result.to_dict(), as_json, "\n".join(lines))
         _warn_if_outgrown([result])
         sys.exit(0 if result.match else 1)
     _identify_many(obj, files, top_k, as_json)
+
+
+def _decided(result) -> str:
+    """What was compared with the threshold, for people."""
+    return "best score" if result.rule == "best" else "2 x best - second best score"
 
 
 def _warn_if_outgrown(results: list) -> None:
@@ -197,9 +205,9 @@ def _identify_many(obj: Context, files: tuple[str, ...], top_k: int, as_json: bo
             results = bank.identify_many(files, top_k=top_k, progress=progress)
     for file, result in zip(files, results):
         if isinstance(result, Identification):
-            best = result.candidates[0].score if result.candidates else float("nan")
+            best = result.decision if result.decision is not None else float("nan")
             text = (f"{file}: {result.match.name} (score {result.match.score:.4f})" if result.match
-                    else f"{file}: unknown (best score {best:.4f}, threshold {result.threshold:.4f})")
+                    else f"{file}: unknown ({_decided(result)} {best:.4f}, threshold {result.threshold:.4f})")
             emit({"file": file, **result.to_dict()}, as_json, text)
         else:
             message = str(result).removeprefix(f"{file}: ")  # audio errors begin with the file's name

@@ -21,10 +21,16 @@ class CalibrationOut(BaseModel):
     method: str = Field(description="How the threshold was set: far (a target rate), eer, manual or default.")
     score: str = Field(description="The score the threshold applies to: cosine or asnorm.")
     target: float | None = Field(description="The unknown-person false-alarm rate it was calibrated for.")
+    rule: str = Field(description="What the threshold applies to: best or margin.")
     gallery_at_calibration: int | None = Field(description="Speakers enrolled when it was calibrated.")
     gallery: int = Field(description="Speakers enrolled now.")
     expected_rate: float | None = Field(description="The false-alarm rate expected with today's speakers.")
     outgrown: bool = Field(description="True when the bank has grown past its calibration: calibrate again.")
+
+
+class DecisionOut(BaseModel):
+    rule: str = Field(description="best (the best score) or margin (2 x best - second best score).")
+    score: float | None = Field(description="What was compared with the threshold (null with no candidates).")
 
 
 class IdentificationOut(BaseModel):
@@ -32,6 +38,7 @@ class IdentificationOut(BaseModel):
     candidates: list[CandidateOut]
     threshold: float = Field(description="The bank's identification (1:N) threshold.")
     threshold_kind: str = Field(description="Always `identify`: the identification operating point.")
+    decision: DecisionOut
     calibration: CalibrationOut
 
 
