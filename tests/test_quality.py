@@ -301,6 +301,15 @@ def test_calibrate_from_the_bank_measures_both_points_and_asks_before_storing(en
     with VoiceBank.open(enrolled_db) as bank:
         assert bank.threshold == pytest.approx(chosen["verify"]["threshold"])
         assert bank.identify_threshold == pytest.approx(ident["threshold"])  # untouched
+        assert bank.identify_rule == "best"
+
+    moved = invoke(enrolled_db, "calibrate", "--for", "identify", "--rule", "margin", "--unknown-rate", "0.25",
+                   "--yes", "--json")
+    assert moved.exit_code == 0, moved.output
+    chosen = json.loads(moved.stdout)["chosen"]["identify"]
+    assert chosen["rule"] == "margin" and chosen["threshold"] > ident["threshold"] - 1e-9  # 2 s1 - s2 >= s1
+    with VoiceBank.open(enrolled_db) as bank:
+        assert bank.identify_rule == "margin" and bank.identify_threshold == pytest.approx(chosen["threshold"])
 
 
 @pytest.mark.parametrize("command", ["eval", "calibrate"])
