@@ -200,3 +200,13 @@ def test_a_missing_silero_vad_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(vad.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelError, match=r'silero-vad, which is not installed: pip install "silero-vad>=6\.2\.3"'):
         vad.speech_frames(np.zeros(SR, np.float32), SR)
+
+
+def test_a_damaged_model_file_is_a_clear_error_every_time(monkeypatch, tmp_path):
+    damaged = tmp_path / "silero_vad.jit"
+    damaged.write_bytes(b"not a model")
+    monkeypatch.setattr(vad, "_model", None)
+    monkeypatch.setattr(vad, "_model_path", lambda: damaged)
+    for _ in range(2):  # a failed load leaves nothing half-loaded behind
+        with pytest.raises(ModelError, match=r"could not be loaded .*pip install --force-reinstall \"silero-vad==6\.2\.3\""):
+            vad.speech_frames(np.zeros(SR, np.float32), SR)

@@ -62,7 +62,7 @@ def speech_probabilities(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     state = (torch.zeros(1, 128), torch.zeros(1, 128))
     with torch.inference_mode():
         for first in range(0, frames, _BLOCK):
-            block = torch.from_numpy(np.ascontiguousarray(windows[first : first + _BLOCK]))
+            block = torch.from_numpy(np.array(windows[first : first + _BLOCK]))  # a writable copy: no torch warning
             features = model.encoder(model.stft(block)).squeeze(-1)  # (frames, 128): no state
             hidden = []
             for row in features.split(1):  # the recurrent part, frame after frame
@@ -120,14 +120,15 @@ def _load() -> Any:
 
             path = _model_path()
             try:
-                whole = torch.jit.load(str(path), map_location="cpu").eval()
-                _model = whole._model
-                _model.stft, _model.encoder, _model.decoder.rnn, _model.decoder.decoder  # noqa: B018
+                model = torch.jit.load(str(path), map_location="cpu").eval()._model
+                for part in (model.stft, model.encoder, model.decoder.rnn, model.decoder.decoder):
+                    part.eval()
             except Exception as exc:  # a damaged file, or a silero-vad laid out unlike 5.1-6.2
                 raise ModelError(
-                    f"the speech detector at {path} could not be loaded ({exc}). Reinstall it: "
-                    'pip install --force-reinstall "silero-vad>=6.2.3"'
+                    f"the speech detector at {path} could not be loaded ({exc}). Reinstall it, at a "
+                    'version voicebank was checked with: pip install --force-reinstall "silero-vad==6.2.3"'
                 ) from exc
+            _model = model
             log.debug("loaded silero-vad from %s", path)
         return _model
 
