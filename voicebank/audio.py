@@ -9,12 +9,8 @@ model's rate, the SHA-256 of what was given, and how much of it is speech (by si
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
-import re
-import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -22,6 +18,7 @@ from typing import BinaryIO, Union
 import numpy as np
 
 from . import vad
+from .decode import decode, too_long
 from .errors import AudioError, NotEnoughSpeechError
 
 log = logging.getLogger(__name__)
@@ -94,24 +91,24 @@ def load(recording: Recording, sample_rate: int, limits: AudioLimits = AudioLimi
     if isinstance(recording, tuple):
         samples, rate = _from_array(recording, label)
         digest = hashlib.sha256(np.ascontiguousarray(samples, dtype=np.float32).tobytes()).hexdigest()
+        samples = _to_mono(samples)
+        duration = samples.shape[0] / rate
+        if duration > limits.max_seconds:
+            raise AudioError(_too_long(label, duration, limits))
+        if rate != sample_rate and samples.size:
+            import librosa
+
+            samples = librosa.resample(samples, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq")
     else:
         data = _read_bytes(recording, label)
         digest = hashlib.sha256(data).hexdigest()
-        samples, rate = _decode(data, label, limits)
-    samples = _to_mono(samples)
+        samples, duration = decode(data, label, limits.max_seconds, sample_rate)  # mono, at sample_rate
     if samples.size == 0:
         raise AudioError(f"{label}: the recording is empty (no samples). Record again.")
     if not np.all(np.isfinite(samples)):
         raise AudioError(
             f"{label}: the recording contains NaN or infinite samples; it is corrupt. Export or record it again."
         )
-    duration = samples.shape[0] / rate
-    if duration > limits.max_seconds:
-        raise AudioError(_too_long(label, duration, limits))
-    if rate != sample_rate:
-        import librosa
-
-        samples = librosa.resample(samples, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq")
     samples = np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
     if duration < limits.min_seconds:
         raise AudioError(
@@ -166,10 +163,7 @@ def _not_enough_speech(label: str, speech: float, duration: float, limits: Audio
 
 
 def _too_long(label: str, duration: float, limits: AudioLimits) -> str:
-    return (
-        f"{label}: the recording is {duration:.0f} s long, longer than the maximum of "
-        f"{limits.max_seconds:g} s. Cut it into shorter recordings."
-    )
+    return too_long(label, duration, limits.max_seconds)
 
 
 def _read_bytes(recording: Recording, label: str) -> bytes:
@@ -182,6 +176,8 @@ def _read_bytes(recording: Recording, label: str) -> bytes:
                 raise AudioError(f"{label}: no such file. Check the path.")
             if path.is_dir():
                 raise AudioError(f"{label}: is a directory, not an audio file. Give the path of a recording.")
+            if not path.is_file():  # a pipe would hang, a device (/dev/zero) read for ever
+                raise AudioError(f"{label}: not a regular file (a pipe, device or socket). Give the path of a recording.")
             if path.stat().st_size > MAX_FILE_BYTES:
                 raise AudioError(f"{label}: the file is larger than {MAX_FILE_BYTES >> 30} GiB. Cut it up.")
             return path.read_bytes()
@@ -215,65 +211,6 @@ def _from_array(recording: tuple, label: str) -> tuple[np.ndarray, int]:
     elif not np.issubdtype(samples.dtype, np.floating):
         raise AudioError(f"{label}: samples must be numbers, not {samples.dtype}.")
     return samples.astype(np.float32, copy=False), int(rate)
-
-
-def _decode(data: bytes, label: str, limits: AudioLimits) -> tuple[np.ndarray, int]:
-    if not data:
-        raise AudioError(f"{label}: the file is empty (0 bytes). Record again.")
-    import soundfile as sf
-
-    try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            if f.frames > 0 and f.frames / f.samplerate > limits.max_seconds:
-                raise AudioError(_too_long(label, f.frames / f.samplerate, limits))
-            _refuse_truncated(f, label)
-            return f.read(dtype="float32", always_2d=True), f.samplerate
-    except AudioError:
-        raise
-    except Exception as first:  # libsndfile cannot read it: try librosa's other decoders
-        log.debug("soundfile could not decode %s (%s); trying librosa", label, first)
-    return _decode_with_librosa(data, label, limits)
-
-
-# libsndfile reads what there is of a WAV whose data chunk was cut short, and only logs the shortfall.
-_SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
-_PLACEHOLDER_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF}  # written by streaming recorders that never seek back
-
-
-def _refuse_truncated(f, label: str) -> None:
-    match = _SHORT_DATA.search(f.extra_info)
-    if match:
-        declared, present = int(match.group(1)), int(match.group(2))
-        if declared not in _PLACEHOLDER_SIZES and present < declared:
-            raise AudioError(
-                f"{label}: the file is truncated: its header announces {declared} bytes of audio but only "
-                f"{present} are there. Copy or export it again."
-            )
-
-
-# librosa warns when libsndfile gives up and again when it falls back to audioread; a file that
-# neither reads becomes one AudioError, so these two warnings are only noise on the terminal.
-# Process-wide filters for these two messages alone (catch_warnings is not thread-safe, and
-# recordings are decoded in several threads at once).
-warnings.filterwarnings("ignore", message="PySoundFile failed", category=UserWarning)
-warnings.filterwarnings("ignore", message=r"librosa\.core\.audio\.__audioread_load", category=FutureWarning)
-
-
-def _decode_with_librosa(data: bytes, label: str, limits: AudioLimits) -> tuple[np.ndarray, int]:
-    import librosa
-
-    with tempfile.NamedTemporaryFile(suffix=Path(label).suffix if "<" not in label else "") as tmp:
-        tmp.write(data)
-        tmp.flush()
-        try:
-            samples, rate = librosa.load(tmp.name, sr=None, mono=False, duration=limits.max_seconds + 1)
-        except Exception as exc:
-            raise AudioError(
-                f"{label}: not a readable audio file ({type(exc).__name__}). Give WAV, FLAC, OGG, MP3 "
-                "or another format libsndfile or ffmpeg can decode."
-            ) from exc
-    samples = np.asarray(samples, dtype=np.float32)
-    return (samples.T if samples.ndim == 2 else samples), int(rate)
 
 
 def _to_mono(samples: np.ndarray) -> np.ndarray:

@@ -1,0 +1,114 @@
+"""Hostile audio (hardening 1 and 5): decoding bombs, files that are not files, names that break
+temporary files. Each is refused with one clear AudioError, or decoded in bounded memory."""
+
+from __future__ import annotations
+
+import os
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from voicebank import decode as decoding
+from voicebank.audio import AudioLimits, load
+from voicebank.errors import AudioError
+
+SR = 16_000
+
+
+def flac_bytes(samples: np.ndarray, rate: int) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    sf.write(out, samples, rate, format="FLAC")
+    return out.getvalue()
+
+
+def unknown_length(flac: bytes) -> bytes:
+    """The same FLAC with STREAMINFO's total-samples field zeroed: "length unknown", as a streaming
+    encoder writes it (the 36 low bits of the 8 bytes after the 18-byte header prefix)."""
+    data = bytearray(flac)
+    assert data[:4] == b"fLaC"
+    packed = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)
+    data[18:26] = packed.to_bytes(8, "big")
+    return bytes(data)
+
+
+def test_a_sample_rate_or_channel_count_out_of_range_is_refused_before_decoding():
+    import io
+
+    tiny_bomb = io.BytesIO()  # 0.1 s of the 8-channel, 655,350 Hz bomb (as WAV: libsndfile writes no such FLAC)
+    sf.write(tiny_bomb, np.zeros((65_535, 8), dtype=np.int16), 655_350, format="WAV")
+    with pytest.raises(AudioError, match="a sample rate of 655350 Hz; voicebank takes 1000 to 384000 Hz"):
+        decoding.decode(tiny_bomb.getvalue(), "bomb.wav", 1800, SR)
+    wide = io.BytesIO()
+    sf.write(wide, np.zeros((SR, 40), dtype=np.int16), SR, format="WAV")
+    with pytest.raises(AudioError, match="40 channels; voicebank takes 1 to 32"):
+        decoding.decode(wide.getvalue(), "wide.wav", 1800, SR)
+
+
+def test_a_flac_of_unknown_length_is_counted_as_it_decodes():
+    voice = (0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * 48_000) / 48_000)).astype(np.float32)
+    data = unknown_length(flac_bytes(voice, 48_000))
+    samples, seconds = decoding.decode(data, "stream.flac", 1800, SR)
+    assert seconds == pytest.approx(3.0, abs=0.01) and abs(len(samples) - 3 * SR) < 64
+    with pytest.raises(AudioError, match=r"is 3 s long, longer than the maximum of 2 s.*counted while decoding"):
+        decoding.decode(data, "stream.flac", 2.0, SR)
+
+
+def test_decoding_holds_one_block_not_the_whole_file():
+    """60 s of 8 channels at 48 kHz is 92 MB of float32 decoded whole; block by block, with each
+    block mixed to mono and resampled, far less is held at once."""
+    seconds, channels, rate = 60, 8, 48_000
+    data = flac_bytes(np.zeros((seconds * rate, channels), dtype=np.int16), rate)
+    tracemalloc.start()
+    try:
+        samples, duration = decoding.decode(data, "long.flac", 1800, SR)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert duration == pytest.approx(seconds) and samples.shape == (seconds * SR,)
+    whole = seconds * rate * channels * 4
+    assert peak < whole / 5, (peak, whole)  # 13 MB against 92 MB, measured
+
+
+def test_running_out_of_memory_is_a_clear_error(monkeypatch):
+    def no_memory(*_args, **_kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(sf.SoundFile, "blocks", no_memory)
+    data = flac_bytes(np.zeros(SR, dtype=np.float32), SR)
+    with pytest.raises(AudioError, match="too large to decode in this process's memory"):
+        decoding.decode(data, "big.flac", 1800, SR)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_path_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_path, kind):
+    if kind == "fifo":
+        path = tmp_path / "pipe.wav"
+        os.mkfifo(path)
+    else:
+        path = "/dev/zero"
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(_refusal(path)), daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert done, "reading it hung"
+    assert "not a regular file (a pipe, device or socket)" in done[0]
+
+
+def _refusal(path) -> str:
+    try:
+        load(path, SR)
+    except AudioError as exc:
+        return str(exc)
+    return "accepted"
+
+
+def test_a_file_name_with_a_very_long_extension_is_a_clear_error(tmp_path):
+    path = tmp_path / ("take." + "x" * 240)
+    path.write_bytes(b"not audio at all" * 100)
+    with pytest.raises(AudioError, match="not a readable audio file"):
+        load(path, SR, AudioLimits())

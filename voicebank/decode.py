@@ -1,0 +1,148 @@
+"""Decoding a file's bytes to mono samples at the model's rate, in bounded memory (used by ``audio.load``).
+
+A small file can announce a large decode: a 667 KB FLAC of 8 channels at 655,350 Hz is 119 s of
+silence that decodes to 2.5 GB of float32. So the header is checked first (channels, sample rate,
+announced length), and the audio is read in blocks of ``BLOCK_SECONDS``: each block is mixed to
+mono and resampled before the next is read, and reading stops as soon as the count of samples
+passes the duration cap (a header that does not say how long the audio is, as a streamed FLAC,
+is counted as it decodes). One decode holds one block of the source plus the mono result at the
+model's rate: 2 s x 32 channels x 384 kHz at worst (98 MB), then 16 kHz mono.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import AudioError
+
+log = logging.getLogger(__name__)
+
+MAX_CHANNELS = 32
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000
+BLOCK_SECONDS = 2.0
+_UNKNOWN_LENGTH = 2**40  # libsndfile reports an unknown length as a huge frame count
+
+
+def decode(data: bytes, label: str, max_seconds: float, rate: int) -> tuple[np.ndarray, float]:
+    """(float32 mono samples at ``rate``, the recording's duration in seconds) of a file's bytes.
+    Raises :class:`AudioError` naming ``label`` when the file cannot or must not be decoded."""
+    if not data:
+        raise AudioError(f"{label}: the file is empty (0 bytes). Record again.")
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            _check_header(f, label, max_seconds)
+            return _blocks(f, label, max_seconds, rate)
+    except AudioError:
+        raise
+    except MemoryError as exc:
+        raise AudioError(f"{label}: too large to decode in this process's memory. Cut it up.") from exc
+    except Exception as first:  # libsndfile cannot read it: try librosa's other decoders
+        log.debug("soundfile could not decode %s (%s); trying librosa", label, first)
+    return _with_librosa(data, label, max_seconds, rate)
+
+
+def too_long(label: str, duration: float, max_seconds: float) -> str:
+    return (f"{label}: the recording is {duration:.0f} s long, longer than the maximum of {max_seconds:g} s. "
+            "Cut it into shorter recordings.")
+
+
+def _check_header(f: Any, label: str, max_seconds: float) -> None:
+    if not 1 <= f.channels <= MAX_CHANNELS:
+        raise AudioError(f"{label}: {f.channels} channels; voicebank takes 1 to {MAX_CHANNELS}. "
+                         "Export it as mono or stereo.")
+    if not MIN_SAMPLE_RATE <= f.samplerate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{label}: a sample rate of {f.samplerate} Hz; voicebank takes {MIN_SAMPLE_RATE} to "
+                         f"{MAX_SAMPLE_RATE} Hz. Export it at 16 or 48 kHz.")
+    if 0 < f.frames < _UNKNOWN_LENGTH and f.frames / f.samplerate > max_seconds:
+        raise AudioError(too_long(label, f.frames / f.samplerate, max_seconds))
+    _refuse_truncated(f, label)
+
+
+def _blocks(f: Any, label: str, max_seconds: float, rate: int) -> tuple[np.ndarray, float]:
+    import soxr
+
+    stream = soxr.ResampleStream(f.samplerate, rate, 1, dtype="float32", quality="HQ") if f.samplerate != rate else None
+    out, count = [], 0
+    size = max(1, int(BLOCK_SECONDS * f.samplerate))
+    known = 0 < f.frames < _UNKNOWN_LENGTH
+    for block in (f.blocks(blocksize=size, dtype="float32", always_2d=True) if known else _unknown_length_blocks(f, size)):
+        count += len(block)
+        if count / f.samplerate > max_seconds:
+            raise AudioError(too_long(label, count / f.samplerate, max_seconds) + " (counted while decoding)")
+        mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+        out.append(stream.resample_chunk(mono) if stream is not None else mono.copy())
+    if stream is not None:
+        out.append(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    samples = np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+    return samples.astype(np.float32, copy=False), count / f.samplerate
+
+
+def _unknown_length_blocks(f: Any, size: int):
+    """Blocks of a file whose header leaves its length unknown (a streamed FLAC). soundfile's own
+    reads ask libsndfile where they are, which such a file cannot answer, so libsndfile's read is
+    called directly until it returns nothing."""
+    from soundfile import _ffi, _snd
+
+    while True:
+        block = np.empty((size, f.channels), dtype=np.float32)
+        got = _snd.sf_readf_float(f._file, _ffi.cast("float *", block.ctypes.data), size)
+        if got <= 0:
+            return
+        yield block[:got]
+
+
+# libsndfile reads what there is of a WAV whose data chunk was cut short, and only logs the shortfall.
+_SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_PLACEHOLDER_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF}  # written by streaming recorders that never seek back
+
+
+def _refuse_truncated(f: Any, label: str) -> None:
+    match = _SHORT_DATA.search(f.extra_info)
+    if match:
+        declared, present = int(match.group(1)), int(match.group(2))
+        if declared not in _PLACEHOLDER_SIZES and present < declared:
+            raise AudioError(
+                f"{label}: the file is truncated: its header announces {declared} bytes of audio but only "
+                f"{present} are there. Copy or export it again."
+            )
+
+
+# librosa warns when libsndfile gives up and again when it falls back to audioread; a file that
+# neither reads becomes one AudioError, so these two warnings are only noise on the terminal.
+# Process-wide filters for these two messages alone (catch_warnings is not thread-safe, and
+# recordings are decoded in several threads at once).
+warnings.filterwarnings("ignore", message="PySoundFile failed", category=UserWarning)
+warnings.filterwarnings("ignore", message=r"librosa\.core\.audio\.__audioread_load", category=FutureWarning)
+
+
+def _with_librosa(data: bytes, label: str, max_seconds: float, rate: int) -> tuple[np.ndarray, float]:
+    """Formats libsndfile does not read (MP3 on old libsndfile, AAC, ...) through librosa and
+    ffmpeg: mixed to mono and resampled by librosa, at most ``max_seconds`` (+1, to tell a
+    recording that is too long) decoded."""
+    import librosa
+
+    suffix = Path(label).suffix if "<" not in label else ""
+    with tempfile.NamedTemporaryFile(suffix=suffix if len(suffix) <= 16 else "") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        try:
+            samples, _ = librosa.load(tmp.name, sr=rate, mono=True, duration=max_seconds + 1, res_type="soxr_hq")
+        except MemoryError as exc:
+            raise AudioError(f"{label}: too large to decode in this process's memory. Cut it up.") from exc
+        except Exception as exc:
+            raise AudioError(
+                f"{label}: not a readable audio file ({type(exc).__name__}). Give WAV, FLAC, OGG, MP3 "
+                "or another format libsndfile or ffmpeg can decode."
+            ) from exc
+    samples = np.asarray(samples, dtype=np.float32)
+    return samples, samples.size / rate
