@@ -89,8 +89,8 @@ def test_init_text_and_default_threshold(cli, tiny_model):
     result = ok(cli("init"))
     assert result.stdout == f"Created a voicebank with {tiny_model} (24-dim), threshold 0.8600.\n"
     assert ok(cli("threshold")).stdout.splitlines() == [
-        f"{which:<8} threshold 0.8600 on the {on}cosine score: not calibrated, no measured promise (run `voicebank "
-        "calibrate`)" for which, on in (("verify", ""), ("identify", "2 x best - second best "))]
+        f"{which:<8} threshold {t} on the {on}cosine score: not calibrated, no measured promise (run `voicebank "
+        "calibrate`)" for which, t, on in (("verify", "0.8600", ""), ("identify", "0.9400", "2 x best - second best "))]
 
 
 def test_threshold_show_and_set(initialized):

@@ -69,10 +69,15 @@ def test_verification_and_calibration_on_real_speech(real_bank):
     assert bank.verify(name, path).accepted
     assert not bank.verify(other, path).accepted
 
-    from voicebank.evaluation import bank_scores, report
+    from voicebank.errors import NotEnoughDataError
+    from voicebank.evaluation import Scores, calibrate, report
 
-    scores = bank_scores(bank)  # each enrolled recording held out from its own voiceprint
-    assert (len(scores.target), len(scores.nontarget)) == (42, 42 * 13)
-    result = report(scores, far=0.01, current_threshold=bank.threshold)
-    assert result.eer < 0.05
-    assert result.at_far.far <= 0.01
+    with pytest.raises(NotEnoughDataError, match="needs at least 200 unknown-person trials; there are 42"):
+        calibrate(bank)  # 14 speakers x 3 recordings cannot support 1% unknown-person false alarms
+    result = calibrate(bank, far=0.05, unknown_rate=0.05)  # each recording held out from its voiceprint
+    t = result.trials
+    assert (t.target.size, t.nontarget.size, len(t.unknown)) == (42, 42 * 13, 42)
+    verify, ident = result.chosen["verify"], result.chosen["identify"]
+    assert verify.rate == pytest.approx(0.05, rel=1e-3) and ident.rate == pytest.approx(0.05, rel=1e-3)
+    assert ident.rule == "margin" and ident.gallery == 14 and ident.hit >= 0.9
+    assert report(Scores(t.target, t.nontarget, t.kind), far=0.01).eer < 0.05

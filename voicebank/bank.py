@@ -26,7 +26,7 @@ from . import calibration, enrollment, norm, opening, pipeline, scoring, validat
 from .audio import Audio, AudioLimits, Recording
 from .cache import IndexCache
 from .confusable import skeleton
-from .embedding import Embedder, default_threshold, embed_recordings, enrollment_checks
+from .embedding import MARGIN_OFFSET, Embedder, default_threshold, embed_recordings, enrollment_checks
 from .embedding.base import DEFAULT_WINDOW_SECONDS
 from .errors import (
     BankNotFoundError,
@@ -225,7 +225,9 @@ class VoiceBank:
             default = norm.DEFAULT_ASNORM_THRESHOLD if kind == norm.ASNORM else default_threshold(self._embedder)
             bank.score, bank.cohort_top_n = kind, top_n
             bank.threshold = validate.threshold(default if threshold is None else threshold, kind)
-            bank.identify_threshold, bank.operating = bank.threshold, None
+            margin = MARGIN_OFFSET if bank.identify_rule == calibration.MARGIN and kind == norm.COSINE else 0.0
+            bank.identify_threshold = validate.threshold(bank.threshold + margin, kind, bank.identify_rule)
+            bank.operating = None
             return bank.threshold
 
     # -- enrollment ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from . import schema, validate
-from .embedding import DEFAULT_MODEL, Embedder, default_threshold, enrollment_checks, load_embedder
+from .embedding import DEFAULT_MODEL, MARGIN_OFFSET, Embedder, default_threshold, enrollment_checks, load_embedder
 from .errors import BankNotFoundError
 from .store import BankRow, Store, sqlite_path
 
@@ -57,7 +57,8 @@ def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, 
         model_id=model_id,
         dimension=dimension,
         threshold=start,
-        identify_threshold=start,
+        identify_threshold=validate.threshold(start + (MARGIN_OFFSET if identify_rule == "margin" else 0.0), "cosine",
+                                              identify_rule),
         identify_rule=identify_rule,
         consistency_threshold=consistency,
         duplicate_threshold=duplicate,
