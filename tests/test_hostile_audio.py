@@ -112,3 +112,24 @@ def test_a_file_name_with_a_very_long_extension_is_a_clear_error(tmp_path):
     path.write_bytes(b"not audio at all" * 100)
     with pytest.raises(AudioError, match="not a readable audio file"):
         load(path, SR, AudioLimits())
+
+
+def test_decodes_share_a_memory_budget():
+    """A decode waits until its share of the budget is free; one larger than all of it runs alone."""
+    budget = decoding.Budget(100)
+    order: list[str] = []
+    held = budget.reserve(50)  # entered on the thread below, kept here so it is not released early
+
+    with budget.reserve(80):
+        waiting = threading.Thread(target=lambda: held.__enter__() or order.append("second"))
+        waiting.start()
+        waiting.join(timeout=0.3)
+        assert waiting.is_alive() and order == []  # 80 + 50 > 100: it waits
+        order.append("first done")
+    waiting.join(timeout=5)
+    assert order == ["first done", "second"] and budget.used == 50
+    held.__exit__(None, None, None)
+    assert budget.used == 0
+    alone = decoding.Budget(10)
+    with alone.reserve(1000):  # bigger than the budget, but nothing else runs: it goes
+        assert alone.used == 1000

@@ -6,7 +6,8 @@ announced length), and the audio is read in blocks of ``BLOCK_SECONDS``: each bl
 mono and resampled before the next is read, and reading stops as soon as the count of samples
 passes the duration cap (a header that does not say how long the audio is, as a streamed FLAC,
 is counted as it decodes). One decode holds one block of the source plus the mono result at the
-model's rate: 2 s x 32 channels x 384 kHz at worst (98 MB), then 16 kHz mono.
+model's rate: 2 s x 32 channels x 384 kHz at worst (98 MB), then 16 kHz mono; and the decodes
+of a process share a budget (``BUDGET``, 1 GiB), so many uploads at once wait rather than pile up.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import io
 import logging
 import re
 import tempfile
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -41,7 +44,10 @@ def decode(data: bytes, label: str, max_seconds: float, rate: int) -> tuple[np.n
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             _check_header(f, label, max_seconds)
-            return _blocks(f, label, max_seconds, rate)
+            # what this decode holds at once: a block in float32 (and its copy), and the result
+            held = 2 * int(BLOCK_SECONDS * f.samplerate) * f.channels * 4 + int(max_seconds * rate) * 4
+            with BUDGET.reserve(held):
+                return _blocks(f, label, max_seconds, rate)
     except AudioError:
         raise
     except MemoryError as exc:
@@ -49,6 +55,31 @@ def decode(data: bytes, label: str, max_seconds: float, rate: int) -> tuple[np.n
     except Exception as first:  # libsndfile cannot read it: try librosa's other decoders
         log.debug("soundfile could not decode %s (%s); trying librosa", label, first)
     return _with_librosa(data, label, max_seconds, rate)
+
+
+class Budget:
+    """Memory for audio being decoded at once, across the threads of a process (a server decodes
+    many uploads at a time): a decode waits until its share fits. One decode larger than the whole
+    budget still runs, alone."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.used = capacity, 0
+        self._free = threading.Condition()
+
+    @contextmanager
+    def reserve(self, amount: int) -> Iterator[None]:
+        with self._free:
+            self._free.wait_for(lambda: self.used == 0 or self.used + amount <= self.capacity)
+            self.used += amount
+        try:
+            yield
+        finally:
+            with self._free:
+                self.used -= amount
+                self._free.notify_all()
+
+
+BUDGET = Budget(1 << 30)  # 1 GiB of decoding at once per process
 
 
 def too_long(label: str, duration: float, max_seconds: float) -> str:
