@@ -274,14 +274,16 @@ def test_cli_prints_the_timeline(cli):
     )
 
 
-def test_cli_json_and_rttm_agree(cli, tmp_path):
+def test_cli_json_and_rttm_agree(cli, tmp_path, tone_bank):
     invoke, path = cli
     rttm_path = tmp_path / "out" / "talk.rttm"
     rttm_path.parent.mkdir()
     result = invoke("--json", "--rttm", str(rttm_path), "--window", "2")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert (data["recording"], data["window"], data["hop"], data["threshold"]) == (str(path), 2.0, 1.0, 0.5)
+    # the identification threshold each window is decided with (0.5 + 0.08 under the margin rule)
+    assert (data["recording"], data["window"], data["hop"], data["threshold"]) == (
+        str(path), 2.0, 1.0, tone_bank.identify_threshold)
     assert [(s["speaker"], s["windows"]) for s in data["segments"]] == [("alice", 6), (None, 5)]
     assert data["segments"][0]["end"] == data["segments"][1]["start"] == 6.5
     rows = [line.split() for line in rttm_path.read_text().splitlines()]
