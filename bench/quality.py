@@ -5,16 +5,20 @@ version of each (probes through 8 kHz 8-bit mu-law; enrollment and calibration s
 in two folds: the bank holds one half of the speakers and is calibrated exactly as
 ``voicebank calibrate`` does it; the other half, never enrolled and never seen by calibration,
 are the unknown persons. Measured on the held-out people: verification false accepts and
-rejects at the calibrated threshold, identification false alarms promised against measured,
-correct identification against the best any threshold could do, and five open-set scores
-compared; and before that, what the enrollment checks catch and which recordings and non-speech
-sounds ``audio.load`` refuses. Prints the machine, the versions and a table per section; writes
-every raw figure to JSON. Embeddings are cached in bench/results/quality-cache/.
+rejects at the calibrated threshold; identification, calibrated and measured under each decision
+rule (``margin``, 2 x best - second best cosine, what new banks decide by; ``best``, the best
+cosine, banks migrated from before it): unknown-person false alarms promised against measured,
+correct identification against the best any threshold on the same statistic could do; open-set
+scores compared; and before that, what the enrollment checks catch and which recordings and
+non-speech sounds ``audio.load`` refuses. Then the two duration sweeps (EER against probe length
+and against enrollment length; wideband). Prints the machine, the versions and a table per
+section; writes every raw figure to JSON. Embeddings are cached in bench/results/quality-cache/.
 
     python bench/quality.py [--data-root ../shared/data] [--out bench/results/quality.json] [--markdown]
 
 Protocol details: bench/quality_protocol.py (folds, calibration, measurement),
-bench/quality_checks.py (enrollment checks, refusals), bench/quality_scores.py (item 6 scores).
+bench/quality_checks.py (enrollment checks, refusals), bench/quality_scores.py (item 6 scores),
+bench/quality_sweeps.py (probe and enrollment length).
 """
 
 from __future__ import annotations
@@ -42,13 +46,15 @@ import quality_data as data  # noqa: E402
 import quality_protocol as protocol  # noqa: E402
 import quality_report as report  # noqa: E402
 import quality_scores as scores  # noqa: E402
+import quality_sweeps as sweeps  # noqa: E402
 from _env import describe  # noqa: E402
 from voicebank.embedding import CHECK_OFFSETS, default_threshold, enrollment_checks, load_embedder  # noqa: E402
 
 CHANNELS = {data.WIDEBAND: "", data.TELEPHONE: "-tel"}  # channel -> suffix of the measured corpus's name
 
 
-def run_corpus(corpus: data.Corpus, embedder, cache: Path, limits: tuple[float, float], res: dict) -> None:
+def run_corpus(corpus: data.Corpus, embedder, cache: Path, limits: tuple[float, float], res: dict,
+               sweep: bool = True) -> None:
     by_speaker = corpus.by_speaker()
     emb = {}
     for channel in CHANNELS:
@@ -72,10 +78,14 @@ def run_corpus(corpus: data.Corpus, embedder, cache: Path, limits: tuple[float, 
             "split": [{"bank": f.bank, "genuine_rows": f.genuine_rows, "unknown_rows": f.unknown_rows,
                        "cohort": 0 if f.cohort is None else len(f.cohort)} for f in folds]}
         res["scores"][name] = scores.compare(folds)
+    if sweep:
+        res["sweeps"][corpus.name] = sweeps.sweep(corpus, wide, embedder, cache)
 
 
 def tally_groups(corpus: data.Corpus, per_fold: list[dict]) -> dict:
-    """Verification rejects, correct identifications and unknown false alarms per group of the corpus."""
+    """Verification rejects and false accepts, and per rule and target rate correct identifications
+    and unknown false alarms, per group of the corpus."""
+    decisions = [f"{rule}_{rate}" for rule in protocol.RULES for rate in report.RATES]
     out: dict = defaultdict(lambda: defaultdict(int))
     for o in per_fold:
         for row, d in o["genuine"].items():
@@ -83,17 +93,19 @@ def tally_groups(corpus: data.Corpus, per_fold: list[dict]) -> dict:
             if "rejected" in d:
                 g["genuine_verify"] += 1
                 g["rejected"] += d["rejected"]
-            for r in report.RATES:
-                g[f"genuine_{r}"] += r in d
-                g[f"correct_{r}"] += d.get(r, False)
+            for rule in protocol.RULES:
+                for r in report.RATES:
+                    g[f"genuine_{rule}_{r}"] += (rule, r) in d
+                    g[f"correct_{rule}_{r}"] += d.get((rule, r), False)
         for row, d in o["unknown"].items():
             g = out[data.group(corpus, row)]
             g["pairs"] += d.get("pairs", 0)
             g["false_accepts"] += d.get("false_accepts", 0)
-            for r in report.RATES:
-                g[f"unknown_{r}"] += r in d
-                g[f"fa_{r}"] += d.get(r, False)
-    return {k: {**{f"{a}_{r}": 0 for a in ("genuine", "correct", "unknown", "fa") for r in report.RATES},
+            for rule in protocol.RULES:
+                for r in report.RATES:
+                    g[f"unknown_{rule}_{r}"] += (rule, r) in d
+                    g[f"fa_{rule}_{r}"] += d.get((rule, r), False)
+    return {k: {**{f"{a}_{x}": 0 for a in ("genuine", "correct", "unknown", "fa") for x in decisions},
                 "genuine_verify": 0, "rejected": 0, "pairs": 0, "false_accepts": 0, **v} for k, v in out.items()}
 
 
@@ -161,6 +173,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--corpus", action="append", choices=sorted(data.CORPORA),
                    help="measure only this corpus (repeatable); default: every corpus present")
     p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    p.add_argument("--no-sweeps", action="store_true",
+                   help="skip the probe- and enrollment-length sweeps (their first run embeds cut recordings: "
+                        "minutes; later runs read the cache)")
     p.add_argument("--torch-threads", type=int, metavar="N",
                    help="torch.set_num_threads(N) before embedding (default: torch's own choice)")
     return p.parse_args()
@@ -181,9 +196,11 @@ def main() -> None:
                                 "consistency": consistency, "duplicate": duplicate},
                  "protocol": {"min_recordings": protocol.MIN_RECORDINGS, "enroll": protocol.N_ENROLL,
                               "verify_far": protocol.VERIFY_FAR, "identify_rates": list(protocol.IDENTIFY_RATES),
-                              "score_targets": list(scores.TARGETS)},
+                              "identify_rules": list(protocol.RULES), "score_targets": list(scores.TARGETS),
+                              "sweeps": {"enroll": sweeps.N_ENROLL, "probe_seconds": list(sweeps.PROBE_SECONDS),
+                                         "enroll_seconds": list(sweeps.ENROLL_SECONDS)}},
                  "skipped": [], "embedding": {}, "refusals": {}, "enrollment_checks": {}, "calibration": {},
-                 "held_out": {}, "scores": {}}
+                 "held_out": {}, "scores": {}, "sweeps": {}}
     print(describe(res["machine"], res["versions"]))
     for name in args.corpus or data.CORPORA:
         corpus = data.read_corpus(name, args.data_root)
@@ -191,13 +208,14 @@ def main() -> None:
             print(f"skipped {name}: no manifest.csv under {args.data_root / data.CORPORA[name]}")
             res["skipped"].append(name)
             continue
-        run_corpus(corpus, embedder, args.cache, (consistency, duplicate), res)
+        run_corpus(corpus, embedder, args.cache, (consistency, duplicate), res, sweep=not args.no_sweeps)
     if not res["held_out"]:
         sys.exit(f"no corpus found under {args.data_root}; pass --data-root DIR")
     res["not_speech"] = checks.not_speech()
     res["winner"] = choose_winner(res)
     for section in (report.embeddings, report.refusals, report.not_speech, report.enrollment, report.calibration,
-                    report.verification, report.identification, report.groups, report.scores, report.winner):
+                    report.verification, report.identification, report.groups, report.scores, report.winner,
+                    report.probe_length, report.enrollment_length):
         section(res)
     res["wall_s"] = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,12 @@ recordings; the genuine probes are A's other recordings; the unknown persons are
 of B. Speakers with fewer recordings are split alternately too: one half is the bank's cohort
 (people never enrolled, as `voicebank cohort add` adds them to calibration), the other half joins
 the unknown persons. The second fold swaps all halves. Counts are summed over the folds.
+
+Identification is calibrated and measured under each decision rule of ``RULES`` (see
+``voicebank.calibration.decide``): ``margin`` (2 x best - second best cosine over the gallery; what
+new banks decide by) and ``best`` (the best cosine; banks migrated from before the margin rule).
+The held-out statistic is computed with ``decide`` and the same rule the threshold was calibrated
+for; the candidate is always the cosine top-1. Verification (1:1 cosine) does not depend on it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from typing import Callable
 
 import numpy as np
 
-from voicebank.calibration import RateModel, ThinDataError, identification_point, verification_point
+from voicebank.calibration import (BEST, MARGIN, RateModel, ThinDataError, decide, identification_point,
+                                   verification_point)
 from voicebank.evaluation import trials_from_embeddings
 from voicebank.norm import Normalizer
 from voicebank.scoring import eer
@@ -27,6 +34,7 @@ MIN_RECORDINGS = 6
 N_ENROLL = 5
 VERIFY_FAR = 0.01  # what `voicebank calibrate` asks by default
 IDENTIFY_RATES = (0.01, 0.05)
+RULES = (MARGIN, BEST)  # the product's default for new banks first
 
 
 @dataclass
@@ -76,57 +84,76 @@ def folds(by_speaker: dict[str, list[int]], wide: np.ndarray, probe: np.ndarray)
 
 def calibrate(fold: Fold) -> dict:
     """The thresholds `voicebank calibrate` would choose for this bank (cosine score): the
-    verification point for false accepts ``VERIFY_FAR`` per claim, and the identification point
-    for each of ``IDENTIFY_RATES``. A target the trials cannot support is refused with the
-    product's message (ThinDataError), the others are still chosen."""
-    trials = trials_from_embeddings([(k + 1, e) for k, e in enumerate(fold.enroll)], fold.cohort,
-                                     Normalizer("cosine", 0))
-    model = RateModel.fit(trials)
-    return {
-        "trials": {"genuine": int(trials.target.size), "impostor_pairs": int(trials.nontarget.size),
-                   "unknown_probes": len(trials.unknown), "gallery": trials.gallery,
-                   "cohort": 0 if fold.cohort is None else len(fold.cohort)},
-        "verify": _point(lambda: verification_point(trials, VERIFY_FAR, model)),
-        "identify": {str(r): _point(lambda r=r: identification_point(trials, r, len(fold.bank), model))
-                     for r in IDENTIFY_RATES},
-    }
+    verification point for false accepts ``VERIFY_FAR`` per claim, and for each rule of ``RULES``
+    the identification point for each of ``IDENTIFY_RATES``, calibrated on that rule's statistic.
+    A target the trials cannot support is refused with the product's message (ThinDataError),
+    the others are still chosen."""
+    speakers = [(k + 1, e) for k, e in enumerate(fold.enroll)]
+    out: dict = {"identify": {}}
+    for rule in RULES:
+        trials = trials_from_embeddings(speakers, fold.cohort, Normalizer("cosine", 0), rule=rule)
+        model = RateModel.fit(trials)
+        if rule == MARGIN:  # verification reads the impostor pairs only, the same under either rule
+            out["trials"] = {"genuine": int(trials.target.size), "impostor_pairs": int(trials.nontarget.size),
+                             "unknown_probes": len(trials.unknown), "gallery": trials.gallery,
+                             "cohort": 0 if fold.cohort is None else len(fold.cohort)}
+            out["verify"] = _point(lambda: verification_point(trials, VERIFY_FAR, model))
+        out["identify"][rule] = {
+            str(r): _point(lambda r=r: identification_point(trials, r, len(fold.bank), model), rule)
+            for r in IDENTIFY_RATES}
+    return out
 
 
-def _point(choose: Callable) -> dict:
+def _point(choose: Callable, rule: str | None = None) -> dict:
     try:
         p = choose()
     except ThinDataError as exc:
         return {"refused": str(exc)}
-    return {"threshold": p.threshold, "target": p.target, "expected": p.rate, "counted": p.counted,
-            "calibration_trials": p.trials}
+    if rule is not None and p.rule != rule:
+        raise AssertionError(f"calibrated for rule {p.rule!r}, asked for {rule!r}")
+    out = {"threshold": p.threshold, "target": p.target, "expected": p.rate, "counted": p.counted,
+           "calibration_trials": p.trials}
+    if rule is not None:
+        out.update(rule=p.rule, calibration_hit=p.hit, calibration_wrong=p.wrong)
+    return out
 
 
 # ----------------------------------------------------------------------------- held-out measurement
+
+
+def statistic(scores: np.ndarray, rule: str) -> np.ndarray:
+    """Each probe's identification statistic under ``rule``, from its row of cosines against the
+    gallery: ``decide(best, second best, rule)``, exactly as the product decides."""
+    if scores.shape[1] < 2:
+        return np.array([decide(float(r.max()), None, rule) for r in scores])
+    top = -np.sort(-scores, axis=1)[:, :2]
+    return np.array([decide(float(b), float(s), rule) for b, s in top])
 
 
 def measure(fold: Fold, calib: dict) -> dict:
     """What the fold's calibrated thresholds give on its held-out people (counts, to be summed)."""
     sg, su = fold.scores()
     own = sg[np.arange(len(sg)), fold.owner]
-    out: dict = {"genuine": len(sg), "unknown": len(su), "pairs": int(su.size),
-                 "closed_top1": int(np.sum(sg.argmax(1) == fold.owner))}
+    right = sg.argmax(1) == fold.owner
+    out: dict = {"genuine": len(sg), "unknown": len(su), "pairs": int(su.size), "closed_top1": int(right.sum())}
     v = calib["verify"]
     if "threshold" in v:
         t = v["threshold"]
         out["verify"] = {"threshold": t, "false_accepts": int(np.sum(su >= t)), "pairs": int(su.size),
                          "false_rejects": int(np.sum(own < t)), "genuine": int(own.size)}
     out["identify"] = {}
-    for rate, p in calib["identify"].items():
-        if "threshold" in p:
-            out["identify"][rate] = identify_at(sg, fold.owner, su.max(1), p["threshold"])
+    for rule, points in calib["identify"].items():
+        gen, unk = statistic(sg, rule), statistic(su, rule)
+        out["identify"][rule] = {rate: identify_at(gen, right, unk, p["threshold"])
+                                 for rate, p in points.items() if "threshold" in p}
     return out
 
 
 def outcomes(fold: Fold, calib: dict) -> dict:
     """Per probe, what the calibrated thresholds decided, to break the errors down by group:
-    {corpus row: {"rejected": verification false reject, "<rate>": correctly identified}} for the
-    genuine probes and {corpus row: {"<rate>": false alarm, "false_accepts": voiceprints it is
-    accepted as (verification), "pairs": voiceprints}} for the unknown persons."""
+    {corpus row: {"rejected": verification false reject, (rule, rate): correctly identified}} for
+    the genuine probes and {corpus row: {(rule, rate): false alarm, "false_accepts": voiceprints it
+    is accepted as (verification), "pairs": voiceprints}} for the unknown persons."""
     sg, su = fold.scores()
     own = sg[np.arange(len(sg)), fold.owner]
     right = sg.argmax(1) == fold.owner
@@ -138,26 +165,28 @@ def outcomes(fold: Fold, calib: dict) -> dict:
             genuine[r]["rejected"] = bool(s < t)
         for r, row in zip(fold.unknown_rows, su):
             unknown[r].update(false_accepts=int(np.sum(row >= t)), pairs=int(row.size))
-    for rate, p in calib["identify"].items():
-        if "threshold" in p:
-            for r, ok, best in zip(fold.genuine_rows, right, sg.max(1)):
-                genuine[r][rate] = bool(ok and best >= p["threshold"])
-            for r, best in zip(fold.unknown_rows, su.max(1)):
-                unknown[r][rate] = bool(best >= p["threshold"])
+    for rule, points in calib["identify"].items():
+        gen, unk = statistic(sg, rule), statistic(su, rule)
+        for rate, p in points.items():
+            if "threshold" in p:
+                for r, ok, g in zip(fold.genuine_rows, right, gen):
+                    genuine[r][rule, rate] = bool(ok and g >= p["threshold"])
+                for r, u in zip(fold.unknown_rows, unk):
+                    unknown[r][rule, rate] = bool(u >= p["threshold"])
     return {"genuine": genuine, "unknown": unknown}
 
 
-def identify_at(sg: np.ndarray, owner: np.ndarray, unknown_best: np.ndarray, t: float) -> dict:
-    """Open-set identification at ``t``, and the oracle: the most correct identifications any
-    threshold gives without more unknown-person false alarms than ``t`` gave."""
-    best, right = sg.max(1), sg.argmax(1) == owner
-    false_alarms = int(np.sum(unknown_best >= t))
-    t_oracle = oracle_threshold(unknown_best, false_alarms)
-    return {"threshold": t, "false_alarms": false_alarms, "unknown": int(unknown_best.size),
-            "correct": int(np.sum(right & (best >= t))), "misidentified": int(np.sum(~right & (best >= t))),
-            "genuine": int(best.size), "oracle_threshold": t_oracle,
-            "oracle_correct": int(np.sum(right & (best >= t_oracle))),
-            "oracle_false_alarms": int(np.sum(unknown_best >= t_oracle))}
+def identify_at(gen_stat: np.ndarray, right: np.ndarray, unknown_stat: np.ndarray, t: float) -> dict:
+    """Open-set identification at ``t`` (a probe is identified when its statistic reaches ``t``,
+    as its cosine top-1 candidate), and the oracle: the most correct identifications any
+    threshold on the same statistic gives without more unknown-person false alarms than ``t``."""
+    false_alarms = int(np.sum(unknown_stat >= t))
+    t_oracle = oracle_threshold(unknown_stat, false_alarms)
+    return {"threshold": t, "false_alarms": false_alarms, "unknown": int(unknown_stat.size),
+            "correct": int(np.sum(right & (gen_stat >= t))), "misidentified": int(np.sum(~right & (gen_stat >= t))),
+            "genuine": int(gen_stat.size), "oracle_threshold": t_oracle,
+            "oracle_correct": int(np.sum(right & (gen_stat >= t_oracle))),
+            "oracle_false_alarms": int(np.sum(unknown_stat >= t_oracle))}
 
 
 def oracle_threshold(unknown_stat: np.ndarray, allowed: int) -> float:
@@ -175,13 +204,16 @@ def summed(measured: list[dict], calibs: list[dict]) -> dict:
                      "refused": [c["verify"]["refused"] for c in calibs if "refused" in c["verify"]],
                      "expected": [c["verify"]["expected"] for c in calibs if "expected" in c["verify"]]}
     out["identify"] = {}
-    for rate in map(str, IDENTIFY_RATES):
-        got = [m["identify"][rate] for m in measured if rate in m["identify"]]
-        keys = ("false_alarms", "unknown", "correct", "misidentified", "genuine", "oracle_correct")
-        out["identify"][rate] = {
-            "folds": len(got), **_sum(got, keys),
-            "refused": [c["identify"][rate]["refused"] for c in calibs if "refused" in c["identify"][rate]],
-            "expected": [c["identify"][rate]["expected"] for c in calibs if "expected" in c["identify"][rate]]}
+    for rule in RULES:
+        out["identify"][rule] = {}
+        for rate in map(str, IDENTIFY_RATES):
+            got = [m["identify"][rule][rate] for m in measured if rate in m["identify"][rule]]
+            keys = ("false_alarms", "unknown", "correct", "misidentified", "genuine", "oracle_correct")
+            points = [c["identify"][rule][rate] for c in calibs]
+            out["identify"][rule][rate] = {
+                "folds": len(got), **_sum(got, keys),
+                "refused": [p["refused"] for p in points if "refused" in p],
+                "expected": [p["expected"] for p in points if "expected" in p]}
     return out
 
 

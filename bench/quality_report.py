@@ -51,9 +51,17 @@ def embeddings(res: dict) -> None:
     rows = [[corpus, channel, c["recordings"], c["embedded_now"], f"{c['embed_wall_s']:.1f}",
              "-" if c["x_real_time"] is None else f"{c['x_real_time']:.0f}x"]
             for corpus, by in res["embedding"].items() for channel, c in by.items()]
+    for corpus, sw in res.get("sweeps", {}).items():
+        c = sw.get("cost")
+        if c:
+            rate = c["audio_s_embedded_now"] / c["wall_s"] if c["embedded_now"] and c["wall_s"] else None
+            rows.append([corpus, "wide, cut (sweeps)", c["cuts"], c["embedded_now"], f"{c['wall_s']:.1f}",
+                         "-" if rate is None else f"{rate:.0f}x"])
     table("Embeddings (embed_recordings, each recording once per channel; cached)",
           ["corpus", "channel", "recordings", "embedded now", "embed s", "x real time"], rows,
-          "tel = 8 kHz, 8-bit mu-law, back to 16 kHz (probes only). Cached embeddings are read, not recomputed.")
+          "tel = 8 kHz, 8-bit mu-law, back to 16 kHz (probes only). cut: first T s of a recording, for the length "
+          "sweeps (embedding and silero-vad speech seconds; 'embed s' counts both). Cached embeddings are read, not "
+          "recomputed.")
 
 
 def refusals(res: dict) -> None:
@@ -116,14 +124,16 @@ def calibration(res: dict) -> None:
             continue
         for f, c in enumerate(calibs):
             tr = c["trials"]
-            idents = [_point(c["identify"][r]) for r in sorted(c["identify"])]
+            idents = [_point(c["identify"][rule][r]) for rule in RULE_NAMES for r in RATES]
             rows.append([corpus, f + 1, tr["gallery"], tr["cohort"],
                          f"{tr['genuine']} / {tr['impostor_pairs']} / {tr['unknown_probes']}",
                          _point(c["verify"]), *idents])
     table("Calibration, as `voicebank calibrate` does it (cosine; bank = one half, 5 recordings each)",
           ["corpus", "fold", "speakers", "cohort", "trials: genuine / impostor pairs / unknown",
-           "verify FAR 1%", "identify 1%", "identify 5%"], rows,
-          "The -tel corpora use the same (wideband) calibration. 'refused': ThinDataError, the product's answer.")
+           "verify FAR 1%", *[f"identify {pct(float(r))} ({rule})" for rule in RULE_NAMES for r in RATES]], rows,
+          "Identification thresholds are on each rule's statistic (margin: 2 x best - second best cosine; best: the "
+          "best cosine), so the two are not on one scale. The -tel corpora use the same (wideband) calibration. "
+          "'refused': ThinDataError, the product's answer.")
 
 
 def verification(res: dict) -> None:
@@ -144,21 +154,32 @@ def identification(res: dict) -> None:
     rows = []
     for corpus, h in res["held_out"].items():
         s = h["summed"]
-        for rate, i in s["identify"].items():
+        for rate in RATES:
             r = float(rate)
-            if not i["folds"]:
-                rows.append([corpus, pct(r), "refused: " + _refusal(i["refused"][0]), "-", "-", "-", "-", "-"])
+            by_rule = {rule: s["identify"][rule][rate] for rule in RULE_NAMES}
+            refused = [rule for rule, i in by_rule.items() if not i["folds"]]
+            if len(refused) == len(by_rule) and len({by_rule[x]["refused"][0] for x in refused}) == 1:
+                rows.append([corpus, " and ".join(refused), pct(r), "-",
+                             "refused: " + _refusal(by_rule[refused[0]]["refused"][0]), *["-"] * 5])
                 continue
-            fa = i["false_alarms"] / i["unknown"]
-            note = f" ({len(i['refused'])} fold refused)" if i["refused"] else ""
-            rows.append([corpus, pct(r) + note, frac(i["false_alarms"], i["unknown"]), times(fa / r),
-                         frac(i["correct"], i["genuine"]), frac(i["misidentified"], i["genuine"]),
-                         frac(i["oracle_correct"], i["genuine"]), frac(s["closed_top1"], s["genuine"])])
+            for rule, i in by_rule.items():
+                if not i["folds"]:
+                    rows.append([corpus, rule, pct(r), "-", "refused: " + _refusal(i["refused"][0]), *["-"] * 5])
+                    continue
+                fa = i["false_alarms"] / i["unknown"]
+                note = f" ({len(i['refused'])} fold refused)" if i["refused"] else ""
+                rows.append([corpus, rule, pct(r) + note, f"{r * i['unknown']:.1f}/{i['unknown']}",
+                             frac(i["false_alarms"], i["unknown"]), times(fa / r), frac(i["correct"], i["genuine"]),
+                             frac(i["misidentified"], i["genuine"]), frac(i["oracle_correct"], i["genuine"]),
+                             frac(s["closed_top1"], s["genuine"])])
     table("Open-set identification on held-out people (bank of one half; unknown = the other half + strangers)",
-          ["corpus", "promised FA", "measured FA", "measured / promised", "correct ID", "misidentified",
-           "oracle correct ID", "closed-set top-1"], rows,
-          "oracle: the most correct identifications any single threshold gives with no more measured false "
-          "alarms than the calibrated one (same scores).")
+          ["corpus", "rule", "promised FA", "promised count", "measured FA", "measured / promised", "correct ID",
+           "misidentified", "oracle correct ID", "closed-set top-1"], rows,
+          "rule: margin = 2 x best - second best cosine (new banks), best = the best cosine (banks migrated from "
+          "before the margin rule); each calibrated on its own statistic and measured with it (decide). The "
+          "candidate is the cosine top-1 under both, so closed-set top-1 is the same. promised count: target x "
+          "unknown probes. oracle: the most correct identifications any single threshold on the same statistic "
+          "gives with no more measured false alarms than the calibrated one (same scores).")
 
 
 def groups(res: dict) -> None:
@@ -166,15 +187,23 @@ def groups(res: dict) -> None:
     for corpus, h in res["held_out"].items():
         for g, c in h["groups"].items():
             rows.append([corpus, g, frac(c["rejected"], c["genuine_verify"]) if c["genuine_verify"] else "-",
-                         frac(c["false_accepts"], c["pairs"]) if c["pairs"] else "-",
-                         *[frac(c[f"correct_{r}"], c[f"genuine_{r}"]) if c[f"genuine_{r}"] else "-" for r in RATES],
-                         *[frac(c[f"fa_{r}"], c[f"unknown_{r}"]) if c[f"unknown_{r}"] else "-" for r in RATES]])
-    table("Where the errors fall (calibrated thresholds, both folds)",
-          ["corpus", "group", "FRR (verify)", "FAR (verify)", "correct ID @1%", "correct ID @5%", "unknown FA @1%",
-           "unknown FA @5%"], rows)
+                         frac(c["false_accepts"], c["pairs"]) if c["pairs"] else "-"])
+    table("Where the verification errors fall (calibrated threshold, both folds)",
+          ["corpus", "group", "FRR (verify)", "FAR (verify)"], rows)
+    rows = []
+    for corpus, h in res["held_out"].items():
+        for g, c in h["groups"].items():
+            for rule in RULE_NAMES:
+                cell = lambda k, n: frac(c[k], c[n]) if c[n] else "-"  # noqa: E731
+                rows.append([corpus, g, rule, *[cell(f"correct_{rule}_{r}", f"genuine_{rule}_{r}") for r in RATES],
+                             *[cell(f"fa_{rule}_{r}", f"unknown_{rule}_{r}") for r in RATES]])
+    table("Where the identification errors fall (calibrated thresholds, both folds)",
+          ["corpus", "group", "rule", "correct ID @1%", "correct ID @5%", "unknown FA @1%", "unknown FA @5%"], rows,
+          "'-': the target was refused (ThinDataError) in both folds, or the group has no such probes.")
 
 
 RATES = ("0.01", "0.05")
+RULE_NAMES = ("margin", "best")  # protocol.RULES
 
 
 def scores(res: dict) -> None:
@@ -195,7 +224,9 @@ def scores(res: dict) -> None:
               "oracle threshold)", ["score", "correct ID @1% FA", "correct ID @0.1% FA", "closed-set top-1",
                                     "verification EER"], rows,
               "[+a/-b]: genuine probes this score identifies that cosine misses / that cosine identifies and it "
-              "misses.\nmargin: candidate = cosine top-1, statistic s1 - s2 or s1 + (s1 - s2) = 2 s1 - s2.")
+              "misses.\ncosine: the product's best rule (migrated banks); margin rule 2 s1 - s2: the product's "
+              "margin rule (new banks), by decide; margin s1-s2: the bare margin. Candidate = cosine top-1 for all "
+              "three.")
 
 
 def winner(res: dict) -> None:
@@ -205,6 +236,48 @@ def winner(res: dict) -> None:
             for name in w["rates"]]
     table("Correct identification at 1% unknown false alarms (oracle), all corpora",
           ["score", *corpora, "mean (all corpora)"], rows, w["verdict"])
+
+
+def probe_length(res: dict) -> None:
+    rows = []
+    for corpus, sw in res.get("sweeps", {}).items():
+        for r in sw.get("probe_length", []):
+            if not r["probes"]:
+                rows.append([corpus, f"{r['seconds']:g}", 0, "-", "-", "-"])
+                continue
+            speech = (f"{r['speech_s_mean']:.2f} (min {r['speech_s_min']:.2f})" if "speech_s_mean" in r
+                      else f"audio {r['audio_s_mean']:.1f} s")
+            rows.append([corpus, r["seconds"] if isinstance(r["seconds"], str) else f"{r['seconds']:g}", r["probes"],
+                         speech, f"{pct(r['eer'])} ({r['target']} / {r['nontarget']})", f"{r['threshold']:.3f}"])
+    if rows:
+        table("Probe length: each probe cut to its first T s (probes at least T s long), against full-length "
+              "voiceprints of 3 recordings", ["corpus", "T s", "probes", "speech s per probe, mean", "EER (target / "
+                                              "non-target trials)", "threshold at EER"], rows,
+              "Wideband. Each speaker with 2+ recordings enrolls from its first 3; the others are probes. Non-target: "
+              "each probe against every other voiceprint (no unknown persons). Speech: silero-vad "
+              "(audio.speech_seconds). Enrolled speakers: "
+              + ", ".join(f"{c} {sw['speakers']}" for c, sw in res["sweeps"].items() if "speakers" in sw)
+              + ".\nLonger cuts keep only the probes that long, so a row is not the same probes as the row above it.")
+
+
+def enrollment_length(res: dict) -> None:
+    rows = []
+    for corpus, sw in res.get("sweeps", {}).items():
+        for r in sw.get("enrollment_length", []):
+            full = isinstance(r["total_seconds"], str)
+            rows.append([corpus, r["total_seconds"] if full else f"{r['total_seconds']:g}",
+                         f"{r['audio_s_per_speaker']:.1f}",
+                         "-" if full else f"{r['speech_s_per_speaker']:.2f} (min {r['speech_s_per_speaker_min']:.2f})",
+                         "-" if full else r["short_recordings"],
+                         f"{pct(r['eer'])} ({r['target']} / {r['nontarget']})", f"{r['threshold']:.3f}"])
+    if rows:
+        table("Enrollment length: each speaker's 3 enrollment recordings cut to T/3 s each (T s in all), full-length "
+              "probes", ["corpus", "T s", "audio s per speaker", "speech s per speaker, mean", "recordings shorter "
+                         "than T/3", "EER (target / non-target trials)", "threshold at EER"], rows,
+              "Wideband. Non-target: each probe against every other voiceprint, and every single-recording speaker "
+              "(never enrolled) against every voiceprint (" + ", ".join(
+                  f"{c} {sw['unknown']}" for c, sw in res["sweeps"].items() if "unknown" in sw)
+              + "). A recording shorter than T/3 s is used whole.")
 
 
 def _point(p: dict) -> str:

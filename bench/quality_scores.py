@@ -6,7 +6,8 @@ calibration. A probe is correctly identified when its top candidate is its own s
 decision statistic reaches the threshold; an unknown person is a false alarm when its statistic
 reaches it.
 
-- ``cosine``: the best cosine over the voiceprints (the product's default).
+- ``cosine``: the best cosine over the voiceprints (the product's ``best`` rule: banks migrated
+  from before the margin rule).
 - ``asnorm enrolled top N``: the product's ``Normalizer("asnorm", N, search=...)`` with no cohort,
   the way a bank without ``cohort add`` scores: each side's cohort is the other enrolled
   voiceprints, leaving out the speaker being scored. (The product re-ranks only the cosine top-k
@@ -15,8 +16,9 @@ reaches it.
   never-enrolled people (only where the corpus has them; never a measured person).
 - ``z-norm per voiceprint``: each voiceprint's own impostor statistics, mean and standard
   deviation of its cosines with the other bank speakers' enrollment recordings: (s - mu_e) / sd_e.
-- ``margin s1-s2`` and ``s1+(s1-s2)``: from the cosines, the best s1 and the second best s2; the
-  candidate is the cosine top-1.
+- ``margin s1-s2`` and ``margin rule 2 s1 - s2``: from the cosines, the best s1 and the second
+  best s2; the candidate is the cosine top-1. The second is the product's ``margin`` rule (what new
+  banks decide by), computed with ``voicebank.calibration.decide`` as the product computes it.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import math
 
 import numpy as np
 
-from voicebank.calibration import needed
+from voicebank.calibration import MARGIN, needed
 from voicebank.norm import Normalizer
 from voicebank.scoring import eer
 
-from quality_protocol import Fold, oracle_threshold
+from quality_protocol import Fold, oracle_threshold, statistic
 
 TARGETS = (0.01, 0.001)
+MARGIN_NAME = "margin rule 2 s1 - s2"
 TOP_N = (10, 25, 50)
 
 
@@ -104,9 +107,10 @@ def statistics(fold: Fold) -> dict[str, dict[str, np.ndarray]]:
                      "target": sg[np.arange(len(sg)), fold.owner], "nontarget": su.ravel()}
     sg, su = fold.scores()
     top_g, top_u = -np.sort(-sg, 1)[:, :2], -np.sort(-su, 1)[:, :2]
-    for name, f in (("margin s1-s2", lambda t: t[:, 0] - t[:, 1]),
-                    ("margin s1+(s1-s2)", lambda t: 2 * t[:, 0] - t[:, 1])):
-        out[name] = {"gen_stat": f(top_g), "gen_right": sg.argmax(1) == fold.owner, "unk_stat": f(top_u)}
+    right = sg.argmax(1) == fold.owner
+    out["margin s1-s2"] = {"gen_stat": top_g[:, 0] - top_g[:, 1], "gen_right": right,
+                           "unk_stat": top_u[:, 0] - top_u[:, 1]}
+    out[MARGIN_NAME] = {"gen_stat": statistic(sg, MARGIN), "gen_right": right, "unk_stat": statistic(su, MARGIN)}
     return out
 
 
