@@ -346,18 +346,7 @@ class VoiceBank:
         """Add recordings of people who are NOT enrolled to the AS-norm cohort; returns its size.
         Recordings already in the cohort are skipped. An unusable recording raises its error, or
         with ``on_error`` is reported there (its index, the error) and left out."""
-        items = []
-        recordings = enrollment.recording_list(recordings)
-        with self._stream(recordings) as stream:
-            for item in stream:
-                if item.error is not None and on_error is None:
-                    raise item.error
-                if item.error is not None:
-                    on_error(item.index, item.error)
-                else:
-                    items.append(item)
-                if progress:
-                    progress(item.index + 1, len(recordings), item.audio.label if item.audio else "")
+        items = list(self._usable(enrollment.recording_list(recordings), progress, on_error))
         rows = [CohortRow(embedding=u.embedding, sha256=u.sha256, label=u.label) for u in enrollment.utterances(items)]
         with self._store.write() as session:
             present = set(session.execute(select(CohortRow.sha256)).scalars())
@@ -489,7 +478,8 @@ class VoiceBank:
             proposed = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
             found = self._rows_by_id(np.array([i for _, i in proposed], dtype=np.int64))
             exact = {i: float(np.dot(embedding.astype(np.float64), vector)) for i, (_, vector) in found.items()}
-            wrong = [i for s, i in proposed if i not in exact or abs(s - exact[i]) > 1e-3]
+            # float32 search against float64 rescoring differ by ~1e-6; another voice's vector by far more
+            wrong = [i for s, i in proposed if i not in exact or abs(s - exact[i]) > 1e-4]
             if not wrong or attempt == 2:
                 break
             log.warning("the index disagreed with SQL on %d of %d candidates (stale or damaged index file); "
@@ -522,19 +512,25 @@ class VoiceBank:
         but decoded ahead of the model and batched. The first unusable recording raises its error;
         with ``on_error`` each one is reported there (its index, the error) and its row is NaN."""
         recordings = list(recordings)
-        out = np.zeros((len(recordings), self.dimension), dtype=np.float32)
+        out = np.full((len(recordings), self.dimension), np.nan, dtype=np.float32)
+        for item in self._usable(recordings, progress, on_error):
+            out[item.index] = item.embedding
+        return out
+
+    def _usable(self, recordings: list[Recording], progress: Progress | None,
+                on_error: Callable[[int, VoiceBankError], None] | None) -> Iterator[pipeline.Embedded]:
+        """The embedded recordings, in order; an unusable one raises its error, or with ``on_error``
+        is reported there (its index, the error) and skipped."""
         with self._stream(recordings) as stream:
             for item in stream:
                 if item.error is not None and on_error is None:
                     raise item.error
                 if item.error is not None:
                     on_error(item.index, item.error)
-                    out[item.index] = np.nan
-                else:
-                    out[item.index] = item.embedding
                 if progress:
                     progress(item.index + 1, len(recordings), item.audio.label if item.audio else "")
-        return out
+                if item.error is None:
+                    yield item
 
     @property
     def sample_rate(self) -> int:
