@@ -37,10 +37,13 @@ class AudioLimits:
     container says how long it is). ``min_enroll_speech_seconds``: least speech a speaker's
     recordings must hold together to enroll.
 
-    Chosen by bench/quality.py on real speech (resemblyzer; README, Benchmarks): enrollment EER
-    falls from 4.8% with 3 s of audio in all to 1.3% at 4.5 s and 0.4% at 6 s; probe EER is 11%
-    with 0.8 s of speech, 3.9% with 1.3 s and 0.8% with 2.6 s. 1 s per recording is the floor
-    below which answers are mostly noise, not a recommendation: longer is better.
+    Chosen by bench/quality.py on real speech (resemblyzer; README, Recognition quality):
+    enrollment EER falls from 4.8% with 3 s of audio in all to 1.3% at 4.5 s (3.2 s of speech as
+    silero-vad counts it) and 0.4% at 6 s (4.5 s of speech); probe EER is 11% with 0.6 s of
+    speech, 3.9% with 1.1 s and 0.8% with 2.4 s. 1 s per recording is the floor below which
+    answers are mostly noise, not a recommendation: longer is better. (These minimums were set
+    when speech was counted by loudness; silero-vad counts less of a recording as speech, so
+    they are now somewhat stricter: 4.5 s of speech is about 6 s of audio.)
     """
 
     min_seconds: float = 0.5
