@@ -248,3 +248,13 @@ def test_a_path_the_system_cannot_open_is_one_audio_error(bank, voices):
     too_long = "x" * 5000 + ".wav"  # ENAMETOOLONG: raised by the file system, not a missing file
     with pytest.raises(AudioError, match=r"cannot read the file \(File name too long\)"):
         bank.embed(too_long)
+
+
+def test_a_csv_naming_a_column_twice_is_refused(tmp_path):
+    from voicebank.errors import InvalidInputError
+    from voicebank.manifest import read
+
+    csv_file = tmp_path / "staff.csv"
+    csv_file.write_text("name,file,name\nx,a.wav,y\n", encoding="utf-8")
+    with pytest.raises(InvalidInputError, match="names the column 'name' more than once"):
+        read(csv_file)

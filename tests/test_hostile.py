@@ -414,3 +414,22 @@ def test_untrusted_text_cannot_drive_the_terminal(cli, voices, tmp_path):
     assert "take\\x1b[2J\\x1b]0;owned\\x07\\x9b31m\\u202e.wav" in ok(cli("show", "carol")).stdout
     line = refused(cli("identify", tmp_path / f"gone{ESCAPES}.wav"), "no such file")
     assert "gone\\x1b[2J" in line and "\x1b" not in line
+
+
+def test_json_output_stays_json_and_untrusted_newlines_cannot_forge_lines(cli, voices, tmp_path):
+    """Second adversarial pass: C1 controls, soft hyphens and tag characters in file names are
+    escaped as JSON escapes in --json output; a newline in a file name cannot start a line."""
+    odd = [tmp_path / f"al\u00adice.wav", tmp_path / "x\U000e0041.wav", tmp_path / "y\x9b31m.wav",
+           tmp_path / "x\nmatch: alice (score 1.0000).wav"]
+    for path in odd:
+        path.write_bytes(voices["bob"][2].read_bytes())
+    lines = ok(cli("identify", *odd, "--json"), 0).stdout.splitlines()
+    assert [json.loads(line)["file"] for line in lines] == [str(p) for p in odd]
+    text = ok(cli("identify", *odd), 0).stdout.splitlines()
+    assert len(text) == len(odd) and not any(line.startswith("match: alice") for line in text)
+
+
+@pytest.mark.parametrize("name", ["\u0301\u0301", "ｂｏｂ"])  # combining marks alone; fullwidth bob next to bob
+def test_names_that_render_as_nothing_or_as_another_are_refused(bank, voices, name):
+    with pytest.raises((InvalidInputError, DuplicateSpeakerError)):
+        bank.enroll(name, recording_paths(voices, "carol"))

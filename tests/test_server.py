@@ -582,3 +582,14 @@ def test_stalled_clients_are_disconnected_and_refusals_are_logged_without_the_ke
                              ("127.0.0.1:5", "GET", f"/speakers?key={secret}", "1.1", 401), None)
     NoQueryStrings().filter(line)
     assert secret not in line.getMessage() and "/speakers" in line.getMessage()
+
+
+def test_ambiguous_requests_are_refused_not_guessed(server, voices):
+    """Duplicated metadata keys, or two Authorization headers (proxies and clients disagree on
+    which one counts): refused, not resolved by whichever comes last or first."""
+    admin = auth(server, "ops")
+    twice = server.client.post("/speakers", data={"name": "erin", "metadata": '{"a": 1, "a": 2}'},
+                                files=[upload(voices["dave"][0], "files")], headers=admin)
+    assert "gives the key 'a' more than once" in error_of(twice, 422)
+    headers = [("Authorization", f"Bearer {server.keys['ops']}"), ("Authorization", "Bearer wrong")]
+    assert error_of(server.client.get("/speakers", headers=headers), 401)

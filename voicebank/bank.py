@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.orm import selectinload
 
 from . import audio as audio_mod
@@ -30,6 +30,7 @@ from .embedding import MARGIN_OFFSET, Embedder, default_threshold, embed_recordi
 from .embedding.base import DEFAULT_WINDOW_SECONDS
 from .errors import (
     BankNotFoundError,
+    DatabaseError,
     DuplicateRecordingError,
     DuplicateSpeakerError,
     EmptyBankError,
@@ -104,7 +105,10 @@ class VoiceBank:
             raise BankNotFoundError(f"{db_file} is {'a folder' if db_file.is_dir() else 'not a regular file'}: "
                                     "give the path of a voicebank database file.")
         new_file = db_file is not None and not db_file.exists()
-        store = Store(url)
+        try:
+            store = Store(url)
+        except (ValueError, ImportError, ArgumentError) as exc:  # a URL its driver cannot parse, or no such driver
+            raise _unusable_url(url, exc) from exc
         try:
             if create:
                 bank = opening.read_or_create_bank(store, url, model, device, threshold, index, identify_rule)
@@ -118,6 +122,9 @@ class VoiceBank:
                 for leftover in (db_file, *(db_file.with_name(db_file.name + s) for s in ("-wal", "-shm", "-journal"))):
                     leftover.unlink(missing_ok=True)
             translated = database_error(exc, url) if isinstance(exc, Exception) else exc
+            if translated is exc and isinstance(exc, (ValueError, ImportError, ArgumentError)) \
+                    and not isinstance(exc, VoiceBankError):  # the driver parses its URL on connecting
+                translated = _unusable_url(url, exc)
             if translated is not exc:
                 raise translated from exc
             raise
@@ -713,6 +720,15 @@ def _operating_points(settings: BankRow) -> dict[str, calibration.OperatingPoint
             _POINTS.clear()
         _POINTS[key] = points
     return _POINTS[key]
+
+
+def _unusable_url(url: str, exc: Exception) -> DatabaseError:
+    try:
+        shown = opening.public(url)
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot even parse
+        shown = url.split("://", 1)[0] + "://..."
+    return DatabaseError(f"cannot use the database {shown}: {exc}. Check --db (a file path, sqlite:///PATH or "
+                         "postgresql://user@host/dbname).")
 
 
 def _speaker(row: SpeakerRow) -> Speaker:

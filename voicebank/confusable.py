@@ -14,10 +14,11 @@ from importlib import resources
 
 
 def skeleton(name: str) -> str:
-    """``name`` decomposed (NFD), each character replaced by the representative of its class of
-    look-alikes, and decomposed again. Case is kept (UTS #39 keeps it too)."""
+    """``name`` folded (NFKC) and decomposed (NFD), each character replaced by the representative
+    of its class of look-alikes, and decomposed again. Case is kept (UTS #39 keeps it too)."""
     table = _representatives()
-    mapped = "".join(table.get(ch, ch) for ch in unicodedata.normalize("NFD", name))
+    # NFKC first: compatibility forms (fullwidth ｂ, ligatures, circled letters) are their plain letters
+    mapped = "".join(table.get(ch, ch) for ch in unicodedata.normalize("NFD", unicodedata.normalize("NFKC", name)))
     return unicodedata.normalize("NFD", mapped)
 
 

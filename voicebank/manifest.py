@@ -66,6 +66,9 @@ def read_csv(path: Path) -> list[Enrollment]:
         raise InvalidInputError(f"{path}: not a readable CSV file ({exc}). Save it as UTF-8 CSV.") from exc
     except OSError as exc:
         raise InvalidInputError(f"{path}: cannot read the file ({exc.strerror}).") from exc
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise InvalidInputError(f"{path}: the header names the column {twice[0]!r} more than once; name each once.")
     if "name" not in columns or "file" not in columns:
         raise InvalidInputError(
             f"{path}: needs a header line with the columns name and file (found: {', '.join(columns) or 'none'})."

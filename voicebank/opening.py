@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def public(url: str) -> str:
-    """The URL with any password hidden, for messages."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL with any password hidden, for messages (the query too: it may hold ?password=)."""
+    return make_url(url).set(query={}).render_as_string(hide_password=True)
 
 
 def embedder_for(model: str | os.PathLike | Embedder, device: str | None) -> Embedder:

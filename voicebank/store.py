@@ -196,7 +196,7 @@ def database_error(exc: Exception, url: str) -> Exception:
         return exc
     text = str(exc.orig or exc).lower()
     file = sqlite_path(url)
-    where = str(file) if file is not None else make_url(url).render_as_string(hide_password=True)
+    where = str(file) if file is not None else make_url(url).set(query={}).render_as_string(hide_password=True)
     if "file is not a database" in text:
         message = (f"{where} is not a SQLite database (an audio file, or another program's file?): point --db at a "
                    "voicebank database, or at a new file name to create one.")
@@ -220,7 +220,7 @@ def sqlite_path(url: str) -> Path | None:
     """The file behind a SQLite URL, or None for other databases and in-memory SQLite."""
     if not url.startswith("sqlite") or url.rstrip("/").endswith(":memory:") or url in ("sqlite://", "sqlite:///"):
         return None
-    return Path(url.split(":///", 1)[1])
+    return Path(url.split(":///", 1)[1].split("?", 1)[0])  # a query (?timeout=...) is not part of the path
 
 
 def make_engine(url: str) -> Engine:

@@ -24,6 +24,8 @@ def name(value: Any) -> str:
         raise InvalidInputError("a speaker name must not be empty.")
     if len(value) > MAX_NAME_CHARS:
         raise InvalidInputError(f"a speaker name is at most {MAX_NAME_CHARS} characters; this one has {len(value)}.")
+    if unicodedata.category(value[0]).startswith("M"):  # nothing to sit on: it renders as nothing, or on what precedes
+        raise InvalidInputError("a speaker name must not start with a combining mark (an accent with no letter under it).")
     if any(unicodedata.category(ch) in ("Cc", "Cs") or (unicodedata.category(ch) == "Cf" and not _joins(value, i))
            for i, ch in enumerate(value)):
         raise InvalidInputError("a speaker name must not contain control or invisible formatting characters.")
@@ -72,18 +74,23 @@ def _emoji(ch: str) -> bool:
     return ch == VS16 or 0x1F3FB <= ord(ch) <= 0x1F3FF or (unicodedata.category(ch) == "So" and ord(ch) >= 0x2190)
 
 
-def printable(text: str, keep: str = "") -> str:
+def printable(text: str, keep: str = "", json: bool = False) -> str:
     """``text`` safe to show on a terminal: control characters (C0, C1), invisible formatting
     characters (bidi overrides, zero-width ones) and line or paragraph separators written as
     visible escapes (``\\x1b``, ``\\u202e``), except those in ``keep`` (e.g. newline and tab for
-    multi-line output). Joiners inside a name that :func:`name` accepts stay as they are."""
+    multi-line output). Joiners inside a name that :func:`name` accepts stay as they are. With
+    ``json``, the escapes are JSON's own (``\\u001b``, surrogate pairs), so JSON text stays valid."""
     out = []
     for i, ch in enumerate(text):
         if ch in keep or unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp", "Cs") or (
                 unicodedata.category(ch) == "Cf" and _joins(text, i)):
             out.append(ch)
+            continue
+        code = ord(ch)
+        if json:
+            units = [code] if code < 0x10000 else [0xD800 + ((code - 0x10000) >> 10), 0xDC00 + ((code - 0x10000) & 0x3FF)]
+            out.append("".join(f"\\u{unit:04x}" for unit in units))
         else:
-            code = ord(ch)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
     return "".join(out)
 

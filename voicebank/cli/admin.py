@@ -194,7 +194,11 @@ def parse_time(value: str) -> datetime:
     except ValueError:
         raise InvalidInputError(f"{value!r} is neither an ISO date/time (2026-11-01, 2026-11-01T08:00) "
                                 "nor an age (30d, 12h, 15m).") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise InvalidInputError(f"{value!r} falls outside the years 1 to 9999 in UTC: give a date within them.") from None
 
 
 @main.group(invoke_without_command=True)

@@ -56,12 +56,16 @@ def handle_errors(command: Callable) -> Callable:
 def emit(data: dict | list, as_json: bool, text: str) -> None:
     """Print ``data`` as JSON, or ``text`` for people: with anything untrusted in it (labels, file
     names, metadata) unable to drive the terminal (:func:`safe`)."""
-    click.echo(safe(json.dumps(data, ensure_ascii=False, indent=None)) if as_json else safe(text, "\n\t"))
+    from ..validate import printable
+
+    click.echo(printable(json.dumps(data, ensure_ascii=False, indent=None), json=True) if as_json
+               else safe(text, "\n\t"))
 
 
 def safe(text: str, keep: str = "") -> str:
-    """Control and invisible formatting characters written as visible escapes (JSON keeps its own
-    escapes for C0 controls; C1 controls and bidi overrides would otherwise pass through)."""
+    """Control and invisible formatting characters written as visible escapes. Text built from
+    untrusted pieces (file names, labels) should escape each piece before joining lines: a newline
+    inside a file name would otherwise start a line of its own."""
     from ..validate import printable
 
     return printable(text, keep)

@@ -8,10 +8,19 @@ import click
 
 from .base import JSON_OPTION, Context, emit, handle_errors, main, progress_bar, safe
 
+def finite(_ctx, param, value):
+    """click's FloatRange lets NaN through (every comparison with it is false)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number.", param=param)
+    return value
+
+
 TRIAL_OPTIONS = [
     click.option("--root", type=click.Path(file_okay=False), help="Folder that relative paths in the trial list start from "
                  "(default: the trial list's folder)."),
-    click.option("--far", type=click.FloatRange(0.0001, 0.5), default=0.01, show_default=True,
+    click.option("--far", type=click.FloatRange(0.0001, 0.5), default=0.01, show_default=True, callback=finite,
                  help="Target false-accept rate for the operating point."),
 ]
 
@@ -90,9 +99,9 @@ def eval_(obj: Context, trials: str, root: str | None, far: float, plot: str | N
               "on the bank's own recordings, each held out from its speaker's voiceprint).")
 @click.option("--root", type=click.Path(file_okay=False), help="Folder that relative paths in the trial list start from "
               "(default: the trial list's folder).")
-@click.option("--far", type=click.FloatRange(0.0001, 0.5), default=0.01, show_default=True,
+@click.option("--far", type=click.FloatRange(0.0001, 0.5), default=0.01, show_default=True, callback=finite,
               help="Verification: false accepts per claim by someone else.")
-@click.option("--unknown-rate", type=click.FloatRange(0.0001, 0.5), default=0.01, show_default=True,
+@click.option("--unknown-rate", type=click.FloatRange(0.0001, 0.5), default=0.01, show_default=True, callback=finite,
               help="Identification: how often a person who is not enrolled may be matched to anyone.")
 @click.option("--eer", "at_eer", is_flag=True, help="Verification at the equal-error rate instead of --far.")
 @click.option("--for", "purpose", type=click.Choice(["both", "verify", "identify"]), default="both", show_default=True,

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .base import JSON_OPTION, Context, emit, handle_errors, main, parse_meta, progress_bar
+from .base import JSON_OPTION, Context, emit, handle_errors, main, parse_meta, progress_bar, safe
 
 
 def QUALITY_OPTIONS(command):  # noqa: N802 (a decorator, named like the other option constants)
@@ -145,8 +145,8 @@ def _import_report(outcomes: list) -> tuple[dict[str, int], str]:
              f"{counts[SKIPPED]} already enrolled, {counts[FAILED]} failed."]
     for o in outcomes:
         if o.status == FAILED:
-            lines.append(f"  {o.name} failed: {o.message}")
-        lines.extend(f"  {o.name}, warning: {w}" for w in (o.speaker.warnings if o.speaker else ()))
+            lines.append(f"  {safe(o.name)} failed: {safe(o.message or '')}")
+        lines.extend(f"  {safe(o.name)}, warning: {safe(w)}" for w in (o.speaker.warnings if o.speaker else ()))
     return counts, "\n".join(lines)
 
 
@@ -206,12 +206,13 @@ def _identify_many(obj: Context, files: tuple[str, ...], top_k: int, as_json: bo
     for file, result in zip(files, results):
         if isinstance(result, Identification):
             best = result.decision if result.decision is not None else float("nan")
-            text = (f"{file}: {result.match.name} (score {result.match.score:.4f})" if result.match
-                    else f"{file}: unknown ({_decided(result)} {best:.4f}, threshold {result.threshold:.4f})")
+            shown = safe(file)
+            text = (f"{shown}: {result.match.name} (score {result.match.score:.4f})" if result.match
+                    else f"{shown}: unknown ({_decided(result)} {best:.4f}, threshold {result.threshold:.4f})")
             emit({"file": file, **result.to_dict()}, as_json, text)
         else:
             message = str(result).removeprefix(f"{file}: ")  # audio errors begin with the file's name
-            emit({"file": file, "error": str(result)}, as_json, f"{file}: error: {message}")
+            emit({"file": file, "error": str(result)}, as_json, f"{safe(file)}: error: {safe(message)}")
     _warn_if_outgrown(results)
     failed = sum(not isinstance(r, Identification) for r in results)
     if failed:
@@ -273,7 +274,8 @@ def show(obj: Context, name: str, as_json: bool) -> None:
         speaker = bank.speaker(name)
     lines = [f"name: {speaker.name}", f"enrolled: {speaker.created_at:%Y-%m-%d %H:%M:%S} UTC",
              f"metadata: {json.dumps(speaker.metadata, ensure_ascii=False)}", "recordings:"]
-    lines += [f"  {r.label}  {r.duration_s:.1f} s ({r.speech_s:.1f} s speech)  sha256 {r.sha256[:12]}" for r in speaker.recordings]
+    lines += [f"  {safe(r.label)}  {r.duration_s:.1f} s ({r.speech_s:.1f} s speech)  sha256 {r.sha256[:12]}"
+              for r in speaker.recordings]
     emit(speaker.to_dict(), as_json, "\n".join(lines))
 
 

@@ -91,12 +91,19 @@ def parse_metadata(text: str | None) -> dict[str, Any] | None:
         return None
     if len(text.encode()) > validate.MAX_METADATA_BYTES:  # before parsing: the limit is on the JSON text
         raise InvalidInputError(f"metadata is at most {validate.MAX_METADATA_BYTES // 1024} KiB as JSON.")
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise InvalidInputError(f"metadata gives the key {twice[0]!r} more than once; give each key once.")
+        return dict(pairs)
+
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=unique)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"metadata must be a JSON object, e.g. {{\"team\": \"A\"}}: {exc.msg}.") from exc
     except ValueError as exc:  # an integer of thousands of digits (Python's int_max_str_digits)
-        raise InvalidInputError(f"metadata numbers must be of a sensible size: {exc}.") from exc
+        raise InvalidInputError("metadata numbers must have at most 4300 digits.") from exc
     except RecursionError as exc:
         raise InvalidInputError(f"metadata is nested more than {validate.MAX_METADATA_DEPTH} levels deep.") from exc
     if not isinstance(value, dict):

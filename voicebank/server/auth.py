@@ -86,8 +86,10 @@ def _route_path(scope: Scope) -> str:
 
 
 def _bearer_token(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-    return None
+    """The bearer key, or None when there is none, or more than one Authorization header (which
+    one a proxy or a client library honours differs: refuse the ambiguity)."""
+    found = [value for name, value in scope.get("headers", ()) if name == b"authorization"]
+    if len(found) != 1:
+        return None
+    scheme, _, token = found[0].decode("latin-1").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
