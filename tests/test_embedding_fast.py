@@ -366,6 +366,7 @@ def test_threads_are_lowered_to_the_usable_cores_never_raised(monkeypatch):
 def test_bf16_is_chosen_only_where_the_device_has_it(monkeypatch, tiny_dir):
     from voicebank.embedding import wavlm
 
+    monkeypatch.delenv("VOICEBANK_PRECISION", raising=False)  # "auto" is what is tested
     monkeypatch.setattr(wavlm, "cpu_has_native_bf16", lambda _torch: False)
     assert XVectorEmbedder(tiny_dir, device="cpu").compute_dtype == "float32"
     monkeypatch.setattr(wavlm, "cpu_has_native_bf16", lambda _torch: True)
