@@ -17,10 +17,10 @@ from voicebank.calibration import (
     ThinDataError,
     identification_point,
     needed,
-    open_set_rates,
     verification_point,
 )
 from voicebank.errors import NotEnoughDataError
+from voicebank.openset import genuine_rates
 
 
 def impostor_rows(rng, probes: int, gallery: int, tail: str) -> list[np.ndarray]:
@@ -117,7 +117,7 @@ def test_identification_point_reports_expected_and_counted_rates():
     assert point.purpose == IDENTIFY and point.gallery == 60 and point.trials == 300 and point.genuine == 300
     assert point.rate == pytest.approx(0.01, rel=1e-3)
     assert point.counted == int(np.sum(data.unknown_best >= point.threshold))
-    hit, wrong, miss = open_set_rates(data.known_best, data.known_correct, point.threshold)
+    hit, wrong, miss = genuine_rates(data.known_best, data.known_correct, point.threshold)
     assert (point.hit, point.wrong, point.miss) == (hit, wrong, miss)
     assert hit + wrong + miss == pytest.approx(1.0)
 
@@ -125,7 +125,7 @@ def test_identification_point_reports_expected_and_counted_rates():
 def test_open_set_rates_by_hand():
     best = np.array([0.9, 0.8, 0.7, 0.95])
     correct = np.array([True, False, True, True])
-    assert open_set_rates(best, correct, 0.75) == (0.5, 0.25, 0.25)
+    assert genuine_rates(best, correct, 0.75) == (0.5, 0.25, 0.25)
 
 
 def test_eer_threshold_keeps_a_margin_on_a_small_bank():

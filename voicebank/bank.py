@@ -422,7 +422,8 @@ class VoiceBank:
         clears the threshold (open set: an unknown voice gets ``match=None``). Audited."""
         top_k = validate.top_k(top_k)
         audio = self._load(recording)
-        return self._identify_audited(audio, self._embed([audio])[0], top_k, self._settings(), client)
+        settings = self._settings()
+        return self._identify_audited(audio, self._embed([audio])[0], top_k, settings, _identify_point(settings), client)
 
     def identify_many(self, recordings: Iterable[Recording], top_k: int = 5, client: str | None = None,
                       progress: Progress | None = None) -> list[Identification | VoiceBankError]:
@@ -432,18 +433,19 @@ class VoiceBank:
         top_k = validate.top_k(top_k)
         recordings = list(recordings)
         settings = self._settings()
+        point = _identify_point(settings)
         out: list[Identification | VoiceBankError] = []
         with self._stream(recordings) as stream:
             for item in stream:
                 out.append(item.error if item.error is not None
-                           else self._identify_audited(item.audio, item.embedding, top_k, settings, client))
+                           else self._identify_audited(item.audio, item.embedding, top_k, settings, point, client))
                 if progress:
                     progress(item.index + 1, len(recordings), item.audio.label if item.audio else "")
         return out
 
     def _identify_audited(self, audio: Audio, embedding: np.ndarray, top_k: int, settings: BankRow,
-                          client: str | None) -> Identification:
-        result = self._identify(embedding, top_k, settings)  # the audited score is what met the threshold
+                          point: calibration.OperatingPoint, client: str | None) -> Identification:
+        result = self._identify(embedding, top_k, settings, point)  # the audited score is what met the threshold
         self._audit("identify", None, result.match.name if result.match else None, result.decision, result.threshold,
                     settings,
                     result.match is not None, audio.sha256, client)
@@ -458,10 +460,12 @@ class VoiceBank:
             raise InvalidInputError(f"embeddings must be finite numbers shaped (n, {self.dimension}) for this bank's "
                                     f"model, not {embeddings.shape}.")
         settings = self._settings()
-        return [self._identify(e, top_k, settings) for e in embeddings]
+        point = _identify_point(settings)  # once, not per window
+        return [self._identify(e, top_k, settings, point) for e in embeddings]
 
-    def _identify(self, embedding: np.ndarray, top_k: int, settings: BankRow) -> Identification:
-        ranked, found = self._candidates(embedding, max(top_k, 2), settings)  # the margin rule needs two
+    def _identify(self, embedding: np.ndarray, top_k: int, settings: BankRow,
+                  point: calibration.OperatingPoint) -> Identification:
+        ranked, found, gallery = self._candidates(embedding, max(top_k, 2), settings)  # the margin rule needs two
         if settings.score == norm.ASNORM and ranked:
             kept = [i for _, i in ranked]
             vectors = np.stack([found[i][1] for i in kept])
@@ -472,16 +476,16 @@ class VoiceBank:
         decision = (calibration.decide(candidates[0].score, candidates[1].score if len(candidates) > 1 else None, rule)
                     if candidates else None)
         match = candidates[0] if decision is not None and scoring.accept(decision, threshold) else None
-        point = _operating_points(settings)[calibration.IDENTIFY]
-        return Identification(match, candidates[:top_k], threshold, point.status(self._gallery_size()), rule, decision)
+        return Identification(match, candidates[:top_k], threshold, point.status(gallery), rule, decision)
 
     def _candidates(self, embedding: np.ndarray, top_k: int, settings: BankRow
-                    ) -> tuple[list[tuple[float, int]], dict[int, tuple[str, np.ndarray]]]:
+                    ) -> tuple[list[tuple[float, int]], dict[int, tuple[str, np.ndarray]], int]:
         """The index's top-k candidates, rescored as exact cosines against their voiceprints in
-        SQL, best first. The index only proposes: a stale or tampered index file (a candidate
-        whose score or existence disagrees with SQL) is logged, rebuilt from SQL and searched again."""
+        SQL, best first, and how many voiceprints the index holds (the N of 1:N). The index only
+        proposes: a stale or tampered index file (a candidate whose score or existence disagrees
+        with SQL) is logged, rebuilt from SQL and searched again."""
         for attempt in (1, 2):
-            scores, ids = self._search(embedding[None, :], top_k, settings)
+            scores, ids, gallery = self._search_sized(embedding[None, :], top_k, settings)
             proposed = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
             found = self._rows_by_id(np.array([i for _, i in proposed], dtype=np.int64))
             exact = {i: float(np.dot(embedding.astype(np.float64), vector)) for i, (_, vector) in found.items()}
@@ -494,7 +498,7 @@ class VoiceBank:
             with self._cache.lock:
                 self._cache.rebuild()
         ranked = sorted(((exact[i], i) for _, i in proposed if i in exact), key=lambda pair: -pair[0])
-        return ranked, found
+        return ranked, found, gallery
 
     def verify(self, name: str, recording: Recording, client: str | None = None) -> Verification:
         """Is this ``name``? The recording scored against that speaker's voiceprint."""
@@ -614,13 +618,19 @@ class VoiceBank:
             return session.get(BankRow, 1)
 
     def _search(self, queries: np.ndarray, k: int, settings: BankRow | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self._search_sized(queries, k, settings)[:2]
+
+    def _search_sized(self, queries: np.ndarray, k: int, settings: BankRow | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, int]:
+        """(scores, ids) of the top ``k``, and how many voiceprints the caught-up index holds."""
         with self._cache.lock:
             if settings is not None:  # another process may have switched the index kind (reindex --index)
                 self._cache.use_kind(settings.index_kind)
             index = self._cache.current()
             if len(index) == 0:
                 raise EmptyBankError("the bank has no speakers yet: enroll some first (`voicebank enroll NAME FILE...`).")
-            return index.search(queries, k)
+            scores, ids = index.search(queries, k)
+            return scores, ids, len(index)
 
     def _load(self, recording: Recording) -> Audio:
         return audio_mod.load(recording, self._embedder.sample_rate, self.limits)
@@ -683,11 +693,6 @@ class VoiceBank:
         with self._store.read() as session:
             return session.execute(select(SpeakerRow.id).where(SpeakerRow.name == name)).scalar_one_or_none()
 
-    def _gallery_size(self) -> int:
-        """How many voiceprints the index holds (caught up with SQL): the N of 1:N."""
-        with self._cache.lock:
-            return len(self._cache.current())
-
     def _audit(self, operation: str, claimed: str | None, returned: str | None, score: float | None,
                threshold: float, settings: BankRow, accepted: bool, sha256: str, client: str | None) -> None:
         audit_mod.record(self._store, operation=operation, claimed=claimed, returned=returned, score=score,
@@ -697,6 +702,10 @@ class VoiceBank:
 
 _COLUMN = {calibration.VERIFY: "threshold", calibration.IDENTIFY: "identify_threshold"}
 _POINTS: dict[str, dict[str, calibration.OperatingPoint]] = {}  # parsed operating JSON, by its text
+
+
+def _identify_point(settings: BankRow) -> calibration.OperatingPoint:
+    return _operating_points(settings)[calibration.IDENTIFY]
 
 
 def _operating_points(settings: BankRow) -> dict[str, calibration.OperatingPoint]:

@@ -33,10 +33,11 @@ import numpy as np
 
 from .errors import NotEnoughDataError
 from .impostors import BEST, MARGIN, ImpostorModel, RateModel, Smoothed, _solve
+from .openset import genuine_rates
 
 __all__ = ["BEST", "MARGIN", "VERIFY", "IDENTIFY", "ImpostorModel", "RateModel", "Smoothed", "OpenSetTrials",
            "OperatingPoint", "ThinDataError", "decide", "needed", "verification_point", "identification_point",
-           "measure", "open_set_rates"]
+           "measure"]
 
 VERIFY, IDENTIFY = "verify", "identify"
 # Identification decides on the best score over the gallery, or on the margin rule (see decide):
@@ -219,19 +220,10 @@ def measure(trials: OpenSetTrials, purpose: str, t: float, model: RateModel, met
                               genuine=int(genuine.size))
     gallery = gallery or trials.gallery
     best = trials.unknown_best
-    hit, wrong, miss = open_set_rates(trials.known_decision, trials.known_correct, t)
+    hit, wrong, miss = genuine_rates(trials.known_decision, trials.known_correct, t)
     return OperatingPoint(IDENTIFY, t, trials.kind, method, target, model.false_alarm(t, gallery),
                           int(np.count_nonzero(best >= t)), int(best.size), miss=miss, hit=hit, wrong=wrong,
                           genuine=int(trials.known_best.size), gallery=gallery, rule=trials.rule, model=model)
-
-
-def open_set_rates(known_best: np.ndarray, known_correct: np.ndarray, t: float) -> tuple[float | None, ...]:
-    """(correctly identified, matched to the wrong speaker, not identified) among genuine probes at ``t``."""
-    if len(known_best) == 0:
-        return None, None, None
-    above = np.asarray(known_best) >= t
-    correct = np.asarray(known_correct, dtype=bool)
-    return float(np.mean(above & correct)), float(np.mean(above & ~correct)), float(np.mean(~above))
 
 
 def _eer_threshold(model: RateModel, target: np.ndarray) -> float:

@@ -180,21 +180,20 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
     prints = np.stack([voiceprint(e) for _, e in speakers]).astype(np.float64)
     owner = np.concatenate([[k] * len(e) for k, (_, e) in enumerate(speakers)])
     utterances = np.concatenate([e for _, e in speakers]).astype(np.float64)
-    sizes = np.array([len(e) for _, e in speakers])
     chosen = np.arange(len(utterances))
     if len(chosen) > max_probes:
         chosen = np.sort(np.random.default_rng(seed).choice(len(chosen), max_probes, replace=False))
     target, known_best, known_second, known_correct, unknown = [], [], [], [], []
     everyone = np.arange(len(speakers))
+    members = [np.flatnonzero(owner == k) for k in everyone]  # each speaker's rows of ``utterances``
     for u in chosen:
         k, probe = owner[u], utterances[u]
         others = everyone[everyone != k]
         excl = [(int(ids[k]), int(ids[j])) for j in others]
         row = scorer.score(np.repeat(probe[None, :], len(others), 0), prints[others], excl, excl)
         unknown.append(row)
-        if sizes[k] >= 2:
-            rest = np.flatnonzero(owner == k)
-            held_out = voiceprint(utterances[rest[rest != u]])
+        if len(members[k]) >= 2:
+            held_out = voiceprint(utterances[members[k][members[k] != u]])
             score = float(scorer.score(probe, held_out, [(int(ids[k]),)], [(int(ids[k]),)])[0])
             target.append(score)
             top = np.sort(np.append(row, score))[::-1]

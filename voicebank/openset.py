@@ -62,5 +62,15 @@ def open_set_rates(
     point to mark on :func:`voicebank.plots.identification_plot`."""
     known_best, known_correct, unknown_best = _inputs(known_best, known_correct, unknown_best)
     false_alarm = np.count_nonzero(unknown_best >= threshold) / unknown_best.size
-    correct = np.count_nonzero(known_correct & (known_best >= threshold)) / known_best.size
-    return float(false_alarm), float(correct)
+    return float(false_alarm), genuine_rates(known_best, known_correct, threshold)[0]
+
+
+def genuine_rates(known_best: np.ndarray, known_correct: np.ndarray, t: float) -> tuple[float | None, ...]:
+    """(correctly identified, matched to the wrong speaker, not identified) among genuine probes at
+    ``t``: each probe's decision statistic (``known_best``) and whether its top candidate is its own
+    speaker (``known_correct``); Nones when there are no genuine probes."""
+    if len(known_best) == 0:
+        return None, None, None
+    above = np.asarray(known_best) >= t
+    correct = np.asarray(known_correct, dtype=bool)
+    return float(np.mean(above & correct)), float(np.mean(above & ~correct)), float(np.mean(~above))
