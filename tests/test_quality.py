@@ -174,7 +174,7 @@ def test_asnorm_with_an_explicit_cohort_and_the_cohort_commands(tmp_path, tiny_m
     assert "The cohort holds 4 recordings." in again.output
     switched = run("normalization", "asnorm", "--top-n", "3")
     assert switched.exit_code == 0 and "score: asnorm; threshold reset to 3.0000" in switched.output
-    assert "score: asnorm" in run("normalization").output
+    assert "score: asnorm; thresholds: verify 3.0000, identify 3.0000" in run("normalization").output
     with VoiceBank.open(db) as bank:
         near, far_ = bank.verify("alice", voices["alice"][2]).score, bank.verify("alice", voices["bob"][2]).score
         # the cohort as stored (embedded in one batch by `cohort add`): re-embedding it one recording

@@ -277,6 +277,8 @@ def normalization(obj: Context, kind: str | None, top_n: int, threshold: float |
     with obj.open() as bank:
         if kind is not None:
             new = bank.set_score_normalization(kind, top_n, threshold)
-            click.echo(f"score: {kind}; threshold reset to {new:.4f}. Calibrate it: voicebank calibrate")
+            click.echo(f"score: {kind}; threshold reset to {new:.4f} (verify and identify). Calibrate them: "
+                       "voicebank calibrate")
         else:
-            click.echo(f"score: {bank.score_kind}; threshold {bank.threshold:.4f}")
+            click.echo(f"score: {bank.score_kind}; thresholds: verify {bank.threshold:.4f}, "
+                       f"identify {bank.identify_threshold:.4f}")
