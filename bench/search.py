@@ -47,7 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from voicebank import index_kinds  # noqa: E402
+from voicebank.index import kinds as index_kinds  # noqa: E402
 from voicebank.index import KINDS, IndexInfo, SpeakerIndex  # noqa: E402
 
 DIM = 512

@@ -29,7 +29,7 @@ def _run(connection) -> None:
 
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
-    if connection is not None:  # voicebank.schema hands us its connection
+    if connection is not None:  # voicebank.store.schema hands us its connection
         _run(connection)
         return
     engine = make_engine(_url())

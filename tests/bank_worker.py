@@ -215,7 +215,7 @@ def install_crash(spec: str) -> None:
 
         return
 
-    import voicebank.index as index_mod
+    import voicebank.index.file as index_mod
 
     real_os = index_mod.os
     mode = {"now": None}
@@ -400,9 +400,9 @@ def _preload() -> None:
     from transformers import AutoFeatureExtractor, AutoModelForAudioXVector, WavLMForXVector  # noqa: F401
 
     import voicebank.bank  # noqa: F401
-    import voicebank.cache  # noqa: F401
+    import voicebank.index.cache  # noqa: F401
     import voicebank.embedding.wavlm  # noqa: F401
-    import voicebank.schema  # noqa: F401
+    import voicebank.store.schema  # noqa: F401
 
     try:
         import psycopg  # noqa: F401

@@ -294,7 +294,7 @@ def test_add_an_already_enrolled_recording(populated, voices):
 # -- db ----------------------------------------------------------------------------------------------
 
 def test_db_upgrade_and_current(cli, voices):
-    from voicebank import schema
+    from voicebank.store import schema
 
     head = schema.head()
     assert ok(cli("db", "upgrade")).stdout == f"Schema at {head} (was empty).\n"

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from sqlalchemy import inspect, select
 
 from conftest import TINY_THRESHOLD
-from voicebank import VoiceBank, schema
+from voicebank import VoiceBank
 from voicebank.cli import main
 from voicebank.errors import DuplicateSpeakerError, SchemaError, SpeakerNotFoundError
-from voicebank.store import make_engine, resolve_url
+from voicebank.store import make_engine, resolve_url, schema
 
 
 def test_enroll_identify_verify_remove_and_audit(db_url, tiny_model, voices):
@@ -77,7 +77,7 @@ def test_migrations_round_trip_and_an_older_schema_is_refused(db_url, tiny_model
 
 def test_the_change_log_is_pruned_and_an_index_older_than_it_is_rebuilt(db_url, tiny_model, voices, monkeypatch,
                                                                          caplog):
-    from voicebank import store
+    from voicebank.store import engine as store
     from voicebank.errors import EmptyBankError
 
     monkeypatch.setattr(store, "KEEP_CHANGES", 2)
@@ -96,7 +96,7 @@ def test_the_change_log_is_pruned_and_an_index_older_than_it_is_rebuilt(db_url, 
             a.enroll(name, voices[name][:2])  # seq 1..4; pruned at 2 and 4
         a.remove("bob")  # seq 5
         assert kept() == [3, 4, 5]  # seq 1 and 2 (alice's and bob's enrollments) are gone
-        with caplog.at_level("INFO", logger="voicebank.cache"):
+        with caplog.at_level("INFO", logger="voicebank.index.cache"):
             assert b.identify(voices["alice"][2]).match.name == "alice"  # needs the pruned seq 1
         assert "older than the change log kept" in caplog.text
         assert "restored backup" not in caplog.text

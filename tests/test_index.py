@@ -423,7 +423,7 @@ def by_id_any(index: SpeakerIndex) -> dict[int, np.ndarray]:
 
 
 def test_hnsw_rebuilds_its_graph_when_tombstones_pile_up(big_data):
-    from voicebank import index_kinds
+    from voicebank.index import kinds as index_kinds
 
     ids, vectors, queries = big_data
     index = SpeakerIndex(IndexInfo("bank-big", "m", BIG_DIM, "hnsw"))
@@ -440,7 +440,7 @@ def test_hnsw_rebuilds_its_graph_when_tombstones_pile_up(big_data):
 
 
 def test_ivf_is_exact_until_it_can_train_and_follows_the_bank_size(big_data, tmp_path):
-    from voicebank.index_kinds import IVF_MIN_TRAIN
+    from voicebank.index.kinds import IVF_MIN_TRAIN
 
     ids, vectors, queries = big_data
     info = IndexInfo("bank-big", "m", BIG_DIM, "ivf")

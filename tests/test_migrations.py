@@ -1,4 +1,4 @@
-"""Schema migrations: from code (voicebank.schema), from the plain `alembic` command, the checks on
+"""Schema migrations: from code (voicebank.store.schema), from the plain `alembic` command, the checks on
 open, and a built wheel that carries its migrations and can create its own database."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from sqlalchemy import inspect, text
 
 from conftest import REPO, TINY_THRESHOLD
-from voicebank import VoiceBank, schema
+from voicebank import VoiceBank
 from voicebank.errors import BankNotFoundError, DuplicateSpeakerError, SchemaError
-from voicebank.store import Base, make_engine, resolve_url
+from voicebank.store import Base, make_engine, resolve_url, schema
 
 TABLES = set(Base.metadata.tables)  # what the ORM maps; the migrations must create exactly these
 
@@ -268,8 +268,7 @@ def test_the_installed_wheel_migrates_its_own_database(wheel, tmp_path):
     script = r"""
 import json, sys
 import voicebank
-from voicebank import schema
-from voicebank.store import make_engine, resolve_url
+from voicebank.store import make_engine, resolve_url, schema
 from sqlalchemy import inspect
 engine = make_engine(resolve_url(sys.argv[1]))
 before = schema.current(engine)

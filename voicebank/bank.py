@@ -24,7 +24,7 @@ from . import audio as audio_mod
 from . import audit as audit_mod
 from . import calibration, enrollment, norm, opening, pipeline, scoring, validate
 from .audio import Audio, AudioLimits, Recording
-from .cache import IndexCache
+from .index.cache import IndexCache
 from .confusable import skeleton
 from .embedding import MARGIN_OFFSET, Embedder, default_threshold, embed_recordings, enrollment_checks
 from .embedding.base import DEFAULT_WINDOW_SECONDS

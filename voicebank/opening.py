@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from . import schema, validate
+from . import validate
+from .store import schema
 from .embedding import DEFAULT_MODEL, MARGIN_OFFSET, Embedder, default_threshold, enrollment_checks, load_embedder
 from .errors import BankNotFoundError
 from .store import BankRow, Store, sqlite_path

@@ -145,7 +145,7 @@ def upgrade(obj: Context) -> None:
     Example:
       voicebank db upgrade
     """
-    from .. import schema
+    from ..store import schema
 
     with obj.engine() as engine:
         before = schema.current(engine)
@@ -164,7 +164,7 @@ def current(obj: Context) -> None:
     Example:
       voicebank db current
     """
-    from .. import schema
+    from ..store import schema
     from ..errors import BankNotFoundError
     from ..store import resolve_url, sqlite_path
 

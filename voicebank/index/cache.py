@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select
 
-from .index import IndexFileError, IndexInfo, SpeakerIndex
-from .store import BankRow, ChangeRow, SpeakerRow, Store, as_utc
+from .file import IndexFileError, IndexInfo, SpeakerIndex
+from ..store import BankRow, ChangeRow, SpeakerRow, Store, as_utc
 
 log = logging.getLogger(__name__)
 

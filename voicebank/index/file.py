@@ -5,7 +5,7 @@ file plus a JSON sidecar saying what it was built from (bank, model, dimension, 
 SHA-256 of the index file); both are written atomically (temp file, fsync, rename) under a file
 lock, and :meth:`SpeakerIndex.load` refuses anything that does not match, so the caller rebuilds.
 No pickle anywhere. The structure behind an index is its *kind* (``flat``, ``hnsw``, ``ivf``; see
-:mod:`voicebank.index_kinds`); the kind is part of :class:`IndexInfo`, so a file of another kind is
+:mod:`voicebank.index.kinds`); the kind is part of :class:`IndexInfo`, so a file of another kind is
 refused like a foreign one and rebuilt.
 """
 
@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import index_kinds
+from . import kinds as index_kinds
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class IndexInfo:
 class SpeakerIndex:
     """An inner-product index of (speaker id -> voiceprint). Not thread-safe: lock around it.
 
-    ``info.kind`` picks the structure (see :mod:`voicebank.index_kinds`): ``flat`` is exact;
+    ``info.kind`` picks the structure (see :mod:`voicebank.index.kinds`): ``flat`` is exact;
     ``hnsw`` and ``ivf`` are approximate (they may miss the best match now and then) but answer with
     the same ids and true cosine scores, and never return a removed or replaced voiceprint.
     """

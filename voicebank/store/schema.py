@@ -12,14 +12,14 @@ from typing import Literal
 
 from sqlalchemy import Engine, inspect
 
-from .errors import BankNotFoundError, SchemaError
+from ..errors import BankNotFoundError, SchemaError
 
 
 def migrations_dir() -> Path:
     spec = importlib.util.find_spec("voicebank.migrations")
     if spec is not None and spec.submodule_search_locations:
         return Path(list(spec.submodule_search_locations)[0])
-    return Path(__file__).resolve().parent.parent / "migrations"  # a plain source checkout
+    return Path(__file__).resolve().parents[2] / "migrations"  # a plain source checkout
 
 
 def _config(engine: Engine):  # -> alembic.config.Config

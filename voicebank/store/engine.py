@@ -34,134 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-DEFAULT_DB = "voicebank.db"
-
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def as_utc(moment: datetime) -> datetime:
-    """An aware UTC datetime. SQLite hands back naive ones; voicebank always writes UTC."""
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
-
-
-class BankRow(Base):
-    """The bank's settings: one row, id 1."""
-
-    __tablename__ = "bank"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    uid: Mapped[str] = mapped_column(String(36))
-    model_source: Mapped[str] = mapped_column(String(1024))
-    model_id: Mapped[str] = mapped_column(String(255))
-    dimension: Mapped[int] = mapped_column(Integer)
-    threshold: Mapped[float] = mapped_column(Float)  # verification (1:1)
-    identify_threshold: Mapped[float] = mapped_column(Float)  # identification (1:N open set)
-    # what the identification threshold applies to: the best score, or the margin rule (calibration.decide)
-    identify_rule: Mapped[str] = mapped_column(String(16), default="margin", server_default="best")
-    # what each threshold means: {"verify": OperatingPoint.to_dict(), "identify": ...}; None: defaults
-    operating: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    score: Mapped[str] = mapped_column(String(64))  # "cosine" or "asnorm": what the thresholds apply to
-    # the enrollment checks' cosine thresholds; None: the model's measured default
-    consistency_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
-    duplicate_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
-    cohort_top_n: Mapped[int] = mapped_column(Integer, default=100, server_default="100")
-    index_kind: Mapped[str] = mapped_column(String(64), default="flat", server_default="flat")
-    change_seq: Mapped[int] = mapped_column(BigInteger, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class SpeakerRow(Base):
-    __tablename__ = "speakers"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
-    skeleton: Mapped[str] = mapped_column(String(1024), index=True)  # confusable.skeleton(name): look-alikes
-    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
-    voiceprint: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    utterances: Mapped[list["UtteranceRow"]] = relationship(
-        back_populates="speaker", cascade="all, delete-orphan", passive_deletes=True, order_by="UtteranceRow.id"
-    )
-
-
-class UtteranceRow(Base):
-    __tablename__ = "utterances"
-    __table_args__ = (UniqueConstraint("speaker_id", "sha256", name="uq_utterances_speaker_sha256"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    speaker_id: Mapped[int] = mapped_column(ForeignKey("speakers.id", ondelete="CASCADE"), index=True)
-    embedding: Mapped[bytes] = mapped_column(LargeBinary)
-    sha256: Mapped[str] = mapped_column(String(64))
-    label: Mapped[str] = mapped_column(String(1024))
-    duration_s: Mapped[float] = mapped_column(Float)
-    speech_s: Mapped[float] = mapped_column(Float)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    speaker: Mapped[SpeakerRow] = relationship(back_populates="utterances")
-
-
-class ChangeRow(Base):
-    """One row per speaker touched by a voiceprint change; ``seq`` is the transaction's sequence."""
-
-    __tablename__ = "changes"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger, index=True)
-    speaker_id: Mapped[int] = mapped_column(Integer)
-    op: Mapped[str] = mapped_column(String(16))
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class AuditRow(Base):
-    """An identification or verification decision. Append-only."""
-
-    __tablename__ = "audit"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-    operation: Mapped[str] = mapped_column(String(16))
-    claimed: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    returned: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
-    score: Mapped[float | None] = mapped_column(Float, nullable=True)
-    threshold: Mapped[float] = mapped_column(Float)
-    score_kind: Mapped[str] = mapped_column(String(64), default="cosine", server_default="cosine")
-    accepted: Mapped[bool] = mapped_column(Boolean)
-    model_id: Mapped[str] = mapped_column(String(255))
-    recording_sha256: Mapped[str] = mapped_column(String(64))
-    client: Mapped[str | None] = mapped_column(String(255), nullable=True)
-
-
-class CohortRow(Base):
-    """An embedding of a person who is not enrolled, for score normalization (AS-norm)."""
-
-    __tablename__ = "cohort"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    embedding: Mapped[bytes] = mapped_column(LargeBinary)
-    sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    label: Mapped[str] = mapped_column(String(1024))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class ApiKeyRow(Base):
-    """An HTTP API key. Only its SHA-256 is stored; the key itself is shown once, at creation."""
-
-    __tablename__ = "api_keys"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
-    prefix: Mapped[str] = mapped_column(String(16), index=True)
-    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    role: Mapped[str] = mapped_column(String(16))  # "admin" or "reader"
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+from .models import ApiKeyRow, AuditRow, BankRow, Base, ChangeRow, CohortRow, SpeakerRow, UtteranceRow, DEFAULT_DB, as_utc, utcnow  # noqa: F401
 
 
 def resolve_url(db: str | os.PathLike | None) -> str:
@@ -177,7 +50,7 @@ def resolve_url(db: str | os.PathLike | None) -> str:
             return "postgresql+psycopg://" + db[len(prefix) :]
     scheme = db.split("://", 1)[0]
     if scheme.split("+")[0] not in ("sqlite", "postgresql"):
-        from .errors import InvalidInputError
+        from ..errors import InvalidInputError
 
         raise InvalidInputError(f"{scheme}:// is not a database voicebank uses: give a file path (SQLite), "
                                 "sqlite:///PATH, or postgresql://user@host/dbname.")
@@ -190,7 +63,7 @@ def database_error(exc: Exception, url: str) -> Exception:
     from sqlalchemy.exc import DBAPIError
     from sqlalchemy.engine import make_url
 
-    from .errors import DatabaseError
+    from ..errors import DatabaseError
 
     if not isinstance(exc, DBAPIError) or not exc.connection_invalidated and exc.orig is None:
         return exc
@@ -282,7 +155,7 @@ class Store:
         if self._identity is None:
             self._identity = identity
         elif identity != self._identity:
-            from .errors import DatabaseGoneError
+            from ..errors import DatabaseGoneError
 
             what = "deleted" if identity is None else "replaced by another file"
             raise DatabaseGoneError(
