@@ -593,3 +593,131 @@ def test_ambiguous_requests_are_refused_not_guessed(server, voices):
     assert "gives the key 'a' more than once" in error_of(twice, 422)
     headers = [("Authorization", f"Bearer {server.keys['ops']}"), ("Authorization", "Bearer wrong")]
     assert error_of(server.client.get("/speakers", headers=headers), 401)
+
+
+# -- the console's endpoints (issue 14): check, audit, thresholds, calibration dry-run ------------
+
+def test_check_reports_each_take_and_stores_nothing(server, voices, tmp_path):
+    quiet = tmp_path / "room.wav"  # a room with nobody speaking: faint noise, not silence
+    quiet.write_bytes(wav_bytes(0.002 * np.random.default_rng(3).standard_normal(SR * 2).astype(np.float32)))
+    before = table_dump(server.db)
+    files = [upload(voices["dave"][0], "files"), upload(voices["dave"][1], "files"), upload(quiet, "files")]
+    response = server.client.post("/check", files=files, headers=auth(server, "ops"))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert table_dump(server.db) == before
+    assert [r["label"] for r in body["recordings"]] == ["dave0.wav", "dave1.wav", "room.wav"]
+    dave = body["recordings"][:2]
+    assert all(r["usable"] and r["problems"] == [] and r["speech_s"] > 1.5 for r in dave)
+    assert all(r["consistency"] > 0.999 for r in dave)  # alike: the same voice
+    room = body["recordings"][2]
+    assert not room["usable"] and "no speech detected" in room["problems"][0] and room["speech_s"] is None
+    assert body["speech_s"] == pytest.approx(sum(r["speech_s"] for r in dave), abs=1e-3)
+    assert body["needed_s"] == server.bank.limits.min_enroll_speech_seconds
+    assert body["ready"] is False and body["duplicate_of"] is None and body["warnings"] == []
+
+
+@pytest.fixture
+def tiny_checks(server):
+    """The enrollment checks at the random model's scale (as tests/test_quality.py sets them)."""
+    server.bank.set_enrollment_checks(TINY_THRESHOLD, TINY_THRESHOLD)
+    yield
+    server.bank.set_enrollment_checks(reset=True)
+
+
+def test_check_finds_the_voice_already_enrolled_and_a_take_already_stored(server, voices, tiny_checks):
+    files = [upload(voices["alice"][2], "files"), upload(voices["bob"][0], "files")]
+    body = server.client.post("/check", files=files, headers=auth(server, "ops")).json()
+    assert body["recordings"][0]["usable"]
+    assert body["recordings"][1]["problems"] == [
+        "bob0.wav is already enrolled for bob (the same recording, byte for byte); a recording belongs to one person."]
+    assert body["duplicate_of"] == "alice" and "already matches alice" in body["warnings"][0]
+    # against a named speaker: the take is alice's third, consistent with her stored two
+    named = server.client.post("/check", files=[upload(voices["alice"][2], "files")], data={"name": "alice"},
+                               headers=auth(server, "ops")).json()
+    assert named["speaker"] == "alice" and named["recordings"][0]["consistency"] > 0.999
+    assert named["duplicate_of"] is None and named["ready"] is True
+    stored = sum(r.speech_s for r in server.bank.speaker("alice").recordings)
+    assert named["speech_s"] == pytest.approx(stored + named["recordings"][0]["speech_s"], abs=1e-3)
+    other = server.client.post("/check", files=[upload(voices["bob"][2], "files")], data={"name": "alice"},
+                               headers=auth(server, "ops")).json()
+    assert "does not sound like the other recordings" in other["recordings"][0]["problems"][0]
+
+
+def test_check_is_admin_only_and_names_an_unknown_speaker(server, voices):
+    files = [upload(voices["dave"][0], "files")]
+    assert "needs an admin key" in error_of(server.client.post("/check", files=files, headers=auth(server)), 403)
+    assert error_of(server.client.post("/check", files=files, data={"name": "nobody"}, headers=auth(server, "ops")),
+                    404).startswith("no speaker named 'nobody'")
+    assert error_of(server.client.post("/check", headers=auth(server, "ops")), 422).startswith("files:")
+
+
+def test_audit_trail_filters_and_pages(server, voices):
+    assert server.client.post("/verify", files=[upload(voices["carol"][2])], data={"name": "carol"},
+                              headers=auth(server, "ops")).json()["accepted"]
+    assert identify(server, voices["carol"][2], key="ops").json()["match"]["name"] == "carol"
+    page = server.client.get("/audit", params={"speaker": "carol", "client": "ops", "limit": 1},
+                             headers=auth(server, "ops"))
+    assert page.status_code == 200, page.text
+    body = page.json()
+    assert body["limit"] == 1 and body["offset"] == 0 and body["next_offset"] == 1
+    newest = body["entries"][0]
+    assert (newest["operation"], newest["returned"], newest["client"], newest["accepted"]) == ("identify", "carol", "ops", True)
+    second = server.client.get("/audit", params={"speaker": "carol", "client": "ops", "limit": 1, "offset": 1},
+                               headers=auth(server, "ops")).json()["entries"][0]
+    assert (second["operation"], second["claimed"]) == ("verify", "carol") and second["at"] <= newest["at"]
+    verifies = server.client.get("/audit", params={"operation": "verify", "limit": 1000}, headers=auth(server, "ops")).json()
+    assert verifies["entries"] and {e["operation"] for e in verifies["entries"]} == {"verify"}
+    assert verifies["next_offset"] is None
+    ats = [e["at"] for e in verifies["entries"]]
+    assert ats == sorted(ats, reverse=True)
+    future = server.client.get("/audit", params={"since": "2999-01-01T00:00:00"}, headers=auth(server, "ops")).json()
+    assert future["entries"] == []
+    assert "needs an admin key" in error_of(server.client.get("/audit", headers=auth(server)), 403)
+    assert error_of(server.client.get("/audit", params={"operation": "enroll"}, headers=auth(server, "ops")),
+                    422).startswith("operation:")
+    assert error_of(server.client.get("/audit", params={"since": "2030-01-01", "until": "2020-01-01"},
+                                      headers=auth(server, "ops")), 422) == "since must be before until."
+
+
+def test_thresholds_say_what_they_promise(server):
+    body = server.client.get("/calibration", headers=auth(server)).json()
+    assert body["status"] == server.bank.calibration_status()
+    assert body["points"]["verify"]["threshold"] == TINY_THRESHOLD and body["points"]["identify"]["purpose"] == "identify"
+
+
+def test_calibration_dry_run_measures_and_stores_nothing(server):
+    before = table_dump(server.db)
+    response = server.client.post("/calibration/dry-run", data={"far": "0.5", "unknown_rate": "0.5"},
+                                  headers=auth(server, "ops"))
+    assert table_dump(server.db) == before
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["dry_run"] is True and body["source"] == "bank" and set(body["chosen"]) == {"verify", "identify"}
+    assert body["trials"]["genuine"] > 0 and body["stored"]["verify"]["threshold"] == TINY_THRESHOLD
+    assert body["chosen"]["verify"]["target"] == 0.5 and body["chosen"]["verify"]["method"] == "far"
+    assert set(body["plots"]) == {"det", "identify"}
+    assert all(p.startswith("data:image/png;base64,iVBOR") for p in body["plots"].values())  # PNG signatures
+    thin = server.client.post("/calibration/dry-run", data={"far": "0.0001"}, headers=auth(server, "ops"))
+    assert "trials" in error_of(thin, 409)
+    assert error_of(server.client.post("/calibration/dry-run", data={"far": "2"}, headers=auth(server, "ops")),
+                    422).startswith("far:")
+    assert "needs an admin key" in error_of(server.client.post("/calibration/dry-run", headers=auth(server)), 403)
+
+
+def test_console_and_docs_are_served_from_this_origin_only(server):
+    page = server.client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+    docs = server.client.get("/docs")
+    assert docs.status_code == 200 and "default-src 'self'" in docs.headers["content-security-policy"]
+    for html in (page.text, docs.text):
+        refs = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert refs, "the page loads nothing?"
+        for ref in refs:
+            assert "//" not in ref and not ref.startswith("/"), f"{ref} is not a same-origin relative URL"
+            asset = server.client.get("/" + ref)  # the pages sit at the root
+            assert asset.status_code == 200 and len(asset.content) > 100, ref
+        assert "<script>" not in html  # no inline script: the CSP would refuse it
+    assert server.client.get("/console/../speakers").status_code in (401, 404)  # no way round the key

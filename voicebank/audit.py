@@ -38,11 +38,19 @@ def record(store: Store, **fields: Any) -> None:
 
 
 def entries(store: Store, speaker: str | None = None, since: datetime | None = None,
-            until: datetime | None = None, limit: int | None = None) -> list[AuditEntry]:
-    """Decisions, newest first; ``speaker`` matches the claimed or the returned name."""
+            until: datetime | None = None, limit: int | None = None, *, operation: str | None = None,
+            client: str | None = None, offset: int = 0) -> list[AuditEntry]:
+    """Decisions, newest first; ``speaker`` matches the claimed or the returned name, ``operation``
+    is identify or verify, ``client`` the asking API key's name; ``offset`` skips the newest."""
     query = select(AuditRow).order_by(AuditRow.at.desc(), AuditRow.id.desc())
     if speaker is not None:
         query = query.where(or_(AuditRow.claimed == speaker, AuditRow.returned == speaker))
+    if operation is not None:
+        query = query.where(AuditRow.operation == operation)
+    if client is not None:
+        query = query.where(AuditRow.client == client)
+    if offset:
+        query = query.offset(offset)
     if since is not None:
         query = query.where(AuditRow.at >= _stored(since))
     if until is not None:

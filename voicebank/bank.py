@@ -699,6 +699,21 @@ class VoiceBank:
                          threshold=threshold, score_kind=settings.score, accepted=accepted,
                          model_id=self.model_id, recording_sha256=sha256, client=client)
 
+    # -- for the console and any client: checks and pages that store nothing --------------------
+    def check_recordings(self, recordings: Sequence[Recording], name: str | None = None):  # -> precheck.EnrollmentCheck
+        """Check takes as :meth:`enroll` (or with ``name``, :meth:`add_recordings`) would, storing
+        nothing: each take's speech and problems, and the speech in all against what is needed."""
+        from . import precheck
+
+        return precheck.check(self, recordings, None if name is None else validate.name(name))
+
+    def audit_page(self, speaker: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                   operation: str | None = None, client: str | None = None, limit: int = 100,
+                   offset: int = 0) -> list[audit_mod.AuditEntry]:
+        """:meth:`audit` filtered also by ``operation`` and ``client``, a page at a time."""
+        return audit_mod.entries(self._store, speaker, since, until, limit, operation=operation, client=client,
+                                 offset=offset)
+
 
 _COLUMN = {calibration.VERIFY: "threshold", calibration.IDENTIFY: "identify_threshold"}
 _POINTS: dict[str, dict[str, calibration.OperatingPoint]] = {}  # parsed operating JSON, by its text

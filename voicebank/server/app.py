@@ -4,30 +4,28 @@ Every endpoint but ``/health`` takes an API key (``Authorization: Bearer ...``);
 identify, verify, list and show, only admins enroll, add and remove. Bodies are the CLI's ``--json``
 shapes; errors are ``{"error": message}`` (see ``errors.py`` for the statuses). Facade calls run on
 worker threads, so the event loop, and ``/health`` with it, stays free while the model works.
-OpenAPI at ``/openapi.json``, interactive docs at ``/docs``.
+OpenAPI at ``/openapi.json``, interactive docs at ``/docs``, the operator's console at ``/`` (``pages.py``;
+its own endpoints in ``console_api.py``).
 """
 
 from __future__ import annotations
 
-import functools
-import io
 import json
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, AsyncIterator, Callable, TypeVar
+from typing import Annotated, Any, AsyncIterator
 
 import anyio
-import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 
 from .. import __version__, validate
 from ..apikeys import ADMIN, READER, ApiKey
 from ..errors import InvalidInputError
-from . import errors
+from . import console_api, errors, pages
 from .auth import ApiKeyMiddleware, require
+from .calls import recording, run
 from .limits import MB, BodyLimitMiddleware
 from .schemas import ERRORS, HealthOut, IdentificationOut, RemovedOut, SpeakerOut, VerificationOut
 
-T = TypeVar("T")
 DEFAULT_MAX_UPLOAD_MB = 20.0
 DEFAULT_WORKERS = 16
 
@@ -58,32 +56,19 @@ def create_app(bank: Any, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, worke
         app.state.limiter = anyio.CapacityLimiter(workers)
         yield
 
-    app = FastAPI(title="voicebank", version=__version__, lifespan=lifespan, description=DESCRIPTION)
+    # /docs is served by pages.py from bundled Swagger UI files (no CDN); ReDoc has no bundle: off
+    app = FastAPI(title="voicebank", version=__version__, lifespan=lifespan, description=DESCRIPTION,
+                  docs_url=None, redoc_url=None)
     app.state.bank, app.state.in_flight, app.state.limiter = bank, 0, None
     errors.install(app)
     app.include_router(router)
+    app.include_router(console_api.router)
+    pages.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=int(max_upload_mb * MB))
-    public = ("/health", app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url)
-    app.add_middleware(ApiKeyMiddleware, keys=bank.api_keys, public_paths=public)
+    public = ("/health", app.openapi_url, *pages.PUBLIC_PATHS)
+    app.add_middleware(ApiKeyMiddleware, keys=bank.api_keys, public_paths=public, public_prefixes=pages.PUBLIC_PREFIXES)
+    app.add_middleware(pages.SecurityHeadersMiddleware)
     return app
-
-
-async def run(request: Request, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``call(*args, **kwargs)`` on a worker thread, counted in ``/health``'s ``in_flight``."""
-    state = request.app.state
-    state.in_flight += 1
-    try:
-        return await anyio.to_thread.run_sync(functools.partial(call, *args, **kwargs), limiter=state.limiter)
-    finally:
-        state.in_flight -= 1
-
-
-async def recording(upload: UploadFile) -> io.BytesIO:
-    """An upload as a recording whose label (in messages) is its file name, as on the CLI."""
-    data = io.BytesIO(await upload.read())
-    name = validate.printable(upload.filename or "upload")  # a label in messages and in the bank
-    data.name = name if len(name) <= 255 else name[:120] + "..." + name[-120:]
-    return data
 
 
 def parse_metadata(text: str | None) -> dict[str, Any] | None:

@@ -34,13 +34,16 @@ bearer = HTTPBearer(auto_error=False, description="An API key from `voicebank ap
 class ApiKeyMiddleware:
     """Pure ASGI middleware: resolve the bearer key to an :class:`ApiKey` into the request state."""
 
-    def __init__(self, app: ASGIApp, keys: ApiKeys, public_paths: Iterable[str]):
+    def __init__(self, app: ASGIApp, keys: ApiKeys, public_paths: Iterable[str], public_prefixes: Iterable[str] = ()):
         self.app = app
         self.keys = keys
         self.public = frozenset(p for p in public_paths if p)
+        self.prefixes = tuple(p for p in public_prefixes if p)  # static files: the console's and /docs'
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _route_path(scope) in self.public:
+        path = _route_path(scope) if scope["type"] == "http" else ""
+        if scope["type"] != "http" or path in self.public or (
+                self.prefixes and path.startswith(self.prefixes) and ".." not in path):
             await self.app(scope, receive, send)
             return
         token = _bearer_token(scope)

@@ -91,3 +91,83 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         422: "Unreadable or unusable audio, a recording over the duration limit, or an invalid field.",
     }.items()
 }
+
+
+class RecordingCheckOut(BaseModel):
+    label: str
+    duration_s: float | None = Field(description="Seconds of audio; null when it could not be decoded.")
+    speech_s: float | None = Field(description="Seconds heard as speech (silero-vad); null when not decoded.")
+    consistency: float | None = Field(description="Cosine against the voiceprint of the other takes; null alone.")
+    usable: bool = Field(description="True when the take has no problem.")
+    problems: list[str] = Field(description="What is wrong with the take, as enrollment would say it.")
+
+
+class EnrollmentCheckOut(BaseModel):
+    speaker: str | None = Field(description="The enrolled speaker the takes were checked against, if any.")
+    recordings: list[RecordingCheckOut]
+    speech_s: float = Field(description="Speech in the usable takes (and the speaker's stored recordings).")
+    needed_s: float = Field(description="Speech that enrollment needs in all.")
+    ready: bool = Field(description="True when enrolling these takes now would succeed (not strict).")
+    duplicate_of: str | None = Field(description="An enrolled speaker whose voice these takes already match.")
+    warnings: list[str] = Field(description="About the takes as a whole: the voice already enrolled (enrollment "
+                                            "warns; strict refuses).")
+
+
+class AuditEntryOut(BaseModel):
+    at: str
+    operation: str = Field(description="identify or verify.")
+    claimed: str | None = Field(description="verify: the name claimed.")
+    returned: str | None = Field(description="The speaker accepted, or null.")
+    score: float | None
+    threshold: float
+    score_kind: str
+    accepted: bool
+    model_id: str
+    recording_sha256: str
+    client: str | None = Field(description="The API key's name that asked.")
+
+
+class AuditPageOut(BaseModel):
+    entries: list[AuditEntryOut] = Field(description="Newest first.")
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="The offset of the next page; null on the last.")
+
+
+class OperatingPointOut(BaseModel):
+    purpose: str
+    threshold: float
+    kind: str
+    method: str
+    target: float | None
+    rate: float | None
+    counted: int | None
+    trials: int | None
+    miss: float | None
+    hit: float | None
+    wrong: float | None
+    genuine: int | None
+    gallery: int | None
+    rule: str | None
+
+
+class ThresholdsOut(BaseModel):
+    status: dict[str, dict[str, Any]] = Field(description="Per purpose: the threshold and what it promises now.")
+    points: dict[str, OperatingPointOut] = Field(description="Per purpose: how the threshold was set.")
+
+
+class CalibrationDryRunOut(BaseModel):
+    source: str
+    score: str
+    gallery: int
+    trials: dict[str, int] = Field(description="genuine, impostor and unknown-person trials measured.")
+    chosen: dict[str, OperatingPointOut] = Field(description="The thresholds calibration would store.")
+    stored: dict[str, OperatingPointOut] = Field(description="The stored thresholds' rates on the same trials.")
+    growth: list[dict[str, float]] = Field(description="Identification false alarms as the bank grows.")
+    plots: dict[str, str] = Field(description="det (and identify): PNG images as data: URLs; empty without matplotlib.")
+    dry_run: bool = Field(description="Always true: nothing was stored (`voicebank calibrate --yes` stores).")
+
+
+class KeyOut(BaseModel):
+    name: str = Field(description="The API key's name (decisions are audited under it).")
+    role: str = Field(description="reader or admin.")
