@@ -18,7 +18,11 @@ function h(tag, attrs, ...children) {
   return el;
 }
 const fixed = (x, n = 3) => (x === null || x === undefined ? "–" : Number(x).toFixed(n));
-const pct = (x) => (x === null || x === undefined ? "–" : (100 * x).toPrecision(2) + "%");
+const pct = (x) => {
+  if (x === null || x === undefined) return "–";
+  const v = 100 * x;
+  return `${v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toPrecision(2)}%`;
+};
 const when = (iso) => (iso ? iso.replace("T", " ").slice(0, 19) : "");
 
 function flash(message, ok = false) {
@@ -411,15 +415,14 @@ async function dryRun(event) {
   out.replaceChildren(h("p", {}, "Measuring on the bank's own recordings…"));
   try {
     const r = await api("POST", "calibration/dry-run", new FormData(event.target));
-    const rates = Object.entries(r.chosen).map(([which, p]) => h("li", {}, which === "verify"
-      ? `verify: threshold ${fixed(p.threshold, 4)}, false accepts ${pct(p.rate)} (${p.counted} of ${p.trials} counted), false rejects ${pct(p.miss)}`
-      : `identify: threshold ${fixed(p.threshold, 4)}, unknown-person false alarms ${pct(p.rate)} (${p.counted} of ${p.trials}), correctly identified ${pct(p.hit)}`));
+    const rates = (points, label) => Object.entries(points).map(([which, p]) => h("li", {}, `${label} ${which} threshold `
+      + `${fixed(p.threshold, 4)}: ` + (which === "verify"
+      ? `false accepts ${pct(p.rate)} (${p.counted} of ${p.trials} counted), false rejects ${pct(p.miss)}`
+      : `unknown-person false alarms ${pct(p.rate)} (${p.counted} of ${p.trials}), correctly identified ${pct(p.hit)}`)));
     out.replaceChildren(
       h("p", {}, `${r.gallery} speakers: ${r.trials.genuine} genuine, ${r.trials.impostor} impostor, `
         + `${r.trials.unknown} unknown-person trials (${r.score} score). Nothing was stored.`),
-      h("ul", {}, rates),
-      Object.keys(r.stored).length ? h("p", { class: "hint" }, "Stored thresholds on the same trials:") : null,
-      Object.keys(r.stored).length ? pointRows(r.stored) : null,
+      h("ul", { id: "dryrun-rates" }, rates(r.chosen, "chosen"), rates(r.stored, "stored")),
       ...Object.entries(r.plots).map(([k, src]) => h("img", { class: "det", src, alt: k === "det" ? "DET curve" : "open-set identification" })));
   } catch (e) { out.replaceChildren(h("p", { class: "problem" }, e.message)); }
 }

@@ -1,0 +1,373 @@
+"""The operator's console (issue 14) in a real browser: Debian's chromium, headless, driven by
+Selenium, against `voicebank serve` on a free port with a resemblyzer bank (a real speaker model,
+shipped in its package). Chromium's fake microphone plays a WAV written here, so "recording"
+captures a real voice through Web Audio, and the console uploads it as 16-bit WAV.
+
+Screenshots of every page go to an artifacts folder (VOICEBANK_ARTIFACTS, else a pytest temp
+folder, which pytest keeps); its path is printed on failure. With VOICEBANK_CONSOLE_SHOTS=DIR the
+enrollment page and an identify result are also saved there (the README's pictures).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import REPO, synth_voice
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+MIC_RATE = 48_000
+THRESHOLD = 0.82  # resemblyzer: one synthetic voice's utterances score about 0.9, the voices here under 0.75
+VOICE = {"alice": 120.0, "carol": 260.0, "dave": 330.0}
+
+if importlib.util.find_spec("selenium") is None:
+    pytest.skip("the console tests need selenium (pip install -e '.[dev]')", allow_module_level=True)
+if not CHROMIUM or not CHROMEDRIVER:
+    pytest.skip("no browser: install Debian's chromium and chromium-driver (apt-get install chromium "
+                "chromium-driver; .ci/run does)", allow_module_level=True)
+if importlib.util.find_spec("resemblyzer") is None:
+    pytest.skip("the console tests use the resemblyzer model (pip install -e '.[resemblyzer]')", allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    sf.write(path, samples, rate, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory) -> dict[str, Path]:
+    """The fake microphone's sources (at 48 kHz, as a sound card gives) and files to upload."""
+    import librosa
+
+    root = tmp_path_factory.mktemp("console-audio")
+    out = {}
+    for k, (name, f0) in enumerate(VOICE.items()):
+        voice = synth_voice(f0, seconds=8.0, seed=40 + k)
+        out[f"{name}-mic"] = write_wav(root / f"{name}-mic.wav", librosa.resample(voice, orig_sr=16_000, target_sr=MIC_RATE), MIC_RATE)
+        for take in range(2):
+            out[f"{name}{take}"] = write_wav(root / f"{name}{take}.wav", synth_voice(f0, seconds=4.0, seed=50 + 10 * k + take), 16_000)
+    other = synth_voice(VOICE["alice"], seconds=8.0, seed=99)  # alice saying something else
+    out["alice-again-mic"] = write_wav(root / "alice-again-mic.wav", librosa.resample(other, orig_sr=16_000, target_sr=MIC_RATE), MIC_RATE)
+    room = 0.002 * np.random.default_rng(7).standard_normal(MIC_RATE * 4)  # a room where nobody speaks
+    out["room-mic"] = write_wav(root / "room-mic.wav", room.astype(np.float32), MIC_RATE)
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """`voicebank serve` on a free port over an empty resemblyzer bank; keys ops (admin), desk (reader)."""
+    from voicebank import VoiceBank
+
+    db = tmp_path_factory.mktemp("console-bank") / "bank.db"
+    with VoiceBank.open(db, "resemblyzer", create=True, threshold=THRESHOLD, identify_rule="best") as bank:
+        keys = {name: bank.api_keys.create(name, role)[1] for name, role in (("ops", "admin"), ("desk", "reader"))}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-c", "from voicebank.cli import main; main()", "--db", str(db), "serve",
+               "--host", "127.0.0.1", "--port", "0"]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url, lines = None, []
+        deadline = time.monotonic() + 180
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stderr.readline()
+            lines.append(line)
+            found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
+            url = found.group(1) if found else None
+        assert url, "voicebank serve did not start:\n" + "".join(lines)
+        yield url, keys
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("VOICEBANK_ARTIFACTS") or tmp_path_factory.mktemp("console-artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class Console:
+    """One headless chromium whose microphone plays ``mic``, and what the tests do with it."""
+
+    def __init__(self, url: str, mic: Path, artifacts: Path, width: int = 1280, height: int = 900):
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                     f"--use-file-for-fake-audio-capture={mic}", "--autoplay-policy=no-user-gesture-required",
+                     f"--window-size={width},{height}"):
+            options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        self.driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+        self.url, self.artifacts = url, artifacts
+
+    def close(self) -> None:
+        self.driver.quit()
+
+    def shot(self, name: str) -> Path:
+        path = self.artifacts / f"{name}.png"
+        self.driver.save_screenshot(str(path))
+        return path
+
+    def find(self, css: str):
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def click(self, css: str) -> None:
+        """Click ``css``, again if a page still rendering replaced it under the click."""
+        WebDriverWait(self.driver, 20, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda d: d.find_element(By.CSS_SELECTOR, css).click() or True)
+
+    def wait_text(self, css: str, text: str, timeout: float = 60) -> str:
+        """Wait until the element ``css`` shows ``text``; returns all of its text."""
+        try:
+            WebDriverWait(self.driver, timeout).until(lambda d: text in d.find_element(By.CSS_SELECTOR, css).text)
+        except TimeoutException:
+            raise AssertionError(f"{css} never showed {text!r}; it shows {self.find(css).text!r}") from None
+        return self.find(css).text
+
+    def sign_in(self, key: str) -> None:
+        self.driver.get(self.url + "/")
+        self.find("#key").send_keys(key)
+        self.find("#signin-form button").click()
+        self.wait_text("#who", "(")
+
+    def go(self, view: str) -> None:
+        self.driver.execute_script("location.hash = arguments[0]", view)
+
+    def record(self, recorder: str, seconds: float) -> None:
+        button = self.find(f"#{recorder} button.record")
+        button.click()
+        self.wait_text(f"#{recorder}", "recording", timeout=20)
+        time.sleep(seconds)
+        button.click()
+
+    def choose_files(self, css: str, *paths: Path) -> None:
+        field = self.find(css)
+        self.driver.execute_script("arguments[0].hidden = false", field)
+        field.send_keys("\n".join(str(p) for p in paths))
+
+    def api(self, method: str, path: str) -> dict:
+        """A call from the page itself, with the signed-in key: (status, body)."""
+        return self.driver.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            fetch(arguments[1], {method: arguments[0], body: arguments[0] === 'GET' ? undefined : new FormData(),
+                   headers: {Authorization: 'Bearer ' + sessionStorage.getItem('voicebank.key')}})
+              .then(async r => done({status: r.status, body: await r.json()}));""", method, path)
+
+    def refused_requests(self) -> list[str]:
+        """What the browser refused (a CSP violation) or fetched from another origin."""
+        refused = [e["message"] for e in self.driver.get_log("browser") if "Content Security Policy" in e["message"]]
+        urls = self.driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        return refused + [u for u in urls if not u.startswith(self.url)]
+
+
+@contextmanager
+def console(served, mic: Path, artifacts: Path, name: str, **size):
+    """A Console for one test; on failure a screenshot of where it stopped, and the folder's path."""
+    browser = Console(served[0], mic, artifacts, **size)
+    try:
+        yield browser
+    except BaseException:
+        print(f"console screenshots: {browser.shot(name + '-FAILED')}", file=sys.stderr)
+        raise
+    finally:
+        browser.close()
+
+
+def test_enroll_identify_verify_and_audit(served, audio, artifacts):
+    url, keys = served
+    with console(served, audio["alice-mic"], artifacts, "admin") as c:
+        c.sign_in(keys["ops"])
+        c.wait_text("#speaker-count", "0 of 0 speakers")
+        c.shot("01-speakers-empty")
+        assert c.find("a[href='#enroll']").is_displayed() and c.find("a[href='#audit']").is_displayed()
+
+        # alice from the microphone: two takes, each checked by the server as it comes
+        c.go("#enroll")
+        c.find("#enroll-name").send_keys("alice")
+        c.find("#enroll-metadata").send_keys('{"desk": "front"}')
+        c.record("enroll-recorder", 2.8)
+        first = c.wait_text("#takes li", "usable")
+        assert re.match(r"take-1\.wav\s+[\d.]+ s, [\d.]+ s of speech", first), first
+        assert c.find("#enroll-submit").get_attribute("disabled") is not None  # not enough speech yet
+        count = c.find("#speech-count").text
+        assert re.fullmatch(r"\d\.\d s of speech of 4\.5 s needed", count), count
+        c.record("enroll-recorder", 2.8)
+        WebDriverWait(c.driver, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#takes li.ok")) == 2)
+        speech = float(c.find("#speech-count").text.split()[0])
+        assert speech >= 4.5, c.find("#speech-count").text
+        assert "enough" in c.find("#speech-fill").get_attribute("class")
+        c.shot("02-enroll-alice-from-the-microphone")
+        if os.environ.get("VOICEBANK_CONSOLE_SHOTS"):
+            shutil.copy(c.shot("enroll"), Path(os.environ["VOICEBANK_CONSOLE_SHOTS"]) / "console-enroll.png")
+        WebDriverWait(c.driver, 30).until(lambda d: d.find_element(By.ID, "enroll-submit").is_enabled())
+        c.find("#enroll-submit").click()
+        c.wait_text("#enroll-result", "Enrolled alice: 2 recordings")
+
+        # carol from files
+        c.find("#enroll-name").send_keys("carol")
+        c.choose_files("#enroll-files", audio["carol0"], audio["carol1"])
+        WebDriverWait(c.driver, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#takes li.ok")) == 2)
+        assert [e.text.split()[0] for e in c.driver.find_elements(By.CSS_SELECTOR, "#takes li strong")] == ["carol0.wav", "carol1.wav"]
+        assert c.find("#enroll-problems").text == ""  # carol's voice is not alice's
+        WebDriverWait(c.driver, 30).until(lambda d: d.find_element(By.ID, "enroll-submit").is_enabled())
+        c.find("#enroll-submit").click()
+        c.wait_text("#enroll-result", "Enrolled carol: 2 recordings")
+        c.shot("03-enroll-carol-from-files")
+
+        # the list, search, one speaker's page
+        c.go("#speakers")
+        c.wait_text("#speaker-count", "2 of 2 speakers")
+        c.find("#speaker-search").send_keys("front")  # metadata
+        c.wait_text("#speaker-count", "1 of 2 speakers")
+        assert c.find("#speaker-rows").text.startswith("alice")
+        c.click("#speaker-rows a")
+        c.wait_text("#speaker-facts", '{"desk":"front"}')
+        assert "take-1.wav" in c.find("#speaker-recordings").text and c.find("#remove-speaker").is_displayed()
+        c.shot("04-speaker-alice")
+
+        # a third speaker (through the API: the console is not the only client), for calibration
+        headers = {"Authorization": f"Bearer {keys['ops']}"}
+        files = [("files", (p.name, p.read_bytes(), "audio/wav")) for p in (audio["dave0"], audio["dave1"])]
+        assert httpx.post(f"{url}/speakers", data={"name": "dave"}, files=files, headers=headers, timeout=120).status_code == 201
+
+    # alice again, saying something else, from the microphone of another browser
+    with console(served, audio["alice-again-mic"], artifacts, "admin-again") as c:
+        c.sign_in(keys["ops"])
+        c.go("#identify")
+        c.record("identify-recorder", 3.0)
+        result = c.wait_text("#identify-result", "Identified: alice")
+        assert re.search(r"Best score 0\.\d{4} against the threshold 0\.8200", result), result
+        assert "starting default, not calibrated" in result
+        bars = c.driver.find_elements(By.CSS_SELECTOR, "#identify-result .chart .row")
+        assert [b.text.split()[0] for b in bars][0] == "alice" and len(bars) == 3
+        assert len(c.driver.find_elements(By.CSS_SELECTOR, "#identify-result .barfill.above")) == 1
+        c.shot("05-identify-alice")
+        if os.environ.get("VOICEBANK_CONSOLE_SHOTS"):
+            shutil.copy(c.shot("identify"), Path(os.environ["VOICEBANK_CONSOLE_SHOTS"]) / "console-identify.png")
+
+        # verify: alice's voice claimed as alice (accepted) and as carol (rejected)
+        c.go("#verify")
+        WebDriverWait(c.driver, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#verify-name option")) == 4)
+        for claim, verdict in (("alice", "Accepted: this is alice"), ("carol", "Rejected: not carol")):
+            c.driver.execute_script("arguments[0].value = arguments[1]", c.find("#verify-name"), claim)
+            c.record("verify-recorder", 3.0)
+            c.wait_text("#verify-result", verdict)
+            c.shot(f"06-verify-{claim}")
+
+        # the audit page: the four decisions, newest first, under the key's name
+        c.go("#audit")
+        c.wait_text("#audit-rows", "verify")
+        rows = [r.text for r in c.driver.find_elements(By.CSS_SELECTOR, "#audit-rows tr")]
+        assert [r.split()[2] for r in rows] == ["verify", "verify", "identify"], rows
+        assert rows[0].split()[3] == "carol" and "rejected" in rows[0] and rows[2].split()[3] == "alice"
+        assert all(r.endswith("ops") for r in rows)
+        c.driver.execute_script("arguments[0].value = 'identify'", c.find("#audit-form select[name=operation]"))
+        c.find("#audit-form button").click()
+        WebDriverWait(c.driver, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#audit-rows tr")) == 1)
+        c.shot("07-audit")
+
+        # calibration: what the thresholds promise; the dry-run answers (rates, or why not)
+        c.go("#calibration")
+        c.wait_text("#thresholds", "starting default")
+        for field in ("far", "unknown_rate"):  # three speakers support only rough rates
+            c.find(f"#dryrun-form input[name={field}]").clear()
+            c.find(f"#dryrun-form input[name={field}]").send_keys("0.5")
+        c.find("#dryrun-form button").click()
+        dry = c.wait_text("#dryrun-result", "Nothing was stored", timeout=120)
+        assert re.search(r"3 speakers: \d+ genuine, \d+ impostor, \d+ unknown-person trials", dry), dry
+        assert re.search(r"chosen verify threshold -?[\d.]+: false accepts \d+%", dry), dry
+        assert re.search(r"stored identify threshold 0\.8200: unknown-person false alarms \d+%", dry), dry
+        det = c.find("#dryrun-result img.det")
+        assert det.get_attribute("src").startswith("data:image/png;base64,")
+        assert c.driver.execute_script("return arguments[0].naturalWidth", det) > 300  # the PNG decoded
+        assert c.find("#thresholds").text.count("starting default") == 2  # still: nothing was stored
+        c.shot("08-calibration")
+        assert c.refused_requests() == []
+
+
+def test_a_reader_sees_and_can_use_no_admin_action(served, audio, artifacts):
+    url, keys = served
+    with console(served, audio["alice-mic"], artifacts, "reader") as c:
+        c.sign_in(keys["desk"])
+        assert "desk (reader)" in c.find("#who").text
+        for hidden in ("a[href='#enroll']", "a[href='#audit']", "#dryrun-form"):
+            assert not c.find(hidden).is_displayed(), hidden
+        c.go("#enroll")
+        c.wait_text("#flash", "The enroll page needs an admin key; this is a reader key.")
+        assert not c.find("#view-enroll").is_displayed()
+        c.shot("09-reader-enroll-refused")
+        # the server refuses too, whatever a page shows
+        for method, path in (("POST", "check"), ("GET", "audit"), ("POST", "calibration/dry-run"),
+                             ("DELETE", "speakers/alice"), ("POST", "speakers")):
+            answer = c.api(method, path)
+            assert answer["status"] == 403 and "needs an admin key" in answer["body"]["error"], (path, answer)
+        c.go("#speakers")
+        c.wait_text("#speaker-rows", "alice")
+        c.click("#speaker-rows a")
+        c.wait_text("#speaker-name", "alice")
+        assert not c.find("#remove-speaker").is_displayed()
+        c.go("#identify")  # a reader identifies
+        c.record("identify-recorder", 3.0)
+        c.wait_text("#identify-result", "Identified: alice")
+
+
+def test_silence_shows_no_speech(served, audio, artifacts):
+    url, keys = served
+    with console(served, audio["room-mic"], artifacts, "silence") as c:
+        c.sign_in(keys["ops"])
+        c.go("#enroll")
+        c.record("enroll-recorder", 2.5)
+        message = c.wait_text("#takes li.bad", "no speech detected")
+        assert message.startswith("take-1.wav") and c.find("#speech-count").text.startswith("0.0 s of speech")
+        assert c.find("#enroll-submit").get_attribute("disabled") is not None
+        c.shot("10-enroll-silence")
+
+
+def test_usable_at_360_px_and_fast(served, audio, artifacts):
+    url, keys = served
+    with console(served, audio["room-mic"], artifacts, "narrow") as c:
+        # a phone's viewport (a desktop window cannot be made this narrow)
+        c.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                 {"width": 360, "height": 780, "deviceScaleFactor": 1, "mobile": True})
+        c.driver.get(url + "/")
+        paint = c.driver.execute_script(
+            "return (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime")
+        c.sign_in(keys["ops"])
+        for view in ("#speakers", "#enroll", "#identify", "#verify", "#audit", "#calibration"):
+            c.go(view)
+            time.sleep(0.3)
+            width = c.driver.execute_script("return document.documentElement.scrollWidth")
+            assert width <= 360, f"{view} is {width} px wide at a 360 px window: it scrolls sideways"
+            c.shot(f"11-narrow-{view[1:]}")
+        sizes = {name: (REPO / "voicebank/server/console" / name).stat().st_size for name in ("index.html", "app.js", "style.css")}
+        (artifacts / "first-paint.json").write_text(json.dumps({"first_contentful_paint_ms": paint, "bytes": sizes}))
+        assert sum(sizes.values()) < 64_000, sizes  # tiny assets: no framework
+        assert paint is not None and paint < 1000, f"first paint took {paint} ms"
