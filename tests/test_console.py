@@ -161,11 +161,15 @@ class Console:
     def go(self, view: str) -> None:
         self.driver.execute_script("location.hash = arguments[0]", view)
 
-    def record(self, recorder: str, seconds: float) -> None:
+    def record(self, recorder: str, seconds: float, during=None) -> None:
+        """Record ``seconds`` from the fake microphone; ``during()`` runs while it records."""
         button = self.find(f"#{recorder} button.record")
         button.click()
         self.wait_text(f"#{recorder}", "recording", timeout=20)
-        time.sleep(seconds)
+        started = time.monotonic()
+        if during:
+            during()
+        time.sleep(max(0.0, seconds - (time.monotonic() - started)))
         button.click()
 
     def choose_files(self, css: str, *paths: Path) -> None:
@@ -219,7 +223,12 @@ def test_enroll_identify_verify_and_audit(served, audio, artifacts):
         assert c.find("#enroll-submit").get_attribute("disabled") is not None  # not enough speech yet
         count = c.find("#speech-count").text
         assert re.fullmatch(r"\d\.\d s of speech of 4\.5 s needed", count), count
-        c.record("enroll-recorder", 2.8)
+        def grows() -> None:  # the speech count moves while the second take is still being recorded
+            counted = lambda d: d.find_element(By.ID, "speech-count").text  # noqa: E731
+            WebDriverWait(c.driver, 10).until(
+                lambda d: "(recording)" in counted(d) and float(counted(d).split()[0]) > float(count.split()[0]))
+
+        c.record("enroll-recorder", 3.5, during=grows)
         WebDriverWait(c.driver, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#takes li.ok")) == 2)
         speech = float(c.find("#speech-count").text.split()[0])
         assert speech >= 4.5, c.find("#speech-count").text
@@ -310,6 +319,23 @@ def test_enroll_identify_verify_and_audit(served, audio, artifacts):
         assert c.driver.execute_script("return arguments[0].naturalWidth", det) > 300  # the PNG decoded
         assert c.find("#thresholds").text.count("starting default") == 2  # still: nothing was stored
         c.shot("08-calibration")
+
+        # remove dave, after the confirmation
+        c.go("#speakers")
+        c.click("#speaker-rows a[href='#speaker/dave']")
+        c.wait_text("#speaker-name", "dave")
+        c.find("#remove-speaker").click()
+        alert = WebDriverWait(c.driver, 10).until(lambda d: d.switch_to.alert)
+        assert alert.text.startswith("Remove dave and every recording of their voice?")
+        alert.accept()
+        c.wait_text("#flash", "Removed dave.")
+        c.wait_text("#speaker-count", "2 of 2 speakers")
+        assert c.refused_requests() == []
+
+        # the API docs work offline too: Swagger UI from this server, under the same policy
+        c.driver.get(url + "/docs")
+        c.wait_text("#swagger-ui", "POST\n/check", timeout=60)
+        c.shot("12-docs")
         assert c.refused_requests() == []
 
 

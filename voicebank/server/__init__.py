@@ -13,7 +13,7 @@ from ..errors import VoiceBankError
 
 _missing = [name for name, modules in (("fastapi", ["fastapi"]), ("uvicorn", ["uvicorn"]),
                                       ("python-multipart", ["python_multipart", "multipart"]),
-                                      ("swagger-ui-bundle", ["swagger_ui_bundle"]))
+                                      ("fastapi-offline", ["fastapi_offline"]))
             if not any(find_spec(m) for m in modules)]
 if _missing:  # pragma: no cover - depends on the installed extras
     raise VoiceBankError(f"the HTTP server needs the `server` extra ({', '.join(_missing)} missing): "

@@ -38,7 +38,8 @@ AllowInconsistent = Annotated[bool, Form(description="Store a recording even if 
 DESCRIPTION = """Speaker enrollment, 1:N identification and 1:1 verification.
 
 Send an API key from `voicebank apikey create NAME --role reader|admin` as `Authorization: Bearer <key>`.
-Reader keys identify, verify, list and show; admin keys also enroll, add recordings and remove.
+Reader keys identify, verify, list and show; admin keys also enroll, add recordings, remove, check
+takes before enrolling, read the audit trail and dry-run a calibration. The operator's console is at `/`.
 Decisions are audited under the key's name. Errors are `{"error": message}`: 401 no or bad key,
 403 reader key, 404 no such speaker, 409 name or recording taken (or an empty bank), 413 body over
 the limit, 422 unusable audio or invalid input."""
@@ -56,7 +57,7 @@ def create_app(bank: Any, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, worke
         app.state.limiter = anyio.CapacityLimiter(workers)
         yield
 
-    # /docs is served by pages.py from bundled Swagger UI files (no CDN); ReDoc has no bundle: off
+    # /docs is served by pages.py from bundled Swagger UI files (no CDN); /redoc (a CDN page) is off
     app = FastAPI(title="voicebank", version=__version__, lifespan=lifespan, description=DESCRIPTION,
                   docs_url=None, redoc_url=None)
     app.state.bank, app.state.in_flight, app.state.limiter = bank, 0, None

@@ -1,8 +1,8 @@
 """The pages a browser loads: the operator's console at ``/`` and the API docs at ``/docs``.
 
 Both are static files shipped in the package and served from this server only: the console from
-``console/`` (plain HTML, CSS and JavaScript, no build step), Swagger UI from the
-``swagger-ui-bundle`` package. No page needs anything from another origin, and the
+``console/`` (plain HTML, CSS and JavaScript, no build step), Swagger UI 5 (which reads FastAPI's
+OpenAPI 3.1) from the files the ``fastapi-offline`` package bundles. No page needs anything from another origin, and the
 Content-Security-Policy says so to the browser: a page that tried would be refused. The files
 need no key (they hold nothing secret); every call they make to the API sends one.
 """
@@ -33,7 +33,7 @@ DOCS_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>voicebank API</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="docs-assets/swagger-ui.css">
-<link rel="icon" type="image/png" href="docs-assets/favicon-32x32.png"></head>
+<link rel="icon" type="image/png" href="docs-assets/favicon.png"></head>
 <body data-openapi="openapi.json"><div id="swagger-ui"></div>
 <script src="docs-assets/swagger-ui-bundle.js"></script>
 <script src="console/docs.js"></script></body></html>
@@ -61,10 +61,11 @@ class SecurityHeadersMiddleware:
 
 
 def swagger_assets() -> Path:
-    """Swagger UI's files, from the swagger-ui-bundle package (a `server` extra)."""
-    import swagger_ui_bundle
+    """Swagger UI's files (swagger-ui-bundle.js, swagger-ui.css, favicon.png), as the
+    fastapi-offline package (a `server` extra) ships them; only its files are used."""
+    import fastapi_offline
 
-    return Path(swagger_ui_bundle.swagger_ui_path)
+    return Path(fastapi_offline.__file__).with_name("static")
 
 
 def install(app: FastAPI) -> None:

@@ -4,7 +4,7 @@
 
 const KEY = "voicebank.key";
 const $ = (id) => document.getElementById(id);
-const state = { role: null, name: null, speakers: [], thresholds: null, auditOffset: 0 };
+const state = { role: null, name: null, speakers: [], thresholds: null, auditOffset: 0, notice: null };
 
 // -- DOM and HTTP helpers --------------------------------------------------------------------
 function h(tag, attrs, ...children) {
@@ -171,7 +171,8 @@ function route() {
     show("none");  // no page: the server would refuse its calls anyway
     return flash(`The ${name} page needs an admin key; this is a ${state.role} key.`);
   }
-  flash("");
+  flash(state.notice || "", Boolean(state.notice));
+  state.notice = null;
   show(name);
   render(decodeURIComponent(rest.join("/"))).catch((e) => flash(e.message));
 }
@@ -205,8 +206,8 @@ async function renderSpeaker(name) {
     if (!confirm(`Remove ${s.name} and every recording of their voice? This cannot be undone.`)) return;
     try {
       await api("DELETE", `speakers/${encodeURIComponent(s.name)}`);
+      state.notice = `Removed ${s.name}.`;  // shown by the route to the list
       location.hash = "#speakers";
-      flash(`Removed ${s.name}.`, true);
     } catch (e) { flash(e.message); }
   };
 }
