@@ -673,11 +673,19 @@ def test_audit_trail_filters_and_pages(server, voices):
     assert ats == sorted(ats, reverse=True)
     future = server.client.get("/audit", params={"since": "2999-01-01T00:00:00"}, headers=auth(server, "ops")).json()
     assert future["entries"] == []
+    mixed = server.client.get("/audit", params={"since": "2000-01-01T00:00:00+02:00", "until": "2999-01-01T00:00:00",
+                                                "speaker": "carol", "client": "ops"}, headers=auth(server, "ops"))
+    assert [e["at"] for e in mixed.json()["entries"]][:2] == [newest["at"], second["at"]]
     assert "needs an admin key" in error_of(server.client.get("/audit", headers=auth(server)), 403)
     assert error_of(server.client.get("/audit", params={"operation": "enroll"}, headers=auth(server, "ops")),
                     422).startswith("operation:")
     assert error_of(server.client.get("/audit", params={"since": "2030-01-01", "until": "2020-01-01"},
                                       headers=auth(server, "ops")), 422) == "since must be before until."
+
+
+@pytest.mark.parametrize("key, role", [("ops", "admin"), ("frontdesk", "reader")])
+def test_me_names_the_key_and_its_role(server, key, role):
+    assert server.client.get("/me", headers=auth(server, key)).json() == {"name": key, "role": role}
 
 
 def test_thresholds_say_what_they_promise(server):

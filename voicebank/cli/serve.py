@@ -21,7 +21,8 @@ from .base import JSON_OPTION, Context, emit, handle_errors, main
 @click.pass_obj
 @handle_errors
 def serve(obj: Context, host: str, port: int, max_upload_mb: float, max_seconds: float, workers: int, log_level: str) -> None:
-    """Serve the bank over HTTP (needs the `server` extra). Docs at http://HOST:PORT/docs.
+    """Serve the bank over HTTP (needs the `server` extra). Docs at http://HOST:PORT/docs, the
+    operator's console at http://HOST:PORT/.
 
     Every endpoint but /health needs an API key (`voicebank apikey create`), sent as
     `Authorization: Bearer <key>`. Stop with Ctrl-C.

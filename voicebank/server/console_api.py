@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 
 from ..apikeys import ADMIN, READER, ApiKey
 from ..errors import InvalidInputError
+from ..store import as_utc
 from .auth import require
 from .calls import recording, run
 from .schemas import ERRORS, AuditPageOut, KeyOut, CalibrationDryRunOut, EnrollmentCheckOut, ThresholdsOut
@@ -62,7 +63,7 @@ async def audit_trail(
         offset: Annotated[int, Query(ge=0, description="Entries to skip (the newest first).")] = 0,
 ) -> dict[str, Any]:
     """The identification and verification decisions, newest first, a page at a time (admin)."""
-    if since is not None and until is not None and since >= until:
+    if since is not None and until is not None and as_utc(since) >= as_utc(until):  # one with an offset, one without
         raise InvalidInputError("since must be before until.")
     entries = await run(request, request.app.state.bank.audit_page, speaker or None, since, until,
                         operation, client or None, limit + 1, offset)  # one more: is there a next page?
