@@ -47,7 +47,7 @@ async def check_recordings(
     already matches an enrolled speaker. Admin only: that last answer identifies a voice."""
     recordings = [await recording(f) for f in files]
     result = await run(request, request.app.state.bank.check_recordings, recordings, name or None)
-    log.info("%s checked %d recording(s)%s", key.name, len(recordings), f" for {name}" if name else "")
+    log.debug("%s checked %d recording(s)%s", key.name, len(recordings), f" for {name}" if name else "")
     return result.to_dict()
 
 

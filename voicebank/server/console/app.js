@@ -100,9 +100,10 @@ function recorder(container, onStop, onTick) {
     button.textContent = "Stop";
     status.className = "recording";
     status.textContent = "recording 0 s";
+    let ticks = 0;
     live.timer = setInterval(() => {
       status.textContent = `recording ${((Date.now() - live.started) / 1000).toFixed(0)} s`;
-      if (onTick) onTick(partial);
+      if (onTick && ++ticks % 2 === 0) onTick(partial);  // every 2 s: each check embeds every take again
     }, 1000);
   }
 
