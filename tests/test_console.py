@@ -383,9 +383,11 @@ def test_usable_at_360_px_and_fast(served, audio, artifacts):
         # a phone's viewport (a desktop window cannot be made this narrow)
         c.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                                  {"width": 360, "height": 780, "deviceScaleFactor": 1, "mobile": True})
+        first_paint = "return (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime"
         c.driver.get(url + "/")
-        paint = c.driver.execute_script(
-            "return (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime")
+        cold = c.driver.execute_script(first_paint)  # a browser just started: mostly its own start-up
+        c.driver.get(url + "/?again")
+        paint = c.driver.execute_script(first_paint)
         c.sign_in(keys["ops"])
         for view in ("#speakers", "#enroll", "#identify", "#verify", "#audit", "#calibration"):
             c.go(view)
@@ -394,6 +396,7 @@ def test_usable_at_360_px_and_fast(served, audio, artifacts):
             assert width <= 360, f"{view} is {width} px wide at a 360 px window: it scrolls sideways"
             c.shot(f"11-narrow-{view[1:]}")
         sizes = {name: (REPO / "voicebank/server/console" / name).stat().st_size for name in ("index.html", "app.js", "style.css")}
-        (artifacts / "first-paint.json").write_text(json.dumps({"first_contentful_paint_ms": paint, "bytes": sizes}))
+        (artifacts / "first-paint.json").write_text(json.dumps({"first_contentful_paint_ms": paint, "cold_browser_ms": cold,
+                                                                "bytes": sizes}))
         assert sum(sizes.values()) < 64_000, sizes  # tiny assets: no framework
-        assert paint is not None and paint < 1000, f"first paint took {paint} ms"
+        assert paint is not None and paint < 300, f"first paint took {paint} ms (the target: under 300 ms)"
