@@ -144,6 +144,152 @@ def other_tiny_model(tmp_path_factory) -> Path:
     return build_tiny_wavlm(tmp_path_factory.mktemp("tiny-wavlm-other"), seed=1)
 
 
+# -- a fake speaker model, for the tests that are not about the model ----------------------------
+FAKE_PREFIX = "fake-embedder:"
+FAKE_MODEL = FAKE_PREFIX + "0"
+OTHER_FAKE_MODEL = FAKE_PREFIX + "1"
+
+
+class FakeEmbedder:
+    """A stand-in for a speaker model: numpy only, a millisecond per recording, no weights to load.
+
+    The embedding is the long-term spectrum of a recording's loud frames (the mean power spectrum of
+    32 ms frames within 13 dB of the loudest, averaged into log-spaced bands), in dB less its mean
+    (so a gain change is invisible), projected by a fixed random matrix to ``dimension`` and
+    L2-normalized. Its 31 Hz resolution sees the harmonics of the pitch and the formants, which is
+    what makes the `voices` below speakers: one voice's takes score at least 0.99996 against each
+    other, different voices at most 0.939 (so TINY_THRESHOLD separates them for both models).
+    Each recording is embedded alone, so batching cannot change a result. ``seed`` picks the
+    projection: another seed is another model (another ``model_id``), like other weights.
+    """
+
+    sample_rate = SR
+    dimension = 24  # the tiny WavLM's too, so the shapes that tests spell out hold for both
+    FRAME, HOP = 512, 256
+    BANDS = np.geomspace(60.0, 7600.0, 49)  # edges of 48 log-spaced bands, in Hz
+
+    def __init__(self, seed: int = 0):
+        self.seed = int(seed)
+        self.source = f"{FAKE_PREFIX}{self.seed}"
+        band = np.digitize(np.fft.rfftfreq(self.FRAME, 1 / SR), self.BANDS) - 1
+        members = np.stack([band == b for b in range(len(self.BANDS) - 1)]).astype(np.float64)
+        members = members[members.sum(1) > 0]  # the lowest bands hold no bin at this resolution
+        self._bands = members / members.sum(1, keepdims=True)  # (bands, bins): the mean of each band
+        rng = np.random.default_rng(self.seed)
+        self._projection = rng.standard_normal((len(members), self.dimension)) / np.sqrt(self.dimension)
+
+    @property
+    def model_id(self) -> str:
+        return f"fake-spectrum-{self.dimension}:{self.seed}"
+
+    def embed(self, waveforms) -> np.ndarray:
+        """(len(waveforms), dimension) float32 L2-normalized rows, one recording at a time."""
+        rows = np.stack([self._embed_one(np.asarray(w, dtype=np.float64)) for w in waveforms]) if len(waveforms) else \
+            np.zeros((0, self.dimension))
+        return rows.astype(np.float32)
+
+    def _embed_one(self, wave: np.ndarray) -> np.ndarray:
+        wave = np.pad(wave, (0, max(0, self.FRAME - wave.size)))
+        frames = np.lib.stride_tricks.sliding_window_view(wave, self.FRAME)[:: self.HOP] * np.hanning(self.FRAME)
+        power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+        energy = power.sum(1)
+        spectrum = power[energy >= 0.05 * energy.max()].mean(0)
+        level = 10 * np.log10(self._bands @ spectrum + 1e-10 * spectrum.sum() + 1e-20)
+        vector = (level - level.mean()) @ self._projection
+        norm = np.linalg.norm(vector)
+        if norm == 0:  # silence, or a flat spectrum: a fixed direction, as a model would give something
+            vector, norm = self._projection.sum(0), np.linalg.norm(self._projection.sum(0))
+        return vector / norm
+
+
+def _teach_load_embedder_the_fake() -> None:
+    """Make ``load_embedder`` (which the CLI, the server and ``VoiceBank.open`` call with a model
+    source string) answer FAKE_PREFIX sources with a FakeEmbedder; any other source still goes to
+    voicebank's own. voicebank has no registry of backends, so every module that bound its
+    ``load_embedder`` (test modules too) is given this one, and modules imported later take it from
+    the package. Done once, when the first test asks for the fake. Other processes do not see it:
+    tests that start one use the tiny WavLM."""
+    import sys
+
+    import voicebank.embedding
+
+    original = voicebank.embedding.load_embedder
+    if getattr(original, "knows_the_fake", False):
+        return
+
+    def load_embedder(source=None, device=None):
+        if source is not None and str(source).startswith(FAKE_PREFIX):
+            return FakeEmbedder(int(str(source)[len(FAKE_PREFIX):]))
+        return original(source, device)
+
+    load_embedder.__doc__, load_embedder.knows_the_fake = original.__doc__, True
+    for module in list(sys.modules.values()):
+        if getattr(module, "load_embedder", None) is original:
+            module.load_embedder = load_embedder
+
+
+_HEARD: dict[bytes, np.ndarray] = {}  # silero-vad's answers, by the samples it was given
+
+
+@pytest.fixture(scope="module")
+def remembered_vad():
+    """silero-vad runs once per distinct recording in the session, then its answer is remembered.
+
+    The VAD is the costliest step of loading a recording (its recurrent part runs frame after frame:
+    more than the fake embedder and the decoding together), and the tests load the same few
+    `voices` hundreds of times. An answer is keyed by the exact samples and rate, so it is the one the VAD gave.
+    For tests that are not about speech detection (test_vad.py runs it every time); module-scoped,
+    so that a module's own module-scoped fixtures use it too (``usefixtures`` in ``pytestmark``).
+    """
+    import hashlib
+
+    from voicebank import vad
+
+    real = vad.speech_probabilities
+
+    def speech_probabilities(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+        samples = np.ascontiguousarray(samples, dtype=np.float32)
+        key = hashlib.blake2b(samples.tobytes(), digest_size=20, person=str(sample_rate).encode()).digest()
+        if key not in _HEARD:
+            _HEARD[key] = real(samples, sample_rate)
+        return _HEARD[key].copy()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vad, "speech_probabilities", speech_probabilities)
+        yield
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", 'embedder(kind): "fake" or "tiny", the model that the `model` fixture '
+                                       "gives the test (on a test, or a whole module as pytestmark); default tiny")
+
+
+def model_of(request, other: bool = False) -> str:
+    """The model source (as ``--model`` takes it) for the test, module or class that ``request``
+    belongs to: the tiny random WavLM's directory, or FAKE_MODEL under ``@pytest.mark.embedder("fake")``;
+    ``other``: another model of the same kind (other weights, the same dimension). The WavLM is
+    built only when some test asks for it. For fixtures of a wider scope than ``model``'s."""
+    marker = request.node.get_closest_marker("embedder")
+    kind = marker.args[0] if marker else "tiny"
+    assert kind in ("fake", "tiny"), f"@pytest.mark.embedder takes 'fake' or 'tiny', not {kind!r}"
+    if kind == "fake":
+        _teach_load_embedder_the_fake()
+        return OTHER_FAKE_MODEL if other else FAKE_MODEL
+    return str(request.getfixturevalue("other_tiny_model" if other else "tiny_model"))
+
+
+@pytest.fixture
+def model(request) -> str:
+    """The model source of the banks a test makes (see ``model_of``)."""
+    return model_of(request)
+
+
+@pytest.fixture
+def other_model(request) -> str:
+    """Another model of the same kind as ``model``: a bank made with one refuses the other."""
+    return model_of(request, other=True)
+
+
 VOICES = {"alice": 120.0, "bob": 190.0, "carol": 260.0, "dave": 330.0}
 
 
@@ -175,6 +321,8 @@ def corrupt(tmp_path) -> Path:
 # Same-speaker recordings above score almost exactly 1 on the random model; other voices do not.
 # (Banks made with it decide identification on the best score: identify_rule="best". The margin
 # rule's 2 x best - second best sits above 1 for these near-identical synthetic voices.)
+# The fake embedder's scores fall on either side of the same value with more room (its docstring
+# has the figures), so one constant serves the tests whichever model they run on.
 TINY_THRESHOLD = 0.9996
 
 
@@ -184,10 +332,10 @@ def db_path(tmp_path) -> Path:
 
 
 @pytest.fixture
-def bank(db_path, tiny_model):
+def bank(db_path, model):
     from voicebank import VoiceBank
 
-    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as opened:
+    with VoiceBank.open(db_path, model, create=True, threshold=TINY_THRESHOLD, identify_rule="best") as opened:
         yield opened
 
 

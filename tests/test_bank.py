@@ -1,5 +1,6 @@
-"""The VoiceBank facade end to end: the tiny random-weight WavLM, a real SQLite file, a real FAISS
-index file and real WAV files. Speakers are enrolled from recordings [0, 1] and probed with [2]."""
+"""The VoiceBank facade end to end: the fake embedder (conftest; the bank's logic does not depend on
+the model), a real SQLite file, a real FAISS index file and real WAV files. Speakers are enrolled
+from recordings [0, 1] and probed with [2]."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from voicebank.errors import (
     SpeakerNotFoundError,
 )
 from voicebank.results import Identification, Verification
+
+pytestmark = [pytest.mark.embedder("fake"), pytest.mark.usefixtures("remembered_vad")]
 
 THREE = ("alice", "bob", "carol")
 
@@ -215,8 +218,8 @@ def test_recordings_as_bytes_file_object_and_array(bank, voices):
     assert bank.identify((resampled, 22_050)).match.name == "dave"
 
 
-def test_context_manager_saves_the_index_and_a_reopened_bank_sees_the_same(db_path, tiny_model, voices):
-    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
+def test_context_manager_saves_the_index_and_a_reopened_bank_sees_the_same(db_path, model, voices):
+    with VoiceBank.open(db_path, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         assert isinstance(bank, VoiceBank)
         enroll_all(bank, voices)
         assert bank.identify(voices["carol"][2]).match.name == "carol"
@@ -233,8 +236,8 @@ def test_context_manager_saves_the_index_and_a_reopened_bank_sees_the_same(db_pa
         assert again.check().index_file == "ok"
 
 
-def test_reopening_from_another_voicebank_sees_the_same_speakers(enrolled, db_path, tiny_model, voices):
-    with VoiceBank.open(db_path, str(tiny_model)) as other:
+def test_reopening_from_another_voicebank_sees_the_same_speakers(enrolled, db_path, model, voices):
+    with VoiceBank.open(db_path, str(model)) as other:
         assert [s.name for s in other.speakers()] == list(THREE)
         assert other.speaker("bob").metadata == {"team": "BOB", "level": 3}
         assert other.identify(voices["alice"][2]).match.name == "alice"
@@ -459,8 +462,8 @@ def test_one_corrupt_file_among_good_ones_stores_nothing(bank, voices, unchanged
     assert len(bank) == 0 and bank.speakers() == []
 
 
-def test_wrong_model_for_the_bank(enrolled, db_path, tiny_model, other_tiny_model, voices, unchanged):
-    with VoiceBank.open(db_path, str(other_tiny_model)) as wrong:
+def test_wrong_model_for_the_bank(enrolled, db_path, model, other_model, voices, unchanged):
+    with VoiceBank.open(db_path, str(other_model)) as wrong:
         for action in (lambda: wrong.identify(voices["alice"][2]),
                        lambda: wrong.verify("alice", voices["alice"][2]),
                        lambda: wrong.enroll("dave", voices["dave"][:2]),
@@ -468,7 +471,7 @@ def test_wrong_model_for_the_bank(enrolled, db_path, tiny_model, other_tiny_mode
             with pytest.raises(ModelMismatchError) as info:
                 unchanged(action)
             message = str(info.value)
-            assert str(tiny_model) in message and str(other_tiny_model) in message
+            assert str(model) in message and str(other_model) in message
             assert model_id_of(db_path) in message
             assert "create a new bank" in message
         # Reading does not need the model.
@@ -481,29 +484,29 @@ def test_identify_on_an_empty_bank(bank, voices, unchanged):
     assert "no speakers yet" in str(info.value) and "voicebank enroll" in str(info.value)
 
 
-def test_opening_a_missing_sqlite_file_creates_nothing(tmp_path, tiny_model):
+def test_opening_a_missing_sqlite_file_creates_nothing(tmp_path, model):
     missing = tmp_path / "nobank.db"
     with pytest.raises(BankNotFoundError) as info:
-        VoiceBank.open(missing, str(tiny_model))
+        VoiceBank.open(missing, str(model))
     assert str(missing) in str(info.value) and "voicebank init" in str(info.value)
     assert list(tmp_path.iterdir()) == []
 
 
 # -- the FAISS index: a rebuildable cache of SQL ---------------------------------------------------
 
-def test_damaged_index_file_is_rebuilt(enrolled, db_path, tiny_model, voices):
+def test_damaged_index_file_is_rebuilt(enrolled, db_path, model, voices):
     assert enrolled.identify(voices["alice"][2]).match.name == "alice"
     enrolled.close()
     assert faiss_path(db_path).exists()
 
     faiss_path(db_path).write_bytes(b"this is not a FAISS index" * 100)
-    with VoiceBank.open(db_path, str(tiny_model)) as bank:
+    with VoiceBank.open(db_path, str(model)) as bank:
         for name in THREE:
             assert bank.identify(voices[name][2]).match.name == name
         assert bank.identify(voices["stranger"][2]).match is None
 
     faiss_path(db_path).write_bytes(b"\x00" * 4096)
-    with VoiceBank.open(db_path, str(tiny_model)) as bank:
+    with VoiceBank.open(db_path, str(model)) as bank:
         report = bank.check()
         assert report.index_file.startswith("damaged or foreign, rebuilt")
         assert report.ok
@@ -512,18 +515,18 @@ def test_damaged_index_file_is_rebuilt(enrolled, db_path, tiny_model, voices):
         assert bank.identify(voices["bob"][2]).match.name == "bob"
 
 
-def test_deleted_index_file_is_rebuilt(enrolled, db_path, tiny_model, voices):
+def test_deleted_index_file_is_rebuilt(enrolled, db_path, model, voices):
     enrolled.identify(voices["alice"][2])
     enrolled.close()
     faiss_path(db_path).unlink()
-    with VoiceBank.open(db_path, str(tiny_model)) as bank:
+    with VoiceBank.open(db_path, str(model)) as bank:
         report = bank.check()
         assert report.index_file == "missing, rebuilt" and report.ok
         assert faiss_path(db_path).exists()
         assert bank.identify(voices["carol"][2]).match.name == "carol"
     faiss_path(db_path).unlink()
     faiss_path(db_path).with_name(db_path.name + ".faiss.json").unlink()
-    with VoiceBank.open(db_path, str(tiny_model)) as bank:
+    with VoiceBank.open(db_path, str(model)) as bank:
         assert bank.identify(voices["carol"][2]).match.name == "carol"
         assert bank.check().index_file == "ok"
 
@@ -560,9 +563,9 @@ def test_check_after_enroll_and_remove(bank, voices, db_path):
     assert bank.check().ok
 
 
-def test_index_catches_up_across_two_banks_on_one_database(enrolled, db_path, tiny_model, voices):
+def test_index_catches_up_across_two_banks_on_one_database(enrolled, db_path, model, voices):
     a = enrolled
-    with VoiceBank.open(db_path, str(tiny_model)) as b:
+    with VoiceBank.open(db_path, str(model)) as b:
         assert b.identify(voices["alice"][2]).match.name == "alice"  # b's index is loaded now
         assert b.identify(voices["dave"][2]).match is None
 
@@ -581,12 +584,12 @@ def test_index_catches_up_across_two_banks_on_one_database(enrolled, db_path, ti
 
 
 def test_many_changes_are_caught_up_in_chunks_and_a_mostly_changed_bank_is_rebuilt(
-        db_path, tiny_model, voices, monkeypatch, caplog):
+        db_path, model, voices, monkeypatch, caplog):
     from voicebank.index import cache
 
     monkeypatch.setattr(cache, "READ_CHUNK", 1)  # one changed speaker per SQL read
-    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as a, \
-            VoiceBank.open(db_path, str(tiny_model)) as b:
+    with VoiceBank.open(db_path, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as a, \
+            VoiceBank.open(db_path, str(model)) as b:
         enroll_all(a, voices, ("alice", "bob", "carol", "dave"))
         assert b.identify(voices["alice"][2]).match.name == "alice"  # b's index: 4 speakers
         a.remove("bob")

@@ -18,6 +18,10 @@ from voicebank import manifest
 from voicebank.errors import AudioError, InvalidInputError
 from voicebank.results import Enrollment
 
+# Batching, manifests and bulk enrollment are the bank's logic: the fake embedder (conftest), except
+# where a test says what the WavLM does.
+pytestmark = [pytest.mark.embedder("fake"), pytest.mark.usefixtures("remembered_vad")]
+
 FOUR = ("alice", "bob", "carol", "dave")
 
 
@@ -61,8 +65,8 @@ def test_identify_many_answers_each_in_place_and_audits_each(bank, voices, corru
                      ("identify", "bob", None)]
 
 
-def test_enroll_many_enrolls_skips_and_fails_speaker_by_speaker(db_url, tiny_model, voices, corrupt):
-    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
+def test_enroll_many_enrolls_skips_and_fails_speaker_by_speaker(db_url, model, voices, corrupt):
+    with VoiceBank.open(db_url, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         bank.enroll("carol", voices["carol"][:2])
         done: list[int] = []
         outcomes = bank.enroll_many(
@@ -196,14 +200,14 @@ def test_manifest_of_a_folder_without_speaker_folders(tmp_path):
 
 # -- voicebank import ---------------------------------------------------------------------------------
 
-def test_cli_import_twice_after_fixing_a_failure(tmp_path, tiny_model, people, corrupt, voices):
+def test_cli_import_twice_after_fixing_a_failure(tmp_path, model, people, corrupt, voices):
     from voicebank.cli import main
 
     db = tmp_path / "x.db"
     runner = CliRunner()
 
     def cli(*args):
-        return runner.invoke(main, ["--db", str(db), "--model", str(tiny_model), *map(str, args)])
+        return runner.invoke(main, ["--db", str(db), "--model", str(model), *map(str, args)])
 
     assert cli("init", "--threshold", TINY_THRESHOLD, "--identify-rule", "best").exit_code == 0
     bad = people / "bob" / "bob1.wav"
@@ -225,20 +229,21 @@ def test_cli_import_twice_after_fixing_a_failure(tmp_path, tiny_model, people, c
     assert [s["name"] for s in listed] == list(FOUR)
 
 
-def test_cli_import_of_a_bad_manifest_is_one_error_line(tmp_path, tiny_model):
+def test_cli_import_of_a_bad_manifest_is_one_error_line(tmp_path, model):
     from voicebank.cli import main
 
     csv = tmp_path / "staff.csv"
     csv.write_text("who,where\n")
-    result = CliRunner().invoke(main, ["--db", str(tmp_path / "x.db"), "--model", str(tiny_model), "import", str(csv)])
+    result = CliRunner().invoke(main, ["--db", str(tmp_path / "x.db"), "--model", str(model), "import", str(csv)])
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith("Error: ") and "columns name and file" in result.stderr
 
 
-def test_an_import_with_nothing_new_does_not_load_the_model(db_path, tiny_model, voices):
-    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
+@pytest.mark.embedder("tiny")  # the WavLM loads lazily; the fake has nothing to load
+def test_an_import_with_nothing_new_does_not_load_the_model(db_path, model, voices):
+    with VoiceBank.open(db_path, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         bank.enroll("alice", voices["alice"][:2])
-    with VoiceBank.open(db_path, str(tiny_model)) as again:
+    with VoiceBank.open(db_path, str(model)) as again:
         outcomes = again.enroll_many([Enrollment("alice", voices["alice"][:2])])
         assert [o.status for o in outcomes] == ["skipped"]
         assert again._embedder._loaded is None  # seconds saved on every re-run of the same import

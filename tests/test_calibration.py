@@ -22,6 +22,9 @@ from voicebank.calibration import (
 from voicebank.errors import NotEnoughDataError
 from voicebank.openset import genuine_rates
 
+# The bank tests here check calibration bookkeeping, not the model: the fake embedder (conftest).
+pytestmark = [pytest.mark.embedder("fake"), pytest.mark.usefixtures("remembered_vad")]
+
 
 def impostor_rows(rng, probes: int, gallery: int, tail: str) -> list[np.ndarray]:
     """Each unknown probe has its own score level; its scores against a gallery spread around it
@@ -211,17 +214,17 @@ def test_margin_rule_promises_hold_on_new_people_and_a_grown_bank(tail):
         fresh = impostor_rows(rng, 4000, 600, tail)
         for gallery in ratios:
             t = model.threshold(0.01, gallery)
-            stats = [decide(*sorted(r[:gallery])[::-1][:2], MARGIN) for r in fresh]
+            stats = [decide(*np.sort(r[:gallery])[::-1][:2], MARGIN) for r in fresh]  # np.sort: 8x sorted()'s speed
             ratios[gallery].append(float(np.mean(np.array(stats) >= t)) / 0.01)
         assert model.threshold(0.01, 60) < model.threshold(0.01, 600)
     assert 0.5 <= np.median(ratios[60]) <= 2.0 and all(1 / 3 <= r <= 3 for r in ratios[60]), ratios
     assert 1 / 3 <= np.median(ratios[600]) <= 3.0, ratios
 
 
-def test_a_new_bank_identifies_by_the_margin_rule_and_calibrate_keeps_it(tmp_path, tiny_model, voices):
+def test_a_new_bank_identifies_by_the_margin_rule_and_calibrate_keeps_it(tmp_path, model, voices):
     from voicebank import VoiceBank
 
-    with VoiceBank.open(tmp_path / "m.db", str(tiny_model), create=True, threshold=0.9996) as bank:
+    with VoiceBank.open(tmp_path / "m.db", str(model), create=True, threshold=0.9996) as bank:
         assert bank.identify_rule == "margin"
         bank.set_threshold(1.0002, "identify")  # the margin statistic goes past 1
         for name in ("alice", "bob", "carol"):

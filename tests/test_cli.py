@@ -16,17 +16,22 @@ from click.testing import CliRunner, Result
 from conftest import REPO, TINY_THRESHOLD
 from voicebank.cli import main
 
+# The CLI's logic does not depend on the model: the fake embedder (conftest), except where a test
+# says which model the bank holds or starts another process.
+pytestmark = [pytest.mark.embedder("fake"), pytest.mark.usefixtures("remembered_vad")]
+
 THREE = ("alice", "bob", "carol")
 
 
 @pytest.fixture
-def cli(tmp_path, tiny_model):
-    """``cli(*args)`` runs `voicebank --db <tmp>/x.db --model <tiny> *args`; ``cli.db`` is the file."""
+def cli(tmp_path, model):
+    """``cli(*args)`` runs `voicebank --db <tmp>/x.db --model <model> *args`; ``cli.db`` is the file."""
     db = tmp_path / "x.db"
     runner = CliRunner()
+    source = model  # run()'s own `model` says whether to pass it
 
     def run(*args, model: bool = True) -> Result:
-        base = ["--db", str(db)] + (["--model", str(tiny_model)] if model else [])
+        base = ["--db", str(db)] + (["--model", source] if model else [])
         return runner.invoke(main, base + [str(a) for a in args])
 
     run.db = db
@@ -69,13 +74,14 @@ def populated(initialized, voices):
 
 # -- init and settings -----------------------------------------------------------------------------
 
-def test_init(cli, tiny_model):
+@pytest.mark.embedder("tiny")  # the bank records the WavLM's identity
+def test_init(cli, model):
     result = ok(cli("init", "--json", "--threshold", "0.9"))
     info = json.loads(result.stdout)
     assert set(info) == {"db", "model", "model_id", "dimension", "threshold", "index"}
     assert info["index"] == "flat"
     assert info["db"] == str(cli.db)
-    assert info["model"] == str(tiny_model)
+    assert info["model"] == str(model)
     assert info["dimension"] == 24
     assert info["threshold"] == 0.9
     assert info["model_id"].startswith("wavlm-xvector:")
@@ -85,9 +91,9 @@ def test_init(cli, tiny_model):
     assert_error(again, "a voicebank already exists there; nothing was changed.")
 
 
-def test_init_text_and_default_threshold(cli, tiny_model):
+def test_init_text_and_default_threshold(cli, model):
     result = ok(cli("init"))
-    assert result.stdout == f"Created a voicebank with {tiny_model} (24-dim), threshold 0.8600.\n"
+    assert result.stdout == f"Created a voicebank with {model} (24-dim), threshold 0.8600.\n"
     assert ok(cli("threshold")).stdout.splitlines() == [
         f"{which:<8} threshold {t} on the {on}cosine score: not calibrated, no measured promise (run `voicebank "
         "calibrate`)" for which, t, on in (("verify", "0.8600", ""), ("identify", "0.9400", "2 x best - second best "))]
@@ -433,7 +439,8 @@ def _light(*args: str) -> str:
 
 
 @pytest.mark.slow
-def test_light_commands_do_not_import_torch(populated, tiny_model, voices):
+@pytest.mark.embedder("tiny")  # other processes load the model
+def test_light_commands_do_not_import_torch(populated, model, voices):
     proc = subprocess.run(
         [sys.executable, "-c", "import sys, voicebank.cli; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
@@ -444,7 +451,7 @@ def test_light_commands_do_not_import_torch(populated, tiny_model, voices):
     out = _light("--help")
     assert "Example" in out and "EXIT 0" in out and "HEAVY []" in out, out
 
-    db = ["--db", str(populated.db), "--model", str(tiny_model)]
+    db = ["--db", str(populated.db), "--model", str(model)]
     out = _light(*db, "list")
     assert out.splitlines()[0].startswith("alice ")
     assert "EXIT 0" in out and "HEAVY []" in out, out

@@ -17,6 +17,10 @@ from voicebank.cli import main
 from voicebank.errors import DatabaseError, InvalidInputError, NotEnoughDataError
 from voicebank.store import database_error
 
+# Broken environments are the bank's and the CLI's business: the fake embedder (conftest), except
+# where a test is about the WavLM backend's own setting.
+pytestmark = [pytest.mark.embedder("fake"), pytest.mark.usefixtures("remembered_vad")]
+
 
 def refused(result, *words: str) -> str:
     assert result.exit_code == 2, (result.exit_code, result.output, repr(result.exception))
@@ -33,9 +37,9 @@ def run(*args):
 
 
 @pytest.fixture
-def made(tmp_path, tiny_model, voices):
+def made(tmp_path, model, voices):
     db = tmp_path / "bank.db"
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
+    with VoiceBank.open(db, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         bank.enroll("alice", voices["alice"][:2])
     return db
 
@@ -75,6 +79,7 @@ def test_an_rttm_path_that_cannot_be_written_is_refused_before_the_scan(made, vo
     assert folder.exit_code == 2 and "is a directory" in folder.stderr and "Traceback" not in folder.output
 
 
+@pytest.mark.embedder("tiny")  # VOICEBANK_PRECISION is the WavLM backend's setting
 def test_a_bad_precision_setting_is_one_line(made, monkeypatch):
     monkeypatch.setenv("VOICEBANK_PRECISION", "fp16")
     refused(run("--db", made, "list"), "precision 'fp16'", "auto, bf16, fp32")
@@ -131,7 +136,7 @@ def test_a_folder_where_the_index_file_goes_costs_the_cache_not_the_answer(made,
     assert report.ok and "cannot be written" in report.index_file
 
 
-def test_a_bank_without_its_schema_revision_and_a_foreign_sqlite_file_are_refused(made, tmp_path, tiny_model):
+def test_a_bank_without_its_schema_revision_and_a_foreign_sqlite_file_are_refused(made, tmp_path, model):
     import sqlite3
 
     with sqlite3.connect(made) as conn:
@@ -141,6 +146,6 @@ def test_a_bank_without_its_schema_revision_and_a_foreign_sqlite_file_are_refuse
     foreign = tmp_path / "notes.db"
     with sqlite3.connect(foreign) as conn:
         conn.execute("CREATE TABLE notes (x)")
-    refused(run("--db", foreign, "--model", tiny_model, "init"), "already holds tables of another program (notes)")
+    refused(run("--db", foreign, "--model", model, "init"), "already holds tables of another program (notes)")
     with sqlite3.connect(foreign) as conn:
         assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["notes"]

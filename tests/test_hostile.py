@@ -21,6 +21,9 @@ from conftest import TINY_THRESHOLD
 from voicebank.cli import main
 from voicebank.errors import DuplicateSpeakerError, InvalidInputError, SpeakerNotFoundError
 
+# Hostile input is refused or kept by the bank's logic, whatever the model: the fake embedder (conftest).
+pytestmark = [pytest.mark.embedder("fake"), pytest.mark.usefixtures("remembered_vad")]
+
 SQL = [
     "'; DROP TABLE speakers; --",
     "Robert'); DELETE FROM utterances WHERE ('1'='1",
@@ -149,11 +152,11 @@ def recording_paths(voices, who: str) -> list:
 
 
 @pytest.fixture
-def bank(db_url, tiny_model, voices):
+def bank(db_url, model, voices):
     """A bank holding alice and bob (with metadata), over SQLite or PostgreSQL."""
     from voicebank import VoiceBank
 
-    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as opened:
+    with VoiceBank.open(db_url, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as opened:
         opened.enroll("alice", recording_paths(voices, "alice"), metadata={"team": "A", "n": 1})
         opened.enroll("bob", recording_paths(voices, "bob"), metadata={"team": "B"})
         opened.db_url = db_url
@@ -245,7 +248,7 @@ def test_lookups_with_sql_fragments_change_nothing(bank, voices):
     assert bank.identify(voices["bob"][2]).match.name == "bob"
 
 
-def test_hostile_metadata_round_trips_exactly(bank, voices, tiny_model):
+def test_hostile_metadata_round_trips_exactly(bank, voices, model):
     from voicebank import VoiceBank
 
     url = bank.db_url
@@ -256,7 +259,7 @@ def test_hostile_metadata_round_trips_exactly(bank, voices, tiny_model):
         speaker = bank.enroll(name, recording_paths(voices, "dave"), metadata=metadata)
         assert json.dumps(metadata, sort_keys=True) == sent, "enroll changed the caller's dict"
         assert speaker.metadata == metadata, name
-        with VoiceBank.open(url, str(tiny_model)) as fresh:  # read back from SQL by another bank
+        with VoiceBank.open(url, str(model)) as fresh:  # read back from SQL by another bank
             again = fresh.speaker(name).metadata
         assert again == metadata and json.dumps(again, sort_keys=True) == sent, name
         assert [s.metadata for s in bank.speakers() if s.name in ("alice", "bob")] == [{"team": "A", "n": 1}, {"team": "B"}]
@@ -279,12 +282,12 @@ def test_refused_metadata_changes_nothing(bank, voices):
 
 @pytest.mark.parametrize("metadata", [{"k": "lone \ud800 surrogate"}, {"\udcff": 1}, {"deep": ["\udfff"]}],
                          ids=["in-a-value", "in-a-key", "in-a-list"])
-def test_metadata_with_a_lone_surrogate_is_refused_cleanly(db_path, tiny_model, voices, metadata):
+def test_metadata_with_a_lone_surrogate_is_refused_cleanly(db_path, model, voices, metadata):
     """Such strings cannot be stored as UTF-8. They come from Python callers, and from the CLI when
     an argument is not valid UTF-8 (Python decodes it with surrogateescape)."""
     from voicebank import VoiceBank
 
-    with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as opened:
+    with VoiceBank.open(db_path, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as opened:
         with pytest.raises(InvalidInputError, match="metadata"):
             opened.enroll("dave", recording_paths(voices, "dave"), metadata=metadata)
         assert len(opened) == 0
@@ -292,12 +295,12 @@ def test_metadata_with_a_lone_surrogate_is_refused_cleanly(db_path, tiny_model, 
 
 # -- the CLI ----------------------------------------------------------------------------------------
 @pytest.fixture
-def cli(db_url, tiny_model, voices):
+def cli(db_url, model, voices):
     """``cli(*args)`` runs ``voicebank --db <db_url> --model <tiny> *args`` on a bank holding alice and bob."""
     runner = CliRunner()
 
     def run(*args) -> Result:
-        return runner.invoke(main, ["--db", db_url, "--model", str(tiny_model), *[str(a) for a in args]])
+        return runner.invoke(main, ["--db", db_url, "--model", str(model), *[str(a) for a in args]])
 
     run.db_url = db_url
     ok(run("init", "--threshold", TINY_THRESHOLD, "--identify-rule", "best"))
@@ -378,11 +381,11 @@ def test_cli_refuses_hostile_input_with_one_line_and_changes_nothing(cli, voices
     assert json.loads(ok(cli("identify", voices["alice"][2], "--json")).stdout)["match"]["name"] == "alice"
 
 
-def test_cli_metadata_with_invalid_utf8_is_refused_cleanly(db_path, tiny_model, voices):
+def test_cli_metadata_with_invalid_utf8_is_refused_cleanly(db_path, model, voices):
     """``voicebank enroll dave a.wav --meta note=$'\\xff'``: Python hands click the argument with a
     lone surrogate (surrogateescape); it must be a one-line error, not a traceback."""
     runner = CliRunner()
-    base = ["--db", str(db_path), "--model", str(tiny_model)]
+    base = ["--db", str(db_path), "--model", str(model)]
     ok(runner.invoke(main, [*base, "init", "--threshold", str(TINY_THRESHOLD), "--identify-rule", "best"]))
     result = runner.invoke(main, [*base, "enroll", "dave", *map(str, recording_paths(voices, "dave")),
                                   "--meta", "note=caf\udce9"])

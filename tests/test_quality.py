@@ -20,6 +20,10 @@ from voicebank.errors import (
 )
 from voicebank.norm import Normalizer
 
+# Score normalization, trial lists, eval, calibrate and the enrollment checks are logic on scores:
+# the fake embedder (conftest).
+pytestmark = [pytest.mark.embedder("fake"), pytest.mark.usefixtures("remembered_vad")]
+
 
 # -- AS-norm maths, by hand -----------------------------------------------------------------------
 def test_asnorm_matches_hand_computation():
@@ -66,10 +70,10 @@ def test_enrollment_needs_enough_speech_in_all(bank, voices, db_path):
     assert table_dump(db_path) == before
 
 
-def test_enrollment_checks_have_thresholds_of_their_own(bank, tmp_path, tiny_model):
+def test_enrollment_checks_have_thresholds_of_their_own(bank, tmp_path, model):
     # set when the bank is made, at the measured offsets from its starting threshold
     assert bank.enrollment_checks == pytest.approx((TINY_THRESHOLD - 0.15, 1.0))
-    with VoiceBank.open(tmp_path / "d.db", str(tiny_model), create=True) as default:
+    with VoiceBank.open(tmp_path / "d.db", str(model), create=True) as default:
         assert default.enrollment_checks == pytest.approx((0.86 - 0.15, 0.86 + 0.08))
         assert default.threshold == 0.86 and default.identify_threshold == pytest.approx(0.94)  # margin rule: +0.08
     db = tmp_path / "d.db"
@@ -161,9 +165,9 @@ def test_asnorm_refuses_a_cohort_too_small_to_have_a_spread(bank, voices):
     assert np.isfinite(score) and abs(score) < 1e4
 
 
-def test_asnorm_with_an_explicit_cohort_and_the_cohort_commands(tmp_path, tiny_model, voices):
+def test_asnorm_with_an_explicit_cohort_and_the_cohort_commands(tmp_path, model, voices):
     db = tmp_path / "c.db"
-    run = lambda *args: CliRunner().invoke(main, ["--db", str(db), "--model", str(tiny_model), *args])  # noqa: E731
+    run = lambda *args: CliRunner().invoke(main, ["--db", str(db), "--model", str(model), *args])  # noqa: E731
     assert run("init", "--threshold", str(TINY_THRESHOLD), "--identify-rule", "best").exit_code == 0
     for name in ("alice", "bob"):
         assert run("enroll", name, *map(str, voices[name][:2])).exit_code == 0
@@ -193,9 +197,9 @@ def test_asnorm_with_an_explicit_cohort_and_the_cohort_commands(tmp_path, tiny_m
 
 # -- trial lists, eval and calibrate --------------------------------------------------------------
 @pytest.fixture
-def enrolled_db(tmp_path, tiny_model, voices):
+def enrolled_db(tmp_path, model, voices):
     db = tmp_path / "e.db"
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
+    with VoiceBank.open(db, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         enroll_all(bank, voices)
     return db
 
@@ -324,9 +328,9 @@ def test_a_plot_that_cannot_be_written_is_refused_before_the_work(enrolled_db, t
         assert result.stderr.startswith(f"Error: --plot {plot}: ") and expected in result.stderr
 
 
-def test_calibrate_needs_three_speakers(tmp_path, tiny_model, voices):
+def test_calibrate_needs_three_speakers(tmp_path, model, voices):
     db = tmp_path / "two.db"
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
+    with VoiceBank.open(db, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         bank.enroll("alice", voices["alice"][:2])
         bank.enroll("bob", voices["bob"][:2])
     result = invoke(db, "calibrate")

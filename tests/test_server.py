@@ -23,13 +23,17 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from conftest import REPO, SR, TINY_THRESHOLD, synth_voice, table_dump
+from conftest import REPO, SR, TINY_THRESHOLD, model_of, synth_voice, table_dump
 from voicebank import VoiceBank
 from voicebank.cli import main
 from voicebank.embedding import load_embedder
 from voicebank.errors import EmptyBankError
 from voicebank.server import create_app, open_bank, serve_in_thread
 from voicebank.server.errors import status_for
+
+# The server's logic does not depend on the model: the fake embedder (conftest), except where a
+# test starts another process.
+pytestmark = [pytest.mark.embedder("fake"), pytest.mark.usefixtures("remembered_vad")]
 
 THREE = ("alice", "bob", "carol")
 MAX_SECONDS = 10.0
@@ -55,17 +59,18 @@ class Gate:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_model, voices):
+def server(request, tmp_path_factory, voices):
     """alice, bob and carol enrolled from recordings [0, 1]; keys ops (admin), frontdesk (reader),
     old (revoked); served with a 1 MB body cap and a 10 s recording cap."""
     db = tmp_path_factory.mktemp("served") / "bank.db"
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
+    model = model_of(request)
+    with VoiceBank.open(db, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         for name in THREE:
             bank.enroll(name, voices[name][:2], metadata={"team": name.upper()})
         keys = {name: bank.api_keys.create(name, role)[1]
                 for name, role in (("ops", "admin"), ("frontdesk", "reader"), ("old", "reader"))}
         bank.api_keys.revoke("old")
-    gate = Gate(load_embedder(str(tiny_model)))
+    gate = Gate(load_embedder(str(model)))
     with open_bank(db, gate, max_seconds=MAX_SECONDS) as bank:
         with serve_in_thread(create_app(bank, max_upload_mb=1, workers=32)) as url:
             assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
@@ -266,11 +271,11 @@ def test_names_with_slashes_and_unicode_work_in_paths(server, voices):
 
 # -- bad uploads ---------------------------------------------------------------------------------
 
-def cli_error(tmp_path, monkeypatch, server, tiny_model, filename: str, data: bytes) -> str:
+def cli_error(tmp_path, monkeypatch, server, model, filename: str, data: bytes) -> str:
     """What `voicebank identify FILENAME` prints for the same bytes, after `Error: `."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / filename).write_bytes(data)
-    result = CliRunner().invoke(main, ["--db", str(server.db), "--model", str(tiny_model), "identify", filename])
+    result = CliRunner().invoke(main, ["--db", str(server.db), "--model", str(model), "identify", filename])
     assert result.exit_code == 2, result.output
     return result.stderr.strip().removeprefix("Error: ")
 
@@ -281,12 +286,12 @@ def cli_error(tmp_path, monkeypatch, server, tiny_model, filename: str, data: by
     ("silent.wav", wav_bytes(np.zeros(SR * 2, dtype=np.float32))),
     ("short.wav", wav_bytes(synth_voice(200.0, seconds=0.3))),
 ])
-def test_unusable_audio_gives_422_with_the_cli_message(server, tmp_path, monkeypatch, tiny_model, filename, data):
+def test_unusable_audio_gives_422_with_the_cli_message(server, tmp_path, monkeypatch, model, filename, data):
     before = table_dump(server.db)
     response = server.client.post("/identify", files={"file": (filename, data, "audio/wav")}, headers=auth(server))
     message = error_of(response, 422)
     assert message.startswith(f"{filename}: ")
-    assert message == cli_error(tmp_path, monkeypatch, server, tiny_model, filename, data)
+    assert message == cli_error(tmp_path, monkeypatch, server, model, filename, data)
     assert table_dump(server.db) == before
 
 
@@ -378,10 +383,10 @@ def test_an_unexpected_error_is_500_without_a_traceback(server, monkeypatch):
     assert message == "internal server error; the server log has the details."
 
 
-def test_empty_bank_is_409(tmp_path, tiny_model, voices):
+def test_empty_bank_is_409(tmp_path, model, voices):
     assert status_for(EmptyBankError("x")) == 409
     db = tmp_path / "empty.db"
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
+    with VoiceBank.open(db, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         _, key = bank.api_keys.create("r", "reader")
     with open_bank(db) as bank, serve_in_thread(create_app(bank)) as url:
         response = httpx.post(f"{url}/identify", files=[upload(voices["alice"][2])],
@@ -479,14 +484,15 @@ def test_health_stays_fast_while_the_model_is_busy(server, voices):
 # -- `voicebank serve` ---------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_voicebank_serve(tmp_path, tiny_model, voices):
+@pytest.mark.embedder("tiny")  # the server runs in another process
+def test_voicebank_serve(tmp_path, model, voices):
     db = tmp_path / "cli.db"
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
+    with VoiceBank.open(db, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         bank.enroll("alice", voices["alice"][:2])
     runner = CliRunner()
     key = runner.invoke(main, ["--db", str(db), "apikey", "create", "ci", "--role", "reader"]).stdout.strip()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-c", "from voicebank.cli import main; main()", "--db", str(db), "--model", str(tiny_model),
+    command = [sys.executable, "-c", "from voicebank.cli import main; main()", "--db", str(db), "--model", str(model),
                "serve", "--host", "127.0.0.1", "--port", "0", "--max-upload-mb", "2", "--max-seconds", "5"]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -522,12 +528,12 @@ def test_serve_without_a_bank_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
-def test_a_database_file_deleted_or_replaced_under_the_server_is_503_not_a_lost_write(tmp_path, tiny_model, voices, how):
+def test_a_database_file_deleted_or_replaced_under_the_server_is_503_not_a_lost_write(tmp_path, model, voices, how):
     db = tmp_path / "bank.db"
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
+    with VoiceBank.open(db, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         bank.enroll("alice", voices["alice"][:2])
         key = bank.api_keys.create("ops", "admin")[1]
-    with open_bank(db, Gate(load_embedder(str(tiny_model))), max_seconds=MAX_SECONDS) as bank:
+    with open_bank(db, Gate(load_embedder(str(model))), max_seconds=MAX_SECONDS) as bank:
         with serve_in_thread(create_app(bank, max_upload_mb=1, workers=2)) as url, \
                 httpx.Client(base_url=url, timeout=60) as client:
             headers = {"Authorization": f"Bearer {key}"}
@@ -543,7 +549,7 @@ def test_a_database_file_deleted_or_replaced_under_the_server_is_503_not_a_lost_
             assert "nothing was written" in message
 
 
-def test_stalled_clients_are_disconnected_and_refusals_are_logged_without_the_key(tmp_path, tiny_model, voices, caplog):
+def test_stalled_clients_are_disconnected_and_refusals_are_logged_without_the_key(tmp_path, model, voices, caplog):
     """A client that connects and sends nothing, stops mid-header or mid-body is cut off after the
     read timeout; a request with a wrong key is logged at WARNING with the client's address, and
     neither the key nor a query string reaches the log."""
@@ -554,10 +560,10 @@ def test_stalled_clients_are_disconnected_and_refusals_are_logged_without_the_ke
     from voicebank.server.runner import NoQueryStrings
 
     db = tmp_path / "bank.db"
-    with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
+    with VoiceBank.open(db, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         bank.enroll("alice", voices["alice"][:2])
     secret = "vb_not-a-real-key-but-secret"
-    with open_bank(db, Gate(load_embedder(str(tiny_model))), max_seconds=MAX_SECONDS) as bank, \
+    with open_bank(db, Gate(load_embedder(str(model))), max_seconds=MAX_SECONDS) as bank, \
             serve_in_thread(create_app(bank), read_timeout=1.0) as url, caplog.at_level(logging.INFO):
         host, port = url.removeprefix("http://").split(":")
         stalls = [b"", b"POST /identify HTTP/1.1\r\nHost: x\r\nAuthor",
