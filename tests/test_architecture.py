@@ -4,14 +4,13 @@
 - no module uses a private name (one leading underscore) that another voicebank module defines:
   ``from .x import _y``, ``x._y``, ``bank._stream``.
 
-Which imports count. Every import outside a function body counts, including those under
-``if TYPE_CHECKING:`` (a type-only import of the facade from a use case is the same cycle in the
-design, only hidden from the interpreter). Imports inside a function body run when the function is
-called, not when the module is imported; voicebank uses them to keep torch, FAISS and the facade
-off the import path of ``voicebank --help``. They are held to the same rule: they count too, except
-where a module reaches *up* to the facade on purpose from a layer that sits above it (the CLI and
-the server open a :class:`VoiceBank`): ``LAZY_UPWARD`` names those modules, and a lazy import from
-anywhere else still counts.
+Which imports count: all of them. Those at module level (including under ``if TYPE_CHECKING:``:
+a type-only import of the facade from a use case is the same cycle in the design, only hidden from
+the interpreter) and those inside a function body alike. A function-level import runs when the
+function is first called rather than when the module is imported (voicebank uses them to keep
+torch, FAISS and the facade off the import path of ``voicebank --help``), but it is a dependency all
+the same, so it may not close a cycle either. The two kinds are kept apart (``imports``,
+``lazy_imports``) so a failure says which one it is.
 
 An import of a package is an edge to its ``__init__``; importing ``voicebank.a.b`` is an edge to
 ``voicebank.a.b`` only (the parent package's ``__init__`` is a node of its own, with its own edges),
@@ -28,8 +27,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "voicebank"
 
-# Layers above the facade, whose function-level imports of it (and of each other) are not edges.
-LAZY_UPWARD = ("voicebank.cli", "voicebank.server")
+# The layers above the facade: the only modules (with the package's __init__) that may import it.
+ABOVE_THE_FACADE = ("voicebank.cli", "voicebank.server")
 
 # Private names are matched by name (the checker cannot know an object's type), so a private
 # attribute of a third-party object that happens to share a name with one of ours is listed here,
@@ -129,12 +128,8 @@ def _private(name: str) -> bool:
 
 
 def edges(modules: dict[str, Module]) -> dict[str, set[str]]:
-    """Who imports whom: module-level imports, and function-level ones except :data:`LAZY_UPWARD`'s."""
-    graph = {}
-    for name, module in modules.items():
-        lazy = set() if name.startswith(LAZY_UPWARD) else module.lazy_imports
-        graph[name] = (module.imports | lazy) - {name}
-    return graph
+    """Who imports whom, at module level or inside functions."""
+    return {name: (module.imports | module.lazy_imports) - {name} for name, module in modules.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -219,7 +214,7 @@ def test_no_use_case_imports_the_facade(package):
     """Use cases receive what they use; only the layers above the facade (and the package's
     ``__init__``) may import it."""
     importers = {name for name, targets in edges(package).items() if "voicebank.bank" in targets}
-    assert importers <= {"voicebank"} | {n for n in package if n.startswith(LAZY_UPWARD)}, importers
+    assert importers <= {"voicebank"} | {n for n in package if n.startswith(ABOVE_THE_FACADE)}, importers
 
 
 # -- the checker can fail ---------------------------------------------------------------------
@@ -231,15 +226,16 @@ def _write(root: Path, files: dict[str, str]) -> Path:
     return root / "pkg"
 
 
-def test_the_checker_finds_a_cycle_and_ignores_an_upward_lazy_import(tmp_path):
+def test_the_checker_finds_cycles_through_every_kind_of_import(tmp_path):
     root = _write(tmp_path, {
         "__init__.py": "",
         "a.py": "from . import b\n",
         "b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .c import C\n",
-        "c.py": "def f():\n    from .a import thing\n",  # a lazy import still counts outside LAZY_UPWARD
+        "c.py": "def f():\n    from .a import thing\n",  # a function-level import counts too
         "d.py": "from .sub.e import x\n",
         "sub/__init__.py": "",
         "sub/e.py": "import pkg.d\n",
+        "f.py": "from . import a\n",  # imports into a cycle without being part of it
     })
     assert cycles(edges(read_package(root, "pkg"))) == [["pkg.a", "pkg.b", "pkg.c"], ["pkg.d", "pkg.sub.e"]]
 

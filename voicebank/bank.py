@@ -77,11 +77,21 @@ class VoiceBank:
 
     @property
     def limits(self) -> AudioLimits:
+        """What a recording must be to be used (:class:`~voicebank.audio.AudioLimits`)."""
         return self._encoder.limits
+
+    @limits.setter
+    def limits(self, value: AudioLimits) -> None:
+        self._encoder.limits = value
 
     @property
     def window_seconds(self) -> float:
+        """Long recordings are embedded in windows of this many seconds (bounded memory)."""
         return self._encoder.window_seconds
+
+    @window_seconds.setter
+    def window_seconds(self, value: float) -> None:
+        self._encoder.window_seconds = value
 
     # -- settings ------------------------------------------------------------------------------
     @property
