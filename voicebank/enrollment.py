@@ -45,10 +45,12 @@ class Services(Protocol):
     """What enrollment uses: the rows, the candidate search (for the duplicate-voice check), the
     model over recordings, and the enrollment checks' (consistency, duplicate) cosine thresholds."""
 
-    repository: Repository
-    search: Search
-    encoder: Encoder
-
+    @property
+    def repository(self) -> Repository: ...
+    @property
+    def search(self) -> Search: ...
+    @property
+    def encoder(self) -> Encoder: ...
     def checks(self) -> tuple[float, float]: ...
 
 

@@ -31,10 +31,14 @@ Progress = Callable[[int, int, str], None]  # (done, total, label of the recordi
 class Services(Protocol):
     """What decisions use: the rows, the candidate search, the model over recordings, the audit trail."""
 
-    repository: Repository
-    search: Search
-    encoder: Encoder
-    audit: AuditLog
+    @property
+    def repository(self) -> Repository: ...
+    @property
+    def search(self) -> Search: ...
+    @property
+    def encoder(self) -> Encoder: ...
+    @property
+    def audit(self) -> AuditLog: ...
 
 
 def scorer(services: Services, settings: BankRow) -> norm.Normalizer:
