@@ -246,7 +246,7 @@ def test_an_import_with_nothing_new_does_not_load_the_model(db_path, model, voic
     with VoiceBank.open(db_path, str(model)) as again:
         outcomes = again.enroll_many([Enrollment("alice", voices["alice"][:2])])
         assert [o.status for o in outcomes] == ["skipped"]
-        assert again._embedder._loaded is None  # seconds saved on every re-run of the same import
+        assert again._encoder.embedder._loaded is None  # seconds saved on every re-run of the same import
 
 
 def test_a_path_the_system_cannot_open_is_one_audio_error(bank, voices):

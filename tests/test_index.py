@@ -476,7 +476,7 @@ def test_a_tampered_index_with_a_valid_checksum_cannot_change_a_decision(db_path
         for name in ("alice", "bob", "carol"):
             bank.enroll(name, voices[name][:2])
         bank.save_index()
-        info = IndexInfo(bank._cache.info.bank_uid, bank.model_id, bank.dimension, bank.index_kind)
+        info = IndexInfo(bank._search.cache.info.bank_uid, bank.model_id, bank.dimension, bank.index_kind)
         alice, bob = (bank.voiceprint(n)[0] for n in ("alice", "bob"))
     path = db_path.with_name(db_path.name + ".faiss")
     honest = SpeakerIndex.load(path, info)

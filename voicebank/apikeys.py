@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from . import validate
 from .errors import InvalidInputError, VoiceBankError
 from .store import ApiKeyRow, Store, utcnow
+from .store.repository_records import KeyRecords
 
 ADMIN, READER = "admin", "reader"
 ROLES = (ADMIN, READER)
@@ -78,7 +78,7 @@ class ApiKeys:
     """The API keys stored in one bank's database (``VoiceBank.api_keys``). Thread-safe."""
 
     def __init__(self, store: Store):
-        self._store = store
+        self._rows = KeyRecords(store)
 
     def create(self, name: str, role: str) -> tuple[ApiKey, str]:
         """A new key called ``name`` with ``role``. Returns its record and the key itself, which
@@ -89,39 +89,33 @@ class ApiKeys:
         key = KEY_START + secrets.token_urlsafe(32)
         row = ApiKeyRow(name=name, role=role, prefix=key[:PREFIX_CHARS], key_hash=_hash(key), created_at=utcnow())
         try:
-            with self._store.write() as session:
-                if session.execute(select(ApiKeyRow.id).where(ApiKeyRow.name == name)).first():
-                    raise DuplicateApiKeyError(_taken(name))
-                session.add(row)
+            added = self._rows.add(row)
         except IntegrityError as exc:  # another process took the name first
             raise DuplicateApiKeyError(_taken(name)) from exc
+        if not added:
+            raise DuplicateApiKeyError(_taken(name))
         return _record(row), key
 
     def list(self) -> list[ApiKey]:
         """Every key, revoked ones included, by name. Keys themselves are never available."""
-        with self._store.read() as session:
-            return [_record(r) for r in session.execute(select(ApiKeyRow).order_by(ApiKeyRow.name)).scalars()]
+        return [_record(r) for r in self._rows.all()]
 
     def revoke(self, name: str) -> ApiKey:
         """Revoke the key called ``name``: it stops working at once. Returns its record."""
         name = validate.name(name)
-        with self._store.write() as session:
-            row = session.execute(select(ApiKeyRow).where(ApiKeyRow.name == name)).scalar_one_or_none()
-            if row is None:
-                raise ApiKeyNotFoundError(f"no API key named {name!r} (`voicebank apikey list` shows them).")
-            if row.revoked_at is not None:
-                raise ApiKeyError(f"the API key {name!r} was already revoked on {row.revoked_at:%Y-%m-%d %H:%M:%S}.")
-            row.revoked_at = utcnow()
-            return _record(row)
+        row, revoked_before = self._rows.revoke(name, utcnow())
+        if row is None:
+            raise ApiKeyNotFoundError(f"no API key named {name!r} (`voicebank apikey list` shows them).")
+        if revoked_before is not None:
+            raise ApiKeyError(f"the API key {name!r} was already revoked on {revoked_before:%Y-%m-%d %H:%M:%S}.")
+        return _record(row)
 
     def authenticate(self, key: str) -> ApiKey:
         """The active key matching ``key``, compared in constant time; else :class:`InvalidApiKeyError`."""
         if not isinstance(key, str) or not _KEY_FORMAT.fullmatch(key):
             raise InvalidApiKeyError(_invalid())
         digest = _hash(key)
-        with self._store.read() as session:
-            rows = session.execute(select(ApiKeyRow).where(ApiKeyRow.prefix == key[:PREFIX_CHARS])).scalars().all()
-        found = [r for r in rows if hmac.compare_digest(r.key_hash, digest)]
+        found = [r for r in self._rows.with_prefix(key[:PREFIX_CHARS]) if hmac.compare_digest(r.key_hash, digest)]
         if not found or found[0].revoked_at is not None:
             raise InvalidApiKeyError(_invalid())
         return _record(found[0])

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select
-
-from .store import AuditRow, Store, as_utc
+from .store import Store, as_utc
+from .store.repository_records import AuditLog
 
 
 @dataclass(frozen=True)
@@ -33,8 +32,7 @@ class AuditEntry:
 
 
 def record(store: Store, **fields: Any) -> None:
-    with store.write() as session:
-        session.add(AuditRow(**fields))
+    AuditLog(store).add(**fields)
 
 
 def entries(store: Store, speaker: str | None = None, since: datetime | None = None,
@@ -42,34 +40,11 @@ def entries(store: Store, speaker: str | None = None, since: datetime | None = N
             client: str | None = None, offset: int = 0) -> list[AuditEntry]:
     """Decisions, newest first; ``speaker`` matches the claimed or the returned name, ``operation``
     is identify or verify, ``client`` the asking API key's name; ``offset`` skips the newest."""
-    query = select(AuditRow).order_by(AuditRow.at.desc(), AuditRow.id.desc())
-    if speaker is not None:
-        query = query.where(or_(AuditRow.claimed == speaker, AuditRow.returned == speaker))
-    if operation is not None:
-        query = query.where(AuditRow.operation == operation)
-    if client is not None:
-        query = query.where(AuditRow.client == client)
-    if offset:
-        query = query.offset(offset)
-    if since is not None:
-        query = query.where(AuditRow.at >= _stored(since))
-    if until is not None:
-        query = query.where(AuditRow.at < _stored(until))
-    if limit is not None:
-        query = query.limit(limit)
-    with store.read() as session:
-        rows = session.execute(query).scalars().all()
+    rows = AuditLog(store).rows(speaker, since, until, limit, operation=operation, client=client, offset=offset)
     return [AuditEntry(as_utc(r.at), r.operation, r.claimed, r.returned, r.score, r.threshold, r.score_kind,
                        r.accepted, r.model_id, r.recording_sha256, r.client) for r in rows]
 
 
 def purge(store: Store, before: datetime) -> int:
     """Delete decisions older than ``before`` (retention); returns how many."""
-    with store.write() as session:
-        return session.execute(delete(AuditRow).where(AuditRow.at < _stored(before))).rowcount
-
-
-def _stored(moment: datetime) -> datetime:
-    # Compare in UTC; a naive datetime is taken as UTC. SQLite compares the stored text, which
-    # has no offset, so the bound must be naive UTC there too.
-    return as_utc(moment).replace(tzinfo=None)
+    return AuditLog(store).purge(before)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .errors import NotEnoughDataError
-from .impostors import BEST, MARGIN, ImpostorModel, RateModel, Smoothed, _solve
+from .impostors import BEST, MARGIN, ImpostorModel, RateModel, Smoothed, solve
 from .openset import genuine_rates
 
 __all__ = ["BEST", "MARGIN", "VERIFY", "IDENTIFY", "ImpostorModel", "RateModel", "Smoothed", "OpenSetTrials",
@@ -233,5 +233,5 @@ def _eer_threshold(model: RateModel, target: np.ndarray) -> float:
     if target.size == 0:
         raise ThinDataError("the equal-error-rate threshold needs genuine trials: a speaker with two or more recordings.")
     genuine = Smoothed.of(target)
-    return _solve(lambda t: model.false_accept(t) - (1.0 - genuine(t)), 0.0, float(target[0]) - 1.0,
+    return solve(lambda t: model.false_accept(t) - (1.0 - genuine(t)), 0.0, float(target[0]) - 1.0,
                   float(target[-1]) + 1.0)

@@ -1,46 +1,114 @@
-"""Preparing and checking an enrollment before anything is written (used by ``VoiceBank``).
+"""Enrollment: recordings checked and embedded before anything is written, then stored.
 
 Every recording is decoded, checked and embedded first; then the speaker's recordings as a whole
 must hold enough speech, sound like one another, and (a warning, or an error in strict mode) not
-already be identified as another enrolled speaker.
+already be identified as another enrolled speaker. The cohort (people who are not enrolled, for
+AS-norm) is filled the same way.
+
+Like every use case, each function takes what it uses as its first argument (:class:`Services`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
 from . import scoring, validate
 from .audio import Recording
+from .encoding import Encoder, OnError
 from .errors import (
     DuplicateRecordingError,
+    DuplicateSpeakerError,
     DuplicateVoiceError,
     InconsistentRecordingError,
     InvalidInputError,
     NotEnoughSpeechError,
     VoiceBankError,
 )
+from .index.search import Search
 from .pipeline import Embedded
-from .results import ENROLLED, FAILED, SKIPPED, Enrollment, EnrollmentOutcome
-from .store import UtteranceRow
+from .results import ENROLLED, FAILED, SKIPPED, Enrollment, EnrollmentOutcome, RecordingInfo, Speaker
+from .store import CohortRow, SpeakerRow, UtteranceRow, as_utc
+from .store.repository import Repository, name_taken
 from .vectors import voiceprint
-
-if TYPE_CHECKING:
-    from .bank import VoiceBank
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]  # (done, total, label of the recording just done)
 
 
-def prepare(bank: "VoiceBank", recordings: Sequence[Recording], progress: Progress | None) -> list[UtteranceRow]:
+class Services(Protocol):
+    """What enrollment uses: the rows, the candidate search (for the duplicate-voice check), the
+    model over recordings, and the enrollment checks' (consistency, duplicate) cosine thresholds."""
+
+    @property
+    def repository(self) -> Repository: ...
+    @property
+    def search(self) -> Search: ...
+    @property
+    def encoder(self) -> Encoder: ...
+    def checks(self) -> tuple[float, float]: ...
+
+
+def enroll(services: Services, name: str, recordings: Sequence[Recording], metadata: dict[str, Any] | None,
+           progress: Progress | None, allow_inconsistent: bool, strict: bool) -> Speaker:
+    """Enroll a new speaker (see :meth:`voicebank.VoiceBank.enroll`)."""
+    name, metadata = validate.name(name), validate.metadata(metadata)
+    if services.repository.speaker_id(name) is not None:
+        raise DuplicateSpeakerError(name_taken(name))
+    return _store(services, name, metadata, prepare(services, recordings, progress), allow_inconsistent, strict)
+
+
+def add_recordings(services: Services, name: str, recordings: Sequence[Recording], progress: Progress | None,
+                   allow_inconsistent: bool, strict: bool) -> Speaker:
+    """Add recordings to an enrolled speaker (see :meth:`voicebank.VoiceBank.add_recordings`)."""
+    name = validate.name(name)
+    existing = list(services.repository.speaker(name).utterances)
+    utterances = prepare(services, recordings, progress)
+    known = {u.sha256: u.label for u in existing}
+    for utterance in utterances:
+        if utterance.sha256 in known:
+            raise DuplicateRecordingError(
+                f"{utterance.label} is already enrolled for {name} (as {known[utterance.sha256]}); nothing was added."
+            )
+    warnings = check(services, name, existing + utterances, existing[0].speaker_id, allow_inconsistent, strict)
+    services.repository.extend_speaker(name, set(known), utterances)
+    return replace(to_speaker(services.repository.speaker(name)), warnings=tuple(warnings))
+
+
+def add_cohort(services: Services, recordings: Sequence[Recording], progress: Progress | None,
+               on_error: OnError | None) -> int:
+    """Add recordings of people who are NOT enrolled to the cohort; returns its size."""
+    items = list(services.encoder.usable(recording_list(recordings), progress, on_error))
+    services.repository.add_cohort([CohortRow(embedding=u.embedding, sha256=u.sha256, label=u.label)
+                                    for u in utterances(items)])
+    return services.repository.cohort_size()
+
+
+def to_speaker(row: SpeakerRow) -> Speaker:
+    """A speaker row, its utterances loaded, as the facade returns it."""
+    recordings = tuple(RecordingInfo(u.label, u.sha256, u.duration_s, u.speech_s, as_utc(u.created_at))
+                       for u in row.utterances)
+    return Speaker(row.id, row.name, dict(row.meta or {}), recordings, as_utc(row.created_at), as_utc(row.updated_at))
+
+
+def _store(services: Services, name: str, metadata: dict[str, Any], utterances: list[UtteranceRow],
+           allow_inconsistent: bool, strict: bool) -> Speaker:
+    warnings = check(services, name, utterances, None, allow_inconsistent, strict)
+    services.repository.add_speaker(name, metadata, utterances)
+    log.info("enrolled %s from %d recordings", name, len(utterances))
+    return replace(to_speaker(services.repository.speaker(name)), warnings=tuple(warnings))
+
+
+def prepare(services: Services, recordings: Sequence[Recording], progress: Progress | None) -> list[UtteranceRow]:
     """Decode, check and embed every recording; refuse the same recording given twice."""
     recordings = recording_list(recordings)
     items = []
-    with bank._stream(recordings) as stream:
+    with services.encoder.stream(recordings) as stream:
         for item in stream:
             if item.error is not None:
                 raise item.error
@@ -73,12 +141,12 @@ def utterances(items: Sequence[Embedded]) -> list[UtteranceRow]:
         if audio.sha256 in seen:
             raise DuplicateRecordingError(f"{audio.label} is the same recording as {seen[audio.sha256]}; give each once.")
         seen[audio.sha256] = audio.label
-        rows.append(UtteranceRow(embedding=item.embedding.tobytes(), sha256=audio.sha256, label=validate.printable(audio.label)[-1024:],
+        rows.append(UtteranceRow(embedding=item.embedding, sha256=audio.sha256, label=validate.printable(audio.label)[-1024:],
                                  duration_s=audio.duration, speech_s=audio.speech_seconds))
     return rows
 
 
-def enroll_many(bank: "VoiceBank", entries: Sequence[Enrollment], progress: Progress | None,
+def enroll_many(services: Services, entries: Sequence[Enrollment], progress: Progress | None,
                 allow_inconsistent: bool, strict: bool) -> list[EnrollmentOutcome]:
     """Enroll many speakers, all their recordings streamed through one decode/embed pipeline so
     that the model batches across speakers. Each speaker is stored in its own transaction as soon
@@ -95,7 +163,7 @@ def enroll_many(bank: "VoiceBank", entries: Sequence[Enrollment], progress: Prog
             continue
         if name in names:
             outcomes[k] = EnrollmentOutcome(name, FAILED, message=f"{name} is given more than once; give each speaker once.")
-        elif bank._find(name) is not None:
+        elif services.repository.speaker_id(name) is not None:
             outcomes[k] = EnrollmentOutcome(name, SKIPPED, message=f"{name} is already enrolled; nothing was changed.")
         else:
             todo.append((k, name, metadata, recordings))
@@ -105,7 +173,7 @@ def enroll_many(bank: "VoiceBank", entries: Sequence[Enrollment], progress: Prog
     if not flat:  # nothing new: a re-run of the same import need not load the model
         return [o for o in outcomes if o is not None]
     items: list[Embedded] = []
-    with bank._stream(flat) as stream:
+    with services.encoder.stream(flat) as stream:
         for item in stream:
             items.append(item)
             if progress:
@@ -115,7 +183,7 @@ def enroll_many(bank: "VoiceBank", entries: Sequence[Enrollment], progress: Prog
                 continue  # this speaker has more recordings to come
             k, name, metadata, _ = todo[j]
             try:
-                speaker = bank._store_speaker(name, metadata, utterances(items), allow_inconsistent, strict)
+                speaker = _store(services, name, metadata, utterances(items), allow_inconsistent, strict)
                 outcomes[k] = EnrollmentOutcome(name, ENROLLED, speaker=speaker)
             except VoiceBankError as exc:
                 outcomes[k] = EnrollmentOutcome(name, FAILED, message=str(exc))
@@ -123,29 +191,30 @@ def enroll_many(bank: "VoiceBank", entries: Sequence[Enrollment], progress: Prog
     return [o for o in outcomes if o is not None]
 
 
-def check(bank: "VoiceBank", name: str, utterances: Sequence[UtteranceRow], speaker_id: int | None,
+def check(services: Services, name: str, utterances: Sequence[UtteranceRow], speaker_id: int | None,
           allow_inconsistent: bool, strict: bool) -> list[str]:
     """Refuse too little speech and inconsistent recordings; warn of (or refuse) a voice that
     already matches another speaker. Returns the warnings.
 
-    Both voice checks score by cosine against thresholds of their own (:meth:`VoiceBank.enrollment_checks`),
+    Both voice checks score by cosine against thresholds of their own (``services.checks()``),
     not the decision thresholds: a recording against the voiceprint of the speaker's other
     recordings, and the new voiceprint against the nearest enrolled one."""
+    limits = services.encoder.limits
     speech = sum(u.speech_s for u in utterances)
-    if speech < bank.limits.min_enroll_speech_seconds:
+    if speech < limits.min_enroll_speech_seconds:
         raise NotEnoughSpeechError(
             f"{name}: the recordings hold {speech:.1f} s of speech in all; enrollment needs at least "
-            f"{bank.limits.min_enroll_speech_seconds:g} s. Add more recordings."
+            f"{limits.min_enroll_speech_seconds:g} s. Add more recordings."
         )
-    owners = bank._owners([u.sha256 for u in utterances], speaker_id)
+    owners = services.repository.owners([u.sha256 for u in utterances], speaker_id)
     for u in utterances:  # a recording belongs to one person
         if u.sha256 in owners:
             raise DuplicateRecordingError(
                 f"{u.label} is already enrolled for {owners[u.sha256]} (the same recording, byte for byte); a "
                 f"recording belongs to one person. Nothing was stored for {name}."
             )
-    consistency, duplicate = bank.enrollment_checks
-    vectors = np.stack([np.frombuffer(u.embedding, dtype=np.float32) for u in utterances])
+    consistency, duplicate = services.checks()
+    vectors = np.stack([u.embedding for u in utterances])
     if len(vectors) >= 2 and not allow_inconsistent:
         scores = scoring.leave_one_out(vectors)
         worst = int(np.argmin(scores))
@@ -155,18 +224,18 @@ def check(bank: "VoiceBank", name: str, utterances: Sequence[UtteranceRow], spea
                 f"{scores[worst]:.3f} against them, consistency threshold {consistency:.3f}). Check that it is the "
                 "same person and a clean recording, or enroll anyway with --allow-inconsistent."
             )
-    if bank._is_empty():
+    if not services.repository.has_speakers():
         return []
     # Would this voice be taken for someone already enrolled? The new voiceprint against the
     # nearest other one, rescored from SQL (the index only proposes). Voiceprint against voiceprint
     # averages out each recording's noise on both sides: it separates the same person enrolled
     # twice from two people better than any single recording does (README, Enrollment checks).
     new_print = voiceprint(vectors)
-    _, ids = bank._search(new_print[None, :], 2)
+    _, ids, _ = services.search.search(new_print[None, :], 2)
     nearest = [int(i) for i in ids[0] if i >= 0 and i != speaker_id][:1]
     if not nearest:
         return []
-    other, other_print = bank._rows_by_id(np.array(nearest))[nearest[0]]
+    other, other_print = services.repository.voiceprints(nearest)[nearest[0]]
     score = float(new_print @ other_print)
     if not scoring.accept(score, duplicate):
         return []

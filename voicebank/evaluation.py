@@ -1,20 +1,14 @@
-"""Measuring a bank on data: trial lists, error rates, calibration, DET plots.
+"""Measuring a bank on data: error rates of scored trials, calibration, DET plots.
 
-Two trial-list styles, one trial a line, ``#`` comments allowed:
-
-- pairs (VoxCeleb style): ``LABEL path_a path_b``
-- enrolled: ``LABEL speaker_name path``, scored against the enrolled speaker's voiceprint
-
-LABEL is ``1``/``target`` (same speaker) or ``0``/``nontarget``. Relative paths are taken from
-``root`` (default: the trial file's folder). Each file is embedded once.
+Trial lists are read and scored in ``trials.py`` (its names are importable from here too).
 """
 
 from __future__ import annotations
 
-import shlex
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,34 +17,21 @@ from .calibration import (BEST, IDENTIFY, VERIFY, OpenSetTrials, OperatingPoint,
                           identification_point, measure, verification_point)
 from .errors import InvalidInputError, NotEnoughDataError
 from .norm import Normalizer
+from .trials import (ENROLLED, LABELS, PAIRS, Progress, Scores, Trial, TrialFileError,  # noqa: F401 (re-exported)
+                     read_trials, score_trial_file, score_trials)
+from .trials import Bank as TrialBank
 from .vectors import voiceprint
 
-if TYPE_CHECKING:
-    from .bank import VoiceBank
 
-LABELS = {"1": True, "target": True, "0": False, "nontarget": False}
-PAIRS, ENROLLED = "pairs", "enrolled"
+class Bank(TrialBank, Protocol):
+    """What measuring uses: part of the public surface of :class:`voicebank.VoiceBank` (this module
+    works over the facade, as a client would, so that a measurement is what a client gets)."""
 
+    identify_rule: str
 
-class TrialFileError(InvalidInputError):
-    """A trial list that cannot be used (bad line, bad label, missing file, unknown speaker)."""
-
-
-@dataclass(frozen=True)
-class Trial:
-    target: bool
-    left: str  # a path (pairs) or an enrolled speaker's name (enrolled)
-    right: Path
-    line: int
-
-
-@dataclass(frozen=True)
-class Scores:
-    target: np.ndarray
-    nontarget: np.ndarray
-    kind: str  # the score definition: cosine or asnorm
-    left_out: dict[str, str] = field(default_factory=dict)  # unusable file -> why
-    dropped: int = 0  # trials left out because one of their files was unusable
+    def utterance_embeddings(self) -> list[tuple[int, str, np.ndarray]]: ...
+    def cohort_embeddings(self) -> np.ndarray: ...
+    def operating_points(self) -> dict[str, OperatingPoint]: ...
 
 
 @dataclass
@@ -78,77 +59,8 @@ class Report:
         }
 
 
-def read_trials(path: str | Path, speakers: set[str], root: str | Path | None = None) -> tuple[str, list[Trial]]:
-    """Parse a trial list; (style, trials). Every problem is reported with its line number."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrialFileError(f"cannot read the trial list {path}: {exc}") from exc
-    base = Path(root) if root is not None else path.parent
-    trials, styles, problems = [], set(), []
-    for number, text in enumerate(lines, start=1):
-        if not text.strip() or text.lstrip().startswith("#"):
-            continue
-        try:
-            fields = shlex.split(text)
-        except ValueError as exc:
-            problems.append(f"line {number}: {exc}")
-            continue
-        if len(fields) != 3:
-            problems.append(f"line {number}: expected 'LABEL a b' (3 fields), found {len(fields)}")
-            continue
-        label, left, right = fields
-        if label.lower() not in LABELS:
-            problems.append(f"line {number}: label {label!r} is not 1/0/target/nontarget")
-            continue
-        right_path = _resolve(base, right)
-        left_path = _resolve(base, left)
-        style = PAIRS if left_path.is_file() or left not in speakers else ENROLLED
-        styles.add(style)
-        if style == PAIRS and not left_path.is_file():
-            problems.append(f"line {number}: {left} is neither a file nor an enrolled speaker")
-        if not right_path.is_file():
-            problems.append(f"line {number}: no such file {right}")
-        trials.append(Trial(LABELS[label.lower()], left if style == ENROLLED else str(left_path), right_path, number))
-    if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise TrialFileError(f"{path}: {shown}. Fix the trial list (paths are relative to {base}).")
-    if len(styles) > 1:
-        raise TrialFileError(f"{path}: mixes 'LABEL speaker path' and 'LABEL path path' lines; use one style.")
-    if not any(t.target for t in trials) or all(t.target for t in trials):
-        raise TrialFileError(f"{path}: needs at least one target (1) and one non-target (0) trial.")
-    return styles.pop(), trials
 
-
-def score_trials(bank: "VoiceBank", style: str, trials: list[Trial],
-                 progress: Callable[[int, int, str], None] | None = None) -> Scores:
-    """Score every trial with the bank's model and score definition, embedding each file once."""
-    files = sorted({str(t.right) for t in trials} | ({t.left for t in trials} if style == PAIRS else set()))
-    left_out: dict[str, str] = {}
-    vectors = bank.embed_many(files, progress, on_error=lambda i, exc: left_out.__setitem__(files[i], str(exc)))
-    embedded = dict(zip(files, vectors))
-    usable = [t for t in trials if str(t.right) not in left_out and (style != PAIRS or t.left not in left_out)]
-    dropped, trials = len(trials) - len(usable), usable
-    if not any(t.target for t in trials) or all(t.target for t in trials):
-        raise TrialFileError(
-            f"{len(left_out)} of {len(files)} recordings could not be used, which leaves "
-            f"{'no trials' if not trials else 'no ' + ('non-target' if trials[0].target else 'target') + ' trials'}"
-            f" to score. First: {next(iter(left_out.items()), ('', ''))[1]}")
-    scorer = bank.scorer()
-    right = np.stack([embedded[str(t.right)] for t in trials])
-    if style == PAIRS:
-        left, exclude = np.stack([embedded[t.left] for t in trials]), [()] * len(trials)
-    else:
-        prints = {name: bank.voiceprint(name) for name in {t.left for t in trials}}
-        left = np.stack([prints[t.left][1] for t in trials])
-        exclude = [(prints[t.left][0],) for t in trials]
-    scores = scorer.score(right, left, exclude, exclude)
-    labels = np.array([t.target for t in trials])
-    return Scores(scores[labels], scores[~labels], scorer.kind, left_out, dropped)
-
-
-def open_set_trials(bank: "VoiceBank", max_probes: int = 5000, seed: int = 0, rule: str | None = None) -> OpenSetTrials:
+def open_set_trials(bank: Bank, max_probes: int = 5000, seed: int = 0, rule: str | None = None) -> OpenSetTrials:
     """Calibration trials made from the bank itself, no audio needed: see :func:`trials_from_embeddings`.
     The cohort (people never enrolled) adds unknown-person trials. ``rule``: the identification
     decision to calibrate (default: the bank's)."""
@@ -228,6 +140,7 @@ class Calibration:
     trials: OpenSetTrials
     source: str  # "bank" or the trial list's path
     growth: list[tuple[int, float]] = field(default_factory=list)  # (speakers, false alarms at the chosen threshold)
+    scored: Scores | None = None  # the trial list's scores, when calibrated on one
 
     def to_dict(self) -> dict[str, Any]:
         t = self.trials
@@ -240,7 +153,24 @@ class Calibration:
         }
 
 
-def calibrate(bank: "VoiceBank", *, far: float | None = 0.01, unknown_rate: float = 0.01,
+def calibrate_bank(bank: Bank, trials: str | os.PathLike | None = None, *, root: str | os.PathLike | None = None,
+                   far: float | None = 0.01, unknown_rate: float = 0.01,
+                   purposes: tuple[str, ...] = (VERIFY, IDENTIFY), rule: str | None = None,
+                   progress: Progress | None = None) -> Calibration:
+    """``voicebank calibrate``: :func:`calibrate` on the bank's own recordings, or with the trial
+    list ``trials`` (relative paths from ``root``), which calibrates verification only: asked for
+    both purposes, it chooses the verification threshold alone."""
+    scores = None
+    if trials is not None:
+        purposes = (VERIFY,) if set(purposes) == {VERIFY, IDENTIFY} else purposes
+        scores = score_trial_file(bank, trials, root, progress)
+    result = calibrate(bank, far=far, unknown_rate=unknown_rate, purposes=purposes, trials=scores,
+                       source=str(trials) if trials is not None else "bank", rule=rule)
+    result.scored = scores
+    return result
+
+
+def calibrate(bank: Bank, *, far: float | None = 0.01, unknown_rate: float = 0.01,
               purposes: tuple[str, ...] = (VERIFY, IDENTIFY), trials: Scores | None = None,
               source: str = "bank", rule: str | None = None) -> Calibration:
     """Choose the thresholds for ``purposes`` (verification: false accepts ``far`` per claim, or
@@ -342,8 +272,3 @@ def writable(path: str | Path) -> Path:
     if path.is_dir():
         raise InvalidInputError(f"--plot {path}: is a folder; give a file name.")
     return path
-
-
-def _resolve(base: Path, name: str) -> Path:
-    candidate = Path(name).expanduser()
-    return candidate if candidate.is_absolute() else base / candidate

@@ -80,7 +80,7 @@ class ImpostorModel:
         """The lowest threshold at which the model's false-accept rate (``gallery`` None) or
         identification false-alarm rate for ``gallery`` speakers is at most ``rate``."""
         f = self.false_accept if gallery is None else (lambda t: self.false_alarm(t, gallery))
-        return _solve(f, rate, float(np.min(self.mu + self.sd * self.z[0])) - 1.0, self.reach())
+        return solve(f, rate, float(np.min(self.mu + self.sd * self.z[0])) - 1.0, self.reach())
 
     def reach(self) -> float:
         """A score above which the model puts (almost) nothing."""
@@ -161,7 +161,7 @@ class Smoothed:
         return float(ndtr((near - t) / self.width).sum() / self.scores.size)
 
     def threshold(self, rate: float) -> float:
-        return _solve(self, rate, float(self.scores[0]) - 1.0, float(self.scores[-1]) + 20 * self.width)
+        return solve(self, rate, float(self.scores[0]) - 1.0, float(self.scores[-1]) + 20 * self.width)
 
     def to_dict(self) -> dict[str, Any]:
         return {"scores": _r(self.scores[_evenly(np.arange(self.scores.size), STORED_SCORES)]), "width": self.width}
@@ -201,7 +201,7 @@ class RateModel:
         if gallery is None:
             return self.nontarget.threshold(rate) if self.nontarget is not None else math.nan
         top = float(self.best.scores[-1]) + 20 * self.best.width
-        return _solve(lambda t: self.false_alarm(t, gallery), rate, float(self.best.scores[0]) - 1.0,
+        return solve(lambda t: self.false_alarm(t, gallery), rate, float(self.best.scores[0]) - 1.0,
                       max(top, self.shape.reach()))
 
     def to_dict(self) -> dict[str, Any]:
@@ -221,7 +221,7 @@ def _left_out_z(row: np.ndarray, spread: float) -> np.ndarray:
     return (row - mean) / spread
 
 
-def _solve(rate_at: Any, rate: float, lo: float, hi: float) -> float:
+def solve(rate_at: Any, rate: float, lo: float, hi: float) -> float:
     """The lowest t in [lo, hi] with ``rate_at(t) <= rate``, for a rate falling with t (bisection)."""
     for _ in range(100):
         mid = 0.5 * (lo + hi)

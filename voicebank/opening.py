@@ -1,4 +1,5 @@
-"""Finding or creating a bank's settings row, its model, and its index file (used by ``VoiceBank.open``)."""
+"""Opening a bank: its database, its settings row (found or created), its model and its index
+file, with every failure turned into an error that says what to do (used by ``VoiceBank.open``)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,83 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import ArgumentError, IntegrityError
 
 from . import validate
 from .store import schema
 from .embedding import DEFAULT_MODEL, MARGIN_OFFSET, Embedder, default_threshold, enrollment_checks, load_embedder
-from .errors import BankNotFoundError
-from .store import BankRow, Store, sqlite_path
+from .errors import BankNotFoundError, DatabaseError, VoiceBankError
+from .index import IndexInfo
+from .index.cache import IndexCache
+from .index.search import FaissSearch, Search
+from .store import BankRow, Store, database_error, resolve_url, sqlite_path
+from .store.repository import Repository
 
 log = logging.getLogger(__name__)
+
+
+def open_parts(db: str | os.PathLike | None, model: str | Embedder | None, device: str | None, create: bool,
+               exist_ok: bool, threshold: float | None, identify_rule: str, index: str,
+               given_index_path: str | os.PathLike | None) -> tuple[Store, BankRow, Embedder, Search]:
+    """The store, the settings row, the embedder and the candidate search of the bank in ``db``
+    (see :meth:`voicebank.VoiceBank.open`). With ``create`` a missing bank is created; with
+    ``exist_ok`` False as well, an existing one is refused. A bank that could not be created
+    leaves no file behind."""
+    url = resolve_url(db)
+    db_file = sqlite_path(url)
+    if not create and db_file is not None and not db_file.exists():
+        raise BankNotFoundError(f"no voicebank at {db_file}: create one with `voicebank init`.")
+    if db_file is not None and db_file.exists() and not db_file.is_file():
+        raise BankNotFoundError(f"{db_file} is {'a folder' if db_file.is_dir() else 'not a regular file'}: "
+                                "give the path of a voicebank database file.")
+    new_file = db_file is not None and not db_file.exists()
+    try:
+        store = Store(url)
+    except (ValueError, ImportError, ArgumentError) as exc:  # a URL its driver cannot parse, or no such driver
+        raise unusable_url(url, exc) from exc
+    try:
+        if create and not exist_ok and _exists(store, url):
+            raise VoiceBankError("a voicebank already exists there; nothing was changed.")
+        if create:
+            bank = read_or_create_bank(store, url, model, device, threshold, index, identify_rule)
+        else:
+            bank = read_bank(store, url)
+        embedder = embedder_for(model or os.environ.get("VOICEBANK_MODEL") or bank.model_source, device)
+        return store, bank, embedder, search_for(store, bank, index_path(given_index_path, url, bank.uid))
+    except BaseException as exc:
+        store.dispose()
+        if new_file:  # a bank that could not be created leaves no file behind
+            for leftover in (db_file, *(db_file.with_name(db_file.name + s) for s in ("-wal", "-shm", "-journal"))):
+                leftover.unlink(missing_ok=True)
+        translated = database_error(exc, url) if isinstance(exc, Exception) else exc
+        if translated is exc and isinstance(exc, (ValueError, ImportError, ArgumentError)) \
+                and not isinstance(exc, VoiceBankError):  # the driver parses its URL on connecting
+            translated = unusable_url(url, exc)
+        if translated is not exc:
+            raise translated from exc
+        raise
+
+
+def search_for(store: Store, bank: BankRow, path: Path | None) -> Search:
+    """The bank's candidate search: a FAISS index of its kind, cached in the file ``path``."""
+    return FaissSearch(IndexCache(store, IndexInfo(bank.uid, bank.model_id, bank.dimension, bank.index_kind), path))
+
+
+def _exists(store: Store, url: str) -> bool:
+    try:
+        read_bank(store, url)
+    except BankNotFoundError:
+        return False
+    return True
+
+
+def unusable_url(url: str, exc: Exception) -> DatabaseError:
+    try:
+        shown = public(url)
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot even parse
+        shown = url.split("://", 1)[0] + "://..."
+    return DatabaseError(f"cannot use the database {shown}: {exc}. Check --db (a file path, sqlite:///PATH or "
+                         "postgresql://user@host/dbname).")
 
 
 def public(url: str) -> str:
@@ -31,8 +100,7 @@ def embedder_for(model: str | os.PathLike | Embedder, device: str | None) -> Emb
 
 def read_bank(store: Store, url: str) -> BankRow:
     schema.check(store.engine, public(url))
-    with store.read() as session:
-        bank = session.get(BankRow, 1)
+    bank = Repository(store).settings()
     if bank is None:
         raise BankNotFoundError(f"no voicebank in {public(url)}: create one with `voicebank init`.")
     return bank
@@ -69,8 +137,7 @@ def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, 
         change_seq=0,
     )
     try:
-        with store.write() as session:
-            session.add(bank)
+        Repository(store).create_settings(bank)
     except IntegrityError:  # another process created it first
         return read_bank(store, url)
     log.info("created a voicebank in %s with %s", public(url), embedder.source)

@@ -21,7 +21,7 @@ from .enrollment import recording_list
 from .vectors import voiceprint
 
 if TYPE_CHECKING:
-    from .bank import VoiceBank
+    from .enrollment import Services
 
 
 @dataclass(frozen=True)
@@ -68,15 +68,15 @@ class EnrollmentCheck:
                 "duplicate_of": self.duplicate_of, "warnings": list(self.warnings)}
 
 
-def check(bank: "VoiceBank", recordings: Sequence[Recording], name: str | None = None) -> EnrollmentCheck:
+def check(services: "Services", recordings: Sequence[Recording], name: str | None = None) -> EnrollmentCheck:
     """Check ``recordings`` (a new speaker's takes, or with ``name`` more takes of an enrolled
     speaker) as enrollment would, storing nothing. Raises only for bad arguments (no recordings,
     an unknown ``name``); every problem with the audio is reported in the result."""
     recordings = recording_list(recordings)
-    stored = bank._utterances_of(name) if name is not None else []
+    stored = list(services.repository.speaker(name).utterances) if name is not None else []
     speaker_id = stored[0].speaker_id if stored else None
     found: list[dict[str, Any]] = []
-    with bank._stream(recordings) as stream:
+    with services.encoder.stream(recordings) as stream:
         for item in stream:
             if item.error is not None:
                 found.append({"label": _label(recordings[item.index], item.index), "problems": [str(item.error)]})
@@ -85,14 +85,14 @@ def check(bank: "VoiceBank", recordings: Sequence[Recording], name: str | None =
                               "speech_s": item.audio.speech_seconds, "sha256": item.audio.sha256, "vector": item.embedding})
     usable = [f for f in found if not f["problems"]]
     _repeats(usable, {u.sha256: u.label for u in stored}, name)
-    owners = bank._owners([f["sha256"] for f in usable], speaker_id)
+    owners = services.repository.owners([f["sha256"] for f in usable], speaker_id)
     for f in usable:
         if f["sha256"] in owners:
             f["problems"].append(f"{f['label']} is already enrolled for {owners[f['sha256']]} (the same recording, "
                                  "byte for byte); a recording belongs to one person.")
     usable = [f for f in usable if not f["problems"]]
-    vectors = [f["vector"] for f in usable] + [np.frombuffer(u.embedding, dtype=np.float32) for u in stored]
-    consistency, duplicate = bank.enrollment_checks
+    vectors = [f["vector"] for f in usable] + [np.asarray(u.embedding, dtype=np.float32) for u in stored]
+    consistency, duplicate = services.checks()
     if len(vectors) >= 2:
         scores = scoring.leave_one_out(np.stack(vectors))
         for f, score in zip(usable, scores):
@@ -101,8 +101,8 @@ def check(bank: "VoiceBank", recordings: Sequence[Recording], name: str | None =
                 f["problems"].append(f"{f['label']} does not sound like the other recordings (cosine {score:.3f} "
                                      f"against them, consistency threshold {consistency:.3f}).")
     warnings, twin = [], None
-    if vectors and not bank._is_empty():
-        twin, score = _nearest(bank, voiceprint(np.stack(vectors)), speaker_id)
+    if vectors and services.repository.has_speakers():
+        twin, score = _nearest(services, voiceprint(np.stack(vectors)), speaker_id)
         if twin is not None and scoring.accept(score, duplicate):
             warnings.append(f"this voice already matches {twin} (cosine {score:.3f} between the voiceprints, "
                             f"duplicate threshold {duplicate:.3f}): the same person enrolled twice?")
@@ -111,7 +111,7 @@ def check(bank: "VoiceBank", recordings: Sequence[Recording], name: str | None =
     speech = sum(f["speech_s"] for f in found if not f["problems"]) + sum(u.speech_s for u in stored)
     checks = tuple(RecordingCheck(f["label"], f.get("duration_s"), f.get("speech_s"), f.get("consistency"),
                                   tuple(f["problems"])) for f in found)
-    return EnrollmentCheck(checks, float(speech), bank.limits.min_enroll_speech_seconds, name, twin, tuple(warnings))
+    return EnrollmentCheck(checks, float(speech), services.encoder.limits.min_enroll_speech_seconds, name, twin, tuple(warnings))
 
 
 def _repeats(usable: list[dict[str, Any]], stored: dict[str, str], name: str | None) -> None:
@@ -124,13 +124,13 @@ def _repeats(usable: list[dict[str, Any]], stored: dict[str, str], name: str | N
             seen[f["sha256"]] = f["label"]
 
 
-def _nearest(bank: "VoiceBank", vector: np.ndarray, speaker_id: int | None) -> tuple[str | None, float]:
+def _nearest(services: "Services", vector: np.ndarray, speaker_id: int | None) -> tuple[str | None, float]:
     """The enrolled speaker (other than ``speaker_id``) nearest to ``vector``, rescored from SQL."""
-    _, ids = bank._search(vector[None, :], 2)
+    _, ids, _ = services.search.search(vector[None, :], 2)
     nearest = [int(i) for i in ids[0] if i >= 0 and i != speaker_id][:1]
     if not nearest:
         return None, 0.0
-    other, other_print = bank._rows_by_id(np.array(nearest))[nearest[0]]
+    other, other_print = services.repository.voiceprints(np.array(nearest))[nearest[0]]
     return other, float(vector @ other_print)
 
 

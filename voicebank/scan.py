@@ -17,17 +17,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
 from . import audio as audio_mod
 from .audio import AudioLimits, Recording
 from .errors import EmptyBankError, InvalidInputError
+from .results import Identification
 from .vad import FRAME_SECONDS
-
-if TYPE_CHECKING:
-    from .bank import VoiceBank
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +45,17 @@ MAX_SECONDS = 4 * 3600.0  # longest recording accepted (about 230 MB of samples 
 MIN_WINDOW, MAX_WINDOW = 0.5, 30.0
 BATCH_SECONDS = 128.0  # audio embedded per call: bounds memory whatever the recording's length
 
+
+
+class Bank(Protocol):
+    """What a scan uses: part of the public surface of :class:`voicebank.VoiceBank`."""
+
+    limits: AudioLimits
+    sample_rate: int
+
+    def __len__(self) -> int: ...
+    def embed_samples(self, waveforms: Sequence[np.ndarray]) -> np.ndarray: ...
+    def identify_embeddings(self, embeddings: np.ndarray, top_k: int = 5) -> list[Identification]: ...
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,7 @@ class Window:
 
 
 def scan(
-    bank: "VoiceBank",
+    bank: Bank,
     recording: Recording,
     window: float = DEFAULT_WINDOW,
     hop: float | None = None,

@@ -47,20 +47,14 @@ def _rates_text(report) -> str:
     return "\n".join(lines)
 
 
-def _score_trial_file(bank, trials: str, root: str | None):
-    from ..evaluation import read_trials, score_trials
-
-    style, parsed = read_trials(trials, {s.name for s in bank.speakers()}, root)
-    count = len({str(t.right) for t in parsed} | ({t.left for t in parsed} if style == "pairs" else set()))
-    bar, progress = progress_bar(count)
-    with bar:
-        scores = score_trials(bank, style, parsed, progress)
-    for file, why in scores.left_out.items():
+def _report_left_out(scores) -> None:
+    """On stderr: the recordings of a trial list that could not be used, and what that cost."""
+    for why in scores.left_out.values():
         click.echo(f"left out: {safe(why)}", err=True)
     if scores.left_out:
-        click.echo(f"{len(scores.left_out)} of {count} recordings could not be used: {scores.dropped} of {len(parsed)} "
-                   f"trials were left out; the rates below are on the other {len(parsed) - scores.dropped}.", err=True)
-    return scores
+        trials = len(scores.target) + len(scores.nontarget) + scores.dropped
+        click.echo(f"{len(scores.left_out)} of {scores.files} recordings could not be used: {scores.dropped} of {trials} "
+                   f"trials were left out; the rates below are on the other {trials - scores.dropped}.", err=True)
 
 
 @main.command(name="eval")
@@ -81,12 +75,15 @@ def eval_(obj: Context, trials: str, root: str | None, far: float, plot: str | N
     Example:
       voicebank eval trials.txt --far 0.01 --plot det.png
     """
-    from ..evaluation import plot_report, report, writable
+    from ..evaluation import plot_report, report, score_trial_file, writable
 
     if plot:
         writable(plot)
     with obj.open() as bank:
-        scores = _score_trial_file(bank, trials, root)
+        bar, progress = progress_bar(0)
+        with bar:
+            scores = score_trial_file(bank, trials, root, progress)
+        _report_left_out(scores)
         result = report(scores, far, bank.threshold)
         identify_threshold = bank.identify_threshold
     if plot:
@@ -131,18 +128,18 @@ def calibrate(obj: Context, trials: str | None, root: str | None, far: float, un
       voicebank calibrate --far 0.01 --unknown-rate 0.01
       voicebank calibrate --for verify --trials trials.txt --eer --yes
     """
-    from ..evaluation import calibrate as measure
     from ..evaluation import plot_calibration, writable
 
     if plot:
         writable(plot)
     purposes = ("verify", "identify") if purpose == "both" else (purpose,)
     with obj.open() as bank:
-        if trials and purpose == "both":
-            purposes = ("verify",)
-        scores = _score_trial_file(bank, trials, root) if trials else None
-        result = measure(bank, far=None if at_eer else far, unknown_rate=unknown_rate, purposes=purposes,
-                         trials=scores, source=trials or "bank", rule=rule)
+        bar, progress = progress_bar(0)
+        with bar:
+            result = bank.calibrate(trials, root=root, far=None if at_eer else far, unknown_rate=unknown_rate,
+                                    purposes=purposes, rule=rule, progress=progress)
+        if result.scored is not None:
+            _report_left_out(result.scored)
         text = _calibration_text(result)
         if plot:
             text += "\nplots: " + ", ".join(str(p) for p in plot_calibration(result, plot))
@@ -151,8 +148,7 @@ def calibrate(obj: Context, trials: str | None, root: str | None, far: float, un
             click.echo(text)  # what the question is about, before it
         store = yes or (ask and click.confirm("Store these thresholds?"))
         if store:
-            for point in result.chosen.values():
-                bank.set_operating_point(point)
+            bank.store_calibration(result)
     verdict = "Stored." if store else "Not stored: run again with --yes to store them."
     emit({**result.to_dict(), "stored": bool(store)}, as_json, verdict if ask else f"{text}\n{verdict}")
 

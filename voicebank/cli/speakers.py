@@ -35,15 +35,7 @@ def init(obj: Context, threshold: float | None, identify_rule: str, index_kind: 
       voicebank --db voicebank.db init
       voicebank --db postgresql://user@host/voices --model ./wavlm-base-plus-sv init
     """
-    from ..errors import BankNotFoundError, VoiceBankError
-
-    try:
-        obj.open().close()
-    except BankNotFoundError:
-        pass
-    else:
-        raise VoiceBankError("a voicebank already exists there; nothing was changed.")
-    with obj.open(create=True, threshold=threshold, identify_rule=identify_rule, index=index_kind) as bank:
+    with obj.open(create=True, exist_ok=False, threshold=threshold, identify_rule=identify_rule, index=index_kind) as bank:
         info = {"db": obj.db or "voicebank.db", "model": bank.model_source, "model_id": bank.model_id,
                 "dimension": bank.dimension, "threshold": bank.threshold, "index": bank.index_kind}
     emit(info, as_json, f"Created a voicebank with {info['model']} ({info['dimension']}-dim), threshold {info['threshold']:.4f}.")

@@ -14,10 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, select
-
+from ..store import Store
+from ..store.repository_records import ChangeLog
 from .file import IndexFileError, IndexInfo, SpeakerIndex
-from ..store import BankRow, ChangeRow, SpeakerRow, Store, as_utc
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +32,7 @@ class IndexCache:
 
     def __init__(self, store: Store, info: IndexInfo, path: Path | None):
         self.store = store
+        self.changes = ChangeLog(store, info.dimension)
         self.info = info
         self.path = path
         self.lock = threading.RLock()  # hold it while using the index returned by current()
@@ -113,72 +113,25 @@ class IndexCache:
         return index
 
     def _build(self) -> SpeakerIndex:
-        with self.store.read() as session:
-            # Read the sequence first: what is read after it is at least that new, and applying a
-            # newer state twice is harmless; the other order could miss a change.
-            seq = session.execute(select(BankRow.change_seq)).scalar_one()
-            history = _history(session, seq)
-            rows = session.execute(select(SpeakerRow.id, SpeakerRow.voiceprint)).all()
-        index = SpeakerIndex(self.info, seq=seq, history=history)
-        index.upsert(*self._arrays(rows))
-        log.info("built the index from SQL: %d voiceprints at seq %d", len(index), seq)
+        snapshot = self.changes.snapshot()
+        index = SpeakerIndex(self.info, seq=snapshot.seq, history=snapshot.history)
+        index.upsert(snapshot.ids, snapshot.vectors)
+        log.info("built the index from SQL: %d voiceprints at seq %d", len(index), snapshot.seq)
         return index
 
     def _catch_up(self, index: SpeakerIndex) -> SpeakerIndex:
         self._rebuild_reason = None
-        with self.store.read() as session:
-            head = session.execute(select(BankRow.change_seq)).scalar_one()
-            # A database restored from a backup reuses sequence numbers (and speaker ids) for other
-            # changes; the change row the index was built at tells the two histories apart.
-            at_index = _history(session, index.seq) if index.history is not None else None
-            if head == index.seq and at_index == index.history:
-                return index
-            changed = None
-            if head > index.seq:
-                changed = session.execute(
-                    select(ChangeRow.speaker_id).where(ChangeRow.seq > index.seq).distinct()
-                ).scalars().all()
-            # The change log is pruned (store.KEEP_CHANGES): an index from before the oldest change
-            # kept can be neither caught up nor checked against SQL's history. Read last: under
-            # READ COMMITTED a prune committed while the statements above ran shows here.
-            oldest = session.execute(select(func.min(ChangeRow.seq))).scalar()
-            pruned = oldest is not None and oldest > max(index.seq, 1)
-            if pruned:
-                reason = f"older than the change log kept (from seq {oldest})"
-            elif at_index != index.history or changed is None:
-                reason = "from another history than SQL's (a restored backup?)"
-            elif len(changed) > max(READ_CHUNK, len(index) // 2):
-                reason = f"{len(changed)} of its {len(index)} speakers changed"
-            else:
-                reason = None
-                rows = [row for start in range(0, len(changed), READ_CHUNK) for row in session.execute(
-                    select(SpeakerRow.id, SpeakerRow.voiceprint).where(SpeakerRow.id.in_(changed[start:start + READ_CHUNK]))
-                )]
-                history = _history(session, head)
-        if reason is not None:
-            (log.warning if "backup" in reason else log.info)(
-                "rebuilding the index (seq %d, SQL at seq %d): %s", index.seq, head, reason)
-            self._rebuild_reason = reason
+        delta = self.changes.since(index.seq, index.history, len(index), READ_CHUNK)
+        if delta is None:
+            return index
+        if delta.reason is not None:
+            (log.warning if "backup" in delta.reason else log.info)(
+                "rebuilding the index (seq %d, SQL at seq %d): %s", index.seq, delta.head, delta.reason)
+            self._rebuild_reason = delta.reason
             return self._build()
-        present_ids, vectors = self._arrays(rows)
-        gone = np.setdiff1d(np.asarray(changed, dtype=np.int64), present_ids)
+        gone = np.setdiff1d(np.asarray(delta.changed, dtype=np.int64), delta.ids)
         index.remove(gone)
-        index.upsert(present_ids, vectors)
-        log.debug("caught up %d changed speakers, seq %d -> %d", len(changed), index.seq, head)
-        index.seq, index.history = head, history
+        index.upsert(delta.ids, delta.vectors)
+        log.debug("caught up %d changed speakers, seq %d -> %d", len(delta.changed), index.seq, delta.head)
+        index.seq, index.history = delta.head, delta.history
         return index
-
-    def _arrays(self, rows) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vectors = np.zeros((len(rows), self.info.dimension), dtype=np.float32)
-        for i, row in enumerate(rows):
-            vectors[i] = np.frombuffer(row[1], dtype=np.float32)
-        return ids, vectors
-
-
-def _history(session, seq: int) -> str | None:
-    """The identity of the last change row of transaction ``seq`` (None before any change)."""
-    row = session.execute(
-        select(ChangeRow.id, ChangeRow.speaker_id, ChangeRow.at).where(ChangeRow.seq == seq).order_by(ChangeRow.id.desc()).limit(1)
-    ).first()
-    return None if row is None else f"{row[0]}:{row[1]}@{as_utc(row[2]).isoformat()}"

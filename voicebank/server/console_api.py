@@ -1,6 +1,6 @@
 """Endpoints the console needs, open to any client with the same keys, roles, limits and errors:
 checking takes before enrolling them, the audit trail, and the thresholds with a calibration
-dry-run. Each is one facade call (or, for calibration, the same ``evaluation`` call as
+dry-run. Each is one facade call (for calibration, the same ``VoiceBank.calibrate`` as
 ``voicebank calibrate``); nothing here decides anything."""
 
 from __future__ import annotations
@@ -100,9 +100,9 @@ async def calibration_dry_run(
 
 
 def _dry_run(bank: Any, far: float | None, unknown_rate: float, purposes: tuple[str, ...], rule: str | None) -> dict[str, Any]:
-    from ..evaluation import calibrate, plot_calibration
+    from ..evaluation import plot_calibration
 
-    result = calibrate(bank, far=far, unknown_rate=unknown_rate, purposes=purposes, rule=rule)
+    result = bank.calibrate(far=far, unknown_rate=unknown_rate, purposes=purposes, rule=rule)
     plots: dict[str, str] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="voicebank-det-") as folder:

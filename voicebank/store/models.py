@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 DEFAULT_DB = "voicebank.db"
 
@@ -46,6 +48,25 @@ def utcnow() -> datetime:
 def as_utc(moment: datetime) -> datetime:
     """An aware UTC datetime. SQLite hands back naive ones; voicebank always writes UTC."""
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+class Vector(TypeDecorator):
+    """A float32 vector (an embedding or a voiceprint), stored as its raw bytes in a binary column.
+
+    The one place the codec lives: Python sees a read-only (dimension,) float32 array, the
+    database the same bytes as before this type existed (no migration). Bytes are accepted on
+    the way in too, as written by older code."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> bytes | None:
+        if value is None or isinstance(value, bytes):
+            return value
+        return np.ascontiguousarray(value, dtype=np.float32).tobytes()
+
+    def process_result_value(self, value: Any, dialect: Any) -> np.ndarray | None:
+        return None if value is None else np.frombuffer(bytes(value), dtype=np.float32)
 
 
 class Base(DeclarativeBase):
@@ -83,7 +104,7 @@ class SpeakerRow(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     skeleton: Mapped[str] = mapped_column(String(1024), index=True)  # confusable.skeleton(name): look-alikes
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
-    voiceprint: Mapped[bytes] = mapped_column(LargeBinary)
+    voiceprint: Mapped[np.ndarray] = mapped_column(Vector)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     utterances: Mapped[list["UtteranceRow"]] = relationship(
@@ -96,7 +117,7 @@ class UtteranceRow(Base):
     __table_args__ = (UniqueConstraint("speaker_id", "sha256", name="uq_utterances_speaker_sha256"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     speaker_id: Mapped[int] = mapped_column(ForeignKey("speakers.id", ondelete="CASCADE"), index=True)
-    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    embedding: Mapped[np.ndarray] = mapped_column(Vector)
     sha256: Mapped[str] = mapped_column(String(64))
     label: Mapped[str] = mapped_column(String(1024))
     duration_s: Mapped[float] = mapped_column(Float)
@@ -139,7 +160,7 @@ class CohortRow(Base):
 
     __tablename__ = "cohort"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    embedding: Mapped[np.ndarray] = mapped_column(Vector)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     label: Mapped[str] = mapped_column(String(1024))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

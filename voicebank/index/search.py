@@ -1,0 +1,106 @@
+"""What the facade needs from candidate search, whatever holds the vectors: :class:`Search`.
+
+:class:`FaissSearch` provides it with the per-process FAISS index kept in step with SQL
+(``cache.py``); a searcher inside the database (pgvector) provides the same five methods.
+Either way the search only proposes candidates: exact cosines against SQL decide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from ..errors import EmptyBankError
+from .cache import IndexCache
+
+EMPTY = "the bank has no speakers yet: enroll some first (`voicebank enroll NAME FILE...`)."
+
+
+class Search(Protocol):
+    """Candidate search over the bank's voiceprints, keyed by SQL speaker ids. Thread-safe."""
+
+    def search(self, queries: np.ndarray, k: int, kind: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+        """The top ``k`` of each of the (n, dimension) float32 ``queries``, caught up with SQL first:
+        (n, k) float32 cosines and (n, k) int64 speaker ids (-1 where fewer exist), and how many
+        voiceprints were searched (the N of 1:N). ``kind``: the index kind the bank's settings name
+        now (another process may have switched it); a searcher with no kinds ignores it.
+        :class:`~voicebank.errors.EmptyBankError` when there are none."""
+        ...
+
+    def rebuild(self) -> int:
+        """Rebuild from SQL (a searcher that disagrees with SQL); returns the voiceprints held."""
+        ...
+
+    def reindex(self, kind: str) -> int:
+        """Rebuild from SQL as ``kind`` and keep it; returns the voiceprints held."""
+        ...
+
+    def contents(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """(ids (n,), vectors (n, dimension)) as found (for ``check``), and a word on its state."""
+        ...
+
+    def save(self) -> None:
+        """Persist what is worth keeping (a no-op where SQL holds everything)."""
+        ...
+
+
+class FaissSearch:
+    """:class:`Search` over an :class:`IndexCache`: a FAISS index per process, file-backed."""
+
+    def __init__(self, cache: IndexCache):
+        self.cache = cache
+
+    def search(self, queries: np.ndarray, k: int, kind: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+        with self.cache.lock:
+            if kind is not None:
+                self.cache.use_kind(kind)
+            index = self.cache.current()
+            if len(index) == 0:
+                raise EmptyBankError(EMPTY)
+            scores, ids = index.search(queries, k)
+            return scores, ids, len(index)
+
+    def rebuild(self) -> int:
+        with self.cache.lock:
+            return len(self.cache.rebuild())
+
+    def reindex(self, kind: str) -> int:
+        with self.cache.lock:
+            self.cache.use_kind(kind)
+            return len(self.cache.rebuild())
+
+    def contents(self) -> tuple[np.ndarray, np.ndarray, str]:
+        with self.cache.lock:
+            self.cache.forget()  # re-read the file, so the report says what was on disk
+            ids, vectors = self.cache.current().items()
+            return ids, vectors, self.cache.file_status
+
+    def save(self) -> None:
+        self.cache.save()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What a search holds against SQL's voiceprints (``check``)."""
+
+    status: str  # the searcher's word on its state, as found
+    in_sql: int  # voiceprints in SQL
+    held: int  # voiceprints it holds
+    missing: list[str]  # names of speakers in SQL it does not hold
+    extra: list[int]  # ids it holds that SQL does not
+    wrong: list[str]  # names of speakers whose vector differs from SQL's
+
+
+def compare(search: Search, read_voiceprints: Callable[[], Sequence[tuple[int, str, np.ndarray]]]) -> Comparison:
+    """Compare what ``search`` holds, as found, with SQL's voiceprints ((id, name, vector) each, read
+    after the search's contents)."""
+    ids, vectors, status = search.contents()
+    voiceprints = read_voiceprints()
+    held = {int(i): v for i, v in zip(ids, vectors)}
+    missing = [name for speaker_id, name, _ in voiceprints if speaker_id not in held]
+    wrong = [name for speaker_id, name, vector in voiceprints
+             if speaker_id in held and not np.allclose(held[speaker_id], vector, atol=1e-5)]
+    extra = sorted(set(held) - {speaker_id for speaker_id, _, _ in voiceprints})
+    return Comparison(status, len(voiceprints), len(held), missing, extra, wrong)

@@ -1,0 +1,26 @@
+"""The collaborators the facade wires once and hands to the use cases below it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import settings
+from .embedding import default_threshold
+from .encoding import Encoder
+from .index.search import Search
+from .store.repository import Repository
+from .store.repository_records import AuditLog
+
+
+@dataclass(frozen=True)
+class Services:
+    """What enrollment and identification receive: it provides ``enrollment.Services`` and
+    ``identification.Services``, the Protocols that say what each of them uses."""
+
+    repository: Repository
+    search: Search
+    encoder: Encoder
+    audit: AuditLog
+
+    def checks(self) -> tuple[float, float]:
+        return settings.checks(self.repository.settings(), default_threshold(self.encoder.embedder))

@@ -1,0 +1,120 @@
+"""The bank's settings: its two operating points, the enrollment checks, the score, the index kind.
+
+Each function reads or edits the one settings row through what it is given (:class:`Rows`,
+which ``store.repository.Repository`` provides); the rules about what a value means live here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from . import calibration, norm, validate
+from .calibration import IDENTIFY, VERIFY, OperatingPoint
+from .embedding import MARGIN_OFFSET, enrollment_checks
+from .errors import InvalidInputError, VoiceBankError
+from .store import BankRow
+
+log = logging.getLogger(__name__)
+
+COLUMN = {VERIFY: "threshold", IDENTIFY: "identify_threshold"}
+_POINTS: dict[str, dict[str, OperatingPoint]] = {}  # parsed operating JSON, by its text
+
+
+class Rows(Protocol):
+    def settings(self) -> BankRow: ...
+    def editing_settings(self) -> AbstractContextManager[BankRow]: ...
+
+
+def operating_points(settings: BankRow) -> dict[str, OperatingPoint]:
+    """The stored operating points; a threshold with no stored meaning (a new bank's default, or
+    one carried over by the migration) is described as ``default``."""
+    key = json.dumps([settings.threshold, settings.identify_threshold, settings.identify_rule, settings.score,
+                      settings.operating], sort_keys=True)
+    if key not in _POINTS:
+        stored = settings.operating or {}
+        points = {}
+        for which in (VERIFY, IDENTIFY):
+            value = getattr(settings, COLUMN[which])
+            point = OperatingPoint.from_dict(stored[which]) if which in stored else None
+            rule = settings.identify_rule if which == IDENTIFY else None
+            if point is None or point.threshold != value or point.kind != settings.score or point.rule != rule:
+                point = OperatingPoint(which, value, settings.score, "default", None, None, rule=rule)
+            points[which] = point
+        if len(_POINTS) > 64:
+            _POINTS.clear()
+        _POINTS[key] = points
+    return _POINTS[key]
+
+
+def set_threshold(rows: Rows, value: float, purpose: str | None = None) -> None:
+    """Set a threshold by hand: ``purpose`` ``"verify"``, ``"identify"``, or None for both."""
+    if purpose not in (None, VERIFY, IDENTIFY):
+        raise InvalidInputError(f"a threshold is for verify or identify (or both), not {purpose!r}.")
+    with rows.editing_settings() as bank:
+        points = dict(bank.operating or {})
+        for which in (VERIFY, IDENTIFY) if purpose is None else (purpose,):
+            rule = bank.identify_rule if which == IDENTIFY else None
+            value = validate.threshold(value, bank.score, rule)
+            setattr(bank, COLUMN[which], value)
+            points[which] = OperatingPoint(which, value, bank.score, "manual", None, None, rule=rule).to_dict()
+        bank.operating = points
+    log.info("%s threshold set to %.4f", purpose or "verify and identify", value)
+
+
+def set_operating_point(rows: Rows, point: OperatingPoint) -> None:
+    """Store a calibrated threshold with what it means (and, for identification, its rule)."""
+    with rows.editing_settings() as bank:
+        if point.kind != bank.score:
+            raise VoiceBankError(f"that threshold is on the {point.kind} score, but the bank now scores by "
+                                 f"{bank.score}; calibrate again.")
+        setattr(bank, COLUMN[point.purpose], validate.threshold(point.threshold, bank.score, point.rule))
+        if point.purpose == IDENTIFY and point.rule:
+            bank.identify_rule = point.rule
+        bank.operating = {**(bank.operating or {}), point.purpose: point.to_dict()}
+    log.info("%s threshold set to %.4f by calibration", point.purpose, point.threshold)
+
+
+def checks(settings: BankRow, default: float) -> tuple[float, float]:
+    """The (consistency, duplicate voice) cosine thresholds of the enrollment checks; a bank from
+    before they were stored uses the offsets from ``default``, its model's starting threshold."""
+    consistency, duplicate = enrollment_checks(default)
+    return (consistency if settings.consistency_threshold is None else settings.consistency_threshold,
+            duplicate if settings.duplicate_threshold is None else settings.duplicate_threshold)
+
+
+def set_checks(rows: Rows, consistency: float | None, duplicate: float | None, reset: bool) -> None:
+    """Set the enrollment checks' thresholds (None keeps one; ``reset`` goes back to the defaults)."""
+    with rows.editing_settings() as bank:
+        if reset:
+            bank.consistency_threshold = bank.duplicate_threshold = None
+        if consistency is not None:
+            bank.consistency_threshold = validate.threshold(consistency)
+        if duplicate is not None:
+            bank.duplicate_threshold = validate.threshold(duplicate)
+
+
+def set_score(rows: Rows, kind: str, top_n: int, threshold: float | None, cosine_default: float) -> float:
+    """Switch the score to ``cosine`` or ``asnorm`` (top-``top_n`` cohort); both thresholds are
+    replaced by ``threshold`` or that score's starting default (``cosine_default`` for cosine).
+    Returns the new verification threshold."""
+    if kind not in norm.KINDS:
+        raise InvalidInputError(f"the score is one of {', '.join(norm.KINDS)}, not {kind!r}.")
+    if not isinstance(top_n, int) or not norm.MIN_COHORT <= top_n <= 10_000:
+        raise InvalidInputError(
+            f"the AS-norm cohort top-N is a whole number from {norm.MIN_COHORT} to 10000, not {top_n!r}.")
+    with rows.editing_settings() as bank:
+        default = norm.DEFAULT_ASNORM_THRESHOLD if kind == norm.ASNORM else cosine_default
+        bank.score, bank.cohort_top_n = kind, top_n
+        bank.threshold = validate.threshold(default if threshold is None else threshold, kind)
+        margin = MARGIN_OFFSET if bank.identify_rule == calibration.MARGIN and kind == norm.COSINE else 0.0
+        bank.identify_threshold = validate.threshold(bank.threshold + margin, kind, bank.identify_rule)
+        bank.operating = None
+        return bank.threshold
+
+
+def set_index_kind(rows: Rows, kind: str) -> None:
+    with rows.editing_settings() as bank:
+        bank.index_kind = validate.index_kind(kind)

@@ -1,0 +1,199 @@
+"""Every query on speakers, their recordings, the cohort and the bank's settings row.
+
+The repository speaks in rows and numpy arrays; what a row means (thresholds, checks, decisions)
+is decided above it. Vectors come back as read-only (dimension,) float32 arrays (``models.Vector``).
+Writes that change voiceprints run inside :meth:`Store.change`, so each is recorded in the change
+log in the same transaction (see ``engine.py``).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from ..confusable import skeleton
+from ..errors import DuplicateSpeakerError, SpeakerNotFoundError
+from ..vectors import voiceprint
+from .engine import Store, record
+from .models import BankRow, CohortRow, SpeakerRow, UtteranceRow, utcnow
+
+
+def name_taken(name: str) -> str:
+    return f"a speaker named {name!r} is already enrolled: choose another name, or add recordings to it (`voicebank add`)."
+
+
+def no_such_speaker(name: str) -> str:
+    return f"no speaker named {name!r} is enrolled (`voicebank list` shows who is)."
+
+
+class Repository:
+    """The bank's rows in one database. Safe to share between threads (each call is one transaction)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    # -- the settings row ----------------------------------------------------------------------
+    def settings(self) -> BankRow | None:
+        """The bank's settings row (detached: reading it later issues no query); None in a database
+        whose schema is made but whose bank is not."""
+        with self.store.read() as session:
+            return session.get(BankRow, 1)
+
+    def create_settings(self, row: BankRow) -> None:
+        """Store a new bank's settings row; ``IntegrityError`` if another process stored one first."""
+        with self.store.write() as session:
+            session.add(row)
+
+    @contextmanager
+    def editing_settings(self) -> Iterator[BankRow]:
+        """The settings row inside a write transaction: what the block changes is committed on exit."""
+        with self.store.write() as session:
+            yield session.get(BankRow, 1)
+
+    # -- speakers: reading ---------------------------------------------------------------------
+    def speaker_id(self, name: str) -> int | None:
+        with self.store.read() as session:
+            return session.execute(select(SpeakerRow.id).where(SpeakerRow.name == name)).scalar_one_or_none()
+
+    def has_speakers(self) -> bool:
+        with self.store.read() as session:  # not COUNT(*): enrollment must not cost O(bank size)
+            return session.execute(select(SpeakerRow.id).limit(1)).first() is not None
+
+    def count(self) -> int:
+        with self.store.read() as session:
+            return session.execute(select(func.count()).select_from(SpeakerRow)).scalar_one()
+
+    def speakers(self) -> list[SpeakerRow]:
+        """Every speaker with its utterances loaded, by name."""
+        with self.store.read() as session:
+            return list(session.execute(
+                select(SpeakerRow).order_by(SpeakerRow.name).options(selectinload(SpeakerRow.utterances))
+            ).scalars().all())
+
+    def speaker(self, name: str) -> SpeakerRow:
+        """One speaker with its utterances loaded; :class:`SpeakerNotFoundError` if there is none."""
+        with self.store.read() as session:
+            row = session.execute(
+                select(SpeakerRow).where(SpeakerRow.name == name).options(selectinload(SpeakerRow.utterances))
+            ).scalar_one_or_none()
+        if row is None:
+            raise SpeakerNotFoundError(no_such_speaker(name))
+        return row
+
+    def voiceprint(self, name: str) -> tuple[int, np.ndarray]:
+        """(speaker id, (dimension,) voiceprint) of ``name``."""
+        with self.store.read() as session:
+            row = session.execute(select(SpeakerRow.id, SpeakerRow.voiceprint).where(SpeakerRow.name == name)).first()
+        if row is None:
+            raise SpeakerNotFoundError(no_such_speaker(name))
+        return row[0], row[1]
+
+    def voiceprints(self, ids: np.ndarray | Sequence[int]) -> dict[int, tuple[str, np.ndarray]]:
+        """{speaker id: (name, voiceprint)} of those ``ids`` that exist (negative ids are skipped)."""
+        wanted = [int(i) for i in ids if i >= 0]
+        with self.store.read() as session:
+            rows = session.execute(
+                select(SpeakerRow.id, SpeakerRow.name, SpeakerRow.voiceprint).where(SpeakerRow.id.in_(wanted))
+            ).all()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def all_voiceprints(self) -> list[tuple[int, str, np.ndarray]]:
+        """(speaker id, name, voiceprint) of every speaker."""
+        with self.store.read() as session:
+            return [tuple(r) for r in session.execute(select(SpeakerRow.id, SpeakerRow.name, SpeakerRow.voiceprint))]
+
+    def utterance_embeddings(self) -> list[tuple[int, str, np.ndarray]]:
+        """(speaker id, name, (n, dimension) utterance embeddings) of every speaker, by id."""
+        with self.store.read() as session:
+            rows = session.execute(
+                select(SpeakerRow.id, SpeakerRow.name, UtteranceRow.embedding).join(UtteranceRow)
+                .order_by(SpeakerRow.id, UtteranceRow.id)
+            ).all()
+        grouped: dict[tuple[int, str], list[np.ndarray]] = {}
+        for speaker_id, name, vector in rows:
+            grouped.setdefault((speaker_id, name), []).append(vector)
+        return [(sid, name, np.stack(vectors)) for (sid, name), vectors in grouped.items()]
+
+    def owners(self, sha256s: Sequence[str], other_than: int | None) -> dict[str, str]:
+        """{sha256: speaker name} for those recordings already enrolled for another speaker."""
+        with self.store.read() as session:
+            rows = session.execute(
+                select(UtteranceRow.sha256, SpeakerRow.name).join(SpeakerRow)
+                .where(UtteranceRow.sha256.in_(list(sha256s)), SpeakerRow.id != (other_than or -1))
+            ).all()
+        return {sha: name for sha, name in rows}
+
+    # -- speakers: writing (each in a change transaction) --------------------------------------
+    def add_speaker(self, name: str, metadata: dict[str, Any], utterances: list[UtteranceRow]) -> None:
+        """Store a new speaker and its voiceprint. A taken name, or one that differs from an enrolled
+        name only in look-alike characters, is a :class:`DuplicateSpeakerError`, checked under the
+        write lock so two processes cannot both take it."""
+        try:
+            with self.store.change() as (session, seq):  # writers are serialized here: no race
+                if session.execute(select(SpeakerRow.id).where(SpeakerRow.name == name)).first():
+                    raise DuplicateSpeakerError(name_taken(name))
+                shape = skeleton(name)
+                twin = session.execute(select(SpeakerRow.name).where(SpeakerRow.skeleton == shape)).scalar()
+                if twin is not None:
+                    raise DuplicateSpeakerError(
+                        f"{name!r} looks like the enrolled {twin!r} (they differ only in look-alike characters, "
+                        f"e.g. a Cyrillic 'а' for a Latin 'a'): choose a name that cannot be mistaken for it.")
+                row = SpeakerRow(name=name, skeleton=shape, meta=metadata, utterances=utterances,
+                                 voiceprint=_voiceprint(utterances))
+                session.add(row)
+                session.flush()
+                record(session, seq, row.id, "upsert")
+        except IntegrityError as exc:  # another process won a race for the name
+            raise DuplicateSpeakerError(name_taken(name)) from exc
+
+    def extend_speaker(self, name: str, known: set[str], utterances: list[UtteranceRow]) -> None:
+        """Add ``utterances`` to ``name`` and recompute its voiceprint from all of them, provided its
+        recordings are still exactly ``known`` (their SHA-256s) when the write lock is taken."""
+        with self.store.change() as (session, seq):
+            row = session.execute(
+                select(SpeakerRow).where(SpeakerRow.name == name).options(selectinload(SpeakerRow.utterances))
+            ).scalar_one_or_none()
+            if row is None or {u.sha256 for u in row.utterances} != known:
+                raise SpeakerNotFoundError(f"{name} was removed or changed while the recordings were embedded; try again.")
+            row.utterances.extend(utterances)
+            row.voiceprint = _voiceprint(row.utterances)
+            row.updated_at = utcnow()
+            record(session, seq, row.id, "upsert")
+
+    def remove_speaker(self, name: str) -> None:
+        with self.store.change() as (session, seq):
+            row = session.execute(select(SpeakerRow).where(SpeakerRow.name == name)).scalar_one_or_none()
+            if row is None:
+                raise SpeakerNotFoundError(no_such_speaker(name))
+            record(session, seq, row.id, "delete")
+            session.delete(row)
+
+    # -- the cohort ----------------------------------------------------------------------------
+    def add_cohort(self, rows: Sequence[CohortRow]) -> None:
+        """Add cohort recordings; those already in the cohort (same SHA-256) are skipped."""
+        with self.store.write() as session:
+            present = set(session.execute(select(CohortRow.sha256)).scalars())
+            session.add_all(r for r in rows if r.sha256 not in present)
+
+    def cohort_size(self) -> int:
+        with self.store.read() as session:
+            return session.execute(select(func.count()).select_from(CohortRow)).scalar_one()
+
+    def cohort_embeddings(self, dimension: int) -> np.ndarray:
+        """(m, dimension) float32 embeddings of the cohort, in the order they were added."""
+        with self.store.read() as session:
+            vectors = session.execute(select(CohortRow.embedding).order_by(CohortRow.id)).scalars().all()
+        return np.stack(vectors) if vectors else np.zeros((0, dimension), dtype=np.float32)
+
+    def clear_cohort(self) -> None:
+        with self.store.write() as session:
+            session.execute(delete(CohortRow))
+
+
+def _voiceprint(utterances: Sequence[UtteranceRow]) -> np.ndarray:
+    return voiceprint(np.stack([u.embedding for u in utterances]))
