@@ -281,8 +281,8 @@ def test_long_recordings_run_in_bounded_blocks(tiny_dir, monkeypatch, precision)
         masks.append(attn_mask.numel())
         return sdpa(q, k, v, attn_mask=attn_mask, **kw)
 
-    for layout in ("_encode_time_major", "_encode_channels_first"):  # whichever this precision uses
-        monkeypatch.setattr(runner, layout, spy(getattr(runner, layout)))
+    for layout in ("encode_time_major", "encode_channels_first"):  # whichever this precision uses
+        monkeypatch.setattr(runner.encoder, layout, spy(getattr(runner.encoder, layout)))
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy_sdpa)
     out = embed_recordings(embedder, [long], window_seconds=30.0)
     assert out.shape == (1, 24) and abs(float(np.linalg.norm(out[0])) - 1) < 1e-5
@@ -320,6 +320,92 @@ def test_opt_out_keeps_the_reference_path_and_the_model_id(tiny_dir, mixed, monk
     assert XVectorEmbedder(tiny_dir, device="cpu").compute_dtype == "float32"
     with pytest.raises(InvalidInputError, match="precision 'fp8' .* is not one of auto, bf16, fp32"):
         XVectorEmbedder(tiny_dir, device="cpu", precision="fp8")
+
+
+# -- (e) a transformers release the fast path does not know: fall back, once, saying why ----------
+
+
+def load_then(monkeypatch, change):
+    """Make the embedder's model loading apply ``change(model)`` to the loaded model, as a
+    transformers release that names or computes something differently would."""
+    import transformers
+
+    original = transformers.AutoModelForAudioXVector.from_pretrained
+
+    def from_pretrained(*args, **kwargs):
+        loaded = original(*args, **kwargs)
+        change(loaded[0] if isinstance(loaded, tuple) else loaded)
+        return loaded
+
+    monkeypatch.setattr(transformers.AutoModelForAudioXVector, "from_pretrained", from_pretrained)
+
+
+def rename_feed_forward(model):
+    """``intermediate_dense`` renamed ``up_proj``, the forward pass following the new name."""
+    import types
+
+    def forward(self, hidden):
+        return self.output_dropout(self.output_dense(self.intermediate_dropout(self.intermediate_act_fn(self.up_proj(hidden)))))
+
+    for layer in model.wavlm.encoder.layers:
+        ff = layer.feed_forward
+        ff.up_proj = ff.intermediate_dense
+        del ff.intermediate_dense
+        ff.forward = types.MethodType(forward, ff)
+
+
+def flip_output_signs(model):
+    """The x-vector layer's outputs multiplied by fixed signs: same names, another function."""
+    layer = model.feature_extractor
+    forward = layer.forward
+    signs = torch.from_numpy(np.random.default_rng(0).choice([-1.0, 1.0], layer.out_features).astype(np.float32))
+    layer.forward = lambda hidden: forward(hidden) * signs
+
+
+@pytest.mark.parametrize(
+    "change,reason",
+    [(rename_feed_forward, r"cannot run this model \(UnsupportedModel: .*intermediate_dense"),
+     (flip_output_signs, r"self-check against transformers' forward gave cosine 0\.\d+ < 0\.999")],
+    ids=["renamed-attribute", "changed-computation"],
+)
+def test_a_model_the_fast_path_cannot_follow_falls_back_with_one_warning(tiny_dir, mixed, monkeypatch, caplog, change, reason):
+    import logging
+    import re
+
+    from transformers import WavLMForXVector
+
+    monkeypatch.delenv("VOICEBANK_FAST", raising=False)
+    load_then(monkeypatch, change)
+    caplog.set_level(logging.WARNING, logger="voicebank.embedding.wavlm")
+    embedder = XVectorEmbedder(tiny_dir, device="cpu")
+    assert embedder.fast
+    model = embedder._load()[0]
+    assert type(model) is WavLMForXVector  # the reference path runs
+    ours = np.concatenate([embedder.embed(mixed[:3]), embedder.embed(mixed[3:])])
+    with torch.inference_mode():  # what the changed model computes, through its own forward pass
+        expected = torch.nn.functional.normalize(
+            torch.cat([model(torch.from_numpy(w)[None]).embeddings for w in mixed]), dim=-1).numpy()
+    assert cosines(ours, expected).min() >= 0.99999
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "voicebank.embedding.wavlm"]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert message.startswith("the fast WavLM path is off: ") and re.search(reason, message), message
+
+
+def test_the_self_check_passes_where_the_fast_path_computes_the_model(tiny_dir, caplog):
+    import logging
+
+    from voicebank.embedding.fast import self_check
+
+    caplog.set_level(logging.WARNING, logger="voicebank.embedding.wavlm")
+    for precision in ("fp32", "bf16"):
+        runner = XVectorEmbedder(tiny_dir, device="cpu", precision=precision)._load()[0]
+        assert isinstance(runner, FastXVector)
+        assert self_check(runner) >= (0.99999 if precision == "fp32" else 0.999)
+    model = make_model(seed=9, **TINY)
+    flip_output_signs(model)
+    assert self_check(FastXVector(model, torch.float32)) < 0.999  # the check can fail
+    assert not caplog.records
 
 
 def test_other_xvector_models_keep_the_reference_path(tmp_path):

@@ -243,31 +243,59 @@ class XVectorEmbedder:
         runner = model
         if device == "cpu":
             match_threads_to_cores(torch)
+        path = "reference path (transformers' forward, float32)"
         if self.fast and fast.supports(model):
-            limits = FAST_LIMITS["cuda" if device.startswith("cuda") else "cpu"]
-            runner = fast.FastXVector(
-                model,
-                _compute_dtype(self.precision, device, torch),
-                frame_budget=limits["frame_budget"],
-                mask_budget=limits["mask_budget"],
-            )
-        path = f"fast path, {runner.dtype}" if runner is not model else "reference path"
+            dtype, why = _compute_dtype(self.precision, device, torch)
+            runner = _fast_or_reference(model, dtype, device)
+            if runner is not model:
+                path = f"fast path, {str(dtype).replace('torch.', '')} matmuls ({why})"
         log.info("loaded %s (%s) on %s, %s", self.source, model_id, device, path)
         return runner, extractor, device, model_id
+
+
+# The fast path's load-time check: cosine against transformers' forward on a short fixed input.
+SELF_CHECK_COSINE = 0.999
+
+
+def _fast_or_reference(model: Any, dtype: Any, device: str) -> Any:
+    """``fast.FastXVector`` over ``model``, or ``model`` itself (transformers' forward pass) with
+    one warning saying why, when the fast path cannot read the model (e.g. an attribute renamed
+    by a transformers release) or its self-check disagrees with the model's own forward pass."""
+    from . import fast
+
+    limits = FAST_LIMITS["cuda" if device.startswith("cuda") else "cpu"]
+    try:
+        runner = fast.FastXVector(model, dtype, frame_budget=limits["frame_budget"], mask_budget=limits["mask_budget"])
+        cosine = fast.self_check(runner)
+    except Exception as exc:  # noqa: BLE001 - any failure of an optional speed-up means: do without it
+        reason = f"it cannot run this model ({type(exc).__name__}: {_first_line(exc)})"
+    else:
+        if cosine >= SELF_CHECK_COSINE:
+            log.debug("fast path self-check: cosine %.6f against transformers' forward", cosine)
+            return runner
+        reason = f"its self-check against transformers' forward gave cosine {cosine:.6f} < {SELF_CHECK_COSINE}"
+    log.warning("the fast WavLM path is off: %s. Embedding with transformers' own forward pass instead "
+                "(same results, slower). Check the transformers version against voicebank's pin.", reason)
+    return model
 
 
 _XVECTOR_HEAD = ("projector", "tdnn", "feature_extractor")
 
 
-def _compute_dtype(precision: str, device: str, torch: Any) -> Any:
-    """bf16 when asked, or under "auto" where the device computes it natively; else float32."""
+def _compute_dtype(precision: str, device: str, torch: Any) -> tuple[Any, str]:
+    """The fast path's matmul precision and why: bf16 when asked, or under "auto" where the
+    device computes it natively; else float32."""
     if precision == "fp32":
-        return torch.float32
+        return torch.float32, "asked for: VOICEBANK_PRECISION=fp32"
     if precision == "bf16":
-        return torch.bfloat16
+        return torch.bfloat16, "asked for: VOICEBANK_PRECISION=bf16"
     if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.bfloat16 if cpu_has_native_bf16(torch) else torch.float32
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "this GPU computes bf16"
+        return torch.float32, "this GPU has no bf16"
+    if cpu_has_native_bf16(torch):
+        return torch.bfloat16, "this CPU has AVX512-BF16 or AMX"
+    return torch.float32, "this CPU has no native bf16"
 
 
 def cpu_has_native_bf16(torch: Any) -> bool:
