@@ -118,6 +118,7 @@ class FastXVector(torch.nn.Module):
         # matmuls over time-major activations where bf16 (oneDNN, cuBLAS) beats convolution
         # kernels; float32 convolutions on the CPU are faster as F.conv1d
         auto = fdt != torch.float32 or device.type != "cpu"
+        # (int8 convolutions were tried: cosine 0.997 against float32 on bench/embed.py's audio)
         self.encoder = ConvEncoder(w.convs, fdt, auto if self.conv_layout == "auto" else self.conv_layout == "time")
         self._proj_norm = w.projection_norm
         self._proj = Linear(*w.projection, fdt)
@@ -131,6 +132,7 @@ class FastXVector(torch.nn.Module):
         self._heads = w.heads
         self._rel = (w.rel_embed, w.num_buckets, w.max_distance)
         self._layer_weights = w.layer_weights
+        self._last_normed = w.last_state_normed
         # the x-vector head is cheap: float32
         self._projector = Linear(*w.projector, torch.float32)
         self._tdnn = w.tdnn
@@ -196,7 +198,8 @@ class FastXVector(torch.nn.Module):
                 h = layer.ff2(layer.act(layer.ff1(x.to(fdt))))
                 x = layer_norm(x + h, layer.norm2)
             if weights is not None:
-                pooled.add_(x, alpha=weights[i + 1])
+                last = self._last_normed and i + 1 == len(self._layers)
+                pooled.add_(layer_norm(x, self._encoder_norm) if last else x, alpha=weights[i + 1])
         del table
         if weights is None:
             pooled = layer_norm(x, self._encoder_norm) if self._stable else x

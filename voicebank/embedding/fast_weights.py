@@ -85,6 +85,9 @@ class WavLMWeights:
     num_buckets: int
     max_distance: int
     layer_weights: list[float] | None  # softmaxed; None: the last layer only
+    # whether the weighted sum takes the last layer's output after the encoder's final LayerNorm
+    # (pre-norm models: transformers 4.x and early 5.x do, later releases do not)
+    last_state_normed: bool
     projector: tuple[torch.Tensor, torch.Tensor]
     tdnn: list[tuple[torch.Tensor, torch.Tensor, int]]  # (C_out, C_in, kernel) weight, bias, dilation
     xvector: tuple[torch.Tensor, torch.Tensor]
@@ -192,7 +195,24 @@ def _read(model: Any) -> WavLMWeights:
         num_buckets=int(first.num_buckets),
         max_distance=int(first.max_distance),
         layer_weights=(torch.softmax(_t(model.layer_weights), dim=-1).tolist() if cfg.use_weighted_layer_sum else None),
+        last_state_normed=_last_state_normed(model),
         projector=_lin(model.projector),
         tdnn=tdnn,
         xvector=_lin(model.feature_extractor),
     )
+
+
+def _last_state_normed(model: Any) -> bool:
+    """Whether the last of the hidden states a weighted layer sum reads is the normalized one.
+
+    Only pre-norm models (``do_stable_layer_norm``) with ``use_weighted_layer_sum`` depend on it,
+    and transformers releases differ, so it is asked of the model's public output on 0.2 s of
+    noise: its last hidden state, against ``last_hidden_state`` (always normalized)."""
+    cfg = model.config
+    if not (cfg.do_stable_layer_norm and cfg.use_weighted_layer_sum):
+        return False
+    device = next(model.parameters()).device
+    noise = torch.randn(1, 3200, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.inference_mode():
+        out = model.wavlm(noise, output_hidden_states=True)
+    return bool(torch.allclose(out.hidden_states[-1], out.last_hidden_state, rtol=1e-4, atol=1e-5))
