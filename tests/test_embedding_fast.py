@@ -452,12 +452,39 @@ def test_threads_are_lowered_to_the_usable_cores_never_raised(monkeypatch):
 def test_bf16_is_chosen_only_where_the_device_has_it(monkeypatch, tiny_dir):
     from voicebank.embedding import wavlm
 
+    from voicebank.embedding import fast_attention
+
     monkeypatch.delenv("VOICEBANK_PRECISION", raising=False)  # "auto" is what is tested
     monkeypatch.setattr(wavlm, "cpu_has_native_bf16", lambda _torch: False)
+    assert XVectorEmbedder(tiny_dir, device="cpu").compute_dtype == "int8"  # where torch runs int8
+    monkeypatch.setattr(fast_attention, "int8_supported", lambda: False)
     assert XVectorEmbedder(tiny_dir, device="cpu").compute_dtype == "float32"
     monkeypatch.setattr(wavlm, "cpu_has_native_bf16", lambda _torch: True)
     assert XVectorEmbedder(tiny_dir, device="cpu").compute_dtype == "bfloat16"
     assert XVectorEmbedder(tiny_dir, device="cpu", precision="fp32").compute_dtype == "float32"
+    assert XVectorEmbedder(tiny_dir, device="cpu", precision="int8").compute_dtype == "int8"
+
+
+def test_int8_linear_layers_keep_the_embeddings(full_dir, caplog):
+    """int8 weights and dynamically quantized inputs in the transformer's linear layers, against
+    the model card's usage, on the full-size architecture: each utterance alone and batched."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="voicebank.embedding.wavlm")
+    waves = [synth_voice(f0, s, seed=60 + k) for k, (f0, s) in enumerate([(120.0, 2.3), (210.0, 1.4), (330.0, 1.9)])]
+    embedder = XVectorEmbedder(full_dir, device="cpu", precision="int8")
+    runner = embedder._load()[0]
+    assert isinstance(runner, FastXVector) and runner.dtype == "int8"
+    assert any("fast path, int8 matmuls" in r.getMessage() for r in caplog.records)  # the choice is logged
+    quantized = runner._layers[0].ff1
+    assert quantized.packed is not None  # int8 weights, not float32 ones called int8
+    expected = reference(full_dir)(waves)
+    together = embedder.embed(waves)
+    alone = np.stack([embedder.embed([w])[0] for w in waves])
+    assert cosines(together, expected).min() >= 0.999
+    # the inputs' int8 scale is one per matmul, so per batch: batching moves results a little
+    assert cosines(alone, together).min() >= 0.9999
+    assert cosines(together, expected).min() < 0.9999999  # it is not the float32 path
 
 
 def test_frames_follow_the_model(tiny_dir):

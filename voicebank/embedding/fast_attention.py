@@ -11,6 +11,7 @@ and the linear layers of the fast path in their three precisions.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,9 @@ class Linear:
         if precision == INT8:
             scales = (weight.abs().amax(1).double() / 127.0).clamp_min(1e-12)
             zeros = torch.zeros(weight.shape[0], dtype=torch.long)
-            q = torch.quantize_per_channel(weight.float().cpu(), scales, zeros, 0, torch.qint8)
+            with warnings.catch_warnings():  # torch 2.13 announces that quantized tensors will go:
+                warnings.simplefilter("ignore")  # then int8_supported() turns False, and auto picks fp32
+                q = torch.quantize_per_channel(weight.float().cpu(), scales, zeros, 0, torch.qint8)
             self.packed = torch.ops.quantized.linear_prepack(q, None if bias is None else bias.float().cpu())
         else:
             self.weight = weight.to(precision)

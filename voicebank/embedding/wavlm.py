@@ -42,6 +42,7 @@ FAST_LIMITS = {
              "mask_budget": 2**30},
 }
 _OFF = ("0", "false", "no", "off")
+PRECISIONS = ("auto", "bf16", "fp32", "int8")
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -74,13 +75,14 @@ class XVectorEmbedder:
         self._device = device
         # the fast forward pass (default on); VOICEBANK_FAST=0 or fast=False keeps transformers' own
         self.fast = fast if fast is not None else os.environ.get("VOICEBANK_FAST", "1").strip().lower() not in _OFF
-        # "auto" (bf16 where the device computes it natively), "bf16" or "fp32"; the fast path only
+        # "auto" (bf16 where the device computes it natively, else int8 linear layers on a CPU),
+        # "bf16", "int8" (CPU) or "fp32"; the fast path only
         self.precision = (precision or os.environ.get("VOICEBANK_PRECISION") or "auto").strip().lower()
-        if self.precision not in ("auto", "bf16", "fp32"):
+        if self.precision not in PRECISIONS:
             from ..errors import InvalidInputError
 
             raise InvalidInputError(f"precision {self.precision!r} (VOICEBANK_PRECISION or precision=) is not one of "
-                                    "auto, bf16, fp32: set one of these, or unset it for auto.")
+                                    f"{', '.join(PRECISIONS)}: set one of these, or unset it for auto.")
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any, str, str] | None = None
 
@@ -113,7 +115,8 @@ class XVectorEmbedder:
 
     @property
     def compute_dtype(self) -> str:
-        """``bfloat16`` or ``float32``: the precision of the forward pass's matmuls."""
+        """``bfloat16``, ``int8`` or ``float32``: the precision of the forward pass's matmuls
+        (``int8``: the transformer's linear layers; see ``fast.FastXVector``)."""
         runner = self._load()[0]
         return str(getattr(runner, "dtype", "torch.float32")).replace("torch.", "")
 
@@ -245,7 +248,7 @@ class XVectorEmbedder:
             match_threads_to_cores(torch)
         path = "reference path (transformers' forward, float32)"
         if self.fast and fast.supports(model):
-            dtype, why = _compute_dtype(self.precision, device, torch)
+            dtype, why = compute_precision(self.precision, device, torch)
             runner = _fast_or_reference(model, dtype, device)
             if runner is not model:
                 path = f"fast path, {str(dtype).replace('torch.', '')} matmuls ({why})"
@@ -282,20 +285,23 @@ def _fast_or_reference(model: Any, dtype: Any, device: str) -> Any:
 _XVECTOR_HEAD = ("projector", "tdnn", "feature_extractor")
 
 
-def _compute_dtype(precision: str, device: str, torch: Any) -> tuple[Any, str]:
-    """The fast path's matmul precision and why: bf16 when asked, or under "auto" where the
-    device computes it natively; else float32."""
-    if precision == "fp32":
-        return torch.float32, "asked for: VOICEBANK_PRECISION=fp32"
-    if precision == "bf16":
-        return torch.bfloat16, "asked for: VOICEBANK_PRECISION=bf16"
+def compute_precision(precision: str, device: str, torch: Any) -> tuple[Any, str]:
+    """The fast path's matmul precision and why: as asked, or under "auto" bf16 where the device
+    computes it natively, else on a CPU int8 linear layers where torch runs them, else float32."""
+    from .fast_attention import INT8, int8_supported
+
+    if precision != "auto":
+        chosen = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": INT8}[precision]
+        return chosen, f"asked for: precision {precision}"
     if device.startswith("cuda"):
         if torch.cuda.is_bf16_supported():
             return torch.bfloat16, "this GPU computes bf16"
         return torch.float32, "this GPU has no bf16"
     if cpu_has_native_bf16(torch):
         return torch.bfloat16, "this CPU has AVX512-BF16 or AMX"
-    return torch.float32, "this CPU has no native bf16"
+    if int8_supported():
+        return INT8, "this CPU has no native bf16; int8 linear layers instead"
+    return torch.float32, "this CPU has no native bf16, and this torch no int8 linear layers"
 
 
 def cpu_has_native_bf16(torch: Any) -> bool:
