@@ -3,11 +3,15 @@
 The model is loaded on first use, once, and then shared by every thread of the process.
 
 WavLM x-vector models run through ``fast.FastXVector`` (SDPA attention, bf16 matmuls where the
-device supports them, batching of different lengths that cannot change results); on the CPU,
-several utterances are spread over one single-threaded worker per core (``parallel.py``). The
+device supports them, int8 linear layers on CPUs without bf16, batching of different lengths
+that cannot change results); on the CPU, several utterances are spread over one single-threaded
+worker per core (``parallel.py``). The fast path is checked at load against the model's own
+forward pass (``fast.self_check``); a model it cannot read or reproduce (e.g. after a
+transformers release it does not know) runs the reference path instead, with one warning. The
 reference path (transformers' own forward, float32, only equal lengths batched) stays one switch
-away: ``XVectorEmbedder(..., fast=False)`` or ``VOICEBANK_FAST=0``; ``precision="fp32"`` or
-``VOICEBANK_PRECISION=fp32`` keeps the fast path in float32.
+away: ``XVectorEmbedder(..., fast=False)`` or ``VOICEBANK_FAST=0``; ``precision=`` or
+``VOICEBANK_PRECISION`` (``fp32``, ``bf16``, ``int8``) overrides the fast path's choice, which
+is logged at load.
 """
 
 from __future__ import annotations
