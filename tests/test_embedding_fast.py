@@ -392,6 +392,22 @@ def test_a_model_the_fast_path_cannot_follow_falls_back_with_one_warning(tiny_di
     assert message.startswith("the fast WavLM path is off: ") and re.search(reason, message), message
 
 
+def test_int8_that_misses_the_self_check_gives_way_to_float32_with_one_warning(tiny_dir, monkeypatch, caplog):
+    import logging
+
+    from voicebank.embedding import fast
+
+    real = fast.self_check
+    monkeypatch.setattr(fast, "self_check", lambda runner: 0.99 if runner.dtype == fast.INT8 else real(runner))
+    caplog.set_level(logging.WARNING, logger="voicebank.embedding.wavlm")
+    embedder = XVectorEmbedder(tiny_dir, device="cpu", precision="int8")
+    runner = embedder._load()[0]
+    assert isinstance(runner, FastXVector) and runner.dtype == torch.float32
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["the fast WavLM path runs in float32: with int8 linear layers its self-check against "
+                        "transformers' forward gave cosine 0.990000 < 0.999."]
+
+
 def test_the_self_check_passes_where_the_fast_path_computes_the_model(tiny_dir, caplog):
     import logging
 

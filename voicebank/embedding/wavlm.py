@@ -255,7 +255,7 @@ class XVectorEmbedder:
             dtype, why = compute_precision(self.precision, device, torch)
             runner = _fast_or_reference(model, dtype, device)
             if runner is not model:
-                path = f"fast path, {str(dtype).replace('torch.', '')} matmuls ({why})"
+                path = f"fast path, {str(runner.dtype).replace('torch.', '')} matmuls ({why})"
         log.info("loaded %s (%s) on %s, %s", self.source, model_id, device, path)
         return runner, extractor, device, model_id
 
@@ -267,22 +267,30 @@ SELF_CHECK_COSINE = 0.999
 def _fast_or_reference(model: Any, dtype: Any, device: str) -> Any:
     """``fast.FastXVector`` over ``model``, or ``model`` itself (transformers' forward pass) with
     one warning saying why, when the fast path cannot read the model (e.g. an attribute renamed
-    by a transformers release) or its self-check disagrees with the model's own forward pass."""
+    by a transformers release) or its self-check disagrees with the model's own forward pass.
+    int8 linear layers that miss the check give way to the fast path in float32 (one warning)."""
+    import torch
+
     from . import fast
 
     limits = FAST_LIMITS["cuda" if device.startswith("cuda") else "cpu"]
-    try:
-        runner = fast.FastXVector(model, dtype, frame_budget=limits["frame_budget"], mask_budget=limits["mask_budget"])
-        cosine = fast.self_check(runner)
-    except Exception as exc:  # noqa: BLE001 - any failure of an optional speed-up means: do without it
-        reason = f"it cannot run this model ({type(exc).__name__}: {_first_line(exc)})"
-    else:
+    reasons = []
+    for candidate in [dtype] + ([torch.float32] if dtype == fast.INT8 else []):
+        try:
+            runner = fast.FastXVector(model, candidate, frame_budget=limits["frame_budget"], mask_budget=limits["mask_budget"])
+            cosine = fast.self_check(runner)
+        except Exception as exc:  # noqa: BLE001 - any failure of an optional speed-up means: do without it
+            reasons.append(f"it cannot run this model ({type(exc).__name__}: {_first_line(exc)})")
+            break  # another precision reads the same attributes: no use trying it
+        name = str(candidate).replace("torch.", "")
         if cosine >= SELF_CHECK_COSINE:
-            log.debug("fast path self-check: cosine %.6f against transformers' forward", cosine)
+            log.debug("fast path (%s) self-check: cosine %.6f against transformers' forward", name, cosine)
+            if reasons:
+                log.warning("the fast WavLM path runs in float32: with int8 linear layers %s.", reasons[0])
             return runner
-        reason = f"its self-check against transformers' forward gave cosine {cosine:.6f} < {SELF_CHECK_COSINE}"
+        reasons.append(f"its self-check against transformers' forward gave cosine {cosine:.6f} < {SELF_CHECK_COSINE}")
     log.warning("the fast WavLM path is off: %s. Embedding with transformers' own forward pass instead "
-                "(same results, slower). Check the transformers version against voicebank's pin.", reason)
+                "(same results, slower). Check the transformers version against voicebank's pin.", reasons[-1])
     return model
 
 
