@@ -229,7 +229,7 @@ def self_check(runner: FastXVector, seconds: Sequence[float] = (0.6, 0.4)) -> fl
     """The smallest cosine between ``runner``'s embeddings and its model's own forward pass
     (``model(input_values).embeddings``, each utterance alone) on a short, fixed, speech-like
     synthetic input: utterances of ``seconds`` at 16 kHz, padded into one batch. About the cost of
-    embedding two seconds of audio twice; a low value means this path no longer computes what the
+    embedding one second of audio twice; a low value means this path no longer computes what the
     model computes (e.g. a transformers release changed the model's forward pass)."""
     rng = np.random.default_rng(20_241)
     waves = []
