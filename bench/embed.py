@@ -17,6 +17,7 @@ checkpoint would be: speed does not depend on weight values, and nothing is down
 
     python bench/embed.py [--device cpu|cuda] [--model DIR] [--utterances N] [--chunk N]
                           [--audio 'GLOB'] [--files N] [--long-minutes 1,5,10] [--threads N] [--also-fp32]
+                          [--also-int8]
                           [--out bench/results/embed.json]
 """
 
@@ -44,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from voicebank.embedding import embed_recordings  # noqa: E402
-from voicebank.embedding.wavlm import XVectorEmbedder, usable_cores  # noqa: E402
+from voicebank.embedding.wavlm import XVectorEmbedder, compute_precision, usable_cores  # noqa: E402
 
 SR = 16_000
 
@@ -192,6 +193,8 @@ def speed(args, model_dir: str, waves: list[np.ndarray]) -> dict:
     variants = {"voicebank": fast}
     if args.also_fp32:
         variants["voicebank fp32"] = XVectorEmbedder(model_dir, device=device, precision="fp32")
+    if args.also_int8:
+        variants["voicebank int8"] = XVectorEmbedder(model_dir, device=device, precision="int8")
     # warm up: first calls pay for allocator growth, oneDNN kernel creation, CUDA context
     warm = waves[: min(2, len(waves))]
     for w in warm:
@@ -375,6 +378,10 @@ def machine(device: str) -> dict:
         "device": device,
         "load_average": os.getloadavg(),
     }
+    # the fast path's precision here under VOICEBANK_PRECISION (default auto), and why
+    precision = (os.environ.get("VOICEBANK_PRECISION") or "auto").strip().lower()
+    dtype, why = compute_precision(precision, device, torch)
+    info["precision"] = {"setting": precision, "path": str(dtype).replace("torch.", ""), "why": why}
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
         info["cuda"] = torch.version.cuda
@@ -388,6 +395,8 @@ def print_table(report: dict) -> None:
           f"avx512_bf16 {m['avx512_bf16']}, device {m['device']}" + (f" ({m['gpu']})" if "gpu" in m else ""))
     print(f"versions: python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, numpy {m['numpy']}")
     print(f"model: {report['model']}; load average at start {', '.join(f'{x:.1f}' for x in m['load_average'])}")
+    p = m["precision"]
+    print(f"voicebank's path on this machine (precision {p['setting']}): {p['path']} matmuls ({p['why']})")
     s = report["speed"]
     print(f"\n1. {s['utterances']} utterances, {s['audio_seconds']:.0f} s of audio (2-12 s each), "
           f"interleaved in chunks of {s['chunk']}")
@@ -432,6 +441,8 @@ def main() -> None:
                         "--utterances; 0 skips it)")
     parser.add_argument("--long-minutes", default="1,5,10", help="comma-separated; empty to skip")
     parser.add_argument("--also-fp32", action="store_true", help="also time voicebank's fast path in float32")
+    parser.add_argument("--also-int8", action="store_true", help="also time voicebank's fast path with int8 linear "
+                        "layers (the path of CPUs without native bf16)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads(N) for everything (default: torch's)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "embed.json"))
     args = parser.parse_args()

@@ -281,8 +281,8 @@ def test_long_recordings_run_in_bounded_blocks(tiny_dir, monkeypatch, precision)
         masks.append(attn_mask.numel())
         return sdpa(q, k, v, attn_mask=attn_mask, **kw)
 
-    for layout in ("_encode_time_major", "_encode_channels_first"):  # whichever this precision uses
-        monkeypatch.setattr(runner, layout, spy(getattr(runner, layout)))
+    for layout in ("encode_time_major", "encode_channels_first"):  # whichever this precision uses
+        monkeypatch.setattr(runner.encoder, layout, spy(getattr(runner.encoder, layout)))
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy_sdpa)
     out = embed_recordings(embedder, [long], window_seconds=30.0)
     assert out.shape == (1, 24) and abs(float(np.linalg.norm(out[0])) - 1) < 1e-5
@@ -320,6 +320,108 @@ def test_opt_out_keeps_the_reference_path_and_the_model_id(tiny_dir, mixed, monk
     assert XVectorEmbedder(tiny_dir, device="cpu").compute_dtype == "float32"
     with pytest.raises(InvalidInputError, match="precision 'fp8' .* is not one of auto, bf16, fp32"):
         XVectorEmbedder(tiny_dir, device="cpu", precision="fp8")
+
+
+# -- (e) a transformers release the fast path does not know: fall back, once, saying why ----------
+
+
+def load_then(monkeypatch, change):
+    """Make the embedder's model loading apply ``change(model)`` to the loaded model, as a
+    transformers release that names or computes something differently would."""
+    import transformers
+
+    original = transformers.AutoModelForAudioXVector.from_pretrained
+
+    def from_pretrained(*args, **kwargs):
+        loaded = original(*args, **kwargs)
+        change(loaded[0] if isinstance(loaded, tuple) else loaded)
+        return loaded
+
+    monkeypatch.setattr(transformers.AutoModelForAudioXVector, "from_pretrained", from_pretrained)
+
+
+def rename_feed_forward(model):
+    """``intermediate_dense`` renamed ``up_proj``, the forward pass following the new name."""
+    import types
+
+    def forward(self, hidden):
+        return self.output_dropout(self.output_dense(self.intermediate_dropout(self.intermediate_act_fn(self.up_proj(hidden)))))
+
+    for layer in model.wavlm.encoder.layers:
+        ff = layer.feed_forward
+        ff.up_proj = ff.intermediate_dense
+        del ff.intermediate_dense
+        ff.forward = types.MethodType(forward, ff)
+
+
+def flip_output_signs(model):
+    """The x-vector layer's outputs multiplied by fixed signs: same names, another function."""
+    layer = model.feature_extractor
+    forward = layer.forward
+    signs = torch.from_numpy(np.random.default_rng(0).choice([-1.0, 1.0], layer.out_features).astype(np.float32))
+    layer.forward = lambda hidden: forward(hidden) * signs
+
+
+@pytest.mark.parametrize(
+    "change,reason",
+    [(rename_feed_forward, r"cannot run this model \(UnsupportedModel: .*intermediate_dense"),
+     (flip_output_signs, r"self-check against transformers' forward gave cosine 0\.\d+ < 0\.999")],
+    ids=["renamed-attribute", "changed-computation"],
+)
+def test_a_model_the_fast_path_cannot_follow_falls_back_with_one_warning(tiny_dir, mixed, monkeypatch, caplog, change, reason):
+    import logging
+    import re
+
+    from transformers import WavLMForXVector
+
+    monkeypatch.delenv("VOICEBANK_FAST", raising=False)
+    load_then(monkeypatch, change)
+    caplog.set_level(logging.WARNING, logger="voicebank.embedding.wavlm")
+    embedder = XVectorEmbedder(tiny_dir, device="cpu")
+    assert embedder.fast
+    model = embedder._load()[0]
+    assert type(model) is WavLMForXVector  # the reference path runs
+    ours = np.concatenate([embedder.embed(mixed[:3]), embedder.embed(mixed[3:])])
+    with torch.inference_mode():  # what the changed model computes, through its own forward pass
+        expected = torch.nn.functional.normalize(
+            torch.cat([model(torch.from_numpy(w)[None]).embeddings for w in mixed]), dim=-1).numpy()
+    assert cosines(ours, expected).min() >= 0.99999
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "voicebank.embedding.wavlm"]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert message.startswith("the fast WavLM path is off: ") and re.search(reason, message), message
+
+
+def test_int8_that_misses_the_self_check_gives_way_to_float32_with_one_warning(tiny_dir, monkeypatch, caplog):
+    import logging
+
+    from voicebank.embedding import fast
+
+    real = fast.self_check
+    monkeypatch.setattr(fast, "self_check", lambda runner: 0.99 if runner.dtype == fast.INT8 else real(runner))
+    caplog.set_level(logging.WARNING, logger="voicebank.embedding.wavlm")
+    embedder = XVectorEmbedder(tiny_dir, device="cpu", precision="int8")
+    runner = embedder._load()[0]
+    assert isinstance(runner, FastXVector) and runner.dtype == torch.float32
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["the fast WavLM path runs in float32: with int8 linear layers its self-check against "
+                        "transformers' forward gave cosine 0.990000 < 0.999."]
+
+
+def test_the_self_check_passes_where_the_fast_path_computes_the_model(tiny_dir, caplog):
+    import logging
+
+    from voicebank.embedding.fast import self_check
+
+    caplog.set_level(logging.WARNING, logger="voicebank.embedding.wavlm")
+    for precision in ("fp32", "bf16"):
+        runner = XVectorEmbedder(tiny_dir, device="cpu", precision=precision)._load()[0]
+        assert isinstance(runner, FastXVector)
+        assert self_check(runner) >= (0.99999 if precision == "fp32" else 0.999)
+    model = make_model(seed=9, **TINY)
+    flip_output_signs(model)
+    assert self_check(FastXVector(model, torch.float32)) < 0.999  # the check can fail
+    assert not caplog.records
 
 
 def test_other_xvector_models_keep_the_reference_path(tmp_path):
@@ -366,12 +468,39 @@ def test_threads_are_lowered_to_the_usable_cores_never_raised(monkeypatch):
 def test_bf16_is_chosen_only_where_the_device_has_it(monkeypatch, tiny_dir):
     from voicebank.embedding import wavlm
 
+    from voicebank.embedding import fast_attention
+
     monkeypatch.delenv("VOICEBANK_PRECISION", raising=False)  # "auto" is what is tested
     monkeypatch.setattr(wavlm, "cpu_has_native_bf16", lambda _torch: False)
+    assert XVectorEmbedder(tiny_dir, device="cpu").compute_dtype == "int8"  # where torch runs int8
+    monkeypatch.setattr(fast_attention, "int8_supported", lambda: False)
     assert XVectorEmbedder(tiny_dir, device="cpu").compute_dtype == "float32"
     monkeypatch.setattr(wavlm, "cpu_has_native_bf16", lambda _torch: True)
     assert XVectorEmbedder(tiny_dir, device="cpu").compute_dtype == "bfloat16"
     assert XVectorEmbedder(tiny_dir, device="cpu", precision="fp32").compute_dtype == "float32"
+    assert XVectorEmbedder(tiny_dir, device="cpu", precision="int8").compute_dtype == "int8"
+
+
+def test_int8_linear_layers_keep_the_embeddings(full_dir, caplog):
+    """int8 weights and dynamically quantized inputs in the transformer's linear layers, against
+    the model card's usage, on the full-size architecture: each utterance alone and batched."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="voicebank.embedding.wavlm")
+    waves = [synth_voice(f0, s, seed=60 + k) for k, (f0, s) in enumerate([(120.0, 2.3), (210.0, 1.4), (330.0, 1.9)])]
+    embedder = XVectorEmbedder(full_dir, device="cpu", precision="int8")
+    runner = embedder._load()[0]
+    assert isinstance(runner, FastXVector) and runner.dtype == "int8"
+    assert any("fast path, int8 matmuls" in r.getMessage() for r in caplog.records)  # the choice is logged
+    quantized = runner._layers[0].ff1
+    assert quantized.packed is not None  # int8 weights, not float32 ones called int8
+    expected = reference(full_dir)(waves)
+    together = embedder.embed(waves)
+    alone = np.stack([embedder.embed([w])[0] for w in waves])
+    assert cosines(together, expected).min() >= 0.999
+    # the inputs' int8 scale is one per matmul, so per batch: batching moves results a little
+    assert cosines(alone, together).min() >= 0.9999
+    assert cosines(together, expected).min() < 0.9999999  # it is not the float32 path
 
 
 def test_frames_follow_the_model(tiny_dir):

@@ -3,11 +3,15 @@
 The model is loaded on first use, once, and then shared by every thread of the process.
 
 WavLM x-vector models run through ``fast.FastXVector`` (SDPA attention, bf16 matmuls where the
-device supports them, batching of different lengths that cannot change results); on the CPU,
-several utterances are spread over one single-threaded worker per core (``parallel.py``). The
+device supports them, int8 linear layers on CPUs without bf16, batching of different lengths
+that cannot change results); on the CPU, several utterances are spread over one single-threaded
+worker per core (``parallel.py``). The fast path is checked at load against the model's own
+forward pass (``fast.self_check``); a model it cannot read or reproduce (e.g. after a
+transformers release it does not know) runs the reference path instead, with one warning. The
 reference path (transformers' own forward, float32, only equal lengths batched) stays one switch
-away: ``XVectorEmbedder(..., fast=False)`` or ``VOICEBANK_FAST=0``; ``precision="fp32"`` or
-``VOICEBANK_PRECISION=fp32`` keeps the fast path in float32.
+away: ``XVectorEmbedder(..., fast=False)`` or ``VOICEBANK_FAST=0``; ``precision=`` or
+``VOICEBANK_PRECISION`` (``fp32``, ``bf16``, ``int8``) overrides the fast path's choice, which
+is logged at load.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ FAST_LIMITS = {
              "mask_budget": 2**30},
 }
 _OFF = ("0", "false", "no", "off")
+PRECISIONS = ("auto", "bf16", "fp32", "int8")
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -74,13 +79,14 @@ class XVectorEmbedder:
         self._device = device
         # the fast forward pass (default on); VOICEBANK_FAST=0 or fast=False keeps transformers' own
         self.fast = fast if fast is not None else os.environ.get("VOICEBANK_FAST", "1").strip().lower() not in _OFF
-        # "auto" (bf16 where the device computes it natively), "bf16" or "fp32"; the fast path only
+        # "auto" (bf16 where the device computes it natively, else int8 linear layers on a CPU),
+        # "bf16", "int8" (CPU) or "fp32"; the fast path only
         self.precision = (precision or os.environ.get("VOICEBANK_PRECISION") or "auto").strip().lower()
-        if self.precision not in ("auto", "bf16", "fp32"):
+        if self.precision not in PRECISIONS:
             from ..errors import InvalidInputError
 
             raise InvalidInputError(f"precision {self.precision!r} (VOICEBANK_PRECISION or precision=) is not one of "
-                                    "auto, bf16, fp32: set one of these, or unset it for auto.")
+                                    f"{', '.join(PRECISIONS)}: set one of these, or unset it for auto.")
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any, str, str] | None = None
 
@@ -113,7 +119,8 @@ class XVectorEmbedder:
 
     @property
     def compute_dtype(self) -> str:
-        """``bfloat16`` or ``float32``: the precision of the forward pass's matmuls."""
+        """``bfloat16``, ``int8`` or ``float32``: the precision of the forward pass's matmuls
+        (``int8``: the transformer's linear layers; see ``fast.FastXVector``)."""
         runner = self._load()[0]
         return str(getattr(runner, "dtype", "torch.float32")).replace("torch.", "")
 
@@ -243,31 +250,70 @@ class XVectorEmbedder:
         runner = model
         if device == "cpu":
             match_threads_to_cores(torch)
+        path = "reference path (transformers' forward, float32)"
         if self.fast and fast.supports(model):
-            limits = FAST_LIMITS["cuda" if device.startswith("cuda") else "cpu"]
-            runner = fast.FastXVector(
-                model,
-                _compute_dtype(self.precision, device, torch),
-                frame_budget=limits["frame_budget"],
-                mask_budget=limits["mask_budget"],
-            )
-        path = f"fast path, {runner.dtype}" if runner is not model else "reference path"
+            dtype, why = compute_precision(self.precision, device, torch)
+            runner = _fast_or_reference(model, dtype, device)
+            if runner is not model:
+                path = f"fast path, {str(runner.dtype).replace('torch.', '')} matmuls ({why})"
         log.info("loaded %s (%s) on %s, %s", self.source, model_id, device, path)
         return runner, extractor, device, model_id
+
+
+# The fast path's load-time check: cosine against transformers' forward on a short fixed input.
+SELF_CHECK_COSINE = 0.999
+
+
+def _fast_or_reference(model: Any, dtype: Any, device: str) -> Any:
+    """``fast.FastXVector`` over ``model``, or ``model`` itself (transformers' forward pass) with
+    one warning saying why, when the fast path cannot read the model (e.g. an attribute renamed
+    by a transformers release) or its self-check disagrees with the model's own forward pass.
+    int8 linear layers that miss the check give way to the fast path in float32 (one warning)."""
+    import torch
+
+    from . import fast
+
+    limits = FAST_LIMITS["cuda" if device.startswith("cuda") else "cpu"]
+    reasons = []
+    for candidate in [dtype] + ([torch.float32] if dtype == fast.INT8 else []):
+        try:
+            runner = fast.FastXVector(model, candidate, frame_budget=limits["frame_budget"], mask_budget=limits["mask_budget"])
+            cosine = fast.self_check(runner)
+        except Exception as exc:  # noqa: BLE001 - any failure of an optional speed-up means: do without it
+            reasons.append(f"it cannot run this model ({type(exc).__name__}: {_first_line(exc)})")
+            break  # another precision reads the same attributes: no use trying it
+        name = str(candidate).replace("torch.", "")
+        if cosine >= SELF_CHECK_COSINE:
+            log.debug("fast path (%s) self-check: cosine %.6f against transformers' forward", name, cosine)
+            if reasons:
+                log.warning("the fast WavLM path runs in float32: with int8 linear layers %s.", reasons[0])
+            return runner
+        reasons.append(f"its self-check against transformers' forward gave cosine {cosine:.6f} < {SELF_CHECK_COSINE}")
+    log.warning("the fast WavLM path is off: %s. Embedding with transformers' own forward pass instead "
+                "(same results, slower). Check the transformers version against voicebank's pin.", reasons[-1])
+    return model
 
 
 _XVECTOR_HEAD = ("projector", "tdnn", "feature_extractor")
 
 
-def _compute_dtype(precision: str, device: str, torch: Any) -> Any:
-    """bf16 when asked, or under "auto" where the device computes it natively; else float32."""
-    if precision == "fp32":
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
+def compute_precision(precision: str, device: str, torch: Any) -> tuple[Any, str]:
+    """The fast path's matmul precision and why: as asked, or under "auto" bf16 where the device
+    computes it natively, else on a CPU int8 linear layers where torch runs them, else float32."""
+    from .fast_attention import INT8, int8_supported
+
+    if precision != "auto":
+        chosen = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": INT8}[precision]
+        return chosen, f"asked for: precision {precision}"
     if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.bfloat16 if cpu_has_native_bf16(torch) else torch.float32
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "this GPU computes bf16"
+        return torch.float32, "this GPU has no bf16"
+    if cpu_has_native_bf16(torch):
+        return torch.bfloat16, "this CPU has AVX512-BF16 or AMX"
+    if int8_supported():
+        return INT8, "this CPU has no native bf16; int8 linear layers instead"
+    return torch.float32, "this CPU has no native bf16, and this torch no int8 linear layers"
 
 
 def cpu_has_native_bf16(torch: Any) -> bool:
