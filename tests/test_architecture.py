@@ -36,7 +36,6 @@ ABOVE_THE_FACADE = ("voicebank.cli", "voicebank.server")
 # split of embedding/fast.py): remove it when that lands.
 ALLOWED = {
     ("voicebank.decode", "_file"): "soundfile.SoundFile's own handle, not store.engine.Store._file",
-    ("voicebank.embedding.wavlm", "_prepare"): "FastXVector._prepare (embedding/fast.py): owned by issue 12 part 3",
 }
 
 

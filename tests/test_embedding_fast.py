@@ -210,7 +210,7 @@ def test_sdpa_attention_equals_the_eager_attention(index):
     keys) against transformers' WavLMAttention, with padding, in float32."""
     model = make_model(seed=5, num_hidden_layers=2)
     runner = FastXVector(model, torch.float32)
-    runner._prepare()
+    runner.prepare()
     layers = model.wavlm.encoder.layers
     B, T, D = 2, 90, model.config.hidden_size
     H = model.config.num_attention_heads
@@ -243,7 +243,7 @@ def test_the_feature_encoder_normalizes_each_utterance_by_its_own_frames(mixed):
     with torch.inference_mode():
         for layout, budget in [("time", 10_000), ("time", 17), ("channels", 10_000), ("channels", 17)]:
             runner = FastXVector(model, torch.float32, frame_budget=budget, conv_layout=layout)
-            runner._prepare()
+            runner.prepare()
             feats, frames = runner.features(values, lengths)
             for row, wave in enumerate(waves):
                 alone = model.wavlm.feature_extractor(torch.from_numpy(wave)[None])[0].t()

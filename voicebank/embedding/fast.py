@@ -91,7 +91,7 @@ class FastXVector(torch.nn.Module):
         self.float32_mask = float32_mask
         self._prepared_on: torch.device | None = None
         self._prepare_lock = threading.Lock()
-        self._prepare()
+        self.prepare()
 
     @property
     def config(self) -> Any:
@@ -102,7 +102,8 @@ class FastXVector(torch.nn.Module):
         return self.encoder.frames(samples)
 
     # -- weights, prepared once per device --------------------------------------------------------
-    def _prepare(self) -> None:
+    def prepare(self) -> None:
+        """Ready the weights for the model's device (done at load; again after the model moves)."""
         device = next(self.model.parameters()).device
         if self._prepared_on == device:
             return
@@ -162,7 +163,7 @@ class FastXVector(torch.nn.Module):
         return layer.attention(x, table, key_mask, self.mask_budget, self._float32_mask)
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        self._prepare()
+        self.prepare()
         B, N = input_values.shape
         lengths = [N] * B if attention_mask is None else [int(n) for n in attention_mask.sum(-1).tolist()]
         feats, frames = self.features(input_values.float(), lengths)

@@ -167,7 +167,7 @@ class XVectorEmbedder:
             for batch in batches:
                 out[batch] = run(batch)
             return out
-        runner._prepare()
+        runner.prepare()
         futures = [(batch, pool.submit(run, batch)) for batch in batches]  # longest first
         for batch, future in futures:
             out[batch] = future.result()
