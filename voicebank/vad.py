@@ -104,11 +104,9 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _at_model_rate(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    if sample_rate == SAMPLE_RATE or samples.size == 0:
-        return samples
-    import librosa
+    from .decode import resample
 
-    return librosa.resample(samples, orig_sr=sample_rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
+    return resample(samples, sample_rate, SAMPLE_RATE)
 
 
 def _load() -> Any:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import threading
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from .. import runtime
 from ..errors import ModelError
 from ..vectors import l2_normalize
 from .base import group_by_length
@@ -178,7 +179,8 @@ class XVectorEmbedder:
                 padding=True,
             )
             inputs = {k: v.to(device) for k, v in inputs.items() if k in ("input_values", "attention_mask")}
-            with torch.inference_mode():
+            # transformers' WavLM attention passes a float mask beside a bool one; torch warns on every call
+            with torch.inference_mode(), runtime.quietly("Support for mismatched key_padding_mask", UserWarning):
                 embeddings = model(**inputs).embeddings
             out[batch] = l2_normalize(embeddings.float().cpu().numpy())
         return out
@@ -194,13 +196,10 @@ class XVectorEmbedder:
     def _load_now(self) -> tuple[Any, Any, str, str]:
         import torch
         from transformers import AutoFeatureExtractor, AutoModelForAudioXVector
-        from transformers.utils import logging as hf_logging
 
         from . import fast
 
-        hf_logging.disable_progress_bar()  # the library never prints; the CLI owns the terminal
-        # transformers' WavLM attention passes a float mask beside a bool one; torch warns on every call.
-        warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask", category=UserWarning)
+        runtime.transformers_loaded(sys.modules["transformers"])  # progress bars: only if configure() was called
 
         local = Path(self.source).expanduser()
         if not local.is_dir() and self.source.startswith((".", "/", "~")):
@@ -242,7 +241,7 @@ class XVectorEmbedder:
         model_id = f"{model.config.model_type}-xvector:{_fingerprint(model, torch)}"
         runner = model
         if device == "cpu":
-            match_threads_to_cores(torch)
+            runtime.torch_loaded(torch)  # threads to the usable cores: only if configure() was called
         if self.fast and fast.supports(model):
             limits = FAST_LIMITS["cuda" if device.startswith("cuda") else "cpu"]
             runner = fast.FastXVector(
