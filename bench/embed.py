@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from voicebank.embedding import embed_recordings  # noqa: E402
-from voicebank.embedding.wavlm import XVectorEmbedder, compute_precision, usable_cores  # noqa: E402
+from voicebank.embedding.wavlm import XVectorEmbedder, compute_precision  # noqa: E402
+from voicebank.runtime import usable_cores  # noqa: E402
 
 SR = 16_000
 
@@ -454,8 +455,9 @@ def main() -> None:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from voicebank import runtime
+
+    runtime.configure(args.threads)  # as the CLI and the server run it: threads at most the usable cores
     waves = utterances(args.utterances, args.audio)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model or str(build_random_model(Path(tmp) / "wavlm-random"))

@@ -303,6 +303,9 @@ def versions() -> dict:
 def set_threads(n: int) -> dict:
     import faiss
 
+    from voicebank import runtime
+
+    runtime.configure(n)  # as the CLI and the server run: the FAISS batch cut-off included
     faiss.omp_set_num_threads(n)
     limited = "faiss.omp_set_num_threads"
     try:

@@ -361,3 +361,41 @@ def test_unsupported_type(recording):
         load(recording, SR)
     assert type(excinfo.value) is AudioError
     assert_helpful(excinfo, type(recording).__name__)
+
+
+# -- soxr and the resemblyzer front end, without librosa -----------------------------------------
+
+@pytest.mark.parametrize("rate", [8_000, 22_050, 44_100, 48_000])
+def test_resampling_matches_librosa_soxr_hq(rate):
+    librosa = pytest.importorskip("librosa")
+    from voicebank.decode import resample
+
+    samples = synth_voice(150.0, seconds=1.3, seed=rate, sr=rate)
+    ours = resample(samples, rate, SR)
+    theirs = librosa.resample(samples, orig_sr=rate, target_sr=SR, res_type="soxr_hq")
+    assert ours.dtype == np.float32 and ours.shape == theirs.shape
+    assert np.max(np.abs(ours - theirs)) < 1e-6
+
+
+def test_resemblyzer_front_end_is_the_packages_own():
+    """Mel spectrogram, volume normalization and silence trimming as resemblyzer (through librosa)
+    computes them, and the same embeddings from the package's own VoiceEncoder."""
+    resemblyzer = pytest.importorskip("resemblyzer")
+    from resemblyzer import audio as theirs
+
+    from voicebank.embedding import resemblyzer as ours
+
+    rng = np.random.default_rng(0)
+    voice = np.concatenate([synth_voice(140.0, 2.0, seed=1), np.zeros(SR, np.float32), synth_voice(140.0, 1.7, seed=2)])
+    voice = (voice + 0.001 * rng.standard_normal(voice.size)).astype(np.float32)
+    mel, their_mel = ours.mel_spectrogram(voice), theirs.wav_to_mel_spectrogram(voice)
+    assert mel.shape == their_mel.shape == (voice.size // 160 + 1, 40)
+    assert np.max(np.abs(mel - their_mel)) <= 1e-5 * np.max(their_mel)
+    trimmed = ours.preprocess(voice)
+    assert trimmed.size < voice.size  # the second of silence is cut
+    np.testing.assert_allclose(trimmed, theirs.preprocess_wav(voice, source_sr=SR), atol=1e-6)
+    encoder = resemblyzer.VoiceEncoder("cpu", verbose=False)
+    embedder = ours.ResemblyzerEmbedder(device="cpu")
+    for wave in (voice, voice[: 2 * SR], np.tile(voice, 3)):  # one partial, several, many
+        expected = encoder.embed_utterance(theirs.preprocess_wav(wave, source_sr=SR))
+        assert float(embedder.embed([wave])[0] @ expected) > 0.99999

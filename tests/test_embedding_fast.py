@@ -20,7 +20,7 @@ from conftest import SPEECH, SR, synth_voice
 from voicebank.embedding import embed_recordings
 from voicebank.embedding import fast as fastmod
 from voicebank.embedding.fast import FastXVector, pad_batch, plan_batches, supports
-from voicebank.embedding.wavlm import XVectorEmbedder, match_threads_to_cores
+from voicebank.embedding.wavlm import XVectorEmbedder
 from voicebank.errors import InvalidInputError
 
 TINY = dict(
@@ -452,17 +452,26 @@ def test_plan_batches_groups_similar_lengths_within_bounds():
 
 
 def test_threads_are_lowered_to_the_usable_cores_never_raised(monkeypatch):
+    from voicebank import runtime
+
     state = {"threads": 64}
+    monkeypatch.setattr(runtime, "_wanted", None)  # restored after the test: the library's own state
+    monkeypatch.setattr(runtime, "_applied", set())
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: state["threads"])
     monkeypatch.setattr(torch, "set_num_threads", lambda n: state.update(threads=n))
-    monkeypatch.setattr("voicebank.embedding.wavlm.usable_cores", lambda: 2)
-    assert match_threads_to_cores(torch) == 2
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    monkeypatch.setattr(runtime, "faiss_loaded", lambda faiss: None)  # this test is about torch
+    configure = lambda: runtime.configure(quiet=False)  # noqa: E731
+    configure()
+    assert state["threads"] == 2
     state["threads"] = 1
-    assert match_threads_to_cores(torch) == 1
+    configure()
+    assert state["threads"] == 1
     state["threads"] = 8
     monkeypatch.setenv("OMP_NUM_THREADS", "8")  # the user's explicit choice stands
-    assert match_threads_to_cores(torch) == 8
+    configure()
+    assert state["threads"] == 8
 
 
 def test_bf16_is_chosen_only_where_the_device_has_it(monkeypatch, tiny_dir):
@@ -543,7 +552,7 @@ def test_cpu_workers_give_the_inline_results_and_leave_threads_alone(tiny_dir, m
 
 
 def parallel_cores() -> int:
-    from voicebank.embedding.wavlm import usable_cores
+    from voicebank.runtime import usable_cores
 
     return usable_cores()
 

@@ -18,7 +18,7 @@ from typing import BinaryIO, Union
 import numpy as np
 
 from . import vad
-from .decode import decode, too_long
+from .decode import decode, resample, too_long
 from .errors import AudioError, NotEnoughSpeechError
 
 log = logging.getLogger(__name__)
@@ -98,10 +98,7 @@ def load(recording: Recording, sample_rate: int, limits: AudioLimits = AudioLimi
         duration = samples.shape[0] / rate
         if duration > limits.max_seconds:
             raise AudioError(_too_long(label, duration, limits))
-        if rate != sample_rate and samples.size:
-            import librosa
-
-            samples = librosa.resample(samples, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq")
+        samples = resample(samples, rate, sample_rate)
     else:
         data = _read_bytes(recording, label)
         digest = hashlib.sha256(data).hexdigest()

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from . import audit as audit_mod
-from . import calibration, enrollment, evaluation, identification, opening, settings, validate
+from . import calibration, enrollment, evaluation, identification, opening, pipeline, settings, validate
 from .audio import AudioLimits, Recording
 from .embedding import Embedder, default_threshold
 from .embedding.base import DEFAULT_WINDOW_SECONDS
@@ -65,9 +65,11 @@ class VoiceBank:
         return cls(*parts, limits, window_seconds)
 
     def close(self) -> None:
-        """Save the index cache if it changed, and release the database connections."""
+        """Save the index cache if it changed, release the database connections, and stop the
+        embedding worker threads (they start again if another bank needs them)."""
         self._search.save()
         self._store.dispose()
+        pipeline.shutdown()
 
     def __enter__(self) -> "VoiceBank":
         return self

@@ -17,13 +17,13 @@ import logging
 import re
 import tempfile
 import threading
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from . import runtime
 from .errors import AudioError
 
 log = logging.getLogger(__name__)
@@ -148,12 +148,17 @@ def _refuse_truncated(f: Any, label: str) -> None:
             )
 
 
-# librosa warns when libsndfile gives up and again when it falls back to audioread; a file that
-# neither reads becomes one AudioError, so these two warnings are only noise on the terminal.
-# Process-wide filters for these two messages alone (catch_warnings is not thread-safe, and
-# recordings are decoded in several threads at once).
-warnings.filterwarnings("ignore", message="PySoundFile failed", category=UserWarning)
-warnings.filterwarnings("ignore", message=r"librosa\.core\.audio\.__audioread_load", category=FutureWarning)
+def resample(samples: np.ndarray, rate: int, to_rate: int) -> np.ndarray:
+    """float32 mono ``samples`` at ``rate`` Hz, resampled to ``to_rate`` by soxr (high quality):
+    ``ceil(len * to_rate / rate)`` samples, as ``librosa.resample(..., res_type="soxr_hq")``."""
+    if rate == to_rate or samples.size == 0:
+        return samples
+    import soxr
+
+    out = soxr.resample(samples, rate, to_rate, quality="HQ")
+    size = int(np.ceil(samples.shape[0] * to_rate / rate))
+    out = out[:size] if out.shape[0] >= size else np.pad(out, (0, size - out.shape[0]))
+    return np.asarray(out, dtype=np.float32)
 
 
 def _with_librosa(data: bytes, label: str, max_seconds: float, rate: int) -> tuple[np.ndarray, float]:
@@ -167,7 +172,11 @@ def _with_librosa(data: bytes, label: str, max_seconds: float, rate: int) -> tup
         tmp.write(data)
         tmp.flush()
         try:
-            samples, _ = librosa.load(tmp.name, sr=rate, mono=True, duration=max_seconds + 1, res_type="soxr_hq")
+            # librosa warns when libsndfile gives up and again when it falls back to audioread; a
+            # file that neither reads becomes one AudioError, so both are noise on the terminal
+            with runtime.quietly("PySoundFile failed", UserWarning), \
+                    runtime.quietly(r"librosa\.core\.audio\.__audioread_load", FutureWarning):
+                samples, _ = librosa.load(tmp.name, sr=rate, mono=True, duration=max_seconds + 1, res_type="soxr_hq")
         except MemoryError as exc:
             raise AudioError(f"{label}: too large to decode in this process's memory. Cut it up.") from exc
         except Exception as exc:

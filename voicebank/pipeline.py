@@ -132,6 +132,15 @@ def embed_stream(
         pool.shutdown(wait=True)
 
 
+def shutdown() -> None:
+    """Stop the threads that outlive a call: the embedding workers (``embedding/parallel.py``),
+    which start again when next needed. The decoding threads of :func:`embed_stream` are its own
+    and stop when the stream ends or is closed. Safe to call while other banks are in use."""
+    from .embedding import parallel
+
+    parallel.shutdown()
+
+
 def _failed(error: BaseException) -> Future:
     future: Future = Future()
     future.set_exception(error)

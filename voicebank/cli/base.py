@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import sys
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -93,10 +94,11 @@ def main(ctx: click.Context, db: str | None, model: str | None, device: str | No
       voicebank identify unknown.wav
       voicebank verify alice attempt.wav
     """
-    level = logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if not verbose:  # its retries on a machine without the hub: dozens of lines before our one-line error
-        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    from .. import runtime
+
+    # this process is the command's own: threads to the cores, no progress bars from libraries,
+    # and -v/-vv raise voicebank's loggers only (numba's debug output is not ours)
+    runtime.configure(log_level=logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG)
     ctx.obj = Context(db, model, device)
 
 
@@ -112,11 +114,48 @@ def parse_meta(values: tuple[str, ...]) -> dict[str, str]:
     return meta
 
 
-def progress_bar(total: int) -> tuple[Any, Callable[[int, int, str], None]]:
-    bar = click.progressbar(length=total, label="Embedding", file=sys.stderr, show_pos=True, hidden=not sys.stderr.isatty())
+PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
+
+
+def progress_bar(total: int, label: str = "Embedding") -> tuple[Any, Callable[[int, int, str], None]]:
+    """(a context manager showing progress on stderr, the library's progress callback feeding it).
+
+    On a terminal, a bar. Otherwise (a log file, CI, a service manager) a line every
+    ``PROGRESS_EVERY`` seconds and one at the end, so that a long command is never silent for
+    minutes; a command that ends sooner prints none."""
+    bar = (click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True) if sys.stderr.isatty()
+           else ProgressLines(total, label, PROGRESS_EVERY))
 
     def progress(_done: int, total: int, _label: str) -> None:
         bar.length = total  # the library's count: an import skips the speakers already enrolled
         bar.update(1)
 
     return bar, progress
+
+
+class ProgressLines:
+    """Progress as lines (``Embedding: 120/500 (24%), 31 s``), with click's progress bar surface
+    (``length``, ``pos``, ``update``, a context manager)."""
+
+    def __init__(self, length: int, label: str, every: float = PROGRESS_EVERY):
+        self.length, self.label, self.every, self.pos = length, label, every, 0
+        self._start = self._last = time.monotonic()
+        self._shown = False
+
+    def __enter__(self) -> "ProgressLines":
+        return self
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        if kind is None and self._shown:
+            self._line()
+
+    def update(self, steps: int) -> None:
+        self.pos += steps
+        if time.monotonic() - self._last >= self.every:
+            self._line()
+
+    def _line(self) -> None:
+        now = time.monotonic()
+        share = f" ({100 * self.pos / self.length:.0f}%)" if self.length else ""
+        click.echo(f"{self.label}: {self.pos}/{self.length}{share}, {now - self._start:.0f} s", err=True)
+        self._last, self._shown = now, True

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from typing import Callable
 
 import click
 
-from .base import JSON_OPTION, Context, emit, handle_errors, main
+from .base import JSON_OPTION, Context, emit, handle_errors, main, progress_bar
 
 
 @main.command(name="scan")
@@ -80,8 +79,7 @@ def _progress_bar(stack: contextlib.ExitStack) -> Callable[[int, int, str], None
         if not total:
             return
         if not bars:
-            bars.append(stack.enter_context(click.progressbar(
-                length=total, label="Scanning", file=sys.stderr, show_pos=True, hidden=not sys.stderr.isatty())))
+            bars.append(stack.enter_context(progress_bar(total, "Scanning")[0]))
         bars[0].update(done - bars[0].pos)
 
     return progress

@@ -34,6 +34,9 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+_STOP = None
+
+
 class Workers:
     """``count`` daemon threads, each with torch single-threaded, taking work from one queue."""
 
@@ -41,11 +44,15 @@ class Workers:
         import torch
 
         self.count = count
+        self.closed = False
+        self._guard = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         ready = threading.Barrier(count + 1)
         before = torch.get_num_threads()
-        for i in range(count):
-            threading.Thread(target=self._run, args=(ready,), name=f"voicebank-embed-{i}", daemon=True).start()
+        self._threads = [threading.Thread(target=self._run, args=(ready,), name=f"voicebank-embed-{i}", daemon=True)
+                         for i in range(count)]
+        for thread in self._threads:
+            thread.start()
         ready.wait()
         torch.set_num_threads(before)  # the calling thread's count, and the default for new threads
 
@@ -56,7 +63,10 @@ class Workers:
         torch.set_num_threads(1)  # not after this
         ready.wait()
         while True:
-            fn, args, future = self._queue.get()
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            fn, args, future = item
             if not future.set_running_or_notify_cancel():
                 continue
             try:
@@ -66,8 +76,25 @@ class Workers:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         future: Future = Future()
-        self._queue.put((fn, args, future))
+        with self._guard:
+            if not self.closed:
+                self._queue.put((fn, args, future))
+                return future
+        try:  # shut down while its caller held it: the work runs here, as no worker will take it
+            future.set_result(fn(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
         return future
+
+    def close(self) -> None:
+        """Stop the threads once the work already submitted is done; later work runs in the caller."""
+        with self._guard:
+            self.closed = True
+            for _ in self._threads:
+                self._queue.put(_STOP)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join()
 
 
 def workers(count: int) -> Workers | None:
@@ -79,6 +106,15 @@ def workers(count: int) -> Workers | None:
         if count not in _pools:
             _pools[count] = Workers(count)
         return _pools[count]
+
+
+def shutdown() -> None:
+    """Stop every pool's threads (``VoiceBank.close``); the next embedding starts a new pool."""
+    with _lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.close()
 
 
 def _openmp() -> bool:

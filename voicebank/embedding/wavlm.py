@@ -19,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import threading
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from .. import runtime
 from ..errors import ModelError
 from ..vectors import l2_normalize
 from .base import group_by_length
@@ -153,7 +154,7 @@ class XVectorEmbedder:
         pool = None
         if kind == "cpu" and len(waveforms) > 1:
             # several utterances on the CPU: one worker per core, each single-threaded (parallel.py)
-            pool = workers(min(torch.get_num_threads(), usable_cores()))
+            pool = workers(min(torch.get_num_threads(), runtime.usable_cores()))
             if pool is not None:
                 batches = plan_batches(lengths, FAST_LIMITS[kind]["worker_samples"])
 
@@ -185,7 +186,8 @@ class XVectorEmbedder:
                 padding=True,
             )
             inputs = {k: v.to(device) for k, v in inputs.items() if k in ("input_values", "attention_mask")}
-            with torch.inference_mode():
+            # transformers' WavLM attention passes a float mask beside a bool one; torch warns on every call
+            with torch.inference_mode(), runtime.quietly("Support for mismatched key_padding_mask", UserWarning):
                 embeddings = model(**inputs).embeddings
             out[batch] = l2_normalize(embeddings.float().cpu().numpy())
         return out
@@ -201,13 +203,10 @@ class XVectorEmbedder:
     def _load_now(self) -> tuple[Any, Any, str, str]:
         import torch
         from transformers import AutoFeatureExtractor, AutoModelForAudioXVector
-        from transformers.utils import logging as hf_logging
 
         from . import fast
 
-        hf_logging.disable_progress_bar()  # the library never prints; the CLI owns the terminal
-        # transformers' WavLM attention passes a float mask beside a bool one; torch warns on every call.
-        warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask", category=UserWarning)
+        runtime.transformers_loaded(sys.modules["transformers"])  # progress bars: only if configure() was called
 
         local = Path(self.source).expanduser()
         if not local.is_dir() and self.source.startswith((".", "/", "~")):
@@ -249,7 +248,7 @@ class XVectorEmbedder:
         model_id = f"{model.config.model_type}-xvector:{_fingerprint(model, torch)}"
         runner = model
         if device == "cpu":
-            match_threads_to_cores(torch)
+            runtime.torch_loaded(torch)  # threads to the usable cores: only if configure() was called
         path = "reference path (transformers' forward, float32)"
         if self.fast and fast.supports(model):
             dtype, why = compute_precision(self.precision, device, torch)
@@ -324,30 +323,6 @@ def cpu_has_native_bf16(torch: Any) -> bool:
         return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
     except AttributeError:
         return False
-
-
-def usable_cores() -> int:
-    """CPU cores this process may use: its affinity mask, capped by a cgroup v2 CPU quota."""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        count = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            count = min(count, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, count)
-
-
-def match_threads_to_cores(torch: Any) -> int:
-    """Lower torch's intra-op threads to the usable cores (never raise them, and leave an explicit
-    OMP_NUM_THREADS alone): more threads than cores only makes them wait for one another."""
-    cores = usable_cores()
-    if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() > cores:
-        torch.set_num_threads(cores)
-    return torch.get_num_threads()
 
 
 def _fingerprint(model: Any, torch: Any) -> str:

@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 
+from .. import runtime
+
 log = logging.getLogger(__name__)
 
 # Chosen with bench/search.py on clustered synthetic 512-dim voiceprints, 100k of them, one thread:
@@ -55,30 +57,13 @@ def adopt(kind: str, dimension: int, index):
     return KIND_CLASSES[kind].adopt(dimension, index)
 
 
-def _batches_use_blas() -> None:
-    """Let a flat search of a batch of queries use one matrix product again.
-
-    faiss 1.15 scores query by query until ``n_queries * dim >= distance_compute_blas_threshold``,
-    whose default there is 128,000 (250 queries of 512 dims); a batch of 64 queries over 100k
-    voiceprints ran 7x slower than with BLAS. Older faiss compared the query count alone with a
-    default of 20, which this leaves alone. Single queries never take the BLAS path either way.
-    """
-    import faiss
-
-    if faiss.cvar.distance_compute_blas_threshold > _BLAS_FROM:
-        faiss.cvar.distance_compute_blas_threshold = _BLAS_FROM
-
-
-_BLAS_FROM = 16 * 512  # 16 queries of 512 dims (faiss >= 1.15 counts query x dimension)
-
-
 class Flat:
     """Exact search: FAISS flat inner product under an id map that can remove."""
 
     def __init__(self, dimension: int, index=None):
         import faiss
 
-        _batches_use_blas()
+        runtime.faiss_loaded(faiss)  # one matrix product per batch of queries: only if configure() was called
         self.dimension = dimension
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
 

@@ -115,6 +115,11 @@ def serve(app: Any, host: str, port: int, log_level: str = "info") -> None:
     """Serve ``app`` with uvicorn until interrupted (Ctrl-C, SIGTERM)."""
     import uvicorn
 
+    from .. import runtime
+
+    if runtime.settings() is None:  # the server owns this process (unless its host configured it already)
+        runtime.configure()
+
     logging.getLogger("uvicorn.access").addFilter(NoQueryStrings())
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug", http=protocol())
 
