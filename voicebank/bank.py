@@ -24,7 +24,7 @@ from . import audio as audio_mod
 from . import audit as audit_mod
 from . import calibration, enrollment, norm, opening, pipeline, scoring, validate
 from .audio import Audio, AudioLimits, Recording
-from .index.cache import IndexCache
+from .index.choose import IndexChoice
 from .confusable import skeleton
 from .embedding import MARGIN_OFFSET, Embedder, default_threshold, embed_recordings, enrollment_checks
 from .embedding.base import DEFAULT_WINDOW_SECONDS
@@ -40,6 +40,7 @@ from .errors import (
     VoiceBankError,
 )
 from .index import IndexInfo
+from .index import pgvector as index_pgvector
 from .results import (Candidate, CheckReport, Enrollment, EnrollmentOutcome, Identification, RecordingInfo, Speaker,
                       Verification)
 from .store import (BankRow, CohortRow, SpeakerRow, Store, UtteranceRow, as_utc, database_error, record, resolve_url,
@@ -69,7 +70,8 @@ class VoiceBank:
         self._model_lock = threading.Lock()
         self.limits = limits
         self.window_seconds = window_seconds
-        self._cache = IndexCache(store, IndexInfo(bank.uid, bank.model_id, bank.dimension, bank.index_kind), index_path)
+        self._cache = IndexChoice(store, IndexInfo(bank.uid, bank.model_id, bank.dimension, bank.index_kind), index_path,
+                                  opening.public(store.url))
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -111,6 +113,8 @@ class VoiceBank:
             raise _unusable_url(url, exc) from exc
         try:
             if create:
+                if index == index_pgvector.KIND:  # before anything is created: say now what it needs
+                    index_pgvector.refuse_unless_usable(store, opening.public(url))
                 bank = opening.read_or_create_bank(store, url, model, device, threshold, index, identify_rule)
             else:
                 bank = opening.read_bank(store, url)
@@ -599,8 +603,13 @@ class VoiceBank:
         """Rebuild the index from SQL and save it, as ``kind`` (flat, hnsw, ivf) if given, which
         every process then uses; returns the number of voiceprints indexed."""
         if kind is not None:
+            kind = validate.index_kind(kind)
+            if kind == index_pgvector.KIND:
+                index_pgvector.refuse_unless_usable(self._store, opening.public(self._store.url))
             with self._store.write() as session:
-                session.get(BankRow, 1).index_kind = validate.index_kind(kind)
+                if self._store.engine.url.get_backend_name() == "postgresql":  # the column goes with the kind
+                    index_pgvector.switch(session, kind, self.dimension)
+                session.get(BankRow, 1).index_kind = kind
         self._cache.use_kind(self._settings().index_kind)
         return len(self._cache.rebuild())
 

@@ -1,0 +1,191 @@
+"""The pgvector index kind, against a real PostgreSQL 18 with pgvector (tests/pgvector_server.py).
+
+The index contract of tests/test_index.py is run on it through an adapter whose writes are SQL
+writes (the trigger fills the vector column) and whose searches are the kind's own; then the facade
+end to end, the kind refused where it cannot work, and switching kinds both ways."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import psycopg
+import pytest
+from sqlalchemy import select, text
+
+import test_index as contract
+from conftest import TINY_THRESHOLD
+from pgvector_server import database_url, pgvector_server, pgvector_url  # noqa: F401 (fixtures)
+from voicebank import VoiceBank
+from voicebank.errors import DatabaseError, InvalidInputError, SpeakerNotFoundError
+from voicebank.index import IndexInfo
+from voicebank.index import pgvector as pgv
+from voicebank.store import BankRow, SpeakerRow, Store, record, resolve_url, schema
+
+pytestmark = pytest.mark.postgres
+
+
+class PgIndex:
+    """The SpeakerIndex interface over a fresh pgvector bank: upsert/remove write speaker rows in SQL
+    (as enrollment does, one transaction each); search/items/len are the pgvector kind's."""
+
+    def __init__(self, admin_url: str, info: IndexInfo):
+        self.info = info
+        name = f"vb_contract_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.store = Store(resolve_url(database_url(admin_url, name)))
+        schema.upgrade(self.store.engine)
+        with self.store.write() as session:
+            session.add(BankRow(id=1, uid=info.bank_uid, model_source="m", model_id=info.model_id, dimension=info.dimension,
+                                threshold=0.5, identify_threshold=0.5, identify_rule="best", score="cosine",
+                                cohort_top_n=100, index_kind=pgv.KIND, change_seq=0))
+        self.search_kind = pgv.PgVectorSearch(self.store, info.dimension, name)
+        self.search_kind.current()  # the column, trigger and HNSW index, as opening a pgvector bank makes them
+
+    def __len__(self) -> int:
+        return len(self.search_kind.current())
+
+    def upsert(self, ids, vectors) -> None:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        vectors = np.asarray(np.atleast_2d(vectors), dtype=np.float32).reshape(len(ids), self.info.dimension)
+        with self.store.change() as (session, seq):
+            held = {row.id: row for row in session.scalars(select(SpeakerRow).where(SpeakerRow.id.in_(ids.tolist())))}
+            for i, v in zip(ids.tolist(), vectors):
+                if i in held:
+                    held[i].voiceprint = v.tobytes()
+                else:
+                    session.add(SpeakerRow(id=i, name=f"s{i}", skeleton=f"s{i}", meta={}, voiceprint=v.tobytes()))
+                record(session, seq, i, "upsert")
+
+    def remove(self, ids) -> None:
+        with self.store.change() as (session, seq):
+            for i in np.asarray(ids, dtype=np.int64).reshape(-1).tolist():
+                row = session.get(SpeakerRow, i)
+                if row is not None:
+                    record(session, seq, i, "delete")
+                    session.delete(row)
+
+    def search(self, queries, k):
+        return self.search_kind.current().search(queries, k)
+
+    def items(self):
+        return self.search_kind.items()
+
+
+CONTRACT = [contract.test_search_returns_ids_with_cosine_scores, contract.test_upsert_of_an_existing_id_replaces_it,
+            contract.test_remove, contract.test_search_with_k_beyond_the_size, contract.test_search_of_an_empty_index,
+            contract.test_items_round_trip]
+
+
+@pytest.fixture
+def pg_index(pgvector_server, monkeypatch):
+    made: list[PgIndex] = []
+
+    def make(info: IndexInfo, seq: int = 0) -> PgIndex:
+        made.append(PgIndex(pgvector_server, info))
+        return made[-1]
+
+    monkeypatch.setattr(contract, "SpeakerIndex", make)
+    yield make
+    for index in made:
+        index.store.dispose()
+
+
+@pytest.mark.parametrize("check", CONTRACT, ids=[c.__name__ for c in CONTRACT])
+def test_the_index_contract(check, pg_index):
+    check(IndexInfo("bank-7f3a", "wavlm-xvector:0123456789abcdef", contract.DIM, pgv.KIND))
+
+
+def test_recall_replace_and_remove_at_scale(pg_index):
+    """5,000 clustered voiceprints, so that PostgreSQL walks the HNSW graph (not a table scan)."""
+    ids, vectors, queries = _big()
+    index = pg_index(IndexInfo("bank-big", "m", contract.BIG_DIM, pgv.KIND))
+    index.upsert(ids, vectors)
+    contract.assert_answers_like_exact(index, ids, vectors, queries, min_recall=0.98)
+    with index.store.read() as session:  # the answers came from walking the graph, not from a table scan
+        scans = session.execute(text("SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = :i"),
+                                {"i": pgv.INDEX}).scalar()
+    assert scans >= len(queries), f"the HNSW index was used for {scans} of {len(queries)} searches"
+    # replace a third, remove a third: never a removed or stale answer (scores are checked against the live ones)
+    rng = np.random.default_rng(5)
+    changed, gone = ids[: len(ids) // 3], ids[len(ids) // 3: 2 * len(ids) // 3]
+    fresh = contract.unit_vectors(len(changed), seed=6, dim=contract.BIG_DIM)
+    index.upsert(changed, fresh)
+    index.remove(gone)
+    live = np.concatenate([changed, ids[2 * len(ids) // 3:]])
+    live_vectors = np.concatenate([fresh, vectors[2 * len(ids) // 3:]])
+    assert len(index) == len(live)
+    probe = np.concatenate([queries[:200], fresh[rng.choice(len(fresh), 100, replace=False)]])
+    contract.assert_answers_like_exact(index, live, live_vectors, probe, min_recall=0.98)
+
+
+def _big():
+    vectors, queries = contract.clustered(contract.BIG, seed=20, n_queries=1000)
+    ids = np.random.default_rng(21).permutation(10 * contract.BIG)[: contract.BIG].astype(np.int64) + 1
+    return ids, vectors, queries
+
+
+def test_the_column_holds_the_voiceprint_exactly(pg_index):
+    index = pg_index(IndexInfo("b", "m", 512, pgv.KIND))
+    vectors = contract.unit_vectors(20, seed=3, dim=512)
+    vectors[0, :3] = [1e-40, -2.5e-39, 3.4e38]  # subnormals and a huge value: the SQL decoder's edge cases
+    index.upsert(np.arange(1, 21), vectors)
+    ids, held = index.items()
+    assert ids.tolist() == list(range(1, 21))
+    np.testing.assert_array_equal(held, vectors)
+
+
+# -- through the facade ----------------------------------------------------------------------------
+
+
+def open_bank(url, model, **kw):
+    return VoiceBank.open(url, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best", **kw)
+
+
+def test_enroll_identify_verify_remove_through_the_facade(pgvector_url, tiny_model, voices, tmp_path):
+    with open_bank(pgvector_url, tiny_model, index="pgvector") as bank:
+        assert bank.index_kind == "pgvector"
+        for name in ("alice", "bob", "carol"):
+            bank.enroll(name, voices[name][:2])
+        for name in ("alice", "bob", "carol"):
+            found = bank.identify(voices[name][2])
+            assert found.match is not None and found.match.name == name
+        assert bank.identify(voices["stranger"][0]).match is None
+        assert bank.verify("bob", voices["bob"][2]).accepted
+        bank.add_recordings("alice", [voices["alice"][2]])  # the voiceprint changes: the column follows
+        bank.remove("carol")
+        with pytest.raises(SpeakerNotFoundError):
+            bank.verify("carol", voices["carol"][2])
+        assert "carol" not in [c.name for c in bank.identify(voices["carol"][2]).candidates]
+        report = bank.check()
+        assert report.ok and report.speakers_in_index == 2, report
+        assert not list(tmp_path.glob("index-cache/**/*.faiss")), "pgvector must not write an index file"
+        # and back: flat (a FAISS file again), then pgvector once more, with the same answers
+        assert bank.reindex("flat") == 2 and bank.index_kind == "flat"
+        assert bank.identify(voices["bob"][2]).match.name == "bob"
+        with Store(resolve_url(pgvector_url)).read() as session:
+            assert not pgv._has_column(session), "the column and its index go with the kind"
+        assert bank.reindex("pgvector") == 2
+        assert bank.identify(voices["bob"][2]).match.name == "bob"
+        assert bank.check().ok
+
+
+def test_a_sqlite_bank_refuses_the_kind(tmp_path, tiny_model):
+    path = tmp_path / "bank.db"
+    with pytest.raises(InvalidInputError, match="needs a PostgreSQL bank"):
+        open_bank(path, tiny_model, index="pgvector")
+    assert not path.exists(), "a refused bank leaves no file"
+    with open_bank(path, tiny_model) as bank:
+        with pytest.raises(InvalidInputError, match="needs a PostgreSQL bank"):
+            bank.reindex("pgvector")
+        assert bank.index_kind == "flat"
+
+
+def test_a_postgresql_without_pgvector_says_how_to_install_it(pg_url, tiny_model):
+    with pytest.raises(DatabaseError, match="no pgvector extension.*apt install postgresql-NN-pgvector"):
+        open_bank(pg_url, tiny_model, index="pgvector")
+    with open_bank(pg_url, tiny_model) as bank:  # nothing half-made: a flat bank can be created there
+        with pytest.raises(DatabaseError, match="no pgvector extension"):
+            bank.reindex("pgvector")
+        assert bank.index_kind == "flat"
