@@ -189,3 +189,73 @@ def test_a_postgresql_without_pgvector_says_how_to_install_it(pg_url, tiny_model
         with pytest.raises(DatabaseError, match="no pgvector extension"):
             bank.reindex("pgvector")
         assert bank.index_kind == "flat"
+
+
+# -- several processes, and kill -9 (the FAISS tests' workers and scripts, on a pgvector bank) -------
+
+import test_crash  # noqa: E402
+import test_processes  # noqa: E402
+from bank_worker import consistency_problems, speaker_voices, voice  # noqa: E402
+from test_crash import zygote  # noqa: E402,F401 (fixture)
+from test_processes import pool, workers  # noqa: E402,F401 (fixtures)
+
+
+def new_pgvector_bank(db_url: str, model) -> None:
+    open_bank(db_url, model, index="pgvector").close()
+
+
+@pytest.mark.slow
+def test_four_processes_enroll_25_each_and_a_removal_is_never_returned(pgvector_url, tiny_model, workers, tmp_path,
+                                                                       monkeypatch):
+    P, N = test_processes.PROCESSES, test_processes.PER_PROCESS
+    new_pgvector_bank(pgvector_url, tiny_model)
+    procs = workers(P, pgvector_url)  # all open before anything is enrolled
+    start_line = tmp_path / "start"
+    names = {p: [f"p{p}-speaker-{i:02d}" for i in range(N)] for p in range(P)}
+    for p, worker in enumerate(procs):
+        worker.send(op="barrier", dir=str(start_line), n=P)
+        for i, name in enumerate(names[p]):
+            k = p * N + i
+            worker.send(op="enroll", name=name, voices=speaker_voices(80.0 + 3 * k, 10 + k))
+    for worker in procs:
+        test_processes.ok(worker.read())
+    replies = {p: [worker.read() for _ in range(N)] for p, worker in enumerate(procs)}
+    failures = [r for rs in replies.values() for r in rs if not r.get("ok")]
+    assert failures == [], failures[:3]
+    expected = sorted(n for ns in names.values() for n in ns)
+    for worker in procs:
+        assert test_processes.ok(worker.call(op="names"))["names"] == expected
+        report = test_processes.ok(worker.call(op="check"))["report"]
+        assert report["ok"] and report["speakers_in_sql"] == report["speakers_in_index"] == P * N, report
+    # every process finds another's speaker at once, with no index file and nothing to catch up
+    for p, worker in enumerate(procs):
+        k = ((p + 1) % P) * N + 7
+        found = test_processes.ok(worker.call(op="identify", voices=[voice(80.0 + 3 * k, 10 + k, take_no=5)]))
+        assert test_processes.names_of(found)[0] == names[(p + 1) % P][7], found
+    # one process removes a speaker; none of the others, all open and warm, ever returns it again
+    victim, k = names[2][7], 2 * N + 7
+    probe = [voice(80.0 + 3 * k, 10 + k, take_no=5)]
+    test_processes.ok(procs[0].call(op="remove", name=victim))
+    for worker in procs[1:]:
+        found = test_processes.ok(worker.call(op="identify", voices=probe))
+        assert victim not in test_processes.names_of(found), found
+        assert test_processes.ok(worker.call(op="names"))["names"] == sorted(set(expected) - {victim})
+    assert consistency_problems(pgvector_url, utterances_per_speaker=2) == []
+    assert not list(tmp_path.rglob("*.faiss")), "a pgvector bank writes no index file"
+
+
+SQL_POINTS = [p for p in test_crash.POINTS if not p[0].startswith(("index_", "sidecar_"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point,at,effect", SQL_POINTS, ids=[p[0] for p in SQL_POINTS])
+def test_kill_at_a_chosen_point(pgvector_url, tiny_model, zygote, tmp_path, point, at, effect, monkeypatch):
+    monkeypatch.setattr(test_crash, "new_bank", new_pgvector_bank)
+    test_crash.test_kill_at_a_chosen_point(pgvector_url, tiny_model, zygote, tmp_path, point, at, effect)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(2))
+def test_kill_at_a_random_time(pgvector_url, tiny_model, zygote, tmp_path, seed, monkeypatch):
+    monkeypatch.setattr(test_crash, "new_bank", new_pgvector_bank)
+    test_crash.test_kill_at_a_random_time(pgvector_url, tiny_model, zygote, tmp_path, seed)
