@@ -259,3 +259,73 @@ def test_kill_at_a_chosen_point(pgvector_url, tiny_model, zygote, tmp_path, poin
 def test_kill_at_a_random_time(pgvector_url, tiny_model, zygote, tmp_path, seed, monkeypatch):
     monkeypatch.setattr(test_crash, "new_bank", new_pgvector_bank)
     test_crash.test_kill_at_a_random_time(pgvector_url, tiny_model, zygote, tmp_path, seed)
+
+
+# -- stateless replicas: two `voicebank serve` processes on one pgvector bank ------------------------
+
+
+def _serve(url: str, model) -> tuple:
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-c", "from voicebank.cli import main; main()", "--db", url, "--model", str(model),
+               "serve", "--host", "127.0.0.1", "--port", "0"]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    lines, deadline = [], time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        lines.append(proc.stderr.readline())
+        found = re.search(r"running on (http://127\.0\.0\.1:\d+)", lines[-1])
+        if found:
+            return proc, found.group(1)
+    proc.kill()
+    raise AssertionError("voicebank serve did not start:\n" + "".join(lines))
+
+
+@pytest.mark.slow
+def test_two_serve_processes_on_one_pgvector_bank(pgvector_url, tiny_model, voices):
+    """Enroll through one replica while the other identifies; remove through one: the other never
+    answers with the removed speaker. Neither keeps an index of its own."""
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from click.testing import CliRunner
+
+    from voicebank.cli import main
+
+    new_pgvector_bank(pgvector_url, tiny_model)
+    key = CliRunner().invoke(main, ["--db", pgvector_url, "apikey", "create", "ops", "--role", "admin"]).stdout.strip()
+    headers = {"Authorization": f"Bearer {key}"}
+    (a, url_a), (b, url_b) = _serve(pgvector_url, tiny_model), _serve(pgvector_url, tiny_model)
+    files = lambda paths: [("files", (p.name, p.read_bytes(), "audio/wav")) for p in paths]  # noqa: E731
+    probe = lambda name: [("file", (voices[name][2].name, voices[name][2].read_bytes(), "audio/wav"))]  # noqa: E731
+    try:
+        with httpx.Client(timeout=120, headers=headers) as http:
+            assert http.post(f"{url_a}/speakers", data={"name": "bob"}, files=files(voices["bob"][:2])).status_code == 201
+            # at once: A enrolls alice and carol while B identifies bob again and again
+            with ThreadPoolExecutor(3) as pool:
+                enrolled = [pool.submit(http.post, f"{url_a}/speakers", data={"name": n}, files=files(voices[n][:2]))
+                            for n in ("alice", "carol")]
+                seen = [pool.submit(http.post, f"{url_b}/identify", files=probe("bob")) for _ in range(4)]
+                assert [f.result().status_code for f in enrolled] == [201, 201]
+                assert all(f.result().json()["match"]["name"] == "bob" for f in seen)
+            for name in ("alice", "carol"):  # B answers with what A enrolled, with nothing to catch up
+                assert http.post(f"{url_b}/identify", files=probe(name)).json()["match"]["name"] == name
+            assert http.delete(f"{url_a}/speakers/alice").status_code == 200
+            for _ in range(3):
+                answer = http.post(f"{url_b}/identify", files=probe("alice")).json()
+                assert "alice" not in [c["name"] for c in answer["candidates"]], answer
+            assert http.post(f"{url_b}/verify", data={"name": "alice"}, files=probe("alice")).status_code == 404
+    finally:
+        for proc in (a, b):
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except Exception:
+                proc.kill()
