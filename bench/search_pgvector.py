@@ -88,7 +88,7 @@ def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.n
                              "efSearch": pgv.ef_search_for(n, k), "M": pgv.HNSW_M}}
         row["batch_qps"] = row["qps_clients"][1]
         sweep = []
-        for ef in (40, 64, 128, 256):
+        for ef in (40, 128, 256, 512, 1000):
             original = pgv.ef_search_for
             pgv.ef_search_for = lambda n, k, ef=ef: max(ef, k)  # noqa: E731
             try:
