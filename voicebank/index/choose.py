@@ -38,6 +38,11 @@ class IndexChoice:
         return replace(self.faiss.info, kind=self.kind)
 
     @property
+    def path(self) -> Path | None:
+        """The FAISS cache file (unused while the kind is pgvector)."""
+        return self.faiss.path
+
+    @property
     def file_status(self) -> str:
         return self.active.file_status
 
