@@ -48,7 +48,7 @@ EF_SEARCH_MIN, EF_SEARCH_MAX = 128, 1000  # pgvector accepts 1..1000
 # vector sort is unreliable (it chose a table scan of 5,000 64-dim rows), and a scan of a large bank
 # costs ~2 ms per 1,000 voiceprints. Below it, PostgreSQL chooses (an exact scan, usually).
 GRAPH_FROM = 2_000
-MIN_VERSION, SAFE_VERSION = (0, 7, 0), (0, 8, 4)  # 0.7: halfvec and vector_ip_ops HNSW; 0.8.4: HNSW vacuum fix
+MIN_VERSION, SAFE_VERSION = (0, 8, 0), (0, 8, 4)  # 0.8: iterative index scans (hnsw.iterative_scan); 0.8.4: HNSW vacuum fix
 INSTALL = ("install pgvector on that server (Debian/Ubuntu: apt install postgresql-NN-pgvector from the PGDG "
            "repository; most managed PostgreSQL services carry it; version 0.8.4 or newer), then run "
            "`CREATE EXTENSION vector;` as a user allowed to, or choose another index kind (--index flat, hnsw or ivf)")
