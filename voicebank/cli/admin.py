@@ -11,7 +11,7 @@ from .base import JSON_OPTION, Context, emit, handle_errors, main
 
 
 @main.command()
-@click.option("--index", "index_kind", type=click.Choice(["flat", "hnsw", "ivf"]),
+@click.option("--index", "index_kind", type=click.Choice(["flat", "hnsw", "ivf", "pgvector"]),
               help="Switch the bank to this index kind (every process follows).")
 @click.pass_obj
 @handle_errors

@@ -22,8 +22,9 @@ def QUALITY_OPTIONS(command):  # noqa: N802 (a decorator, named like the other o
               "`voicebank calibrate` measures better ones.")
 @click.option("--identify-rule", type=click.Choice(["margin", "best"]), default="margin", show_default=True,
               help="What identification decides on: 2 x best - second best score (margin), or the best score.")
-@click.option("--index", "index_kind", type=click.Choice(["flat", "hnsw", "ivf"]), default="flat", show_default=True,
-              help="FAISS index: flat (exact), hnsw or ivf (approximate, for very large banks; see README).")
+@click.option("--index", "index_kind", type=click.Choice(["flat", "hnsw", "ivf", "pgvector"]), default="flat", show_default=True,
+              help="Index: flat (exact), hnsw or ivf (FAISS, approximate, for very large banks), or pgvector "
+                   "(inside PostgreSQL; PostgreSQL banks only). See README.")
 @JSON_OPTION
 @click.pass_obj
 @handle_errors

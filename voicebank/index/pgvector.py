@@ -1,0 +1,252 @@
+"""The ``pgvector`` index kind: candidate search inside PostgreSQL, in the same database as the truth.
+
+The voiceprint is copied into a pgvector column of ``speakers`` by a trigger, so it is written in the
+transaction that writes the speaker, by whatever process writes it, and a removed speaker's vector
+goes with its row at commit: no index file, no catch-up, nothing for a replica to rebuild.
+
+- Column: ``embedding vector(d)``, float32 like the stored voiceprint, so it holds exactly what SQL
+  holds (``check`` compares them bit for bit); the trigger decodes the voiceprint's little-endian
+  float32 bytes with ``voicebank_f32le`` (migration 0005), in SQL, without any extension of our own.
+- Index: HNSW over inner product (``vector_ip_ops``; ``<#>`` is the *negative* inner product, so
+  ascending order is best first), built with :data:`HNSW_M` and :data:`HNSW_EF_CONSTRUCTION`. HNSW
+  takes inserts and deletes as they come; IVFFlat's lists are trained once on the rows present and
+  would go stale as a bank grows from empty, and on voice-shaped data nearly every voiceprint falls
+  into a few of them (see bench/search.py).
+- Search: one query per probe, ``ORDER BY embedding <#> q LIMIT k`` with ``hnsw.ef_search`` set
+  for that transaction only and scaled with the bank's size (:func:`ef_search_for`). The facade
+  rescores the proposed candidates against the stored voiceprints (float64 cosine) before it
+  decides (``VoiceBank._candidates``), as for every kind: the index only proposes.
+
+Switching a bank to or from this kind (``init --index pgvector``, ``reindex --index ...``) creates or
+drops the column, trigger and index in the transaction that changes the bank's kind (:func:`switch`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import threading
+
+import numpy as np
+from sqlalchemy import text
+
+from ..errors import DatabaseError, InvalidInputError
+from ..store import BankRow, Store
+
+log = logging.getLogger(__name__)
+
+KIND = "pgvector"
+COLUMN, INDEX, TRIGGER, TRIGGER_FUNCTION = "embedding", "speakers_embedding_hnsw", "voicebank_embedding", "voicebank_embed_speaker"
+# Chosen with bench/search.py (cone-shaped voiceprints, 100k): m=16 / ef_construction=64 (pgvector's
+# defaults) lost recall@1 on voice-like data; 32 / 128 held it at a build time the bank can afford.
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 128
+EF_SEARCH_MIN, EF_SEARCH_MAX = 128, 1000  # pgvector accepts 1..1000
+# Above this many voiceprints the search always walks the graph: PostgreSQL's cost estimate for a
+# vector sort is unreliable (it chose a table scan of 5,000 64-dim rows), and a scan of a large bank
+# costs ~2 ms per 1,000 voiceprints. Below it, PostgreSQL chooses (an exact scan, usually).
+GRAPH_FROM = 2_000
+MIN_VERSION, SAFE_VERSION = (0, 8, 0), (0, 8, 4)  # 0.8: iterative index scans (hnsw.iterative_scan); 0.8.4: HNSW vacuum fix
+INSTALL = ("install pgvector on that server (Debian/Ubuntu: apt install postgresql-NN-pgvector from the PGDG "
+           "repository; most managed PostgreSQL services carry it; version 0.8.4 or newer), then run "
+           "`CREATE EXTENSION vector;` as a user allowed to, or choose another index kind (--index flat, hnsw or ivf)")
+
+
+def ef_search_for(n: int, k: int) -> int:
+    """HNSW's candidate list for a bank of ``n`` voiceprints: 128 up to 10k, 4x every 10x (512 at
+    100k, pgvector's maximum of 1000 from ~160k), never below the rows asked for (pgvector returns at
+    most ef_search). On voice-shaped 512-dim voiceprints (bench/search.py), recall@1 against exact
+    search at 10k was 0.959 with 40 (pgvector's default), 0.980 with 64, 0.995 with 128; at 100k
+    0.832 with 40, 0.943 with 128, 0.974 with 256."""
+    grow = 4 ** max(0.0, math.log10(max(n, 1) / 10_000))
+    return int(min(EF_SEARCH_MAX, max(EF_SEARCH_MIN * grow, k)))
+
+
+_warned: set[str] = set()
+
+
+def refuse_unless_usable(store: Store, where: str) -> None:
+    """Raise a clear error unless ``store`` is a PostgreSQL whose server offers pgvector."""
+    if store.engine.url.get_backend_name() != "postgresql":
+        raise InvalidInputError(
+            f"the pgvector index kind needs a PostgreSQL bank, and {where} is {store.engine.url.get_backend_name()}: "
+            "SQLite banks use --index flat, hnsw or ivf (one host); for pgvector create the bank on PostgreSQL, "
+            "e.g. `voicebank --db postgresql://USER@HOST/DB init --index pgvector`.")
+    with store.read() as session:
+        found = session.execute(text("SELECT coalesce(installed_version, default_version) FROM pg_available_extensions "
+                                     "WHERE name = 'vector'")).scalar()
+    if found is None:
+        raise DatabaseError(f"the PostgreSQL server of {where} has no pgvector extension: {INSTALL}.")
+    version = tuple(int(p) for p in re.findall(r"\d+", found)[:3])
+    if version < MIN_VERSION:
+        raise DatabaseError(f"{where} offers pgvector {found}, older than {'.'.join(map(str, MIN_VERSION))}: "
+                            f"upgrade it ({INSTALL}).")
+    if version < SAFE_VERSION and found not in _warned:
+        _warned.add(found)  # once per process
+        log.warning("pgvector %s: versions before 0.8.4 can corrupt an HNSW index during VACUUM; upgrade the extension", found)
+
+
+def switch(session, kind: str, dimension: int) -> None:
+    """Make the database match index ``kind`` inside the caller's transaction: for pgvector, create the
+    extension (if allowed), column, trigger and HNSW index and fill the column; for any other kind,
+    drop them. Idempotent. Lock the bank row first, so no enrollment commits between the two."""
+    session.execute(text("SELECT change_seq FROM bank WHERE id = 1 FOR UPDATE"))
+    present = _has_column(session)
+    if kind != KIND:
+        if present:
+            session.execute(text(f"DROP TRIGGER IF EXISTS {TRIGGER} ON speakers"))
+            session.execute(text(f"ALTER TABLE speakers DROP COLUMN IF EXISTS {COLUMN}"))  # drops the index too
+            log.info("dropped the pgvector column and index")
+        return
+    session.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
+    if not present:
+        session.execute(text(f"ALTER TABLE speakers ADD COLUMN {COLUMN} vector({int(dimension)})"))
+    session.execute(text(
+        f"CREATE OR REPLACE FUNCTION {TRIGGER_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"NEW.{COLUMN} := voicebank_f32le(NEW.voiceprint)::vector; RETURN NEW; END $$"))
+    session.execute(text(f"DROP TRIGGER IF EXISTS {TRIGGER} ON speakers"))
+    session.execute(text(f"CREATE TRIGGER {TRIGGER} BEFORE INSERT OR UPDATE OF voiceprint ON speakers "
+                         f"FOR EACH ROW EXECUTE FUNCTION {TRIGGER_FUNCTION}()"))
+    filled = session.execute(text(f"UPDATE speakers SET {COLUMN} = voicebank_f32le(voiceprint)::vector "
+                                  f"WHERE {COLUMN} IS NULL")).rowcount
+    session.execute(text(f"DROP INDEX IF EXISTS {INDEX}"))
+    session.execute(text("SET LOCAL maintenance_work_mem = '1GB'"))  # the graph built in memory: far faster
+    session.execute(text(f"CREATE INDEX {INDEX} ON speakers USING hnsw ({COLUMN} vector_ip_ops) "
+                         f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"))
+    log.info("pgvector index built (%d voiceprints copied into the column)", filled)
+
+
+def _has_column(session) -> bool:
+    return session.execute(text(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('speakers') AND attname = :c AND NOT attisdropped"
+    ), {"c": COLUMN}).first() is not None
+
+
+class PgVectorSearch:
+    """Search through PostgreSQL, with the interface of :class:`voicebank.index.cache.IndexCache`
+    (``lock``, ``current``, ``use_kind``, ``forget``, ``rebuild``, ``save``, ``file_status``); its
+    :meth:`current` is itself: ``search``, ``items`` and ``len``. Thread-safe without a lock: every
+    search is its own transaction."""
+
+    file_status = "none: the index lives in PostgreSQL (pgvector HNSW)"
+
+    def __init__(self, store: Store, dimension: int, where: str):
+        refuse_unless_usable(store, where)
+        self.store, self.dimension = store, dimension
+        self.lock = contextlib.nullcontext()
+        self._count: tuple[int, int] | None = None  # (change_seq, speakers) last counted
+        self._count_lock = threading.Lock()
+        self._ready = False
+
+    # -- the IndexCache interface ---------------------------------------------------------------
+    def current(self) -> "PgVectorSearch":
+        if not self._ready:
+            with self.store.read() as session:
+                present = _has_column(session)
+            if not present:  # a bank created with this kind: the column comes with its first use
+                with self.store.write() as session:
+                    switch(session, KIND, self.dimension)
+            self._ready = True
+        return self
+
+    def use_kind(self, kind: str) -> None:
+        self._ready = False  # look for the column again
+
+    def forget(self) -> None:
+        self._count = None
+
+    def rebuild(self) -> "PgVectorSearch":
+        """Rebuild the column and HNSW index from the stored voiceprints."""
+        with self.store.write() as session:
+            if _has_column(session):  # copy every voiceprint again: the column may have been edited by hand
+                session.execute(text(f"UPDATE speakers SET {COLUMN} = NULL"))
+            switch(session, KIND, self.dimension)
+        self._ready, self._count = True, None
+        return self
+
+    def save(self) -> None:
+        """Nothing to save: the index is PostgreSQL's."""
+
+    # -- the index ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        with self.store.read() as session:
+            return self._size(session)
+
+    @property
+    def seq(self) -> int:
+        with self.store.read() as session:
+            return int(session.execute(text("SELECT change_seq FROM bank WHERE id = 1")).scalar_one())
+
+    def _size(self, session) -> int:
+        """Speakers in the bank, counted again only after a change (the change sequence moved)."""
+        seq = int(session.execute(text("SELECT change_seq FROM bank WHERE id = 1")).scalar_one())
+        return self._counted(session.connection().connection.dbapi_connection.cursor(), seq)
+
+    def _counted(self, cursor, seq: int) -> int:
+        cached = self._count
+        if cached is None or cached[0] != seq:
+            cursor.execute("SELECT count(*) FROM speakers")
+            cached = (seq, int(cursor.fetchone()[0]))
+            with self._count_lock:
+                self._count = cached
+        return cached[1]
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids) for each row of ``queries`` ((n, d) or (d,)), best first, as HNSW
+        finds them: (n, min(k, size)); scores are float32-accumulated inner products (cosines of the
+        unit voiceprints, within ~1e-6 of exact). The caller rescores them against the stored
+        voiceprints (``VoiceBank._candidates``): the index only proposes.
+
+        One transaction on the driver's own cursor (a search is a few hundred microseconds of work
+        for PostgreSQL; SQLAlchemy's statement handling cost more than that): one statement reads the
+        change sequence and sets the search parameters for this transaction only, then one
+        ``ORDER BY embedding <#> q LIMIT k`` per query."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        out_scores, out_ids = [], []
+        with self.store.read() as session:
+            cursor = session.connection().connection.dbapi_connection.cursor()
+            known = self._count[1] if self._count is not None else None
+            seq = self._configure(cursor, known, k)
+            size = self._counted(cursor, seq)
+            if size != known:  # the bank changed size: parameters for the new size
+                self._configure(cursor, size, k)
+            k = min(k, size)
+            for query in queries:
+                literal = "[" + ",".join(map(repr, query.astype(float).tolist())) + "]"
+                cursor.execute(f"SELECT id, {COLUMN} <#> %s::vector AS d FROM speakers ORDER BY d LIMIT %s", (literal, k))
+                rows = cursor.fetchall() if k else []
+                if len(rows) < k:  # the graph walk found fewer live rows than asked: scan exactly
+                    log.debug("HNSW returned %d of %d rows: exact scan", len(rows), k)
+                    cursor.execute("SELECT set_config('enable_indexscan', 'off', true), set_config('enable_seqscan', 'on', true)")
+                    cursor.execute(f"SELECT id, {COLUMN} <#> %s::vector AS d FROM speakers ORDER BY d LIMIT %s", (literal, k))
+                    rows = cursor.fetchall()
+                    self._configure(cursor, size, k)
+                out_ids.append([r[0] for r in rows])
+                out_scores.append([-r[1] for r in rows])  # <#> is the negative inner product
+        return (np.array(out_scores, dtype=np.float32).reshape(len(queries), k),
+                np.array(out_ids, dtype=np.int64).reshape(len(queries), k))
+
+    @staticmethod
+    def _configure(cursor, size: int | None, k: int) -> int:
+        """Set this transaction's search parameters for a bank of ``size`` (None: not known yet);
+        returns the bank's change sequence."""
+        size = size or 0
+        # iterative scans (pgvector 0.8) keep walking the graph past deleted rows instead of returning
+        # fewer than asked; set_config(..., true) lasts until the end of this transaction
+        cursor.execute("SELECT change_seq, set_config('hnsw.ef_search', %s, true), "
+                       "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                       "set_config('enable_seqscan', %s, true), set_config('enable_indexscan', 'on', true) "
+                       "FROM bank WHERE id = 1", (str(ef_search_for(size, k)), "on" if size < GRAPH_FROM else "off"))
+        return int(cursor.fetchone()[0])
+
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """All (ids (n,), vectors (n, d) float32) as the pgvector column holds them."""
+        self.current()
+        with self.store.read() as session:
+            rows = session.execute(text(f"SELECT id, {COLUMN}::real[] FROM speakers WHERE {COLUMN} IS NOT NULL "
+                                        "ORDER BY id")).all()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        vectors = np.array([r[1] for r in rows], dtype=np.float32).reshape(len(rows), self.dimension)
+        return ids, vectors
