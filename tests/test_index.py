@@ -456,7 +456,7 @@ def test_ivf_is_exact_until_it_can_train_and_follows_the_bank_size(big_data, tmp
         np.testing.assert_allclose(a, b, atol=1e-5)
 
     index.upsert(ids[1000:IVF_MIN_TRAIN], vectors[1000:IVF_MIN_TRAIN])  # one at a time would do the same
-    assert index.backend.describe() == {"structure": "IndexIVFFlat", "exact": False, "nlist": 64, "nprobe": 8}
+    assert index.backend.describe() == {"structure": "IndexIVFFlat", "exact": False, "nlist": 64, "nprobe": 16}
     index.remove(ids[IVF_MIN_TRAIN // 2 :])  # half the threshold: still IVF (no flip-flopping)
     assert index.backend.describe()["exact"] is False
     index.remove(ids[IVF_MIN_TRAIN // 2 - 1 : IVF_MIN_TRAIN // 2])  # below half: exact again
