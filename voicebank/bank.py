@@ -199,9 +199,12 @@ class VoiceBank:
 
     # -- the audit trail and the cohort --------------------------------------------------------
     def audit(self, speaker: str | None = None, since: datetime | None = None, until: datetime | None = None,
-              limit: int | None = None) -> list[audit_mod.AuditEntry]:
-        """Identification and verification decisions, newest first (``speaker``: claimed or returned)."""
-        return audit_mod.entries(self._store, speaker, since, until, limit)
+              limit: int | None = None, *, operation: str | None = None, client: str | None = None,
+              offset: int = 0) -> list[audit_mod.AuditEntry]:
+        """Identification and verification decisions, newest first (``speaker``: claimed or returned;
+        ``operation``: identify or verify; ``client``: who asked), a page at a time with ``offset``."""
+        return audit_mod.entries(self._store, speaker, since, until, limit, operation=operation, client=client,
+                                 offset=offset)
 
     def purge_audit(self, before: datetime) -> int:
         """Delete decisions older than ``before``; returns how many were deleted."""
@@ -320,17 +323,10 @@ class VoiceBank:
         """Write the index cache file now (it is also written on :meth:`close`)."""
         self._search.save()
 
-    # -- for the console and any client: checks and pages that store nothing --------------------
+    # -- for the console and any client: checking takes without storing them ------------------
     def check_recordings(self, recordings: Sequence[Recording], name: str | None = None):  # -> precheck.EnrollmentCheck
         """Check takes as :meth:`enroll` (or with ``name``, :meth:`add_recordings`) would, storing
         nothing: each take's speech and problems, and the speech in all against what is needed."""
         from . import precheck
 
         return precheck.check(self._services, recordings, None if name is None else validate.name(name))
-
-    def audit_page(self, speaker: str | None = None, since: datetime | None = None, until: datetime | None = None,
-                   operation: str | None = None, client: str | None = None, limit: int = 100,
-                   offset: int = 0) -> list[audit_mod.AuditEntry]:
-        """:meth:`audit` filtered also by ``operation`` and ``client``, a page at a time."""
-        return audit_mod.entries(self._store, speaker, since, until, limit, operation=operation, client=client,
-                                 offset=offset)

@@ -65,8 +65,8 @@ async def audit_trail(
     """The identification and verification decisions, newest first, a page at a time (admin)."""
     if since is not None and until is not None and as_utc(since) >= as_utc(until):  # one with an offset, one without
         raise InvalidInputError("since must be before until.")
-    entries = await run(request, request.app.state.bank.audit_page, speaker or None, since, until,
-                        operation, client or None, limit + 1, offset)  # one more: is there a next page?
+    entries = await run(request, request.app.state.bank.audit, speaker or None, since, until,
+                        limit + 1, operation=operation, client=client or None, offset=offset)  # one more: a next page?
     more = len(entries) > limit
     return {"entries": [e.to_dict() for e in entries[:limit]], "limit": limit, "offset": offset,
             "next_offset": offset + limit if more else None}
