@@ -294,3 +294,13 @@ main(["--db", sys.argv[1], "db", "current"], standalone_mode=False)
     assert info["current"] == info["head"] == schema.head()
     assert set(info["tables"]) == TABLES | {"alembic_version"}
     assert lines[1:] == [f"database: {schema.head()}", f"newest:   {schema.head()}"]
+
+
+def test_the_shipped_revisions_are_read_as_alembic_reads_them():
+    """schema.head() and the known revisions come from the scripts' revision lines (fast), and must
+    agree with alembic's own reading of the same scripts."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(schema.migrations_dir()))
+    assert schema.head() == scripts.get_current_head()
+    assert schema._chain() == {rev.revision: rev.down_revision for rev in scripts.walk_revisions()}

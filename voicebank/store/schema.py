@@ -6,11 +6,13 @@ The migrations live in ``migrations/`` at the repository root and are installed 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import re
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
 from ..errors import BankNotFoundError, SchemaError
 
@@ -35,16 +37,49 @@ def _config(engine: Engine):  # -> alembic.config.Config
 
 
 def head() -> str:
-    from alembic.script import ScriptDirectory
+    """The newest revision of the migrations this code ships."""
+    revisions = _chain()
+    if revisions is None:
+        from alembic.script import ScriptDirectory
 
-    return ScriptDirectory(str(migrations_dir())).get_current_head()
+        return ScriptDirectory(str(migrations_dir())).get_current_head()
+    parents = {down for down in revisions.values() if down}
+    (newest,) = [rev for rev in revisions if rev not in parents]
+    return newest
+
+
+_REVISION = re.compile(r"""^(down_)?revision\b[^=\n]*=\s*(?:None|['"]([^'"]+)['"])""", re.M)
+
+
+@functools.lru_cache(maxsize=4)
+def _chain_in(folder: str) -> dict[str, str | None] | None:
+    chain: dict[str, str | None] = {}
+    for script in sorted(Path(folder, "versions").glob("*.py")):
+        found = {bool(m.group(1)): m.group(2) for m in _REVISION.finditer(script.read_text(encoding="utf-8"))}
+        if False in found and found[False]:
+            chain[found[False]] = found.get(True)
+    heads = set(chain) - {down for down in chain.values() if down}
+    return chain if len(heads) == 1 else None
+
+
+def _chain() -> dict[str, str | None] | None:
+    """{revision: the revision before it} read from the migration files' ``revision`` and
+    ``down_revision`` lines (milliseconds; alembic's loader compiles every script, 0.24 s of each
+    command), or None where they cannot be read so, and alembic is asked instead."""
+    return _chain_in(str(migrations_dir()))
 
 
 def current(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
+    """The revision the database is stamped with, None if it is not. Read with one query, as
+    alembic stores it (its ``alembic_version`` table): importing alembic's migration runtime for
+    this cost 0.16 s of every command's 0.8 s (``bench/cli.py``)."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        found = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    if len(found) > 1:  # alembic's own answer for a branched history; voicebank's has one line
+        raise SchemaError(f"the database is stamped with several schema revisions ({', '.join(sorted(found))}).")
+    return found[0] if found else None
 
 
 OURS = {"bank", "speakers", "utterances", "changes", "audit", "cohort", "api_keys"}
@@ -114,6 +149,9 @@ def check(engine: Engine, url_for_messages: str) -> None:
 
 
 def _known() -> set[str]:
+    revisions = _chain()
+    if revisions is not None:
+        return set(revisions)
     from alembic.script import ScriptDirectory
 
     return {rev.revision for rev in ScriptDirectory(str(migrations_dir())).walk_revisions()}
