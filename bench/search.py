@@ -71,7 +71,6 @@ DIM = 512
 BATCH = 64
 K = 5
 TARGET_P50_MS, TARGET_RECALL = 10.0, 0.99  # the issue's target at 1M speakers
-CHUNK = 65_536  # speakers generated at a time (bounded memory)
 
 
 # ----------------------------------------------------------------------------- synthetic voiceprints
@@ -113,16 +112,7 @@ class Population:
 
     def bank(self, n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(voiceprints (n, d), queries (n_queries, d), the speaker row each query belongs to)."""
-        qrows = np.sort(np.random.default_rng([self.seed, n, 1]).choice(n, min(n_queries, n), replace=False))
-        prints = np.empty((n, len(self.mean)), dtype=np.float32)
-        queries = []
-        for start in range(0, n, CHUNK):
-            rng = np.random.default_rng([self.seed, n, 2, start])
-            centres = self.centres(rng, min(CHUNK, n - start))
-            prints[start:start + len(centres)] = self.rotate(self.voiceprints(rng, centres))
-            mine = qrows[(qrows >= start) & (qrows < start + len(centres))] - start
-            queries.append(self.rotate(self.utterances(rng, centres[mine])))
-        return prints, np.concatenate(queries), qrows
+        return search_population.bank(self, self.seed, len(self.mean), n, n_queries)
 
     def statistics(self, n: int = 2000) -> dict:
         """Cosine distributions of this population, from ``n`` speakers with explicit utterances."""

@@ -11,7 +11,6 @@ through :class:`voicebank.index.pgvector.PgVectorSearch`, exact rescoring includ
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 import uuid
 
@@ -35,6 +34,7 @@ def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.n
     import psycopg
     from sqlalchemy import create_engine, text
 
+    from search import threaded_qps  # bench/search.py: the same clients as the FAISS rows
     from voicebank.index import pgvector as pgv
     from voicebank.store import BankRow, Store, resolve_url, schema
 
@@ -82,7 +82,7 @@ def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.n
                "file_bytes_per_speaker": index_bytes / n, "rss_bytes_per_speaker": table_bytes / n,
                **latency_figures(times), "recall_at_1": float(np.mean(found - 1 == truth)),
                "identified_own_speaker": float(np.mean(found - 1 == own)),
-               "qps_clients": {c: concurrent_qps(search, queries, c, args.batch_budget) for c in clients},
+               "qps_clients": {c: threaded_qps(search.search, queries, c, args.batch_budget) for c in clients},
                "structure": {"structure": f"pgvector HNSW (vector_ip_ops), m={pgv.HNSW_M}, "
                                           f"ef_construction={pgv.HNSW_EF_CONSTRUCTION}", "exact": False,
                              "efSearch": pgv.ef_search_for(n, k), "M": pgv.HNSW_M}}
@@ -103,23 +103,3 @@ def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.n
         store.dispose()
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def concurrent_qps(search, queries: np.ndarray, clients: int, budget_s: float) -> float:
-    """Single-query identifications per second from ``clients`` threads at once, each its own connection."""
-    done, stop = [0] * clients, time.perf_counter() + budget_s
-
-    def client(c: int) -> None:
-        i = c
-        while time.perf_counter() < stop:
-            search.search(queries[i % len(queries)], 5)
-            done[c] += 1
-            i += clients
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(done) / (time.perf_counter() - started)

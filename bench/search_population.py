@@ -87,17 +87,7 @@ class Cone:
         return x @ self.rotation  # norms are kept
 
     def bank(self, n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(voiceprints (n, d), queries (n_queries, d), the speaker row each query belongs to)."""
-        qrows = np.sort(np.random.default_rng([self.seed, n, 1]).choice(n, min(n_queries, n), replace=False))
-        prints = np.empty((n, self.d), dtype=np.float32)
-        queries = []
-        for start in range(0, n, CHUNK):
-            rng = np.random.default_rng([self.seed, n, 2, start])
-            centres = self.centres(rng, min(CHUNK, n - start))
-            prints[start:start + len(centres)] = self.rotate(self.voiceprints(rng, centres))
-            mine = qrows[(qrows >= start) & (qrows < start + len(centres))] - start
-            queries.append(self.rotate(self.utterances(rng, centres[mine])))
-        return prints, np.concatenate(queries), qrows
+        return bank(self, self.seed, self.d, n, n_queries)
 
     def sample(self, n: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
         """(voiceprints (n, d), one more utterance of each speaker (n, d)) for statistics."""
@@ -216,3 +206,18 @@ def side_by_side(real_pooled: dict, per_corpus: dict, fitted: dict) -> str:
     out = [f"{'':<{width}} " + " ".join(f"{c[0]:>18}" for c in cols)]
     out += [f"{label:<{width}} " + " ".join(f"{fmt(c[1]):>18}" for c in cols) for label, fmt in rows]
     return "\n".join(out)
+
+
+def bank(population, seed: int, d: int, n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(voiceprints (n, d), queries (n_queries, d), the speaker row each query belongs to), from any
+    population with ``centres``, ``voiceprints``, ``utterances`` and ``rotate``, CHUNK speakers at a time."""
+    qrows = np.sort(np.random.default_rng([seed, n, 1]).choice(n, min(n_queries, n), replace=False))
+    prints = np.empty((n, d), dtype=np.float32)
+    queries = []
+    for start in range(0, n, CHUNK):
+        rng = np.random.default_rng([seed, n, 2, start])
+        centres = population.centres(rng, min(CHUNK, n - start))
+        prints[start:start + len(centres)] = population.rotate(population.voiceprints(rng, centres))
+        mine = qrows[(qrows >= start) & (qrows < start + len(centres))] - start
+        queries.append(population.rotate(population.utterances(rng, centres[mine])))
+    return prints, np.concatenate(queries), qrows

@@ -1,4 +1,4 @@
-"""SQL storage: the source of truth. SQLAlchemy 2.0 models and transaction scopes.
+"""SQL storage, the source of truth: engines and transaction scopes (the tables are in ``models.py``).
 
 The schema itself is created and changed only by the Alembic migrations (see ``schema.py``).
 Every change to voiceprints happens inside :meth:`Store.change`, which takes the next value of
@@ -10,31 +10,13 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    DateTime,
-    Engine,
-    Float,
-    ForeignKey,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    UniqueConstraint,
-    create_engine,
-    delete,
-    event,
-    text,
-)
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy import Engine, create_engine, delete, event, text
+from sqlalchemy.orm import Session
 
-from .models import ApiKeyRow, AuditRow, BankRow, Base, ChangeRow, CohortRow, SpeakerRow, UtteranceRow, DEFAULT_DB, as_utc, utcnow  # noqa: F401
+from .models import DEFAULT_DB, ChangeRow
 
 
 def resolve_url(db: str | os.PathLike | None) -> str:

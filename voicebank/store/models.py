@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from sqlalchemy import (
@@ -14,7 +11,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
-    Engine,
     Float,
     ForeignKey,
     Integer,
@@ -22,12 +18,8 @@ from sqlalchemy import (
     MetaData,
     String,
     UniqueConstraint,
-    create_engine,
-    delete,
-    event,
-    text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 DEFAULT_DB = "voicebank.db"
