@@ -28,8 +28,9 @@ def info(request) -> IndexInfo:
 
 
 def by_id(index: SpeakerIndex) -> dict[int, np.ndarray]:
+    """What the index holds, by id: float32, or float16 for an index holding half precision (pgvector's halfvec)."""
     ids, vectors = index.items()
-    assert ids.dtype == np.int64 and vectors.dtype == np.float32
+    assert ids.dtype == np.int64 and vectors.dtype in (np.float32, np.float16)
     assert vectors.shape == (len(ids), DIM)
     assert len(set(ids.tolist())) == len(ids), "an id is held twice"
     return dict(zip(ids.tolist(), vectors))
@@ -66,8 +67,8 @@ def test_upsert_of_an_existing_id_replaces_it(info):
     assert len(index) == 3
     held = by_id(index)
     assert sorted(held) == [1, 2, 3]
-    np.testing.assert_allclose(held[2], new[0], atol=1e-6)
-    np.testing.assert_allclose(held[1], old[0], atol=1e-6)
+    np.testing.assert_array_equal(held[2], new[0].astype(held[2].dtype))  # exact, in the precision held
+    np.testing.assert_array_equal(held[1], old[0].astype(held[1].dtype))
     scores, found = index.search(old[1], 3)  # the old vector of 2 is gone
     assert found[0, 0] != 2 or scores[0, 0] < 0.999
     scores, found = index.search(new[0], 1)
@@ -116,7 +117,7 @@ def test_items_round_trip(info):
     held = by_id(index)
     assert sorted(held) == sorted(ids.tolist())
     for i, v in zip(ids.tolist(), vectors):
-        np.testing.assert_array_equal(held[i], v)  # flat storage is exact
+        np.testing.assert_array_equal(held[i], v.astype(held[i].dtype))  # exact, in the precision held
     # feeding items() into a fresh index rebuilds the same index
     copy = SpeakerIndex(info)
     copy.upsert(*index.items())

@@ -126,14 +126,28 @@ def _big():
     return ids, vectors, queries
 
 
-def test_the_column_holds_the_voiceprint_exactly(pg_index):
+def test_the_column_holds_the_voiceprint_rounded_to_half_precision(pg_index):
     index = pg_index(IndexInfo("b", "m", 512, pgv.KIND))
     vectors = contract.unit_vectors(20, seed=3, dim=512)
-    vectors[0, :3] = [1e-40, -2.5e-39, 3.4e38]  # subnormals and a huge value: the SQL decoder's edge cases
+    vectors[0, :3] = [1e-40, -3e-6, 0.99]  # float16 subnormals and zero, and a large component
     index.upsert(np.arange(1, 21), vectors)
     ids, held = index.items()
-    assert ids.tolist() == list(range(1, 21))
-    np.testing.assert_array_equal(held, vectors)
+    assert ids.tolist() == list(range(1, 21)) and held.dtype == np.float16
+    np.testing.assert_array_equal(held, vectors.astype(np.float16))  # rounded exactly as numpy rounds
+    # the search scores candidates against the float32 voiceprints, not the rounded column
+    scores, found = index.search(vectors[:5], 3)
+    assert found[:, 0].tolist() == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(scores[:, 0], np.sum(vectors[:5].astype(np.float64) ** 2, axis=1), atol=1e-6)
+    assert np.max(np.abs(held.astype(np.float64) - vectors)) > 1e-5  # the column is rounded: this test can tell
+
+
+def test_the_sql_decoder_reads_float32_bytes_exactly(pg_index):
+    """voicebank_f32le (migration 0005) on the edge cases of float32: subnormals, huge values, -0."""
+    index = pg_index(IndexInfo("b", "m", 8, pgv.KIND))
+    values = np.array([1e-40, -2.5e-39, 3.4e38, -3.4e38, -0.0, 1.0, np.float32(1) / 3, 1e-45], dtype=np.float32)
+    with index.store.read() as session:
+        decoded = session.execute(text("SELECT voicebank_f32le(:b)"), {"b": values.tobytes()}).scalar_one()
+    np.testing.assert_array_equal(np.array(decoded, dtype=np.float32), values)
 
 
 # -- through the facade ----------------------------------------------------------------------------
@@ -160,15 +174,55 @@ def test_enroll_identify_verify_remove_through_the_facade(pgvector_url, tiny_mod
         assert "carol" not in [c.name for c in bank.identify(voices["carol"][2]).candidates]
         report = bank.check()
         assert report.ok and report.speakers_in_index == 2, report
+        with Store(resolve_url(pgvector_url)).write() as session:  # a column edited by hand: check says so
+            session.execute(text(f"UPDATE speakers SET {pgv.COLUMN} = ({pgv.COLUMN}::real[])[1:1] || "
+                                 f"array_fill(0.01::real, ARRAY[dimension - 1]) FROM bank WHERE name = 'bob'"))
+        assert bank.check().wrong_vectors == ["bob"]
+        assert bank.reindex("pgvector") == 2 and bank.check().ok  # and reindex repairs it
         assert not list(tmp_path.glob("index-cache/**/*.faiss")), "pgvector must not write an index file"
         # and back: flat (a FAISS file again), then pgvector once more, with the same answers
         assert bank.reindex("flat") == 2 and bank.index_kind == "flat"
         assert bank.identify(voices["bob"][2]).match.name == "bob"
         with Store(resolve_url(pgvector_url)).read() as session:
-            assert not pgv._has_column(session), "the column and its index go with the kind"
+            assert pgv.column_type(session) is None, "the column and its index go with the kind"
         assert bank.reindex("pgvector") == 2
         assert bank.identify(voices["bob"][2]).match.name == "bob"
         assert bank.check().ok
+
+
+def test_a_vector_column_of_an_earlier_version_works_until_reindex_makes_it_halfvec(pgvector_url, tiny_model, voices):
+    with open_bank(pgvector_url, tiny_model, index="pgvector") as bank:
+        bank.enroll("alice", voices["alice"][:2])
+        bank.enroll("bob", voices["bob"][:2])
+    store = Store(resolve_url(pgvector_url))
+    with store.write() as session:  # the column, trigger and index as the previous version made them
+        dimension = session.execute(text("SELECT dimension FROM bank")).scalar_one()
+        session.execute(text(f"DROP TRIGGER {pgv.TRIGGER} ON speakers"))
+        session.execute(text(f"ALTER TABLE speakers DROP COLUMN {pgv.COLUMN}"))
+        session.execute(text(f"ALTER TABLE speakers ADD COLUMN {pgv.COLUMN} vector({dimension})"))
+        session.execute(text(f"CREATE OR REPLACE FUNCTION {pgv.TRIGGER_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                             f"BEGIN NEW.{pgv.COLUMN} := voicebank_f32le(NEW.voiceprint)::vector; RETURN NEW; END $$"))
+        session.execute(text(f"CREATE TRIGGER {pgv.TRIGGER} BEFORE INSERT OR UPDATE OF voiceprint ON speakers "
+                             f"FOR EACH ROW EXECUTE FUNCTION {pgv.TRIGGER_FUNCTION}()"))
+        session.execute(text(f"UPDATE speakers SET {pgv.COLUMN} = voicebank_f32le(voiceprint)::vector"))
+        session.execute(text(f"CREATE INDEX {pgv.INDEX} ON speakers USING hnsw ({pgv.COLUMN} vector_ip_ops)"))
+    try:
+        with VoiceBank.open(pgvector_url, str(tiny_model)) as bank:
+            bank.enroll("carol", voices["carol"][:2])
+            for name in ("alice", "bob", "carol"):
+                assert bank.identify(voices[name][2]).match.name == name
+            assert bank.check().ok
+            with store.read() as session:
+                assert pgv.column_type(session) == "vector", "opening a bank must not rebuild its index unasked"
+            assert bank.reindex("pgvector") == 3
+            with store.read() as session:
+                assert pgv.column_type(session) == "halfvec"
+            for name in ("alice", "bob", "carol"):
+                assert bank.identify(voices[name][2]).match.name == name
+            report = bank.check()
+            assert report.ok and report.speakers_in_index == 3, report
+    finally:
+        store.dispose()
 
 
 def test_a_sqlite_bank_refuses_the_kind(tmp_path, tiny_model):

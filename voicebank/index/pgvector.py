@@ -4,18 +4,26 @@ The voiceprint is copied into a pgvector column of ``speakers`` by a trigger, so
 transaction that writes the speaker, by whatever process writes it, and a removed speaker's vector
 goes with its row at commit: no index file, no catch-up, nothing for a replica to rebuild.
 
-- Column: ``embedding vector(d)``, float32 like the stored voiceprint, so it holds exactly what SQL
-  holds (``check`` compares them bit for bit); the trigger decodes the voiceprint's little-endian
-  float32 bytes with ``voicebank_f32le`` (migration 0005), in SQL, without any extension of our own.
-- Index: HNSW over inner product (``vector_ip_ops``; ``<#>`` is the *negative* inner product, so
+- Column: ``embedding halfvec(d)``: the voiceprint rounded to 16-bit floats (half the bytes of
+  ``vector``, so the graph walk reads half the pages: 1.6x faster at the same recall on 100k
+  voiceprints, see bench/search.py). Rounding moves a unit vector's inner product by at most
+  2 x 2^-11 (both sides rounded, |q_i x_i| summing to <= 1), so the index may order two candidates
+  within ~1e-3 of each other wrongly; it never decides: :meth:`PgVectorSearch.search` fetches
+  :data:`OVERFETCH` more rows than asked and scores them against the stored float32 voiceprints
+  read in the same query. The trigger decodes the voiceprint's little-endian float32 bytes with
+  ``voicebank_f32le`` (migration 0005), in SQL, without any extension of our own. A bank switched
+  to this kind by an earlier version has a ``vector`` column; it keeps working, and ``reindex
+  --index pgvector`` turns it into ``halfvec``.
+- Index: HNSW over inner product (``halfvec_ip_ops``; ``<#>`` is the *negative* inner product, so
   ascending order is best first), built with :data:`HNSW_M` and :data:`HNSW_EF_CONSTRUCTION`. HNSW
   takes inserts and deletes as they come; IVFFlat's lists are trained once on the rows present and
   would go stale as a bank grows from empty, and on voice-shaped data nearly every voiceprint falls
   into a few of them (see bench/search.py).
-- Search: one query per probe, ``ORDER BY embedding <#> q LIMIT k`` with ``hnsw.ef_search`` set
-  for that transaction only and scaled with the bank's size (:func:`ef_search_for`). The facade
-  rescores the proposed candidates against the stored voiceprints (float64 cosine) before it
-  decides (``VoiceBank._candidates``), as for every kind: the index only proposes.
+- Search: one query per probe, ``ORDER BY embedding <#> q LIMIT k + OVERFETCH`` with
+  ``hnsw.ef_search`` set for that transaction only and scaled with the bank's size
+  (:func:`ef_search_for`). The facade rescores the proposed candidates against the stored
+  voiceprints (float64 cosine) before it decides (``VoiceBank._candidates``), as for every kind:
+  the index only proposes.
 
 Switching a bank to or from this kind (``init --index pgvector``, ``reindex --index ...``) creates or
 drops the column, trigger and index in the transaction that changes the bank's kind (:func:`switch`).
@@ -38,6 +46,8 @@ from ..store import BankRow, Store
 log = logging.getLogger(__name__)
 
 KIND = "pgvector"
+COLUMN_TYPE, OPCLASS = "halfvec", "halfvec_ip_ops"
+OVERFETCH = 16  # rows fetched beyond k, so that a rounding-order error at the k-th place costs nothing
 COLUMN, INDEX, TRIGGER, TRIGGER_FUNCTION = "embedding", "speakers_embedding_hnsw", "voicebank_embedding", "voicebank_embed_speaker"
 # Chosen with bench/search.py (cone-shaped voiceprints, 100k): m=16 / ef_construction=64 (pgvector's
 # defaults) lost recall@1 on voice-like data; 32 / 128 held it at a build time the bank can afford.
@@ -93,35 +103,38 @@ def switch(session, kind: str, dimension: int) -> None:
     extension (if allowed), column, trigger and HNSW index and fill the column; for any other kind,
     drop them. Idempotent. Lock the bank row first, so no enrollment commits between the two."""
     session.execute(text("SELECT change_seq FROM bank WHERE id = 1 FOR UPDATE"))
-    present = _has_column(session)
-    if kind != KIND:
-        if present:
+    present = column_type(session)
+    if kind != KIND or (present is not None and present != COLUMN_TYPE):  # another kind, or an older column type
+        if present is not None:
             session.execute(text(f"DROP TRIGGER IF EXISTS {TRIGGER} ON speakers"))
             session.execute(text(f"ALTER TABLE speakers DROP COLUMN IF EXISTS {COLUMN}"))  # drops the index too
-            log.info("dropped the pgvector column and index")
-        return
+            log.info("dropped the pgvector column (%s) and its index", present)
+        if kind != KIND:
+            return
     session.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
-    if not present:
-        session.execute(text(f"ALTER TABLE speakers ADD COLUMN {COLUMN} vector({int(dimension)})"))
+    if column_type(session) is None:
+        session.execute(text(f"ALTER TABLE speakers ADD COLUMN {COLUMN} {COLUMN_TYPE}({int(dimension)})"))
     session.execute(text(
         f"CREATE OR REPLACE FUNCTION {TRIGGER_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        f"NEW.{COLUMN} := voicebank_f32le(NEW.voiceprint)::vector; RETURN NEW; END $$"))
+        f"NEW.{COLUMN} := voicebank_f32le(NEW.voiceprint)::{COLUMN_TYPE}; RETURN NEW; END $$"))
     session.execute(text(f"DROP TRIGGER IF EXISTS {TRIGGER} ON speakers"))
     session.execute(text(f"CREATE TRIGGER {TRIGGER} BEFORE INSERT OR UPDATE OF voiceprint ON speakers "
                          f"FOR EACH ROW EXECUTE FUNCTION {TRIGGER_FUNCTION}()"))
-    filled = session.execute(text(f"UPDATE speakers SET {COLUMN} = voicebank_f32le(voiceprint)::vector "
+    filled = session.execute(text(f"UPDATE speakers SET {COLUMN} = voicebank_f32le(voiceprint)::{COLUMN_TYPE} "
                                   f"WHERE {COLUMN} IS NULL")).rowcount
     session.execute(text(f"DROP INDEX IF EXISTS {INDEX}"))
     session.execute(text("SET LOCAL maintenance_work_mem = '1GB'"))  # the graph built in memory: far faster
-    session.execute(text(f"CREATE INDEX {INDEX} ON speakers USING hnsw ({COLUMN} vector_ip_ops) "
+    session.execute(text(f"CREATE INDEX {INDEX} ON speakers USING hnsw ({COLUMN} {OPCLASS}) "
                          f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"))
     log.info("pgvector index built (%d voiceprints copied into the column)", filled)
 
 
-def _has_column(session) -> bool:
-    return session.execute(text(
-        "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('speakers') AND attname = :c AND NOT attisdropped"
-    ), {"c": COLUMN}).first() is not None
+def column_type(session) -> str | None:
+    """The pgvector column's type name (``halfvec``, or ``vector`` as earlier versions made it), or None."""
+    found = session.execute(text(
+        "SELECT t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+        "WHERE a.attrelid = to_regclass('speakers') AND a.attname = :c AND NOT a.attisdropped"), {"c": COLUMN}).scalar()
+    return None if found is None else str(found)
 
 
 class PgVectorSearch:
@@ -139,16 +152,21 @@ class PgVectorSearch:
         self._count: tuple[int, int] | None = None  # (change_seq, speakers) last counted
         self._count_lock = threading.Lock()
         self._ready = False
+        self._type = COLUMN_TYPE  # the column's type as found (an earlier version's bank: vector)
 
     # -- the IndexCache interface ---------------------------------------------------------------
     def current(self) -> "PgVectorSearch":
         if not self._ready:
             with self.store.read() as session:
-                present = _has_column(session)
-            if not present:  # a bank created with this kind: the column comes with its first use
+                present = column_type(session)
+            if present is None:  # a bank created with this kind: the column comes with its first use
                 with self.store.write() as session:
                     switch(session, KIND, self.dimension)
-            self._ready = True
+                    present = column_type(session)
+            elif present != COLUMN_TYPE:
+                log.info("the pgvector column is %s, as an earlier version made it; `voicebank reindex --index "
+                         "pgvector` makes it %s (half the size, faster)", present, COLUMN_TYPE)
+            self._type, self._ready = present, True
         return self
 
     def use_kind(self, kind: str) -> None:
@@ -160,10 +178,10 @@ class PgVectorSearch:
     def rebuild(self) -> "PgVectorSearch":
         """Rebuild the column and HNSW index from the stored voiceprints."""
         with self.store.write() as session:
-            if _has_column(session):  # copy every voiceprint again: the column may have been edited by hand
+            if column_type(session) is not None:  # copy every voiceprint again: the column may have been edited by hand
                 session.execute(text(f"UPDATE speakers SET {COLUMN} = NULL"))
             switch(session, KIND, self.dimension)
-        self._ready, self._count = True, None
+        self._ready, self._type, self._count = True, COLUMN_TYPE, None
         return self
 
     def save(self) -> None:
@@ -194,15 +212,16 @@ class PgVectorSearch:
         return cached[1]
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (scores, ids) for each row of ``queries`` ((n, d) or (d,)), best first, as HNSW
-        finds them: (n, min(k, size)); scores are float32-accumulated inner products (cosines of the
-        unit voiceprints, within ~1e-6 of exact). The caller rescores them against the stored
-        voiceprints (``VoiceBank._candidates``): the index only proposes.
+        """Top-``k`` (scores, ids) for each row of ``queries`` ((n, d) or (d,)), best first:
+        (n, min(k, size)). HNSW proposes ``k +`` :data:`OVERFETCH` rows in the column's precision;
+        each is scored against its stored float32 voiceprint, read in the same query, and the best
+        ``k`` returned with those scores (float32 cosines, within ~1e-6 of exact). The caller still
+        rescores them against SQL (``identification._candidates``): the index only proposes.
 
         One transaction on the driver's own cursor (a search is a few hundred microseconds of work
         for PostgreSQL; SQLAlchemy's statement handling cost more than that): one statement reads the
         change sequence and sets the search parameters for this transaction only, then one
-        ``ORDER BY embedding <#> q LIMIT k`` per query."""
+        ``ORDER BY embedding <#> q LIMIT k + OVERFETCH`` per query."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         out_scores, out_ids = [], []
         with self.store.read() as session:
@@ -213,18 +232,24 @@ class PgVectorSearch:
             if size != known:  # the bank changed size: parameters for the new size
                 self._configure(cursor, size, k)
             k = min(k, size)
+            sql = (f"SELECT id, voiceprint FROM speakers ORDER BY {COLUMN} <#> %s::{self._type} "
+                   f"LIMIT {k + OVERFETCH if k else 0}")
             for query in queries:
                 literal = "[" + ",".join(map(repr, query.astype(float).tolist())) + "]"
-                cursor.execute(f"SELECT id, {COLUMN} <#> %s::vector AS d FROM speakers ORDER BY d LIMIT %s", (literal, k))
+                cursor.execute(sql, (literal,))
                 rows = cursor.fetchall() if k else []
                 if len(rows) < k:  # the graph walk found fewer live rows than asked: scan exactly
                     log.debug("HNSW returned %d of %d rows: exact scan", len(rows), k)
                     cursor.execute("SELECT set_config('enable_indexscan', 'off', true), set_config('enable_seqscan', 'on', true)")
-                    cursor.execute(f"SELECT id, {COLUMN} <#> %s::vector AS d FROM speakers ORDER BY d LIMIT %s", (literal, k))
+                    cursor.execute(sql, (literal,))
                     rows = cursor.fetchall()
                     self._configure(cursor, size, k)
-                out_ids.append([r[0] for r in rows])
-                out_scores.append([-r[1] for r in rows])  # <#> is the negative inner product
+                ids = np.array([r[0] for r in rows], dtype=np.int64)
+                scores = (np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype="<f4").reshape(len(rows), -1) @ query
+                          if rows else np.zeros(0, dtype=np.float32))
+                best = np.argsort(-scores, kind="stable")[:k]
+                out_ids.append(ids[best])
+                out_scores.append(scores[best])
         return (np.array(out_scores, dtype=np.float32).reshape(len(queries), k),
                 np.array(out_ids, dtype=np.int64).reshape(len(queries), k))
 
@@ -242,11 +267,13 @@ class PgVectorSearch:
         return int(cursor.fetchone()[0])
 
     def items(self) -> tuple[np.ndarray, np.ndarray]:
-        """All (ids (n,), vectors (n, d) float32) as the pgvector column holds them."""
+        """All (ids (n,), vectors (n, d)) as the pgvector column holds them: float16 for ``halfvec``
+        (every value exactly as stored), float32 for ``vector``."""
         self.current()
         with self.store.read() as session:
             rows = session.execute(text(f"SELECT id, {COLUMN}::real[] FROM speakers WHERE {COLUMN} IS NOT NULL "
                                         "ORDER BY id")).all()
         ids = np.array([r[0] for r in rows], dtype=np.int64)
-        vectors = np.array([r[1] for r in rows], dtype=np.float32).reshape(len(rows), self.dimension)
+        dtype = np.float16 if self._type == "halfvec" else np.float32
+        vectors = np.array([r[1] for r in rows], dtype=np.float32).reshape(len(rows), self.dimension).astype(dtype)
         return ids, vectors

@@ -39,7 +39,8 @@ class Search(Protocol):
         ...
 
     def contents(self) -> tuple[np.ndarray, np.ndarray, str]:
-        """(ids (n,), vectors (n, dimension)) as found (for ``check``), and a word on its state."""
+        """(ids (n,), vectors (n, dimension)) as found (for ``check``), and a word on its state; the
+        vectors' dtype is the precision held (float32; float16 for pgvector's ``halfvec``)."""
         ...
 
     def save(self) -> None:
@@ -101,8 +102,10 @@ def compare(search: Search, read_voiceprints: Callable[[], Sequence[tuple[int, s
     ids, vectors, status = search.contents()
     voiceprints = read_voiceprints()
     held = {int(i): v for i, v in zip(ids, vectors)}
+    # a searcher holding lower precision (pgvector's halfvec: float16) holds each value rounded to it
+    rounding = float(np.finfo(vectors.dtype).eps) if vectors.dtype.kind == "f" and vectors.dtype.itemsize < 4 else 0.0
     missing = [name for speaker_id, name, _ in voiceprints if speaker_id not in held]
     wrong = [name for speaker_id, name, vector in voiceprints
-             if speaker_id in held and not np.allclose(held[speaker_id], vector, atol=1e-5)]
+             if speaker_id in held and not np.allclose(held[speaker_id], vector, rtol=rounding, atol=1e-5)]
     extra = sorted(set(held) - {speaker_id for speaker_id, _, _ in voiceprints})
     return Comparison(status, len(voiceprints), len(held), missing, extra, wrong)
