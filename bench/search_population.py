@@ -89,6 +89,9 @@ class Cone:
     def bank(self, n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return bank(self, self.seed, self.d, n, n_queries)
 
+    def unknowns(self, n: int) -> np.ndarray:
+        return unknowns(self, self.seed, n)
+
     def sample(self, n: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
         """(voiceprints (n, d), one more utterance of each speaker (n, d)) for statistics."""
         rng = np.random.default_rng([self.seed, seed])
@@ -221,3 +224,11 @@ def bank(population, seed: int, d: int, n: int, n_queries: int) -> tuple[np.ndar
         mine = qrows[(qrows >= start) & (qrows < start + len(centres))] - start
         queries.append(population.rotate(population.utterances(rng, centres[mine])))
     return prints, np.concatenate(queries), qrows
+
+
+def unknowns(population, seed: int, n: int) -> np.ndarray:
+    """``n`` utterances (n, d) of ``n`` speakers who are not enrolled in any bank: centres drawn from the same
+    ``population`` with random numbers of their own (the same for every bank size), one utterance each,
+    turned by the same rotation as the bank."""
+    rng = np.random.default_rng([seed, 4])
+    return population.rotate(population.utterances(rng, population.centres(rng, n)))
