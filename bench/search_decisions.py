@@ -71,15 +71,20 @@ class Comparison:
     that kind's decisions differ (see the module docstring)."""
 
     def __init__(self, prints: np.ndarray, genuine: np.ndarray, unknown: np.ndarray, exact: Search, k: int,
-                 rule: str = calibration.MARGIN):
+                 rule: str = calibration.MARGIN, thresholds: dict | None = None):
         """``prints`` (n, d) float32 voiceprints (SQL id = row + 1); ``genuine`` and ``unknown`` probes (m, d);
-        ``exact``: the brute-force search; ``k``: candidates asked of every search (>= 2)."""
+        ``exact``: the brute-force search; ``k``: candidates asked of every search (>= 2); ``thresholds``:
+        {name: threshold} to decide at (a bank's calibrated ones, say), each reported as its
+        ``operating_point``; default: where exact search accepts each of ``ACCEPTED_UNKNOWN`` of the
+        unknown probes, reported as ``unknown_accepted_by_exact``."""
         self.prints, self.k, self.rule = prints, k, rule
         self.probes = np.concatenate([genuine, unknown])
         self.genuine = np.arange(len(self.probes)) < len(genuine)
         self.reference = self._outcome(exact)
         unknown_statistic = self.reference.statistic[~self.genuine]
-        self.thresholds = {rate: float(np.quantile(unknown_statistic, 1 - rate)) for rate in ACCEPTED_UNKNOWN}
+        self.named = "unknown_accepted_by_exact" if thresholds is None else "operating_point"
+        self.thresholds = thresholds if thresholds is not None else {
+            rate: float(np.quantile(unknown_statistic, 1 - rate)) for rate in ACCEPTED_UNKNOWN}
 
     def _outcome(self, search: Search) -> Outcome:
         batches = (self.probes[i:i + BATCH] for i in range(0, len(self.probes), BATCH))
@@ -98,7 +103,7 @@ class Comparison:
             mine, theirs = got.accepted(threshold), ref.accepted(threshold)
             differ = (mine != theirs) | (mine & theirs & (got.top2[:, 0] != ref.top2[:, 0]))
             out["thresholds"].append({
-                "unknown_accepted_by_exact": rate, "threshold": threshold,
+                self.named: rate, "threshold": threshold,
                 "differ_genuine": int(differ[genuine].sum()), "differ_unknown": int(differ[unknown].sum()),
                 "exact_accepts_genuine": int(theirs[genuine].sum()),
                 "exact_accepts_unknown": int(theirs[unknown].sum())})

@@ -12,6 +12,7 @@ voiceprints included; the genuine and unknown-person probes of the decision colu
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 import uuid
@@ -30,14 +31,15 @@ def server(url: str | None):
     return handle.get_uri().replace("postgres:@", "postgres@", 1), handle
 
 
-def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.ndarray, own: np.ndarray,
-            decisions, k: int, clients: list[int], args) -> tuple[dict, list[dict]]:
-    """One row (as bench/search.py's measure_kind; ``decisions``: its search_decisions.Comparison) and an
-    ef_search sweep."""
+@contextlib.contextmanager
+def loaded(admin_url: str, prints: np.ndarray, connections: int = 2):
+    """A fresh database on the server holding ``prints`` (n, d) float32 as a bank of the pgvector kind:
+    ``speakers`` rows written as enrollment writes them (COPY; SQL id = row + 1), then the column filled
+    and the HNSW index built as ``reindex --index pgvector`` does. Yields (store, database name, insert
+    seconds, build seconds); the database is dropped on exit. ``connections``: the engine's pool size."""
     import psycopg
     from sqlalchemy import create_engine, text
 
-    from search import threaded_qps  # bench/search.py: the same clients as the FAISS rows
     from voicebank.index import pgvector as pgv
     from voicebank.store import BankRow, Store, resolve_url, schema
 
@@ -48,7 +50,7 @@ def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.n
     base, query = admin_url.split("?", 1)
     url = resolve_url(f"{base.rsplit('/', 1)[0]}/{name}?{query}")
     store = Store(url)
-    store.engine = create_engine(url, pool_size=max(clients) + 2)  # one connection per client thread
+    store.engine = create_engine(url, pool_size=connections)
     try:
         schema.upgrade(store.engine)
         with store.write() as session:
@@ -72,7 +74,25 @@ def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.n
             session.execute(text("UPDATE bank SET change_seq = change_seq + 1"))
         with store.write() as session:
             session.execute(text("ANALYZE speakers"))
-        build_s = time.perf_counter() - t
+        yield store, name, insert_s, time.perf_counter() - t
+    finally:
+        store.dispose()
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.ndarray, own: np.ndarray,
+            decisions, k: int, clients: list[int], args) -> tuple[dict, list[dict]]:
+    """One row (as bench/search.py's measure_kind; ``decisions``: its search_decisions.Comparison) and an
+    ef_search sweep."""
+    from sqlalchemy import text
+
+    from search import threaded_qps  # bench/search.py: the same clients as the FAISS rows
+    from voicebank.index import pgvector as pgv
+
+    n, d = prints.shape
+    # one connection per client thread
+    with loaded(admin_url, prints, max(clients) + 2) as (store, name, insert_s, build_s):
         with store.read() as session:
             index_bytes = session.execute(text(f"SELECT pg_relation_size('{pgv.INDEX}')")).scalar_one()
             table_bytes = session.execute(text("SELECT pg_total_relation_size('speakers')")).scalar_one()
@@ -103,7 +123,3 @@ def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.n
             sweep.append({"kind": "pgvector", "efSearch": ef, "recall_at_1": float(np.mean(got - 1 == truth)),
                           "p50_ms": float(np.percentile(t_, 50) * 1e3), "n_single": len(t_)})
         return row, sweep
-    finally:
-        store.dispose()
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
