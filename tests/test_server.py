@@ -118,7 +118,8 @@ def last_audit(db: Path) -> dict:
 def test_health_needs_no_key(server):
     response = server.client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "version": "0.1.0", "model_id": server.bank.model_id, "in_flight": 0}
+    assert response.json() == {"status": "ok", "version": "0.1.0", "model_id": server.bank.model_id, "in_flight": 0,
+                               "replica": False}
 
 
 def test_openapi_and_docs(server):

@@ -49,7 +49,7 @@ class VoiceBank:
              threshold: float | None = None, identify_rule: str = "margin", index: str = "flat",
              device: str | None = None, index_path: str | os.PathLike | None = None,
              limits: AudioLimits = AudioLimits(), window_seconds: float = DEFAULT_WINDOW_SECONDS,
-             exist_ok: bool = True) -> "VoiceBank":
+             exist_ok: bool = True, primary: str | os.PathLike | None = None) -> "VoiceBank":
         """Open the bank in ``db`` (a SQLAlchemy URL or a SQLite file path; default ``VOICEBANK_DB``
         or ./voicebank.db).
 
@@ -60,8 +60,16 @@ class VoiceBank:
         on: ``margin`` or ``best``, ``index`` the FAISS index kind: flat, hnsw or ivf), and with
         ``exist_ok=False`` too, an existing bank is an error (``voicebank init``). The model is
         loaded only when something must be embedded.
+
+        ``primary``: ``db`` is a PostgreSQL read replica (hot standby) and this is its primary's
+        URL (``VOICEBANK_PRIMARY`` on the CLI). The bank then reads ``db``, writes each decision's
+        audit row to ``primary``, and refuses every change with :class:`~voicebank.errors.ReplicaError` (a change
+        made through the primary would not be seen by this process until the replica replays it):
+        changes go through a bank opened on the primary. The same URL as ``db`` is ignored; SQLite
+        is refused.
         """
-        parts = opening.open_parts(db, model, device, create, exist_ok, threshold, identify_rule, index, index_path)
+        parts = opening.open_parts(db, model, device, create, exist_ok, threshold, identify_rule, index, index_path,
+                                   primary)
         return cls(*parts, limits, window_seconds)
 
     def close(self) -> None:
@@ -76,6 +84,17 @@ class VoiceBank:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def reads_replica(self) -> bool:
+        """True when this bank reads a read replica (opened with ``primary``): it identifies,
+        verifies and reads, and refuses every change."""
+        return self._store.primary is not None
+
+    def refuse_changes(self, what: str) -> None:
+        """Raise :class:`~voicebank.errors.ReplicaError` now if this bank reads a replica (``what``: a verb phrase
+        for the message, e.g. "store thresholds"): to refuse before a long job rather than after it."""
+        self._store.refuse_changes(what)
 
     @property
     def limits(self) -> AudioLimits:
@@ -177,6 +196,7 @@ class VoiceBank:
         matches another speaker is a warning in ``Speaker.warnings``, or with ``strict`` a
         :class:`DuplicateVoiceError`.
         """
+        self.refuse_changes("enroll")  # before embedding anything
         return enrollment.enroll(self._services, name, recordings, metadata, progress, allow_inconsistent, strict)
 
     def enroll_many(self, speakers: Iterable[Enrollment], progress: Progress | None = None, *,
@@ -184,12 +204,14 @@ class VoiceBank:
         """Enroll many speakers, each as :meth:`enroll` would, their recordings batched across
         speakers; each is stored as soon as it is embedded. One that fails a check, or is already
         enrolled, does not stop the others: each gets an :class:`EnrollmentOutcome`, in order."""
+        self.refuse_changes("enroll")  # once, rather than once per speaker in its outcome
         return enrollment.enroll_many(self._services, list(speakers), progress, allow_inconsistent, strict)
 
     def add_recordings(self, name: str, recordings: Sequence[Recording], progress: Progress | None = None,
                        *, allow_inconsistent: bool = False, strict: bool = False) -> Speaker:
         """Add recordings to an enrolled speaker and recompute the voiceprint from all of them.
         The same checks as :meth:`enroll` apply to the speaker's recordings taken together."""
+        self.refuse_changes("add recordings")
         return enrollment.add_recordings(self._services, name, recordings, progress, allow_inconsistent, strict)
 
     def remove(self, name: str) -> None:
@@ -214,6 +236,7 @@ class VoiceBank:
                    on_error: OnError | None = None) -> int:
         """Add recordings of people who are NOT enrolled to the AS-norm cohort (those already in it
         are skipped); returns its size. An unusable one raises, or is reported to ``on_error``."""
+        self.refuse_changes("change the cohort")
         return enrollment.add_cohort(self._services, recordings, progress, on_error)
 
     def cohort_size(self) -> int:
@@ -314,7 +337,9 @@ class VoiceBank:
 
     def reindex(self, kind: str | None = None) -> int:
         """Rebuild the index from SQL and save it, as ``kind`` (flat, hnsw, ivf, or pgvector on
-        PostgreSQL) if given, which every process then uses; returns the number of voiceprints indexed."""
+        PostgreSQL) if given, which every process then uses; returns the number of voiceprints indexed.
+        Refused when this bank reads a replica (its index follows what the replica replays)."""
+        self.refuse_changes("reindex")
         if kind is not None:
             settings.set_index_kind(self._repository, kind, self.dimension, opening.public(self._store.url))
         return self._search.reindex(self._repository.settings().index_kind)

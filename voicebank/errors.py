@@ -69,3 +69,13 @@ class DatabaseGoneError(VoiceBankError):
 
 class DatabaseError(VoiceBankError):
     """The database cannot be opened or written: not a database, read-only, unreachable, full."""
+
+
+class ReplicaError(VoiceBankError):
+    """A change was asked of a process that reads a PostgreSQL read replica (``--primary`` given).
+
+    Such a process sends its audit rows to the primary but changes nothing else: a process that
+    wrote a change through the primary and then read its replica would not see its own change
+    until the replica replays it, and its FAISS index, caught up from the replica's change log,
+    would disagree with what it had just written. Changes go through a process whose ``--db`` is
+    the primary."""

@@ -3,17 +3,17 @@ file, with every failure turned into an error that says what to do (used by ``Vo
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 
 from . import validate
-from .store import schema
+from .store import replica, schema
 from .embedding import DEFAULT_MODEL, MARGIN_OFFSET, Embedder, default_threshold, enrollment_checks, load_embedder
 from .errors import BankNotFoundError, DatabaseError, VoiceBankError
 from .index import IndexInfo
@@ -21,6 +21,7 @@ from .index import pgvector
 from .index.choose import IndexChoice
 from .index.search import FaissSearch, Search
 from .store import BankRow, Store, database_error, resolve_url, sqlite_path
+from .store.replica import public
 from .store.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -28,12 +29,15 @@ log = logging.getLogger(__name__)
 
 def open_parts(db: str | os.PathLike | None, model: str | Embedder | None, device: str | None, create: bool,
                exist_ok: bool, threshold: float | None, identify_rule: str, index: str,
-               given_index_path: str | os.PathLike | None) -> tuple[Store, BankRow, Embedder, Search]:
+               given_index_path: str | os.PathLike | None,
+               primary: str | os.PathLike | None = None) -> tuple[Store, BankRow, Embedder, Search]:
     """The store, the settings row, the embedder and the candidate search of the bank in ``db``
     (see :meth:`voicebank.VoiceBank.open`). With ``create`` a missing bank is created; with
     ``exist_ok`` False as well, an existing one is refused. A bank that could not be created
-    leaves no file behind."""
+    leaves no file behind. With ``primary`` (another PostgreSQL database), ``db`` is its read
+    replica: the store reads ``db``, writes audit rows to ``primary``, and refuses changes."""
     url = resolve_url(db)
+    primary_url = replica.primary_url(url, resolve_url(primary) if primary else None)
     db_file = sqlite_path(url)
     if not create and db_file is not None and not db_file.exists():
         raise BankNotFoundError(f"no voicebank at {db_file}: create one with `voicebank init`.")
@@ -42,12 +46,14 @@ def open_parts(db: str | os.PathLike | None, model: str | Embedder | None, devic
                                 "give the path of a voicebank database file.")
     new_file = db_file is not None and not db_file.exists()
     try:
-        store = Store(url)
+        store = Store(url, primary_url)
     except (ValueError, ImportError, ArgumentError) as exc:  # a URL its driver cannot parse, or no such driver
         raise unusable_url(url, exc) from exc
     try:
-        if create and not exist_ok and _exists(store, url):
-            raise VoiceBankError("a voicebank already exists there; nothing was changed.")
+        if create and not exist_ok:
+            store.refuse_changes("create a bank")
+            if _exists(store, url):
+                raise VoiceBankError("a voicebank already exists there; nothing was changed.")
         if create and index == pgvector.KIND:  # before anything is created: say now what it needs
             pgvector.refuse_unless_usable(store, public(url))
         if create:
@@ -55,7 +61,8 @@ def open_parts(db: str | os.PathLike | None, model: str | Embedder | None, devic
         else:
             bank = read_bank(store, url)
         embedder = embedder_for(model or os.environ.get("VOICEBANK_MODEL") or bank.model_source, device)
-        return store, bank, embedder, search_for(store, bank, index_path(given_index_path, url, bank.uid))
+        path = index_path(given_index_path, url, bank.uid, replica=primary_url is not None)
+        return store, bank, embedder, search_for(store, bank, path)
     except BaseException as exc:
         store.dispose()
         if new_file:  # a bank that could not be created leaves no file behind
@@ -94,11 +101,6 @@ def unusable_url(url: str, exc: Exception) -> DatabaseError:
                          "postgresql://user@host/dbname).")
 
 
-def public(url: str) -> str:
-    """The URL with any password hidden, for messages (the query too: it may hold ?password=)."""
-    return make_url(url).set(query={}).render_as_string(hide_password=True)
-
-
 def embedder_for(model: str | os.PathLike | Embedder, device: str | None) -> Embedder:
     return model if not isinstance(model, (str, os.PathLike)) else load_embedder(str(model), device)
 
@@ -123,6 +125,7 @@ def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, 
     start = validate.threshold(default_threshold(embedder) if threshold is None else threshold)
     identify_rule = validate.identify_rule(identify_rule)
     consistency, duplicate = enrollment_checks(start)
+    store.refuse_changes("create a bank")  # before the schema: a replica's process migrates nothing
     schema.upgrade(store.engine)
     bank = BankRow(
         id=1,
@@ -149,8 +152,12 @@ def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, 
     return bank
 
 
-def index_path(given: str | os.PathLike | None, url: str, bank_uid: str) -> Path | None:
-    """Beside a SQLite file; else under VOICEBANK_CACHE (default ~/.cache/voicebank); None in memory."""
+def index_path(given: str | os.PathLike | None, url: str, bank_uid: str, replica: bool = False) -> Path | None:
+    """Beside a SQLite file; else under VOICEBANK_CACHE (default ~/.cache/voicebank); None in memory.
+
+    A process that reads a read ``replica`` keeps a file of its own per replica URL: the primary's
+    processes (or another replica's) on the same host save files at changes this replica may not
+    have replayed yet, which it would take for an index ahead of SQL and rebuild."""
     if given is not None:
         return Path(given)
     db_file = sqlite_path(url)
@@ -159,4 +166,6 @@ def index_path(given: str | os.PathLike | None, url: str, bank_uid: str) -> Path
     if url.startswith("sqlite"):
         return None
     cache = os.environ.get("VOICEBANK_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "voicebank"
+    if replica:
+        return Path(cache) / f"{bank_uid}-replica-{hashlib.sha256(public(url).encode()).hexdigest()[:12]}.faiss"
     return Path(cache) / f"{bank_uid}.faiss"

@@ -147,6 +147,7 @@ def upgrade(obj: Context) -> None:
     """
     from ..store import schema
 
+    obj.refuse_on_replica("migrate the schema")
     with obj.engine() as engine:
         before = schema.current(engine)
         schema.upgrade(engine)

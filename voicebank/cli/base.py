@@ -18,13 +18,23 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print machin
 class Context:
     """What the group options decided, handed to every command."""
 
-    def __init__(self, db: str | None, model: str | None, device: str | None):
-        self.db, self.model, self.device = db, model, device
+    def __init__(self, db: str | None, model: str | None, device: str | None, primary: str | None = None):
+        self.db, self.model, self.device, self.primary = db, model, device, primary
 
     def open(self, **kwargs: Any):
         from ..bank import VoiceBank
 
-        return VoiceBank.open(self.db, self.model, device=self.device, **kwargs)
+        return VoiceBank.open(self.db, self.model, device=self.device, primary=self.primary, **kwargs)
+
+    def refuse_on_replica(self, what: str) -> None:
+        """Raise ReplicaError when --primary names another database than --db (for the commands
+        that work on a bare engine rather than an open bank)."""
+        from ..store import replica, resolve_url
+
+        url = resolve_url(self.db)
+        primary = replica.primary_url(url, resolve_url(self.primary) if self.primary else None)
+        if primary is not None:
+            raise replica.refusal(what, url, primary)
 
     @contextmanager
     def engine(self) -> Iterator[Any]:
@@ -76,6 +86,11 @@ def safe(text: str, keep: str = "") -> str:
 @click.option("--db", envvar="VOICEBANK_DB", metavar="URL|PATH",
               help="Database: a SQLite file path or a SQLAlchemy URL (postgresql://...). "
                    "Default: $VOICEBANK_DB, else ./voicebank.db.")
+@click.option("--primary", envvar="VOICEBANK_PRIMARY", metavar="URL",
+              help="When --db is a PostgreSQL read replica: its primary, which receives the audit rows; the "
+                   "process identifies, verifies and reads, and refuses changes (make them with --db set to the "
+                   "primary). Example: --db postgresql://reader@replica/voices --primary "
+                   "postgresql://app@primary/voices. Default: $VOICEBANK_PRIMARY.")
 @click.option("--model", envvar="VOICEBANK_MODEL", metavar="ID|DIR",
               help="Speaker model: hub id or local directory. Default: $VOICEBANK_MODEL, else the bank's own "
                    "(microsoft/wavlm-base-plus-sv for a new bank).")
@@ -84,7 +99,8 @@ def safe(text: str, keep: str = "") -> str:
 @click.option("-v", "--verbose", count=True, help="Log progress to stderr (-vv for debug).")
 @click.version_option(package_name="voicebank")
 @click.pass_context
-def main(ctx: click.Context, db: str | None, model: str | None, device: str | None, verbose: int) -> None:
+def main(ctx: click.Context, db: str | None, primary: str | None, model: str | None, device: str | None,
+         verbose: int) -> None:
     """Enroll speakers from recordings, then identify (who is this?) and verify (is this Alice?).
 
     \b
@@ -99,7 +115,7 @@ def main(ctx: click.Context, db: str | None, model: str | None, device: str | No
     # this process is the command's own: threads to the cores, no progress bars from libraries,
     # and -v/-vv raise voicebank's loggers only (numba's debug output is not ours)
     runtime.configure(log_level=logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG)
-    ctx.obj = Context(db, model, device)
+    ctx.obj = Context(db, model, device, primary)
 
 
 def parse_meta(values: tuple[str, ...]) -> dict[str, str]:

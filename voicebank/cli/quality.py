@@ -134,6 +134,8 @@ def calibrate(obj: Context, trials: str | None, root: str | None, far: float, un
         writable(plot)
     purposes = ("verify", "identify") if purpose == "both" else (purpose,)
     with obj.open() as bank:
+        if yes:  # before measuring, rather than after
+            bank.refuse_changes("store thresholds")
         bar, progress = progress_bar(0)
         with bar:
             result = bank.calibrate(trials, root=root, far=None if at_eer else far, unknown_rate=unknown_rate,

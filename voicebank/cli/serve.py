@@ -31,12 +31,13 @@ def serve(obj: Context, host: str, port: int, max_upload_mb: float, max_seconds:
     Example:
       voicebank apikey create frontdesk --role reader
       voicebank --db voicebank.db serve --host 127.0.0.1 --port 8000 --max-upload-mb 20 --max-seconds 120
+      voicebank --db postgresql://reader@replica/voices --primary postgresql://app@primary/voices serve
       curl -H "Authorization: Bearer $KEY" -F file=@unknown.wav http://127.0.0.1:8000/identify
     """
     from ..server import create_app, open_bank
     from ..server import serve as run_server
 
-    with open_bank(obj.db, obj.model, obj.device, max_seconds=max_seconds) as bank:
+    with open_bank(obj.db, obj.model, obj.device, max_seconds=max_seconds, primary=obj.primary) as bank:
         run_server(create_app(bank, max_upload_mb=max_upload_mb, workers=workers), host, port, log_level)
 
 

@@ -171,7 +171,8 @@ class PgVectorSearch:
             with self.store.read() as session:
                 present = column_type(session)
             if present is None:  # a bank created with this kind: the column comes with its first use
-                with self.store.write() as session:
+                with self.store.edit("make the pgvector column (a bank created with --index pgvector gets it on its "
+                                     "first use, which must be through the primary)") as session:
                     switch(session, KIND, self.dimension)
                     present = column_type(session)
             elif present != COLUMN_TYPE:
@@ -188,7 +189,7 @@ class PgVectorSearch:
 
     def rebuild(self) -> "PgVectorSearch":
         """Rebuild the column and HNSW index from the stored voiceprints."""
-        with self.store.write() as session:
+        with self.store.edit("reindex") as session:
             if column_type(session) is not None:  # copy every voiceprint again: the column may have been edited by hand
                 session.execute(text(f"UPDATE speakers SET {COLUMN} = NULL"))
             switch(session, KIND, self.dimension)

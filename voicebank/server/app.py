@@ -41,8 +41,8 @@ Send an API key from `voicebank apikey create NAME --role reader|admin` as `Auth
 Reader keys identify, verify, list and show; admin keys also enroll, add recordings, remove, check
 takes before enrolling, read the audit trail and dry-run a calibration. The operator's console is at `/`.
 Decisions are audited under the key's name. Errors are `{"error": message}`: 401 no or bad key,
-403 reader key, 404 no such speaker, 409 name or recording taken (or an empty bank), 413 body over
-the limit, 422 unusable audio or invalid input."""
+403 reader key, 404 no such speaker, 409 name or recording taken (or an empty bank, or a change sent
+to a server that reads a read replica), 413 body over the limit, 422 unusable audio or invalid input."""
 
 router = APIRouter(responses=ERRORS)
 
@@ -102,7 +102,8 @@ def parse_metadata(text: str | None) -> dict[str, Any] | None:
 async def health(request: Request) -> dict[str, Any]:
     """Is the server up? No key needed; answers at once, also while the model is busy."""
     bank = request.app.state.bank
-    return {"status": "ok", "version": __version__, "model_id": bank.model_id, "in_flight": request.app.state.in_flight}
+    return {"status": "ok", "version": __version__, "model_id": bank.model_id, "in_flight": request.app.state.in_flight,
+            "replica": bank.reads_replica}
 
 
 @router.get("/speakers", response_model=list[SpeakerOut], tags=["speakers"])

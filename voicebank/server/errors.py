@@ -8,7 +8,9 @@ DuplicateSpeakerError, DuplicateRecordingError,        409
 DuplicateVoiceError
 EmptyBankError (identify on a bank with no speakers:   409
 the request is fine, the bank's state is not),
-NotEnoughDataError (calibration data too thin)
+NotEnoughDataError (calibration data too thin),
+ReplicaError (a change asked of a server that reads
+a read replica: send it to one on the primary)
 AudioError (unreadable, too long, too little speech),  422
 InconsistentRecordingError, InvalidInputError,
 malformed form fields
@@ -44,6 +46,7 @@ from ..errors import (
     ModelError,
     ModelMismatchError,
     NotEnoughDataError,
+    ReplicaError,
     SchemaError,
     SpeakerNotFoundError,
     VoiceBankError,
@@ -58,6 +61,7 @@ STATUS: tuple[tuple[type[VoiceBankError], int], ...] = (
     (DuplicateVoiceError, 409),
     (EmptyBankError, 409),
     (NotEnoughDataError, 409),
+    (ReplicaError, 409),
     (AudioError, 422),
     (InconsistentRecordingError, 422),
     (InvalidInputError, 422),

@@ -78,6 +78,8 @@ class HealthOut(BaseModel):
     version: str
     model_id: str
     in_flight: int = Field(description="Requests using the bank right now.")
+    replica: bool = Field(False, description="The server reads a read replica: it identifies, verifies and reads; "
+                                             "changes are refused (409) and go to a server on the primary.")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

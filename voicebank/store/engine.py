@@ -4,6 +4,8 @@ The schema itself is created and changed only by the Alembic migrations (see ``s
 Every change to voiceprints happens inside :meth:`Store.change`, which takes the next value of
 the bank's change sequence in the same transaction; taking it locks the bank row, so writers
 commit in sequence order and a reader that has seen sequence N has seen every change up to N.
+A store may read a PostgreSQL read replica and write its bookkeeping to the primary; it then
+refuses changes (``replica.py`` says why).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import Engine, create_engine, delete, event, text
+from sqlalchemy import Engine, create_engine, delete, event, select, text
 from sqlalchemy.orm import Session
 
-from .models import DEFAULT_DB, ChangeRow
+from . import replica
+from .models import DEFAULT_DB, BankRow, ChangeRow
 
 
 def resolve_url(db: str | os.PathLike | None) -> str:
@@ -55,6 +58,10 @@ def database_error(exc: Exception, url: str) -> Exception:
     if "file is not a database" in text:
         message = (f"{where} is not a SQLite database (an audio file, or another program's file?): point --db at a "
                    "voicebank database, or at a new file name to create one.")
+    elif ("read-only" in text or "readonly" in text) and file is None:  # PostgreSQL: a hot standby, or a read-only role
+        message = (f"{where} is read-only (a read replica, or a read-only user?): voicebank writes an audit row "
+                   "even to identify. Name the primary for those writes with --primary URL (VOICEBANK_PRIMARY), or "
+                   "point --db at the primary.")
     elif "readonly database" in text or "read-only" in text:
         message = (f"{where} is read-only: voicebank writes to its database even to identify (the audit trail) and "
                    "beside it (-wal, -shm files). Give this user write access to the file and its folder.")
@@ -114,14 +121,22 @@ PRUNE_CHANGES_EVERY = 1_000
 
 
 class Store:
-    """Transaction scopes over one database. Safe to share between threads."""
+    """Transaction scopes over one database. Safe to share between threads.
 
-    def __init__(self, url: str):
-        self.url = url
+    ``primary``: this process reads a PostgreSQL read replica (``url``) and names its primary
+    (:func:`replica.primary_url`): :meth:`read` goes to the replica, :meth:`write` (bookkeeping:
+    audit rows) to the primary, and :meth:`edit` and :meth:`change` are refused with
+    :class:`~voicebank.errors.ReplicaError`, for the reason ``replica.py`` gives.
+    """
+
+    def __init__(self, url: str, primary: str | None = None):
+        self.url, self.primary = url, primary
         self.engine = make_engine(url)
-        self._writer = self.engine.execution_options(voicebank_write=True)
+        self._primary_engine = make_engine(primary) if primary is not None else self.engine
+        self._writer = self._primary_engine.execution_options(voicebank_write=True)
         self._file = sqlite_path(url)
         self._identity: tuple[int, int] | None = None  # (device, inode) of the SQLite file first seen
+        self._primary_checked = primary is None
 
     def _check_file(self) -> None:
         """Refuse to write when the SQLite file is no longer the one this process opened (deleted,
@@ -147,6 +162,7 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
+        """A read transaction (on the replica, when this process reads one)."""
         if self._identity is None:
             self._check_file()  # remember which file this process opened
         with self._translated(), Session(self.engine, expire_on_commit=False) as session, session.begin():
@@ -154,30 +170,67 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with self._translated(), Session(self._writer, expire_on_commit=False) as session, session.begin():
-            self._check_file()  # under the write lock: no one swaps the file between check and commit
+        """A write transaction for bookkeeping that reading leaves behind (audit rows): on the primary
+        when this process reads a replica. Changes to the bank go through :meth:`edit` or :meth:`change`."""
+        if not self._primary_checked:
+            self._check_primary()
+        with self._writing() as session:
             yield session
 
     @contextmanager
-    def _translated(self) -> Iterator[None]:
-        """Database I/O and connection failures as errors that say what to do (:func:`database_error`)."""
+    def edit(self, what: str = "change the bank") -> Iterator[Session]:
+        """A write transaction that changes the bank (settings, cohort, API keys, audit retention;
+        voiceprints through :meth:`change`). Refused in a process that reads a replica: ``what``
+        (a verb phrase) says what was refused."""
+        self.refuse_changes(what)
+        with self._writing() as session:
+            yield session
+
+    def refuse_changes(self, what: str) -> None:
+        """Raise :class:`~voicebank.errors.ReplicaError` if this process reads a replica."""
+        if self.primary is not None:
+            raise replica.refusal(what, self.url, self.primary)
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        with self._translated(self.primary or self.url), Session(self._writer, expire_on_commit=False) as session, \
+                session.begin():
+            self._check_file()  # under the write lock: no one swaps the file between check and commit
+            yield session
+
+    def _check_primary(self) -> None:
+        """Before the first write to the primary: is it the bank this replica replays? Audit rows
+        written to another bank would be lost to this one."""
+        with self.read() as session:
+            ours = session.execute(select(BankRow.uid).where(BankRow.id == 1)).scalar()
+        with self._translated(self.primary), Session(self._primary_engine) as session, session.begin():
+            theirs = session.execute(select(BankRow.uid).where(BankRow.id == 1)).scalar()
+        if ours != theirs:
+            raise replica.other_bank(self.url, self.primary, ours, theirs)
+        self._primary_checked = True
+
+    @contextmanager
+    def _translated(self, url: str | None = None) -> Iterator[None]:
+        """Database I/O and connection failures (on ``url``, default this store's) as errors that
+        say what to do (:func:`database_error`)."""
         from sqlalchemy.exc import DBAPIError
 
         try:
             yield
         except DBAPIError as exc:
-            translated = database_error(exc, self.url)
+            translated = database_error(exc, url or self.url)
             if translated is exc:
                 raise
             raise translated from exc
 
     @contextmanager
-    def change(self) -> Iterator[tuple[Session, int]]:
-        """A write transaction that changes voiceprints, with its sequence number.
+    def change(self, what: str = "change voiceprints") -> Iterator[tuple[Session, int]]:
+        """A write transaction that changes voiceprints, with its sequence number; refused, as
+        :meth:`edit` is, in a process that reads a replica.
 
         Record every touched speaker with :func:`record`.
         """
-        with self.write() as session:
+        with self.edit(what) as session:
             seq = int(session.execute(
                 text("UPDATE bank SET change_seq = change_seq + 1 WHERE id = 1 RETURNING change_seq")
             ).scalar_one())
@@ -187,6 +240,7 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self._primary_engine.dispose()
 
 
 def record(session: Session, seq: int, speaker_id: int, op: str) -> None:

@@ -46,13 +46,13 @@ class Repository:
 
     def create_settings(self, row: BankRow) -> None:
         """Store a new bank's settings row; ``IntegrityError`` if another process stored one first."""
-        with self.store.write() as session:
+        with self.store.edit("create a bank") as session:
             session.add(row)
 
     @contextmanager
     def editing_settings(self) -> Iterator[BankRow]:
         """The settings row inside a write transaction: what the block changes is committed on exit."""
-        with self.store.write() as session:
+        with self.store.edit("change the bank's settings") as session:
             yield session.get(BankRow, 1)
 
     # -- speakers: reading ---------------------------------------------------------------------
@@ -134,7 +134,7 @@ class Repository:
         name only in look-alike characters, is a :class:`DuplicateSpeakerError`, checked under the
         write lock so two processes cannot both take it."""
         try:
-            with self.store.change() as (session, seq):  # writers are serialized here: no race
+            with self.store.change("enroll") as (session, seq):  # writers are serialized here: no race
                 if session.execute(select(SpeakerRow.id).where(SpeakerRow.name == name)).first():
                     raise DuplicateSpeakerError(name_taken(name))
                 shape = skeleton(name)
@@ -154,7 +154,7 @@ class Repository:
     def extend_speaker(self, name: str, known: set[str], utterances: list[UtteranceRow]) -> None:
         """Add ``utterances`` to ``name`` and recompute its voiceprint from all of them, provided its
         recordings are still exactly ``known`` (their SHA-256s) when the write lock is taken."""
-        with self.store.change() as (session, seq):
+        with self.store.change("add recordings") as (session, seq):
             row = session.execute(
                 select(SpeakerRow).where(SpeakerRow.name == name).options(selectinload(SpeakerRow.utterances))
             ).scalar_one_or_none()
@@ -166,7 +166,7 @@ class Repository:
             record(session, seq, row.id, "upsert")
 
     def remove_speaker(self, name: str) -> None:
-        with self.store.change() as (session, seq):
+        with self.store.change("remove a speaker") as (session, seq):
             row = session.execute(select(SpeakerRow).where(SpeakerRow.name == name)).scalar_one_or_none()
             if row is None:
                 raise SpeakerNotFoundError(no_such_speaker(name))
@@ -176,7 +176,7 @@ class Repository:
     # -- the cohort ----------------------------------------------------------------------------
     def add_cohort(self, rows: Sequence[CohortRow]) -> None:
         """Add cohort recordings; those already in the cohort (same SHA-256) are skipped."""
-        with self.store.write() as session:
+        with self.store.edit("change the cohort") as session:
             present = set(session.execute(select(CohortRow.sha256)).scalars())
             session.add_all(r for r in rows if r.sha256 not in present)
 
@@ -191,7 +191,7 @@ class Repository:
         return np.stack(vectors) if vectors else np.zeros((0, dimension), dtype=np.float32)
 
     def clear_cohort(self) -> None:
-        with self.store.write() as session:
+        with self.store.edit("change the cohort") as session:
             session.execute(delete(CohortRow))
 
 

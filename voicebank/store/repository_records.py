@@ -115,6 +115,7 @@ class AuditLog:
         self.store = store
 
     def add(self, **fields: Any) -> None:
+        """Append one decision (on the primary, when this process reads a replica)."""
         with self.store.write() as session:
             session.add(AuditRow(**fields))
 
@@ -143,7 +144,7 @@ class AuditLog:
 
     def purge(self, before: datetime) -> int:
         """Delete decisions older than ``before``; returns how many."""
-        with self.store.write() as session:
+        with self.store.edit("purge the audit trail") as session:
             return session.execute(delete(AuditRow).where(AuditRow.at < _stored(before))).rowcount
 
 
@@ -162,7 +163,7 @@ class KeyRecords:
     def add(self, row: ApiKeyRow) -> bool:
         """Store a new key; False (nothing stored) when its name is taken. A race with another
         process for the name raises ``IntegrityError``."""
-        with self.store.write() as session:
+        with self.store.edit("create an API key") as session:
             if session.execute(select(ApiKeyRow.id).where(ApiKeyRow.name == row.name)).first():
                 return False
             session.add(row)
@@ -179,7 +180,7 @@ class KeyRecords:
     def revoke(self, name: str, at: datetime) -> tuple[ApiKeyRow | None, datetime | None]:
         """Mark ``name`` revoked at ``at``. Returns (its row, when it had already been revoked):
         (None, None) when no key has that name, and nothing is changed when it was revoked before."""
-        with self.store.write() as session:
+        with self.store.edit("revoke an API key") as session:
             row = session.execute(select(ApiKeyRow).where(ApiKeyRow.name == name)).scalar_one_or_none()
             if row is None or row.revoked_at is not None:
                 return row, None if row is None else row.revoked_at
