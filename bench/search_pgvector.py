@@ -31,6 +31,17 @@ def server(url: str | None):
     return handle.get_uri().replace("postgres:@", "postgres@", 1), handle
 
 
+COLUMNS = {"halfvec": "halfvec_ip_ops", "vector": "vector_ip_ops"}  # --pg-column: the product's, or the float32 one
+
+
+def use_column(column: str) -> None:
+    """Make the product build its pgvector column as ``column`` in this process (a benchmark knob:
+    ``vector`` is what voicebank built before ``halfvec``, kept to compare with)."""
+    from voicebank.index import pgvector as pgv
+
+    pgv.COLUMN_TYPE, pgv.OPCLASS = column, COLUMNS[column]
+
+
 @contextlib.contextmanager
 def loaded(admin_url: str, prints: np.ndarray, connections: int = 2):
     """A fresh database on the server holding ``prints`` (n, d) float32 as a bank of the pgvector kind:

@@ -67,9 +67,10 @@ INSTALL = ("install pgvector on that server (Debian/Ubuntu: apt install postgres
 def ef_search_for(n: int, k: int) -> int:
     """HNSW's candidate list for a bank of ``n`` voiceprints: 128 up to 10k, 4x every 10x (512 at
     100k, pgvector's maximum of 1000 from ~160k), never below the rows asked for (pgvector returns at
-    most ef_search). On voice-shaped 512-dim voiceprints (bench/search.py), recall@1 against exact
-    search at 10k was 0.959 with 40 (pgvector's default), 0.980 with 64, 0.995 with 128; at 100k
-    0.832 with 40, 0.943 with 128, 0.974 with 256."""
+    most ef_search). On voice-shaped 512-dim voiceprints (bench/search.py, halfvec column), recall@1
+    against exact search at 10k was 0.99 with 128; at 100k 0.841 with 40 (pgvector's default),
+    0.948 with 128, 0.977 with 256, 0.988 with 512, 0.996 with 1000; at 1M 0.947 with 1000.
+    Decisions moved less than recall@1: at 100k and 512, 3 of 2,000 (bench/search_decisions.py)."""
     grow = 4 ** max(0.0, math.log10(max(n, 1) / 10_000))
     return int(min(EF_SEARCH_MAX, max(EF_SEARCH_MIN * grow, k)))
 
