@@ -5,7 +5,7 @@ transaction that writes the speaker, by whatever process writes it, and a remove
 goes with its row at commit: no index file, no catch-up, nothing for a replica to rebuild.
 
 - Column: ``embedding halfvec(d)``: the voiceprint rounded to 16-bit floats (half the bytes of
-  ``vector``, so the graph walk reads half the pages: 1.6x faster at the same recall on 100k
+  ``vector``, so the graph walk reads half the pages: 1.4x faster at the same recall on 100k
   voiceprints, see bench/search.py). Rounding moves a unit vector's inner product by at most
   2 x 2^-11 (both sides rounded, |q_i x_i| summing to <= 1), so the index may order two candidates
   within ~1e-3 of each other wrongly; it never decides: :meth:`PgVectorSearch.search` fetches
