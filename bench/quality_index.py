@@ -88,8 +88,7 @@ def pgvector_row(pg_url: str, prints: np.ndarray, decide: search_decisions.Compa
         searcher = pgv.PgVectorSearch(store, prints.shape[1], name).current()
         before = index_scans(store)
         row = {"kind": "pgvector", "decisions": decide(searcher.search), "build_s": build_s,
-               "structure": {"structure": f"pgvector HNSW ({pgv.COLUMN_TYPE}), m={pgv.HNSW_M}", "exact": False,
-                             "efSearch": pgv.ef_search_for(len(prints), search.K), "graph_from": pgv.GRAPH_FROM}}
+               "structure": search_pgvector.structure(len(prints), search.K)}
         row["index_scans"] = index_scans(store, before + len(decide.probes)) - before
         with store.read() as session:
             row["structure"]["versions"] = dict(session.execute(text(
@@ -179,7 +178,7 @@ def run_bank(corpus: str, fold: protocol.Fold, extra: np.ndarray, args, pg_url: 
     prints = np.concatenate([fold.prints.astype(np.float32), extra]) if n_extra else fold.prints.astype(np.float32)
     decide = search_decisions.Comparison(prints, fold.genuine, fold.unknown, search.exact_search(prints), search.K,
                                          MARGIN, thresholds)
-    reference = decide(search.exact_search(prints))["thresholds"]
+    reference = decide.exact_accepts()
     bank = {"corpus": corpus, "fold": fold.index, "speakers": len(fold.bank), "distractors": n_extra,
             "thresholds": thresholds, "refused": {r: points[r]["refused"] for r in RATES if "refused" in points[r]},
             "exact_accepts": {t["operating_point"]: [t["exact_accepts_genuine"], t["exact_accepts_unknown"]]
@@ -260,15 +259,15 @@ def print_table(banks: list[dict], rows: list[dict]) -> None:
 
 
 def verdict(rows: list[dict]) -> str:
-    differ = sum(t["differ_genuine"] + t["differ_unknown"] for r in rows for t in r["decisions"]["thresholds"])
+    by_kind: dict[str, int] = {}
+    for r in rows:
+        by_kind[r["kind"]] = by_kind.get(r["kind"], 0) + sum(
+            t["differ_genuine"] + t["differ_unknown"] for t in r["decisions"]["thresholds"])
+    differ = sum(by_kind.values())
     decisions = sum((r["decisions"]["genuine"] + r["decisions"]["unknown"]) * len(r["decisions"]["thresholds"])
                     for r in rows)
     if not differ:
         return f"verdict: every decision equal to flat (and to exact brute force): {decisions} decisions, {len(rows)} bank x kind rows"
-    by_kind = {}
-    for r in rows:
-        by_kind[r["kind"]] = by_kind.get(r["kind"], 0) + sum(
-            t["differ_genuine"] + t["differ_unknown"] for t in r["decisions"]["thresholds"])
     return (f"verdict: {differ} of {decisions} decisions differ from exact brute force ("
             + ", ".join(f"{k} {v}" for k, v in by_kind.items()) + ")")
 

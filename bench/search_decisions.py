@@ -99,14 +99,22 @@ class Comparison:
         out = {"rule": self.rule, "k": self.k, "genuine": int(genuine.sum()), "unknown": int(unknown.sum()),
                "same_top2": float(same_top2.mean()), "same_top2_genuine": float(same_top2[genuine].mean()),
                "same_top2_unknown": float(same_top2[unknown].mean()), "thresholds": []}
-        for rate, threshold in self.thresholds.items():
+        for exact in self.exact_accepts():
+            threshold = exact["threshold"]
             mine, theirs = got.accepted(threshold), ref.accepted(threshold)
             differ = (mine != theirs) | (mine & theirs & (got.top2[:, 0] != ref.top2[:, 0]))
-            out["thresholds"].append({
-                self.named: rate, "threshold": threshold,
-                "differ_genuine": int(differ[genuine].sum()), "differ_unknown": int(differ[unknown].sum()),
-                "exact_accepts_genuine": int(theirs[genuine].sum()),
-                "exact_accepts_unknown": int(theirs[unknown].sum())})
+            out["thresholds"].append({**exact, "differ_genuine": int(differ[genuine].sum()),
+                                      "differ_unknown": int(differ[unknown].sum())})
+        return out
+
+    def exact_accepts(self) -> list[dict]:
+        """Per threshold: its name and value, and how many genuine and unknown probes exact search accepts."""
+        out = []
+        for rate, threshold in self.thresholds.items():
+            theirs = self.reference.accepted(threshold)
+            out.append({self.named: rate, "threshold": threshold,
+                        "exact_accepts_genuine": int(theirs[self.genuine].sum()),
+                        "exact_accepts_unknown": int(theirs[~self.genuine].sum())})
         return out
 
 

@@ -42,6 +42,15 @@ def use_column(column: str) -> None:
     pgv.COLUMN_TYPE, pgv.OPCLASS = column, COLUMNS[column]
 
 
+def structure(n: int, k: int) -> dict:
+    """What the product's pgvector kind searches a bank of ``n`` voiceprints with, for result rows."""
+    from voicebank.index import pgvector as pgv
+
+    return {"structure": f"pgvector HNSW ({pgv.COLUMN_TYPE}, {pgv.OPCLASS}), m={pgv.HNSW_M}, "
+                         f"ef_construction={pgv.HNSW_EF_CONSTRUCTION}", "exact": False,
+            "efSearch": pgv.ef_search_for(n, k), "M": pgv.HNSW_M, "graph_from": pgv.GRAPH_FROM}
+
+
 @contextlib.contextmanager
 def loaded(admin_url: str, prints: np.ndarray, connections: int = 2):
     """A fresh database on the server holding ``prints`` (n, d) float32 as a bank of the pgvector kind:
@@ -118,9 +127,7 @@ def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.n
                "identified_own_speaker": float(np.mean(found - 1 == own)),
                "decisions": decisions(search.search),
                "qps_clients": {c: threaded_qps(search.search, queries, c, args.batch_budget) for c in clients},
-               "structure": {"structure": f"pgvector HNSW ({pgv.COLUMN_TYPE}, {pgv.OPCLASS}), m={pgv.HNSW_M}, "
-                                          f"ef_construction={pgv.HNSW_EF_CONSTRUCTION}", "exact": False,
-                             "efSearch": pgv.ef_search_for(n, k), "M": pgv.HNSW_M}}
+               "structure": structure(n, k)}
         row["batch_qps"] = row["qps_clients"][1]
         sweep = []
         for ef in (40, 128, 256, 512, 1000):
