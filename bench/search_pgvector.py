@@ -13,6 +13,7 @@ voiceprints included; the genuine and unknown-person probes of the decision colu
 from __future__ import annotations
 
 import contextlib
+import math
 import tempfile
 import time
 import uuid
@@ -20,15 +21,32 @@ import uuid
 import numpy as np
 
 
-def server(url: str | None):
-    """(admin URL, a handle to keep alive)."""
+def server(url: str | None, shared_buffers: str | None = None):
+    """(admin URL, a handle to keep alive). The wheel's server is restarted with ``shared_buffers``
+    (e.g. "1GB"; None: PostgreSQL's default, 128MB): pgvector's graph walk is fast only while its index
+    fits in it (voicebank/index/pgvector.py). A server given by URL is measured as it is configured."""
     if url:
         return url, None
     import pgserver
+    from pgserver.utils import PostmasterInfo
 
     folder = tempfile.mkdtemp(prefix="vb-bench-pg-")
     handle = pgserver.get_server(folder, cleanup_mode="delete")
+    if shared_buffers:
+        handle.psql(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}';")
+        pgserver.pg_ctl(["-w", "-l", str(handle.log), "restart"], pgdata=handle.pgdata, user=handle.system_user)
+        handle._postmaster_info = PostmasterInfo.read_from_pgdata(handle.pgdata)  # the new server, for cleanup
     return handle.get_uri().replace("postgres:@", "postgres@", 1), handle
+
+
+def shared_buffers_for(sizes: list[int], dimension: int) -> str:
+    """shared_buffers that hold the largest bank's HNSW index with room to spare: the graph's size in
+    memory as its build reckons it (~2.4 KB a 512-dim voiceprint, against ~1.6 KB on disk) x 1.5, in
+    steps of 256 MB: 512 MB for 100k voiceprints, 3.75 GB for 1M."""
+    from voicebank.index import pgvector as pgv
+
+    need = max(sizes) * pgv.build_memory_mb(1_000_000, dimension) / 1_000_000 * 1.5  # MB
+    return f"{max(256, 256 * math.ceil(need / 256))}MB"
 
 
 COLUMNS = {"halfvec": "halfvec_ip_ops", "vector": "vector_ip_ops"}  # --pg-column: the product's, or the float32 one
@@ -114,7 +132,7 @@ def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.n
     # one connection per client thread
     with loaded(admin_url, prints, max(clients) + 2) as (store, name, insert_s, build_s):
         with store.read() as session:
-            index_bytes = session.execute(text(f"SELECT pg_relation_size('{pgv.INDEX}')")).scalar_one()
+            index_bytes, buffers = pgv.cache_fit(session)
             table_bytes = session.execute(text("SELECT pg_total_relation_size('speakers')")).scalar_one()
         search = pgv.PgVectorSearch(store, d, name).current()
         from search import latency_figures, singles  # noqa: E402 (the same timing code as FAISS rows)
@@ -127,10 +145,11 @@ def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.n
                "identified_own_speaker": float(np.mean(found - 1 == own)),
                "decisions": decisions(search.search),
                "qps_clients": {c: threaded_qps(search.search, queries, c, args.batch_budget) for c in clients},
-               "structure": structure(n, k)}
+               "structure": structure(n, k), "shared_buffers_bytes": buffers,
+               "index_fits_shared_buffers": pgv.cache_advice(index_bytes, buffers) is None}
         row["batch_qps"] = row["qps_clients"][1]
         sweep = []
-        for ef in (40, 128, 256, 512, 1000):
+        for ef in (40, 128, 256, 512, 640, 768, 1000):
             original = pgv.ef_search_for
             pgv.ef_search_for = lambda n, k, ef=ef: max(ef, k)  # noqa: E731
             try:

@@ -120,6 +120,29 @@ def test_recall_replace_and_remove_at_scale(pg_index):
     contract.assert_answers_like_exact(index, live, live_vectors, probe, min_recall=0.98)
 
 
+def test_a_walk_through_deleted_rows_falls_back_to_an_exact_scan(pg_index, caplog):
+    """Rows deleted but not yet vacuumed stay in the graph, and the walk skips them (iterative scans
+    are off): when the neighbourhood of a probe is all deleted, the walk returns fewer live rows than
+    asked, and the search answers with an exact scan instead of fewer or farther speakers."""
+    index = pg_index(IndexInfo("bank-holes", "m", 32, pgv.KIND))
+    vectors = contract.unit_vectors(6000, seed=8, dim=32)
+    ids = np.arange(1, 6001)
+    index.upsert(ids, vectors)
+    with index.store.write() as session:
+        session.execute(text("ALTER TABLE speakers SET (autovacuum_enabled = false)"))
+    probe = vectors[0]
+    near = np.argsort(-(vectors @ probe))[:3500]  # the probe's whole neighbourhood goes
+    index.remove(ids[near])
+    live = np.setdiff1d(np.arange(6000), near)
+    assert len(live) >= pgv.GRAPH_FROM  # so the search walks the graph
+    caplog.set_level("DEBUG", logger=pgv.__name__)
+    scores, found = index.search(probe[None], 5)
+    exact = live[np.argsort(-(vectors[live] @ probe))[:5]] + 1
+    assert found[0].tolist() == exact.tolist()
+    np.testing.assert_allclose(scores[0], vectors[exact - 1] @ probe, atol=1e-6)
+    assert any("exact scan" in r.getMessage() for r in caplog.records), "the walk found enough rows: no hole was made"
+
+
 def _big():
     vectors, queries = contract.clustered(contract.BIG, seed=20, n_queries=1000)
     ids = np.random.default_rng(21).permutation(10 * contract.BIG)[: contract.BIG].astype(np.int64) + 1
@@ -148,6 +171,41 @@ def test_the_sql_decoder_reads_float32_bytes_exactly(pg_index):
     with index.store.read() as session:
         decoded = session.execute(text("SELECT voicebank_f32le(:b)"), {"b": values.tobytes()}).scalar_one()
     np.testing.assert_array_equal(np.array(decoded, dtype=np.float32), values)
+
+
+def test_the_index_size_and_shared_buffers_are_read_from_the_server(pg_index):
+    index = pg_index(IndexInfo("b", "m", 64, pgv.KIND))
+    index.upsert(np.arange(1, 301), contract.unit_vectors(300, seed=5, dim=64))
+    with index.store.read() as session:
+        index_bytes, buffers = pgv.cache_fit(session)
+        pages = session.execute(text("SELECT relpages FROM pg_class WHERE relname = :i"), {"i": pgv.INDEX}).scalar_one()
+        shown = session.execute(text("SHOW shared_buffers")).scalar_one()
+    assert index_bytes >= 8192 * max(pages, 1) and index_bytes % 8192 == 0
+    assert shown.endswith("MB") and buffers == int(shown[:-2]) * 2 ** 20, shown
+    status = index.search_kind.file_status
+    assert f"shared_buffers {buffers / 2 ** 20:,.0f} MB" in status and "WARNING" not in status, status
+
+
+def test_an_index_larger_than_shared_buffers_is_reported_with_what_to_set():
+    mb = 2 ** 20
+    assert pgv.cache_advice(100 * mb, 128 * mb) is None
+    assert pgv.cache_advice(128 * mb, 128 * mb) is None
+    advice = pgv.cache_advice(164 * mb, 128 * mb)  # 100k voiceprints on PostgreSQL's default
+    assert "(164 MB)" in advice and "(128 MB)" in advice and "shared_buffers = 256MB" in advice, advice
+    assert "shared_buffers = 4096MB" in pgv.cache_advice(1640 * mb, 128 * mb)  # 1M: 2 GB would be tight
+    assert "WARNING: " + advice in pgv._status(164 * mb, 128 * mb)
+
+
+def test_a_process_warns_once_when_its_index_outgrows_shared_buffers(pg_index, monkeypatch, caplog):
+    monkeypatch.setattr(pgv, "_warned", set())
+    first = pg_index(IndexInfo("b", "m", 8, pgv.KIND))
+    assert not [r for r in caplog.records if "shared_buffers" in r.getMessage()]  # a tiny index fits
+    monkeypatch.setattr(pgv, "cache_fit", lambda session: (300 * 2 ** 20, 128 * 2 ** 20))
+    first.search_kind.use_kind(pgv.KIND)
+    first.search_kind.current()
+    pg_index(IndexInfo("b", "m", 8, pgv.KIND))  # a second searcher in the same process: no second warning
+    warned = [r for r in caplog.records if "shared_buffers" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING" and "512MB" in warned[0].getMessage()
 
 
 # -- through the facade ----------------------------------------------------------------------------

@@ -25,6 +25,12 @@ goes with its row at commit: no index file, no catch-up, nothing for a replica t
   voiceprints (float64 cosine) before it decides (``VoiceBank._candidates``), as for every kind:
   the index only proposes.
 
+The graph walk reads index pages at random, so it is fast only while the index fits in PostgreSQL's
+``shared_buffers``: at 100k voiceprints (a 164 MB index), 1 GB of shared_buffers answered 2.4x faster
+than PostgreSQL's default of 128 MB, which keeps re-reading pages from the operating system's cache
+(bench/search.py, ``--pg-shared-buffers``). :func:`cache_fit` measures it; a process logs a warning once
+when the index outgrows shared_buffers, and ``voicebank check`` shows both sizes.
+
 Switching a bank to or from this kind (``init --index pgvector``, ``reindex --index ...``) creates or
 drops the column, trigger and index in the transaction that changes the bank's kind (:func:`switch`).
 """
@@ -58,7 +64,7 @@ EF_SEARCH_MIN, EF_SEARCH_MAX = 128, 1000  # pgvector accepts 1..1000
 # vector sort is unreliable (it chose a table scan of 5,000 64-dim rows), and a scan of a large bank
 # costs ~2 ms per 1,000 voiceprints. Below it, PostgreSQL chooses (an exact scan, usually).
 GRAPH_FROM = 2_000
-MIN_VERSION, SAFE_VERSION = (0, 8, 0), (0, 8, 4)  # 0.8: iterative index scans (hnsw.iterative_scan); 0.8.4: HNSW vacuum fix
+MIN_VERSION, SAFE_VERSION = (0, 8, 0), (0, 8, 4)  # 0.8: hnsw.iterative_scan exists (set off per search); 0.8.4: HNSW vacuum fix
 INSTALL = ("install pgvector on that server (Debian/Ubuntu: apt install postgresql-NN-pgvector from the PGDG "
            "repository; most managed PostgreSQL services carry it; version 0.8.4 or newer), then run "
            "`CREATE EXTENSION vector;` as a user allowed to, or choose another index kind (--index flat, hnsw or ivf)")
@@ -66,13 +72,13 @@ INSTALL = ("install pgvector on that server (Debian/Ubuntu: apt install postgres
 
 def ef_search_for(n: int, k: int) -> int:
     """HNSW's candidate list for a bank of ``n`` voiceprints: 128 up to 10k, 4x every 10x (512 at
-    100k, pgvector's maximum of 1000 from ~160k), never below the rows asked for (pgvector returns at
+    100k, pgvector's maximum of 1000 from ~160k), never below the rows fetched (pgvector returns at
     most ef_search). On voice-shaped 512-dim voiceprints (bench/search.py, halfvec column), recall@1
     against exact search at 10k was 0.99 with 128; at 100k 0.841 with 40 (pgvector's default),
     0.948 with 128, 0.977 with 256, 0.988 with 512, 0.996 with 1000; at 1M 0.947 with 1000.
     Decisions moved less than recall@1: at 100k and 512, 3 of 2,000 (bench/search_decisions.py)."""
     grow = 4 ** max(0.0, math.log10(max(n, 1) / 10_000))
-    return int(min(EF_SEARCH_MAX, max(EF_SEARCH_MIN * grow, k)))
+    return int(min(EF_SEARCH_MAX, max(EF_SEARCH_MIN * grow, k + OVERFETCH)))
 
 
 def build_memory_mb(n: int, dimension: int) -> int:
@@ -85,6 +91,32 @@ def build_memory_mb(n: int, dimension: int) -> int:
 
 
 _warned: set[str] = set()
+
+
+def cache_fit(session) -> tuple[int, int]:
+    """(bytes of the HNSW index, bytes of the server's ``shared_buffers``); the index is 0 while it does
+    not exist."""
+    index_bytes, buffers = session.execute(text(
+        "SELECT coalesce(pg_relation_size(to_regclass(:i)), 0), pg_size_bytes(current_setting('shared_buffers'))"),
+        {"i": INDEX}).one()
+    return int(index_bytes), int(buffers)
+
+
+def cache_advice(index_bytes: int, buffers: int) -> str | None:
+    """What to do when an index of ``index_bytes`` does not fit in ``buffers`` of shared_buffers, else None."""
+    if index_bytes <= buffers:
+        return None
+    wanted = 2 ** math.ceil(math.log2(index_bytes * 1.25 / 2 ** 20))  # MB, with room for the table's hot pages
+    return (f"the pgvector index ({index_bytes / 2 ** 20:,.0f} MB) is larger than PostgreSQL's shared_buffers "
+            f"({buffers / 2 ** 20:,.0f} MB), so every search re-reads index pages from outside PostgreSQL's cache "
+            f"(2.4x slower at 100k voiceprints in bench/search.py): set shared_buffers = {wanted}MB or more in "
+            "postgresql.conf (up to ~25% of the server's memory) and restart PostgreSQL")
+
+
+def _status(index_bytes: int, buffers: int) -> str:
+    where = (f"index {index_bytes / 2 ** 20:,.1f} MB, shared_buffers {buffers / 2 ** 20:,.0f} MB")
+    advice = cache_advice(index_bytes, buffers)
+    return f"none: the index lives in PostgreSQL (pgvector HNSW; {where}" + (f"; WARNING: {advice})" if advice else ")")
 
 
 def refuse_unless_usable(store: Store, where: str) -> None:
@@ -155,8 +187,6 @@ class PgVectorSearch:
     :meth:`current` is itself: ``search``, ``items`` and ``len``. Thread-safe without a lock: every
     search is its own transaction."""
 
-    file_status = "none: the index lives in PostgreSQL (pgvector HNSW)"
-
     def __init__(self, store: Store, dimension: int, where: str):
         refuse_unless_usable(store, where)
         self.store, self.dimension = store, dimension
@@ -180,7 +210,21 @@ class PgVectorSearch:
                 log.info("the pgvector column is %s, as an earlier version made it; `voicebank reindex --index "
                          "pgvector` makes it %s (half the size, faster)", present, COLUMN_TYPE)
             self._type, self._ready = present, True
+            self._warn_if_uncached()
         return self
+
+    @property
+    def file_status(self) -> str:
+        """For ``check``: where the index lives, its size and whether it fits in shared_buffers."""
+        with self.store.read() as session:
+            return _status(*cache_fit(session))
+
+    def _warn_if_uncached(self) -> None:
+        with self.store.read() as session:
+            advice = cache_advice(*cache_fit(session))
+        if advice is not None and "shared_buffers" not in _warned:
+            _warned.add("shared_buffers")  # once per process
+            log.warning("%s", advice)
 
     def use_kind(self, kind: str) -> None:
         self._ready = False  # look for the column again
@@ -271,10 +315,13 @@ class PgVectorSearch:
         """Set this transaction's search parameters for a bank of ``size`` (None: not known yet);
         returns the bank's change sequence."""
         size = size or 0
-        # iterative scans (pgvector 0.8) keep walking the graph past deleted rows instead of returning
-        # fewer than asked; set_config(..., true) lasts until the end of this transaction
+        # Iterative scans (pgvector 0.8) would keep walking the graph past rows deleted but not yet
+        # vacuumed; they cost 12% per search at 100k voiceprints (p50 16.1 against 14.2 ms, the same
+        # queries interleaved), and a walk that returns fewer than k live rows is answered by an exact
+        # scan instead (:meth:`search`), so they stay off, whatever the server's default.
+        # set_config(..., true) lasts until the end of this transaction.
         cursor.execute("SELECT change_seq, set_config('hnsw.ef_search', %s, true), "
-                       "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                       "set_config('hnsw.iterative_scan', 'off', true), "
                        "set_config('enable_seqscan', %s, true), set_config('enable_indexscan', 'on', true) "
                        "FROM bank WHERE id = 1", (str(ef_search_for(size, k)), "on" if size < GRAPH_FROM else "off"))
         return int(cursor.fetchone()[0])
