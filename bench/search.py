@@ -86,6 +86,7 @@ DIM = 512
 BATCH = 64
 K = 5
 TARGET_P50_MS, TARGET_RECALL = 10.0, 0.99  # the issue's target at 1M speakers
+PG_TARGET_P50_MS = 15.0  # pgvector's (issue 13): at 100k voiceprints on 2 cores, the same recall
 
 
 # ----------------------------------------------------------------------------- synthetic voiceprints
@@ -440,6 +441,13 @@ def print_sweeps(sweeps: list[dict]) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+def hnsw_default() -> tuple[int, int]:
+    """The product's pgvector graph: (m, ef_construction)."""
+    from voicebank.index import pgvector as pgv
+
+    return pgv.HNSW_M, pgv.HNSW_EF_CONSTRUCTION
+
+
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default=None, help="comma-separated bank sizes (default 1000,10000,100000,1000000)")
@@ -454,6 +462,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--pg-shared-buffers", default="auto",
                     help="shared_buffers of the PostgreSQL started for the pgvector rows: auto (sized to hold the "
                          "largest bank's index), default (PostgreSQL's 128MB), or a size such as 1GB; ignored with --pg-url")
+    ap.add_argument("--pg-hnsw", default=None,
+                    help="pgvector HNSW graphs to build and measure, as M:EF_CONSTRUCTION[,M:EF_CONSTRUCTION...] "
+                         "(default: the product's own); each gets its own row and efSearch sweep")
     ap.add_argument("--clients", default="1,4,16", help="concurrent clients for the queries-per-second columns")
     ap.add_argument("--fit", action="store_true", help="measure real voiceprints, fit the cone, print both, and stop")
     ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
@@ -473,6 +484,13 @@ def parse(argv=None) -> argparse.Namespace:
     if unknown:
         ap.error(f"unknown kinds {sorted(unknown)}; known: {', '.join(BENCH_KINDS)}")
     args.clients = [int(c) for c in args.clients.split(",") if c]
+    try:
+        args.pg_hnsw = ([tuple(int(x) for x in g.split(":")) for g in args.pg_hnsw.split(",") if g] if args.pg_hnsw
+                        else [(hnsw_default())])
+        assert all(len(g) == 2 and g[0] >= 2 and 1 <= g[1] <= 1000 for g in args.pg_hnsw)
+    except (ValueError, AssertionError):
+        ap.error(f"--pg-hnsw wants M:EF_CONSTRUCTION pairs such as 32:512 (M >= 2, EF_CONSTRUCTION 1..1000), "
+                 f"not {args.pg_hnsw!r}")
     args.queries = args.queries or (300 if quick else 2000)
     args.singles, args.single_budget, args.batch_budget = (100, 3.0, 2.0) if quick else (300, 15.0, 10.0)
     args.sweep_singles, args.sweep_budget = (20, 1.0) if quick else (100, 4.0)
@@ -527,14 +545,16 @@ def main(argv=None) -> None:
             rows.append({"size": n, "run": run["started"], "load_average": os.getloadavg(), **result})
             _say(rows[-1])
             for kind in args.kinds:
-                if kind == "pgvector":
-                    result, sweep = search_pgvector.measure(pg_url, prints, queries, truth, own, decisions, K,
-                                                            args.clients, args)
-                else:
-                    result, sweep = measure_kind(kind, prints, queries, truth, own, decisions, args, Path(tmp))
-                rows.append({"size": n, "run": run["started"], "load_average": os.getloadavg(), **result})
-                sweeps += [{"size": n, **s} for s in sweep]
-                _say(rows[-1])
+                for graph in (args.pg_hnsw if kind == "pgvector" else [None]):
+                    if graph is not None:
+                        with search_pgvector.graph(*graph) as label:
+                            result, sweep = search_pgvector.measure(pg_url, prints, queries, truth, own, decisions, K,
+                                                                    args.clients, args, label)
+                    else:
+                        result, sweep = measure_kind(kind, prints, queries, truth, own, decisions, args, Path(tmp))
+                    rows.append({"size": n, "run": run["started"], "load_average": os.getloadavg(), **result})
+                    sweeps += [{"size": n, **s} for s in sweep]
+                    _say(rows[-1])
             del prints, queries, decisions
             gc.collect()
     run["load_average_end"] = os.getloadavg()
@@ -592,8 +612,10 @@ def judge(rows: list[dict]) -> None:
     largest = max(r["size"] for r in rows)
     print(f"\ntarget at {largest:,}: p50 <= {TARGET_P50_MS} ms at recall@1 >= {TARGET_RECALL}")
     for r in (r for r in rows if r["size"] == largest):
-        ok = r["p50_ms"] <= TARGET_P50_MS and r["recall_at_1"] >= TARGET_RECALL
-        print(f"  {r['kind']:<6} p50 {r['p50_ms']:.2f} ms, recall@1 {r['recall_at_1']:.4f}: {'meets' if ok else 'misses'} it")
+        target = PG_TARGET_P50_MS if r["kind"].startswith("pgvector") else TARGET_P50_MS
+        ok = r["p50_ms"] <= target and r["recall_at_1"] >= TARGET_RECALL
+        print(f"  {r['kind']:<6} p50 {r['p50_ms']:.2f} ms, recall@1 {r['recall_at_1']:.4f}: {'meets' if ok else 'misses'} "
+              f"{'it' if target == TARGET_P50_MS else f'pgvector target (p50 <= {target} ms)'}")
 
 
 if __name__ == "__main__":

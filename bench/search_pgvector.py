@@ -60,6 +60,20 @@ def use_column(column: str) -> None:
     pgv.COLUMN_TYPE, pgv.OPCLASS = column, COLUMNS[column]
 
 
+@contextlib.contextmanager
+def graph(m: int, ef_construction: int):
+    """Build the product's pgvector HNSW index with ``m`` and ``ef_construction`` in this block (a
+    benchmark knob, ``--pg-hnsw``); yields the row's label: ``pgvector`` for the product's own graph."""
+    from voicebank.index import pgvector as pgv
+
+    kept = pgv.HNSW_M, pgv.HNSW_EF_CONSTRUCTION
+    pgv.HNSW_M, pgv.HNSW_EF_CONSTRUCTION = m, ef_construction
+    try:
+        yield "pgvector" if (m, ef_construction) == kept else f"pgvector m{m}/efc{ef_construction}"
+    finally:
+        pgv.HNSW_M, pgv.HNSW_EF_CONSTRUCTION = kept
+
+
 def structure(n: int, k: int) -> dict:
     """What the product's pgvector kind searches a bank of ``n`` voiceprints with, for result rows."""
     from voicebank.index import pgvector as pgv
@@ -120,7 +134,7 @@ def loaded(admin_url: str, prints: np.ndarray, connections: int = 2):
 
 
 def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.ndarray, own: np.ndarray,
-            decisions, k: int, clients: list[int], args) -> tuple[dict, list[dict]]:
+            decisions, k: int, clients: list[int], args, label: str = "pgvector") -> tuple[dict, list[dict]]:
     """One row (as bench/search.py's measure_kind; ``decisions``: its search_decisions.Comparison) and an
     ef_search sweep."""
     from sqlalchemy import text
@@ -139,7 +153,7 @@ def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.n
 
         times = singles(search.search, queries, args.single_budget, args.singles)
         found = np.concatenate([search.search(queries[i:i + 64], 1)[1][:, 0] for i in range(0, len(queries), 64)])
-        row = {"kind": "pgvector", "build_s": build_s, "insert_s": insert_s,
+        row = {"kind": label, "build_s": build_s, "insert_s": insert_s,
                "file_bytes_per_speaker": index_bytes / n, "rss_bytes_per_speaker": table_bytes / n,
                **latency_figures(times), "recall_at_1": float(np.mean(found - 1 == truth)),
                "identified_own_speaker": float(np.mean(found - 1 == own)),
@@ -157,6 +171,6 @@ def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.n
                 t_ = singles(search.search, queries, args.sweep_budget, args.sweep_singles)
             finally:
                 pgv.ef_search_for = original
-            sweep.append({"kind": "pgvector", "efSearch": ef, "recall_at_1": float(np.mean(got - 1 == truth)),
+            sweep.append({"kind": label, "efSearch": ef, "recall_at_1": float(np.mean(got - 1 == truth)),
                           "p50_ms": float(np.percentile(t_, 50) * 1e3), "n_single": len(t_)})
         return row, sweep

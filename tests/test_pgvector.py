@@ -6,6 +6,7 @@ end to end, the kind refused where it cannot work, and switching kinds both ways
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import numpy as np
@@ -103,9 +104,7 @@ def test_recall_replace_and_remove_at_scale(pg_index):
     index = pg_index(IndexInfo("bank-big", "m", contract.BIG_DIM, pgv.KIND))
     index.upsert(ids, vectors)
     contract.assert_answers_like_exact(index, ids, vectors, queries, min_recall=0.98)
-    with index.store.read() as session:  # the answers came from walking the graph, not from a table scan
-        scans = session.execute(text("SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = :i"),
-                                {"i": pgv.INDEX}).scalar()
+    scans = index_scans(index.store, len(queries))  # the answers came from walking the graph, not from a table scan
     assert scans >= len(queries), f"the HNSW index was used for {scans} of {len(queries)} searches"
     # replace a third, remove a third: never a removed or stale answer (scores are checked against the live ones)
     rng = np.random.default_rng(5)
@@ -141,6 +140,39 @@ def test_a_walk_through_deleted_rows_falls_back_to_an_exact_scan(pg_index, caplo
     assert found[0].tolist() == exact.tolist()
     np.testing.assert_allclose(scores[0], vectors[exact - 1] @ probe, atol=1e-6)
     assert any("exact scan" in r.getMessage() for r in caplog.records), "the walk found enough rows: no hole was made"
+
+
+def test_an_index_built_by_an_earlier_version_is_named_and_reindex_rebuilds_it(pg_index, caplog):
+    index = pg_index(IndexInfo("b", "m", 8, pgv.KIND))
+    index.upsert(np.arange(1, 51), contract.unit_vectors(50, seed=9, dim=8))
+    with index.store.write() as session:  # the graph an earlier version built
+        session.execute(text(f"DROP INDEX {pgv.INDEX}"))
+        session.execute(text(f"CREATE INDEX {pgv.INDEX} ON speakers USING hnsw ({pgv.COLUMN} {pgv.OPCLASS}) "
+                             "WITH (m = 32, ef_construction = 128)"))
+    caplog.set_level("INFO", logger=pgv.__name__)
+    index.search_kind.use_kind(pgv.KIND)
+    index.search_kind.current()
+    assert any("ef_construction=128" in r.getMessage() and "reindex" in r.getMessage() for r in caplog.records)
+    assert "ef_construction=128;" in index.search_kind.file_status
+    index.search_kind.rebuild()
+    with index.store.read() as session:
+        assert pgv.graph_options(session) == {"m": pgv.HNSW_M, "ef_construction": pgv.HNSW_EF_CONSTRUCTION}
+    assert len(index) == 50
+
+
+def index_scans(store, wanted: int) -> int:
+    """``idx_scan`` of the HNSW index. A backend reports its statistics when it goes idle, at most once a
+    second, else within 10 s: ask for a flush and wait (12 s at most) until the count reaches ``wanted``."""
+    for _ in range(24):
+        with store.read() as session:
+            session.execute(text("SELECT pg_stat_force_next_flush()"))
+        with store.read() as session:
+            found = int(session.execute(text("SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes "
+                                              "WHERE indexrelname = :i"), {"i": pgv.INDEX}).scalar_one())
+        if found >= wanted:
+            return found
+        time.sleep(0.5)
+    return found
 
 
 def _big():
@@ -184,6 +216,7 @@ def test_the_index_size_and_shared_buffers_are_read_from_the_server(pg_index):
     assert shown.endswith("MB") and buffers == int(shown[:-2]) * 2 ** 20, shown
     status = index.search_kind.file_status
     assert f"shared_buffers {buffers / 2 ** 20:,.0f} MB" in status and "WARNING" not in status, status
+    assert f"m={pgv.HNSW_M}, ef_construction={pgv.HNSW_EF_CONSTRUCTION};" in status, status
 
 
 def test_an_index_larger_than_shared_buffers_is_reported_with_what_to_set():

@@ -26,10 +26,11 @@ goes with its row at commit: no index file, no catch-up, nothing for a replica t
   the index only proposes.
 
 The graph walk reads index pages at random, so it is fast only while the index fits in PostgreSQL's
-``shared_buffers``: at 100k voiceprints (a 164 MB index), 1 GB of shared_buffers answered 2.4x faster
-than PostgreSQL's default of 128 MB, which keeps re-reading pages from the operating system's cache
-(bench/search.py, ``--pg-shared-buffers``). :func:`cache_fit` measures it; a process logs a warning once
-when the index outgrows shared_buffers, and ``voicebank check`` shows both sizes.
+``shared_buffers``: at 100k voiceprints (a 164 MB index), 512 MB of shared_buffers answered in
+12.5 ms (p50) where PostgreSQL's default of 128 MB, which keeps re-reading pages from the operating
+system's cache, took 21.7 ms (bench/search.py, ``--pg-shared-buffers``; 2-core AMD EPYC).
+:func:`cache_fit` measures it; a process logs a warning once when the index outgrows
+shared_buffers, and ``voicebank check`` shows both sizes.
 
 Switching a bank to or from this kind (``init --index pgvector``, ``reindex --index ...``) creates or
 drops the column, trigger and index in the transaction that changes the bank's kind (:func:`switch`).
@@ -56,9 +57,14 @@ COLUMN_TYPE, OPCLASS = "halfvec", "halfvec_ip_ops"
 OVERFETCH = 16  # rows fetched beyond k, so that a rounding-order error at the k-th place costs nothing
 COLUMN, INDEX, TRIGGER, TRIGGER_FUNCTION = "embedding", "speakers_embedding_hnsw", "voicebank_embedding", "voicebank_embed_speaker"
 # Chosen with bench/search.py (cone-shaped voiceprints, 100k): m=16 / ef_construction=64 (pgvector's
-# defaults) lost recall@1 on voice-like data; 32 / 128 held it at a build time the bank can afford.
+# defaults) lost recall@1 on voice-like data. A better-built graph finds more at the same search cost:
+# ef_construction 512 instead of 128 (m=32) raised recall@1 at efSearch 256/512/768 from
+# 0.977/0.988/0.992 to 0.983/0.994/0.996 (1,000 probes) and answered at efSearch 512 in 12.5 against
+# 15.7 ms p50, for a build 2.0x as long (226 s at 100k on 2 cores; each insert walks the graph as
+# widely): `bench/search.py --pg-hnsw 32:512,32:128`. m=16, tried by hand, was cheaper per search
+# but found less at every search time.
 HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 128
+HNSW_EF_CONSTRUCTION = 512
 EF_SEARCH_MIN, EF_SEARCH_MAX = 128, 1000  # pgvector accepts 1..1000
 # Above this many voiceprints the search always walks the graph: PostgreSQL's cost estimate for a
 # vector sort is unreliable (it chose a table scan of 5,000 64-dim rows), and a scan of a large bank
@@ -73,10 +79,12 @@ INSTALL = ("install pgvector on that server (Debian/Ubuntu: apt install postgres
 def ef_search_for(n: int, k: int) -> int:
     """HNSW's candidate list for a bank of ``n`` voiceprints: 128 up to 10k, 4x every 10x (512 at
     100k, pgvector's maximum of 1000 from ~160k), never below the rows fetched (pgvector returns at
-    most ef_search). On voice-shaped 512-dim voiceprints (bench/search.py, halfvec column), recall@1
-    against exact search at 10k was 0.99 with 128; at 100k 0.841 with 40 (pgvector's default),
-    0.948 with 128, 0.977 with 256, 0.988 with 512, 0.996 with 1000; at 1M 0.947 with 1000.
-    Decisions moved less than recall@1: at 100k and 512, 3 of 2,000 (bench/search_decisions.py)."""
+    most ef_search). On voice-shaped 512-dim voiceprints (bench/search.py, halfvec column, the graph
+    of :data:`HNSW_M` and :data:`HNSW_EF_CONSTRUCTION`), recall@1 against exact search at 100k was
+    0.882 with 40 (pgvector's default), 0.959 with 128, 0.983 with 256, 0.994 with 512, 0.998 with
+    1000, and no decision of 2,000 differed from exact search's at 512 (bench/search_decisions.py).
+    With the graph of earlier versions (ef_construction 128): 0.99 at 10k with 128, 0.988 at 100k
+    with 512, 0.947 at 1M with 1000."""
     grow = 4 ** max(0.0, math.log10(max(n, 1) / 10_000))
     return int(min(EF_SEARCH_MAX, max(EF_SEARCH_MIN * grow, k + OVERFETCH)))
 
@@ -91,6 +99,12 @@ def build_memory_mb(n: int, dimension: int) -> int:
 
 
 _warned: set[str] = set()
+
+
+def graph_options(session) -> dict[str, int]:
+    """The HNSW index's build options as PostgreSQL holds them (``m``, ``ef_construction``); {} without one."""
+    found = session.execute(text("SELECT reloptions FROM pg_class WHERE oid = to_regclass(:i)"), {"i": INDEX}).scalar()
+    return {k: int(v) for k, v in (o.split("=", 1) for o in found or [])}
 
 
 def cache_fit(session) -> tuple[int, int]:
@@ -109,14 +123,16 @@ def cache_advice(index_bytes: int, buffers: int) -> str | None:
     wanted = 2 ** math.ceil(math.log2(index_bytes * 1.25 / 2 ** 20))  # MB, with room for the table's hot pages
     return (f"the pgvector index ({index_bytes / 2 ** 20:,.0f} MB) is larger than PostgreSQL's shared_buffers "
             f"({buffers / 2 ** 20:,.0f} MB), so every search re-reads index pages from outside PostgreSQL's cache "
-            f"(2.4x slower at 100k voiceprints in bench/search.py): set shared_buffers = {wanted}MB or more in "
+            f"(1.7x slower at 100k voiceprints in bench/search.py): set shared_buffers = {wanted}MB or more in "
             "postgresql.conf (up to ~25% of the server's memory) and restart PostgreSQL")
 
 
-def _status(index_bytes: int, buffers: int) -> str:
-    where = (f"index {index_bytes / 2 ** 20:,.1f} MB, shared_buffers {buffers / 2 ** 20:,.0f} MB")
+def _status(index_bytes: int, buffers: int, options: dict[str, int] | None = None) -> str:
+    graph = "".join(f", {k}={v}" for k, v in (options or {}).items())
+    where = f"index {index_bytes / 2 ** 20:,.1f} MB, shared_buffers {buffers / 2 ** 20:,.0f} MB"
     advice = cache_advice(index_bytes, buffers)
-    return f"none: the index lives in PostgreSQL (pgvector HNSW; {where}" + (f"; WARNING: {advice})" if advice else ")")
+    return (f"none: the index lives in PostgreSQL (pgvector HNSW{graph}; {where}"
+            + (f"; WARNING: {advice})" if advice else ")"))
 
 
 def refuse_unless_usable(store: Store, where: str) -> None:
@@ -210,18 +226,23 @@ class PgVectorSearch:
                 log.info("the pgvector column is %s, as an earlier version made it; `voicebank reindex --index "
                          "pgvector` makes it %s (half the size, faster)", present, COLUMN_TYPE)
             self._type, self._ready = present, True
-            self._warn_if_uncached()
+            self._advise()
         return self
 
     @property
     def file_status(self) -> str:
         """For ``check``: where the index lives, its size and whether it fits in shared_buffers."""
         with self.store.read() as session:
-            return _status(*cache_fit(session))
+            return _status(*cache_fit(session), graph_options(session))
 
-    def _warn_if_uncached(self) -> None:
+    def _advise(self) -> None:
         with self.store.read() as session:
             advice = cache_advice(*cache_fit(session))
+            built = graph_options(session).get("ef_construction", HNSW_EF_CONSTRUCTION)
+        if built < HNSW_EF_CONSTRUCTION:
+            log.info("the pgvector index was built with ef_construction=%d, as an earlier version built it; `voicebank "
+                     "reindex --index pgvector` rebuilds it with %d (more recall at the same search time)",
+                     built, HNSW_EF_CONSTRUCTION)
         if advice is not None and "shared_buffers" not in _warned:
             _warned.add("shared_buffers")  # once per process
             log.warning("%s", advice)
