@@ -338,7 +338,7 @@ class PgVectorSearch:
         size = size or 0
         # Iterative scans (pgvector 0.8) would keep walking the graph past rows deleted but not yet
         # vacuumed; they cost 12% per search at 100k voiceprints (p50 16.1 against 14.2 ms, the same
-        # queries interleaved), and a walk that returns fewer than k live rows is answered by an exact
+        # queries interleaved, measured by hand), and a walk that returns fewer than k live rows is answered by an exact
         # scan instead (:meth:`search`), so they stay off, whatever the server's default.
         # set_config(..., true) lasts until the end of this transaction.
         cursor.execute("SELECT change_seq, set_config('hnsw.ef_search', %s, true), "
