@@ -86,10 +86,10 @@ def pgvector_row(pg_url: str, prints: np.ndarray, decide: search_decisions.Compa
 
     with search_pgvector.loaded(pg_url, prints) as (store, name, _, build_s):
         searcher = pgv.PgVectorSearch(store, prints.shape[1], name).current()
-        before = index_scans(store)
+        before = pgv.index_scans(store)
         row = {"kind": "pgvector", "decisions": decide(searcher.search), "build_s": build_s,
                "structure": search_pgvector.structure(len(prints), search.K)}
-        row["index_scans"] = index_scans(store, before + len(decide.probes)) - before
+        row["index_scans"] = pgv.index_scans(store, before + len(decide.probes)) - before
         with store.read() as session:
             row["structure"]["versions"] = dict(session.execute(text(
                 "SELECT extversion AS pgvector, current_setting('server_version') AS postgresql FROM pg_extension "
@@ -97,23 +97,6 @@ def pgvector_row(pg_url: str, prints: np.ndarray, decide: search_decisions.Compa
             )).one()._mapping)
     row["probes_searched"] = len(decide.probes)
     return row
-
-
-def index_scans(store, wanted: int = 0) -> int:
-    """``idx_scan`` of the HNSW index; statistics reach the view after a flush, so wait (10 s at most)
-    until it reaches ``wanted``."""
-    from sqlalchemy import text
-
-    for _ in range(10):
-        with store.read() as session:
-            session.execute(text("SELECT pg_stat_force_next_flush()"))
-        with store.read() as session:
-            found = int(session.execute(text("SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes "
-                                             "WHERE indexrelname = :i"), {"i": pgv.INDEX}).scalar_one())
-        if found >= wanted:
-            break
-        time.sleep(1)
-    return found
 
 
 # ----------------------------------------------------------------------------- distractors

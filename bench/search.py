@@ -61,6 +61,7 @@ import gc
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import tempfile
@@ -484,13 +485,14 @@ def parse(argv=None) -> argparse.Namespace:
     if unknown:
         ap.error(f"unknown kinds {sorted(unknown)}; known: {', '.join(BENCH_KINDS)}")
     args.clients = [int(c) for c in args.clients.split(",") if c]
-    try:
-        args.pg_hnsw = ([tuple(int(x) for x in g.split(":")) for g in args.pg_hnsw.split(",") if g] if args.pg_hnsw
-                        else [(hnsw_default())])
-        assert all(len(g) == 2 and g[0] >= 2 and 1 <= g[1] <= 1000 for g in args.pg_hnsw)
-    except (ValueError, AssertionError):
+    graphs = [g.split(":") for g in (args.pg_hnsw or "").split(",") if g]
+    if not all(len(g) == 2 and g[0].isdigit() and g[1].isdigit() and int(g[0]) >= 2 and 1 <= int(g[1]) <= 1000
+               for g in graphs):
         ap.error(f"--pg-hnsw wants M:EF_CONSTRUCTION pairs such as 32:512 (M >= 2, EF_CONSTRUCTION 1..1000), "
                  f"not {args.pg_hnsw!r}")
+    args.pg_hnsw = [(int(m), int(efc)) for m, efc in graphs] or [hnsw_default()]
+    if args.pg_shared_buffers not in ("auto", "default") and not re.fullmatch(r"\d+(kB|MB|GB)", args.pg_shared_buffers):
+        ap.error(f"--pg-shared-buffers wants auto, default or a size such as 512MB or 2GB, not {args.pg_shared_buffers!r}")
     args.queries = args.queries or (300 if quick else 2000)
     args.singles, args.single_budget, args.batch_budget = (100, 3.0, 2.0) if quick else (300, 15.0, 10.0)
     args.sweep_singles, args.sweep_budget = (20, 1.0) if quick else (100, 4.0)

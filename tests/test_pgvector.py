@@ -6,7 +6,6 @@ end to end, the kind refused where it cannot work, and switching kinds both ways
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import numpy as np
@@ -104,7 +103,7 @@ def test_recall_replace_and_remove_at_scale(pg_index):
     index = pg_index(IndexInfo("bank-big", "m", contract.BIG_DIM, pgv.KIND))
     index.upsert(ids, vectors)
     contract.assert_answers_like_exact(index, ids, vectors, queries, min_recall=0.98)
-    scans = index_scans(index.store, len(queries))  # the answers came from walking the graph, not from a table scan
+    scans = pgv.index_scans(index.store, len(queries))  # the answers came from walking the graph, not from a table scan
     assert scans >= len(queries), f"the HNSW index was used for {scans} of {len(queries)} searches"
     # replace a third, remove a third: never a removed or stale answer (scores are checked against the live ones)
     rng = np.random.default_rng(5)
@@ -158,21 +157,6 @@ def test_an_index_built_by_an_earlier_version_is_named_and_reindex_rebuilds_it(p
     with index.store.read() as session:
         assert pgv.graph_options(session) == {"m": pgv.HNSW_M, "ef_construction": pgv.HNSW_EF_CONSTRUCTION}
     assert len(index) == 50
-
-
-def index_scans(store, wanted: int) -> int:
-    """``idx_scan`` of the HNSW index. A backend reports its statistics when it goes idle, at most once a
-    second, else within 10 s: ask for a flush and wait (12 s at most) until the count reaches ``wanted``."""
-    for _ in range(24):
-        with store.read() as session:
-            session.execute(text("SELECT pg_stat_force_next_flush()"))
-        with store.read() as session:
-            found = int(session.execute(text("SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes "
-                                              "WHERE indexrelname = :i"), {"i": pgv.INDEX}).scalar_one())
-        if found >= wanted:
-            return found
-        time.sleep(0.5)
-    return found
 
 
 def _big():

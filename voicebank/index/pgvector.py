@@ -43,6 +43,7 @@ import logging
 import math
 import re
 import threading
+import time
 
 import numpy as np
 from sqlalchemy import text
@@ -105,6 +106,23 @@ def graph_options(session) -> dict[str, int]:
     """The HNSW index's build options as PostgreSQL holds them (``m``, ``ef_construction``); {} without one."""
     found = session.execute(text("SELECT reloptions FROM pg_class WHERE oid = to_regclass(:i)"), {"i": INDEX}).scalar()
     return {k: int(v) for k, v in (o.split("=", 1) for o in found or [])}
+
+
+def index_scans(store: Store, at_least: int = 0, wait_s: float = 12.0) -> int:
+    """How many searches walked the HNSW index (PostgreSQL's ``idx_scan``), for benchmarks and tests
+    that must know the graph, not a table scan, answered. A backend reports its statistics when it
+    goes idle, at most once a second (else within 10 s), so ask for a flush and wait up to ``wait_s``
+    until the count reaches ``at_least``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with store.read() as session:
+            session.execute(text("SELECT pg_stat_force_next_flush()"))
+        with store.read() as session:
+            found = int(session.execute(text("SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes "
+                                             "WHERE indexrelname = :i"), {"i": INDEX}).scalar_one())
+        if found >= at_least or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.5)
 
 
 def cache_fit(session) -> tuple[int, int]:
