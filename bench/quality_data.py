@@ -20,6 +20,10 @@ import numpy as np
 
 SR = 16_000
 WIDEBAND, TELEPHONE = "wide", "tel"
+# More telephone channels, for measuring on codecs voicebank does not simulate: ``sim`` is the
+# product's own simulation (voicebank.channel.telephone: what enrollment embeds through), ``gsm``
+# (GSM 06.10 full rate) and ``amr`` (AMR-NB at 12.2 kbit/s) are real codecs, run by sox.
+SIMULATED, GSM, AMR = "sim", "gsm", "amr"
 CHUNK = 40  # recordings embedded between two writes of the cache
 
 # name -> (folder under --data-root, manifest columns kept besides path and speaker)
@@ -83,9 +87,52 @@ def telephone(samples: np.ndarray) -> np.ndarray:
                    ).astype(np.float32)
 
 
+def codec(samples: np.ndarray, kind: str) -> np.ndarray:
+    """``samples`` (16 kHz) coded and decoded by sox with a telephone codec (``gsm`` or ``amr``)
+    at 8 kHz, back at 16 kHz, the same length. Needs sox with its codec formats (Debian:
+    sox libsox-fmt-all)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    import soundfile as sf
+
+    if shutil.which("sox") is None:
+        raise SystemExit("the gsm and amr channels need sox (apt-get install sox libsox-fmt-all)")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, coded, back = Path(tmp) / "in.wav", Path(tmp) / f"coded.{'gsm' if kind == GSM else 'amr-nb'}", Path(tmp) / "out.wav"
+        sf.write(src, samples, SR, subtype="PCM_16")
+        options = ["-C", "7"] if kind == AMR else []
+        subprocess.run(["sox", str(src), "-r", "8000", "-c", "1", *options, str(coded)], check=True, capture_output=True)
+        subprocess.run(["sox", str(coded), "-r", str(SR), "-b", "16", str(back)], check=True, capture_output=True)
+        out, _ = sf.read(back, dtype="float32")
+    fitted = np.zeros_like(samples)
+    fitted[: min(len(out), len(samples))] = out[: len(samples)]
+    return fitted
+
+
 def waveform(path: Path, channel: str) -> np.ndarray:
+    """The recording at ``path`` through ``channel``: ``wide`` (as recorded), ``tel``, ``sim``,
+    ``gsm``, ``amr``, or several joined by ``+`` and applied in order (``gsm+sim``: a GSM call that
+    voicebank then passes through its own simulated channel)."""
     samples = decode(path)
-    return telephone(samples) if channel == TELEPHONE else samples
+    for step in channel.split("+"):
+        samples = through(samples, step)
+    return samples
+
+
+def through(samples: np.ndarray, step: str) -> np.ndarray:
+    if step == TELEPHONE:
+        return telephone(samples)
+    if step == SIMULATED:
+        from voicebank.channel import telephone as simulated
+
+        return simulated(samples, SR)
+    if step in (GSM, AMR):
+        return codec(samples, step)
+    if step != WIDEBAND:
+        raise ValueError(f"unknown channel {step!r}")
+    return samples
 
 
 def cache_path(cache_dir: Path, corpus: str, channel: str, model_id: str) -> Path:

@@ -35,7 +35,7 @@ def assert_helpful(excinfo: pytest.ExceptionInfo, label: str) -> str:
 
 # A pure tone is the probe that shows pitch and level surviving resampling; it holds no speech,
 # so the tests that use it accept recordings without speech (test_vad.py checks it is refused).
-TONES = AudioLimits(min_speech_seconds=0.0)
+TONES = AudioLimits(min_speech_seconds=0.0, min_bandwidth_hz=0.0)  # a tone is neither speech nor broadband
 
 
 def tone(freq: float, seconds: float, sr: int, amplitude: float = 0.5) -> np.ndarray:

@@ -17,6 +17,7 @@ from voicebank.calibration import (
     ThinDataError,
     identification_point,
     needed,
+    upper_bound,
     verification_point,
 )
 from voicebank.errors import NotEnoughDataError
@@ -101,17 +102,29 @@ def trials(rng, speakers: int = 60, per: int = 5) -> OpenSetTrials:
     return OpenSetTrials(target, np.maximum(target, best_other), target >= best_other, unknown, speakers, "cosine")
 
 
-def test_a_target_the_trials_cannot_support_is_refused_with_what_is_needed():
+def test_a_target_the_trials_cannot_support_is_calibrated_at_the_rate_they_can_with_its_upper_bound():
     data = trials(np.random.default_rng(1), speakers=30, per=3)  # 90 unknown-person trials
     assert needed(0.01) == 200 and needed(0.001) == 2000
-    with pytest.raises(ThinDataError) as refused:
-        identification_point(data, 0.01)
-    message = str(refused.value)
-    assert "needs at least 200 unknown-person trials; there are 90" in message and "Add 110 more" in message
-    assert isinstance(refused.value, NotEnoughDataError)
-    assert identification_point(data, 0.05).threshold > 0  # 90 trials do support 5%
-    with pytest.raises(ThinDataError, match="needs at least 20000 impostor trials; there are 2610"):
-        verification_point(data, 0.0001)  # 90 probes, each against the 29 other voiceprints
+    point = identification_point(data, 0.01)
+    # 90 trials support 2/90: that is what is promised, and what was asked is kept beside it
+    assert point.target == pytest.approx(2 / 90) and point.asked == 0.01
+    assert point.rate == pytest.approx(2 / 90, rel=1e-3)
+    assert point.upper == pytest.approx(upper_bound(point.counted, 90)) and point.upper > point.counted / 90
+    enough = identification_point(data, 0.05)  # 90 trials do support 5%: calibrated as asked
+    assert enough.target == 0.05 and enough.asked is None and enough.threshold < point.threshold
+    far = verification_point(data, 0.0001)  # 90 probes, each against the 29 other voiceprints
+    assert far.target == pytest.approx(2 / 2610) and far.asked == 0.0001
+    with pytest.raises(ThinDataError, match="needs unknown-person trials"):
+        identification_point(OpenSetTrials(data.target, data.known_best, data.known_correct, [], 30, "cosine"), 0.01)
+
+
+def test_the_upper_bound_is_clopper_pearson():
+    """0 errors in n trials: the 95% bound is 1 - 0.05 ** (1 / n) (the rule of three, about 3 / n);
+    and a bound always lies above the rate counted."""
+    for n in (10, 300, 3000):
+        assert upper_bound(0, n) == pytest.approx(1 - 0.05 ** (1 / n), rel=1e-6)
+    assert upper_bound(10, 1000) == pytest.approx(0.01690, abs=5e-5) and upper_bound(5, 5) == 1.0
+    assert upper_bound(0, 0) is None
 
 
 def test_identification_point_reports_expected_and_counted_rates():
@@ -234,7 +247,10 @@ def test_a_new_bank_identifies_by_the_margin_rule_and_calibrate_keeps_it(tmp_pat
         assert result.rule == "margin" and result.decision == pytest.approx(2 * s1 - s2)
         assert result.match is not None and result.match.name == "alice"  # 2 x 1.0 - 0.999 clears 1.0002
         assert bank.identify(voices["stranger"][2]).match is None
-        assert result.to_dict()["decision"] == {"rule": "margin", "score": round(result.decision, 6)}
+        assert result.to_dict()["decision"] == {"rule": "margin", "kind": "margin", "score": round(result.decision, 6)}
+        # the audit row names the score the threshold applied to: the margin statistic, not a cosine
+        row = bank.audit(limit=2)[1]  # alice's (the stranger's came after)
+        assert (row.score_kind, row.score, row.channel) == ("margin", pytest.approx(result.decision), "wideband")
         from voicebank.evaluation import open_set_trials
 
         assert open_set_trials(bank).rule == "margin" and open_set_trials(bank, rule="best").rule == "best"

@@ -93,10 +93,13 @@ def test_init(cli, model):
 
 def test_init_text_and_default_threshold(cli, model):
     result = ok(cli("init"))
-    assert result.stdout == f"Created a voicebank with {model} (24-dim), threshold 0.8600.\n"
-    assert ok(cli("threshold")).stdout.splitlines() == [
-        f"{which:<8} threshold {t} on the {on}cosine score: not calibrated, no measured promise (run `voicebank "
-        "calibrate`)" for which, t, on in (("verify", "0.8600", ""), ("identify", "0.9400", "2 x best - second best "))]
+    thresholds = [
+        f"{channel}{which:<8} threshold {t} on the {on}cosine score: not calibrated, no measured promise (run "
+        "`voicebank calibrate`)" for channel in ("", "telephone ")
+        for which, t, on in (("verify", "0.8600", ""), ("identify", "0.9400", "2 x best - second best "))]
+    # init names every threshold it set, as `threshold` shows them (the fake model has no reference set)
+    assert result.stdout.splitlines() == [f"Created a voicebank with {model} (24-dim)."] + thresholds
+    assert ok(cli("threshold")).stdout.splitlines() == thresholds
 
 
 def test_threshold_show_and_set(initialized):
@@ -107,13 +110,17 @@ def test_threshold_show_and_set(initialized):
         return data["threshold"], data["identify_threshold"], {s["method"] for s in data["calibration"].values()}
 
     assert shown() == (TINY_THRESHOLD, TINY_THRESHOLD, {"default"})
-    assert ok(initialized("threshold", "0.75")).stdout.splitlines() == [
-        f"{which:<8} threshold 0.7500 on the {on}cosine score: set by hand, no measured promise (run `voicebank "
-        "calibrate`)" for which, on in (("verify", ""), ("identify", "best "))]
+    assert ok(initialized("threshold", "0.75", "--channel", "both")).stdout.splitlines() == [
+        f"{channel}{which:<8} threshold 0.7500 on the {on}cosine score: set by hand, no measured promise (run "
+        "`voicebank calibrate`)" for channel in ("", "telephone ") for which, on in (("verify", ""), ("identify", "best "))]
     assert shown("0.5", "--for", "verify") == (0.5, 0.75, {"manual"})
     assert shown("0.6", "--for", "identify") == (0.5, 0.6, {"manual"})
     assert_error(initialized("threshold", "1.5"), "between -1 and 1")
     assert shown() == (0.5, 0.6, {"manual"})
+    # each channel keeps its own: the wideband ones moved, the telephone ones did not
+    telephone = json.loads(ok(initialized("threshold", "--json")).stdout)["channels"]["telephone"]
+    assert (telephone["verify"]["threshold"], telephone["identify"]["threshold"]) == (0.75, 0.75)
+    assert {s["channel"] for s in telephone.values()} == {"telephone"}
 
 
 # -- enroll, identify, verify -----------------------------------------------------------------------
@@ -137,20 +144,25 @@ def test_identify_text_and_exit_codes(populated, voices):
     for name in THREE:
         result = ok(populated("identify", voices[name][2]), 0)
         lines = result.stdout.splitlines()
-        assert lines[0].startswith(f"match: {name} (score ")
+        # the number decided on, named, against the threshold: here the best cosine, the first candidate's
+        assert lines[0] == f"match: {name} (best score {lines[1].split()[2]} >= threshold 0.9996)"
         assert lines[1].split()[:2] == ["1.", name]
         assert len(lines) == 4
 
     unknown = ok(populated("identify", voices["stranger"][2]), 1)
     lines = unknown.stdout.splitlines()
-    assert lines[0] == "match: unknown (best score below threshold 0.9996)"
+    assert lines[0] == f"match: unknown (best score {lines[1].split()[2]} < threshold 0.9996)"
     assert sorted(line.split()[1] for line in lines[1:]) == sorted(THREE)
 
 
 def check_identify_json(data: dict) -> None:
-    assert set(data) == {"match", "candidates", "threshold", "threshold_kind", "decision", "calibration"}
+    assert set(data) == {"match", "candidates", "threshold", "threshold_kind", "decision", "calibration", "channel"}
     assert data["threshold_kind"] == "identify" and data["calibration"]["method"] in ("default", "manual", "far")
     assert data["decision"]["rule"] == "best"  # the tiny banks' rule; new banks decide by the margin rule
+    assert data["decision"]["kind"] == "cosine"  # what the threshold applied to: the best cosine
+    # the synthetic voices are wideband recordings, measured so, and decided in that channel
+    assert data["channel"]["decided"] == data["calibration"]["channel"] == "wideband"
+    assert data["channel"]["heard"]["channel"] == "wideband" and data["channel"]["heard"]["bandwidth_hz"] > 4000
     assert data["decision"]["score"] == (data["candidates"][0]["score"] if data["candidates"] else None)
     assert type(data["threshold"]) is float
     assert isinstance(data["candidates"], list)
@@ -184,9 +196,9 @@ def test_identify_json(populated, voices):
 def test_identify_several_files_one_line_each(populated, voices, corrupt):
     files = [voices["alice"][2], voices["stranger"][2], voices["bob"][2]]
     lines = ok(populated("identify", *files), 1).stdout.splitlines()  # one unknown: exit code 1
-    assert lines[0] == f"{files[0]}: alice (score {lines[0].split('score ')[1]}"
-    assert lines[1].startswith(f"{files[1]}: unknown (best score ") and lines[1].endswith(", threshold 0.9996)")
-    assert lines[2].startswith(f"{files[2]}: bob (score ")
+    assert lines[0].startswith(f"{files[0]}: alice (best score ") and lines[0].endswith(" >= threshold 0.9996)")
+    assert lines[1].startswith(f"{files[1]}: unknown (best score ") and lines[1].endswith(" < threshold 0.9996)")
+    assert lines[2].startswith(f"{files[2]}: bob (best score ")
     assert len(lines) == 3
 
     both = [voices["carol"][2], voices["bob"][2]]
@@ -212,13 +224,14 @@ def test_identify_several_files_one_line_each(populated, voices, corrupt):
 def test_verify(populated, voices):
     result = ok(populated("verify", "alice", voices["alice"][2]), 0)
     assert result.stdout.startswith("accepted: alice (score ")
-    assert result.stdout.endswith(", threshold 0.9996)\n")
+    assert result.stdout.endswith(" >= threshold 0.9996)\n")
     rejected = ok(populated("verify", "alice", voices["carol"][2]), 1)
-    assert rejected.stdout.startswith("rejected: alice (score ")
+    assert rejected.stdout.startswith("rejected: alice (score ") and rejected.stdout.endswith(" < threshold 0.9996)\n")
 
     for probe, code, accepted in ((voices["bob"][2], 0, True), (voices["stranger"][2], 1, False)):
         data = json.loads(ok(populated("verify", "bob", probe, "--json"), code).stdout)
-        assert set(data) == {"name", "score", "threshold", "accepted", "threshold_kind"}
+        assert set(data) == {"name", "score", "threshold", "accepted", "threshold_kind", "channel"}
+        assert data["channel"]["decided"] == data["channel"]["heard"]["channel"] == "wideband"
         assert data["name"] == "bob" and data["accepted"] is accepted
         assert type(data["score"]) is float and data["threshold"] == TINY_THRESHOLD
         assert (data["score"] >= TINY_THRESHOLD) is accepted
@@ -268,13 +281,16 @@ def test_reindex_and_check(populated, voices):
     result = ok(populated("check"), 0)
     assert result.stdout.splitlines() == [
         "index file: ok", "speakers: 3 in SQL, 3 in the index", "OK: the index agrees with SQL.",
-        *(f"{which:<8} threshold 0.9996 on the {on}cosine score: not calibrated, no measured promise (run "
-          "`voicebank calibrate`)" for which, on in (("verify", ""), ("identify", "best ")))]
+        *(f"{channel}{which:<8} threshold 0.9996 on the {on}cosine score: not calibrated, no measured promise (run "
+          "`voicebank calibrate`)" for channel in ("", "telephone ") for which, on in (("verify", ""), ("identify", "best ")))]
     assert ok(populated("reindex")).stdout == "Indexed 3 voiceprints (flat).\n"
     assert ok(populated("reindex", "--index", "ivf")).stdout == "Indexed 3 voiceprints (ivf).\n"
     assert ok(populated("check")).exit_code == 0
     report = json.loads(ok(populated("check", "--json"), 0).stdout)
     calibration = report.pop("calibration")
+    channels = report.pop("channels")
+    assert channels["lacking"] == {"telephone": 0, "wideband": 0}  # every speaker has both voiceprints
+    assert channels["telephone"]["verify"]["channel"] == "telephone"
     assert report == {"ok": True, "speakers_in_sql": 3, "speakers_in_index": 3, "index_file": "ok",
                       "missing_from_index": [], "not_in_sql": [], "wrong_vectors": []}
     assert calibration["identify"]["gallery"] == 3 and calibration["identify"]["outgrown"] is False

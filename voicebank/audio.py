@@ -17,9 +17,10 @@ from typing import BinaryIO, Union
 
 import numpy as np
 
+from . import channel as channel_mod
 from . import vad
 from .decode import decode, resample, too_long
-from .errors import AudioError, NotEnoughSpeechError
+from .errors import AudioError, NarrowbandError, NotEnoughSpeechError
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,17 @@ class AudioLimits:
     answers are mostly noise, not a recommendation: longer is better. (These minimums were set
     when speech was counted by loudness; silero-vad counts less of a recording as speech, so
     they are now somewhat stricter: 4.5 s of speech is about 6 s of audio.)
+
+    ``min_bandwidth_hz``: speech that does not reach this frequency (a recording sampled at 4 kHz,
+    or filtered below the telephone band) is refused: a telephone line carries 3.4 kHz, and below
+    2 kHz the formants that tell voices apart are cut off.
     """
 
     min_seconds: float = 0.5
     min_speech_seconds: float = 1.0
     max_seconds: float = 30 * 60.0
     min_enroll_speech_seconds: float = 4.5
+    min_bandwidth_hz: float = 2_000.0
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,8 @@ class Audio:
 
     ``speech_seconds`` is how much of it silero-vad hears as speech; ``speech_frames``, when
     set, holds its decision per 32 ms frame (as :func:`voiced_frames`), kept so that no caller
-    has to run the detector twice.
+    has to run the detector twice. ``channel``: which channel it came through, measured from its
+    speech (:func:`voicebank.channel.measure`); None only for audio made without :func:`load`.
     """
 
     samples: np.ndarray
@@ -67,10 +74,16 @@ class Audio:
     label: str
     speech_seconds: float
     speech_frames: np.ndarray | None = field(default=None, repr=False, compare=False)
+    channel: channel_mod.Reading | None = field(default=None, compare=False)
 
     @property
     def duration(self) -> float:
         return len(self.samples) / self.sample_rate
+
+    @property
+    def telephone(self) -> bool:
+        """Did it come through a telephone channel (as measured)?"""
+        return self.channel is not None and self.channel.channel == channel_mod.TELEPHONE
 
 
 def describe(recording: Recording) -> str:
@@ -121,7 +134,13 @@ def load(recording: Recording, sample_rate: int, limits: AudioLimits = AudioLimi
     speech = _seconds(voiced, samples, sample_rate)
     if speech < limits.min_speech_seconds:
         raise NotEnoughSpeechError(_not_enough_speech(label, speech, duration, limits))
-    return Audio(samples, sample_rate, digest, label, speech, voiced)
+    reading = channel_mod.measure(samples, sample_rate, voiced)
+    if reading.bandwidth_hz < limits.min_bandwidth_hz:
+        raise NarrowbandError(
+            f"{label}: its speech reaches only {reading.bandwidth_hz:.0f} Hz, below the minimum of "
+            f"{limits.min_bandwidth_hz:.0f} Hz (a telephone line carries 3,400 Hz): too narrowband to tell voices "
+            "apart. Use a recording made at 8 kHz or more, without a low-pass filter.")
+    return Audio(samples, sample_rate, digest, label, speech, voiced, reading)
 
 
 def speech_seconds(samples: np.ndarray, sample_rate: int) -> float:

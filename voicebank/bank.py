@@ -18,6 +18,7 @@ import numpy as np
 from . import audit as audit_mod
 from . import calibration, enrollment, evaluation, identification, opening, pipeline, settings, validate
 from .audio import AudioLimits, Recording
+from .channel import TELEPHONE, WIDEBAND
 from .embedding import Embedder, default_threshold
 from .embedding.base import DEFAULT_WINDOW_SECONDS
 from .encoding import Encoder, OnError, Progress
@@ -139,13 +140,14 @@ class VoiceBank:
     def index_kind(self) -> str:
         return self._repository.settings().index_kind
 
-    def operating_points(self) -> dict[str, calibration.OperatingPoint]:
-        """The two thresholds and what each means: ``{"verify": ..., "identify": ...}``."""
-        return settings.operating_points(self._repository.settings())
+    def operating_points(self, channel: str = WIDEBAND) -> dict[str, calibration.OperatingPoint]:
+        """The two thresholds of ``channel`` and what each means: ``{"verify": ..., "identify": ...}``."""
+        return settings.operating_points(self._repository.settings(), channel)
 
-    def set_threshold(self, value: float, purpose: str | None = None) -> None:
-        """Set a threshold by hand: ``purpose`` ``"verify"``, ``"identify"``, or None for both."""
-        settings.set_threshold(self._repository, value, purpose)
+    def set_threshold(self, value: float, purpose: str | None = None, channel: str | None = WIDEBAND) -> None:
+        """Set a threshold by hand: ``purpose`` ``"verify"``, ``"identify"``, or None for both; in
+        ``channel`` (``wideband`` or ``telephone``; None: both)."""
+        settings.set_threshold(self._repository, value, purpose, channel)
 
     def set_operating_point(self, point: calibration.OperatingPoint) -> None:
         """Store a calibrated threshold with what it means (see :mod:`voicebank.calibration`)."""
@@ -180,9 +182,10 @@ class VoiceBank:
                                          purposes=purposes, rule=rule, progress=progress)
 
     def store_calibration(self, result: evaluation.Calibration) -> None:
-        """Store the thresholds :meth:`calibrate` chose."""
-        for point in result.chosen.values():
-            self.set_operating_point(point)
+        """Store the thresholds :meth:`calibrate` chose, in every channel it measured."""
+        for measured in result.every_channel():
+            for point in measured.chosen.values():
+                self.set_operating_point(point)
 
     # -- enrollment ----------------------------------------------------------------------------
     def enroll(self, name: str, recordings: Sequence[Recording], metadata: dict[str, Any] | None = None,
@@ -197,7 +200,9 @@ class VoiceBank:
         :class:`DuplicateVoiceError`.
         """
         self.refuse_changes("enroll")  # before embedding anything
-        return enrollment.enroll(self._services, name, recordings, metadata, progress, allow_inconsistent, strict)
+        speaker = enrollment.enroll(self._services, name, recordings, metadata, progress, allow_inconsistent, strict)
+        self._recalibrate()
+        return speaker
 
     def enroll_many(self, speakers: Iterable[Enrollment], progress: Progress | None = None, *,
                     allow_inconsistent: bool = False, strict: bool = False) -> list[EnrollmentOutcome]:
@@ -205,19 +210,31 @@ class VoiceBank:
         speakers; each is stored as soon as it is embedded. One that fails a check, or is already
         enrolled, does not stop the others: each gets an :class:`EnrollmentOutcome`, in order."""
         self.refuse_changes("enroll")  # once, rather than once per speaker in its outcome
-        return enrollment.enroll_many(self._services, list(speakers), progress, allow_inconsistent, strict)
+        outcomes = enrollment.enroll_many(self._services, list(speakers), progress, allow_inconsistent, strict)
+        self._recalibrate()
+        return outcomes
 
     def add_recordings(self, name: str, recordings: Sequence[Recording], progress: Progress | None = None,
                        *, allow_inconsistent: bool = False, strict: bool = False) -> Speaker:
         """Add recordings to an enrolled speaker and recompute the voiceprint from all of them.
         The same checks as :meth:`enroll` apply to the speaker's recordings taken together."""
         self.refuse_changes("add recordings")
-        return enrollment.add_recordings(self._services, name, recordings, progress, allow_inconsistent, strict)
+        speaker = enrollment.add_recordings(self._services, name, recordings, progress, allow_inconsistent, strict)
+        self._recalibrate()
+        return speaker
 
     def remove(self, name: str) -> None:
         """Remove a speaker: its voiceprint and every utterance embedding, from SQL and the index."""
         self._repository.remove_speaker(validate.name(name))
         log.info("removed %s", name)
+        self._recalibrate()
+
+    def _recalibrate(self) -> None:
+        """Measure the automatic operating points again after a change (``evaluation.auto_calibration``)."""
+        if len(self) > evaluation.AUTO_MAX_SPEAKERS:
+            return
+        for point in evaluation.auto_calibration(self):
+            self.set_operating_point(point)
 
     # -- the audit trail and the cohort --------------------------------------------------------
     def audit(self, speaker: str | None = None, since: datetime | None = None, until: datetime | None = None,
@@ -242,9 +259,15 @@ class VoiceBank:
     def cohort_size(self) -> int:
         return self._repository.cohort_size()
 
-    def cohort_embeddings(self) -> np.ndarray:
-        """(m, dimension) embeddings of the cohort: recordings of people who are not enrolled."""
-        return self._repository.cohort_embeddings(self.dimension)
+    def cohort_embeddings(self, channel: str = WIDEBAND) -> np.ndarray:
+        """(m, dimension) embeddings of the cohort in ``channel``: recordings of people who are not enrolled."""
+        return self._repository.cohort_embeddings(self.dimension, channel)
+
+    def reference_set(self):  # -> voicebank.reference.Reference | None
+        """The reference set of strangers shipped for this bank's model, or None (:mod:`voicebank.reference`)."""
+        from . import reference
+
+        return reference.for_model(self.model_id)
 
     def clear_cohort(self) -> None:
         self._repository.clear_cohort()
@@ -260,9 +283,10 @@ class VoiceBank:
     def __len__(self) -> int:
         return self._repository.count()
 
-    def utterance_embeddings(self) -> list[tuple[int, str, np.ndarray]]:
-        """(speaker id, speaker name, (n, dimension) embeddings) of every enrolled speaker."""
-        return self._repository.utterance_embeddings()
+    def utterance_embeddings(self, channel: str = WIDEBAND) -> list[tuple[int, str, np.ndarray]]:
+        """(speaker id, speaker name, (n, dimension) embeddings in ``channel``) of every enrolled
+        speaker that has some (``Repository.utterance_embeddings``)."""
+        return self._repository.utterance_embeddings(channel)
 
     def voiceprint(self, name: str) -> tuple[int, np.ndarray]:
         """(speaker id, (dimension,) voiceprint) of an enrolled speaker."""
@@ -280,18 +304,25 @@ class VoiceBank:
         one's error is returned in its place (as ``gather(..., return_exceptions=True)``). Audited."""
         return identification.identify_many(self._services, recordings, top_k, client, progress)
 
-    def identify_embeddings(self, embeddings: np.ndarray, top_k: int = 5) -> list[Identification]:
-        """:meth:`identify` for precomputed (n, dimension) embeddings of this bank's model, e.g.
-        the windows of a long recording. Not written to the audit trail."""
-        return identification.identify_embeddings(self._services, embeddings, top_k)
+    def identify_embeddings(self, embeddings: np.ndarray, top_k: int = 5, channel: str = WIDEBAND) -> list[Identification]:
+        """:meth:`identify` for precomputed (n, dimension) embeddings of this bank's model in
+        ``channel`` (as :meth:`embed` gives them, or through the telephone channel:
+        ``voicebank.encoding.in_channel``), e.g. the windows of a long recording. Not audited."""
+        return identification.identify_embeddings(self._services, embeddings, top_k, channel)
+
+    def decision_channel(self, heard: str) -> tuple[str, str | None]:
+        """The channel a recording that came through ``heard`` is decided in with today's speakers,
+        and a note when it differs (:func:`voicebank.channel.decision_channel`)."""
+        return identification.decision_channel(self._services, heard)
 
     def verify(self, name: str, recording: Recording, client: str | None = None) -> Verification:
         """Is this ``name``? The recording scored against that speaker's voiceprint. Audited."""
         return identification.verify(self._services, name, recording, client)
 
-    def scorer(self, settings: BankRow | None = None):  # -> voicebank.norm.Normalizer
-        """The bank's score function (cosine, or AS-norm against the cohort or the enrolled speakers)."""
-        return identification.scorer(self._services, settings or self._repository.settings())
+    def scorer(self, settings: BankRow | None = None, channel: str = WIDEBAND):  # -> voicebank.norm.Normalizer
+        """The bank's score function in ``channel`` (cosine, or AS-norm against the cohort or the
+        enrolled speakers)."""
+        return identification.scorer(self._services, settings or self._repository.settings(), channel)
 
     # -- embeddings ----------------------------------------------------------------------------
     @property
@@ -325,15 +356,22 @@ class VoiceBank:
     def check(self) -> CheckReport:
         """Compare the index (as found on disk, then caught up) with SQL, voiceprint by voiceprint."""
         found = compare(self._search, self._repository.all_voiceprints)
+        lacking = {channel: self.lacking(channel) for channel in (TELEPHONE, WIDEBAND)}
         return CheckReport(found.in_sql, found.held, found.status, found.missing, found.extra, found.wrong,
-                           self.calibration_status(found.in_sql))
+                           self.calibration_status(found.in_sql), lacking,
+                           self.calibration_status(found.in_sql, TELEPHONE))
 
-    def calibration_status(self, gallery: int | None = None) -> dict[str, dict[str, Any]]:
-        """Each threshold with what it promises with ``gallery`` speakers (default: as many as
-        are enrolled), and for identification whether the bank has outgrown its calibration."""
+    def lacking(self, channel: str) -> int:
+        """How many speakers have no voiceprint in ``channel`` (``telephone``: enrolled before voicebank
+        measured channels; ``wideband``: enrolled over the telephone only), counted up to 1,000."""
+        return self._repository.lacking(channel)
+
+    def calibration_status(self, gallery: int | None = None, channel: str = WIDEBAND) -> dict[str, dict[str, Any]]:
+        """Each threshold of ``channel`` with what it promises with ``gallery`` speakers (default:
+        as many as are enrolled), and for identification whether the bank has outgrown its calibration."""
         gallery = len(self) if gallery is None else gallery
         return {which: {"threshold": point.threshold, **point.status(gallery)}
-                for which, point in self.operating_points().items()}
+                for which, point in self.operating_points(channel).items()}
 
     def reindex(self, kind: str | None = None) -> int:
         """Rebuild the index from SQL and save it, as ``kind`` (flat, hnsw, ivf, or pgvector on

@@ -26,18 +26,19 @@ lighter tail than a pooled one; the ratio keeps its shape and drops its level.)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from .channel import WIDEBAND
 from .errors import NotEnoughDataError
 from .impostors import BEST, MARGIN, ImpostorModel, RateModel, Smoothed, solve
 from .openset import genuine_rates
 
 __all__ = ["BEST", "MARGIN", "VERIFY", "IDENTIFY", "ImpostorModel", "RateModel", "Smoothed", "OpenSetTrials",
-           "OperatingPoint", "ThinDataError", "decide", "needed", "verification_point", "identification_point",
-           "measure"]
+           "OperatingPoint", "ThinDataError", "decide", "needed", "supported", "upper_bound", "verification_point",
+           "identification_point", "measure"]
 
 VERIFY, IDENTIFY = "verify", "identify"
 # Identification decides on the best score over the gallery, or on the margin rule (see decide):
@@ -70,6 +71,11 @@ class OpenSetTrials:
     kind: str  # the score definition: cosine or asnorm
     known_second: np.ndarray | None = None  # each genuine probe's second-best score over the gallery
     rule: str = BEST  # the identification decision (see decide)
+    channel: str = WIDEBAND  # the channel the trials' embeddings are in (voicebank.channel)
+    # where the unknown-person trials came from: {"own", "cohort", "reference": counts, "shift": the
+    # reference scores' level shift}; and the pairs of speaker ids taken for one voice enrolled twice
+    sources: dict | None = None
+    twins: tuple[tuple[int, int], ...] = ()
 
     @property
     def nontarget(self) -> np.ndarray:
@@ -131,10 +137,15 @@ class OperatingPoint:
     gallery: int | None = None  # speakers enrolled when it was set (identification)
     rule: str | None = None  # identification: what the threshold applies to (best or margin; see decide)
     model: RateModel | None = None  # kept (identification) to say how the rate moves as the bank grows
+    channel: str = WIDEBAND  # the channel its trials came through (voicebank.channel)
+    upper: float | None = None  # 95% upper confidence bound of the counted rate (upper_bound)
+    asked: float | None = None  # the rate asked for, when the trials could support only ``target``
+    sources: dict | None = None  # where its trials came from (OpenSetTrials.sources)
 
     def to_dict(self, with_model: bool = True) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in ("purpose", "threshold", "kind", "method", "target", "rate", "counted",
-                                             "trials", "miss", "hit", "wrong", "genuine", "gallery", "rule")}
+                                             "trials", "miss", "hit", "wrong", "genuine", "gallery", "rule",
+                                             "channel", "upper", "asked", "sources")}
         if with_model and self.model is not None:
             out["model"] = self.model.to_dict()
         return out
@@ -154,7 +165,9 @@ class OperatingPoint:
     def status(self, gallery: int) -> dict[str, Any]:
         """What the threshold promises with ``gallery`` speakers enrolled now (for ``identify --json``,
         ``check`` and ``calibrate``)."""
-        out: dict[str, Any] = {"method": self.method, "score": self.kind, "target": self.target}
+        out: dict[str, Any] = {"method": self.method, "score": self.kind, "target": self.target, "channel": self.channel}
+        if self.trials:
+            out.update(trials=self.trials, counted=self.counted, upper=None if self.upper is None else round(self.upper, 6))
         if self.purpose == IDENTIFY:
             out.update(rule=self.rule or BEST, gallery_at_calibration=self.gallery, gallery=gallery)
             rate = self.rate_at(gallery)
@@ -179,34 +192,55 @@ def needed(target: float) -> int:
     return math.ceil(MIN_EXPECTED / target - 1e-9)
 
 
+def supported(rate: float, trials: int) -> float:
+    """The lowest rate ``trials`` impostor (or unknown-person) trials can support: ``rate`` itself
+    when they are enough, else ``MIN_EXPECTED / trials`` (with fewer errors expected, a threshold
+    sits on the most extreme trial and nothing says what it gives)."""
+    return rate if trials >= needed(rate) else MIN_EXPECTED / trials
+
+
+def upper_bound(errors: int, trials: int, confidence: float = 0.95) -> float | None:
+    """The one-sided upper confidence bound of a rate counted as ``errors`` of ``trials``
+    (Clopper-Pearson: exact for a binomial count): with 0 of 300 counted, 1.0% at 95%."""
+    if not trials:
+        return None
+    if errors >= trials:
+        return 1.0
+    from scipy.special import betaincinv
+
+    return float(betaincinv(errors + 1, trials - errors, confidence))
+
+
 def verification_point(trials: OpenSetTrials, far: float | None, model: RateModel | None = None) -> OperatingPoint:
     """The verification threshold for a false-accept rate ``far`` per claim, or (``far`` None)
-    the equal-error-rate threshold, placed by the model rather than on one trial's score."""
-    if far is not None and trials.nontarget.size < needed(far):
-        raise ThinDataError(
-            f"a false-accept rate of {far:g} needs at least {needed(far)} impostor trials; there are "
-            f"{trials.nontarget.size}. Enroll more speakers or recordings (or calibrate on a trial list with --trials)."
-        )
+    the equal-error-rate threshold, placed by the model rather than on one trial's score. Trials
+    too few for ``far`` give the threshold of the lowest rate they support (``asked`` keeps ``far``)."""
+    n = trials.nontarget.size
+    if far is not None and n == 0:
+        raise ThinDataError("verification needs impostor trials: enroll at least two speakers (or calibrate on a "
+                            "trial list with --trials).")
     model = model or RateModel.fit(trials)
     if far is None:
         return measure(trials, VERIFY, _eer_threshold(model, np.sort(trials.target)), model, "eer", None)
-    return measure(trials, VERIFY, model.threshold(far), model, "far", far)
+    rate = supported(far, n)
+    point = measure(trials, VERIFY, model.threshold(rate), model, "far", rate)
+    return replace(point, asked=far) if rate != far else point
 
 
 def identification_point(trials: OpenSetTrials, rate: float, gallery: int | None = None,
                          model: RateModel | None = None) -> OperatingPoint:
     """The identification threshold for an unknown-person false-alarm ``rate`` with ``gallery``
-    speakers enrolled (default: as many as the calibration's)."""
+    speakers enrolled (default: as many as the calibration's). Trials too few for ``rate`` give
+    the threshold of the lowest rate they support (``asked`` keeps ``rate``)."""
     n = len(trials.unknown)
-    if n < needed(rate):
-        raise ThinDataError(
-            f"an unknown-person false-alarm rate of {rate:g} needs at least {needed(rate)} unknown-person trials; "
-            f"there are {n} (one per enrolled recording, with its speaker left out, plus the cohort). "
-            f"Add {needed(rate) - n} more: more recordings of enrolled people (`voicebank add`), or recordings of "
-            "people who are not enrolled (`voicebank cohort add FILE...`)."
-        )
+    if n == 0:
+        raise ThinDataError("identification needs unknown-person trials: enroll at least two speakers, or add "
+                            "recordings of people who are not enrolled (`voicebank cohort add FILE...`).")
     model = model or RateModel.fit(trials)
-    return measure(trials, IDENTIFY, model.threshold(rate, gallery or trials.gallery), model, "far", rate, gallery)
+    target = supported(rate, n)
+    point = measure(trials, IDENTIFY, model.threshold(target, gallery or trials.gallery), model, "far", target,
+                    gallery)
+    return replace(point, asked=rate) if target != rate else point
 
 
 def measure(trials: OpenSetTrials, purpose: str, t: float, model: RateModel, method: str,
@@ -215,15 +249,18 @@ def measure(trials: OpenSetTrials, purpose: str, t: float, model: RateModel, met
     if purpose == VERIFY:
         nontarget, genuine = trials.nontarget, trials.target
         miss = float(np.mean(genuine < t)) if genuine.size else None
-        return OperatingPoint(VERIFY, t, trials.kind, method, target, model.false_accept(t),
-                              int(np.count_nonzero(nontarget >= t)), int(nontarget.size), miss=miss,
-                              genuine=int(genuine.size))
+        counted = int(np.count_nonzero(nontarget >= t))
+        return OperatingPoint(VERIFY, t, trials.kind, method, target, model.false_accept(t), counted,
+                              int(nontarget.size), miss=miss, genuine=int(genuine.size), channel=trials.channel,
+                              upper=upper_bound(counted, int(nontarget.size)), sources=trials.sources)
     gallery = gallery or trials.gallery
     best = trials.unknown_best
     hit, wrong, miss = genuine_rates(trials.known_decision, trials.known_correct, t)
-    return OperatingPoint(IDENTIFY, t, trials.kind, method, target, model.false_alarm(t, gallery),
-                          int(np.count_nonzero(best >= t)), int(best.size), miss=miss, hit=hit, wrong=wrong,
-                          genuine=int(trials.known_best.size), gallery=gallery, rule=trials.rule, model=model)
+    counted = int(np.count_nonzero(best >= t))
+    return OperatingPoint(IDENTIFY, t, trials.kind, method, target, model.false_alarm(t, gallery), counted,
+                          int(best.size), miss=miss, hit=hit, wrong=wrong, genuine=int(trials.known_best.size),
+                          gallery=gallery, rule=trials.rule, model=model, channel=trials.channel,
+                          upper=upper_bound(counted, int(best.size)), sources=trials.sources)
 
 
 def _eer_threshold(model: RateModel, target: np.ndarray) -> float:

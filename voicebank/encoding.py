@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from . import audio as audio_mod
+from . import channel as channel_mod
 from . import pipeline
 from .audio import Audio, AudioLimits, Recording
 from .embedding import Embedder, embed_recordings
@@ -51,13 +52,15 @@ class Encoder:
     def embed(self, audios: Sequence[Audio]) -> np.ndarray:
         return self.embed_samples([a.samples for a in audios])
 
-    def stream(self, recordings: Iterable[Recording]) -> closing[Iterator[pipeline.Embedded]]:
-        """Recordings decoded ahead of the model and embedded in chunks (``pipeline.py``), in order.
-        Use as a context manager: leaving it early stops the decoding threads at once."""
+    def stream(self, recordings: Iterable[Recording],
+               views: pipeline.Views = pipeline.as_recorded) -> closing[Iterator[pipeline.Embedded]]:
+        """Recordings decoded ahead of the model and embedded in chunks (``pipeline.py``), in order;
+        of each, the waveforms ``views`` makes of it (:func:`both_channels` for enrollment). Use as
+        a context manager: leaving it early stops the decoding threads at once."""
         chunk = getattr(self.embedder, "chunk_seconds", pipeline.DEFAULT_CHUNK_SECONDS)
         on_gpu = str(getattr(self.embedder, "device", "cpu")).startswith("cuda")
         return closing(pipeline.embed_stream(recordings, self.load, self.embed_samples, self.sample_rate, chunk,
-                                             pipeline.decoders(on_gpu)))
+                                             pipeline.decoders(on_gpu), views))
 
     def embed_many(self, recordings: Iterable[Recording], progress: Progress | None,
                    on_error: OnError | None) -> np.ndarray:
@@ -68,11 +71,11 @@ class Encoder:
             out[item.index] = item.embedding
         return out
 
-    def usable(self, recordings: list[Recording], progress: Progress | None,
-               on_error: OnError | None) -> Iterator[pipeline.Embedded]:
-        """The embedded recordings, in order; an unusable one raises its error, or with ``on_error``
-        is reported there (its index, the error) and skipped."""
-        with self.stream(recordings) as stream:
+    def usable(self, recordings: list[Recording], progress: Progress | None, on_error: OnError | None,
+               views: pipeline.Views = pipeline.as_recorded) -> Iterator[pipeline.Embedded]:
+        """The embedded recordings (``views`` of each, as :meth:`stream`), in order; an unusable one
+        raises its error, or with ``on_error`` is reported there (its index, the error) and skipped."""
+        with self.stream(recordings, views) as stream:
             for item in stream:
                 if item.error is not None and on_error is None:
                     raise item.error
@@ -82,6 +85,11 @@ class Encoder:
                     progress(item.index + 1, len(recordings), item.audio.label if item.audio else "")
                 if item.error is None:
                     yield item
+
+    def embed_in(self, audios: Sequence[Audio], channel: str) -> np.ndarray:
+        """(n, dimension) embeddings of ``audios`` as heard in ``channel``: as they came for
+        wideband, through the simulated telephone channel for telephone (:func:`in_channel`)."""
+        return self.embed_samples([in_channel(a, channel) for a in audios])
 
     def _check_model(self) -> None:
         if self._checked:
@@ -95,3 +103,16 @@ class Encoder:
                     f"--model {self.model_source} (or unset VOICEBANK_MODEL), or create a new bank for the other model."
                 )
             self._checked = True
+
+
+def in_channel(audio: Audio, channel: str) -> np.ndarray:
+    """The waveform to embed of ``audio`` for a decision in ``channel``. Telephone: every recording
+    passes through voicebank's simulated telephone channel, a call that already came through one
+    too, so that probe and voiceprint share one channel whatever line or codec the call took."""
+    return channel_mod.telephone(audio.samples, audio.sample_rate) if channel == channel_mod.TELEPHONE \
+        else audio.samples
+
+
+def both_channels(audio: Audio) -> list[np.ndarray]:
+    """What enrollment embeds of a recording: as it came, and through the telephone channel."""
+    return [audio.samples, in_channel(audio, channel_mod.TELEPHONE)]

@@ -19,7 +19,8 @@ import numpy as np
 
 from . import scoring, validate
 from .audio import Recording
-from .encoding import Encoder, OnError
+from .channel import OVERFETCH, TELEPHONE, WIDEBAND, speaker_prints
+from .encoding import Encoder, OnError, both_channels
 from .errors import (
     DuplicateRecordingError,
     DuplicateSpeakerError,
@@ -34,7 +35,6 @@ from .pipeline import Embedded
 from .results import ENROLLED, FAILED, SKIPPED, Enrollment, EnrollmentOutcome, RecordingInfo, Speaker
 from .store import CohortRow, SpeakerRow, UtteranceRow, as_utc
 from .store.repository import Repository, name_taken
-from .vectors import voiceprint
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,9 @@ def add_recordings(services: Services, name: str, recordings: Sequence[Recording
 def add_cohort(services: Services, recordings: Sequence[Recording], progress: Progress | None,
                on_error: OnError | None) -> int:
     """Add recordings of people who are NOT enrolled to the cohort; returns its size."""
-    items = list(services.encoder.usable(recording_list(recordings), progress, on_error))
-    services.repository.add_cohort([CohortRow(embedding=u.embedding, sha256=u.sha256, label=u.label)
-                                    for u in utterances(items)])
+    items = list(services.encoder.usable(recording_list(recordings), progress, on_error, both_channels))
+    services.repository.add_cohort([CohortRow(embedding=u.embedding, channel=u.channel, telephone=u.telephone,
+                                              sha256=u.sha256, label=u.label) for u in utterances(items)])
     return services.repository.cohort_size()
 
 
@@ -108,7 +108,7 @@ def prepare(services: Services, recordings: Sequence[Recording], progress: Progr
     """Decode, check and embed every recording; refuse the same recording given twice."""
     recordings = recording_list(recordings)
     items = []
-    with services.encoder.stream(recordings) as stream:
+    with services.encoder.stream(recordings, both_channels) as stream:
         for item in stream:
             if item.error is not None:
                 raise item.error
@@ -141,8 +141,11 @@ def utterances(items: Sequence[Embedded]) -> list[UtteranceRow]:
         if audio.sha256 in seen:
             raise DuplicateRecordingError(f"{audio.label} is the same recording as {seen[audio.sha256]}; give each once.")
         seen[audio.sha256] = audio.label
-        rows.append(UtteranceRow(embedding=item.embedding, sha256=audio.sha256, label=validate.printable(audio.label)[-1024:],
-                                 duration_s=audio.duration, speech_s=audio.speech_seconds))
+        heard = audio.channel.channel if audio.channel is not None else None
+        rows.append(UtteranceRow(embedding=item.embedding, channel=heard,
+                                 telephone=item.views[1] if len(item.views) > 1 else None, sha256=audio.sha256,
+                                 label=validate.printable(audio.label)[-1024:], duration_s=audio.duration,
+                                 speech_s=audio.speech_seconds))
     return rows
 
 
@@ -173,7 +176,7 @@ def enroll_many(services: Services, entries: Sequence[Enrollment], progress: Pro
     if not flat:  # nothing new: a re-run of the same import need not load the model
         return [o for o in outcomes if o is not None]
     items: list[Embedded] = []
-    with services.encoder.stream(flat) as stream:
+    with services.encoder.stream(flat, both_channels) as stream:
         for item in stream:
             items.append(item)
             if progress:
@@ -214,7 +217,7 @@ def check(services: Services, name: str, utterances: Sequence[UtteranceRow], spe
                 f"recording belongs to one person. Nothing was stored for {name}."
             )
     consistency, duplicate = services.checks()
-    vectors = np.stack([u.embedding for u in utterances])
+    vectors = _in_one_channel(utterances)
     if len(vectors) >= 2 and not allow_inconsistent:
         scores = scoring.leave_one_out(vectors)
         worst = int(np.argmin(scores))
@@ -230,12 +233,16 @@ def check(services: Services, name: str, utterances: Sequence[UtteranceRow], spe
     # nearest other one, rescored from SQL (the index only proposes). Voiceprint against voiceprint
     # averages out each recording's noise on both sides: it separates the same person enrolled
     # twice from two people better than any single recording does (README, Enrollment checks).
-    new_print = voiceprint(vectors)
-    _, ids, _ = services.search.search(new_print[None, :], 2)
-    nearest = [int(i) for i in ids[0] if i >= 0 and i != speaker_id][:1]
-    if not nearest:
+    wide, telephone, has = speaker_prints([u.embedding for u in utterances], [u.channel for u in utterances],
+                                          [u.telephone for u in utterances])
+    channel = TELEPHONE if has == TELEPHONE else WIDEBAND
+    new_print = telephone if channel == TELEPHONE else wide
+    extra = 0 if channel == WIDEBAND else OVERFETCH
+    _, ids, _ = services.search.search(new_print[None, :], 2 + extra)
+    others = services.repository.voiceprints([int(i) for i in ids[0] if i >= 0 and i != speaker_id], channel)
+    if not others:
         return []
-    other, other_print = services.repository.voiceprints(nearest)[nearest[0]]
+    other, other_print = max(others.values(), key=lambda found: float(new_print @ found[1]))
     score = float(new_print @ other_print)
     if not scoring.accept(score, duplicate):
         return []
@@ -245,3 +252,12 @@ def check(services: Services, name: str, utterances: Sequence[UtteranceRow], spe
         raise DuplicateVoiceError(message + " Refused (strict).")
     log.warning("%s", message)
     return [message]
+
+
+def _in_one_channel(utterances: Sequence[UtteranceRow]) -> np.ndarray:
+    """The recordings' embeddings to compare with one another: as they came when all came through a
+    wideband channel, else all through the telephone channel (where they can be compared)."""
+    telephone = [u.telephone for u in utterances]
+    if any(u.channel == TELEPHONE for u in utterances) and all(t is not None for t in telephone):
+        return np.stack(telephone)
+    return np.stack([u.embedding for u in utterances])

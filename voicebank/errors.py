@@ -15,6 +15,10 @@ class NotEnoughSpeechError(AudioError):
     """A recording holds less detected speech than the configured minimum."""
 
 
+class NarrowbandError(AudioError):
+    """A recording's speech does not reach the lowest bandwidth voices can be told apart on."""
+
+
 class ModelError(VoiceBankError):
     """The speaker model could not be loaded."""
 

@@ -5,22 +5,27 @@ Trial lists are read and scored in ``trials.py`` (its names are importable from 
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Collection, Protocol
 
 import numpy as np
 
 from . import scoring
+from .channel import TELEPHONE, WIDEBAND
 from .calibration import (BEST, IDENTIFY, VERIFY, OpenSetTrials, OperatingPoint, RateModel, ThinDataError,
-                          identification_point, measure, verification_point)
+                          identification_point, measure, needed, verification_point)
 from .errors import InvalidInputError, NotEnoughDataError
 from .norm import Normalizer
+from .reference import Reference
 from .trials import (ENROLLED, LABELS, PAIRS, Progress, Scores, Trial, TrialFileError,  # noqa: F401 (re-exported)
                      read_trials, score_trial_file, score_trials)
 from .trials import Bank as TrialBank
 from .vectors import voiceprint
+
+log = logging.getLogger(__name__)
 
 
 class Bank(TrialBank, Protocol):
@@ -29,9 +34,12 @@ class Bank(TrialBank, Protocol):
 
     identify_rule: str
 
-    def utterance_embeddings(self) -> list[tuple[int, str, np.ndarray]]: ...
-    def cohort_embeddings(self) -> np.ndarray: ...
-    def operating_points(self) -> dict[str, OperatingPoint]: ...
+    enrollment_checks: tuple[float, float]
+
+    def utterance_embeddings(self, channel: str = WIDEBAND) -> list[tuple[int, str, np.ndarray]]: ...
+    def reference_set(self) -> Reference | None: ...
+    def cohort_embeddings(self, channel: str = WIDEBAND) -> np.ndarray: ...
+    def operating_points(self, channel: str = WIDEBAND) -> dict[str, OperatingPoint]: ...
 
 
 @dataclass
@@ -60,19 +68,70 @@ class Report:
 
 
 
-def open_set_trials(bank: Bank, max_probes: int = 5000, seed: int = 0, rule: str | None = None) -> OpenSetTrials:
-    """Calibration trials made from the bank itself, no audio needed: see :func:`trials_from_embeddings`.
-    The cohort (people never enrolled) adds unknown-person trials. ``rule``: the identification
-    decision to calibrate (default: the bank's)."""
-    speakers = bank.utterance_embeddings()
-    scorer = bank.scorer()
-    cohort = scorer.cohort if scorer.cohort is not None else bank.cohort_embeddings()
-    return trials_from_embeddings([(sid, e) for sid, _, e in speakers], cohort, scorer, max_probes, seed,
-                                  rule or bank.identify_rule)
+def open_set_trials(bank: Bank, max_probes: int = 5000, seed: int = 0, rule: str | None = None,
+                    channel: str = WIDEBAND, wanted: tuple[float | None, float | None] = (0.01, 0.01)
+                    ) -> OpenSetTrials:
+    """Calibration trials made from the bank itself in ``channel``, no audio needed: see
+    :func:`trials_from_embeddings`. The cohort (people never enrolled) adds unknown-person trials;
+    the model's reference set (:mod:`voicebank.reference`) adds more when the bank's own are too
+    few for the rates ``wanted`` (false accepts per claim, unknown-person false alarms). Voiceprints
+    closer than the duplicate-voice threshold are one person's: they are no strangers to each other.
+    ``rule``: the identification decision to calibrate (default: the bank's)."""
+    speakers = bank.utterance_embeddings(channel)
+    wide = speakers if channel == WIDEBAND else bank.utterance_embeddings(WIDEBAND)
+    twins = twin_pairs([(sid, e) for sid, _, e in wide], bank.enrollment_checks[1])
+    scorer = bank.scorer(channel=channel)
+    cohort = scorer.cohort if scorer.cohort is not None else bank.cohort_embeddings(channel)
+    trials = bank_trials([(sid, e) for sid, _, e in speakers], cohort, scorer, rule or bank.identify_rule,
+                         twins, bank.reference_set(), channel, wanted, max_probes, seed)
+    if trials.twins:
+        names = {sid: name for sid, name, _ in speakers}
+        log.warning("calibration left these pairs out of each other's unknown-person trials, their voices being "
+                    "one (the duplicate-voice check): %s", ", ".join(f"{names[a]} and {names[b]}" for a, b in trials.twins))
+    return trials
+
+
+def bank_trials(found: list[tuple[int, np.ndarray]], cohort: np.ndarray | None, scorer: Normalizer, rule: str,
+                twins: Collection[tuple[int, int]], reference: Reference | None, channel: str,
+                wanted: tuple[float | None, float | None] = (0.01, 0.01), max_probes: int = 5000,
+                seed: int = 0) -> OpenSetTrials:
+    """:func:`open_set_trials` from its parts: the speakers' utterance embeddings in ``channel``
+    ((id, (n, d)) each), the cohort, the score, the rule, the pairs of ids that are one voice
+    (:func:`twin_pairs`) and the reference set (its people enrolled in the bank left out of it)."""
+    trials = trials_from_embeddings(found, cohort, scorer, max_probes, seed, rule, twins=twins) \
+        if len(found) >= 3 else None
+    if reference is not None and channel in reference.embeddings and (trials is None or _too_few(trials, *wanted)):
+        rows = _strangers(reference, channel, [e for _, e in found])
+        trials = trials_from_embeddings(found, cohort, scorer, max_probes, seed, rule, rows, twins)
+    if trials is None:
+        trials_from_embeddings(found, cohort, scorer)  # raises, saying what is missing
+    return replace(trials, channel=channel)
+
+
+def _too_few(trials: OpenSetTrials, far: float | None, unknown_rate: float | None) -> bool:
+    return (far is not None and trials.nontarget.size < needed(far)) or \
+        (unknown_rate is not None and len(trials.unknown) < needed(unknown_rate))
+
+
+def _strangers(reference: Reference, channel: str, speakers: list[np.ndarray]) -> np.ndarray:
+    """The reference set's recordings in ``channel``, less any person in it who is enrolled in the
+    bank: whose voiceprint scores higher against a bank's voiceprint than any two different people
+    of the set score against each other (:meth:`Reference.twin`)."""
+    rows = reference.embeddings[channel]
+    if not speakers:
+        return rows
+    prints = np.stack([voiceprint(e) for e in speakers]).astype(np.float64)
+    people, means = reference.voiceprints(channel)
+    enrolled = people[(means.astype(np.float64) @ prints.T).max(axis=1) > reference.twin(channel)]
+    if len(enrolled):
+        log.info("left %d people of the reference set out: they are enrolled", len(enrolled))
+    return rows[~np.isin(reference.speakers, enrolled)]
 
 
 def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.ndarray | None, scorer: Normalizer,
-                           max_probes: int = 5000, seed: int = 0, rule: str = BEST) -> OpenSetTrials:
+                           max_probes: int = 5000, seed: int = 0, rule: str = BEST,
+                           reference: np.ndarray | None = None,
+                           twins: Collection[tuple[int, int]] = ()) -> OpenSetTrials:
     """Open-set calibration trials from enrolled speakers' utterance embeddings ((id, (n, d)) each).
 
     Genuine: each recording of a speaker with two or more, against that speaker's voiceprint made
@@ -81,8 +140,14 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
     with its speaker taken out of the gallery, scored against everyone else, and each ``cohort``
     recording (people never enrolled) against everyone. Above ``max_probes`` recordings a fixed
     random sample of them is used, so calibration time stays bounded on big banks.
+
+    ``reference``: (m, d) recordings of a reference set (people never enrolled), scored against
+    everyone too, then moved to the level of the bank's own strangers (:func:`level_shift`).
+    ``twins``: pairs of speaker ids taken for one person enrolled twice (:func:`twin_pairs`): they
+    are left out of each other's unknown-person trials (a person is no stranger to their own
+    voiceprint), and named in ``OpenSetTrials.twins``.
     """
-    if len(speakers) < 3:
+    if len(speakers) < (1 if reference is not None else 3):
         raise NotEnoughDataError(
             f"calibrating from the bank needs at least 3 enrolled speakers (it has {len(speakers)}): each one's "
             "recordings are scored against the others as if they were strangers. Enroll more, or give a trial "
@@ -95,6 +160,9 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
     chosen = np.arange(len(utterances))
     if len(chosen) > max_probes:
         chosen = np.sort(np.random.default_rng(seed).choice(len(chosen), max_probes, replace=False))
+    index = {int(sid): k for k, sid in enumerate(ids)}
+    pairs = sorted((index[a], index[b]) for a, b in twins if a in index and b in index)
+    apart = {k: {j for a, b in pairs for k_, j in ((a, b), (b, a)) if k_ == k} for k in range(len(speakers))}
     target, known_best, known_second, known_correct, unknown = [], [], [], [], []
     everyone = np.arange(len(speakers))
     members = [np.flatnonzero(owner == k) for k in everyone]  # each speaker's rows of ``utterances``
@@ -103,25 +171,76 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
         others = everyone[everyone != k]
         excl = [(int(ids[k]), int(ids[j])) for j in others]
         row = scorer.score(np.repeat(probe[None, :], len(others), 0), prints[others], excl, excl)
-        unknown.append(row)
+        if len(others):
+            stranger = np.array([j not in apart[k] for j in others])
+            if stranger.any():
+                unknown.append(row[stranger])
         if len(members[k]) >= 2:
             held_out = voiceprint(utterances[members[k][members[k] != u]])
             score = float(scorer.score(probe, held_out, [(int(ids[k]),)], [(int(ids[k]),)])[0])
             target.append(score)
             top = np.sort(np.append(row, score))[::-1]
             known_best.append(float(top[0]))
-            known_second.append(float(top[1]))
-            known_correct.append(score >= float(row.max()))
+            known_second.append(float(top[1]) if len(top) > 1 else -np.inf)
+            known_correct.append(score >= float(row.max()) if len(row) else True)
+    own = len(unknown)
     for probe in cohort if cohort is not None else ():
         every = [(int(i),) for i in ids]
         unknown.append(scorer.score(np.repeat(probe[None, :], len(prints), 0), prints, every, every))
-    if not target:
+    shift = 0.0
+    if reference is not None and len(reference):
+        every = [(int(i),) for i in ids]
+        rows = [scorer.score(np.repeat(probe[None, :], len(prints), 0), prints, every, every)
+                for probe in np.asarray(reference, dtype=np.float64)]
+        shift = level_shift(np.concatenate(unknown[:own]) if own else np.zeros(0), np.concatenate(rows))
+        unknown.extend(r + shift for r in rows)
+    if not unknown:
+        raise NotEnoughDataError(
+            "no unknown-person trials: every enrolled voiceprint is within the duplicate-voice threshold of another "
+            "(one person enrolled under several names?). Remove the duplicates, or add recordings of people who are "
+            "not enrolled (`voicebank cohort add FILE...`).")
+    if not target and reference is None:
         raise NotEnoughDataError(
             "calibrating from the bank needs genuine trials: at least one speaker with two or more recordings. "
             "Add recordings (`voicebank add NAME FILE...`), or give a trial list with --trials."
         )
+    sources = {"own": own, "cohort": len(cohort) if cohort is not None else 0,
+               "reference": 0 if reference is None else len(reference), "shift": shift}
     return OpenSetTrials(np.array(target), np.array(known_best), np.array(known_correct, dtype=bool), unknown,
-                         len(speakers), scorer.kind, np.array(known_second), rule)
+                         len(speakers), scorer.kind, np.array(known_second), rule, sources=sources,
+                         twins=tuple((int(ids[a]), int(ids[b])) for a, b in pairs))
+
+
+# How many of the bank's own impostor scores it takes to trust their level as much as the
+# reference set's: the level shift is weighted by n / (n + SHIFT_PRIOR) (``level_shift``).
+SHIFT_PRIOR = 50
+# Where the level is compared: the upper tail of the impostor scores, which is what sets a
+# threshold (the mean moved too little: reference-set promises then ran 2-5x over on strangers
+# of the bank's own corpus; bench/reference.py).
+SHIFT_QUANTILE = 0.9
+
+
+def level_shift(own: np.ndarray, reference: np.ndarray) -> float:
+    """How far to move the reference set's impostor scores to the level of the bank's own: the
+    difference of their ``SHIFT_QUANTILE`` quantiles, weighted by how many own scores stand
+    behind it (none: 0). Strangers from the bank's own population (its language, its channel,
+    its microphones) score closer to its voiceprints than the reference set's people do."""
+    if own.size == 0 or reference.size == 0:
+        return 0.0
+    raw = float(np.quantile(own, SHIFT_QUANTILE) - np.quantile(reference, SHIFT_QUANTILE))
+    return raw * own.size / (own.size + SHIFT_PRIOR)
+
+
+def twin_pairs(speakers: list[tuple[int, np.ndarray]], threshold: float) -> list[tuple[int, int]]:
+    """Pairs of speaker ids (a < b) whose voiceprints (of the (id, (n, d)) utterance embeddings
+    given) reach the duplicate-voice ``threshold``: one voice enrolled twice. Taken in the wideband
+    channel, where the threshold was set; the same pairs hold in every channel."""
+    if len(speakers) < 2:
+        return []
+    ids = np.array([sid for sid, _ in speakers])
+    prints = np.stack([voiceprint(e) for _, e in speakers]).astype(np.float64)
+    a, b = np.nonzero(np.triu(prints @ prints.T >= threshold, k=1))
+    return sorted((int(min(ids[i], ids[j])), int(max(ids[i], ids[j]))) for i, j in zip(a, b))
 
 
 def trial_list_trials(scores: Scores) -> OpenSetTrials:
@@ -141,16 +260,31 @@ class Calibration:
     source: str  # "bank" or the trial list's path
     growth: list[tuple[int, float]] = field(default_factory=list)  # (speakers, false alarms at the chosen threshold)
     scored: Scores | None = None  # the trial list's scores, when calibrated on one
+    # the same, measured in the other channels (telephone), and why a channel could not be
+    channels: dict[str, "Calibration"] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def channel(self) -> str:
+        return self.trials.channel
+
+    def every_channel(self) -> list["Calibration"]:
+        """This calibration (wideband) and the other channels' after it."""
+        return [self, *self.channels.values()]
 
     def to_dict(self) -> dict[str, Any]:
         t = self.trials
-        return {
-            "source": self.source, "score": t.kind, "gallery": t.gallery,
+        out = {
+            "source": self.source, "channel": t.channel, "score": t.kind, "gallery": t.gallery,
             "trials": {"genuine": int(t.target.size), "impostor": int(t.nontarget.size), "unknown": len(t.unknown)},
             "chosen": {k: p.to_dict(with_model=False) for k, p in self.chosen.items()},
             "stored": {k: p.to_dict(with_model=False) for k, p in self.stored.items()},
             "growth": [{"speakers": n, "false_alarm": round(r, 6)} for n, r in self.growth],
         }
+        if self.channels or self.skipped:
+            out["channels"] = {name: c.to_dict() for name, c in self.channels.items()}
+            out["skipped"] = dict(self.skipped)
+        return out
 
 
 def calibrate_bank(bank: Bank, trials: str | os.PathLike | None = None, *, root: str | os.PathLike | None = None,
@@ -167,12 +301,18 @@ def calibrate_bank(bank: Bank, trials: str | os.PathLike | None = None, *, root:
     result = calibrate(bank, far=far, unknown_rate=unknown_rate, purposes=purposes, trials=scores,
                        source=str(trials) if trials is not None else "bank", rule=rule)
     result.scored = scores
+    if scores is None:  # the bank's own recordings were also embedded through the telephone channel
+        try:
+            result.channels[TELEPHONE] = calibrate(bank, far=far, unknown_rate=unknown_rate, purposes=purposes,
+                                                   rule=rule, channel=TELEPHONE)
+        except NotEnoughDataError as exc:
+            result.skipped[TELEPHONE] = str(exc)
     return result
 
 
 def calibrate(bank: Bank, *, far: float | None = 0.01, unknown_rate: float = 0.01,
               purposes: tuple[str, ...] = (VERIFY, IDENTIFY), trials: Scores | None = None,
-              source: str = "bank", rule: str | None = None) -> Calibration:
+              source: str = "bank", rule: str | None = None, channel: str = WIDEBAND) -> Calibration:
     """Choose the thresholds for ``purposes`` (verification: false accepts ``far`` per claim, or
     the EER with ``far`` None; identification: unknown-person false alarms ``unknown_rate`` at the
     bank's size) from the bank's own recordings, or for verification from scored ``trials``.
@@ -183,9 +323,11 @@ def calibrate(bank: Bank, *, far: float | None = 0.01, unknown_rate: float = 0.0
     if trials is not None and IDENTIFY in purposes:
         raise InvalidInputError("a trial list calibrates verification only: identification is calibrated from the "
                                 "bank itself (run calibrate without --trials, or with --for verify).")
-    data = trial_list_trials(trials) if trials is not None else open_set_trials(bank, rule=rule)
+    data = trial_list_trials(trials) if trials is not None else \
+        open_set_trials(bank, rule=rule, channel=channel, wanted=(far if VERIFY in purposes else None,
+                                                                  unknown_rate if IDENTIFY in purposes else None))
     model = RateModel.fit(data)
-    current = bank.operating_points()
+    current = bank.operating_points(channel)
     chosen, thin = {}, []
     choose = {VERIFY: lambda: verification_point(data, far, model),
               IDENTIFY: lambda: identification_point(data, unknown_rate, data.gallery, model)}
@@ -205,6 +347,54 @@ def calibrate(bank: Bank, *, far: float | None = 0.01, unknown_rate: float = 0.0
         t = chosen[IDENTIFY].threshold
         growth = [(n, model.false_alarm(t, n)) for n in sorted({data.gallery * m for m in (1, 2, 5, 10)})]
     return Calibration(chosen, stored, data, source, growth)
+
+
+# A bank on its automatic operating points (method "auto": set from the reference set when it was
+# made) is calibrated again after each change while it holds at most this many speakers: there its
+# own strangers are few, and every enrollment moves what a threshold promises. Larger banks keep
+# their last calibration, whose model says how its promise moves as they grow (``check`` warns).
+AUTO_MAX_SPEAKERS = 200
+AUTO = "auto"
+AUTO_RATES = (0.01, 0.01)  # what the automatic points are measured for: false accepts, unknown-person false alarms
+
+
+def auto_calibration(bank: Bank) -> list[OperatingPoint]:
+    """The operating points a bank on automatic calibration should have now: measured on its own
+    recordings and the reference set, in every channel, for the purposes and channels whose stored
+    point is still ``auto``. Empty when there is nothing to do (none is auto, the bank is past
+    ``AUTO_MAX_SPEAKERS``, or it cannot be measured yet)."""
+    if bank.reference_set() is None:
+        return []
+    out = []
+    for channel in (WIDEBAND, TELEPHONE):
+        purposes = tuple(p for p, point in bank.operating_points(channel).items() if point.method == AUTO)
+        if not purposes:
+            continue
+        try:
+            result = calibrate(bank, far=AUTO_RATES[0], unknown_rate=AUTO_RATES[1], purposes=purposes, channel=channel)
+        except NotEnoughDataError as exc:
+            log.info("automatic calibration (%s) waits for more speakers: %s", channel, exc)
+            continue
+        out += [replace(point, method=AUTO) for point in result.chosen.values()]
+    return out
+
+
+def reference_points(reference: Reference, rule: str) -> list[OperatingPoint]:
+    """A new bank's operating points, from the reference set alone (its people as the bank's
+    speakers and strangers both): what they promise is measured, not assumed, and the bank's own
+    recordings take over as it fills (:func:`auto_calibration`)."""
+    points = []
+    for channel in (WIDEBAND, TELEPHONE):
+        rows = reference.embeddings[channel]
+        people = [(int(p), rows[reference.speakers == p]) for p in np.unique(reference.speakers)]
+        speakers = [(p, e) for p, e in people if len(e) >= 2]
+        singles = [e for _, e in people if len(e) < 2]
+        trials = replace(trials_from_embeddings(speakers, np.concatenate(singles) if singles else None,
+                                                Normalizer("cosine", 0), rule=rule), channel=channel)
+        model = RateModel.fit(trials)
+        points.append(replace(verification_point(trials, AUTO_RATES[0], model), method=AUTO))
+        points.append(replace(identification_point(trials, AUTO_RATES[1], 1, model), method=AUTO))
+    return points
 
 
 def report(scores: Scores, far: float = 0.01, current_threshold: float | None = None) -> Report:

@@ -8,14 +8,15 @@ takes what it uses as its first argument (:class:`Services`).
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable, Protocol
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 
 from . import calibration, norm, scoring, settings as settings_mod, validate
+from . import channel as channel_mod
 from .audio import Audio, Recording
-from .calibration import OperatingPoint
-from .encoding import Encoder
+from .encoding import Encoder, in_channel
 from .errors import InvalidInputError, VoiceBankError
 from .index.search import Search
 from .results import Candidate, Identification, Verification
@@ -41,22 +42,39 @@ class Services(Protocol):
     def audit(self) -> AuditLog: ...
 
 
-def scorer(services: Services, settings: BankRow) -> norm.Normalizer:
-    """The bank's score function: cosine, or AS-norm against the cohort (or, with no cohort, the
-    other enrolled speakers found through the search)."""
+def scorer(services: Services, settings: BankRow, channel: str = channel_mod.WIDEBAND) -> norm.Normalizer:
+    """The bank's score function in ``channel``: cosine, or AS-norm against the cohort (or, with no
+    cohort, the other enrolled speakers found through the search, scored in that channel)."""
     if settings.score == norm.COSINE:
         return norm.Normalizer(norm.COSINE, 0)
-    cohort = services.repository.cohort_embeddings(services.encoder.dimension)
-    return norm.Normalizer(norm.ASNORM, settings.cohort_top_n, cohort if len(cohort) else None,
-                           lambda queries, k: services.search.search(queries, k)[:2])
+    cohort = services.repository.cohort_embeddings(services.encoder.dimension, channel)
+
+    def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if channel == channel_mod.WIDEBAND:
+            return services.search.search(queries, k)[:2]
+        rows = [_candidates(services, q, k, settings, channel)[0] for q in queries]
+        scores = np.full((len(queries), k), -np.inf)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        for n, row in enumerate(rows):
+            scores[n, :len(row)], ids[n, :len(row)] = [s for s, _ in row], [i for _, i in row]
+        return scores, ids
+
+    return norm.Normalizer(norm.ASNORM, settings.cohort_top_n, cohort if len(cohort) else None, search)
+
+
+def decision_channel(services: Services, heard: str) -> tuple[str, str | None]:
+    """The channel to decide a probe heard through ``heard`` in, across the whole bank, and a note
+    for the answer when it is not the channel heard (:func:`voicebank.channel.decision_channel`)."""
+    return channel_mod.decision_channel(heard, services.repository.lacking)
 
 
 def identify(services: Services, recording: Recording, top_k: int, client: str | None) -> Identification:
     top_k = validate.top_k(top_k)
-    audio = services.encoder.load(recording)
+    audio = _load(services, recording, "identify", None, client)
     settings = services.repository.settings()
-    point = settings_mod.operating_points(settings)[calibration.IDENTIFY]
-    return _audited(services, audio, services.encoder.embed([audio])[0], top_k, settings, point, client)
+    channel, note = decision_channel(services, _heard(audio))
+    embedding = services.encoder.embed_in([audio], channel)[0]
+    return _audited(services, audio, embedding, top_k, settings, _Heard(audio.channel, channel, note), client)
 
 
 def identify_many(services: Services, recordings: Iterable[Recording], top_k: int, client: str | None,
@@ -64,90 +82,166 @@ def identify_many(services: Services, recordings: Iterable[Recording], top_k: in
     top_k = validate.top_k(top_k)
     recordings = list(recordings)
     settings = services.repository.settings()
-    point = settings_mod.operating_points(settings)[calibration.IDENTIFY]
+    decide_in = {heard: decision_channel(services, heard) for heard in channel_mod.CHANNELS}  # once, not per file
     out: list[Identification | VoiceBankError] = []
-    with services.encoder.stream(recordings) as stream:
+    views = lambda audio: [in_channel(audio, decide_in[_heard(audio)][0])]  # noqa: E731
+    with services.encoder.stream(recordings, views) as stream:
         for item in stream:
-            out.append(item.error if item.error is not None
-                       else _audited(services, item.audio, item.embedding, top_k, settings, point, client))
+            if item.error is not None:
+                _refused(services, "identify", None, item.error, client)
+                out.append(item.error)
+            else:
+                channel, note = decide_in[_heard(item.audio)]
+                out.append(_audited(services, item.audio, item.embedding, top_k, settings,
+                                    _Heard(item.audio.channel, channel, note), client))
             if progress:
                 progress(item.index + 1, len(recordings), item.audio.label if item.audio else "")
     return out
 
 
-def identify_embeddings(services: Services, embeddings: np.ndarray, top_k: int) -> list[Identification]:
+def identify_embeddings(services: Services, embeddings: np.ndarray, top_k: int,
+                        channel: str = channel_mod.WIDEBAND) -> list[Identification]:
     top_k = validate.top_k(top_k)
     embeddings = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
     dimension = services.encoder.dimension
     if embeddings.ndim != 2 or embeddings.shape[1] != dimension or not np.all(np.isfinite(embeddings)):
         raise InvalidInputError(f"embeddings must be finite numbers shaped (n, {dimension}) for this bank's "
                                 f"model, not {embeddings.shape}.")
+    if channel not in channel_mod.CHANNELS:
+        raise InvalidInputError(f"a channel is {' or '.join(channel_mod.CHANNELS)}, not {channel!r}.")
     settings = services.repository.settings()
-    point = settings_mod.operating_points(settings)[calibration.IDENTIFY]  # once, not per window
-    return [_identify(services, e, top_k, settings, point) for e in embeddings]
+    heard = _Heard(None, channel, None)  # once, not per window
+    return [_identify(services, e, top_k, settings, heard) for e in embeddings]
 
 
 def verify(services: Services, name: str, recording: Recording, client: str | None) -> Verification:
     name = validate.name(name)
-    speaker_id, stored = services.repository.voiceprint(name)
-    audio = services.encoder.load(recording)
-    embedding = services.encoder.embed([audio])[0]
+    speaker_id, _ = services.repository.voiceprint(name)  # an unknown name is refused before any decoding
+    audio = _load(services, recording, "verify", name, client)
+    heard = _heard(audio)
+    prints = {c: services.repository.voiceprint(name, c)[1] for c in channel_mod.CHANNELS}
+    channel, note = channel_mod.decision_channel(heard, lambda c: int(prints[c] is None))
+    stored = prints[channel]
+    embedding = services.encoder.embed_in([audio], channel)[0]
     settings = services.repository.settings()
-    score = float(scorer(services, settings).score(embedding, stored, [speaker_id], [speaker_id])[0])
-    accepted = scoring.accept(score, settings.threshold)
-    _audit(services, "verify", name, name if accepted else None, score, settings.threshold, settings, accepted,
-           audio.sha256, client)
-    return Verification(name, score, settings.threshold, accepted)
+    threshold = settings_mod.operating_points(settings, channel)[calibration.VERIFY].threshold
+    score = float(scorer(services, settings, channel).score(embedding, stored, [speaker_id], [speaker_id])[0])
+    accepted = scoring.accept(score, threshold)
+    _audit(services, "verify", name, name if accepted else None, score, threshold, settings.score, accepted,
+           audio.sha256, client, channel)
+    return Verification(name, score, threshold, accepted, _Heard(audio.channel, channel, note).to_dict())
+
+
+@dataclass(frozen=True)
+class _Heard:
+    """The channel a probe came through (as measured; None for embeddings given directly), the one
+    it was decided in, and why they differ."""
+
+    reading: channel_mod.Reading | None
+    decided: str
+    note: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"decided": self.decided}
+        if self.reading is not None:
+            out["heard"] = self.reading.to_dict()
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+def _heard(audio: Audio) -> str:
+    return channel_mod.TELEPHONE if audio.telephone else channel_mod.WIDEBAND
+
+
+def _load(services: Services, recording: Recording, operation: str, claimed: str | None, client: str | None) -> Audio:
+    """The probe, decoded and checked; one that cannot be decided on is refused with its error,
+    and the refusal is audited."""
+    try:
+        return services.encoder.load(recording)
+    except VoiceBankError as exc:
+        _refused(services, operation, claimed, exc, client)
+        raise
+
+
+def _refused(services: Services, operation: str, claimed: str | None, error: VoiceBankError, client: str | None) -> None:
+    settings = services.repository.settings()
+    point = settings_mod.operating_points(settings)[operation]
+    services.audit.add(operation=operation, claimed=claimed, returned=None, score=None, threshold=point.threshold,
+                       score_kind=settings.score, accepted=False, model_id=services.encoder.model_id,
+                       recording_sha256=getattr(error, "sha256", None) or "", client=client,
+                       detail=("refused: " + str(error))[:255])
 
 
 def _audited(services: Services, audio: Audio, embedding: np.ndarray, top_k: int, settings: BankRow,
-             point: OperatingPoint, client: str | None) -> Identification:
-    result = _identify(services, embedding, top_k, settings, point)  # the audited score is what met the threshold
+             heard: _Heard, client: str | None) -> Identification:
+    result = _identify(services, embedding, top_k, settings, heard)  # the audited score is what met the threshold
     _audit(services, "identify", None, result.match.name if result.match else None, result.decision,
-           result.threshold, settings, result.match is not None, audio.sha256, client)
+           result.threshold, decision_kind(settings.score, result.rule), result.match is not None, audio.sha256,
+           client, heard.decided)
     return result
 
 
+def decision_kind(score: str, rule: str) -> str:
+    """What an identification's decision score is: the bank's score (cosine or asnorm) under the
+    best-score rule, ``margin`` (2 x best - second best cosine) or ``asnorm margin`` under the margin rule."""
+    if rule != calibration.MARGIN:
+        return score
+    return "margin" if score == norm.COSINE else f"{score} margin"
+
+
 def _identify(services: Services, embedding: np.ndarray, top_k: int, settings: BankRow,
-              point: OperatingPoint) -> Identification:
-    ranked, found, gallery = _candidates(services, embedding, max(top_k, 2), settings)  # the margin rule needs two
+              heard: _Heard) -> Identification:
+    channel = heard.decided
+    point = settings_mod.operating_points(settings, channel)[calibration.IDENTIFY]
+    ranked, found, gallery = _candidates(services, embedding, max(top_k, 2), settings, channel)  # margin needs two
     if settings.score == norm.ASNORM and ranked:
         kept = [i for _, i in ranked]
         vectors = np.stack([found[i][1] for i in kept])
-        normed = scorer(services, settings).score(np.repeat(embedding[None, :], len(kept), 0), vectors, kept, kept)
+        normed = scorer(services, settings, channel).score(np.repeat(embedding[None, :], len(kept), 0), vectors,
+                                                          kept, kept)
         ranked = sorted(zip(normed.tolist(), kept), key=lambda pair: -pair[0])
     candidates = [Candidate(found[i][0], s) for s, i in ranked]
-    threshold, rule = settings.identify_threshold, settings.identify_rule
+    threshold, rule = point.threshold, settings.identify_rule
     decision = (calibration.decide(candidates[0].score, candidates[1].score if len(candidates) > 1 else None, rule)
                 if candidates else None)
     match = candidates[0] if decision is not None and scoring.accept(decision, threshold) else None
-    return Identification(match, candidates[:top_k], threshold, point.status(gallery), rule, decision)
+    return Identification(match, candidates[:top_k], threshold, point.status(gallery), rule, decision,
+                          decision_kind(settings.score, rule), heard.to_dict())
 
 
-def _candidates(services: Services, embedding: np.ndarray, top_k: int, settings: BankRow
+def _candidates(services: Services, embedding: np.ndarray, top_k: int, settings: BankRow, channel: str
                 ) -> tuple[list[tuple[float, int]], dict[int, tuple[str, np.ndarray]], int]:
-    """The search's top-k candidates, rescored as exact cosines against their voiceprints in SQL,
-    best first, and how many voiceprints were searched (the N of 1:N). The search only proposes:
-    a stale or tampered index (a candidate whose score or existence disagrees with SQL) is logged,
-    rebuilt from SQL and searched again."""
+    """The search's top-k candidates, rescored as exact cosines against their voiceprints in SQL in
+    ``channel``, best first, and how many voiceprints were searched (the N of 1:N). The search only
+    proposes: a stale or tampered index (a candidate whose score or existence disagrees with SQL)
+    is logged, rebuilt from SQL and searched again. The index holds wideband voiceprints: for the
+    telephone channel it proposes ``channel_mod.OVERFETCH`` more, which are rescored against the
+    telephone voiceprints (bench/channel.py measures how often that misses the best two)."""
+    wanted = top_k if channel == channel_mod.WIDEBAND else top_k + channel_mod.OVERFETCH
     for attempt in (1, 2):
-        scores, ids, gallery = services.search.search(embedding[None, :], top_k, settings.index_kind)
+        scores, ids, gallery = services.search.search(embedding[None, :], wanted, settings.index_kind)
         proposed = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
-        found = services.repository.voiceprints([i for _, i in proposed])
+        found = services.repository.voiceprints([i for _, i in proposed], channel)
         exact = {i: float(np.dot(embedding.astype(np.float64), vector)) for i, (_, vector) in found.items()}
-        # float32 search against float64 rescoring differ by ~1e-6; another voice's vector by far more
-        wrong = [i for s, i in proposed if i not in exact or abs(s - exact[i]) > 1e-4]
+        # float32 search against float64 rescoring differ by ~1e-6; another voice's vector by far more.
+        # In another channel than the index's, only a candidate missing from SQL tells a stale index.
+        wrong = [i for s, i in proposed
+                 if i not in exact or (channel == channel_mod.WIDEBAND and abs(s - exact[i]) > 1e-4)]
+        if channel != channel_mod.WIDEBAND:
+            wrong = [i for i in wrong if not services.repository.voiceprints([i])]
         if not wrong or attempt == 2:
             break
         log.warning("the index disagreed with SQL on %d of %d candidates (stale or damaged index file); "
                     "rebuilding it from SQL", len(wrong), len(proposed))
         services.search.rebuild()
-    ranked = sorted(((exact[i], i) for _, i in proposed if i in exact), key=lambda pair: -pair[0])
+    ranked = sorted(((exact[i], i) for _, i in proposed if i in exact), key=lambda pair: -pair[0])[:top_k]
     return ranked, found, gallery
 
 
 def _audit(services: Services, operation: str, claimed: str | None, returned: str | None, score: float | None,
-           threshold: float, settings: BankRow, accepted: bool, sha256: str, client: str | None) -> None:
+           threshold: float, score_kind: str, accepted: bool, sha256: str, client: str | None,
+           channel: str) -> None:
     services.audit.add(operation=operation, claimed=claimed, returned=returned, score=score, threshold=threshold,
-                       score_kind=settings.score, accepted=accepted, model_id=services.encoder.model_id,
-                       recording_sha256=sha256, client=client)
+                       score_kind=score_kind, accepted=accepted, model_id=services.encoder.model_id,
+                       recording_sha256=sha256, client=client, channel=channel)

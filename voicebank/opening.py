@@ -144,12 +144,29 @@ def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, 
         index_kind=validate.index_kind(index_kind),
         change_seq=0,
     )
+    if threshold is None:
+        _measured_defaults(bank, embedder)
     try:
         Repository(store).create_settings(bank)
     except IntegrityError:  # another process created it first
         return read_bank(store, url)
     log.info("created a voicebank in %s with %s", public(url), embedder.source)
     return bank
+
+
+def _measured_defaults(bank: BankRow, embedder: Embedder) -> None:
+    """A new bank's thresholds, measured on the model's reference set of strangers where one is
+    shipped (:mod:`voicebank.reference`), in every channel, instead of the model's constant; they
+    are measured again on the bank's own recordings as it fills (``evaluation.auto_calibration``)."""
+    from . import evaluation, reference, settings
+
+    found = reference.for_model(bank.model_id)
+    if found is None:
+        return
+    points = evaluation.reference_points(found, bank.identify_rule)
+    for point in points:
+        setattr(bank, settings.COLUMN[point.purpose, point.channel], point.threshold)
+    bank.operating = {settings.stored_key(p.purpose, p.channel): p.to_dict() for p in points}
 
 
 def index_path(given: str | os.PathLike | None, url: str, bank_uid: str, replica: bool = False) -> Path | None:

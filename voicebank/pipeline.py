@@ -31,12 +31,22 @@ _DONE = object()
 
 @dataclass(frozen=True)
 class Embedded:
-    """One recording's outcome: ``audio`` and its (dimension,) float32 ``embedding``, or ``error``."""
+    """One recording's outcome: ``audio`` and its (dimension,) float32 ``embedding``, or ``error``.
+    ``views``: the embedding of each waveform the stream's ``views`` made of it (the first is
+    ``embedding``)."""
 
     index: int
     audio: Audio | None
     embedding: np.ndarray | None
     error: VoiceBankError | None = None
+    views: tuple[np.ndarray, ...] = ()
+
+
+Views = Callable[[Audio], Sequence[np.ndarray]]  # what to embed of a recording: one waveform or more
+
+
+def as_recorded(audio: Audio) -> list[np.ndarray]:
+    return [audio.samples]
 
 
 def decoders(model_on_gpu: bool = False) -> int:
@@ -57,9 +67,12 @@ def embed_stream(
     sample_rate: int,
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     threads: int | None = None,
+    views: Views = as_recorded,
 ) -> Iterator[Embedded]:
     """Decode ``recordings`` with ``load`` in background threads and embed them with ``embed``
-    (waveforms -> (n, dimension) float32) in chunks of about ``chunk_seconds`` of audio.
+    (waveforms -> (n, dimension) float32) in chunks of about ``chunk_seconds`` of audio; of each
+    recording, the waveforms ``views`` makes of it (the recording as it came, by default), all
+    in one batch.
 
     Yields one :class:`Embedded` per recording, in order, each as soon as its chunk is embedded.
     Errors of ``load`` that are :class:`VoiceBankError` are yielded; any other error, and any
@@ -117,7 +130,7 @@ def embed_stream(
                 pending.append(item)
                 size += len(item.audio.samples) if item.audio is not None else 0
             if pending and (last or size >= chunk):
-                yield from _embedded(pending, embed)  # what came before a failure is still answered
+                yield from _embedded(pending, embed, views)  # what came before a failure is still answered
                 budget.give(size)
                 pending, size = [], 0
             if isinstance(item, BaseException):
@@ -147,11 +160,16 @@ def _failed(error: BaseException) -> Future:
     return future
 
 
-def _embedded(items: list[Embedded], embed: Callable[[Sequence[np.ndarray]], np.ndarray]) -> list[Embedded]:
+def _embedded(items: list[Embedded], embed: Callable[[Sequence[np.ndarray]], np.ndarray],
+              views: Views) -> list[Embedded]:
     usable = [p for p in items if p.audio is not None]
-    vectors = embed([p.audio.samples for p in usable]) if usable else np.zeros((0, 0), np.float32)
-    by_index = {p.index: v for p, v in zip(usable, vectors)}
-    return [Embedded(p.index, p.audio, by_index.get(p.index), p.error) for p in items]
+    waves = [list(views(p.audio)) for p in usable]
+    flat = [w for ws in waves for w in ws]
+    vectors = embed(flat) if flat else np.zeros((0, 0), np.float32)
+    ends = np.cumsum([len(ws) for ws in waves])
+    by_index = {p.index: tuple(vectors[end - len(ws):end]) for p, ws, end in zip(usable, waves, ends)}
+    return [Embedded(p.index, p.audio, by_index[p.index][0] if p.index in by_index else None, p.error,
+                     by_index.get(p.index, ())) for p in items]
 
 
 class _Budget:

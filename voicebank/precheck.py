@@ -130,8 +130,10 @@ def _nearest(services: "Services", vector: np.ndarray, speaker_id: int | None) -
     nearest = [int(i) for i in ids[0] if i >= 0 and i != speaker_id][:1]
     if not nearest:
         return None, 0.0
-    other, other_print = services.repository.voiceprints(np.array(nearest))[nearest[0]]
-    return other, float(vector @ other_print)
+    found = services.repository.voiceprints(np.array(nearest)).get(nearest[0])
+    if found is None:  # enrolled over the telephone only: no wideband voiceprint to compare with
+        return None, 0.0
+    return found[0], float(vector @ found[1])
 
 
 def _label(recording: Recording, index: int) -> str:

@@ -31,6 +31,11 @@ class Identification:
     # 2 * best - second best (voicebank.calibration.decide); None with no candidates
     rule: str = "best"
     decision: float | None = None
+    # what ``decision`` is: the bank's score (``cosine``, ``asnorm``) under the best-score rule,
+    # ``margin`` (or ``asnorm margin``) under the margin rule: the threshold applies to it
+    decision_kind: str = "cosine"
+    # the channel heard (as measured) and the one decided in, with a note when they differ
+    channel: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -38,10 +43,13 @@ class Identification:
             "candidates": [c.to_dict() for c in self.candidates],
             "threshold": self.threshold,
             "threshold_kind": "identify",
-            "decision": {"rule": self.rule, "score": None if self.decision is None else round(self.decision, 6)},
+            "decision": {"rule": self.rule, "kind": self.decision_kind,
+                         "score": None if self.decision is None else round(self.decision, 6)},
         }
         if self.calibration is not None:
             out["calibration"] = self.calibration
+        if self.channel is not None:
+            out["channel"] = self.channel
         return out
 
 
@@ -53,10 +61,14 @@ class Verification:
     score: float
     threshold: float
     accepted: bool
+    channel: dict[str, Any] | None = None  # as Identification.channel
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "score": round(self.score, 6), "threshold": self.threshold, "accepted": self.accepted,
-                "threshold_kind": "verify"}
+        out = {"name": self.name, "score": round(self.score, 6), "threshold": self.threshold,
+               "accepted": self.accepted, "threshold_kind": "verify"}
+        if self.channel is not None:
+            out["channel"] = self.channel
+        return out
 
 
 @dataclass(frozen=True)
@@ -149,6 +161,10 @@ class CheckReport:
     wrong_vectors: list[str]
     # the operating points and what they promise at today's size: {"verify": {...}, "identify": {...}}
     calibration: dict[str, Any] | None = None
+    # speakers without a voiceprint in a channel: {"telephone": enrolled before channels were
+    # measured, "wideband": enrolled over the telephone only} (counted up to 1,000)
+    lacking: dict[str, int] | None = None
+    telephone_calibration: dict[str, Any] | None = None  # as ``calibration``, for the telephone channel
 
     @property
     def outgrown(self) -> bool:
@@ -169,4 +185,5 @@ class CheckReport:
             "not_in_sql": self.not_in_sql,
             "wrong_vectors": self.wrong_vectors,
             "calibration": self.calibration,
+            "channels": {"telephone": self.telephone_calibration, "lacking": self.lacking},
         }

@@ -13,13 +13,15 @@ from typing import Protocol
 
 from . import calibration, norm, validate
 from .calibration import IDENTIFY, VERIFY, OperatingPoint
+from .channel import CHANNELS, TELEPHONE, WIDEBAND
 from .embedding import MARGIN_OFFSET, enrollment_checks
 from .errors import InvalidInputError, VoiceBankError
 from .store import BankRow, Store
 
 log = logging.getLogger(__name__)
 
-COLUMN = {VERIFY: "threshold", IDENTIFY: "identify_threshold"}
+COLUMN = {(VERIFY, WIDEBAND): "threshold", (IDENTIFY, WIDEBAND): "identify_threshold",
+          (VERIFY, TELEPHONE): "telephone_threshold", (IDENTIFY, TELEPHONE): "telephone_identify_threshold"}
 _POINTS: dict[str, dict[str, OperatingPoint]] = {}  # parsed operating JSON, by its text
 
 
@@ -30,20 +32,24 @@ class Rows(Protocol):
     def editing_settings(self) -> AbstractContextManager[BankRow]: ...
 
 
-def operating_points(settings: BankRow) -> dict[str, OperatingPoint]:
-    """The stored operating points; a threshold with no stored meaning (a new bank's default, or
-    one carried over by the migration) is described as ``default``."""
-    key = json.dumps([settings.threshold, settings.identify_threshold, settings.identify_rule, settings.score,
-                      settings.operating], sort_keys=True)
+def operating_points(settings: BankRow, channel: str = WIDEBAND) -> dict[str, OperatingPoint]:
+    """The stored operating points of ``channel``; a threshold with no stored meaning (a new bank's
+    default, or one carried over by a migration) is described as ``default``. A telephone threshold
+    never set is the wideband one, as a default."""
+    key = json.dumps([channel, *(getattr(settings, c) for c in COLUMN.values()), settings.identify_rule,
+                      settings.score, settings.operating], sort_keys=True)
     if key not in _POINTS:
         stored = settings.operating or {}
         points = {}
         for which in (VERIFY, IDENTIFY):
-            value = getattr(settings, COLUMN[which])
-            point = OperatingPoint.from_dict(stored[which]) if which in stored else None
+            value = getattr(settings, COLUMN[which, channel])
+            if value is None:
+                value = getattr(settings, COLUMN[which, WIDEBAND])
+            point = OperatingPoint.from_dict(stored[stored_key(which, channel)]) \
+                if stored_key(which, channel) in stored else None
             rule = settings.identify_rule if which == IDENTIFY else None
             if point is None or point.threshold != value or point.kind != settings.score or point.rule != rule:
-                point = OperatingPoint(which, value, settings.score, "default", None, None, rule=rule)
+                point = OperatingPoint(which, value, settings.score, "default", None, None, rule=rule, channel=channel)
             points[which] = point
         if len(_POINTS) > 64:
             _POINTS.clear()
@@ -51,19 +57,30 @@ def operating_points(settings: BankRow) -> dict[str, OperatingPoint]:
     return _POINTS[key]
 
 
-def set_threshold(rows: Rows, value: float, purpose: str | None = None) -> None:
-    """Set a threshold by hand: ``purpose`` ``"verify"``, ``"identify"``, or None for both."""
+def stored_key(purpose: str, channel: str) -> str:
+    """Where an operating point is kept in ``BankRow.operating``: ``verify``, ``identify``,
+    ``telephone:verify``, ``telephone:identify``."""
+    return purpose if channel == WIDEBAND else f"{channel}:{purpose}"
+
+
+def set_threshold(rows: Rows, value: float, purpose: str | None = None, channel: str | None = WIDEBAND) -> None:
+    """Set a threshold by hand: ``purpose`` ``"verify"``, ``"identify"``, or None for both; in
+    ``channel`` (None: every channel)."""
     if purpose not in (None, VERIFY, IDENTIFY):
         raise InvalidInputError(f"a threshold is for verify or identify (or both), not {purpose!r}.")
+    if channel not in (None, *CHANNELS):
+        raise InvalidInputError(f"a channel is {' or '.join(CHANNELS)}, not {channel!r}.")
     with rows.editing_settings() as bank:
         points = dict(bank.operating or {})
-        for which in (VERIFY, IDENTIFY) if purpose is None else (purpose,):
-            rule = bank.identify_rule if which == IDENTIFY else None
-            value = validate.threshold(value, bank.score, rule)
-            setattr(bank, COLUMN[which], value)
-            points[which] = OperatingPoint(which, value, bank.score, "manual", None, None, rule=rule).to_dict()
+        for where in CHANNELS if channel is None else (channel,):
+            for which in (VERIFY, IDENTIFY) if purpose is None else (purpose,):
+                rule = bank.identify_rule if which == IDENTIFY else None
+                value = validate.threshold(value, bank.score, rule)
+                setattr(bank, COLUMN[which, where], value)
+                points[stored_key(which, where)] = OperatingPoint(which, value, bank.score, "manual", None, None,
+                                                                  rule=rule, channel=where).to_dict()
         bank.operating = points
-    log.info("%s threshold set to %.4f", purpose or "verify and identify", value)
+    log.info("%s threshold set to %.4f (%s)", purpose or "verify and identify", value, channel or "every channel")
 
 
 def set_operating_point(rows: Rows, point: OperatingPoint) -> None:
@@ -72,11 +89,11 @@ def set_operating_point(rows: Rows, point: OperatingPoint) -> None:
         if point.kind != bank.score:
             raise VoiceBankError(f"that threshold is on the {point.kind} score, but the bank now scores by "
                                  f"{bank.score}; calibrate again.")
-        setattr(bank, COLUMN[point.purpose], validate.threshold(point.threshold, bank.score, point.rule))
+        setattr(bank, COLUMN[point.purpose, point.channel], validate.threshold(point.threshold, bank.score, point.rule))
         if point.purpose == IDENTIFY and point.rule:
             bank.identify_rule = point.rule
-        bank.operating = {**(bank.operating or {}), point.purpose: point.to_dict()}
-    log.info("%s threshold set to %.4f by calibration", point.purpose, point.threshold)
+        bank.operating = {**(bank.operating or {}), stored_key(point.purpose, point.channel): point.to_dict()}
+    log.info("%s threshold (%s) set to %.4f by calibration", point.purpose, point.channel, point.threshold)
 
 
 def checks(settings: BankRow, default: float) -> tuple[float, float]:
@@ -113,6 +130,7 @@ def set_score(rows: Rows, kind: str, top_n: int, threshold: float | None, cosine
         bank.threshold = validate.threshold(default if threshold is None else threshold, kind)
         margin = MARGIN_OFFSET if bank.identify_rule == calibration.MARGIN and kind == norm.COSINE else 0.0
         bank.identify_threshold = validate.threshold(bank.threshold + margin, kind, bank.identify_rule)
+        bank.telephone_threshold = bank.telephone_identify_threshold = None
         bank.operating = None
         return bank.threshold
 

@@ -26,7 +26,8 @@ def reindex(obj: Context, index_kind: str | None) -> None:
     with obj.open() as bank:
         count = bank.reindex(index_kind)
         kind = bank.index_kind
-    click.echo(f"Indexed {count} voiceprints ({kind}).")
+        lacking = {channel: bank.lacking(channel) for channel in ("telephone", "wideband")}
+    click.echo("\n".join([f"Indexed {count} voiceprints ({kind})."] + channels_text(lacking)))
 
 
 @main.command()
@@ -46,34 +47,62 @@ def check(obj: Context, as_json: bool) -> None:
             f"{report.speakers_in_index} in the index\n" + ("OK: the index agrees with SQL." if report.ok else
             f"DISAGREEMENT: missing {report.missing_from_index}, not in SQL {report.not_in_sql}, "
             f"wrong vectors {report.wrong_vectors}. Run `voicebank reindex`."))
-    emit(report.to_dict(), as_json, text + "\n" + calibration_text(report.calibration))
+    text += "".join("\n" + line for line in channels_text(report.lacking))
+    emit(report.to_dict(), as_json, "\n".join([text, calibration_text(report.calibration),
+                                               calibration_text(report.telephone_calibration, "telephone ")]))
     sys.exit(0 if report.ok else 1)
+
+
+def channels_text(lacking: dict[str, int]) -> list[str]:
+    """What the bank's speakers lack in a channel, and what adds it (for `check` and `reindex`)."""
+    lines = []
+    if lacking.get("telephone"):
+        lines.append(f"channels: {_people(lacking['telephone'])} no telephone voiceprint (enrolled before voicebank "
+                     "measured channels): telephone calls are decided against their wideband voiceprints, where "
+                     "callers score low. Enroll them again, or `voicebank add NAME FILE...`, to add it (`reindex` "
+                     "cannot: the bank keeps no audio).")
+    if lacking.get("wideband"):
+        lines.append(f"channels: {_people(lacking['wideband'])} only telephone recordings: wideband recordings "
+                     "are decided in the telephone channel.")
+    return lines
+
+
+def _people(count: int) -> str:
+    return "1 speaker has" if count == 1 else f"{count:,}{'+' if count >= 1000 else ''} speakers have"
 
 
 @main.command()
 @click.argument("value", required=False, type=float)
 @click.option("--for", "purpose", type=click.Choice(["both", "verify", "identify"]), default="both", show_default=True,
               help="Which threshold VALUE sets.")
+@click.option("--channel", type=click.Choice(["wideband", "telephone", "both"]), default="wideband", show_default=True,
+              help="Which channel's threshold VALUE sets: recordings that came through a wideband channel, or "
+                   "through a telephone line.")
 @JSON_OPTION
 @click.pass_obj
 @handle_errors
-def threshold(obj: Context, value: float | None, purpose: str, as_json: bool) -> None:
-    """Show the two thresholds and what they promise, or set one (or both) to VALUE by hand.
+def threshold(obj: Context, value: float | None, purpose: str, channel: str, as_json: bool) -> None:
+    """Show the thresholds and what they promise, or set one (or more) to VALUE by hand.
 
     verify (1:1) is the threshold `verify` uses; identify (1:N) the one `identify` and `scan`
-    use. A value set by hand promises no rate: `voicebank calibrate` measures one.
+    use. Each channel has its own: a recording is decided with those of the channel it came
+    through (wideband, or a telephone line), measured from its audio. A value set by hand
+    promises no rate: `voicebank calibrate` measures one.
 
     \b
     Example:
       voicebank threshold
       voicebank threshold 0.80 --for verify
+      voicebank threshold 0.70 --for verify --channel telephone
     """
     with obj.open() as bank:
         if value is not None:
-            bank.set_threshold(value, None if purpose == "both" else purpose)
+            bank.set_threshold(value, None if purpose == "both" else purpose, None if channel == "both" else channel)
         status = bank.calibration_status()
+        telephone = bank.calibration_status(channel="telephone")
     emit({"threshold": status["verify"]["threshold"], "identify_threshold": status["identify"]["threshold"],
-          "calibration": status}, as_json, calibration_text(status))
+          "calibration": status, "channels": {"telephone": telephone}}, as_json,
+         calibration_text(status) + "\n" + calibration_text(telephone, "telephone "))
 
 
 @main.command()
@@ -104,25 +133,40 @@ def checks(obj: Context, consistency: float | None, duplicate: float | None, res
          f"consistency: {consistency:.4f}\nduplicate voice: {duplicate:.4f}")
 
 
-def calibration_text(status: dict) -> str:
-    """The thresholds and their promises, a line each (for `threshold` and `check`)."""
+def calibration_text(status: dict, channel: str = "") -> str:
+    """The thresholds and their promises, a line each (for `threshold` and `check`); ``channel``:
+    a word that names the channel before each line (none for wideband)."""
     lines = []
     for which, s in status.items():
         on = {"margin": "2 x best - second best ", "best": "best "}.get(s.get("rule", ""), "")
-        head = f"{which:<8} threshold {s['threshold']:.4f} on the {on}{s['score']} score"
+        head = f"{channel}{which:<8} threshold {s['threshold']:.4f} on the {on}{s['score']} score"
         if s["method"] in ("default", "manual"):
             lines.append(f"{head}: {'set by hand' if s['method'] == 'manual' else 'not calibrated'}, "
                          "no measured promise (run `voicebank calibrate`)")
         elif which == "verify":
             target = "the equal-error rate" if s["method"] == "eer" else f"{s['target']:g} false accepts per claim"
-            lines.append(f"{head}: calibrated for {target}")
+            lines.append(f"{head}: {_how(s)} for {target}{_counted(s)}")
         else:
-            lines.append(f"{head}: calibrated for {s['target']:g} unknown-person false alarms with "
-                         f"{s['gallery_at_calibration']} speakers; with {s['gallery']} now: {s['expected_rate']:.2%}")
+            lines.append(f"{head}: {_how(s)} for {s['target']:g} unknown-person false alarms with "
+                         f"{s['gallery_at_calibration']} speakers{_counted(s)}; with {s['gallery']} now: "
+                         f"{s['expected_rate']:.2%} expected")
             if s["outgrown"]:
                 lines.append(f"WARNING: the bank has outgrown its calibration (more than 1.5x the promised rate): "
                              "run `voicebank calibrate`.")
     return "\n".join(lines)
+
+
+def _how(status: dict) -> str:
+    return ("measured automatically (the reference set of strangers and the bank's own recordings)"
+            if status["method"] == "auto" else "calibrated")
+
+
+def _counted(status: dict) -> str:
+    """How many trials stand behind a promise, and how far the rate may be above it (95%)."""
+    if not status.get("trials"):
+        return ""
+    upper = "" if status.get("upper") is None else f", 95% upper bound {status['upper']:.2%}"
+    return f" ({status['counted']} of {status['trials']} trials counted{upper})"
 
 
 @main.group()

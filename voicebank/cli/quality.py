@@ -156,6 +156,18 @@ def calibrate(obj: Context, trials: str | None, root: str | None, far: float, un
 
 
 def _calibration_text(result) -> str:
+    channels = result.every_channel()
+    lines = []
+    for measured in channels:
+        if len(channels) > 1 or result.skipped:
+            lines.append(f"{measured.channel} channel (recordings that came through "
+                         f"{'a telephone line' if measured.channel == 'telephone' else 'a wideband channel'}):")
+        lines += _channel_lines(measured)
+    lines += [f"{channel} channel: not calibrated: {why}" for channel, why in result.skipped.items()]
+    return "\n".join(lines)
+
+
+def _channel_lines(result) -> list[str]:
     t = result.trials
     lines = [f"score: {t.kind}   from: {result.source}   speakers: {t.gallery}   trials: {t.target.size} genuine, "
              f"{t.nontarget.size} impostor pairs, {len(t.unknown)} unknown-person"]
@@ -166,11 +178,11 @@ def _calibration_text(result) -> str:
             lines += _point_lines(old, f"stored ({old.method})")
     if result.growth:
         grown = ", ".join(f"{r:.2%} at {n}" for n, r in result.growth[1:])
-        lines.append(f"  the identification false-alarm rate grows with the bank: {grown} speakers; "
-                     "`voicebank check` says when to calibrate again.")
+        lines.append(f"  unknown-person false alarms expected at this threshold if the bank grows: {grown} speakers "
+                     "(as the model of impostor scores predicts); `voicebank check` says when to calibrate again.")
     if t.target.size < 30:
         lines.append(f"note: only {t.target.size} genuine trials: the false-reject rates are rough.")
-    return "\n".join(lines)
+    return lines
 
 
 def _point_lines(point, label: str) -> list[str]:

@@ -36,10 +36,15 @@ def init(obj: Context, threshold: float | None, identify_rule: str, index_kind: 
       voicebank --db voicebank.db init
       voicebank --db postgresql://user@host/voices --model ./wavlm-base-plus-sv init
     """
+    from .admin import calibration_text
+
     with obj.open(create=True, exist_ok=False, threshold=threshold, identify_rule=identify_rule, index=index_kind) as bank:
+        status, telephone = bank.calibration_status(), bank.calibration_status(channel="telephone")
         info = {"db": obj.db or "voicebank.db", "model": bank.model_source, "model_id": bank.model_id,
-                "dimension": bank.dimension, "threshold": bank.threshold, "index": bank.index_kind}
-    emit(info, as_json, f"Created a voicebank with {info['model']} ({info['dimension']}-dim), threshold {info['threshold']:.4f}.")
+                "dimension": bank.dimension, "threshold": bank.threshold, "identify_threshold": bank.identify_threshold,
+                "index": bank.index_kind, "calibration": status, "channels": {"telephone": telephone}}
+    emit(info, as_json, f"Created a voicebank with {info['model']} ({info['dimension']}-dim).\n"
+         + calibration_text(status) + "\n" + calibration_text(telephone, "telephone "))
 
 
 @main.command()
@@ -165,8 +170,9 @@ def identify(obj: Context, files: tuple[str, ...], top_k: int, as_json: bool) ->
     if len(files) == 1:
         with obj.open() as bank:
             result = bank.identify(files[0], top_k=top_k)
-        lines = [f"match: {result.match.name} (score {result.match.score:.4f})" if result.match
-                 else f"match: unknown ({_decided(result)} below threshold {result.threshold:.4f})"]
+        lines = [f"match: {result.match.name} ({_decision(result)})" if result.match
+                 else f"match: unknown ({_decision(result)})"]
+        lines += _channel_note(result.channel)
         lines += [f"  {i}. {c.name:<30} {c.score:.4f}" for i, c in enumerate(result.candidates, 1)]
         emit(result.to_dict(), as_json, "\n".join(lines))
         _warn_if_outgrown([result])
@@ -177,6 +183,27 @@ def identify(obj: Context, files: tuple[str, ...], top_k: int, as_json: bool) ->
 def _decided(result) -> str:
     """What was compared with the threshold, for people."""
     return "best score" if result.rule == "best" else "2 x best - second best score"
+
+
+def _decision(result) -> str:
+    """The number the decision was taken on, named, against the threshold it met or missed."""
+    if result.decision is None:
+        return f"no candidate, threshold {result.threshold:.4f}"
+    side = ">=" if result.match else "<"
+    return f"{_decided(result)} {result.decision:.4f} {side} threshold {result.threshold:.4f}"
+
+
+def _channel_note(channel: dict | None) -> list[str]:
+    """A line when the recording was decided in another channel than the one it came through, or
+    came through a telephone line: people should know which voiceprints it was compared with."""
+    if not channel:
+        return []
+    heard = channel.get("heard", {}).get("channel")
+    if channel.get("note"):
+        return [f"  channel: {safe(channel['note'])}"]
+    if heard == "telephone":
+        return ["  channel: a telephone recording, decided against the telephone voiceprints"]
+    return []
 
 
 def _warn_if_outgrown(results: list) -> None:
@@ -198,10 +225,8 @@ def _identify_many(obj: Context, files: tuple[str, ...], top_k: int, as_json: bo
             results = bank.identify_many(files, top_k=top_k, progress=progress)
     for file, result in zip(files, results):
         if isinstance(result, Identification):
-            best = result.decision if result.decision is not None else float("nan")
             shown = safe(file)
-            text = (f"{shown}: {result.match.name} (score {result.match.score:.4f})" if result.match
-                    else f"{shown}: unknown ({_decided(result)} {best:.4f}, threshold {result.threshold:.4f})")
+            text = f"{shown}: {result.match.name if result.match else 'unknown'} ({_decision(result)})"
             emit({"file": file, **result.to_dict()}, as_json, text)
         else:
             message = str(result).removeprefix(f"{file}: ")  # audio errors begin with the file's name
@@ -230,7 +255,10 @@ def verify(obj: Context, name: str, file: str, as_json: bool) -> None:
     with obj.open() as bank:
         result = bank.verify(name, file)
     verdict = "accepted" if result.accepted else "rejected"
-    emit(result.to_dict(), as_json, f"{verdict}: {name} (score {result.score:.4f}, threshold {result.threshold:.4f})")
+    side = ">=" if result.accepted else "<"
+    emit(result.to_dict(), as_json, "\n".join(
+        [f"{verdict}: {name} (score {result.score:.4f} {side} threshold {result.threshold:.4f})"]
+        + _channel_note(result.channel)))
     sys.exit(0 if result.accepted else 1)
 
 

@@ -79,7 +79,11 @@ async def thresholds(request: Request, key: Reader) -> dict[str, Any]:
     bank = request.app.state.bank
     status = await run(request, bank.calibration_status)
     points = await run(request, bank.operating_points)
-    return {"status": status, "points": {k: p.to_dict(with_model=False) for k, p in points.items()}}
+    telephone_status = await run(request, bank.calibration_status, None, "telephone")
+    telephone = await run(request, bank.operating_points, "telephone")
+    return {"status": status, "points": {k: p.to_dict(with_model=False) for k, p in points.items()},
+            "channels": {"telephone": {"status": telephone_status,
+                                       "points": {k: p.to_dict(with_model=False) for k, p in telephone.items()}}}}
 
 
 @router.post("/calibration/dry-run", response_model=CalibrationDryRunOut, tags=["calibration"])

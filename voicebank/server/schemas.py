@@ -18,9 +18,14 @@ class CandidateOut(BaseModel):
 
 
 class CalibrationOut(BaseModel):
-    method: str = Field(description="How the threshold was set: far (a target rate), eer, manual or default.")
+    method: str = Field(description="How the threshold was set: far (a target rate), eer, auto (measured on the "
+                                    "reference set and the bank, again after each change), manual or default.")
     score: str = Field(description="The score the threshold applies to: cosine or asnorm.")
     target: float | None = Field(description="The unknown-person false-alarm rate it was calibrated for.")
+    channel: str = Field(description="The channel its trials came through: wideband or telephone.")
+    trials: int | None = Field(None, description="Unknown-person trials behind the promise.")
+    counted: int | None = Field(None, description="False alarms counted on those trials at the threshold.")
+    upper: float | None = Field(None, description="95% upper confidence bound of the counted rate.")
     rule: str = Field(description="What the threshold applies to: best or margin.")
     gallery_at_calibration: int | None = Field(description="Speakers enrolled when it was calibrated.")
     gallery: int = Field(description="Speakers enrolled now.")
@@ -30,7 +35,20 @@ class CalibrationOut(BaseModel):
 
 class DecisionOut(BaseModel):
     rule: str = Field(description="best (the best score) or margin (2 x best - second best score).")
+    kind: str = Field(description="What ``score`` is: cosine or asnorm (rule best), margin or asnorm margin.")
     score: float | None = Field(description="What was compared with the threshold (null with no candidates).")
+
+
+class HeardOut(BaseModel):
+    channel: str = Field(description="wideband or telephone, measured from the recording's speech.")
+    high_band_db: float | None = Field(description="Speech energy above 4.6 kHz against the telephone band, dB.")
+    bandwidth_hz: float = Field(description="The highest frequency the speech reaches (within 40 dB).")
+
+
+class ChannelOut(BaseModel):
+    decided: str = Field(description="The channel the decision was taken in: its voiceprints and thresholds.")
+    heard: HeardOut | None = Field(None, description="The channel the recording came through, as measured.")
+    note: str | None = Field(None, description="Why the two differ, when they do.")
 
 
 class IdentificationOut(BaseModel):
@@ -40,6 +58,7 @@ class IdentificationOut(BaseModel):
     threshold_kind: str = Field(description="Always `identify`: the identification operating point.")
     decision: DecisionOut
     calibration: CalibrationOut
+    channel: ChannelOut
 
 
 class VerificationOut(BaseModel):
@@ -48,6 +67,7 @@ class VerificationOut(BaseModel):
     threshold: float = Field(description="The bank's verification (1:1) threshold.")
     accepted: bool
     threshold_kind: str = Field(description="Always `verify`: the verification operating point.")
+    channel: ChannelOut
 
 
 class RecordingOut(BaseModel):
@@ -127,6 +147,8 @@ class AuditEntryOut(BaseModel):
     model_id: str
     recording_sha256: str
     client: str | None = Field(description="The API key's name that asked.")
+    channel: str | None = Field(None, description="The channel decided in.")
+    detail: str | None = Field(None, description="Why the recording was refused (nothing was decided).")
 
 
 class AuditPageOut(BaseModel):
@@ -151,21 +173,32 @@ class OperatingPointOut(BaseModel):
     genuine: int | None
     gallery: int | None
     rule: str | None
+    channel: str = Field(description="The channel its trials came through.")
+    upper: float | None = Field(None, description="95% upper confidence bound of the counted rate.")
+    asked: float | None = Field(None, description="The rate asked for, when the trials supported only `target`.")
+    sources: dict[str, float] | None = Field(None, description="Where the unknown-person trials came from: own, "
+                                             "cohort and reference (counts), and shift (the reference's level shift).")
 
 
 class ThresholdsOut(BaseModel):
-    status: dict[str, dict[str, Any]] = Field(description="Per purpose: the threshold and what it promises now.")
-    points: dict[str, OperatingPointOut] = Field(description="Per purpose: how the threshold was set.")
+    status: dict[str, dict[str, Any]] = Field(description="Per purpose: the threshold and what it promises now "
+                                                          "(wideband).")
+    points: dict[str, OperatingPointOut] = Field(description="Per purpose: how the threshold was set (wideband).")
+    channels: dict[str, dict[str, Any]] = Field(description="The same for the telephone channel: "
+                                                            "{\"telephone\": {\"status\", \"points\"}}.")
 
 
 class CalibrationDryRunOut(BaseModel):
     source: str
+    channel: str = Field(description="wideband; the telephone channel's figures are under `channels`.")
     score: str
     gallery: int
     trials: dict[str, int] = Field(description="genuine, impostor and unknown-person trials measured.")
     chosen: dict[str, OperatingPointOut] = Field(description="The thresholds calibration would store.")
     stored: dict[str, OperatingPointOut] = Field(description="The stored thresholds' rates on the same trials.")
     growth: list[dict[str, float]] = Field(description="Identification false alarms as the bank grows.")
+    channels: dict[str, Any] | None = Field(None, description="The same, measured in the telephone channel.")
+    skipped: dict[str, str] | None = Field(None, description="A channel that could not be calibrated, and why.")
     plots: dict[str, str] = Field(description="det (and identify): PNG images as data: URLs; empty without matplotlib.")
     dry_run: bool = Field(description="Always true: nothing was stored (`voicebank calibrate --yes` stores).")
 

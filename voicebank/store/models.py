@@ -85,6 +85,9 @@ class BankRow(Base):
     consistency_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     duplicate_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     cohort_top_n: Mapped[int] = mapped_column(Integer, default=100, server_default="100")
+    # the telephone channel's operating points (voicebank.channel); None: that channel's default
+    telephone_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    telephone_identify_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     index_kind: Mapped[str] = mapped_column(String(64), default="flat", server_default="flat")
     change_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -96,7 +99,14 @@ class SpeakerRow(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     skeleton: Mapped[str] = mapped_column(String(1024), index=True)  # confusable.skeleton(name): look-alikes
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    # the wideband voiceprint (of the wideband recordings; of all of them for a speaker enrolled
+    # over the telephone only, when it is a telephone voiceprint too): what the index holds
     voiceprint: Mapped[np.ndarray] = mapped_column(Vector)
+    # through the telephone channel (voicebank.channel.telephone); None for speakers enrolled before it
+    telephone: Mapped[np.ndarray | None] = mapped_column(Vector, nullable=True)
+    # which voiceprints it has (voicebank.channel.CHANNEL_SETS): "wideband+telephone", "telephone", "wideband"
+    channels: Mapped[str] = mapped_column(String(32), index=True, default="wideband+telephone",
+                                          server_default="wideband")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     utterances: Mapped[list["UtteranceRow"]] = relationship(
@@ -109,7 +119,10 @@ class UtteranceRow(Base):
     __table_args__ = (UniqueConstraint("speaker_id", "sha256", name="uq_utterances_speaker_sha256"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     speaker_id: Mapped[int] = mapped_column(ForeignKey("speakers.id", ondelete="CASCADE"), index=True)
-    embedding: Mapped[np.ndarray] = mapped_column(Vector)
+    embedding: Mapped[np.ndarray] = mapped_column(Vector)  # of the recording as it came
+    # the channel it came through, as measured (voicebank.channel); None: enrolled before channels
+    channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    telephone: Mapped[np.ndarray | None] = mapped_column(Vector, nullable=True)  # through the telephone channel
     sha256: Mapped[str] = mapped_column(String(64))
     label: Mapped[str] = mapped_column(String(1024))
     duration_s: Mapped[float] = mapped_column(Float)
@@ -145,6 +158,8 @@ class AuditRow(Base):
     model_id: Mapped[str] = mapped_column(String(255))
     recording_sha256: Mapped[str] = mapped_column(String(64))
     client: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    channel: Mapped[str | None] = mapped_column(String(16), nullable=True)  # the channel decided in
+    detail: Mapped[str | None] = mapped_column(String(255), nullable=True)  # why a probe was refused
 
 
 class CohortRow(Base):
@@ -153,6 +168,8 @@ class CohortRow(Base):
     __tablename__ = "cohort"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     embedding: Mapped[np.ndarray] = mapped_column(Vector)
+    channel: Mapped[str | None] = mapped_column(String(16), nullable=True)  # as UtteranceRow's
+    telephone: Mapped[np.ndarray | None] = mapped_column(Vector, nullable=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     label: Mapped[str] = mapped_column(String(1024))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -12,13 +12,13 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
+from ..channel import BOTH, TELEPHONE, WIDEBAND, speaker_prints
 from ..confusable import skeleton
 from ..errors import DuplicateSpeakerError, SpeakerNotFoundError
-from ..vectors import voiceprint
 from .engine import Store, record
 from .models import BankRow, CohortRow, SpeakerRow, UtteranceRow, utcnow
 
@@ -85,35 +85,50 @@ class Repository:
             raise SpeakerNotFoundError(no_such_speaker(name))
         return row
 
-    def voiceprint(self, name: str) -> tuple[int, np.ndarray]:
-        """(speaker id, (dimension,) voiceprint) of ``name``."""
+    def voiceprint(self, name: str, channel: str = WIDEBAND) -> tuple[int, np.ndarray | None]:
+        """(speaker id, (dimension,) voiceprint in ``channel``) of ``name``; the voiceprint is None
+        when the speaker has none in that channel (see :meth:`voiceprints`)."""
         with self.store.read() as session:
-            row = session.execute(select(SpeakerRow.id, SpeakerRow.voiceprint).where(SpeakerRow.name == name)).first()
+            row = session.execute(select(SpeakerRow.id, *_print_columns(channel)).where(SpeakerRow.name == name)).first()
         if row is None:
             raise SpeakerNotFoundError(no_such_speaker(name))
-        return row[0], row[1]
+        return row[0], _in_channel(row[1], row[2], channel)
 
-    def voiceprints(self, ids: np.ndarray | Sequence[int]) -> dict[int, tuple[str, np.ndarray]]:
-        """{speaker id: (name, voiceprint)} of those ``ids`` that exist (negative ids are skipped)."""
+    def voiceprints(self, ids: np.ndarray | Sequence[int], channel: str = WIDEBAND) -> dict[int, tuple[str, np.ndarray]]:
+        """{speaker id: (name, voiceprint in ``channel``)} of those ``ids`` that exist and have a
+        voiceprint in that channel (negative ids are skipped). Wideband: none for a speaker enrolled
+        over the telephone only; telephone: none for a speaker enrolled before voicebank knew channels."""
         wanted = [int(i) for i in ids if i >= 0]
         with self.store.read() as session:
             rows = session.execute(
-                select(SpeakerRow.id, SpeakerRow.name, SpeakerRow.voiceprint).where(SpeakerRow.id.in_(wanted))
+                select(SpeakerRow.id, SpeakerRow.name, *_print_columns(channel)).where(SpeakerRow.id.in_(wanted))
             ).all()
-        return {r[0]: (r[1], r[2]) for r in rows}
+        found = {r[0]: (r[1], _in_channel(r[2], r[3], channel)) for r in rows}
+        return {i: (name, vector) for i, (name, vector) in found.items() if vector is not None}
+
+    def lacking(self, channel: str) -> int:
+        """How many speakers have no voiceprint in ``channel`` (counted up to 1,000: it answers
+        "are there any?" cheaply, through the index on ``channels``)."""
+        without = TELEPHONE if channel == WIDEBAND else WIDEBAND
+        with self.store.read() as session:
+            return session.execute(select(func.count()).select_from(
+                select(SpeakerRow.id).where(SpeakerRow.channels == without).limit(1000).subquery())).scalar_one()
 
     def all_voiceprints(self) -> list[tuple[int, str, np.ndarray]]:
         """(speaker id, name, voiceprint) of every speaker."""
         with self.store.read() as session:
             return [tuple(r) for r in session.execute(select(SpeakerRow.id, SpeakerRow.name, SpeakerRow.voiceprint))]
 
-    def utterance_embeddings(self) -> list[tuple[int, str, np.ndarray]]:
-        """(speaker id, name, (n, dimension) utterance embeddings) of every speaker, by id."""
+    def utterance_embeddings(self, channel: str = WIDEBAND) -> list[tuple[int, str, np.ndarray]]:
+        """(speaker id, name, (n, dimension) utterance embeddings in ``channel``) of every speaker
+        that has some, by id: wideband, the recordings that came through a wideband channel as they
+        came; telephone, every recording through the telephone channel."""
+        column = UtteranceRow.telephone if channel == TELEPHONE else UtteranceRow.embedding
+        query = select(SpeakerRow.id, SpeakerRow.name, column).join(UtteranceRow)
+        query = query.where(column.is_not(None)) if channel == TELEPHONE else query.where(
+            or_(UtteranceRow.channel.is_(None), UtteranceRow.channel != TELEPHONE))
         with self.store.read() as session:
-            rows = session.execute(
-                select(SpeakerRow.id, SpeakerRow.name, UtteranceRow.embedding).join(UtteranceRow)
-                .order_by(SpeakerRow.id, UtteranceRow.id)
-            ).all()
+            rows = session.execute(query.order_by(SpeakerRow.id, UtteranceRow.id)).all()
         grouped: dict[tuple[int, str], list[np.ndarray]] = {}
         for speaker_id, name, vector in rows:
             grouped.setdefault((speaker_id, name), []).append(vector)
@@ -143,8 +158,8 @@ class Repository:
                     raise DuplicateSpeakerError(
                         f"{name!r} looks like the enrolled {twin!r} (they differ only in look-alike characters, "
                         f"e.g. a Cyrillic 'а' for a Latin 'a'): choose a name that cannot be mistaken for it.")
-                row = SpeakerRow(name=name, skeleton=shape, meta=metadata, utterances=utterances,
-                                 voiceprint=_voiceprint(utterances))
+                row = SpeakerRow(name=name, skeleton=shape, meta=metadata, utterances=utterances)
+                _set_voiceprints(row, utterances)
                 session.add(row)
                 session.flush()
                 record(session, seq, row.id, "upsert")
@@ -161,7 +176,7 @@ class Repository:
             if row is None or {u.sha256 for u in row.utterances} != known:
                 raise SpeakerNotFoundError(f"{name} was removed or changed while the recordings were embedded; try again.")
             row.utterances.extend(utterances)
-            row.voiceprint = _voiceprint(row.utterances)
+            _set_voiceprints(row, row.utterances)
             row.updated_at = utcnow()
             record(session, seq, row.id, "upsert")
 
@@ -184,10 +199,14 @@ class Repository:
         with self.store.read() as session:
             return session.execute(select(func.count()).select_from(CohortRow)).scalar_one()
 
-    def cohort_embeddings(self, dimension: int) -> np.ndarray:
-        """(m, dimension) float32 embeddings of the cohort, in the order they were added."""
+    def cohort_embeddings(self, dimension: int, channel: str = WIDEBAND) -> np.ndarray:
+        """(m, dimension) float32 embeddings of the cohort in ``channel`` (as ``utterance_embeddings``),
+        in the order they were added."""
+        column = CohortRow.telephone if channel == TELEPHONE else CohortRow.embedding
+        query = select(column).where(column.is_not(None)) if channel == TELEPHONE else select(column).where(
+            or_(CohortRow.channel.is_(None), CohortRow.channel != TELEPHONE))
         with self.store.read() as session:
-            vectors = session.execute(select(CohortRow.embedding).order_by(CohortRow.id)).scalars().all()
+            vectors = session.execute(query.order_by(CohortRow.id)).scalars().all()
         return np.stack(vectors) if vectors else np.zeros((0, dimension), dtype=np.float32)
 
     def clear_cohort(self) -> None:
@@ -195,5 +214,17 @@ class Repository:
             session.execute(delete(CohortRow))
 
 
-def _voiceprint(utterances: Sequence[UtteranceRow]) -> np.ndarray:
-    return voiceprint(np.stack([u.embedding for u in utterances]))
+def _print_columns(channel: str) -> tuple[Any, Any]:
+    return (SpeakerRow.telephone, SpeakerRow.channels) if channel == TELEPHONE else (SpeakerRow.voiceprint,
+                                                                                    SpeakerRow.channels)
+
+
+def _in_channel(vector: np.ndarray | None, channels: str, channel: str) -> np.ndarray | None:
+    """A speaker's voiceprint as read for ``channel``: none in wideband for a telephone-only speaker
+    (its ``voiceprint`` column holds its telephone voiceprint, for the index)."""
+    return None if channel == WIDEBAND and channels == TELEPHONE else vector
+
+
+def _set_voiceprints(row: SpeakerRow, utterances: Sequence[UtteranceRow]) -> None:
+    row.voiceprint, row.telephone, row.channels = speaker_prints(
+        [u.embedding for u in utterances], [u.channel for u in utterances], [u.telephone for u in utterances])
