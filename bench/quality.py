@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import quality_banks as banks  # noqa: E402
 import quality_checks as checks  # noqa: E402
 import quality_data as data  # noqa: E402
 import quality_protocol as protocol  # noqa: E402
@@ -48,28 +49,36 @@ import quality_report as report  # noqa: E402
 import quality_scores as scores  # noqa: E402
 import quality_sweeps as sweeps  # noqa: E402
 from _env import describe  # noqa: E402
+from voicebank.channel import TELEPHONE, WIDEBAND  # noqa: E402
 from voicebank.embedding import CHECK_OFFSETS, default_threshold, enrollment_checks, load_embedder  # noqa: E402
 
-CHANNELS = {data.WIDEBAND: "", data.TELEPHONE: "-tel"}  # channel -> suffix of the measured corpus's name
+# suffix of the measured corpus's name -> (what enrollment and calibration embed, what the probes are):
+# wideband; a telephone call (8 kHz mu-law) decided as voicebank decides it, in the telephone channel
+# (the call and the enrollments through its simulated line); and the same call decided as before
+# channels, against the wideband voiceprints with the wideband calibration
+CHANNELS = {"": (data.WIDEBAND, data.WIDEBAND), "-tel": (data.SIMULATED, "tel+sim"),
+            "-tel-before": (data.WIDEBAND, data.TELEPHONE)}
+DECIDED = {"": WIDEBAND, "-tel": TELEPHONE, "-tel-before": WIDEBAND}  # the channel each is calibrated in
 
 
 def run_corpus(corpus: data.Corpus, embedder, cache: Path, limits: tuple[float, float], res: dict,
-               sweep: bool = True) -> None:
+               sweep: bool = True, reference=None) -> None:
     by_speaker = corpus.by_speaker()
     emb = {}
-    for channel in CHANNELS:
+    for channel in sorted({c for pair in CHANNELS.values() for c in pair}):
         emb[channel], res["embedding"].setdefault(corpus.name, {})[channel] = data.embeddings(
             corpus, channel, embedder, cache)
+    for channel in (data.WIDEBAND, data.TELEPHONE):
         res["refusals"].setdefault(corpus.name, {})[channel] = checks.refusals(corpus, channel, data.waveform, cache)
     wide = emb[data.WIDEBAND]
     consistency, duplicate = limits
     res["enrollment_checks"][corpus.name] = {
-        **checks.consistency_checks(by_speaker, wide, emb[data.TELEPHONE], consistency),
+        **checks.consistency_checks(by_speaker, wide, (emb[data.SIMULATED], emb["tel+sim"]), consistency),
         **checks.duplicate_checks(by_speaker, wide, protocol.folds(by_speaker, wide, wide), duplicate)}
-    for channel, suffix in CHANNELS.items():
+    for suffix, (enrolled, probe) in CHANNELS.items():
         name = corpus.name + suffix
-        folds = protocol.folds(by_speaker, wide, emb[channel])
-        calibs = [protocol.calibrate(f) for f in folds]
+        folds = protocol.folds(by_speaker, emb[enrolled], emb[probe])
+        calibs = [protocol.calibrate(f, reference, DECIDED[suffix]) for f in folds]
         measured = [protocol.measure(f, c) for f, c in zip(folds, calibs)]
         res["calibration"][name] = calibs
         res["held_out"][name] = {
@@ -80,6 +89,30 @@ def run_corpus(corpus: data.Corpus, embedder, cache: Path, limits: tuple[float, 
         res["scores"][name] = scores.compare(folds)
     if sweep:
         res["sweeps"][corpus.name] = sweeps.sweep(corpus, wide, embedder, cache)
+
+
+def references(args: argparse.Namespace, embedder) -> dict:
+    """Per corpus present, the reference set of strangers built from the other corpora (the shipped
+    one holds them all; a corpus is never measured against a reference set that holds its people)."""
+    import reference_set
+
+    corpora = {n: c for n in data.CORPORA if (c := data.read_corpus(n, args.data_root)) is not None}
+    parts = {n: reference_set.cached(c, embedder, args.cache) for n, c in corpora.items()}
+    return {n: reference_set.merge([p for m, p in parts.items() if m != n]) for n in corpora if len(parts) > 1}
+
+
+def run_banks(args: argparse.Namespace, embedder, duplicate: float, refs: dict) -> dict:
+    """The bank-size and channel protocol (quality_banks) over every corpus present, each with the
+    reference set built from the others."""
+    corpora = {n: c for n in data.CORPORA if (c := data.read_corpus(n, args.data_root)) is not None}
+    cached: dict = {}
+
+    def embeddings(corpus: data.Corpus, channel: str) -> np.ndarray:
+        if (corpus.name, channel) not in cached:
+            cached[corpus.name, channel] = data.embeddings(corpus, channel, embedder, args.cache)[0]
+        return cached[corpus.name, channel]
+
+    return banks.run(corpora, embeddings, refs, duplicate, draws=args.draws)
 
 
 def tally_groups(corpus: data.Corpus, per_fold: list[dict]) -> dict:
@@ -176,6 +209,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-sweeps", action="store_true",
                    help="skip the probe- and enrollment-length sweeps (their first run embeds cut recordings: "
                         "minutes; later runs read the cache)")
+    p.add_argument("--no-banks", action="store_true",
+                   help="skip the bank-size and channel section (its first run embeds every recording through the "
+                        "telephone codecs, which needs sox: minutes)")
+    p.add_argument("--draws", type=int, default=banks.DRAWS, help="banks drawn per corpus and size")
     p.add_argument("--torch-threads", type=int, metavar="N",
                    help="torch.set_num_threads(N) before embedding (default: torch's own choice)")
     return p.parse_args()
@@ -202,20 +239,24 @@ def main() -> None:
                  "skipped": [], "embedding": {}, "refusals": {}, "enrollment_checks": {}, "calibration": {},
                  "held_out": {}, "scores": {}, "sweeps": {}}
     print(describe(res["machine"], res["versions"]))
+    refs = references(args, embedder)
     for name in args.corpus or data.CORPORA:
         corpus = data.read_corpus(name, args.data_root)
         if corpus is None:
             print(f"skipped {name}: no manifest.csv under {args.data_root / data.CORPORA[name]}")
             res["skipped"].append(name)
             continue
-        run_corpus(corpus, embedder, args.cache, (consistency, duplicate), res, sweep=not args.no_sweeps)
+        run_corpus(corpus, embedder, args.cache, (consistency, duplicate), res, sweep=not args.no_sweeps,
+                   reference=refs.get(name))
     if not res["held_out"]:
         sys.exit(f"no corpus found under {args.data_root}; pass --data-root DIR")
+    if not args.no_banks:
+        res["banks"] = run_banks(args, embedder, duplicate, refs)
     res["not_speech"] = checks.not_speech()
     res["winner"] = choose_winner(res)
     for section in (report.embeddings, report.refusals, report.not_speech, report.enrollment, report.calibration,
                     report.verification, report.identification, report.groups, report.scores, report.winner,
-                    report.probe_length, report.enrollment_length):
+                    report.probe_length, report.enrollment_length, report.banks):
         section(res)
     res["wall_s"] = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,9 +28,10 @@ import math
 
 import numpy as np
 
-from voicebank.calibration import (MARGIN, RateModel, ThinDataError, identification_point, verification_point)
+from voicebank.calibration import (IDENTIFY, MARGIN, VERIFY, RateModel, ThinDataError, identification_point,
+                                   verification_point)
 from voicebank.channel import TELEPHONE, WIDEBAND
-from voicebank.evaluation import bank_trials
+from voicebank.evaluation import bank_trials, trials_per_purpose, twin_pairs
 from voicebank.norm import Normalizer
 from voicebank.vectors import voiceprint
 
@@ -94,9 +95,10 @@ def _one_bank(corpus, by_speaker: dict, bank: list[str], strangers: dict, embedd
     probe_rows = [(i, k) for k, s in enumerate(bank) for i in by_speaker[s][N_ENROLL:]]
     genuine_rows, owner = [i for i, _ in probe_rows], np.array([k for _, k in probe_rows])
     points = {}
+    twins = twin_pairs([(k + 1, embeddings(corpus, "wide")[rows]) for k, rows in enumerate(enroll_rows)], duplicate)
     for decided, enrolled in ((WIDEBAND, "wide"), (TELEPHONE, "sim")):
         found = [(k + 1, embeddings(corpus, enrolled)[rows]) for k, rows in enumerate(enroll_rows)]
-        points[decided] = _calibrate(found, reference, decided, duplicate)
+        points[decided] = _calibrate(found, reference, decided, twins)
     for probe, (cache_channel, decided) in PROBES.items():
         _measure(figures.setdefault(probe, {}), embeddings(corpus, cache_channel)[genuine_rows], owner,
                  strangers[cache_channel], _prints(corpus, enroll_rows, "sim" if decided == TELEPHONE else "wide",
@@ -111,23 +113,24 @@ def _prints(corpus, enroll_rows, channel: str, embeddings) -> np.ndarray:
     return np.stack([voiceprint(embeddings(corpus, channel)[rows]) for rows in enroll_rows]).astype(np.float64)
 
 
-def _calibrate(found, reference, channel: str, duplicate: float) -> dict:
+def _calibrate(found, reference, channel: str, twins: list[tuple[int, int]]) -> dict:
     """The thresholds `voicebank calibrate` chooses for this bank in ``channel`` (what a bank on
     automatic calibration stores after its last enrollment)."""
     out = {}
+    make = lambda wanted: bank_trials(found, None, Normalizer("cosine", 0), MARGIN, twins, reference, channel,  # noqa: E731
+                                      wanted)
     for rate in RATES:
-        trials = bank_trials(found, None, Normalizer("cosine", 0), MARGIN, duplicate, reference, channel,
-                             wanted=(FAR, rate))
-        model = RateModel.fit(trials)
+        data = trials_per_purpose(make, FAR if rate == RATES[0] else None, rate)
+        trials = data[IDENTIFY]
         try:
-            p = identification_point(trials, rate, len(found), model)
+            p = identification_point(trials, rate, len(found), RateModel.fit(trials))
         except ThinDataError as exc:
             out[rate] = {"refused": str(exc)}
             continue
         out[rate] = {"threshold": p.threshold, "target": p.target, "asked": p.asked, "upper": p.upper,
                      "sources": p.sources}
-        if rate == RATES[0]:
-            v = verification_point(trials, FAR, model)
+        if VERIFY in data:
+            v = verification_point(data[VERIFY], FAR, RateModel.fit(data[VERIFY]))
             out["verify"] = {"threshold": v.threshold, "target": v.target}
     return out
 

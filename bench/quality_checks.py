@@ -37,16 +37,18 @@ def refused(vectors: np.ndarray, consistency: float) -> tuple[bool, int]:
     return bool(scores[worst] < consistency), worst
 
 
-def consistency_checks(by_speaker: dict[str, list[int]], wide: np.ndarray, tel: np.ndarray | None,
+def consistency_checks(by_speaker: dict[str, list[int]], wide: np.ndarray, phone: tuple[np.ndarray, np.ndarray] | None,
                        consistency: float) -> dict:
     """Genuine triples refused; triples with one recording replaced by another speaker's caught
-    (and whether the message names the intruder); with ``tel``, genuine triples with one
-    recording through the telephone channel refused."""
+    (and whether the message names the intruder); with ``phone`` (each recording's embedding
+    through voicebank's simulated line, and a telephone call's through the same line), genuine
+    triples with one recording a telephone call refused, and triples of calls refused: the product
+    checks a triple holding a call in the telephone channel."""
     rng = np.random.default_rng(SEED)
     owner = np.empty(len(wide), dtype=object)
     for s, idx in by_speaker.items():
         owner[idx] = s
-    genuine = intruder = named = phone = 0
+    genuine = intruder = named = mixed_refused = calls_refused = 0
     groups = triples(by_speaker)
     for s, idx in groups:
         genuine += refused(wide[idx], consistency)[0]
@@ -57,15 +59,18 @@ def consistency_checks(by_speaker: dict[str, list[int]], wide: np.ndarray, tel: 
             caught, worst = refused(wide[swapped], consistency)
             intruder += caught
             named += caught and worst == p
-            if tel is not None:
-                mixed = wide[idx].copy()
-                mixed[p] = tel[idx[p]]
-                phone += refused(mixed, consistency)[0]
+            if phone is not None:
+                line, call = phone
+                mixed = line[idx].copy()
+                mixed[p] = call[idx[p]]
+                mixed_refused += refused(mixed, consistency)[0]
+        if phone is not None:
+            calls_refused += refused(phone[1][idx], consistency)[0]
     n = len(groups)
     out = {"enrollments": n, "genuine_refused": int(genuine), "intruder_variants": TRIPLE * n,
            "intruder_caught": int(intruder), "intruder_named": int(named)}
-    if tel is not None:
-        out.update(phone_variants=TRIPLE * n, phone_refused=int(phone))
+    if phone is not None:
+        out.update(phone_variants=TRIPLE * n, phone_refused=int(mixed_refused), calls_refused=int(calls_refused))
     return out
 
 

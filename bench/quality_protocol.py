@@ -23,9 +23,10 @@ from typing import Callable
 
 import numpy as np
 
-from voicebank.calibration import (BEST, MARGIN, RateModel, ThinDataError, decide, identification_point,
-                                   verification_point)
-from voicebank.evaluation import trials_from_embeddings
+from voicebank.calibration import (BEST, IDENTIFY, MARGIN, VERIFY, RateModel, ThinDataError, decide,
+                                   identification_point, verification_point)
+from voicebank.channel import WIDEBAND
+from voicebank.evaluation import bank_trials, trials_per_purpose
 from voicebank.norm import Normalizer
 from voicebank.scoring import eer
 from voicebank.vectors import voiceprint
@@ -82,25 +83,30 @@ def folds(by_speaker: dict[str, list[int]], wide: np.ndarray, probe: np.ndarray)
 # ----------------------------------------------------------------------------- calibration
 
 
-def calibrate(fold: Fold) -> dict:
-    """The thresholds `voicebank calibrate` would choose for this bank (cosine score): the
-    verification point for false accepts ``VERIFY_FAR`` per claim, and for each rule of ``RULES``
-    the identification point for each of ``IDENTIFY_RATES``, calibrated on that rule's statistic.
-    A target the trials cannot support is refused with the product's message (ThinDataError),
-    the others are still chosen."""
+def calibrate(fold: Fold, reference=None, channel: str = WIDEBAND) -> dict:
+    """The thresholds `voicebank calibrate` would choose for this bank (cosine score) in ``channel``:
+    the verification point for false accepts ``VERIFY_FAR`` per claim, and for each rule of
+    ``RULES`` the identification point for each of ``IDENTIFY_RATES``, calibrated on that rule's
+    statistic, with the ``reference`` set of strangers where the bank's own trials are too few
+    (as the product: ``bank_trials``). A rate the trials cannot support is calibrated at the
+    lowest they support (``target``; ``asked`` keeps the one asked)."""
     speakers = [(k + 1, e) for k, e in enumerate(fold.enroll)]
     out: dict = {"identify": {}}
     for rule in RULES:
-        trials = trials_from_embeddings(speakers, fold.cohort, Normalizer("cosine", 0), rule=rule)
-        model = RateModel.fit(trials)
-        if rule == MARGIN:  # verification reads the impostor pairs only, the same under either rule
-            out["trials"] = {"genuine": int(trials.target.size), "impostor_pairs": int(trials.nontarget.size),
-                             "unknown_probes": len(trials.unknown), "gallery": trials.gallery,
-                             "cohort": 0 if fold.cohort is None else len(fold.cohort)}
-            out["verify"] = _point(lambda: verification_point(trials, VERIFY_FAR, model))
-        out["identify"][rule] = {
-            str(r): _point(lambda r=r: identification_point(trials, r, len(fold.bank), model), rule)
-            for r in IDENTIFY_RATES}
+        make = lambda wanted, rule=rule: bank_trials(speakers, fold.cohort, Normalizer("cosine", 0), rule, (),  # noqa: E731
+                                                     reference, channel, wanted)
+        for rate in IDENTIFY_RATES:
+            data = trials_per_purpose(make, VERIFY_FAR if rule == MARGIN and rate == IDENTIFY_RATES[0] else None, rate)
+            trials = data[IDENTIFY]
+            model = RateModel.fit(trials)
+            out["identify"].setdefault(rule, {})[str(rate)] = _point(
+                lambda: identification_point(trials, rate, len(fold.bank), model), rule)
+            if VERIFY in data:  # verification reads the impostor pairs only, the same under either rule
+                v = data[VERIFY]
+                out["trials"] = {"genuine": int(v.target.size), "impostor_pairs": int(v.nontarget.size),
+                                 "unknown_probes": len(trials.unknown), "gallery": trials.gallery,
+                                 "cohort": 0 if fold.cohort is None else len(fold.cohort)}
+                out["verify"] = _point(lambda: verification_point(v, VERIFY_FAR, RateModel.fit(v)))
     return out
 
 
@@ -111,8 +117,8 @@ def _point(choose: Callable, rule: str | None = None) -> dict:
         return {"refused": str(exc)}
     if rule is not None and p.rule != rule:
         raise AssertionError(f"calibrated for rule {p.rule!r}, asked for {rule!r}")
-    out = {"threshold": p.threshold, "target": p.target, "expected": p.rate, "counted": p.counted,
-           "calibration_trials": p.trials}
+    out = {"threshold": p.threshold, "target": p.target, "asked": p.asked, "expected": p.rate, "counted": p.counted,
+           "calibration_trials": p.trials, "sources": p.sources}
     if rule is not None:
         out.update(rule=p.rule, calibration_hit=p.hit, calibration_wrong=p.wrong)
     return out
@@ -140,11 +146,13 @@ def measure(fold: Fold, calib: dict) -> dict:
     if "threshold" in v:
         t = v["threshold"]
         out["verify"] = {"threshold": t, "false_accepts": int(np.sum(su >= t)), "pairs": int(su.size),
-                         "false_rejects": int(np.sum(own < t)), "genuine": int(own.size)}
+                         "false_rejects": int(np.sum(own < t)), "genuine": int(own.size),
+                         "promised": v["target"] * su.size}
     out["identify"] = {}
     for rule, points in calib["identify"].items():
         gen, unk = statistic(sg, rule), statistic(su, rule)
-        out["identify"][rule] = {rate: identify_at(gen, right, unk, p["threshold"])
+        out["identify"][rule] = {rate: {**identify_at(gen, right, unk, p["threshold"]),
+                                        "promised": p["target"] * len(unk)}
                                  for rate, p in points.items() if "threshold" in p}
     return out
 
@@ -200,7 +208,7 @@ def summed(measured: list[dict], calibs: list[dict]) -> dict:
     out: dict = {"genuine": sum(m["genuine"] for m in measured), "unknown": sum(m["unknown"] for m in measured),
                  "closed_top1": sum(m["closed_top1"] for m in measured)}
     ver = [m["verify"] for m in measured if "verify" in m]
-    out["verify"] = {"folds": len(ver), **_sum(ver, ("false_accepts", "pairs", "false_rejects", "genuine")),
+    out["verify"] = {"folds": len(ver), **_sum(ver, ("false_accepts", "pairs", "false_rejects", "genuine", "promised")),
                      "refused": [c["verify"]["refused"] for c in calibs if "refused" in c["verify"]],
                      "expected": [c["verify"]["expected"] for c in calibs if "expected" in c["verify"]]}
     out["identify"] = {}
@@ -208,7 +216,7 @@ def summed(measured: list[dict], calibs: list[dict]) -> dict:
         out["identify"][rule] = {}
         for rate in map(str, IDENTIFY_RATES):
             got = [m["identify"][rule][rate] for m in measured if rate in m["identify"][rule]]
-            keys = ("false_alarms", "unknown", "correct", "misidentified", "genuine", "oracle_correct")
+            keys = ("false_alarms", "unknown", "correct", "misidentified", "genuine", "oracle_correct", "promised")
             points = [c["identify"][rule][rate] for c in calibs]
             out["identify"][rule][rate] = {
                 "folds": len(got), **_sum(got, keys),

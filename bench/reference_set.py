@@ -75,11 +75,23 @@ def cached(corpus: data.Corpus, embedder, cache: Path) -> Reference:
     return load(path)  # as the product reads it: float16 on disk
 
 
+def merge(parts: list[Reference]) -> Reference:
+    """One reference set of several (each person keeps a number of their own)."""
+    offset, speakers = 0, []
+    for part in parts:
+        speakers.append(part.speakers + offset)
+        offset += int(part.speakers.max()) + 1
+    return Reference(parts[0].model_id, {c: np.concatenate([p.embeddings[c] for p in parts]) for c in parts[0].embeddings},
+                     np.concatenate(speakers), np.concatenate([p.corpora for p in parts]))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--model", default="resemblyzer", help="the model to embed with (default: resemblyzer)")
     p.add_argument("--out", type=Path, default=ROOT / "voicebank" / "references" / "resemblyzer.npz")
+    p.add_argument("--cache", type=Path, default=ROOT / "bench" / "results" / "quality-cache",
+                   help="where each corpus's part is kept (bench/reference.py reads them too)")
     p.add_argument("--corpus", action="append", choices=sorted(data.CORPORA),
                    help="a corpus to take (repeatable); default: every corpus present")
     args = p.parse_args()
@@ -88,7 +100,8 @@ def main() -> None:
     corpora = [c for c in (data.read_corpus(n, args.data_root) for n in args.corpus or data.CORPORA) if c]
     if not corpora:
         sys.exit(f"no corpus found under {args.data_root}")
-    reference = build(corpora, load_embedder(args.model))
+    embedder = load_embedder(args.model)
+    reference = merge([cached(c, embedder, args.cache) for c in corpora])
     reference.save(args.out)
     print(f"wrote {args.out}: {len(reference)} recordings of {reference.people()} people, "
           f"{args.out.stat().st_size / 1e6:.2f} MB ({reference.model_id})")

@@ -60,9 +60,10 @@ def test_identify_many_answers_each_in_place_and_audits_each(bank, voices, corru
     assert results[2].match is None and len(results[2].candidates) == 1
     one_by_one = bank.identify(voices["bob"][2], top_k=1)
     assert abs(one_by_one.candidates[0].score - results[3].candidates[0].score) < 1e-3
-    trail = [(e.operation, e.returned, e.client) for e in reversed(bank.audit())]
-    assert trail == [("identify", "alice", "batch"), ("identify", None, "batch"), ("identify", "bob", "batch"),
-                     ("identify", "bob", None)]
+    trail = [(e.operation, e.returned, e.client, (e.detail or "")[:32]) for e in reversed(bank.audit())]
+    # the unusable recording is audited too, as refused, with the reason
+    assert trail == [("identify", "alice", "batch", ""), ("identify", None, "batch", f"refused: {corrupt}"[:32]),
+                     ("identify", None, "batch", ""), ("identify", "bob", "batch", ""), ("identify", "bob", None, "")]
 
 
 def test_enroll_many_enrolls_skips_and_fails_speaker_by_speaker(db_url, model, voices, corrupt):

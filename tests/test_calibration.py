@@ -254,3 +254,25 @@ def test_a_new_bank_identifies_by_the_margin_rule_and_calibrate_keeps_it(tmp_pat
         from voicebank.evaluation import open_set_trials
 
         assert open_set_trials(bank).rule == "margin" and open_set_trials(bank, rule="best").rule == "best"
+
+
+def test_one_voice_enrolled_twice_is_named_and_left_out_of_the_unknown_trials(tmp_path, model, voices):
+    """alice enrolled again as 'alice2' from other takes of her voice: calibration names the pair
+    and does not count her against her own second voiceprint as a stranger (which would push the
+    identification threshold up for everyone)."""
+    from conftest import SR, synth_voice, take
+    from voicebank import VoiceBank
+
+    with VoiceBank.open(tmp_path / "t.db", model, create=True) as bank:
+        for name in ("alice", "bob", "carol", "dave"):
+            bank.enroll(name, voices[name])
+        alice = synth_voice(120.0, seconds=2.5, seed=0)  # the voices fixture's alice, other takes
+        bank.enroll("alice2", [(take(alice, 90 + i), SR) for i in range(3)])
+        result = bank.calibrate(far=0.05, unknown_rate=0.05)
+        assert result.twins == [("alice", "alice2")] and result.to_dict()["twins"] == [["alice", "alice2"]]
+        ids = {s.name: s.id for s in bank.speakers()}
+        assert result.trials.twins == ((ids["alice"], ids["alice2"]),)
+        # alice's and alice2's recordings are scored against the 3 strangers (bob, carol, dave), the
+        # others' against the 4 people they are not
+        assert [len(r) for r in result.trials.unknown[:15]] == [3] * 3 + [4] * 9 + [3] * 3
+        assert result.channels["telephone"].trials.twins == result.trials.twins  # one voice in every channel

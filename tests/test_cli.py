@@ -78,7 +78,11 @@ def populated(initialized, voices):
 def test_init(cli, model):
     result = ok(cli("init", "--json", "--threshold", "0.9"))
     info = json.loads(result.stdout)
-    assert set(info) == {"db", "model", "model_id", "dimension", "threshold", "index"}
+    assert set(info) == {"db", "model", "model_id", "dimension", "threshold", "identify_threshold", "index",
+                         "calibration", "channels"}
+    assert info["identify_threshold"] == 0.98  # the margin rule's starting offset above the verify threshold
+    assert info["calibration"]["identify"]["threshold"] == 0.98
+    assert info["channels"]["telephone"]["verify"]["channel"] == "telephone"
     assert info["index"] == "flat"
     assert info["db"] == str(cli.db)
     assert info["model"] == str(model)

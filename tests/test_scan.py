@@ -94,7 +94,7 @@ def fake() -> ToneEmbedder:
 
 @pytest.fixture
 def tone_bank(tmp_path, fake, tones_are_speech):
-    limits = AudioLimits(min_enroll_speech_seconds=1.0)
+    limits = AudioLimits(min_enroll_speech_seconds=1.0, min_bandwidth_hz=0.0)  # a tone is one frequency
     with VoiceBank.open(tmp_path / "tones.db", fake, create=True, threshold=0.5, limits=limits) as bank:
         bank.enroll("alice", [(tone(ALICE, 2.0), SR)])
         bank.enroll("bob", [(tone(BOB, 2.0), SR)])
@@ -257,7 +257,9 @@ def cli(tmp_path, tone_bank, fake, monkeypatch):
 
     from voicebank.cli import base, main
 
-    monkeypatch.setattr(base.Context, "open", lambda self, **kw: VoiceBank.open(tmp_path / "tones.db", fake, **kw))
+    tones = AudioLimits(min_bandwidth_hz=0.0)
+    monkeypatch.setattr(base.Context, "open",
+                        lambda self, **kw: VoiceBank.open(tmp_path / "tones.db", fake, limits=tones, **kw))
     path = tmp_path / "talk.wav"
     sf.write(path, np.concatenate([tone(ALICE, 6.5), tone(STRANGER, 5.5)]), SR)
     return lambda *args: CliRunner().invoke(main, ["scan", str(path), *args]), path

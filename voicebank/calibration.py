@@ -84,7 +84,7 @@ class OpenSetTrials:
     @property
     def unknown_best(self) -> np.ndarray:
         """Each unknown probe's decision statistic (``rule``) against the gallery."""
-        return np.array([decide(*_top2(r), self.rule) for r in self.unknown if len(r)])
+        return np.array([decide(*top2(r), self.rule) for r in self.unknown if len(r)])
 
     @property
     def known_decision(self) -> np.ndarray:
@@ -104,7 +104,8 @@ def decide(best: float, second: float | None, rule: str) -> float:
     return float(2.0 * best - second)
 
 
-def _top2(row: np.ndarray) -> tuple[float, float | None]:
+def top2(row: np.ndarray) -> tuple[float, float | None]:
+    """(best, second best) of one probe's scores against the gallery (second None when alone)."""
     if len(row) < 2:
         return float(row.max()), None
     top = np.partition(np.asarray(row), len(row) - 2)[-2:]
@@ -245,7 +246,11 @@ def identification_point(trials: OpenSetTrials, rate: float, gallery: int | None
 
 def measure(trials: OpenSetTrials, purpose: str, t: float, model: RateModel, method: str,
             target: float | None, gallery: int | None = None) -> OperatingPoint:
-    """What threshold ``t`` gives on these trials, expected (the model) and counted."""
+    """What threshold ``t`` gives on these trials, expected (the model) and counted. A threshold
+    the model places past the top of the score's range (voices too alike for the rate asked) is
+    the top: it then accepts nothing but identical recordings."""
+    top = (1.0 if trials.kind == "cosine" else 100.0) * (3 if purpose == IDENTIFY and trials.rule == MARGIN else 1)
+    t = float(min(max(t, -top), top))
     if purpose == VERIFY:
         nontarget, genuine = trials.nontarget, trials.target
         miss = float(np.mean(genuine < t)) if genuine.size else None

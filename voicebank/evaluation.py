@@ -9,14 +9,14 @@ import logging
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Collection, Protocol
+from typing import Any, Callable, Collection, Protocol
 
 import numpy as np
 
 from . import scoring
 from .channel import TELEPHONE, WIDEBAND
-from .calibration import (BEST, IDENTIFY, VERIFY, OpenSetTrials, OperatingPoint, RateModel, ThinDataError,
-                          identification_point, measure, needed, verification_point)
+from .calibration import (BEST, IDENTIFY, VERIFY, OpenSetTrials, OperatingPoint, RateModel, ThinDataError, decide,
+                          identification_point, measure, needed, top2, verification_point)
 from .errors import InvalidInputError, NotEnoughDataError
 from .norm import Normalizer
 from .reference import Reference
@@ -84,10 +84,6 @@ def open_set_trials(bank: Bank, max_probes: int = 5000, seed: int = 0, rule: str
     cohort = scorer.cohort if scorer.cohort is not None else bank.cohort_embeddings(channel)
     trials = bank_trials([(sid, e) for sid, _, e in speakers], cohort, scorer, rule or bank.identify_rule,
                          twins, bank.reference_set(), channel, wanted, max_probes, seed)
-    if trials.twins:
-        names = {sid: name for sid, name, _ in speakers}
-        log.warning("calibration left these pairs out of each other's unknown-person trials, their voices being "
-                    "one (the duplicate-voice check): %s", ", ".join(f"{names[a]} and {names[b]}" for a, b in trials.twins))
     return trials
 
 
@@ -147,7 +143,7 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
     are left out of each other's unknown-person trials (a person is no stranger to their own
     voiceprint), and named in ``OpenSetTrials.twins``.
     """
-    if len(speakers) < (1 if reference is not None else 3):
+    if len(speakers) < (2 if reference is not None else 3):
         raise NotEnoughDataError(
             f"calibrating from the bank needs at least 3 enrolled speakers (it has {len(speakers)}): each one's "
             "recordings are scored against the others as if they were strangers. Enroll more, or give a trial "
@@ -192,7 +188,7 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
         every = [(int(i),) for i in ids]
         rows = [scorer.score(np.repeat(probe[None, :], len(prints), 0), prints, every, every)
                 for probe in np.asarray(reference, dtype=np.float64)]
-        shift = level_shift(np.concatenate(unknown[:own]) if own else np.zeros(0), np.concatenate(rows))
+        shift = level_shift(unknown[:own], rows, rule)
         unknown.extend(r + shift for r in rows)
     if not unknown:
         raise NotEnoughDataError(
@@ -211,24 +207,25 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
                          twins=tuple((int(ids[a]), int(ids[b])) for a, b in pairs))
 
 
-# How many of the bank's own impostor scores it takes to trust their level as much as the
-# reference set's: the level shift is weighted by n / (n + SHIFT_PRIOR) (``level_shift``).
-SHIFT_PRIOR = 50
-# Where the level is compared: the upper tail of the impostor scores, which is what sets a
-# threshold (the mean moved too little: reference-set promises then ran 2-5x over on strangers
-# of the bank's own corpus; bench/reference.py).
-SHIFT_QUANTILE = 0.9
+# Where the bank's own strangers and the reference set's are compared: the median of their decision
+# statistics. Matching the level of single scores instead (their mean, or their 90th percentile)
+# left small banks' promises 2-3x over on strangers of their own corpus; a scale fitted as well was
+# noisier still (bench/quality.py, "Identification by bank size and channel").
+SHIFT_QUANTILE = 0.5
 
 
-def level_shift(own: np.ndarray, reference: np.ndarray) -> float:
-    """How far to move the reference set's impostor scores to the level of the bank's own: the
-    difference of their ``SHIFT_QUANTILE`` quantiles, weighted by how many own scores stand
-    behind it (none: 0). Strangers from the bank's own population (its language, its channel,
-    its microphones) score closer to its voiceprints than the reference set's people do."""
-    if own.size == 0 or reference.size == 0:
+def level_shift(own: list[np.ndarray], reference: list[np.ndarray], rule: str) -> float:
+    """How far to move the reference set's scores (every score of its rows, so every decision
+    statistic moves as much) to the level of the bank's own strangers: the difference of the
+    medians of their decision statistics (``rule``; ``own``: the bank's own unknown-person rows,
+    its recordings against everyone else). None of its own (fewer than 3): 0. Strangers from the
+    bank's own population (its language, its microphones, its line) score closer to its voiceprints
+    than the reference set's people do."""
+    own_stats = [decide(*top2(r), rule) for r in own if len(r)]
+    if len(own_stats) < 3 or not reference:
         return 0.0
-    raw = float(np.quantile(own, SHIFT_QUANTILE) - np.quantile(reference, SHIFT_QUANTILE))
-    return raw * own.size / (own.size + SHIFT_PRIOR)
+    reference_stats = [decide(*top2(r), rule) for r in reference if len(r)]
+    return float(np.quantile(own_stats, SHIFT_QUANTILE) - np.quantile(reference_stats, SHIFT_QUANTILE))
 
 
 def twin_pairs(speakers: list[tuple[int, np.ndarray]], threshold: float) -> list[tuple[int, int]]:
@@ -263,6 +260,11 @@ class Calibration:
     # the same, measured in the other channels (telephone), and why a channel could not be
     channels: dict[str, "Calibration"] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    # speakers taken for one voice enrolled twice, by name (left out of each other's unknown trials)
+    twins: list[tuple[str, str]] = field(default_factory=list)
+    # the verification trials, when they are not ``trials`` (the bank's own impostor pairs can be enough
+    # for the false-accept rate while its unknown-person trials are too few without the reference set)
+    verify_trials: OpenSetTrials | None = None
 
     @property
     def channel(self) -> str:
@@ -273,10 +275,10 @@ class Calibration:
         return [self, *self.channels.values()]
 
     def to_dict(self) -> dict[str, Any]:
-        t = self.trials
+        t, v = self.trials, self.verify_trials or self.trials
         out = {
             "source": self.source, "channel": t.channel, "score": t.kind, "gallery": t.gallery,
-            "trials": {"genuine": int(t.target.size), "impostor": int(t.nontarget.size), "unknown": len(t.unknown)},
+            "trials": {"genuine": int(v.target.size), "impostor": int(v.nontarget.size), "unknown": len(t.unknown)},
             "chosen": {k: p.to_dict(with_model=False) for k, p in self.chosen.items()},
             "stored": {k: p.to_dict(with_model=False) for k, p in self.stored.items()},
             "growth": [{"speakers": n, "false_alarm": round(r, 6)} for n, r in self.growth],
@@ -284,6 +286,7 @@ class Calibration:
         if self.channels or self.skipped:
             out["channels"] = {name: c.to_dict() for name, c in self.channels.items()}
             out["skipped"] = dict(self.skipped)
+        out["twins"] = [list(pair) for pair in self.twins]
         return out
 
 
@@ -323,14 +326,18 @@ def calibrate(bank: Bank, *, far: float | None = 0.01, unknown_rate: float = 0.0
     if trials is not None and IDENTIFY in purposes:
         raise InvalidInputError("a trial list calibrates verification only: identification is calibrated from the "
                                 "bank itself (run calibrate without --trials, or with --for verify).")
-    data = trial_list_trials(trials) if trials is not None else \
-        open_set_trials(bank, rule=rule, channel=channel, wanted=(far if VERIFY in purposes else None,
-                                                                  unknown_rate if IDENTIFY in purposes else None))
-    model = RateModel.fit(data)
+    if trials is not None:
+        data = {VERIFY: trial_list_trials(trials)}
+    else:
+        data = trials_per_purpose(lambda wanted: open_set_trials(bank, rule=rule, channel=channel, wanted=wanted),
+                                  far if VERIFY in purposes else None, unknown_rate if IDENTIFY in purposes else None)
+    models = {id(d): RateModel.fit(d) for d in data.values()}
+    model = lambda which: models[id(data[which])]  # noqa: E731
     current = bank.operating_points(channel)
     chosen, thin = {}, []
-    choose = {VERIFY: lambda: verification_point(data, far, model),
-              IDENTIFY: lambda: identification_point(data, unknown_rate, data.gallery, model)}
+    choose = {VERIFY: lambda: verification_point(data[VERIFY], far, model(VERIFY)),
+              IDENTIFY: lambda: identification_point(data[IDENTIFY], unknown_rate, data[IDENTIFY].gallery,
+                                                     model(IDENTIFY))}
     for which in (VERIFY, IDENTIFY):
         if which in purposes:
             try:
@@ -339,14 +346,41 @@ def calibrate(bank: Bank, *, far: float | None = 0.01, unknown_rate: float = 0.0
                 thin.append(str(exc))
     if thin:
         raise ThinDataError(" Also: ".join(thin))
-    stored = {which: measure(data, which, point.threshold, model, point.method, point.target)
+    main = data.get(IDENTIFY, data.get(VERIFY))
+    stored = {which: measure(data[which], which, point.threshold, model(which), point.method, point.target)
               for which, point in current.items()
-              if which in purposes and (which == VERIFY or (point.rule or BEST) == data.rule)}
+              if which in purposes and (which == VERIFY or (point.rule or BEST) == main.rule)}
     growth = []
     if IDENTIFY in chosen:
         t = chosen[IDENTIFY].threshold
-        growth = [(n, model.false_alarm(t, n)) for n in sorted({data.gallery * m for m in (1, 2, 5, 10)})]
-    return Calibration(chosen, stored, data, source, growth)
+        growth = [(n, model(IDENTIFY).false_alarm(t, n)) for n in sorted({main.gallery * m for m in (1, 2, 5, 10)})]
+    names = {sid: name for sid, name, _ in bank.utterance_embeddings(WIDEBAND)} if main.twins else {}
+    return Calibration(chosen, stored, main, source, growth,
+                       twins=[(names.get(a, str(a)), names.get(b, str(b))) for a, b in main.twins],
+                       verify_trials=data.get(VERIFY))
+
+
+def trials_per_purpose(make: Callable[[tuple[float | None, float | None]], OpenSetTrials], far: float | None,
+                       unknown_rate: float | None) -> dict[str, OpenSetTrials]:
+    """The trials each purpose is calibrated on: the bank's own (``make((None, None))``), and for a
+    purpose whose own trials are too few for its rate, the ones with the reference set
+    (``make((far, unknown_rate))``, made once for both when both need them). Where its own are
+    enough, a purpose is never calibrated on another population's strangers."""
+    own, wanted = None, {VERIFY: (far, None), IDENTIFY: (None, unknown_rate)}
+    try:
+        own = make((None, None))
+    except NotEnoughDataError:
+        pass
+    out: dict[str, OpenSetTrials] = {}
+    for which, rates in wanted.items():
+        if rates == (None, None):
+            continue
+        if own is not None and (own.sources["reference"] or not _too_few(own, *rates)):
+            out[which] = own
+        else:
+            other = out.get(VERIFY if which == IDENTIFY else IDENTIFY)
+            out[which] = other if other is not None and other is not own else make((far, unknown_rate))
+    return out
 
 
 # A bank on its automatic operating points (method "auto": set from the reference set when it was
@@ -437,9 +471,10 @@ def plot_calibration(cal: Calibration, path: str | Path) -> list[Path]:
     from .plots import det_plot, identification_plot
 
     path, t = writable(path), cal.trials
+    v = cal.verify_trials or t
     det_points = [(f"{name} verify {p.threshold:.3f}", p.counted / max(p.trials, 1), p.miss)
                   for name, p in (("chosen", cal.chosen.get(VERIFY)), ("stored", cal.stored.get(VERIFY))) if p]
-    det_plot(t.target, t.nontarget, path, points=det_points, title="Verification trials from the bank")
+    det_plot(v.target, v.nontarget, path, points=det_points, title="Verification trials from the bank")
     written = [path]
     if t.known_best.size and IDENTIFY in cal.chosen:
         id_points = [(f"{name} identify {p.threshold:.3f}", p.counted / max(p.trials, 1), p.hit)

@@ -1,6 +1,6 @@
 """Models of impostor scores and of the rates a threshold gives (used by ``calibration``).
 
-numpy, and scipy's normal CDF. See :mod:`voicebank.calibration` for what they are used for:
+numpy only (scipy stays out of ``identify``'s imports). See :mod:`voicebank.calibration` for what they are used for:
 :class:`Smoothed` reads a rate from counted trials, smoothed; :class:`ImpostorModel` says how an
 unknown voice's decision statistic moves with the number of enrolled speakers; :class:`RateModel`
 puts the two together.
@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+
+from .errors import NotEnoughDataError
 
 # What identification decides on (calibration.decide): the best score, or the margin rule.
 BEST, MARGIN = "best", "margin"
@@ -42,7 +44,8 @@ class ImpostorModel:
         """Fit from each unknown probe's scores against the gallery (a row per probe, >= 2 each)."""
         rows = [np.asarray(r, dtype=np.float64) for r in rows if len(r) >= 2]
         if not rows:
-            raise ValueError("need at least one unknown probe scored against two or more voiceprints")
+            raise NotEnoughDataError("measuring unknown-person false alarms needs at least one stranger scored against "
+                                     "two or more voiceprints: enroll at least three speakers.")
         mu = np.array([r.mean() for r in rows])
         # One spread for all probes: a probe's own deviation, estimated from a few dozen scores, is
         # off by ~10%, and 10% on the scale of a 4-sigma tail is a factor of 3 on its probability.
@@ -155,8 +158,6 @@ class Smoothed:
         return cls(scores, max(1.06 * spread * scores.size ** -0.2, 1e-4))
 
     def __call__(self, t: float) -> float:
-        from scipy.special import ndtr
-
         near = self.scores[np.searchsorted(self.scores, t - 9 * self.width):]  # the rest add nothing
         return float(ndtr((near - t) / self.width).sum() / self.scores.size)
 
@@ -211,6 +212,17 @@ class RateModel:
     def from_dict(cls, data: dict[str, Any]) -> "RateModel":
         return cls(Smoothed.from_dict(data["best"]), float(data["gallery"]), ImpostorModel.from_dict(data["shape"]),
                    rule=data.get("rule", BEST))
+
+
+def ndtr(x: np.ndarray) -> np.ndarray:
+    """The standard normal CDF, from the complementary error function of Numerical Recipes'
+    ``erfcc`` (Chebyshev fit; fractional error below 1.2e-7 everywhere): numpy only."""
+    z = np.abs(np.asarray(x, dtype=np.float64)) / math.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.5 * z)
+    poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (
+        0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))
+    upper = 0.5 * t * np.exp(poly)  # P(Z >= |x|)
+    return np.where(np.asarray(x) >= 0, 1.0 - upper, upper)
 
 
 def _left_out_z(row: np.ndarray, spread: float) -> np.ndarray:

@@ -23,6 +23,8 @@ import numpy as np
 
 from . import audio as audio_mod
 from .audio import AudioLimits, Recording
+from .channel import TELEPHONE, WIDEBAND
+from .encoding import in_channel
 from .errors import EmptyBankError, InvalidInputError
 from .results import Identification
 from .vad import FRAME_SECONDS
@@ -55,7 +57,9 @@ class Bank(Protocol):
 
     def __len__(self) -> int: ...
     def embed_samples(self, waveforms: Sequence[np.ndarray]) -> np.ndarray: ...
-    def identify_embeddings(self, embeddings: np.ndarray, top_k: int = 5) -> list[Identification]: ...
+    def identify_embeddings(self, embeddings: np.ndarray, top_k: int = 5,
+                            channel: str = "wideband") -> list[Identification]: ...
+    def decision_channel(self, heard: str) -> tuple[str, str | None]: ...
 
 
 @dataclass(frozen=True)
@@ -117,9 +121,14 @@ def scan(
     window, hop = _check(window, hop, min_pause, min_speech)
     if len(bank) == 0:
         raise EmptyBankError("the bank has no speakers yet: enroll some first (`voicebank enroll NAME FILE...`).")
-    limits = AudioLimits(min_seconds=bank.limits.min_seconds, min_speech_seconds=0.0, max_seconds=max_seconds)
+    limits = AudioLimits(min_seconds=bank.limits.min_seconds, min_speech_seconds=0.0, max_seconds=max_seconds,
+                         min_bandwidth_hz=bank.limits.min_bandwidth_hz)
     audio = audio_mod.load(recording, bank.sample_rate, limits)
-    samples, rate = audio.samples, audio.sample_rate
+    # the whole recording is decided in one channel (a meeting's line does not change window by window)
+    channel, note = bank.decision_channel(TELEPHONE if audio.telephone else WIDEBAND)
+    if note:
+        log.info("%s: %s", audio.label, note)
+    samples, rate = in_channel(audio, channel), audio.sample_rate
     voiced = audio.speech_frames if audio.speech_frames is not None else audio_mod.voiced_frames(samples, rate)
     regions = speech_regions(voiced, len(samples), rate, round(min_pause * rate), round(min_speech * rate))
     size, step = round(window * rate), round(hop * rate)
@@ -132,7 +141,7 @@ def scan(
         progress(0, len(spans), audio.label)
     for batch in _batches(spans, round(BATCH_SECONDS * rate)):
         embeddings = bank.embed_samples([samples[s:e] for _, s, e in batch])
-        for (k, s, e), found in zip(batch, bank.identify_embeddings(embeddings, top_k)):
+        for (k, s, e), found in zip(batch, bank.identify_embeddings(embeddings, top_k, channel)):
             best = found.candidates[0].score if found.candidates else float("nan")
             windows.append(Window(k, s, e, found.match.name if found.match else None, best))
         if progress:

@@ -164,13 +164,18 @@ def _calibration_text(result) -> str:
                          f"{'a telephone line' if measured.channel == 'telephone' else 'a wideband channel'}):")
         lines += _channel_lines(measured)
     lines += [f"{channel} channel: not calibrated: {why}" for channel, why in result.skipped.items()]
+    if result.twins:
+        pairs = ", ".join(f"{safe(a)} and {safe(b)}" for a, b in result.twins)
+        lines.append(f"note: one voice enrolled twice? {pairs}: their voiceprints are within the duplicate-voice "
+                     "threshold, so they were left out of each other's unknown-person trials (a person is no stranger "
+                     "to their own voice). Remove one of each pair if it is the same person.")
     return "\n".join(lines)
 
 
 def _channel_lines(result) -> list[str]:
-    t = result.trials
-    lines = [f"score: {t.kind}   from: {result.source}   speakers: {t.gallery}   trials: {t.target.size} genuine, "
-             f"{t.nontarget.size} impostor pairs, {len(t.unknown)} unknown-person"]
+    t, v = result.trials, result.verify_trials or result.trials
+    lines = [f"score: {t.kind}   from: {result.source}   speakers: {t.gallery}   trials: {v.target.size} genuine, "
+             f"{v.nontarget.size} impostor pairs, {len(t.unknown)} unknown-person{_sources(t)}"]
     for which, point in result.chosen.items():
         old = result.stored.get(which)
         lines += _point_lines(point, "chosen")
@@ -185,20 +190,33 @@ def _channel_lines(result) -> list[str]:
     return lines
 
 
+def _sources(trials) -> str:
+    """Where the unknown-person trials came from, when the reference set of strangers is among them."""
+    s = trials.sources or {}
+    if not s.get("reference"):
+        return ""
+    return (f" ({s['own']} the bank's own, {s['cohort']} of the cohort, {s['reference']} of the reference set of "
+            f"strangers, its scores moved by {s['shift']:+.3f} to the level of the bank's own strangers)")
+
+
 def _point_lines(point, label: str) -> list[str]:
+    asked = (f"; asked {point.asked:g}, which {point.trials} trials cannot support: the lowest they support"
+             if point.asked else "")
+    upper = "" if point.upper is None else f", 95% upper bound {point.upper:.2%}"
     if point.purpose == "verify":
         target = "the equal-error rate" if point.method == "eer" else (
-            f"{point.target:g} false accepts per claim" if point.target else "no target")
+            f"{point.target:.3g} false accepts per claim{asked}" if point.target else "no target")
         head = f"verify   {label}: threshold {point.threshold:.4f} ({target})"
+        miss = "-" if point.miss is None else f"{point.miss:.2%}"
         body = (f"    false accepts: expected {point.rate:.2%}, counted {point.counted} of {point.trials} impostor "
-                f"trials ({point.counted / max(point.trials, 1):.2%}); false rejects {point.miss:.2%} of "
+                f"trials ({point.counted / max(point.trials, 1):.2%}{upper}); false rejects {miss} of "
                 f"{point.genuine} genuine trials")
         return [head, body]
-    target = f"{point.target:g} unknown-person false alarms" if point.target else "no target"
+    target = f"{point.target:.3g} unknown-person false alarms{asked}" if point.target else "no target"
     on = "2 x best - second best score" if point.rule == "margin" else "the best score"
     head = f"identify {label}: threshold {point.threshold:.4f} on {on} ({target} with {point.gallery} enrolled)"
     body = (f"    unknown persons matched to someone: expected {point.rate:.2%}, counted {point.counted} of "
-            f"{point.trials} ({point.counted / max(point.trials, 1):.2%})")
+            f"{point.trials} ({point.counted / max(point.trials, 1):.2%}{upper})")
     known = (f"    of {point.genuine} genuine probes: {point.hit:.2%} identified, {point.wrong:.2%} matched to "
              f"someone else, {point.miss:.2%} not identified") if point.genuine else ""
     return [head, body] + ([known] if known else [])

@@ -1,0 +1,140 @@
+"""The reference set of strangers (voicebank.reference) and what calibration does with it: unknown-
+person trials for banks too small to have their own, moved to the level of the bank's own strangers;
+new banks that start from measured thresholds and are measured again as they fill."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import numpy as np
+import pytest
+
+from conftest import SR, synth_voice, take
+from voicebank import reference
+from voicebank.calibration import MARGIN, decide, top2
+from voicebank.evaluation import bank_trials, level_shift, trials_from_embeddings
+from voicebank.norm import Normalizer
+from voicebank.reference import Reference
+
+RESEMBLYZER = importlib.util.find_spec("resemblyzer") is not None
+needs_resemblyzer = pytest.mark.skipif(not RESEMBLYZER, reason="the shipped reference set is resemblyzer's "
+                                                               "(pip install -e '.[resemblyzer]')")
+
+
+def cone(rng, people: int, per: int, dim: int = 32, spread: float = 0.35, level: float = 0.0):
+    """Unit vectors of ``people`` people (``per`` recordings each) around a common direction: voices
+    alike as real ones are (``level`` raises every cosine a little)."""
+    centre = np.zeros(dim)
+    centre[0] = 1.0
+    out = []
+    for _ in range(people):
+        voice = centre * (1.5 + level) + rng.normal(0, spread, dim)
+        takes = voice + rng.normal(0, 0.25, (per, dim))
+        out.append((takes / np.linalg.norm(takes, axis=1, keepdims=True)).astype(np.float32))
+    return out
+
+
+def test_the_level_shift_moves_the_reference_to_the_bank_s_own_strangers():
+    rng = np.random.default_rng(0)
+    own = [rng.normal(0.6, 0.05, 9) for _ in range(30)]
+    ref = [rng.normal(0.5, 0.05, 10) for _ in range(300)]
+    shift = level_shift(own, ref, MARGIN)
+    stat = lambda rows: np.median([decide(*top2(r), MARGIN) for r in rows])  # noqa: E731
+    assert shift == pytest.approx(stat(own) - stat(ref)) and 0.05 < shift < 0.15
+    assert stat([r + shift for r in ref]) == pytest.approx(stat(own))
+    assert level_shift(own[:2], ref, MARGIN) == 0.0  # two of its own say nothing yet
+
+
+def test_a_bank_of_five_has_a_promise_from_the_reference_set():
+    """Five people with three recordings: 15 unknown-person trials of its own, too few for 1%; with
+    a reference set of 600 strangers the 1% point is calibrated as asked, and the reference's
+    scores sit at the level of the bank's own strangers."""
+    rng = np.random.default_rng(1)
+    bank = [(k + 1, e) for k, e in enumerate(cone(rng, 5, 3, level=0.3))]
+    strangers = cone(rng, 200, 3, spread=0.6)  # from elsewhere: further from the bank's voices than its own people
+    rows = np.concatenate(strangers)
+    ref = Reference("m", {"wideband": rows}, np.repeat(np.arange(200), 3), np.array(["x"] * 600))
+    scorer = Normalizer("cosine", 0)
+    own = trials_from_embeddings(bank, None, scorer, rule=MARGIN)
+    assert len(own.unknown) == 15
+    trials = bank_trials(bank, None, scorer, MARGIN, (), ref, "wideband")
+    assert trials.sources["reference"] == 600 and trials.sources["own"] == 15 and len(trials.unknown) == 615
+    assert trials.sources["shift"] > 0  # the bank's own strangers score higher than the reference set's
+    from voicebank.calibration import identification_point
+
+    point = identification_point(trials, 0.01, 5)
+    assert point.target == 0.01 and point.asked is None and point.trials == 615 and point.upper is not None
+    # a bank with enough strangers of its own does not take the reference set
+    big = [(k + 1, e) for k, e in enumerate(cone(rng, 80, 3))]
+    assert bank_trials(big, None, scorer, MARGIN, (), ref, "wideband").sources["reference"] == 0
+
+
+def test_a_person_of_the_reference_set_who_is_enrolled_is_no_stranger(caplog):
+    rng = np.random.default_rng(2)
+    people = cone(rng, 40, 3)
+    ref = Reference("m", {"wideband": np.concatenate(people)}, np.repeat(np.arange(40), 3), np.array(["x"] * 120))
+    enrolled = [(1, people[7]), (2, cone(rng, 1, 3)[0]), (3, cone(rng, 1, 3)[0])]  # person 7 enrolls
+    with caplog.at_level(logging.INFO, logger="voicebank.evaluation"):
+        trials = bank_trials(enrolled, None, Normalizer("cosine", 0), MARGIN, (), ref, "wideband")
+    assert trials.sources["reference"] == 117  # their 3 recordings left out
+    assert "left 1 people of the reference set out" in caplog.text
+
+
+def test_a_damaged_reference_file_costs_the_reference_not_the_bank(tmp_path, monkeypatch, caplog):
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    monkeypatch.setattr(reference, "FOLDER", tmp_path)
+    monkeypatch.setattr(reference, "_loaded", {})
+    with caplog.at_level(logging.WARNING, logger="voicebank.reference"):
+        assert reference.for_model("anything") is None
+    assert "cannot read the reference set" in caplog.text
+
+
+@needs_resemblyzer
+def test_the_shipped_reference_set_is_found_by_model_and_holds_both_channels():
+    from voicebank.embedding import load_embedder
+
+    found = reference.for_model(load_embedder("resemblyzer").model_id)
+    assert found is not None and found.people() > 200 and len(found) > 1200
+    for channel in ("wideband", "telephone"):
+        rows = found.embeddings[channel]
+        assert rows.shape == (len(found), 256) and rows.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-3)
+    # a recording and itself through the telephone line: close, but not the same
+    same = np.sum(found.embeddings["wideband"] * found.embeddings["telephone"], axis=1)
+    assert 0.5 < np.median(same) < 0.99
+    assert reference.for_model("some other model") is None
+
+
+@needs_resemblyzer
+def test_a_new_bank_starts_from_measured_thresholds_and_measures_them_again_as_it_fills(tmp_path):
+    from voicebank import VoiceBank
+
+    with VoiceBank.open(tmp_path / "r.db", "resemblyzer", create=True) as bank:
+        start = {c: bank.operating_points(c) for c in ("wideband", "telephone")}
+        for channel, points in start.items():
+            for purpose, point in points.items():
+                assert point.method == "auto" and point.channel == channel, (channel, purpose, point)
+                assert point.trials > 1000 and point.upper is not None and point.target == 0.01
+        status = bank.calibration_status()
+        assert status["identify"]["method"] == "auto" and status["identify"]["trials"] > 1000
+        for k, f0 in enumerate((110.0, 170.0, 240.0)):
+            base = synth_voice(f0, seconds=3.0, seed=40 + k)
+            bank.enroll(f"s{k}", [(take(base, 100 * k + i), SR) for i in range(3)], allow_inconsistent=True)
+        after = bank.operating_points()
+        assert after["identify"].method == "auto" and after["identify"].gallery == 3
+        assert after["identify"].sources["reference"] > 1000 and after["identify"].sources["own"] == 9
+        assert after["identify"].threshold != start["wideband"]["identify"].threshold
+        bank.set_threshold(0.9, "identify")  # set by hand: no longer measured automatically
+        bank.enroll("s3", [(take(synth_voice(300.0, seconds=3.0, seed=50), 400 + i), SR) for i in range(3)],
+                    allow_inconsistent=True)
+        assert bank.operating_points()["identify"].threshold == 0.9
+        assert bank.operating_points()["verify"].method == "auto"  # the others still are
+
+
+@needs_resemblyzer
+def test_a_bank_made_with_a_threshold_keeps_it(tmp_path):
+    from voicebank import VoiceBank
+
+    with VoiceBank.open(tmp_path / "t.db", "resemblyzer", create=True, threshold=0.8) as bank:
+        assert bank.threshold == 0.8 and bank.operating_points()["verify"].method == "default"
