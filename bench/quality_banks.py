@@ -120,7 +120,7 @@ def _calibrate(found, reference, channel: str, twins: list[tuple[int, int]]) -> 
     make = lambda wanted: bank_trials(found, None, Normalizer("cosine", 0), MARGIN, twins, reference, channel,  # noqa: E731
                                       wanted)
     for rate in RATES:
-        data = trials_per_purpose(make, FAR if rate == RATES[0] else None, rate)
+        data = trials_per_purpose(make, FAR, rate, (VERIFY, IDENTIFY) if rate == RATES[0] else (IDENTIFY,))
         trials = data[IDENTIFY]
         try:
             p = identification_point(trials, rate, len(found), RateModel.fit(trials))

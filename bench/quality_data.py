@@ -24,6 +24,10 @@ WIDEBAND, TELEPHONE = "wide", "tel"
 # product's own simulation (voicebank.channel.telephone: what enrollment embeds through), ``gsm``
 # (GSM 06.10 full rate) and ``amr`` (AMR-NB at 12.2 kbit/s) are real codecs, run by sox.
 SIMULATED, GSM, AMR = "sim", "gsm", "amr"
+# Other simulated lines, only to compare with the product's (bench/channel.py): ``g712`` adds G.712's
+# 300-3400 Hz band filter (4th-order Butterworth) before the mu-law codec; ``lp8`` is the 8 kHz band
+# limit alone, no codec.
+G712, LOWPASS = "g712", "lp8"
 CHUNK = 40  # recordings embedded between two writes of the cache
 
 # name -> (folder under --data-root, manifest columns kept besides path and speaker)
@@ -111,6 +115,26 @@ def codec(samples: np.ndarray, kind: str) -> np.ndarray:
     return fitted
 
 
+def simulated_line(samples: np.ndarray, band: bool, mu_law: bool) -> np.ndarray:
+    """A telephone line voicebank does not simulate: 8 kHz, with G.712's band filter and/or mu-law."""
+    from scipy.signal import butter, sosfilt
+
+    from voicebank.decode import resample
+
+    low = resample(samples, SR, 8_000)
+    if band:
+        low = sosfilt(butter(4, (300.0, 3400.0), btype="bandpass", fs=8_000, output="sos"), low).astype(np.float32)
+    low = np.clip(low, -1.0, 1.0)
+    if mu_law:
+        import librosa
+
+        low = librosa.mu_expand(librosa.mu_compress(low, mu=255, quantize=True), mu=255, quantize=True)
+    back = resample(np.asarray(low, dtype=np.float32), 8_000, SR)
+    out = np.zeros_like(samples)
+    out[: min(len(back), len(samples))] = back[: len(samples)]
+    return out
+
+
 def waveform(path: Path, channel: str) -> np.ndarray:
     """The recording at ``path`` through ``channel``: ``wide`` (as recorded), ``tel``, ``sim``,
     ``gsm``, ``amr``, or several joined by ``+`` and applied in order (``gsm+sim``: a GSM call that
@@ -130,6 +154,8 @@ def through(samples: np.ndarray, step: str) -> np.ndarray:
         return simulated(samples, SR)
     if step in (GSM, AMR):
         return codec(samples, step)
+    if step in (G712, LOWPASS):
+        return simulated_line(samples, band=step == G712, mu_law=step == G712)
     if step != WIDEBAND:
         raise ValueError(f"unknown channel {step!r}")
     return samples

@@ -96,7 +96,8 @@ def calibrate(fold: Fold, reference=None, channel: str = WIDEBAND) -> dict:
         make = lambda wanted, rule=rule: bank_trials(speakers, fold.cohort, Normalizer("cosine", 0), rule, (),  # noqa: E731
                                                      reference, channel, wanted)
         for rate in IDENTIFY_RATES:
-            data = trials_per_purpose(make, VERIFY_FAR if rule == MARGIN and rate == IDENTIFY_RATES[0] else None, rate)
+            both = rule == MARGIN and rate == IDENTIFY_RATES[0]  # verification once: it reads impostor pairs only
+            data = trials_per_purpose(make, VERIFY_FAR, rate, (VERIFY, IDENTIFY) if both else (IDENTIFY,))
             trials = data[IDENTIFY]
             model = RateModel.fit(trials)
             out["identify"].setdefault(rule, {})[str(rate)] = _point(

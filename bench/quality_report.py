@@ -1,4 +1,4 @@
-"""bench/quality.py's tables: plain aligned text, or Markdown (``--markdown``) to paste into the README.
+"""bench/quality.py's tables: plain aligned text, or Markdown (``--markdown``) to paste into docs/benchmarks.md.
 
 Every rate is printed with the counts behind it (``k/n``).
 """

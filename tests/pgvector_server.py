@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-POSTGRES_VERSION = 18  # the newer of the wheel's two (16 and 18), the one the README's figures come from
+POSTGRES_VERSION = 18  # the newer of the wheel's two (16 and 18)
 
 
 def _unavailable(reason: str):

@@ -179,3 +179,30 @@ def test_calibrate_measures_both_channels(tmp_path, model, voices):
         assert points["verify"].method == "far" and bank.operating_points()["verify"].channel == "wideband"
         as_json = json.loads(json.dumps(result.to_dict()))
         assert as_json["channels"]["telephone"]["chosen"]["verify"]["channel"] == "telephone"
+
+
+@pytest.mark.embedder("fake")
+def test_the_telephone_voiceprints_have_an_index_of_their_own_kept_with_sql(tmp_path, model, voices):
+    """Calls are searched among the telephone voiceprints (not proposed by the wideband index): a
+    file beside the wideband one, stamped with its channel, caught up from SQL like it, and rebuilt
+    from SQL when it is missing."""
+    db = tmp_path / "i.db"
+    probe, _ = sf.read(voices["carol"][2], dtype="float32")
+    with VoiceBank.open(db, model, create=True, threshold=0.9, identify_rule="best") as bank:
+        for name in ("alice", "bob"):
+            bank.enroll(name, voices[name][:2])
+        bank.identify((mu_law_call(probe), 8000))  # the first call builds the telephone index
+    telephone = tmp_path / "i.db.telephone.faiss"
+    assert telephone.is_file() and json.loads((tmp_path / "i.db.telephone.faiss.json").read_text())["channel"] == "telephone"
+    assert json.loads((tmp_path / "i.db.faiss.json").read_text())["channel"] == "wideband"
+    with VoiceBank.open(db) as other:  # another process enrolls carol: the telephone index catches up
+        other.enroll("carol", voices["carol"][:2])
+    telephone.unlink()
+    with VoiceBank.open(db) as bank:
+        result = bank.identify((mu_law_call(probe), 8000))
+        assert result.channel["decided"] == "telephone" and result.candidates[0].name == "carol"
+        assert result.calibration["gallery"] == 3
+        _, tel = bank._repository.voiceprint("carol", "telephone")  # the score is against carol's telephone voiceprint
+        assert result.candidates[0].score == pytest.approx(
+            float(bank.embed_samples([channel.telephone(resample(mu_law_call(probe), 8000, SR), SR)])[0] @ tel), abs=1e-4)
+    assert telephone.is_file()  # rebuilt from SQL, and saved

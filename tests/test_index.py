@@ -477,7 +477,7 @@ def test_a_tampered_index_with_a_valid_checksum_cannot_change_a_decision(db_path
         for name in ("alice", "bob", "carol"):
             bank.enroll(name, voices[name][:2])
         bank.save_index()
-        info = IndexInfo(bank._search.cache.info.bank_uid, bank.model_id, bank.dimension, bank.index_kind)
+        info = IndexInfo(bank._search.wideband.cache.info.bank_uid, bank.model_id, bank.dimension, bank.index_kind)
         alice, bob = (bank.voiceprint(n)[0] for n in ("alice", "bob"))
     path = db_path.with_name(db_path.name + ".faiss")
     honest = SpeakerIndex.load(path, info)
@@ -493,7 +493,7 @@ def test_a_tampered_index_with_a_valid_checksum_cannot_change_a_decision(db_path
         result = bank.identify(voices["bob"][2])
         assert result.match is not None and result.match.name == "bob", result
         assert result.match.score == pytest.approx(bank.verify("bob", voices["bob"][2]).score, abs=1e-5)
-        assert "the index disagreed with SQL" in caplog.text
+        assert "the wideband index disagreed with SQL" in caplog.text
         assert bank.check().ok  # repaired from SQL
 
 

@@ -411,3 +411,12 @@ def test_scanning_real_speech_finds_every_turn_and_its_boundaries(tmp_path, monk
     assert [(r[1], float(r[3]), float(r[3]) + float(r[4]), r[7]) for r in rows] == [
         ("meeting", pytest.approx(s["start"], abs=1e-3), pytest.approx(s["end"], abs=2e-3), s["speaker"] or "unknown")
         for s in printed]
+
+
+def test_every_segment_of_a_scan_is_audited(tone_bank):
+    segments = scan(tone_bank, (np.concatenate([tone(ALICE, 6.5), tone(STRANGER, 5.5)]), SR), window=2.0, hop=1.0)
+    rows = list(reversed(tone_bank.audit(operation="scan")))
+    assert [(r.returned, r.accepted, r.channel) for r in rows] == [(s.name, s.name is not None, "telephone")
+                                                                    for s in segments]
+    assert [r.detail for r in rows] == [f"{s.start:.2f}-{s.end:.2f} s" for s in segments]
+    assert rows[0].returned == "alice" and rows[-1].returned is None and rows[0].score_kind == "mean best cosine"

@@ -38,7 +38,7 @@ class AudioLimits:
     container says how long it is). ``min_enroll_speech_seconds``: least speech a speaker's
     recordings must hold together to enroll.
 
-    Chosen by bench/quality.py on real speech (resemblyzer; README, Recognition quality):
+    Chosen by bench/quality.py on real speech (resemblyzer; docs/benchmarks.md, Recognition quality):
     enrollment EER falls from 4.8% with 3 s of audio in all to 1.3% at 4.5 s (3.2 s of speech as
     silero-vad counts it) and 0.4% at 6 s (4.5 s of speech); probe EER is 11% with 0.6 s of
     speech, 3.9% with 1.1 s and 0.8% with 2.4 s. 1 s per recording is the floor below which

@@ -16,7 +16,7 @@ from .store.repository_records import AuditLog
 @dataclass(frozen=True)
 class AuditEntry:
     at: datetime
-    operation: str  # identify or verify
+    operation: str  # identify, verify, or scan (one row per segment of a scan)
     claimed: str | None  # verify: the name claimed
     returned: str | None  # the speaker accepted, or None
     score: float | None

@@ -310,6 +310,10 @@ class VoiceBank:
         ``voicebank.encoding.in_channel``), e.g. the windows of a long recording. Not audited."""
         return identification.identify_embeddings(self._services, embeddings, top_k, channel)
 
+    def record_scan(self, sha256: str, channel: str, segments: Iterable[Any], client: str | None = None) -> None:
+        """Audit a scan: one row per segment, naming who it found or no one (``voicebank.scan``)."""
+        identification.record_scan(self._services, sha256, channel, segments, client)
+
     def decision_channel(self, heard: str) -> tuple[str, str | None]:
         """The channel a recording that came through ``heard`` is decided in with today's speakers,
         and a note when it differs (:func:`voicebank.channel.decision_channel`)."""

@@ -43,7 +43,7 @@ __all__ = ["BEST", "MARGIN", "VERIFY", "IDENTIFY", "ImpostorModel", "RateModel",
 VERIFY, IDENTIFY = "verify", "identify"
 # Identification decides on the best score over the gallery, or on the margin rule (see decide):
 # the margin rule identified more people at the same unknown-person false-alarm rate on every
-# corpus measured with enough trials (bench/quality.py; README, Recognition quality).
+# corpus measured with enough trials (bench/quality.py; docs/benchmarks.md, Recognition quality).
 RULES = (BEST, MARGIN)
 # A target rate needs at least this many errors expected among the trials (2 / 1% = 200 trials):
 # a threshold placed where fewer are expected sits at the extreme of the data, and nothing there

@@ -36,10 +36,6 @@ TELEPHONE_RATE = 8_000
 BAND = (300.0, 3400.0)  # G.712: what a telephone line passes (where a channel's speech is measured)
 HIGH = (4600.0, 7000.0)  # only a wideband channel carries speech here
 BOUNDARY_DB = -45.0  # speech above 4.6 kHz against the telephone band; below: telephone
-# The index holds wideband voiceprints. Candidates for a decision in the telephone channel are this
-# many more of the index's than asked, rescored against the telephone voiceprints (bench/channel.py
-# measures how often the best two in the telephone channel are not among them).
-OVERFETCH = 64
 _FFT = 512  # 32 ms at 16 kHz: the speech detector's frame
 _MIN_QUIET = 10  # frames without speech needed to measure the noise floor from them
 _MU = 255.0
@@ -115,7 +111,7 @@ def telephone(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     No G.712 band filter (300-3400 Hz): with one, identification through real codecs fell by 3
     points (GSM 06.10: 33.6% against 36.6% at a 1% promise; AMR-NB 33.2% against 35.2%;
     speechocean762-dev, resemblyzer), and the 8 kHz band limit alone did as well as with the codec
-    (``python bench/quality.py``, README)."""
+    (``python bench/channel.py``; docs/calibration.md, Channels)."""
     from .decode import resample
 
     samples = np.asarray(samples, dtype=np.float32)

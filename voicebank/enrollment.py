@@ -19,7 +19,7 @@ import numpy as np
 
 from . import scoring, validate
 from .audio import Recording
-from .channel import OVERFETCH, TELEPHONE, WIDEBAND, speaker_prints
+from .channel import TELEPHONE, WIDEBAND, speaker_prints
 from .encoding import Encoder, OnError, both_channels
 from .errors import (
     DuplicateRecordingError,
@@ -232,13 +232,12 @@ def check(services: Services, name: str, utterances: Sequence[UtteranceRow], spe
     # Would this voice be taken for someone already enrolled? The new voiceprint against the
     # nearest other one, rescored from SQL (the index only proposes). Voiceprint against voiceprint
     # averages out each recording's noise on both sides: it separates the same person enrolled
-    # twice from two people better than any single recording does (README, Enrollment checks).
+    # twice from two people better than any single recording does (docs/calibration.md, Enrollment checks).
     wide, telephone, has = speaker_prints([u.embedding for u in utterances], [u.channel for u in utterances],
                                           [u.telephone for u in utterances])
     channel = TELEPHONE if has == TELEPHONE else WIDEBAND
     new_print = telephone if channel == TELEPHONE else wide
-    extra = 0 if channel == WIDEBAND else OVERFETCH
-    _, ids, _ = services.search.search(new_print[None, :], 2 + extra)
+    _, ids, _ = services.search.search(new_print[None, :], 2, channel=channel)
     others = services.repository.voiceprints([int(i) for i in ids[0] if i >= 0 and i != speaker_id], channel)
     if not others:
         return []

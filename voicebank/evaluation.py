@@ -330,7 +330,8 @@ def calibrate(bank: Bank, *, far: float | None = 0.01, unknown_rate: float = 0.0
         data = {VERIFY: trial_list_trials(trials)}
     else:
         data = trials_per_purpose(lambda wanted: open_set_trials(bank, rule=rule, channel=channel, wanted=wanted),
-                                  far if VERIFY in purposes else None, unknown_rate if IDENTIFY in purposes else None)
+                                  far if VERIFY in purposes else None, unknown_rate if IDENTIFY in purposes else None,
+                                  purposes)
     models = {id(d): RateModel.fit(d) for d in data.values()}
     model = lambda which: models[id(data[which])]  # noqa: E731
     current = bank.operating_points(channel)
@@ -361,7 +362,8 @@ def calibrate(bank: Bank, *, far: float | None = 0.01, unknown_rate: float = 0.0
 
 
 def trials_per_purpose(make: Callable[[tuple[float | None, float | None]], OpenSetTrials], far: float | None,
-                       unknown_rate: float | None) -> dict[str, OpenSetTrials]:
+                       unknown_rate: float | None,
+                       purposes: tuple[str, ...] = (VERIFY, IDENTIFY)) -> dict[str, OpenSetTrials]:
     """The trials each purpose is calibrated on: the bank's own (``make((None, None))``), and for a
     purpose whose own trials are too few for its rate, the ones with the reference set
     (``make((far, unknown_rate))``, made once for both when both need them). Where its own are
@@ -373,7 +375,7 @@ def trials_per_purpose(make: Callable[[tuple[float | None, float | None]], OpenS
         pass
     out: dict[str, OpenSetTrials] = {}
     for which, rates in wanted.items():
-        if rates == (None, None):
+        if which not in purposes:
             continue
         if own is not None and (own.sources["reference"] or not _too_few(own, *rates)):
             out[which] = own
@@ -449,17 +451,18 @@ def report(scores: Scores, far: float = 0.01, current_threshold: float | None = 
                   scoring.threshold_at_far(scores.target, scores.nontarget, far), current, extra)
 
 
-def plot_report(scores: Scores, result: Report, path: str | Path, identify_threshold: float | None = None) -> None:
+def plot_report(scores: Scores, result: Report, path: str | Path) -> None:
     """``eval --plot``: the DET curve of a trial list, with the EER, the --far point, and the
-    bank's verification (and identification) thresholds marked at their rates on these trials."""
+    bank's verification threshold marked at its rates on these trials. (The identification
+    threshold is not marked: it applies to an identification's decision statistic against a whole
+    bank, not to one pair's score, so no point of this curve is its rate.)"""
     from .plots import det_plot
 
     points = [("EER", result.eer, result.eer),
               (f"FAR {result.far_target:g} (threshold {result.at_far.threshold:.3f})", result.at_far.far, result.at_far.frr)]
-    for label, t in (("verify threshold", result.current.threshold if result.current else None),
-                     ("identify threshold", identify_threshold)):
-        if t is not None:
-            points.append((f"{label} {t:.3f}", float(np.mean(scores.nontarget >= t)), float(np.mean(scores.target < t))))
+    if result.current is not None:
+        t = result.current.threshold
+        points.append((f"verify threshold {t:.3f}", float(np.mean(scores.nontarget >= t)), float(np.mean(scores.target < t))))
     det_plot(scores.target, scores.nontarget, writable(path), points=points,
              title=f"Verification on {result.n_target:,} target and {result.n_nontarget:,} non-target trials")
 

@@ -50,14 +50,7 @@ def scorer(services: Services, settings: BankRow, channel: str = channel_mod.WID
     cohort = services.repository.cohort_embeddings(services.encoder.dimension, channel)
 
     def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if channel == channel_mod.WIDEBAND:
-            return services.search.search(queries, k)[:2]
-        rows = [_candidates(services, q, k, settings, channel)[0] for q in queries]
-        scores = np.full((len(queries), k), -np.inf)
-        ids = np.full((len(queries), k), -1, dtype=np.int64)
-        for n, row in enumerate(rows):
-            scores[n, :len(row)], ids[n, :len(row)] = [s for s, _ in row], [i for _, i in row]
-        return scores, ids
+        return services.search.search(queries, k, settings.index_kind, channel)[:2]
 
     return norm.Normalizer(norm.ASNORM, settings.cohort_top_n, cohort if len(cohort) else None, search)
 
@@ -182,6 +175,19 @@ def _audited(services: Services, audio: Audio, embedding: np.ndarray, top_k: int
     return result
 
 
+def record_scan(services: Services, sha256: str, channel: str, segments: Iterable[Any], client: str | None) -> None:
+    """One audit row per segment of a scan (``voicebank.scan.Segment``): who it named, or no one,
+    between which seconds (``detail``), with the segment's score, the mean of its windows' best
+    cosines (the windows were each decided on their own statistic against the threshold)."""
+    settings = services.repository.settings()
+    threshold = settings_mod.operating_points(settings, channel)[calibration.IDENTIFY].threshold
+    for s in segments:
+        services.audit.add(operation="scan", claimed=None, returned=s.name, score=s.score, threshold=threshold,
+                           score_kind="mean best cosine", accepted=s.name is not None,
+                           model_id=services.encoder.model_id, recording_sha256=sha256, client=client,
+                           channel=channel, detail=f"{s.start:.2f}-{s.end:.2f} s")
+
+
 def decision_kind(score: str, rule: str) -> str:
     """What an identification's decision score is: the bank's score (cosine or asnorm) under the
     best-score rule, ``margin`` (2 x best - second best cosine) or ``asnorm margin`` under the margin rule."""
@@ -212,30 +218,23 @@ def _identify(services: Services, embedding: np.ndarray, top_k: int, settings: B
 
 def _candidates(services: Services, embedding: np.ndarray, top_k: int, settings: BankRow, channel: str
                 ) -> tuple[list[tuple[float, int]], dict[int, tuple[str, np.ndarray]], int]:
-    """The search's top-k candidates, rescored as exact cosines against their voiceprints in SQL in
-    ``channel``, best first, and how many voiceprints were searched (the N of 1:N). The search only
-    proposes: a stale or tampered index (a candidate whose score or existence disagrees with SQL)
-    is logged, rebuilt from SQL and searched again. The index holds wideband voiceprints: for the
-    telephone channel it proposes ``channel_mod.OVERFETCH`` more, which are rescored against the
-    telephone voiceprints (bench/channel.py measures how often that misses the best two)."""
-    wanted = top_k if channel == channel_mod.WIDEBAND else top_k + channel_mod.OVERFETCH
+    """The search's top-k candidates among ``channel``'s voiceprints, rescored as exact cosines
+    against their voiceprints in SQL, best first, and how many voiceprints were searched (the N of
+    1:N). The search only proposes: a stale or tampered index (a candidate whose score or existence
+    disagrees with SQL) is logged, rebuilt from SQL and searched again."""
     for attempt in (1, 2):
-        scores, ids, gallery = services.search.search(embedding[None, :], wanted, settings.index_kind)
+        scores, ids, gallery = services.search.search(embedding[None, :], top_k, settings.index_kind, channel)
         proposed = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
         found = services.repository.voiceprints([i for _, i in proposed], channel)
         exact = {i: float(np.dot(embedding.astype(np.float64), vector)) for i, (_, vector) in found.items()}
-        # float32 search against float64 rescoring differ by ~1e-6; another voice's vector by far more.
-        # In another channel than the index's, only a candidate missing from SQL tells a stale index.
-        wrong = [i for s, i in proposed
-                 if i not in exact or (channel == channel_mod.WIDEBAND and abs(s - exact[i]) > 1e-4)]
-        if channel != channel_mod.WIDEBAND:
-            wrong = [i for i in wrong if not services.repository.voiceprints([i])]
+        # float32 search against float64 rescoring differ by ~1e-6; another voice's vector by far more
+        wrong = [i for s, i in proposed if i not in exact or abs(s - exact[i]) > 1e-4]
         if not wrong or attempt == 2:
             break
-        log.warning("the index disagreed with SQL on %d of %d candidates (stale or damaged index file); "
-                    "rebuilding it from SQL", len(wrong), len(proposed))
-        services.search.rebuild()
-    ranked = sorted(((exact[i], i) for _, i in proposed if i in exact), key=lambda pair: -pair[0])[:top_k]
+        log.warning("the %s index disagreed with SQL on %d of %d candidates (stale or damaged index file); "
+                    "rebuilding it from SQL", channel, len(wrong), len(proposed))
+        services.search.rebuild(channel)
+    ranked = sorted(((exact[i], i) for _, i in proposed if i in exact), key=lambda pair: -pair[0])
     return ranked, found, gallery
 
 

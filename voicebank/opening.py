@@ -19,7 +19,9 @@ from .errors import BankNotFoundError, DatabaseError, VoiceBankError
 from .index import IndexInfo
 from .index import pgvector
 from .index.choose import IndexChoice
-from .index.search import FaissSearch, Search
+from .channel import TELEPHONE
+from .index.cache import IndexCache
+from .index.search import ChannelSearch, FaissSearch, Search, faiss_kind
 from .store import BankRow, Store, database_error, resolve_url, sqlite_path
 from .store.replica import public
 from .store.repository import Repository
@@ -79,9 +81,21 @@ def open_parts(db: str | os.PathLike | None, model: str | Embedder | None, devic
 
 def search_for(store: Store, bank: BankRow, path: Path | None) -> Search:
     """The bank's candidate search: a FAISS index of its kind, cached in the file ``path``, or
-    PostgreSQL itself (pgvector); it follows the kind when another process switches it."""
+    PostgreSQL itself (pgvector), for the wideband voiceprints; and a FAISS index of the telephone
+    voiceprints beside it (``NAME.telephone.faiss``). Each follows the kind when another process
+    switches it."""
     info = IndexInfo(bank.uid, bank.model_id, bank.dimension, bank.index_kind)
-    return FaissSearch(IndexChoice(store, info, path, public(store.url)))
+    telephone = IndexInfo(bank.uid, bank.model_id, bank.dimension, faiss_kind(bank.index_kind), TELEPHONE)
+    return ChannelSearch(FaissSearch(IndexChoice(store, info, path, public(store.url))),
+                         FaissSearch(IndexCache(store, telephone, telephone_path(path))))
+
+
+def telephone_path(path: Path | None) -> Path | None:
+    """Where the telephone voiceprints' index file lives, beside the wideband one's ``path``."""
+    if path is None:
+        return None
+    stem = path.name[: -len(".faiss")] if path.name.endswith(".faiss") else path.name
+    return path.with_name(f"{stem}.telephone.faiss")
 
 
 def _exists(store: Store, url: str) -> bool:

@@ -60,6 +60,7 @@ class Bank(Protocol):
     def identify_embeddings(self, embeddings: np.ndarray, top_k: int = 5,
                             channel: str = "wideband") -> list[Identification]: ...
     def decision_channel(self, heard: str) -> tuple[str, str | None]: ...
+    def record_scan(self, sha256: str, channel: str, segments: Iterable[Any], client: str | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,8 @@ def scan(
     ``window`` and ``hop`` are in seconds (``hop`` defaults to half the window). Pauses of at
     least ``min_pause`` seconds split the speech; stretches of speech shorter than ``min_speech``
     seconds are skipped. ``top_k`` candidates are searched per window (it matters only under
-    AS-norm). ``progress(done, total, label)`` is called as windows are embedded. These
-    identifications are not audited. Returns [] when the recording holds no speech.
+    AS-norm). ``progress(done, total, label)`` is called as windows are embedded. Each segment is
+    audited (operation ``scan``). Returns [] when the recording holds no speech.
     """
     window, hop = _check(window, hop, min_pause, min_speech)
     if len(bank) == 0:
@@ -148,6 +149,7 @@ def scan(
             progress(len(windows), len(spans), audio.label)
     segments = merge(windows, rate)
     log.info("%s: %d segments", audio.label, len(segments))
+    bank.record_scan(audio.sha256, channel, segments)
     return segments
 
 

@@ -118,7 +118,7 @@ def checks(obj: Context, consistency: float | None, duplicate: float | None, res
     """Show or set the thresholds of the enrollment checks.
 
     They are cosines of their own, apart from the decision thresholds. The defaults were set to
-    refuse at most 1% of genuine speakers (measured; see the README's "Enrollment checks").
+    refuse at most 1% of genuine speakers (measured: docs/calibration.md, "Enrollment checks").
 
     \b
     Example:

@@ -85,9 +85,8 @@ def eval_(obj: Context, trials: str, root: str | None, far: float, plot: str | N
             scores = score_trial_file(bank, trials, root, progress)
         _report_left_out(scores)
         result = report(scores, far, bank.threshold)
-        identify_threshold = bank.identify_threshold
     if plot:
-        plot_report(scores, result, plot, identify_threshold)
+        plot_report(scores, result, plot)
     emit(result.to_dict(), as_json, _rates_text(result) + (f"\nDET curve: {plot}" if plot else ""))
 
 
@@ -119,9 +118,12 @@ def calibrate(obj: Context, trials: str | None, root: str | None, far: float, un
     (identify, scan) for how often a person who is NOT enrolled is matched to anyone, which
     grows with the number of enrolled speakers. Without --trials both are measured on the
     bank itself: each recording against its own speaker's voiceprint made without it, and with
-    its speaker taken out, against everyone else, as a stranger would be (plus the cohort).
-    Prints the rates to expect, each with the number of trials behind it, and refuses a target
-    the data cannot support. Asks before replacing the stored thresholds (--yes to skip).
+    its speaker taken out, against everyone else, as a stranger would be (plus the cohort, and
+    the model's reference set of strangers where the bank's own are too few). Both channels are
+    measured: wideband, and the telephone line each recording was also embedded through.
+    Prints the rates to expect, each with the number of trials behind it and a 95% upper bound;
+    a rate the trials cannot support is replaced by the lowest they do, saying so. Asks before
+    replacing the stored thresholds (--yes to skip).
 
     \b
     Example:

@@ -24,7 +24,7 @@ def QUALITY_OPTIONS(command):  # noqa: N802 (a decorator, named like the other o
               help="What identification decides on: 2 x best - second best score (margin), or the best score.")
 @click.option("--index", "index_kind", type=click.Choice(["flat", "hnsw", "ivf", "pgvector"]), default="flat", show_default=True,
               help="Index: flat (exact), hnsw or ivf (FAISS, approximate, for very large banks), or pgvector "
-                   "(inside PostgreSQL; PostgreSQL banks only). See README.")
+                   "(inside PostgreSQL; PostgreSQL banks only). See docs/deployment.md.")
 @JSON_OPTION
 @click.pass_obj
 @handle_errors

@@ -29,7 +29,7 @@ def load_embedder(source: str | None = None, device: str | None = None) -> Embed
 # - consistency: a recording scored against the voiceprint of the speaker's other recordings is
 #   refused below it. Set where at most 1% of genuine speakers enrolling with three recordings are
 #   refused; how often a different person's recording slipped into an enrollment is then still
-#   caught is measured, not assumed (README, "Enrollment checks"; bench/quality.py).
+#   caught is measured, not assumed (docs/calibration.md, "Enrollment checks"; bench/quality.py).
 # - duplicate voice: the new voiceprint against the nearest enrolled one. Set where the same person
 #   enrolled again from other recordings is caught at least 90% of the time.
 # Measured with resemblyzer (0.80 - 0.15 = 0.65, 0.80 + 0.08 = 0.88) on speechocean762-dev and

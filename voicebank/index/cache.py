@@ -32,7 +32,7 @@ class IndexCache:
 
     def __init__(self, store: Store, info: IndexInfo, path: Path | None):
         self.store = store
-        self.changes = ChangeLog(store, info.dimension)
+        self.changes = ChangeLog(store, info.dimension, telephone=info.channel == "telephone")
         self.info = info
         self.path = path
         self.lock = threading.RLock()  # hold it while using the index returned by current()

@@ -44,6 +44,7 @@ class IndexInfo:
     model_id: str
     dimension: int
     kind: str = "flat"
+    channel: str = "wideband"  # whose voiceprints: wideband, or telephone (voicebank.channel)
 
 
 class SpeakerIndex:
@@ -115,6 +116,7 @@ class SpeakerIndex:
             "bank_uid": self.info.bank_uid,
             "model_id": self.info.model_id,
             "dimension": self.info.dimension,
+            "channel": self.info.channel,
             "count": len(self),
             "seq": self.seq,
             "history": self.history,
@@ -146,7 +148,8 @@ class SpeakerIndex:
                 raise IndexFileError(f"unreadable index sidecar or file at {path}: {exc}") from exc
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise IndexFileError(f"{_sidecar(path)} is not a voicebank index sidecar of format {FORMAT}")
-        found = IndexInfo(meta.get("bank_uid"), meta.get("model_id"), meta.get("dimension"), meta.get("kind"))
+        found = IndexInfo(meta.get("bank_uid"), meta.get("model_id"), meta.get("dimension"), meta.get("kind"),
+                          meta.get("channel", "wideband"))
         if found != expected:
             raise IndexFileError(f"{path} was built for {found}, not {expected}")
         if expected.kind not in KINDS:

@@ -22,15 +22,17 @@ EMPTY = "the bank has no speakers yet: enroll some first (`voicebank enroll NAME
 class Search(Protocol):
     """Candidate search over the bank's voiceprints, keyed by SQL speaker ids. Thread-safe."""
 
-    def search(self, queries: np.ndarray, k: int, kind: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    def search(self, queries: np.ndarray, k: int, kind: str | None = None,
+               channel: str = "wideband") -> tuple[np.ndarray, np.ndarray, int]:
         """The top ``k`` of each of the (n, dimension) float32 ``queries``, caught up with SQL first:
         (n, k) float32 cosines and (n, k) int64 speaker ids (-1 where fewer exist), and how many
         voiceprints were searched (the N of 1:N). ``kind``: the index kind the bank's settings name
         now (another process may have switched it); a searcher with no kinds ignores it.
+        ``channel``: whose voiceprints, the wideband ones or the telephone ones (voicebank.channel).
         :class:`~voicebank.errors.EmptyBankError` when there are none."""
         ...
 
-    def rebuild(self) -> int:
+    def rebuild(self, channel: str = "wideband") -> int:
         """Rebuild from SQL (a searcher that disagrees with SQL); returns the voiceprints held."""
         ...
 
@@ -55,7 +57,8 @@ class FaissSearch:
     def __init__(self, cache: IndexCache | IndexChoice):
         self.cache = cache
 
-    def search(self, queries: np.ndarray, k: int, kind: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    def search(self, queries: np.ndarray, k: int, kind: str | None = None,
+               channel: str = "wideband") -> tuple[np.ndarray, np.ndarray, int]:
         with self.cache.lock:
             if kind is not None:
                 self.cache.use_kind(kind)
@@ -65,7 +68,7 @@ class FaissSearch:
             scores, ids = index.search(queries, k)
             return scores, ids, len(index)
 
-    def rebuild(self) -> int:
+    def rebuild(self, channel: str = "wideband") -> int:
         with self.cache.lock:
             return len(self.cache.rebuild())
 
@@ -82,6 +85,42 @@ class FaissSearch:
 
     def save(self) -> None:
         self.cache.save()
+
+
+class ChannelSearch:
+    """:class:`Search` over both channels' voiceprints: the bank's index (any kind) for the wideband
+    ones, and a FAISS index of the telephone ones (the bank's FAISS kind; flat when the bank's kind
+    is pgvector, whose column holds the wideband voiceprint), each kept in step with SQL alike."""
+
+    def __init__(self, wideband: Search, telephone: Search):
+        self.wideband, self.telephone = wideband, telephone
+
+    def search(self, queries: np.ndarray, k: int, kind: str | None = None,
+               channel: str = "wideband") -> tuple[np.ndarray, np.ndarray, int]:
+        if channel == "telephone":
+            return self.telephone.search(queries, k, faiss_kind(kind))
+        return self.wideband.search(queries, k, kind)
+
+    def rebuild(self, channel: str = "wideband") -> int:
+        return (self.telephone if channel == "telephone" else self.wideband).rebuild()
+
+    def reindex(self, kind: str) -> int:
+        self.telephone.reindex(faiss_kind(kind))
+        return self.wideband.reindex(kind)
+
+    def contents(self) -> tuple[np.ndarray, np.ndarray, str]:
+        return self.wideband.contents()
+
+    def save(self) -> None:
+        self.wideband.save()
+        self.telephone.save()
+
+
+def faiss_kind(kind: str | None) -> str | None:
+    """The FAISS kind that stands in for ``kind`` where a FAISS index is needed: itself, or flat for pgvector."""
+    from .file import KINDS
+
+    return kind if kind is None or kind in KINDS else "flat"
 
 
 @dataclass(frozen=True)

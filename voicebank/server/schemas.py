@@ -137,7 +137,7 @@ class EnrollmentCheckOut(BaseModel):
 
 class AuditEntryOut(BaseModel):
     at: str
-    operation: str = Field(description="identify or verify.")
+    operation: str = Field(description="identify, verify, or scan (a row per segment of a scan).")
     claimed: str | None = Field(description="verify: the name claimed.")
     returned: str | None = Field(description="The speaker accepted, or null.")
     score: float | None

@@ -42,8 +42,11 @@ class Delta:
 class ChangeLog:
     """Reading voiceprints by the change sequence: what an index is built and caught up from."""
 
-    def __init__(self, store: Store, dimension: int):
+    def __init__(self, store: Store, dimension: int, telephone: bool = False):
+        """``telephone``: read the speakers' telephone voiceprints (those who have one) instead of
+        the wideband ``voiceprint`` column (voicebank.channel)."""
         self.store, self.dimension = store, dimension
+        self.column = SpeakerRow.telephone if telephone else SpeakerRow.voiceprint
 
     def snapshot(self) -> Snapshot:
         with self.store.read() as session:
@@ -51,7 +54,7 @@ class ChangeLog:
             # newer state twice is harmless; the other order could miss a change.
             seq = session.execute(select(BankRow.change_seq)).scalar_one()
             history = _history(session, seq)
-            rows = session.execute(select(SpeakerRow.id, SpeakerRow.voiceprint)).all()
+            rows = session.execute(select(SpeakerRow.id, self.column).where(self.column.is_not(None))).all()
         return Snapshot(seq, history, *self._arrays(rows))
 
     def since(self, seq: int, history: str | None, size: int, read_chunk: int) -> Delta | None:
@@ -86,8 +89,8 @@ class ChangeLog:
             if reason is not None:
                 return Delta(head, None, reason, [], *self._arrays([]))
             rows = [row for start in range(0, len(changed), read_chunk) for row in session.execute(
-                select(SpeakerRow.id, SpeakerRow.voiceprint)
-                .where(SpeakerRow.id.in_(changed[start:start + read_chunk]))
+                select(SpeakerRow.id, self.column)
+                .where(SpeakerRow.id.in_(changed[start:start + read_chunk]), self.column.is_not(None))
             )]
             return Delta(head, _history(session, head), None, list(changed), *self._arrays(rows))
 
