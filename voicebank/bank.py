@@ -254,7 +254,9 @@ class VoiceBank:
         """Add recordings of people who are NOT enrolled to the AS-norm cohort (those already in it
         are skipped); returns its size. An unusable one raises, or is reported to ``on_error``."""
         self.refuse_changes("change the cohort")
-        return enrollment.add_cohort(self._services, recordings, progress, on_error)
+        size = enrollment.add_cohort(self._services, recordings, progress, on_error)
+        self._recalibrate()
+        return size
 
     def cohort_size(self) -> int:
         return self._repository.cohort_size()
@@ -271,6 +273,7 @@ class VoiceBank:
 
     def clear_cohort(self) -> None:
         self._repository.clear_cohort()
+        self._recalibrate()
 
     # -- reading -------------------------------------------------------------------------------
     def speakers(self) -> list[Speaker]:

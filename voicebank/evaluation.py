@@ -186,8 +186,9 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
     shift = 0.0
     if reference is not None and len(reference):
         every = [(int(i),) for i in ids]
-        rows = [scorer.score(np.repeat(probe[None, :], len(prints), 0), prints, every, every)
-                for probe in np.asarray(reference, dtype=np.float64)]
+        strangers = np.asarray(reference, dtype=np.float64)
+        rows = list(strangers @ prints.T) if scorer.kind == "cosine" else [
+            scorer.score(np.repeat(probe[None, :], len(prints), 0), prints, every, every) for probe in strangers]
         shift = level_shift(unknown[:own], rows, rule)
         unknown.extend(r + shift for r in rows)
     if not unknown:
