@@ -358,6 +358,7 @@ def scan_real_turns(tmp_path: Path, enrolled: list[Path], unknown: Path) -> tupl
         # says): measured on held-out LibriSpeech files (not these), the equal-error threshold of
         # 3 s windows was 0.77 on average over six speaker triples.
         bank.set_threshold(0.77)
+        bank.set_threshold(0.77, "scan")
         assert scanning.DEFAULT_WINDOW == 3.0
         segments = scan(bank, tmp_path / "meeting.wav")
     return turns, segments

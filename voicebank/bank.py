@@ -307,15 +307,19 @@ class VoiceBank:
         one's error is returned in its place (as ``gather(..., return_exceptions=True)``). Audited."""
         return identification.identify_many(self._services, recordings, top_k, client, progress)
 
-    def identify_embeddings(self, embeddings: np.ndarray, top_k: int = 5, channel: str = WIDEBAND) -> list[Identification]:
+    def identify_embeddings(self, embeddings: np.ndarray, top_k: int = 5, channel: str = WIDEBAND,
+                            purpose: str = calibration.IDENTIFY) -> list[Identification]:
         """:meth:`identify` for precomputed (n, dimension) embeddings of this bank's model in
         ``channel`` (as :meth:`embed` gives them, or through the telephone channel:
-        ``voicebank.encoding.in_channel``), e.g. the windows of a long recording. Not audited."""
-        return identification.identify_embeddings(self._services, embeddings, top_k, channel)
+        ``voicebank.encoding.in_channel``), e.g. the windows of a long recording (``purpose``
+        ``"scan"``: with the operating point of scan's windows, where one was measured). Not audited."""
+        return identification.identify_embeddings(self._services, embeddings, top_k, channel, purpose)
 
-    def record_scan(self, sha256: str, channel: str, segments: Iterable[Any], client: str | None = None) -> None:
-        """Audit a scan: one row per segment, naming who it found or no one (``voicebank.scan``)."""
-        identification.record_scan(self._services, sha256, channel, segments, client)
+    def record_scan(self, sha256: str, channel: str, segments: Iterable[Any], client: str | None = None,
+                    purpose: str = calibration.SCAN) -> None:
+        """Audit a scan: one row per segment, naming who it found or no one, with the threshold of
+        ``purpose`` its windows were decided with (``voicebank.scan``)."""
+        identification.record_scan(self._services, sha256, channel, segments, client, purpose)
 
     def decision_channel(self, heard: str) -> tuple[str, str | None]:
         """The channel a recording that came through ``heard`` is decided in with today's speakers,

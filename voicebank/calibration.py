@@ -36,11 +36,14 @@ from .errors import NotEnoughDataError
 from .impostors import BEST, MARGIN, ImpostorModel, RateModel, Smoothed, solve
 from .openset import genuine_rates
 
-__all__ = ["BEST", "MARGIN", "VERIFY", "IDENTIFY", "ImpostorModel", "RateModel", "Smoothed", "OpenSetTrials",
+__all__ = ["BEST", "MARGIN", "VERIFY", "IDENTIFY", "SCAN", "ImpostorModel", "RateModel", "Smoothed", "OpenSetTrials",
            "OperatingPoint", "ThinDataError", "decide", "needed", "supported", "upper_bound", "verification_point",
            "identification_point", "measure"]
 
 VERIFY, IDENTIFY = "verify", "identify"
+# identification of `scan`'s short windows: an operating point of its own, measured on strangers'
+# windows (a 3 s window scores differently from a whole recording); absent, scan uses IDENTIFY's
+SCAN = "scan"
 # Identification decides on the best score over the gallery, or on the margin rule (see decide):
 # the margin rule identified more people at the same unknown-person false-alarm rate on every
 # corpus measured with enough trials (bench/quality.py; docs/benchmarks.md, Recognition quality).
@@ -161,7 +164,7 @@ class OperatingPoint:
         """The identification false-alarm rate this threshold gives with ``gallery`` speakers."""
         if self.model is None:
             return None
-        return self.model.false_alarm(self.threshold, gallery) if self.purpose == IDENTIFY else self.rate
+        return self.model.false_alarm(self.threshold, gallery) if self.purpose != VERIFY else self.rate
 
     def status(self, gallery: int) -> dict[str, Any]:
         """What the threshold promises with ``gallery`` speakers enrolled now (for ``identify --json``,
@@ -169,7 +172,7 @@ class OperatingPoint:
         out: dict[str, Any] = {"method": self.method, "score": self.kind, "target": self.target, "channel": self.channel}
         if self.trials:
             out.update(trials=self.trials, counted=self.counted, upper=None if self.upper is None else round(self.upper, 6))
-        if self.purpose == IDENTIFY:
+        if self.purpose != VERIFY:
             out.update(rule=self.rule or BEST, gallery_at_calibration=self.gallery, gallery=gallery)
             rate = self.rate_at(gallery)
             out["expected_rate"] = None if rate is None else round(rate, 6)
@@ -179,7 +182,7 @@ class OperatingPoint:
     def outgrown(self, gallery: int, tolerance: float = 1.5) -> bool:
         """Has the bank grown so far that the promised false-alarm rate no longer holds
         (the expected rate now above ``tolerance`` times the target)?"""
-        if self.purpose != IDENTIFY or self.model is None or not self.target:
+        if self.purpose == VERIFY or self.model is None or not self.target:
             return False
         return self.model.false_alarm(self.threshold, gallery) > tolerance * self.target
 
@@ -249,7 +252,7 @@ def measure(trials: OpenSetTrials, purpose: str, t: float, model: RateModel, met
     """What threshold ``t`` gives on these trials, expected (the model) and counted. A threshold
     the model places past the top of the score's range (voices too alike for the rate asked) is
     the top: it then accepts nothing but identical recordings."""
-    top = (1.0 if trials.kind == "cosine" else 100.0) * (3 if purpose == IDENTIFY and trials.rule == MARGIN else 1)
+    top = (1.0 if trials.kind == "cosine" else 100.0) * (3 if purpose != VERIFY and trials.rule == MARGIN else 1)
     t = float(min(max(t, -top), top))
     if purpose == VERIFY:
         nontarget, genuine = trials.nontarget, trials.target

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import scoring
 from .channel import TELEPHONE, WIDEBAND
-from .calibration import (BEST, IDENTIFY, VERIFY, OpenSetTrials, OperatingPoint, RateModel, ThinDataError, decide,
+from .calibration import (BEST, IDENTIFY, SCAN, VERIFY, OpenSetTrials, OperatingPoint, RateModel, ThinDataError, decide,
                           identification_point, measure, needed, top2, verification_point)
 from .errors import InvalidInputError, NotEnoughDataError
 from .norm import Normalizer
@@ -111,17 +111,47 @@ def _too_few(trials: OpenSetTrials, far: float | None, unknown_rate: float | Non
 
 def _strangers(reference: Reference, channel: str, speakers: list[np.ndarray]) -> np.ndarray:
     """The reference set's recordings in ``channel``, less any person in it who is enrolled in the
-    bank: whose voiceprint scores higher against a bank's voiceprint than any two different people
-    of the set score against each other (:meth:`Reference.twin`)."""
-    rows = reference.embeddings[channel]
+    bank (:func:`_enrolled_of`)."""
+    return reference.embeddings[channel][~np.isin(reference.speakers, _enrolled_of(reference, channel, speakers))]
+
+
+def _enrolled_of(reference: Reference, channel: str, speakers: list[np.ndarray]) -> np.ndarray:
+    """The people of the reference set who are enrolled in the bank: whose voiceprint scores higher
+    against a bank's voiceprint than any two different people of the set score against each other
+    (:meth:`Reference.twin`)."""
     if not speakers:
-        return rows
+        return np.zeros(0, dtype=np.int64)
     prints = np.stack([voiceprint(e) for e in speakers]).astype(np.float64)
     people, means = reference.voiceprints(channel)
     enrolled = people[(means.astype(np.float64) @ prints.T).max(axis=1) > reference.twin(channel)]
     if len(enrolled):
         log.info("left %d people of the reference set out: they are enrolled", len(enrolled))
-    return rows[~np.isin(reference.speakers, enrolled)]
+    return enrolled
+
+
+def scan_trials(found: list[tuple[int, np.ndarray]], scorer: Normalizer, rule: str,
+                twins: Collection[tuple[int, int]], reference: Reference, channel: str) -> OpenSetTrials | None:
+    """Unknown-person trials for `scan`'s windows: the reference set's windows (cut as scan cuts
+    them) against the bank's voiceprints, moved by the level shift measured on whole recordings
+    (the bank's own strangers against the reference set's: :func:`level_shift`). A window is
+    shorter than a recording, and its scores spread differently: its threshold is its own. The
+    genuine trials are the bank's whole recordings (it keeps no windows of its people). None
+    where the reference set has no windows in ``channel``, or the score is not cosine."""
+    windows = reference.windows.get(channel)
+    if windows is None or not len(windows) or scorer.kind != "cosine" or len(found) < 2:
+        return None
+    enrolled = _enrolled_of(reference, channel, [e for _, e in found])
+    prints = np.stack([voiceprint(e) for _, e in found]).astype(np.float64)
+    whole = reference.embeddings[channel][~np.isin(reference.speakers, enrolled)].astype(np.float64) @ prints.T
+    cut = windows[~np.isin(reference.window_speakers, enrolled)].astype(np.float64) @ prints.T
+    own = trials_from_embeddings(found, None, scorer, rule=rule, twins=twins) if len(found) >= 3 else None
+    shift = level_shift(own.unknown if own else [], list(whole), rule)
+    sources = {"own": 0, "cohort": 0, "reference": len(cut), "shift": shift, "windows": 1}
+    empty = np.zeros(0)
+    return OpenSetTrials(own.target if own else empty, own.known_best if own else empty,
+                         own.known_correct if own else np.zeros(0, dtype=bool), list(cut + shift), len(found),
+                         scorer.kind, own.known_second if own else empty, rule, channel, sources,
+                         own.twins if own else ())
 
 
 def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.ndarray | None, scorer: Normalizer,
@@ -352,6 +382,14 @@ def calibrate(bank: Bank, *, far: float | None = 0.01, unknown_rate: float = 0.0
     stored = {which: measure(data[which], which, point.threshold, model(which), point.method, point.target)
               for which, point in current.items()
               if which in purposes and (which == VERIFY or (point.rule or BEST) == main.rule)}
+    if trials is None and IDENTIFY in purposes:
+        found = _scan_point(bank, rule or bank.identify_rule, channel, unknown_rate)
+        if found is not None:
+            chosen[SCAN], windows = found
+            if SCAN in current:
+                was = current[SCAN]
+                stored[SCAN] = replace(measure(windows, IDENTIFY, was.threshold, chosen[SCAN].model, was.method,
+                                               was.target), purpose=SCAN)
     growth = []
     if IDENTIFY in chosen:
         t = chosen[IDENTIFY].threshold
@@ -360,6 +398,22 @@ def calibrate(bank: Bank, *, far: float | None = 0.01, unknown_rate: float = 0.0
     return Calibration(chosen, stored, main, source, growth,
                        twins=[(names.get(a, str(a)), names.get(b, str(b))) for a, b in main.twins],
                        verify_trials=data.get(VERIFY))
+
+
+def _scan_point(bank: Bank, rule: str, channel: str, rate: float) -> tuple[OperatingPoint, OpenSetTrials] | None:
+    """The operating point of `scan`'s windows in ``channel`` for ``rate`` unknown-person false
+    alarms per window, and its trials (:func:`scan_trials`), or None where it cannot be measured."""
+    reference = bank.reference_set()
+    if reference is None:
+        return None
+    speakers = bank.utterance_embeddings(channel)
+    wide = speakers if channel == WIDEBAND else bank.utterance_embeddings(WIDEBAND)
+    trials = scan_trials([(sid, e) for sid, _, e in speakers], bank.scorer(channel=channel), rule,
+                         twin_pairs([(sid, e) for sid, _, e in wide], bank.enrollment_checks[1]), reference, channel)
+    if trials is None:
+        return None
+    point = identification_point(trials, rate, trials.gallery, RateModel.fit(trials))
+    return replace(point, purpose=SCAN), trials
 
 
 def trials_per_purpose(make: Callable[[tuple[float | None, float | None]], OpenSetTrials], far: float | None,
@@ -404,15 +458,19 @@ def auto_calibration(bank: Bank) -> list[OperatingPoint]:
         return []
     out = []
     for channel in (WIDEBAND, TELEPHONE):
-        purposes = tuple(p for p, point in bank.operating_points(channel).items() if point.method == AUTO)
-        if not purposes:
+        points = bank.operating_points(channel)
+        auto = {p for p, point in points.items() if point.method == AUTO}
+        if IDENTIFY in auto and SCAN not in points:  # the first time scan's windows can be measured
+            auto.add(SCAN)
+        if not auto:
             continue
         try:
-            result = calibrate(bank, far=AUTO_RATES[0], unknown_rate=AUTO_RATES[1], purposes=purposes, channel=channel)
+            result = calibrate(bank, far=AUTO_RATES[0], unknown_rate=AUTO_RATES[1], channel=channel,
+                               purposes=tuple(p for p in (VERIFY, IDENTIFY) if p in auto or (p == IDENTIFY and SCAN in auto)))
         except NotEnoughDataError as exc:
             log.info("automatic calibration (%s) waits for more speakers: %s", channel, exc)
             continue
-        out += [replace(point, method=AUTO) for point in result.chosen.values()]
+        out += [replace(point, method=AUTO) for which, point in result.chosen.items() if which in auto]
     return out
 
 
@@ -431,6 +489,15 @@ def reference_points(reference: Reference, rule: str) -> list[OperatingPoint]:
         model = RateModel.fit(trials)
         points.append(replace(verification_point(trials, AUTO_RATES[0], model), method=AUTO))
         points.append(replace(identification_point(trials, AUTO_RATES[1], 1, model), method=AUTO))
+        windows = reference.windows.get(channel)
+        if windows is not None and len(windows):  # each window against every other person's voiceprint
+            ids = np.array([p for p, _ in speakers])
+            prints = np.stack([voiceprint(e) for _, e in speakers]).astype(np.float64)
+            scores = windows.astype(np.float64) @ prints.T
+            cut = [row[ids != person] for row, person in zip(scores, reference.window_speakers)]
+            scan = replace(trials, unknown=cut)
+            points.append(replace(identification_point(scan, AUTO_RATES[1], 1, RateModel.fit(scan)), method=AUTO,
+                                  purpose=SCAN))
     return points
 
 

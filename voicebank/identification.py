@@ -93,7 +93,7 @@ def identify_many(services: Services, recordings: Iterable[Recording], top_k: in
 
 
 def identify_embeddings(services: Services, embeddings: np.ndarray, top_k: int,
-                        channel: str = channel_mod.WIDEBAND) -> list[Identification]:
+                        channel: str = channel_mod.WIDEBAND, purpose: str = calibration.IDENTIFY) -> list[Identification]:
     top_k = validate.top_k(top_k)
     embeddings = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
     dimension = services.encoder.dimension
@@ -102,9 +102,11 @@ def identify_embeddings(services: Services, embeddings: np.ndarray, top_k: int,
                                 f"model, not {embeddings.shape}.")
     if channel not in channel_mod.CHANNELS:
         raise InvalidInputError(f"a channel is {' or '.join(channel_mod.CHANNELS)}, not {channel!r}.")
+    if purpose not in (calibration.IDENTIFY, calibration.SCAN):
+        raise InvalidInputError(f"embeddings are identified with the identify or scan operating point, not {purpose!r}.")
     settings = services.repository.settings()
     heard = _Heard(None, channel, None)  # once, not per window
-    return [_identify(services, e, top_k, settings, heard) for e in embeddings]
+    return [_identify(services, e, top_k, settings, heard, purpose) for e in embeddings]
 
 
 def verify(services: Services, name: str, recording: Recording, client: str | None) -> Verification:
@@ -175,12 +177,19 @@ def _audited(services: Services, audio: Audio, embedding: np.ndarray, top_k: int
     return result
 
 
-def record_scan(services: Services, sha256: str, channel: str, segments: Iterable[Any], client: str | None) -> None:
+def operating_point(settings: BankRow, channel: str, purpose: str) -> calibration.OperatingPoint:
+    """The operating point a decision of ``purpose`` uses in ``channel``: scan's windows their own
+    where it was measured, else identification's."""
+    points = settings_mod.operating_points(settings, channel)
+    return points.get(purpose) or points[calibration.IDENTIFY]
+
+
+def record_scan(services: Services, sha256: str, channel: str, segments: Iterable[Any], client: str | None,
+                purpose: str = calibration.SCAN) -> None:
     """One audit row per segment of a scan (``voicebank.scan.Segment``): who it named, or no one,
     between which seconds (``detail``), with the segment's score, the mean of its windows' best
     cosines (the windows were each decided on their own statistic against the threshold)."""
-    settings = services.repository.settings()
-    threshold = settings_mod.operating_points(settings, channel)[calibration.IDENTIFY].threshold
+    threshold = operating_point(services.repository.settings(), channel, purpose).threshold
     for s in segments:
         services.audit.add(operation="scan", claimed=None, returned=s.name, score=s.score, threshold=threshold,
                            score_kind="mean best cosine", accepted=s.name is not None,
@@ -197,9 +206,9 @@ def decision_kind(score: str, rule: str) -> str:
 
 
 def _identify(services: Services, embedding: np.ndarray, top_k: int, settings: BankRow,
-              heard: _Heard) -> Identification:
+              heard: _Heard, purpose: str = calibration.IDENTIFY) -> Identification:
     channel = heard.decided
-    point = settings_mod.operating_points(settings, channel)[calibration.IDENTIFY]
+    point = operating_point(settings, channel, purpose)
     ranked, found, gallery = _candidates(services, embedding, max(top_k, 2), settings, channel)  # margin needs two
     if settings.score == norm.ASNORM and ranked:
         kept = [i for _, i in ranked]

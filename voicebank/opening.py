@@ -179,7 +179,8 @@ def _measured_defaults(bank: BankRow, embedder: Embedder) -> None:
         return
     points = evaluation.reference_points(found, bank.identify_rule)
     for point in points:
-        setattr(bank, settings.COLUMN[point.purpose, point.channel], point.threshold)
+        if (point.purpose, point.channel) in settings.COLUMN:  # scan's lives in its stored point alone
+            setattr(bank, settings.COLUMN[point.purpose, point.channel], point.threshold)
     bank.operating = {settings.stored_key(p.purpose, p.channel): p.to_dict() for p in points}
 
 

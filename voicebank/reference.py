@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from .channel import CHANNELS
 log = logging.getLogger(__name__)
 
 FOLDER = Path(__file__).resolve().parent / "references"
+WINDOW = "@window"  # the suffix of a channel's scan windows in the file
 _lock = threading.Lock()
 _loaded: dict[str, "Reference | None"] = {}
 
@@ -37,12 +38,16 @@ _loaded: dict[str, "Reference | None"] = {}
 class Reference:
     """Recordings of people who are not enrolled: ``embeddings[channel]`` (n, dimension) float32
     L2-normalized, row i of every channel the same recording; ``speakers`` (n,) which person each
-    row is (recordings of one person share a number); ``model_id`` the model that embedded them."""
+    row is (recordings of one person share a number); ``model_id`` the model that embedded them.
+    ``windows[channel]``: the same people's speech cut as `voicebank scan` cuts it (windows of its
+    default length), with ``window_speakers`` saying whose each is: scan's strangers."""
 
     model_id: str
     embeddings: dict[str, np.ndarray]
     speakers: np.ndarray
     corpora: np.ndarray  # (n,) the corpus each row came from
+    windows: dict[str, np.ndarray] = field(default_factory=dict)
+    window_speakers: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.speakers)
@@ -67,23 +72,22 @@ class Reference:
         np.fill_diagonal(sims, -np.inf)
         return float(sims.max())
 
-    def without(self, keep: np.ndarray) -> "Reference":
-        """The rows where ``keep`` (bool, (n,)) is true."""
-        return Reference(self.model_id, {c: e[keep] for c, e in self.embeddings.items()}, self.speakers[keep],
-                         self.corpora[keep])
-
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, model_id=np.array(self.model_id), speakers=self.speakers.astype(np.int32),
-                            corpora=self.corpora.astype(str),
-                            **{c: e.astype(np.float16) for c, e in self.embeddings.items()})
+                            corpora=self.corpora.astype(str), window_speakers=self.window_speakers.astype(np.int32),
+                            **{c: e.astype(np.float16) for c, e in self.embeddings.items()},
+                            **{f"{c}{WINDOW}": e.astype(np.float16) for c, e in self.windows.items()})
 
 
 def load(path: Path) -> Reference:
     """A reference set from its file."""
     with np.load(path, allow_pickle=False) as z:
         embeddings = {c: _normalized(z[c]) for c in CHANNELS if c in z.files}
-        return Reference(str(z["model_id"]), embeddings, z["speakers"].astype(np.int64), z["corpora"].astype(str))
+        windows = {c: _normalized(z[c + WINDOW]) for c in CHANNELS if c + WINDOW in z.files}
+        window_speakers = z["window_speakers"].astype(np.int64) if "window_speakers" in z.files else np.zeros(0, np.int64)
+        return Reference(str(z["model_id"]), embeddings, z["speakers"].astype(np.int64), z["corpora"].astype(str),
+                         windows, window_speakers)
 
 
 def for_model(model_id: str) -> Reference | None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import audio as audio_mod
 from .audio import AudioLimits, Recording
+from .calibration import SCAN
 from .channel import TELEPHONE, WIDEBAND
 from .encoding import in_channel
 from .errors import EmptyBankError, InvalidInputError
@@ -57,10 +58,11 @@ class Bank(Protocol):
 
     def __len__(self) -> int: ...
     def embed_samples(self, waveforms: Sequence[np.ndarray]) -> np.ndarray: ...
-    def identify_embeddings(self, embeddings: np.ndarray, top_k: int = 5,
-                            channel: str = "wideband") -> list[Identification]: ...
+    def identify_embeddings(self, embeddings: np.ndarray, top_k: int = 5, channel: str = "wideband",
+                            purpose: str = "identify") -> list[Identification]: ...
     def decision_channel(self, heard: str) -> tuple[str, str | None]: ...
-    def record_scan(self, sha256: str, channel: str, segments: Iterable[Any], client: str | None = None) -> None: ...
+    def record_scan(self, sha256: str, channel: str, segments: Iterable[Any], client: str | None = None,
+                    purpose: str = SCAN) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ def scan(
     min_pause: float = MIN_PAUSE,
     min_speech: float = MIN_SPEECH,
     max_seconds: float = MAX_SECONDS,
+    purpose: str = SCAN,
 ) -> list[Segment]:
     """The timeline of who speaks when in ``recording``, in time order; silence is left out.
 
@@ -117,7 +120,9 @@ def scan(
     least ``min_pause`` seconds split the speech; stretches of speech shorter than ``min_speech``
     seconds are skipped. ``top_k`` candidates are searched per window (it matters only under
     AS-norm). ``progress(done, total, label)`` is called as windows are embedded. Each segment is
-    audited (operation ``scan``). Returns [] when the recording holds no speech.
+    audited (operation ``scan``). Returns [] when the recording holds no speech. Windows are decided
+    with the bank's operating point for scan's windows (measured on strangers' windows of the
+    default length; ``purpose="identify"``: with the one for whole recordings instead).
     """
     window, hop = _check(window, hop, min_pause, min_speech)
     if len(bank) == 0:
@@ -142,14 +147,14 @@ def scan(
         progress(0, len(spans), audio.label)
     for batch in _batches(spans, round(BATCH_SECONDS * rate)):
         embeddings = bank.embed_samples([samples[s:e] for _, s, e in batch])
-        for (k, s, e), found in zip(batch, bank.identify_embeddings(embeddings, top_k, channel)):
+        for (k, s, e), found in zip(batch, bank.identify_embeddings(embeddings, top_k, channel, purpose)):
             best = found.candidates[0].score if found.candidates else float("nan")
             windows.append(Window(k, s, e, found.match.name if found.match else None, best))
         if progress:
             progress(len(windows), len(spans), audio.label)
     segments = merge(windows, rate)
     log.info("%s: %d segments", audio.label, len(segments))
-    bank.record_scan(audio.sha256, channel, segments)
+    bank.record_scan(audio.sha256, channel, segments, purpose=purpose)
     return segments
 
 

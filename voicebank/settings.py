@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from . import calibration, norm, validate
-from .calibration import IDENTIFY, VERIFY, OperatingPoint
+from .calibration import IDENTIFY, SCAN, VERIFY, OperatingPoint
 from .channel import CHANNELS, TELEPHONE, WIDEBAND
 from .embedding import MARGIN_OFFSET, enrollment_checks
 from .errors import InvalidInputError, VoiceBankError
@@ -35,7 +35,8 @@ class Rows(Protocol):
 def operating_points(settings: BankRow, channel: str = WIDEBAND) -> dict[str, OperatingPoint]:
     """The stored operating points of ``channel``; a threshold with no stored meaning (a new bank's
     default, or one carried over by a migration) is described as ``default``. A telephone threshold
-    never set is the wideband one, as a default."""
+    never set is the wideband one, as a default. ``scan`` (the threshold of `scan`'s short windows)
+    is there only when it was measured: without it, scan decides with ``identify``'s."""
     key = json.dumps([channel, *(getattr(settings, c) for c in COLUMN.values()), settings.identify_rule,
                       settings.score, settings.operating], sort_keys=True)
     if key not in _POINTS:
@@ -51,6 +52,11 @@ def operating_points(settings: BankRow, channel: str = WIDEBAND) -> dict[str, Op
             if point is None or point.threshold != value or point.kind != settings.score or point.rule != rule:
                 point = OperatingPoint(which, value, settings.score, "default", None, None, rule=rule, channel=channel)
             points[which] = point
+        scan = stored.get(stored_key(SCAN, channel))
+        if scan is not None:  # measured on strangers' scan windows; kept only while it means the same
+            point = OperatingPoint.from_dict(scan)
+            if point.kind == settings.score and point.rule == settings.identify_rule:
+                points[SCAN] = point
         if len(_POINTS) > 64:
             _POINTS.clear()
         _POINTS[key] = points
@@ -64,19 +70,20 @@ def stored_key(purpose: str, channel: str) -> str:
 
 
 def set_threshold(rows: Rows, value: float, purpose: str | None = None, channel: str | None = WIDEBAND) -> None:
-    """Set a threshold by hand: ``purpose`` ``"verify"``, ``"identify"``, or None for both; in
-    ``channel`` (None: every channel)."""
-    if purpose not in (None, VERIFY, IDENTIFY):
-        raise InvalidInputError(f"a threshold is for verify or identify (or both), not {purpose!r}.")
+    """Set a threshold by hand: ``purpose`` ``"verify"``, ``"identify"``, ``"scan"`` (scan's
+    windows), or None for verify and identify; in ``channel`` (None: every channel)."""
+    if purpose not in (None, VERIFY, IDENTIFY, SCAN):
+        raise InvalidInputError(f"a threshold is for verify, identify or scan (or verify and identify), not {purpose!r}.")
     if channel not in (None, *CHANNELS):
         raise InvalidInputError(f"a channel is {' or '.join(CHANNELS)}, not {channel!r}.")
     with rows.editing_settings() as bank:
         points = dict(bank.operating or {})
         for where in CHANNELS if channel is None else (channel,):
             for which in (VERIFY, IDENTIFY) if purpose is None else (purpose,):
-                rule = bank.identify_rule if which == IDENTIFY else None
+                rule = bank.identify_rule if which != VERIFY else None
                 value = validate.threshold(value, bank.score, rule)
-                setattr(bank, COLUMN[which, where], value)
+                if which != SCAN:
+                    setattr(bank, COLUMN[which, where], value)
                 points[stored_key(which, where)] = OperatingPoint(which, value, bank.score, "manual", None, None,
                                                                   rule=rule, channel=where).to_dict()
         bank.operating = points
@@ -89,7 +96,9 @@ def set_operating_point(rows: Rows, point: OperatingPoint) -> None:
         if point.kind != bank.score:
             raise VoiceBankError(f"that threshold is on the {point.kind} score, but the bank now scores by "
                                  f"{bank.score}; calibrate again.")
-        setattr(bank, COLUMN[point.purpose, point.channel], validate.threshold(point.threshold, bank.score, point.rule))
+        value = validate.threshold(point.threshold, bank.score, point.rule)
+        if point.purpose != SCAN:  # scan's threshold lives in the stored point alone
+            setattr(bank, COLUMN[point.purpose, point.channel], value)
         if point.purpose == IDENTIFY and point.rule:
             bank.identify_rule = point.rule
         bank.operating = {**(bank.operating or {}), stored_key(point.purpose, point.channel): point.to_dict()}

@@ -73,8 +73,8 @@ def _people(count: int) -> str:
 
 @main.command()
 @click.argument("value", required=False, type=float)
-@click.option("--for", "purpose", type=click.Choice(["both", "verify", "identify"]), default="both", show_default=True,
-              help="Which threshold VALUE sets.")
+@click.option("--for", "purpose", type=click.Choice(["both", "verify", "identify", "scan"]), default="both",
+              show_default=True, help="Which threshold VALUE sets (both: verify and identify; scan: scan's windows).")
 @click.option("--channel", type=click.Choice(["wideband", "telephone", "both"]), default="wideband", show_default=True,
               help="Which channel's threshold VALUE sets: recordings that came through a wideband channel, or "
                    "through a telephone line.")
@@ -147,7 +147,8 @@ def calibration_text(status: dict, channel: str = "") -> str:
             target = "the equal-error rate" if s["method"] == "eer" else f"{s['target']:g} false accepts per claim"
             lines.append(f"{head}: {_how(s)} for {target}{_counted(s)}")
         else:
-            lines.append(f"{head}: {_how(s)} for {s['target']:g} unknown-person false alarms with "
+            per = " per scan window" if which == "scan" else ""
+            lines.append(f"{head}: {_how(s)} for {s['target']:g} unknown-person false alarms{per} with "
                          f"{s['gallery_at_calibration']} speakers{_counted(s)}; with {s['gallery']} now: "
                          f"{s['expected_rate']:.2%} expected")
             if s["outgrown"]:

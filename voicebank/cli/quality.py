@@ -214,9 +214,10 @@ def _point_lines(point, label: str) -> list[str]:
                 f"trials ({point.counted / max(point.trials, 1):.2%}{upper}); false rejects {miss} of "
                 f"{point.genuine} genuine trials")
         return [head, body]
-    target = f"{point.target:.3g} unknown-person false alarms{asked}" if point.target else "no target"
+    per = " per scan window" if point.purpose == "scan" else ""
+    target = f"{point.target:.3g} unknown-person false alarms{per}{asked}" if point.target else "no target"
     on = "2 x best - second best score" if point.rule == "margin" else "the best score"
-    head = f"identify {label}: threshold {point.threshold:.4f} on {on} ({target} with {point.gallery} enrolled)"
+    head = f"{point.purpose:<8} {label}: threshold {point.threshold:.4f} on {on} ({target} with {point.gallery} enrolled)"
     body = (f"    unknown persons matched to someone: expected {point.rate:.2%}, counted {point.counted} of "
             f"{point.trials} ({point.counted / max(point.trials, 1):.2%}{upper})")
     known = (f"    of {point.genuine} genuine probes: {point.hit:.2%} identified, {point.wrong:.2%} matched to "
