@@ -28,7 +28,7 @@ def voice() -> np.ndarray:
 
 
 def mu_law_call(samples: np.ndarray) -> np.ndarray:
-    """A plain G.711 call: 8 kHz, 8-bit mu-law (no band filter: not voicebank's own simulation)."""
+    """A plain G.711 call: 8 kHz, 8-bit mu-law, written without voicebank's code."""
     low = np.clip(resample(samples, SR, 8000), -1, 1)
     coded = np.round(np.sign(low) * np.log1p(255 * np.abs(low)) / np.log1p(255) * 127) / 127
     return (np.sign(coded) * np.expm1(np.abs(coded) * np.log1p(255)) / 255).astype(np.float32)
@@ -58,7 +58,7 @@ def test_the_simulated_line_is_a_telephone_line(voice):
     assert line.shape == voice.shape and line.dtype == np.float32
     heard = load((line, SR), SR)
     assert heard.telephone and heard.channel.bandwidth_hz < 4000
-    # the speech is still there, at the same level give or take what the band filter takes
+    # the speech is still there, at the same level give or take what the 4 kHz band limit takes
     assert 0.3 < np.std(line) / np.std(voice) < 1.2
     assert heard.speech_seconds > 0.8 * load((voice, SR), SR).speech_seconds
 

@@ -135,7 +135,7 @@ def load(recording: Recording, sample_rate: int, limits: AudioLimits = AudioLimi
     if speech < limits.min_speech_seconds:
         raise NotEnoughSpeechError(_not_enough_speech(label, speech, duration, limits))
     reading = channel_mod.measure(samples, sample_rate, voiced)
-    if reading.bandwidth_hz < limits.min_bandwidth_hz:
+    if reading.high_db is not None and reading.bandwidth_hz < limits.min_bandwidth_hz:  # None: nothing measured
         raise NarrowbandError(
             f"{label}: its speech reaches only {reading.bandwidth_hz:.0f} Hz, below the minimum of "
             f"{limits.min_bandwidth_hz:.0f} Hz (a telephone line carries 3,400 Hz): too narrowband to tell voices "

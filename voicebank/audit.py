@@ -27,7 +27,7 @@ class AuditEntry:
     recording_sha256: str
     client: str | None  # who asked (e.g. the HTTP API key's name)
     channel: str | None = None  # the channel decided in (voicebank.channel); None before channels
-    detail: str | None = None  # why a probe was refused (nothing decided)
+    detail: str | None = None  # why a probe was refused (nothing decided); a scan segment's span
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "at": self.at.isoformat()}
@@ -41,7 +41,7 @@ def entries(store: Store, speaker: str | None = None, since: datetime | None = N
             until: datetime | None = None, limit: int | None = None, *, operation: str | None = None,
             client: str | None = None, offset: int = 0) -> list[AuditEntry]:
     """Decisions, newest first; ``speaker`` matches the claimed or the returned name, ``operation``
-    is identify or verify, ``client`` the asking API key's name; ``offset`` skips the newest."""
+    is identify, verify or scan, ``client`` the asking API key's name; ``offset`` skips the newest."""
     rows = AuditLog(store).rows(speaker, since, until, limit, operation=operation, client=client, offset=offset)
     return [AuditEntry(as_utc(r.at), r.operation, r.claimed, r.returned, r.score, r.threshold, r.score_kind,
                        r.accepted, r.model_id, r.recording_sha256, r.client, r.channel, r.detail) for r in rows]

@@ -230,11 +230,16 @@ class VoiceBank:
         self._recalibrate()
 
     def _recalibrate(self) -> None:
-        """Measure the automatic operating points again after a change (``evaluation.auto_calibration``)."""
+        """Measure the automatic operating points again after a change (``evaluation.auto_calibration``).
+        A point set meanwhile by hand or by ``calibrate`` (another process, another thread) is kept;
+        a failure here never undoes the change that called it: it is logged."""
         if len(self) > evaluation.AUTO_MAX_SPEAKERS:
             return
-        for point in evaluation.auto_calibration(self):
-            self.set_operating_point(point)
+        try:
+            for point in evaluation.auto_calibration(self):
+                settings.set_automatic_point(self._repository, point)
+        except VoiceBankError as exc:
+            log.warning("automatic calibration skipped: %s", exc)
 
     # -- the audit trail and the cohort --------------------------------------------------------
     def audit(self, speaker: str | None = None, since: datetime | None = None, until: datetime | None = None,
@@ -291,9 +296,10 @@ class VoiceBank:
         speaker that has some (``Repository.utterance_embeddings``)."""
         return self._repository.utterance_embeddings(channel)
 
-    def voiceprint(self, name: str) -> tuple[int, np.ndarray]:
-        """(speaker id, (dimension,) voiceprint) of an enrolled speaker."""
-        return self._repository.voiceprint(validate.name(name))
+    def voiceprint(self, name: str, channel: str = WIDEBAND) -> tuple[int, np.ndarray | None]:
+        """(speaker id, (dimension,) voiceprint in ``channel``) of an enrolled speaker; the voiceprint
+        is None where the speaker has none in that channel (see ``Repository.voiceprints``)."""
+        return self._repository.voiceprint(validate.name(name), validate.channel(channel))
 
     # -- decisions -----------------------------------------------------------------------------
     def identify(self, recording: Recording, top_k: int = 5, client: str | None = None) -> Identification:

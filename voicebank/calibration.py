@@ -9,12 +9,13 @@
 Each rate is read from the calibration's own trials, smoothed (:class:`Smoothed`: every score
 spread by a Gaussian kernel), so a threshold lands between scores by a margin the data supports
 rather than on the extreme trial: verification from the impostor pair scores, identification from
-each unknown probe's decision statistic against the gallery (:func:`decide`). Targets with fewer trials than
-``MIN_EXPECTED / target`` are refused. How the identification rate moves with N comes from a model
-of impostor scores (:class:`ImpostorModel`): each unknown probe i has its own level ``mu_i``, all
-share a spread, and the pooled standardized scores give the tail's shape (empirical, with a
-generalized Pareto tail past the 99th percentile: peaks over threshold, as extreme-value statistics
-does it). With ``p_i(t)`` the chance that one score of probe i clears t,
+each unknown probe's decision statistic against the gallery (:func:`decide`). A target with fewer
+trials than ``MIN_EXPECTED / target`` is replaced by the lowest rate the trials support
+(:func:`supported`). How the identification rate moves with N comes from a model of impostor
+scores (:class:`ImpostorModel`): each unknown probe i has its own level ``mu_i``, all share a
+spread, and the pooled standardized scores give the tail's shape (empirical, with a generalized
+Pareto tail past the 99th percentile: peaks over threshold, as extreme-value statistics does it).
+With ``p_i(t)`` the chance that one score of probe i clears t,
 
     FA_N(t) = mean_i [1 - (1 - p_i(t)) ** N]
 
@@ -126,10 +127,10 @@ class OperatingPoint:
     (``hit`` = correctly identified, ``wrong`` = matched to another enrolled speaker).
     """
 
-    purpose: str  # verify or identify
+    purpose: str  # verify, identify, or scan (identification of scan's windows)
     threshold: float
     kind: str  # score kind
-    method: str  # "far" (a target rate), "eer", "manual" or "default"
+    method: str  # "far" (a target rate), "eer", "auto" (measured again after each change), "manual" or "default"
     target: float | None  # the rate asked for
     rate: float | None  # the model's expected rate at the threshold
     counted: int | None = None
@@ -171,7 +172,8 @@ class OperatingPoint:
         ``check`` and ``calibrate``)."""
         out: dict[str, Any] = {"method": self.method, "score": self.kind, "target": self.target, "channel": self.channel}
         if self.trials:
-            out.update(trials=self.trials, counted=self.counted, upper=None if self.upper is None else round(self.upper, 6))
+            out.update(trials=self.trials, counted=self.counted, upper=None if self.upper is None else round(self.upper, 6),
+                       sources=self.sources)
         if self.purpose != VERIFY:
             out.update(rule=self.rule or BEST, gallery_at_calibration=self.gallery, gallery=gallery)
             rate = self.rate_at(gallery)
@@ -188,7 +190,7 @@ class OperatingPoint:
 
 
 class ThinDataError(NotEnoughDataError):
-    """The trials cannot support the asked rate; the message says how many more are needed."""
+    """There are no trials to calibrate a purpose on at all; the message says what to add."""
 
 
 def needed(target: float) -> int:

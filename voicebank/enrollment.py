@@ -25,6 +25,7 @@ from .errors import (
     DuplicateRecordingError,
     DuplicateSpeakerError,
     DuplicateVoiceError,
+    EmptyBankError,
     InconsistentRecordingError,
     InvalidInputError,
     NotEnoughSpeechError,
@@ -217,7 +218,8 @@ def check(services: Services, name: str, utterances: Sequence[UtteranceRow], spe
                 f"recording belongs to one person. Nothing was stored for {name}."
             )
     consistency, duplicate = services.checks()
-    vectors = _in_one_channel(utterances)
+    vectors = in_one_channel([u.embedding for u in utterances], [u.channel for u in utterances],
+                             [u.telephone for u in utterances])
     if len(vectors) >= 2 and not allow_inconsistent:
         scores = scoring.leave_one_out(vectors)
         worst = int(np.argmin(scores))
@@ -237,7 +239,10 @@ def check(services: Services, name: str, utterances: Sequence[UtteranceRow], spe
                                           [u.telephone for u in utterances])
     channel = TELEPHONE if has == TELEPHONE else WIDEBAND
     new_print = telephone if channel == TELEPHONE else wide
-    _, ids, _ = services.search.search(new_print[None, :], 2, channel=channel)
+    try:
+        _, ids, _ = services.search.search(new_print[None, :], 2, channel=channel)
+    except EmptyBankError:  # no one has a voiceprint in this channel yet (all enrolled before channels)
+        return []
     others = services.repository.voiceprints([int(i) for i in ids[0] if i >= 0 and i != speaker_id], channel)
     if not others:
         return []
@@ -253,10 +258,11 @@ def check(services: Services, name: str, utterances: Sequence[UtteranceRow], spe
     return [message]
 
 
-def _in_one_channel(utterances: Sequence[UtteranceRow]) -> np.ndarray:
-    """The recordings' embeddings to compare with one another: as they came when all came through a
-    wideband channel, else all through the telephone channel (where they can be compared)."""
-    telephone = [u.telephone for u in utterances]
-    if any(u.channel == TELEPHONE for u in utterances) and all(t is not None for t in telephone):
-        return np.stack(telephone)
-    return np.stack([u.embedding for u in utterances])
+def in_one_channel(embeddings: Sequence[np.ndarray], channels: Sequence[str | None],
+                   telephones: Sequence[np.ndarray | None]) -> np.ndarray:
+    """One speaker's recordings' embeddings to compare with one another (the consistency check):
+    as they came when all came through a wideband channel, else all through the telephone line
+    (where they can be compared)."""
+    if any(c == TELEPHONE for c in channels) and all(t is not None for t in telephones):
+        return np.stack(telephones)
+    return np.stack(embeddings)

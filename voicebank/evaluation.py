@@ -16,7 +16,7 @@ import numpy as np
 from . import scoring
 from .channel import TELEPHONE, WIDEBAND
 from .calibration import (BEST, IDENTIFY, SCAN, VERIFY, OpenSetTrials, OperatingPoint, RateModel, ThinDataError, decide,
-                          identification_point, measure, needed, top2, verification_point)
+                          identification_point, measure, needed, top2, upper_bound, verification_point)
 from .errors import InvalidInputError, NotEnoughDataError
 from .norm import Normalizer
 from .reference import Reference
@@ -142,16 +142,14 @@ def scan_trials(found: list[tuple[int, np.ndarray]], scorer: Normalizer, rule: s
         return None
     enrolled = _enrolled_of(reference, channel, [e for _, e in found])
     prints = np.stack([voiceprint(e) for _, e in found]).astype(np.float64)
-    whole = reference.embeddings[channel][~np.isin(reference.speakers, enrolled)].astype(np.float64) @ prints.T
     cut = windows[~np.isin(reference.window_speakers, enrolled)].astype(np.float64) @ prints.T
-    own = trials_from_embeddings(found, None, scorer, rule=rule, twins=twins) if len(found) >= 3 else None
-    shift = level_shift(own.unknown if own else [], list(whole), rule)
-    sources = {"own": 0, "cohort": 0, "reference": len(cut), "shift": shift, "windows": 1}
-    empty = np.zeros(0)
-    return OpenSetTrials(own.target if own else empty, own.known_best if own else empty,
-                         own.known_correct if own else np.zeros(0, dtype=bool), list(cut + shift), len(found),
-                         scorer.kind, own.known_second if own else empty, rule, channel, sources,
-                         own.twins if own else ())
+    # the level shift of whole recordings, as identification's: the same strangers, the same bank
+    whole = trials_from_embeddings(found, None, scorer, rule=rule, twins=twins,
+                                   reference=reference.embeddings[channel][~np.isin(reference.speakers, enrolled)])
+    shift = whole.sources["shift"]
+    return OpenSetTrials(whole.target, whole.known_best, whole.known_correct, list(cut + shift), len(found),
+                         scorer.kind, whole.known_second, rule, channel,
+                         {"own": 0, "cohort": 0, "reference": len(cut), "shift": shift, "windows": 1}, whole.twins)
 
 
 def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.ndarray | None, scorer: Normalizer,
@@ -335,7 +333,11 @@ def calibrate_bank(bank: Bank, trials: str | os.PathLike | None = None, *, root:
     result = calibrate(bank, far=far, unknown_rate=unknown_rate, purposes=purposes, trials=scores,
                        source=str(trials) if trials is not None else "bank", rule=rule)
     result.scored = scores
-    if scores is None:  # the bank's own recordings were also embedded through the telephone channel
+    if scores is None and not bank.utterance_embeddings(TELEPHONE):
+        result.skipped[TELEPHONE] = (
+            "no speaker has recordings embedded through the telephone line yet (enrolled before voicebank measured "
+            "channels): enroll them again, or `voicebank add` new recordings.")
+    elif scores is None:  # the bank's own recordings were also embedded through the telephone channel
         try:
             result.channels[TELEPHONE] = calibrate(bank, far=far, unknown_rate=unknown_rate, purposes=purposes,
                                                    rule=rule, channel=TELEPHONE)
@@ -386,7 +388,7 @@ def calibrate(bank: Bank, *, far: float | None = 0.01, unknown_rate: float = 0.0
         found = _scan_point(bank, rule or bank.identify_rule, channel, unknown_rate)
         if found is not None:
             chosen[SCAN], windows = found
-            if SCAN in current:
+            if SCAN in current and (current[SCAN].rule or BEST) == windows.rule:
                 was = current[SCAN]
                 stored[SCAN] = replace(measure(windows, IDENTIFY, was.threshold, chosen[SCAN].model, was.method,
                                                was.target), purpose=SCAN)
@@ -475,9 +477,11 @@ def auto_calibration(bank: Bank) -> list[OperatingPoint]:
 
 
 def reference_points(reference: Reference, rule: str) -> list[OperatingPoint]:
-    """A new bank's operating points, from the reference set alone (its people as the bank's
-    speakers and strangers both): what they promise is measured, not assumed, and the bank's own
-    recordings take over as it fills (:func:`auto_calibration`)."""
+    """A new bank's operating points, from the reference set alone (its people with two or more
+    recordings as the bank's speakers, everyone as strangers): what they promise is measured, not
+    assumed, and the bank's own recordings take over as it fills (:func:`auto_calibration`). The
+    identification points are set for a bank of one; what they count is counted at one too (each
+    stranger's recording against one voiceprint at a time)."""
     points = []
     for channel in (WIDEBAND, TELEPHONE):
         rows = reference.embeddings[channel]
@@ -486,9 +490,10 @@ def reference_points(reference: Reference, rule: str) -> list[OperatingPoint]:
         singles = [e for _, e in people if len(e) < 2]
         trials = replace(trials_from_embeddings(speakers, np.concatenate(singles) if singles else None,
                                                 Normalizer("cosine", 0), rule=rule), channel=channel)
+        sources = {"own": 0, "cohort": 0, "reference": len(rows), "shift": 0.0}
         model = RateModel.fit(trials)
-        points.append(replace(verification_point(trials, AUTO_RATES[0], model), method=AUTO))
-        points.append(replace(identification_point(trials, AUTO_RATES[1], 1, model), method=AUTO))
+        points.append(replace(verification_point(trials, AUTO_RATES[0], model), method=AUTO, sources=sources))
+        points.append(_at_one(identification_point(trials, AUTO_RATES[1], 1, model), trials.nontarget, sources))
         windows = reference.windows.get(channel)
         if windows is not None and len(windows):  # each window against every other person's voiceprint
             ids = np.array([p for p, _ in speakers])
@@ -496,9 +501,17 @@ def reference_points(reference: Reference, rule: str) -> list[OperatingPoint]:
             scores = windows.astype(np.float64) @ prints.T
             cut = [row[ids != person] for row, person in zip(scores, reference.window_speakers)]
             scan = replace(trials, unknown=cut)
-            points.append(replace(identification_point(scan, AUTO_RATES[1], 1, RateModel.fit(scan)), method=AUTO,
+            point = identification_point(scan, AUTO_RATES[1], 1, RateModel.fit(scan))
+            points.append(replace(_at_one(point, np.concatenate(cut), {**sources, "reference": len(windows)}),
                                   purpose=SCAN))
     return points
+
+
+def _at_one(point: OperatingPoint, pairs: np.ndarray, sources: dict) -> OperatingPoint:
+    """An identification point for a bank of one, counted as such: every stranger-voiceprint pair."""
+    counted = int(np.count_nonzero(pairs >= point.threshold))
+    return replace(point, method=AUTO, counted=counted, trials=int(pairs.size),
+                   upper=upper_bound(counted, int(pairs.size)), sources=sources)
 
 
 def report(scores: Scores, far: float = 0.01, current_threshold: float | None = None) -> Report:

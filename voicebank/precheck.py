@@ -17,7 +17,8 @@ import numpy as np
 
 from . import scoring
 from .audio import Recording
-from .enrollment import recording_list
+from .encoding import both_channels
+from .enrollment import in_one_channel, recording_list
 from .vectors import voiceprint
 
 if TYPE_CHECKING:
@@ -76,13 +77,15 @@ def check(services: "Services", recordings: Sequence[Recording], name: str | Non
     stored = list(services.repository.speaker(name).utterances) if name is not None else []
     speaker_id = stored[0].speaker_id if stored else None
     found: list[dict[str, Any]] = []
-    with services.encoder.stream(recordings) as stream:
+    with services.encoder.stream(recordings, both_channels) as stream:
         for item in stream:
             if item.error is not None:
                 found.append({"label": _label(recordings[item.index], item.index), "problems": [str(item.error)]})
             else:
                 found.append({"label": item.audio.label, "duration_s": item.audio.duration, "problems": [],
-                              "speech_s": item.audio.speech_seconds, "sha256": item.audio.sha256, "vector": item.embedding})
+                              "speech_s": item.audio.speech_seconds, "sha256": item.audio.sha256, "vector": item.embedding,
+                              "channel": item.audio.channel.channel if item.audio.channel else None,
+                              "telephone": item.views[1]})
     usable = [f for f in found if not f["problems"]]
     _repeats(usable, {u.sha256: u.label for u in stored}, name)
     owners = services.repository.owners([f["sha256"] for f in usable], speaker_id)
@@ -93,16 +96,20 @@ def check(services: "Services", recordings: Sequence[Recording], name: str | Non
     usable = [f for f in usable if not f["problems"]]
     vectors = [f["vector"] for f in usable] + [np.asarray(u.embedding, dtype=np.float32) for u in stored]
     consistency, duplicate = services.checks()
-    if len(vectors) >= 2:
-        scores = scoring.leave_one_out(np.stack(vectors))
+    if len(vectors) >= 2:  # compared as enrollment compares them (enrollment.in_one_channel)
+        compared = in_one_channel(vectors, [f["channel"] for f in usable] + [u.channel for u in stored],
+                                  [f["telephone"] for f in usable] + [u.telephone for u in stored])
+        scores = scoring.leave_one_out(compared)
         for f, score in zip(usable, scores):
             f["consistency"] = float(score)
             if not scoring.accept(score, consistency):
                 f["problems"].append(f"{f['label']} does not sound like the other recordings (cosine {score:.3f} "
                                      f"against them, consistency threshold {consistency:.3f}).")
     warnings, twin = [], None
-    if vectors and services.repository.has_speakers():
-        twin, score = _nearest(services, voiceprint(np.stack(vectors)), speaker_id)
+    wideband = [v for v, c in zip(vectors, [f["channel"] for f in usable] + [u.channel for u in stored])
+                if c != "telephone"]
+    if wideband and services.repository.has_speakers():
+        twin, score = _nearest(services, voiceprint(np.stack(wideband)), speaker_id)
         if twin is not None and scoring.accept(score, duplicate):
             warnings.append(f"this voice already matches {twin} (cosine {score:.3f} between the voiceprints, "
                             f"duplicate threshold {duplicate:.3f}): the same person enrolled twice?")

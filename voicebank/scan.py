@@ -65,6 +65,15 @@ class Bank(Protocol):
                     purpose: str = SCAN) -> None: ...
 
 
+class Timeline(list):
+    """What :func:`scan` returns: its segments, in time order (a list of :class:`Segment`), with the
+    ``channel`` the recording was decided in and the ``threshold`` its windows were decided with."""
+
+    def __init__(self, segments=(), channel: str = WIDEBAND, threshold: float | None = None):
+        super().__init__(segments)
+        self.channel, self.threshold = channel, threshold
+
+
 @dataclass(frozen=True)
 class Segment:
     """One turn of the timeline: ``start`` and ``end`` in seconds from the start of the recording.
@@ -113,7 +122,7 @@ def scan(
     min_speech: float = MIN_SPEECH,
     max_seconds: float = MAX_SECONDS,
     purpose: str = SCAN,
-) -> list[Segment]:
+) -> Timeline:
     """The timeline of who speaks when in ``recording``, in time order; silence is left out.
 
     ``window`` and ``hop`` are in seconds (``hop`` defaults to half the window). Pauses of at
@@ -143,6 +152,7 @@ def scan(
     log.info("scanning %s: %.1f s, %d speech regions, %d windows",
              audio.label, audio.duration, len(regions), len(spans))
     windows: list[Window] = []
+    threshold = None
     if progress:
         progress(0, len(spans), audio.label)
     for batch in _batches(spans, round(BATCH_SECONDS * rate)):
@@ -150,12 +160,13 @@ def scan(
         for (k, s, e), found in zip(batch, bank.identify_embeddings(embeddings, top_k, channel, purpose)):
             best = found.candidates[0].score if found.candidates else float("nan")
             windows.append(Window(k, s, e, found.match.name if found.match else None, best))
+            threshold = found.threshold
         if progress:
             progress(len(windows), len(spans), audio.label)
     segments = merge(windows, rate)
     log.info("%s: %d segments", audio.label, len(segments))
     bank.record_scan(audio.sha256, channel, segments, purpose=purpose)
-    return segments
+    return Timeline(segments, channel, threshold)
 
 
 def merge(windows: Sequence[Window], rate: int) -> list[Segment]:

@@ -37,9 +37,11 @@ def operating_points(settings: BankRow, channel: str = WIDEBAND) -> dict[str, Op
     default, or one carried over by a migration) is described as ``default``. A telephone threshold
     never set is the wideband one, as a default. ``scan`` (the threshold of `scan`'s short windows)
     is there only when it was measured: without it, scan decides with ``identify``'s."""
+    validate.channel(channel)
     key = json.dumps([channel, *(getattr(settings, c) for c in COLUMN.values()), settings.identify_rule,
-                      settings.score, settings.operating], sort_keys=True)
-    if key not in _POINTS:
+                      settings.score, _fingerprint(settings.operating)], sort_keys=True)
+    found = _POINTS.get(key)  # one lookup: another thread may clear the cache between two
+    if found is None:
         stored = settings.operating or {}
         points = {}
         for which in (VERIFY, IDENTIFY):
@@ -59,8 +61,14 @@ def operating_points(settings: BankRow, channel: str = WIDEBAND) -> dict[str, Op
                 points[SCAN] = point
         if len(_POINTS) > 64:
             _POINTS.clear()
-        _POINTS[key] = points
-    return _POINTS[key]
+        _POINTS[key] = found = points
+    return found
+
+
+def _fingerprint(operating: dict | None) -> list:
+    """What tells stored operating points apart, without serializing their models on every decision."""
+    fields = ("purpose", "threshold", "kind", "method", "target", "rate", "counted", "trials", "gallery", "rule", "upper")
+    return sorted([k, *(p.get(f) for f in fields)] for k, p in (operating or {}).items())
 
 
 def stored_key(purpose: str, channel: str) -> str:
@@ -93,16 +101,45 @@ def set_threshold(rows: Rows, value: float, purpose: str | None = None, channel:
 def set_operating_point(rows: Rows, point: OperatingPoint) -> None:
     """Store a calibrated threshold with what it means (and, for identification, its rule)."""
     with rows.editing_settings() as bank:
-        if point.kind != bank.score:
-            raise VoiceBankError(f"that threshold is on the {point.kind} score, but the bank now scores by "
-                                 f"{bank.score}; calibrate again.")
-        value = validate.threshold(point.threshold, bank.score, point.rule)
-        if point.purpose != SCAN:  # scan's threshold lives in the stored point alone
-            setattr(bank, COLUMN[point.purpose, point.channel], value)
-        if point.purpose == IDENTIFY and point.rule:
-            bank.identify_rule = point.rule
-        bank.operating = {**(bank.operating or {}), stored_key(point.purpose, point.channel): point.to_dict()}
+        _store_point(bank, point)
     log.info("%s threshold (%s) set to %.4f by calibration", point.purpose, point.channel, point.threshold)
+
+
+def set_automatic_point(rows: Rows, point: OperatingPoint) -> bool:
+    """Store an automatically measured point (method ``auto``), provided the point it replaces is
+    still automatic, on the same score and rule, when the write lock is taken: one set meanwhile by
+    hand or by ``calibrate`` is kept. Returns whether it was stored."""
+    with rows.editing_settings() as bank:
+        stored = (bank.operating or {}).get(stored_key(point.purpose, point.channel))
+        now = OperatingPoint.from_dict(stored) if stored else None
+        still = now.method == "auto" if now is not None else point.purpose == SCAN
+        if not still or bank.score != point.kind or (point.purpose != VERIFY and bank.identify_rule != point.rule):
+            return False
+        _store_point(bank, point)
+    log.info("%s threshold (%s) measured again: %.4f", point.purpose, point.channel, point.threshold)
+    return True
+
+
+def _store_point(bank: BankRow, point: OperatingPoint) -> None:
+    if point.kind != bank.score:
+        raise VoiceBankError(f"that threshold is on the {point.kind} score, but the bank now scores by "
+                             f"{bank.score}; calibrate again.")
+    value = validate.threshold(point.threshold, bank.score, point.rule)
+    points = dict(bank.operating or {})
+    if point.purpose != SCAN:  # scan's threshold lives in the stored point alone
+        setattr(bank, COLUMN[point.purpose, point.channel], value)
+    if point.purpose == IDENTIFY and point.rule and point.rule != bank.identify_rule:
+        # the other channel's identification points were set for the old rule: they mean nothing now
+        bank.identify_rule = point.rule
+        other = TELEPHONE if point.channel == WIDEBAND else WIDEBAND
+        for which in (IDENTIFY, SCAN):
+            points.pop(stored_key(which, other), None)
+        if other == TELEPHONE:
+            bank.telephone_identify_threshold = None
+        else:
+            bank.identify_threshold = value
+    points[stored_key(point.purpose, point.channel)] = point.to_dict()
+    bank.operating = points
 
 
 def checks(settings: BankRow, default: float) -> tuple[float, float]:

@@ -133,6 +133,11 @@ def score_trials(bank: Bank, style: str, trials: list[Trial],
         left, exclude = np.stack([embedded[t.left] for t in trials]), [()] * len(trials)
     else:
         prints = {name: bank.voiceprint(name) for name in {t.left for t in trials}}
+        lacking = sorted(name for name, (_, vector) in prints.items() if vector is None)
+        if lacking:
+            raise TrialFileError(f"{', '.join(map(repr, lacking[:5]))} enrolled over the telephone only: a trial list "
+                                 "is scored against wideband voiceprints, which they have none of. Leave their trials "
+                                 "out, or enroll them from wideband recordings too.")
         left = np.stack([prints[t.left][1] for t in trials])
         exclude = [(prints[t.left][0],) for t in trials]
     scores = scorer.score(right, left, exclude, exclude)

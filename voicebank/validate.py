@@ -145,6 +145,13 @@ def threshold(value: Any, score: str = "cosine", rule: str | None = None) -> flo
     return value
 
 
+def channel(value: Any) -> str:
+    """A channel: ``wideband`` or ``telephone`` (voicebank.channel)."""
+    if value not in ("wideband", "telephone"):
+        raise InvalidInputError(f"a channel is wideband or telephone, not {value!r}.")
+    return value
+
+
 def identify_rule(value: Any) -> str:
     """What identification decides on: ``margin`` or ``best`` (voicebank.calibration.decide)."""
     if value not in ("margin", "best"):

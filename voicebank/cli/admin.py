@@ -84,9 +84,10 @@ def _people(count: int) -> str:
 def threshold(obj: Context, value: float | None, purpose: str, channel: str, as_json: bool) -> None:
     """Show the thresholds and what they promise, or set one (or more) to VALUE by hand.
 
-    verify (1:1) is the threshold `verify` uses; identify (1:N) the one `identify` and `scan`
-    use. Each channel has its own: a recording is decided with those of the channel it came
-    through (wideband, or a telephone line), measured from its audio. A value set by hand
+    verify (1:1) is the threshold `verify` uses; identify (1:N) the one `identify` uses, and
+    `scan` too unless its windows have one of their own (scan). Each channel has its own: a
+    recording is decided with those of the channel it came through (wideband, or a telephone
+    line), measured from its audio. A value set by hand
     promises no rate: `voicebank calibrate` measures one.
 
     \b
@@ -152,14 +153,19 @@ def calibration_text(status: dict, channel: str = "") -> str:
                          f"{s['gallery_at_calibration']} speakers{_counted(s)}; with {s['gallery']} now: "
                          f"{s['expected_rate']:.2%} expected")
             if s["outgrown"]:
-                lines.append(f"WARNING: the bank has outgrown its calibration (more than 1.5x the promised rate): "
+                lines.append("WARNING: the bank has outgrown its calibration (more than 1.5x the promised rate): "
                              "run `voicebank calibrate`.")
     return "\n".join(lines)
 
 
 def _how(status: dict) -> str:
-    return ("measured automatically (the reference set of strangers and the bank's own recordings)"
-            if status["method"] == "auto" else "calibrated")
+    """How a threshold was set, from where its unknown-person trials came."""
+    if status["method"] != "auto":
+        return "calibrated"
+    s = status.get("sources") or {}
+    on = [what for what, there in (("the bank's own recordings", s.get("own") or s.get("cohort")),
+                                   ("the reference set of strangers", s.get("reference"))) if there]
+    return f"measured automatically on {' and '.join(on) or 'the bank'}"
 
 
 def _counted(status: dict) -> str:

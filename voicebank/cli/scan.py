@@ -51,7 +51,6 @@ def scan_(obj: Context, recording: str, window: float | None, hop: float | None,
     hop = hop or window * scanning.DEFAULT_HOP_FRACTION
     with obj.open() as bank, contextlib.ExitStack() as bars:
         segments = scanning.scan(bank, recording, window=window, hop=hop, progress=_progress_bar(bars))
-        threshold = bank.identify_threshold  # each window is identified open-set
     lines = scanning.rttm(segments, scanning.file_id(recording))
     if rttm == "-":
         click.echo(lines, nl=False)
@@ -59,8 +58,8 @@ def scan_(obj: Context, recording: str, window: float | None, hop: float | None,
     if rttm:
         with click.open_file(rttm, "w", encoding="utf-8", atomic=True) as f:
             f.write(lines)
-    data = {"recording": recording, "window": window, "hop": hop, "threshold": threshold,
-            "segments": [s.to_dict() for s in segments]}
+    data = {"recording": recording, "window": window, "hop": hop, "threshold": segments.threshold,
+            "channel": segments.channel, "segments": [s.to_dict() for s in segments]}
     emit(data, as_json, _table(segments) if segments else f"No speech found in {recording}.")
 
 

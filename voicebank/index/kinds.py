@@ -297,8 +297,6 @@ class Ivf:
             self._train(*self.items())
 
     def _train(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        import faiss
-
         nlist = _nlist_for(len(ids))
         sample = vectors
         if len(vectors) > IVF_TRAIN_PER_LIST * nlist:  # a fixed seed: the same bank trains the same lists

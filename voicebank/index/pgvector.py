@@ -49,7 +49,7 @@ import numpy as np
 from sqlalchemy import text
 
 from ..errors import DatabaseError, InvalidInputError
-from ..store import BankRow, Store
+from ..store import Store
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,8 @@ class CalibrationOut(BaseModel):
     trials: int | None = Field(None, description="Unknown-person trials behind the promise.")
     counted: int | None = Field(None, description="False alarms counted on those trials at the threshold.")
     upper: float | None = Field(None, description="95% upper confidence bound of the counted rate.")
+    sources: dict[str, float] | None = Field(None, description="Where the trials came from: own, cohort and "
+                                             "reference (counts), and shift.")
     rule: str = Field(description="What the threshold applies to: best or margin.")
     gallery_at_calibration: int | None = Field(description="Speakers enrolled when it was calibrated.")
     gallery: int = Field(description="Speakers enrolled now.")
@@ -148,7 +150,8 @@ class AuditEntryOut(BaseModel):
     recording_sha256: str
     client: str | None = Field(description="The API key's name that asked.")
     channel: str | None = Field(None, description="The channel decided in.")
-    detail: str | None = Field(None, description="Why the recording was refused (nothing was decided).")
+    detail: str | None = Field(None, description="Why the recording was refused (nothing was decided); for a scan "
+                                                "segment, its span in the recording.")
 
 
 class AuditPageOut(BaseModel):

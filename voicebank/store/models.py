@@ -104,7 +104,7 @@ class SpeakerRow(Base):
     voiceprint: Mapped[np.ndarray] = mapped_column(Vector)
     # through the telephone channel (voicebank.channel.telephone); None for speakers enrolled before it
     telephone: Mapped[np.ndarray | None] = mapped_column(Vector, nullable=True)
-    # which voiceprints it has (voicebank.channel.CHANNEL_SETS): "wideband+telephone", "telephone", "wideband"
+    # which voiceprints it has (voicebank.channel.speaker_prints): "wideband+telephone", "telephone", "wideband"
     channels: Mapped[str] = mapped_column(String(32), index=True, default="wideband+telephone",
                                           server_default="wideband")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -159,7 +159,8 @@ class AuditRow(Base):
     recording_sha256: Mapped[str] = mapped_column(String(64))
     client: Mapped[str | None] = mapped_column(String(255), nullable=True)
     channel: Mapped[str | None] = mapped_column(String(16), nullable=True)  # the channel decided in
-    detail: Mapped[str | None] = mapped_column(String(255), nullable=True)  # why a probe was refused
+    # why a probe was refused; for a scan's segment, its span in the recording
+    detail: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class CohortRow(Base):

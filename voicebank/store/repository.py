@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from ..channel import BOTH, TELEPHONE, WIDEBAND, speaker_prints
+from ..channel import TELEPHONE, WIDEBAND, speaker_prints
 from ..confusable import skeleton
 from ..errors import DuplicateSpeakerError, SpeakerNotFoundError
 from .engine import Store, record
@@ -190,10 +190,16 @@ class Repository:
 
     # -- the cohort ----------------------------------------------------------------------------
     def add_cohort(self, rows: Sequence[CohortRow]) -> None:
-        """Add cohort recordings; those already in the cohort (same SHA-256) are skipped."""
+        """Add cohort recordings; those already in the cohort (same SHA-256) are skipped, except that
+        one added before voicebank measured channels gets its channel and telephone embedding now."""
         with self.store.edit("change the cohort") as session:
-            present = set(session.execute(select(CohortRow.sha256)).scalars())
-            session.add_all(r for r in rows if r.sha256 not in present)
+            present = {r.sha256: r for r in session.execute(select(CohortRow)).scalars()}
+            for row in rows:
+                old = present.get(row.sha256)
+                if old is None:
+                    session.add(row)
+                elif old.telephone is None and row.telephone is not None:
+                    old.channel, old.telephone = row.channel, row.telephone
 
     def cohort_size(self) -> int:
         with self.store.read() as session:
