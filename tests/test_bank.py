@@ -555,12 +555,23 @@ def test_check_after_enroll_and_remove(bank, voices, db_path):
     report = bank.check()
     assert report.ok and (report.speakers_in_sql, report.speakers_in_index) == (3, 3)
     assert (report.missing_from_index, report.not_in_sql, report.wrong_vectors) == ([], [], [])
+    phone = report.telephone_index  # the telephone voiceprints' index is checked as well
+    assert (phone["speakers_in_sql"], phone["speakers_in_index"], phone["missing_from_index"]) == (3, 3, [])
     bank.remove("bob")
     bank.add_recordings("carol", [voices["carol"][2]])
     report = bank.check()
     assert report.ok and (report.speakers_in_sql, report.speakers_in_index) == (2, 2)
     assert bank.reindex() == 2
     assert bank.check().ok
+
+
+def test_check_sees_a_telephone_index_that_disagrees_with_sql(enrolled, monkeypatch):
+    telephone = enrolled._search.telephone
+    ids, vectors, status = telephone.contents()
+    monkeypatch.setattr(telephone, "contents", lambda: (ids[1:], vectors[1:] * -1, status))
+    report = enrolled.check()
+    assert not report.ok and report.missing_from_index == []
+    assert len(report.telephone_index["missing_from_index"]) == 1 and len(report.telephone_index["wrong_vectors"]) == 2
 
 
 def test_index_catches_up_across_two_banks_on_one_database(enrolled, db_path, model, voices):

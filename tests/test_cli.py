@@ -285,6 +285,7 @@ def test_reindex_and_check(populated, voices):
     result = ok(populated("check"), 0)
     assert result.stdout.splitlines() == [
         "index file: ok", "speakers: 3 in SQL, 3 in the index", "OK: the index agrees with SQL.",
+        "telephone index: 3 voiceprints, OK.",
         *(f"{channel}{which:<8} threshold 0.9996 on the {on}cosine score: not calibrated, no measured promise (run "
           "`voicebank calibrate`)" for channel in ("", "telephone ") for which, on in (("verify", ""), ("identify", "best ")))]
     assert ok(populated("reindex")).stdout == "Indexed 3 voiceprints (flat).\n"
@@ -295,6 +296,7 @@ def test_reindex_and_check(populated, voices):
     channels = report.pop("channels")
     assert channels["lacking"] == {"telephone": 0, "wideband": 0}  # every speaker has both voiceprints
     assert channels["telephone"]["verify"]["channel"] == "telephone"
+    assert channels["telephone_index"]["speakers_in_index"] == 3 and channels["telephone_index"]["wrong_vectors"] == []
     assert report == {"ok": True, "speakers_in_sql": 3, "speakers_in_index": 3, "index_file": "ok",
                       "missing_from_index": [], "not_in_sql": [], "wrong_vectors": []}
     assert calibration["identify"]["gallery"] == 3 and calibration["identify"]["outgrown"] is False

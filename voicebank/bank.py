@@ -372,11 +372,12 @@ class VoiceBank:
     # -- the index -----------------------------------------------------------------------------
     def check(self) -> CheckReport:
         """Compare the index (as found on disk, then caught up) with SQL, voiceprint by voiceprint."""
-        found = compare(self._search, self._repository.all_voiceprints)
+        found = compare(self._search.contents, self._repository.all_voiceprints)
+        telephone = compare(lambda: self._search.contents(TELEPHONE), lambda: self._repository.all_voiceprints(TELEPHONE))
         lacking = {channel: self.lacking(channel) for channel in (TELEPHONE, WIDEBAND)}
         return CheckReport(found.in_sql, found.held, found.status, found.missing, found.extra, found.wrong,
                            self.calibration_status(found.in_sql), lacking,
-                           self.calibration_status(found.in_sql, TELEPHONE))
+                           self.calibration_status(found.in_sql, TELEPHONE), telephone.to_dict())
 
     def lacking(self, channel: str) -> int:
         """How many speakers have no voiceprint in ``channel`` (``telephone``: enrolled before voicebank

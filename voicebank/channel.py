@@ -157,20 +157,19 @@ def decision_channel(heard: str, lacking: Callable[[str], int]) -> tuple[str, st
         if not without:
             return WIDEBAND, None
         if not lacking(TELEPHONE):
-            return TELEPHONE, (f"{_speakers(without)} enrolled over the telephone only: decided in the telephone "
+            return TELEPHONE, (f"{speakers_have(without)} enrolled over the telephone only: decided in the telephone "
                                "channel, the recording passed through it")
-        return WIDEBAND, (f"{_speakers(without)} enrolled over the telephone only and others before voicebank "
+        return WIDEBAND, (f"{speakers_have(without)} enrolled over the telephone only and others before voicebank "
                           "measured channels: decided in wideband, where those enrolled over the telephone cannot "
                           "be compared; enroll the others again")
     without = lacking(TELEPHONE)
     if not without:
         return TELEPHONE, None
-    return WIDEBAND, (f"a telephone recording, but {_speakers(without)} no telephone voiceprint (enrolled before "
+    return WIDEBAND, (f"a telephone recording, but {speakers_have(without)} no telephone voiceprint (enrolled before "
                       "voicebank measured channels): decided against the wideband voiceprints, where telephone "
                       "callers score low; enroll them again (or `voicebank add` new recordings) to add it")
 
 
-def _speakers(count: int) -> str:
-    if count >= 1000:
-        return "1,000 or more speakers have"
-    return "1 speaker has" if count == 1 else f"{count} speakers have"
+def speakers_have(count: int) -> str:
+    """"1 speaker has", "12 speakers have", "1,000+ speakers have" (counts stop at 1,000)."""
+    return "1 speaker has" if count == 1 else f"{count:,}{'+' if count >= 1000 else ''} speakers have"

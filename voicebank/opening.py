@@ -159,7 +159,7 @@ def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, 
         change_seq=0,
     )
     if threshold is None:
-        _measured_defaults(bank, embedder)
+        _measured_defaults(bank)
     try:
         Repository(store).create_settings(bank)
     except IntegrityError:  # another process created it first
@@ -168,7 +168,7 @@ def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, 
     return bank
 
 
-def _measured_defaults(bank: BankRow, embedder: Embedder) -> None:
+def _measured_defaults(bank: BankRow) -> None:
     """A new bank's thresholds, measured on the model's reference set of strangers where one is
     shipped (:mod:`voicebank.reference`), in every channel, instead of the model's constant; they
     are measured again on the bank's own recordings as it fills (``evaluation.auto_calibration``)."""

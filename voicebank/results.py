@@ -165,6 +165,9 @@ class CheckReport:
     # measured, "wideband": enrolled over the telephone only} (counted up to 1,000)
     lacking: dict[str, int] | None = None
     telephone_calibration: dict[str, Any] | None = None  # as ``calibration``, for the telephone channel
+    # the telephone voiceprints' index against SQL's: {"index_file", "speakers_in_sql",
+    # "speakers_in_index", "missing_from_index", "not_in_sql", "wrong_vectors"} as above
+    telephone_index: dict[str, Any] | None = None
 
     @property
     def outgrown(self) -> bool:
@@ -173,7 +176,9 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.missing_from_index or self.not_in_sql or self.wrong_vectors)
+        telephone = self.telephone_index or {}
+        return not (self.missing_from_index or self.not_in_sql or self.wrong_vectors or telephone.get("missing_from_index")
+                    or telephone.get("not_in_sql") or telephone.get("wrong_vectors"))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -185,5 +190,6 @@ class CheckReport:
             "not_in_sql": self.not_in_sql,
             "wrong_vectors": self.wrong_vectors,
             "calibration": self.calibration,
-            "channels": {"telephone": self.telephone_calibration, "lacking": self.lacking},
+            "channels": {"telephone": self.telephone_calibration, "lacking": self.lacking,
+                         "telephone_index": self.telephone_index},
         }

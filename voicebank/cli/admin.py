@@ -7,6 +7,7 @@ from datetime import datetime
 
 import click
 
+from ..channel import speakers_have
 from .base import JSON_OPTION, Context, emit, handle_errors, main
 
 
@@ -47,6 +48,12 @@ def check(obj: Context, as_json: bool) -> None:
             f"{report.speakers_in_index} in the index\n" + ("OK: the index agrees with SQL." if report.ok else
             f"DISAGREEMENT: missing {report.missing_from_index}, not in SQL {report.not_in_sql}, "
             f"wrong vectors {report.wrong_vectors}. Run `voicebank reindex`."))
+    phone = report.telephone_index
+    if phone and (phone["missing_from_index"] or phone["not_in_sql"] or phone["wrong_vectors"]):
+        text += (f"\ntelephone index: DISAGREEMENT: missing {phone['missing_from_index']}, not in SQL "
+                 f"{phone['not_in_sql']}, wrong vectors {phone['wrong_vectors']}. Run `voicebank reindex`.")
+    elif phone:
+        text += f"\ntelephone index: {phone['speakers_in_index']} voiceprints, OK."
     text += "".join("\n" + line for line in channels_text(report.lacking))
     emit(report.to_dict(), as_json, "\n".join([text, calibration_text(report.calibration),
                                                calibration_text(report.telephone_calibration, "telephone ")]))
@@ -57,18 +64,16 @@ def channels_text(lacking: dict[str, int]) -> list[str]:
     """What the bank's speakers lack in a channel, and what adds it (for `check` and `reindex`)."""
     lines = []
     if lacking.get("telephone"):
-        lines.append(f"channels: {_people(lacking['telephone'])} no telephone voiceprint (enrolled before voicebank "
-                     "measured channels): telephone calls are decided against their wideband voiceprints, where "
+        lines.append(f"channels: {speakers_have(lacking['telephone'])} no telephone voiceprint (enrolled before voicebank "
+                     "measured channels): telephone calls are decided against the wideband voiceprints, where "
                      "callers score low. Enroll them again, or `voicebank add NAME FILE...`, to add it (`reindex` "
                      "cannot: the bank keeps no audio).")
-    if lacking.get("wideband"):
-        lines.append(f"channels: {_people(lacking['wideband'])} only telephone recordings: wideband recordings "
-                     "are decided in the telephone channel.")
+    if lacking.get("wideband"):  # as channel.decision_channel decides
+        where = ("in wideband, where they cannot be matched until the others have telephone voiceprints"
+                 if lacking.get("telephone") else "in the telephone channel")
+        lines.append(f"channels: {speakers_have(lacking['wideband'])} only telephone recordings: wideband recordings "
+                     f"are decided {where}.")
     return lines
-
-
-def _people(count: int) -> str:
-    return "1 speaker has" if count == 1 else f"{count:,}{'+' if count >= 1000 else ''} speakers have"
 
 
 @main.command()

@@ -108,8 +108,8 @@ class ChannelSearch:
         self.telephone.reindex(faiss_kind(kind))
         return self.wideband.reindex(kind)
 
-    def contents(self) -> tuple[np.ndarray, np.ndarray, str]:
-        return self.wideband.contents()
+    def contents(self, channel: str = "wideband") -> tuple[np.ndarray, np.ndarray, str]:
+        return (self.telephone if channel == "telephone" else self.wideband).contents()
 
     def save(self) -> None:
         self.wideband.save()
@@ -134,11 +134,17 @@ class Comparison:
     extra: list[int]  # ids it holds that SQL does not
     wrong: list[str]  # names of speakers whose vector differs from SQL's
 
+    def to_dict(self) -> dict:
+        """As ``check --json`` names them."""
+        return {"index_file": self.status, "speakers_in_sql": self.in_sql, "speakers_in_index": self.held,
+                "missing_from_index": self.missing, "not_in_sql": self.extra, "wrong_vectors": self.wrong}
 
-def compare(search: Search, read_voiceprints: Callable[[], Sequence[tuple[int, str, np.ndarray]]]) -> Comparison:
-    """Compare what ``search`` holds, as found, with SQL's voiceprints ((id, name, vector) each, read
-    after the search's contents)."""
-    ids, vectors, status = search.contents()
+
+def compare(contents: Callable[[], tuple[np.ndarray, np.ndarray, str]],
+            read_voiceprints: Callable[[], Sequence[tuple[int, str, np.ndarray]]]) -> Comparison:
+    """Compare what a search holds, as found (``contents``: a search's ``contents``), with SQL's
+    voiceprints ((id, name, vector) each, read after the search's contents)."""
+    ids, vectors, status = contents()
     voiceprints = read_voiceprints()
     held = {int(i): v for i, v in zip(ids, vectors)}
     # a searcher holding lower precision (pgvector's halfvec: float16) holds each value rounded to it

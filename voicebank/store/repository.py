@@ -114,10 +114,13 @@ class Repository:
             return session.execute(select(func.count()).select_from(
                 select(SpeakerRow.id).where(SpeakerRow.channels == without).limit(1000).subquery())).scalar_one()
 
-    def all_voiceprints(self) -> list[tuple[int, str, np.ndarray]]:
-        """(speaker id, name, voiceprint) of every speaker."""
+    def all_voiceprints(self, channel: str = WIDEBAND) -> list[tuple[int, str, np.ndarray]]:
+        """(speaker id, name, voiceprint) of every speaker, as the index of ``channel`` holds them:
+        wideband, every speaker's ``voiceprint`` column; telephone, those with a telephone voiceprint."""
+        column = SpeakerRow.telephone if channel == TELEPHONE else SpeakerRow.voiceprint
         with self.store.read() as session:
-            return [tuple(r) for r in session.execute(select(SpeakerRow.id, SpeakerRow.name, SpeakerRow.voiceprint))]
+            return [tuple(r) for r in session.execute(select(SpeakerRow.id, SpeakerRow.name, column)
+                                                      .where(column.is_not(None)))]
 
     def utterance_embeddings(self, channel: str = WIDEBAND) -> list[tuple[int, str, np.ndarray]]:
         """(speaker id, name, (n, dimension) utterance embeddings in ``channel``) of every speaker
