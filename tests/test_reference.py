@@ -13,7 +13,7 @@ import pytest
 from conftest import SR, synth_voice, take
 from voicebank import reference
 from voicebank.calibration import MARGIN, decide, top2
-from voicebank.evaluation import bank_trials, level_shift, trials_from_embeddings
+from voicebank.evaluation import at_level, bank_trials, level_shift, shift_spread, trials_from_embeddings
 from voicebank.norm import Normalizer
 from voicebank.reference import Reference
 
@@ -46,6 +46,30 @@ def test_the_level_shift_moves_the_reference_to_the_bank_s_own_strangers():
     assert level_shift(own[:2], ref, MARGIN) == 0.0  # two of its own say nothing yet
 
 
+def test_the_level_s_uncertainty_comes_from_the_bank_s_people_and_spreads_the_reference_rows():
+    """Three recordings each of a few people: the level of their strangers' scores is known only
+    as well as the people are many (their recordings score alike), and the reference rows are
+    spread over what it may be, centred on the shift."""
+    rng = np.random.default_rng(4)
+
+    def bank(people: int) -> tuple[list[np.ndarray], list[int]]:
+        levels = rng.normal(0.6, 0.05, people)  # each person's own level
+        rows = [rng.normal(level, 0.01, people - 1) for level in levels for _ in range(3)]
+        return rows, [k for k in range(people) for _ in range(3)]
+
+    few, many = shift_spread(*bank(5), MARGIN), shift_spread(*bank(60), MARGIN)
+    assert few > 2 * many > 0
+    alike = bank(5)  # the same rows taken as 15 people of one recording each: less uncertain than 5 people
+    assert shift_spread(alike[0], list(range(15)), MARGIN) < few
+    assert shift_spread(alike[0][:3], [0, 0, 0], MARGIN) == 0.0  # one person: nothing to resample
+    ref = [rng.normal(0.5, 0.05, 5) for _ in range(400)]
+    moved = at_level(ref, 0.1, few)
+    offsets = np.array([m[0] - r[0] for m, r in zip(moved, ref)])
+    assert np.mean(offsets) == pytest.approx(0.1, abs=1e-3) and np.std(offsets) == pytest.approx(few, rel=0.05)
+    assert [m - r for m, r in zip(at_level(ref, 0.1, 0.0), ref)][7] == pytest.approx(np.full(5, 0.1))
+    assert all(np.array_equal(a, b) for a, b in zip(moved, at_level(ref, 0.1, few)))  # the same every time
+
+
 def test_a_bank_of_five_has_a_promise_from_the_reference_set():
     """Five people with three recordings: 15 unknown-person trials of its own, too few for 1%; with
     a reference set of 600 strangers the 1% point is calibrated as asked, and the reference's
@@ -61,6 +85,7 @@ def test_a_bank_of_five_has_a_promise_from_the_reference_set():
     trials = bank_trials(bank, None, scorer, MARGIN, (), ref, "wideband")
     assert trials.sources["reference"] == 600 and trials.sources["own"] == 15 and len(trials.unknown) == 615
     assert trials.sources["shift"] > 0  # the bank's own strangers score higher than the reference set's
+    assert 0 < trials.sources["spread"] < trials.sources["shift"]
     from voicebank.calibration import identification_point
 
     point = identification_point(trials, 0.01, 5)

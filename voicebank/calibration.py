@@ -77,7 +77,8 @@ class OpenSetTrials:
     rule: str = BEST  # the identification decision (see decide)
     channel: str = WIDEBAND  # the channel the trials' embeddings are in (voicebank.channel)
     # where the unknown-person trials came from: {"own", "cohort", "reference": counts, "shift": the
-    # reference scores' level shift}; and the pairs of speaker ids taken for one voice enrolled twice
+    # reference scores' level shift, "spread": its uncertainty}; and the pairs of speaker ids taken for
+    # one voice enrolled twice
     sources: dict | None = None
     twins: tuple[tuple[int, int], ...] = ()
 

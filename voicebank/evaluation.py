@@ -9,7 +9,8 @@ import logging
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Collection, Protocol
+from statistics import NormalDist
+from typing import Any, Callable, Collection, Protocol, Sequence
 
 import numpy as np
 
@@ -146,10 +147,11 @@ def scan_trials(found: list[tuple[int, np.ndarray]], scorer: Normalizer, rule: s
     # the level shift of whole recordings, as identification's: the same strangers, the same bank
     whole = trials_from_embeddings(found, None, scorer, rule=rule, twins=twins,
                                    reference=reference.embeddings[channel][~np.isin(reference.speakers, enrolled)])
-    shift = whole.sources["shift"]
-    return OpenSetTrials(whole.target, whole.known_best, whole.known_correct, list(cut + shift), len(found),
-                         scorer.kind, whole.known_second, rule, channel,
-                         {"own": 0, "cohort": 0, "reference": len(cut), "shift": shift, "windows": 1}, whole.twins)
+    shift, spread = whole.sources["shift"], whole.sources["spread"]
+    return OpenSetTrials(whole.target, whole.known_best, whole.known_correct, at_level(list(cut), shift, spread),
+                         len(found), scorer.kind, whole.known_second, rule, channel,
+                         {"own": 0, "cohort": 0, "reference": len(cut), "shift": shift, "spread": spread, "windows": 1},
+                         whole.twins)
 
 
 def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.ndarray | None, scorer: Normalizer,
@@ -187,7 +189,7 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
     index = {int(sid): k for k, sid in enumerate(ids)}
     pairs = sorted((index[a], index[b]) for a, b in twins if a in index and b in index)
     apart = {k: {j for a, b in pairs for k_, j in ((a, b), (b, a)) if k_ == k} for k in range(len(speakers))}
-    target, known_best, known_second, known_correct, unknown = [], [], [], [], []
+    target, known_best, known_second, known_correct, unknown, whose = [], [], [], [], [], []
     everyone = np.arange(len(speakers))
     members = [np.flatnonzero(owner == k) for k in everyone]  # each speaker's rows of ``utterances``
     for u in chosen:
@@ -199,6 +201,7 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
             stranger = np.array([j not in apart[k] for j in others])
             if stranger.any():
                 unknown.append(row[stranger])
+                whose.append(k)
         if len(members[k]) >= 2:
             held_out = voiceprint(utterances[members[k][members[k] != u]])
             score = float(scorer.score(probe, held_out, [(int(ids[k]),)], [(int(ids[k]),)])[0])
@@ -211,14 +214,15 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
     for probe in cohort if cohort is not None else ():
         every = [(int(i),) for i in ids]
         unknown.append(scorer.score(np.repeat(probe[None, :], len(prints), 0), prints, every, every))
-    shift = 0.0
+    shift = spread = 0.0
     if reference is not None and len(reference):
         every = [(int(i),) for i in ids]
         strangers = np.asarray(reference, dtype=np.float64)
         rows = list(strangers @ prints.T) if scorer.kind == "cosine" else [
             scorer.score(np.repeat(probe[None, :], len(prints), 0), prints, every, every) for probe in strangers]
         shift = level_shift(unknown[:own], rows, rule)
-        unknown.extend(r + shift for r in rows)
+        spread = shift_spread(unknown[:own], whose, rule)
+        unknown.extend(at_level(rows, shift, spread, seed))
     if not unknown:
         raise NotEnoughDataError(
             "no unknown-person trials: every enrolled voiceprint is within the duplicate-voice threshold of another "
@@ -230,7 +234,7 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
             "Add recordings (`voicebank add NAME FILE...`), or give a trial list with --trials."
         )
     sources = {"own": own, "cohort": len(cohort) if cohort is not None else 0,
-               "reference": 0 if reference is None else len(reference), "shift": shift}
+               "reference": 0 if reference is None else len(reference), "shift": shift, "spread": spread}
     return OpenSetTrials(np.array(target), np.array(known_best), np.array(known_correct, dtype=bool), unknown,
                          len(speakers), scorer.kind, np.array(known_second), rule, sources=sources,
                          twins=tuple((int(ids[a]), int(ids[b])) for a, b in pairs))
@@ -255,6 +259,42 @@ def level_shift(own: list[np.ndarray], reference: list[np.ndarray], rule: str) -
         return 0.0
     reference_stats = [decide(*top2(r), rule) for r in reference if len(r)]
     return float(np.quantile(own_stats, SHIFT_QUANTILE) - np.quantile(reference_stats, SHIFT_QUANTILE))
+
+
+SHIFT_DRAWS = 200  # bootstrap resamples behind shift_spread
+
+
+def shift_spread(own: list[np.ndarray], whose: Sequence[int], rule: str, seed: int = 0) -> float:
+    """How uncertain :func:`level_shift`'s level of the bank's own strangers is: the standard
+    deviation of their median decision statistic over bootstrap resamples of the bank's people
+    (``whose``: the speaker behind each row of ``own``), not of its recordings, since one speaker's
+    recordings score alike. 0 where :func:`level_shift` measures no shift."""
+    stats = np.array([decide(*top2(r), rule) if len(r) else np.nan for r in own])
+    owners = np.asarray(whose)[~np.isnan(stats)] if len(stats) else np.zeros(0)
+    stats = stats[~np.isnan(stats)]
+    groups = [stats[owners == k] for k in np.unique(owners)]
+    if len(stats) < 3 or len(groups) < 2:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    medians = [np.quantile(np.concatenate([groups[i] for i in rng.integers(len(groups), size=len(groups))]),
+                           SHIFT_QUANTILE) for _ in range(SHIFT_DRAWS)]
+    return float(np.std(medians))
+
+
+def at_level(rows: list[np.ndarray], shift: float, spread: float, seed: int = 0) -> list[np.ndarray]:
+    """The reference set's rows moved to the level of the bank's own strangers, each by its own
+    draw of what that level may be: ``shift`` plus ``spread`` times a normal quantile, the quantiles
+    evenly spaced and dealt to the rows in a fixed random order. A threshold chosen on these rows
+    keeps its promise on average over the level's uncertainty; moved by ``shift`` alone, it would
+    keep it only at the estimate, and a false-alarm rate rises faster with a level set too low than
+    it falls with one set too high: banks of 10 ran up to 2.4x over their promise (bench/quality.py,
+    banks)."""
+    if not spread or not rows:
+        return [r + shift for r in rows]
+    n = len(rows)
+    quantiles = np.array([NormalDist().inv_cdf((k + 0.5) / n) for k in range(n)])
+    draws = shift + spread * np.random.default_rng(seed).permutation(quantiles)
+    return [r + d for r, d in zip(rows, draws)]
 
 
 def twin_pairs(speakers: list[tuple[int, np.ndarray]], threshold: float) -> list[tuple[int, int]]:

@@ -198,7 +198,11 @@ def _sources(trials) -> str:
     if not s.get("reference"):
         return ""
     return (f" ({s['own']} the bank's own, {s['cohort']} of the cohort, {s['reference']} of the reference set of "
-            f"strangers, its scores moved by {s['shift']:+.3f} to the level of the bank's own strangers)")
+            f"strangers, its scores moved by {s['shift']:+.3f}{_spread(s)} to the level of the bank's own strangers)")
+
+
+def _spread(sources: dict) -> str:
+    return f" (each by its own draw, spread {sources['spread']:.3f})" if sources.get("spread") else ""
 
 
 def _point_lines(point, label: str) -> list[str]:
