@@ -252,9 +252,11 @@ def main() -> None:
         sys.exit(f"no corpus found under {args.data_root}; pass --data-root DIR")
     if not args.no_banks:
         res["banks"] = run_banks(args, embedder, duplicate, refs)
+    res["held_out_gates"] = checks.held_out_gates(res["enrollment_checks"])
     res["not_speech"] = checks.not_speech()
     res["winner"] = choose_winner(res)
-    for section in (report.embeddings, report.refusals, report.not_speech, report.enrollment, report.calibration,
+    for section in (report.embeddings, report.refusals, report.not_speech, report.enrollment, report.held_out_gates,
+                    report.calibration,
                     report.verification, report.identification, report.groups, report.scores, report.winner,
                     report.probe_length, report.enrollment_length, report.banks):
         section(res)

@@ -49,15 +49,18 @@ def consistency_checks(by_speaker: dict[str, list[int]], wide: np.ndarray, phone
     for s, idx in by_speaker.items():
         owner[idx] = s
     genuine = intruder = named = mixed_refused = calls_refused = 0
+    genuine_lowest, intruder_lowest = [], []  # each triple's lowest leave-one-out cosine (held_out_gates)
     groups = triples(by_speaker)
     for s, idx in groups:
         genuine += refused(wide[idx], consistency)[0]
+        genuine_lowest.append(float(leave_one_out(wide[idx]).min()))
         strangers = np.flatnonzero(owner != s)
         for p in range(TRIPLE):
             swapped = list(idx)
             swapped[p] = int(rng.choice(strangers))
             caught, worst = refused(wide[swapped], consistency)
             intruder += caught
+            intruder_lowest.append(float(leave_one_out(wide[swapped]).min()))
             named += caught and worst == p
             if phone is not None:
                 line, call = phone
@@ -68,7 +71,8 @@ def consistency_checks(by_speaker: dict[str, list[int]], wide: np.ndarray, phone
             calls_refused += refused(phone[1][idx], consistency)[0]
     n = len(groups)
     out = {"enrollments": n, "genuine_refused": int(genuine), "intruder_variants": TRIPLE * n,
-           "intruder_caught": int(intruder), "intruder_named": int(named)}
+           "intruder_caught": int(intruder), "intruder_named": int(named),
+           "scores": {"genuine_lowest": genuine_lowest, "intruder_lowest": intruder_lowest}}
     if phone is not None:
         out.update(phone_variants=TRIPLE * n, phone_refused=int(mixed_refused), calls_refused=int(calls_refused))
     return out
@@ -80,6 +84,7 @@ def duplicate_checks(by_speaker: dict[str, list[int]], wide: np.ndarray, folds_:
     against the bank (flagged?); and each speaker with fewer than 6 recordings enrolling from
     its recordings (flagged?)."""
     same = same_named = new = new_n = single = single_n = 0
+    again, newcomers = [], []  # the nearest voiceprint's cosine: a person enrolling again, a new person
     for f in folds_:
         bank = f.prints
         for k, s in enumerate(f.bank):
@@ -88,6 +93,7 @@ def duplicate_checks(by_speaker: dict[str, list[int]], wide: np.ndarray, folds_:
             gallery[k] = voiceprint(wide[idx[:3]])
             scores = gallery @ voiceprint(wide[idx[3:6]]).astype(np.float64)
             same += scores.max() >= duplicate
+            again.append(float(scores.max()))
             same_named += scores.max() >= duplicate and int(scores.argmax()) == k
         enrolled = set(f.bank)
         for s, idx in by_speaker.items():
@@ -96,12 +102,40 @@ def duplicate_checks(by_speaker: dict[str, list[int]], wide: np.ndarray, folds_:
             if len(idx) >= 6:  # the other half: a new person enrolling from three recordings
                 new_n += 1
                 new += float((bank @ voiceprint(wide[idx[:3]])).max()) >= duplicate
+                newcomers.append(float((bank @ voiceprint(wide[idx[:3]])).max()))
             elif f.index == 0:  # a new person enrolling from all its (few) recordings; once per corpus
                 single_n += 1
                 single += float((bank @ voiceprint(wide[idx])).max()) >= duplicate
     return {"same_person": sum(len(f.bank) for f in folds_), "same_caught": int(same),
             "same_named": int(same_named), "new_people": new_n, "new_flagged": int(new),
-            "few_recordings_people": single_n, "few_recordings_flagged": int(single)}
+            "few_recordings_people": single_n, "few_recordings_flagged": int(single),
+            "duplicate_scores": {"again": again, "new": newcomers}}
+
+
+# Each gate's rule, as CHECK_OFFSETS in voicebank/embedding/__init__.py states it
+REFUSE_AT_MOST = 0.01  # consistency: at most 1% of genuine enrollments refused
+CATCH_AT_LEAST = 0.90  # duplicate voice: the same person enrolled again caught at least 90% of the time
+
+
+def held_out_gates(checks: dict[str, dict]) -> list[dict]:
+    """Each enrollment gate chosen by its rule on one corpus alone and measured on another (every
+    ordered pair of corpora, and each on itself): does the rule that set the product's defaults
+    carry to people it was not chosen on? ``checks``: {corpus: consistency_checks | duplicate_checks}."""
+    out = []
+    for chosen_on, a in checks.items():
+        genuine = np.sort(a["scores"]["genuine_lowest"])
+        consistency = float(genuine[int(REFUSE_AT_MOST * len(genuine))])  # refused: strictly below
+        again = np.sort(a["duplicate_scores"]["again"])
+        duplicate = float(again[int((1 - CATCH_AT_LEAST) * len(again))])  # caught: at or above
+        for measured_on, b in checks.items():
+            g, i = np.array(b["scores"]["genuine_lowest"]), np.array(b["scores"]["intruder_lowest"])
+            same, new = np.array(b["duplicate_scores"]["again"]), np.array(b["duplicate_scores"]["new"])
+            out.append({"chosen_on": chosen_on, "measured_on": measured_on, "consistency": consistency,
+                        "genuine_refused": int((g < consistency).sum()), "genuine": len(g),
+                        "intruder_caught": int((i < consistency).sum()), "intruders": len(i),
+                        "duplicate": duplicate, "same_caught": int((same >= duplicate).sum()), "same": len(same),
+                        "new_flagged": int((new >= duplicate).sum()), "new": len(new)})
+    return out
 
 
 # ----------------------------------------------------------------------------- recordings refused
