@@ -13,8 +13,9 @@ from sqlalchemy import inspect, select
 from conftest import TINY_THRESHOLD
 from voicebank import VoiceBank
 from voicebank.cli import main
-from voicebank.errors import DuplicateSpeakerError, SchemaError, SpeakerNotFoundError
+from voicebank.errors import DuplicateRecordingError, DuplicateSpeakerError, SchemaError, SpeakerNotFoundError
 from voicebank.store import make_engine, resolve_url, schema
+from voicebank.store.repository import Repository
 
 
 def test_enroll_identify_verify_remove_and_audit(db_url, tiny_model, voices):
@@ -40,6 +41,38 @@ def test_enroll_identify_verify_remove_and_audit(db_url, tiny_model, voices):
         assert entries[-1].client == "test" and entries[-1].model_id == bank.model_id
         assert bank.purge_audit(datetime.now(timezone.utc) + timedelta(seconds=1)) == len(entries)
         assert bank.audit() == []
+
+
+def test_one_recording_one_person_is_kept_by_the_write_and_by_the_database(db_url, tiny_model, voices, monkeypatch):
+    """Two processes enrolling one file under two names at once both pass the check made before the
+    write; the write's own check refuses the second, and the database refuses a row that slips past."""
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.orm import Session
+
+    from voicebank.store import UtteranceRow
+
+    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+        bank.enroll("alice", voices["alice"][:2])
+        bank.enroll("bob", voices["bob"][:2])
+        with monkeypatch.context() as m:
+            m.setattr(Repository, "owners", lambda self, sha256s, other_than: {})  # the other has not written yet
+            with pytest.raises(DuplicateRecordingError, match="already enrolled for alice.*Nothing was stored for mallory"):
+                bank.enroll("mallory", [voices["alice"][2], voices["alice"][0]], allow_inconsistent=True)
+            with pytest.raises(DuplicateRecordingError, match="already enrolled for alice"):
+                bank.add_recordings("bob", [voices["alice"][1]], allow_inconsistent=True)
+        assert [s.name for s in bank.speakers()] == ["alice", "bob"] and len(bank.speaker("bob").recordings) == 2
+        assert bank.check().shared_recordings == []
+    engine = make_engine(db_url)
+    try:
+        with Session(engine) as session:
+            taken = session.execute(select(UtteranceRow).limit(1)).scalar_one()
+            other = 2 if taken.speaker_id == 1 else 1
+            session.add(UtteranceRow(speaker_id=other, embedding=taken.embedding, sha256=taken.sha256, label="again",
+                                     duration_s=1.0, speech_s=1.0))
+            with pytest.raises(IntegrityError, match="sha256"):
+                session.flush()
+    finally:
+        engine.dispose()
 
 
 def test_cli_on_both_databases(db_url, tiny_model, voices):

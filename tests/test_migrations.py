@@ -304,3 +304,37 @@ def test_the_shipped_revisions_are_read_as_alembic_reads_them():
     scripts = ScriptDirectory(str(schema.migrations_dir()))
     assert schema.head() == scripts.get_current_head()
     assert schema._chain() == {rev.revision: rev.down_revision for rev in scripts.walk_revisions()}
+
+
+def test_a_bank_with_one_recording_under_two_speakers_migrates_and_keeps_them(made_bank, tiny_model, voices, caplog):
+    """Before 0007 two processes could enroll one file under two names at once: such a bank keeps
+    both rows (nothing is deleted), opens, and `check` names the recording."""
+    import logging
+
+    from sqlalchemy.orm import Session
+
+    from voicebank.store import SpeakerRow, UtteranceRow
+
+    engine = make_engine(resolve_url(made_bank))
+    try:
+        schema.downgrade(engine, "0006")
+        with Session(engine) as session, session.begin():
+            taken = session.execute(text("SELECT speaker_id, sha256 FROM utterances LIMIT 1")).one()
+            alice = session.get(SpeakerRow, taken.speaker_id)
+            twin = SpeakerRow(name="alice2", skeleton="alice2", meta={}, voiceprint=alice.voiceprint,
+                              utterances=[UtteranceRow(embedding=alice.voiceprint, sha256=taken.sha256, label="copy",
+                                                       duration_s=1.0, speech_s=1.0)])
+            session.add(twin)
+        with caplog.at_level(logging.WARNING, logger="voicebank.migrations"):
+            schema.upgrade(engine)
+        assert "1 recording(s) are enrolled under two speakers" in caplog.text
+        assert schema.current(engine) == schema.head()
+    finally:
+        engine.dispose()
+    with VoiceBank.open(made_bank, str(tiny_model)) as bank:
+        shared = bank.check().shared_recordings
+        assert len(shared) == 1 and sorted(shared[0][1]) == ["alice", "alice2"]
+    from voicebank.cli import main
+
+    out = CliRunner().invoke(main, ["--db", str(made_bank), "--model", str(tiny_model), "check"])
+    assert "recording enrolled for 2 speakers" in out.stdout and "voicebank remove NAME" in out.stdout

@@ -377,7 +377,8 @@ class VoiceBank:
         lacking = {channel: self.lacking(channel) for channel in (TELEPHONE, WIDEBAND)}
         return CheckReport(found.in_sql, found.held, found.status, found.missing, found.extra, found.wrong,
                            self.calibration_status(found.in_sql), lacking,
-                           self.calibration_status(found.in_sql, TELEPHONE), telephone.to_dict())
+                           self.calibration_status(found.in_sql, TELEPHONE), telephone.to_dict(),
+                           self._repository.shared_recordings())
 
     def lacking(self, channel: str) -> int:
         """How many speakers have no voiceprint in ``channel`` (``telephone``: enrolled before voicebank

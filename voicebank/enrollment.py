@@ -35,7 +35,7 @@ from .index.search import Search
 from .pipeline import Embedded
 from .results import ENROLLED, FAILED, SKIPPED, Enrollment, EnrollmentOutcome, RecordingInfo, Speaker
 from .store import CohortRow, SpeakerRow, UtteranceRow, as_utc
-from .store.repository import Repository, name_taken
+from .store.repository import Repository, name_taken, recording_taken
 
 log = logging.getLogger(__name__)
 
@@ -213,10 +213,7 @@ def check(services: Services, name: str, utterances: Sequence[UtteranceRow], spe
     owners = services.repository.owners([u.sha256 for u in utterances], speaker_id)
     for u in utterances:  # a recording belongs to one person
         if u.sha256 in owners:
-            raise DuplicateRecordingError(
-                f"{u.label} is already enrolled for {owners[u.sha256]} (the same recording, byte for byte); a "
-                f"recording belongs to one person. Nothing was stored for {name}."
-            )
+            raise DuplicateRecordingError(recording_taken(u.label, owners[u.sha256], name))
     consistency, duplicate = services.checks()
     vectors = in_one_channel([u.embedding for u in utterances], [u.channel for u in utterances],
                              [u.telephone for u in utterances])

@@ -168,6 +168,8 @@ class CheckReport:
     # the telephone voiceprints' index against SQL's: {"index_file", "speakers_in_sql",
     # "speakers_in_index", "missing_from_index", "not_in_sql", "wrong_vectors"} as above
     telephone_index: dict[str, Any] | None = None
+    # (label, speaker names) of recordings enrolled under more than one speaker (Repository.shared_recordings)
+    shared_recordings: list[tuple[str, list[str]]] | None = None
 
     @property
     def outgrown(self) -> bool:
@@ -192,4 +194,5 @@ class CheckReport:
             "calibration": self.calibration,
             "channels": {"telephone": self.telephone_calibration, "lacking": self.lacking,
                          "telephone_index": self.telephone_index},
+            "shared_recordings": [{"recording": label, "speakers": names} for label, names in self.shared_recordings or []],
         }

@@ -55,6 +55,9 @@ def check(obj: Context, as_json: bool) -> None:
     elif phone:
         text += f"\ntelephone index: {phone['speakers_in_index']} voiceprints, OK."
     text += "".join("\n" + line for line in channels_text(report.lacking))
+    text += "".join(f"\nrecording enrolled for {len(names)} speakers: {label} ({', '.join(names)}): a recording belongs "
+                    "to one person; remove the speaker it is not (`voicebank remove NAME`)."
+                    for label, names in report.shared_recordings or [])
     emit(report.to_dict(), as_json, "\n".join([text, calibration_text(report.calibration),
                                                calibration_text(report.telephone_calibration, "telephone ")]))
     sys.exit(0 if report.ok else 1)

@@ -116,7 +116,8 @@ class SpeakerRow(Base):
 
 class UtteranceRow(Base):
     __tablename__ = "utterances"
-    __table_args__ = (UniqueConstraint("speaker_id", "sha256", name="uq_utterances_speaker_sha256"),)
+    # one recording, one person: the same recording cannot be enrolled for two speakers (migration 0007)
+    __table_args__ = (UniqueConstraint("sha256", name="uq_utterances_sha256"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     speaker_id: Mapped[int] = mapped_column(ForeignKey("speakers.id", ondelete="CASCADE"), index=True)
     embedding: Mapped[np.ndarray] = mapped_column(Vector)  # of the recording as it came

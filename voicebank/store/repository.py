@@ -18,7 +18,7 @@ from sqlalchemy.orm import selectinload
 
 from ..channel import TELEPHONE, WIDEBAND, speaker_prints
 from ..confusable import skeleton
-from ..errors import DuplicateSpeakerError, SpeakerNotFoundError
+from ..errors import DuplicateRecordingError, DuplicateSpeakerError, SpeakerNotFoundError
 from .engine import Store, record
 from .models import BankRow, CohortRow, SpeakerRow, UtteranceRow, utcnow
 
@@ -29,6 +29,11 @@ def name_taken(name: str) -> str:
 
 def no_such_speaker(name: str) -> str:
     return f"no speaker named {name!r} is enrolled (`voicebank list` shows who is)."
+
+
+def recording_taken(label: str, owner: str, name: str) -> str:
+    return (f"{label} is already enrolled for {owner} (the same recording, byte for byte); a recording belongs to "
+            f"one person. Nothing was stored for {name}.")
 
 
 class Repository:
@@ -146,6 +151,30 @@ class Repository:
             ).all()
         return {sha: name for sha, name in rows}
 
+    def shared_recordings(self) -> list[tuple[str, list[str]]]:
+        """(label, speaker names) of each recording enrolled for more than one speaker: only in a bank
+        where two processes enrolled it at once before voicebank checked it inside the write
+        (migration 0007)."""
+        with self.store.read() as session:
+            shared = select(UtteranceRow.sha256).group_by(UtteranceRow.sha256).having(func.count() > 1)
+            rows = session.execute(select(UtteranceRow.sha256, UtteranceRow.label, SpeakerRow.name).join(SpeakerRow)
+                                   .where(UtteranceRow.sha256.in_(shared)).order_by(UtteranceRow.sha256)).all()
+        found: dict[str, tuple[str, list[str]]] = {}
+        for sha, label, name in rows:
+            found.setdefault(sha, (label, []))[1].append(name)
+        return list(found.values())
+
+    @staticmethod
+    def _refuse_taken(session, name: str, utterances: Sequence[UtteranceRow], speaker_id: int | None = None) -> None:
+        """The rule "one recording, one person", checked under the write lock: the check before it
+        (``enrollment.check``) cannot see a process that enrolls the same file at the same moment."""
+        taken = session.execute(select(UtteranceRow.label, UtteranceRow.sha256, SpeakerRow.name).join(SpeakerRow)
+                                .where(UtteranceRow.sha256.in_([u.sha256 for u in utterances]),
+                                       SpeakerRow.id != (speaker_id or -1))).first()
+        if taken is not None:
+            label = next(u.label for u in utterances if u.sha256 == taken[1])
+            raise DuplicateRecordingError(recording_taken(label, taken[2], name))
+
     # -- speakers: writing (each in a change transaction) --------------------------------------
     def add_speaker(self, name: str, metadata: dict[str, Any], utterances: list[UtteranceRow]) -> None:
         """Store a new speaker and its voiceprint. A taken name, or one that differs from an enrolled
@@ -161,12 +190,16 @@ class Repository:
                     raise DuplicateSpeakerError(
                         f"{name!r} looks like the enrolled {twin!r} (they differ only in look-alike characters, "
                         f"e.g. a Cyrillic 'а' for a Latin 'a'): choose a name that cannot be mistaken for it.")
+                self._refuse_taken(session, name, utterances)
                 row = SpeakerRow(name=name, skeleton=shape, meta=metadata, utterances=utterances)
                 _set_voiceprints(row, utterances)
                 session.add(row)
                 session.flush()
                 record(session, seq, row.id, "upsert")
-        except IntegrityError as exc:  # another process won a race for the name
+        except IntegrityError as exc:  # the checks above hold the write lock: the database's own rules, a last line
+            if "sha256" in str(exc.orig):
+                raise DuplicateRecordingError(f"a recording given is already enrolled for another speaker; nothing "
+                                              f"was stored for {name}.") from exc
             raise DuplicateSpeakerError(name_taken(name)) from exc
 
     def extend_speaker(self, name: str, known: set[str], utterances: list[UtteranceRow]) -> None:
@@ -178,6 +211,7 @@ class Repository:
             ).scalar_one_or_none()
             if row is None or {u.sha256 for u in row.utterances} != known:
                 raise SpeakerNotFoundError(f"{name} was removed or changed while the recordings were embedded; try again.")
+            self._refuse_taken(session, name, utterances, row.id)
             row.utterances.extend(utterances)
             _set_voiceprints(row, row.utterances)
             row.updated_at = utcnow()
