@@ -4,9 +4,8 @@ speaker, so that two processes enrolling the same file under two names at once c
 database refuses what slips past)
 
 A bank where that race already happened holds one recording under two speakers: nothing is deleted
-here, the old per-speaker constraint is kept for it, and the revision says so in the log; `voicebank
-check` names the recordings. Removing one of the two speakers and running `voicebank db upgrade`
-(after `db downgrade 0006`) adds the constraint.
+here, the old per-speaker constraint is kept for it (new enrollments are still checked inside the
+write), and the revision says so in the log; `voicebank check` names the recordings.
 
 Revision ID: 0007
 Revises: 0006
