@@ -548,6 +548,18 @@ def test_check_in_the_same_bank_rewrites_a_damaged_or_deleted_index_file(enrolle
     assert enrolled.check().index_file == "ok"
 
 
+def test_an_index_file_replaced_by_a_link_or_a_fifo_is_rebuilt_from_sql(enrolled, db_path, voices):
+    import os
+
+    enrolled.save_index()
+    for swap in (lambda p: p.symlink_to("/dev/zero"), lambda p: os.mkfifo(p)):
+        faiss_path(db_path).unlink()
+        swap(faiss_path(db_path))
+        assert enrolled.check().index_file.startswith("damaged or foreign, rebuilt")
+        assert faiss_path(db_path).is_file() and not faiss_path(db_path).is_symlink()  # the rebuilt one replaced it
+        assert enrolled.identify(voices["alice"][2]).match.name == "alice"
+
+
 def test_check_after_enroll_and_remove(bank, voices, db_path):
     report = bank.check()
     assert report.ok and (report.speakers_in_sql, report.speakers_in_index) == (0, 0)

@@ -250,6 +250,36 @@ def test_load_checksum_mismatch(saved, info):
         SpeakerIndex.load(path, info)
 
 
+@pytest.mark.parametrize("replace_with", ["link to /dev/zero", "fifo", "link to a copy", "huge file"])
+def test_an_index_file_that_is_not_a_plain_file_of_a_sane_size_is_refused_at_once(saved, info, replace_with):
+    """Replaced by a link (even to a good copy), a FIFO or a sparse file far larger than its count
+    allows: refused quickly without reading it (no hang, no gigabytes), so the bank rebuilds from SQL."""
+    import os
+
+    path, _ = saved
+    copy = path.with_name("copy.faiss")
+    copy.write_bytes(path.read_bytes())
+    path.unlink()
+    if replace_with == "link to /dev/zero":
+        path.symlink_to("/dev/zero")
+    elif replace_with == "fifo":
+        os.mkfifo(path)
+    elif replace_with == "link to a copy":
+        path.symlink_to(copy)
+    else:
+        with open(path, "wb") as f:
+            f.truncate(1 << 34)  # 16 GiB, sparse
+    with pytest.raises(IndexFileError, match="not a regular file|is a symbolic link|more than an index"):
+        SpeakerIndex.load(path, info)
+    for link in (sidecar(path),):  # the sidecar through a link is refused the same way
+        link.rename(copy.with_name("side.json"))
+        link.symlink_to(copy.with_name("side.json"))
+    path.unlink()
+    path.write_bytes(copy.read_bytes())
+    with pytest.raises(IndexFileError, match="is a symbolic link"):
+        SpeakerIndex.load(path, info)
+
+
 def test_load_garbage_index_bytes(saved, info):
     path, _ = saved
     garbage = np.random.default_rng(15).integers(0, 256, path.stat().st_size, dtype=np.uint8).tobytes()

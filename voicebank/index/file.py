@@ -11,11 +11,13 @@ refused like a foreign one and rebuilt.
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -138,16 +140,19 @@ class SpeakerIndex:
         was built for ``expected`` (same bank, model, dimension and kind)."""
         import faiss
 
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             raise IndexFileError(f"no index file at {path}")
         with _locked(path):
             try:
-                meta = json.loads(_sidecar(path).read_text())
-                data = path.read_bytes()
+                meta = json.loads(_read_regular(_sidecar(path), MAX_SIDECAR_BYTES))
+                if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                    raise IndexFileError(f"{_sidecar(path)} is not a voicebank index sidecar of format {FORMAT}")
+                count, dimension = meta.get("count"), expected.dimension
+                if not isinstance(count, int) or not 0 <= count < 2**40:
+                    raise IndexFileError(f"{_sidecar(path)} gives no sane count of voiceprints")
+                data = _read_regular(path, MAX_SIDECAR_BYTES + count * (8 * dimension + BYTES_PER_ENTRY))
             except (OSError, ValueError, RecursionError) as exc:
                 raise IndexFileError(f"unreadable index sidecar or file at {path}: {exc}") from exc
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise IndexFileError(f"{_sidecar(path)} is not a voicebank index sidecar of format {FORMAT}")
         found = IndexInfo(meta.get("bank_uid"), meta.get("model_id"), meta.get("dimension"), meta.get("kind"),
                           meta.get("channel", "wideband"))
         if found != expected:
@@ -168,6 +173,34 @@ class SpeakerIndex:
 
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
+
+
+MAX_SIDECAR_BYTES = 1 << 20
+# What an index may hold per voiceprint beyond its vector (twice over: HNSW keeps a float32 copy
+# and its graph links, IVF its list ids): far above any FAISS structure voicebank writes.
+BYTES_PER_ENTRY = 4096
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file (not a link, a FIFO or a device: opened
+    without following a link and without blocking) of at most ``limit`` bytes; else OSError or
+    ValueError, and the index is rebuilt from SQL."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError(f"{path} is a symbolic link") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"{path} holds {info.st_size} bytes, more than an index of its size could ({limit})")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read(info.st_size)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
