@@ -560,6 +560,20 @@ def test_an_index_file_replaced_by_a_link_or_a_fifo_is_rebuilt_from_sql(enrolled
         assert enrolled.identify(voices["alice"][2]).match.name == "alice"
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds deleted open files through /proc (Linux)")
+@pytest.mark.parametrize("companion", ["-wal", "-shm"])
+def test_a_write_ahead_log_deleted_under_a_running_bank_refuses_writes_instead_of_losing_them(
+        enrolled, db_path, voices, companion):
+    from voicebank.errors import DatabaseGoneError
+
+    assert enrolled.identify(voices["alice"][2]).match.name == "alice"  # the bank's connections hold both files
+    Path(str(db_path) + companion).unlink()
+    with pytest.raises(DatabaseGoneError, match=f"database's {companion} file was deleted.*Nothing was written"):
+        enrolled.enroll("dave", voices["dave"][:2])
+    with pytest.raises(DatabaseGoneError):
+        enrolled.remove("alice")
+
+
 def test_check_after_enroll_and_remove(bank, voices, db_path):
     report = bank.check()
     assert report.ok and (report.speakers_in_sql, report.speakers_in_index) == (0, 0)

@@ -159,6 +159,15 @@ class Store:
                 f"the database file {self._file} was {what} after this process opened it; nothing was written. "
                 "Restore it, then restart voicebank (or point --db at the right file)."
             )
+        lost = _deleted_while_open(os.path.realpath(self._file))
+        if lost:
+            from ..errors import DatabaseGoneError
+
+            raise DatabaseGoneError(
+                f"the database's {lost} file was deleted while this process had it open: what is written now "
+                "would be acknowledged and lost. Nothing was written. Restart voicebank (committed changes are in "
+                f"{self._file} and its write-ahead log; stop every process before copying or deleting those files)."
+            )
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -246,3 +255,26 @@ class Store:
 def record(session: Session, seq: int, speaker_id: int, op: str) -> None:
     """Note in the change log that ``speaker_id`` was upserted or deleted in transaction ``seq``."""
     session.add(ChangeRow(seq=seq, speaker_id=speaker_id, op=op))
+
+
+def _deleted_while_open(database: Path | str) -> str | None:
+    """Which of SQLite's companion files (``-wal``, ``-shm``) of ``database`` this process holds open
+    although it was deleted (Linux: ``/proc/self/fd``; elsewhere None). SQLite keeps writing to the
+    open, nameless file; nobody else sees it, and the writes vanish with the process."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        return None
+    wanted = {f"{database}-{kind} (deleted)": f"-{kind}" for kind in ("wal", "shm")}
+    try:
+        names = os.listdir(fds)
+    except OSError:
+        return None
+    for name in names:
+        try:
+            target = os.readlink(fds / name)
+        except OSError:  # closed meanwhile
+            continue
+        if target in wanted:
+            return wanted[target]
+    return None
+
