@@ -378,6 +378,7 @@ def test_index_from_a_diverged_history_is_not_trusted(tmp_path, tiny_model):
     has passed the file's. The file must not be trusted to be only "behind": its ids now belong to
     other people, and a voice of a lost speaker must not be identified as the newcomer."""
     import sqlite3
+    from contextlib import closing
 
     from voicebank import VoiceBank
 
@@ -391,7 +392,9 @@ def test_index_from_a_diverged_history_is_not_trusted(tmp_path, tiny_model):
     with VoiceBank.open(db, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best", index_path=host_x) as bank:
         enroll_all(bank, "s0", "s1")
     backup = tmp_path / "backup.db"
-    with sqlite3.connect(db) as live, sqlite3.connect(backup) as copy:
+    # closed, not only committed (sqlite3's `with` does not close): a restore happens with every
+    # connection to the old file gone, or this process would still hold its deleted write-ahead log
+    with closing(sqlite3.connect(db)) as live, closing(sqlite3.connect(backup)) as copy:
         live.backup(copy)
     with VoiceBank.open(db, str(tiny_model), index_path=host_x) as bank:  # host X goes on, then stops
         enroll_all(bank, "s2", "s3")
@@ -399,7 +402,7 @@ def test_index_from_a_diverged_history_is_not_trusted(tmp_path, tiny_model):
 
     for suffix in ("", "-wal", "-shm"):  # the database is restored from the backup (seq 2)
         tmp_path.joinpath("bank.db" + suffix).unlink(missing_ok=True)
-    with sqlite3.connect(backup) as copy, sqlite3.connect(db) as restored:
+    with closing(sqlite3.connect(backup)) as copy, closing(sqlite3.connect(db)) as restored:
         copy.backup(restored)
     with VoiceBank.open(db, str(tiny_model), index_path=host_y) as bank:  # host Y enrolls newcomers (seq 5)
         enroll_all(bank, "s5", "s6", "s7")
