@@ -584,6 +584,25 @@ def test_stalled_clients_are_disconnected_and_refusals_are_logged_without_the_ke
                 while data:  # a response (e.g. 401 before the body) may come first; then the close
                     data = conn.recv(65536)
                 assert time.monotonic() - start < 8, partial
+        # a head sent a byte at a time, each within the timeout: the deadline is the whole head's
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            start, closed = time.monotonic(), False
+            for byte in b"GET /speakers HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40:
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:  # reset by the server
+                    closed = True
+                    break
+                time.sleep(0.25)
+                if time.monotonic() - start > 6:
+                    break
+            if not closed:
+                conn.settimeout(5)
+                try:
+                    closed = conn.recv(65536) == b""
+                except OSError:
+                    closed = True
+            assert closed and time.monotonic() - start < 6, "a dripped head kept the connection open"
         with httpx.Client(base_url=url) as client:
             refused = client.get(f"/speakers?key={secret}", headers={"Authorization": f"Bearer {secret}"})
         assert refused.status_code == 401

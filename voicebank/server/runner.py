@@ -55,12 +55,15 @@ READ_TIMEOUT = 30.0
 
 
 def protocol(read_timeout: float = READ_TIMEOUT) -> type:
-    """uvicorn's h11 protocol, with a deadline on every wait for more of a request."""
+    """uvicorn's h11 protocol, with deadlines on a request: its head (request line and headers)
+    must arrive whole within ``read_timeout`` of its first byte (or of the connection), however
+    the bytes are paced; its body may pause at most ``read_timeout`` between two reads."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class TimedH11Protocol(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
+        _on_head = False  # the armed deadline is the head's: more bytes of the head do not move it
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -79,18 +82,26 @@ def protocol(read_timeout: float = READ_TIMEOUT) -> type:
             super().connection_lost(exc)
 
         def _rearm(self) -> None:
-            """A deadline while the client owes us bytes: the headers of a request it has begun
-            (or, on a new connection, its first request), or the rest of a body."""
-            self._disarm()
+            """A deadline while the client owes us bytes: the head of a request it has begun (or,
+            on a new connection, its first request), once for the whole head; or the rest of a
+            body, renewed by each read."""
             begun = bool(self.conn.trailing_data[0]) or self.cycle is None
-            owed = self.conn.their_state is h11.SEND_BODY or (self.conn.their_state is h11.IDLE and begun)
-            if owed:
+            if self.conn.their_state is h11.SEND_BODY:
+                self._disarm()
                 self._deadline = self.loop.call_later(read_timeout, self._stalled)
+            elif self.conn.their_state is h11.IDLE and begun:
+                if not self._on_head:  # a byte every few seconds must not keep a head open for ever
+                    self._disarm()
+                    self._deadline = self.loop.call_later(read_timeout, self._stalled)
+                    self._on_head = True
+            else:
+                self._disarm()
 
         def _disarm(self) -> None:
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
+            self._on_head = False
 
         def _stalled(self) -> None:
             if not self.transport.is_closing():
