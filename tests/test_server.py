@@ -716,6 +716,27 @@ def test_audit_trail_filters_and_pages(server, voices):
                                       headers=auth(server, "ops")), 422) == "since must be before until."
 
 
+@pytest.mark.parametrize("params, message", [
+    ({"offset": 2**63}, "offset: Input should be less than or equal to 9223372036854775807"),
+    ({"offset": 10**30}, "offset: Input should be less than or equal to 9223372036854775807"),
+    ({"since": "0001-01-01T00:00:00+01:00"},
+     "since 0001-01-01T00:00:00+01:00 falls outside the years 1 to 9999 in UTC: give a moment within them."),
+    ({"until": "9999-12-31T23:59:59-01:00"},
+     "until 9999-12-31T23:59:59-01:00 falls outside the years 1 to 9999 in UTC: give a moment within them."),
+    ({"since": "0001-01-01", "until": "0001-01-01T00:30:00+01:00"},
+     "until 0001-01-01T00:30:00+01:00 falls outside the years 1 to 9999 in UTC: give a moment within them."),
+], ids=["offset-2^63", "offset-10^30", "since-year-1", "until-year-9999", "until-before-year-1"])
+def test_audit_bounds_past_what_the_database_holds_are_422(server, params, message):
+    """An offset past SQL's largest integer, or a moment with no UTC time in the years 1 to 9999,
+    is the caller's mistake (422), not the server's (500)."""
+    response = server.client.get("/audit", params=params, headers=auth(server, "ops"))
+    assert error_of(response, 422) == message
+    # the edges themselves are fine
+    edge = server.client.get("/audit", params={"offset": 2**63 - 1, "since": "0001-01-01T00:00:00-01:00",
+                                               "until": "9999-12-31T23:59:59+01:00"}, headers=auth(server, "ops"))
+    assert edge.status_code == 200 and edge.json()["entries"] == [], edge.text
+
+
 @pytest.mark.parametrize("key, role", [("ops", "admin"), ("frontdesk", "reader")])
 def test_me_names_the_key_and_its_role(server, key, role):
     assert server.client.get("/me", headers=auth(server, key)).json() == {"name": key, "role": role}

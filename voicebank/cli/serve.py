@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import click
 
-from .base import JSON_OPTION, Context, emit, handle_errors, main
+from .base import JSON_OPTION, Context, emit, finite, handle_errors, main
+
+# A day of audio: 5.5 GB of samples at 16 kHz, which a decode reserves in full (decode.BUDGET).
+# The bound is there so that the count stays a number: 1e308 s times a sample rate is infinite.
+MAX_SECONDS = 24 * 3600.0
 
 
 @main.command()
@@ -12,8 +16,8 @@ from .base import JSON_OPTION, Context, emit, handle_errors, main
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--max-upload-mb", default=20.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Largest request body accepted (bigger: 413).")
-@click.option("--max-seconds", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Longest recording accepted (longer: 422).")
+@click.option("--max-seconds", default=120.0, show_default=True, callback=finite,
+              type=click.FloatRange(min=0, max=MAX_SECONDS, min_open=True), help="Longest recording accepted (longer: 422).")
 @click.option("--workers", default=16, show_default=True, type=click.IntRange(1, 1024),
               help="Requests that may use the bank at once; concurrent ones share model calls.")
 @click.option("--log-level", default="info", show_default=True,
@@ -36,7 +40,9 @@ def serve(obj: Context, host: str, port: int, max_upload_mb: float, max_seconds:
     """
     from ..server import create_app, open_bank
     from ..server import serve as run_server
+    from ..server.limits import max_bytes
 
+    max_bytes(max_upload_mb)  # before the model loads
     with open_bank(obj.db, obj.model, obj.device, max_seconds=max_seconds, primary=obj.primary) as bank:
         run_server(create_app(bank, max_upload_mb=max_upload_mb, workers=workers), host, port, log_level)
 

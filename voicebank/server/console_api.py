@@ -26,6 +26,7 @@ router = APIRouter(responses=ERRORS)
 Reader = Annotated[ApiKey, Depends(require(READER))]
 Admin = Annotated[ApiKey, Depends(require(ADMIN))]
 MAX_AUDIT_PAGE = 1000
+MAX_OFFSET = 2**63 - 1  # SQLite's and PostgreSQL's largest integer: OFFSET takes no more
 
 
 @router.get("/me", response_model=KeyOut, tags=["service"])
@@ -61,16 +62,27 @@ async def audit_trail(
                              Query(description="identify, verify or scan.")] = None,
         client: Annotated[str | None, Query(description="The API key's name that asked.")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE, description="Entries per page.")] = 100,
-        offset: Annotated[int, Query(ge=0, description="Entries to skip (the newest first).")] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Entries to skip (the newest first).")] = 0,
 ) -> dict[str, Any]:
     """The identification and verification decisions, newest first, a page at a time (admin)."""
-    if since is not None and until is not None and as_utc(since) >= as_utc(until):  # one with an offset, one without
+    since, until = _in_utc("since", since), _in_utc("until", until)
+    if since is not None and until is not None and since >= until:
         raise InvalidInputError("since must be before until.")
     entries = await run(request, request.app.state.bank.audit, speaker or None, since, until,
                         limit + 1, operation=operation, client=client or None, offset=offset)  # one more: a next page?
     more = len(entries) > limit
     return {"entries": [e.to_dict() for e in entries[:limit]], "limit": limit, "offset": offset,
             "next_offset": offset + limit if more else None}
+
+
+def _in_utc(field: str, moment: datetime | None) -> datetime | None:
+    """``moment`` in UTC (no offset: UTC). The store compares in UTC, and a moment at the edge of
+    the calendar (0001-01-01 at +01:00) has no UTC time within the years 1 to 9999."""
+    try:
+        return None if moment is None else as_utc(moment)
+    except OverflowError:
+        raise InvalidInputError(f"{field} {moment.isoformat()} falls outside the years 1 to 9999 in UTC: "
+                                "give a moment within them.") from None
 
 
 @router.get("/calibration", response_model=ThresholdsOut, tags=["calibration"])

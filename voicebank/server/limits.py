@@ -11,9 +11,11 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import InvalidInputError
 from .errors import error_response
 
 MB = 1024 * 1024
+MAX_UPLOAD_MB = 1024.0 * 1024  # a TiB: more is a typo (and 1e308 MB has no number of bytes: it is infinite)
 
 
 class BodyTooLarge(HTTPException):
@@ -22,6 +24,14 @@ class BodyTooLarge(HTTPException):
 
     def __init__(self, max_bytes: int):
         super().__init__(413, too_large(max_bytes))
+
+
+def max_bytes(max_upload_mb: float) -> int:
+    """The body cap in bytes, or an InvalidInputError for a limit that is not a size."""
+    if not 0 < max_upload_mb <= MAX_UPLOAD_MB:  # NaN too
+        raise InvalidInputError(f"--max-upload-mb is more than 0 and at most {MAX_UPLOAD_MB:.0f} (a TiB), "
+                                f"not {max_upload_mb:g}.")
+    return int(max_upload_mb * MB)
 
 
 def too_large(max_bytes: int) -> str:
