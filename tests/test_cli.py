@@ -3,6 +3,7 @@ shapes, exit codes 0/1/2 and a one-line `Error: ...` on stderr, never a tracebac
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -294,6 +295,7 @@ def test_reindex_and_check(populated, voices):
     report = json.loads(ok(populated("check", "--json"), 0).stdout)
     calibration = report.pop("calibration")
     channels = report.pop("channels")
+    assert report.pop("shared_recordings") == []  # no recording enrolled for two speakers
     assert channels["lacking"] == {"telephone": 0, "wideband": 0}  # every speaker has both voiceprints
     assert channels["telephone"]["verify"]["channel"] == "telephone"
     assert channels["telephone_index"]["speakers_in_index"] == 3 and channels["telephone_index"]["wrong_vectors"] == []
@@ -405,6 +407,74 @@ def test_bad_meta(initialized, voices, meta):
 
 def test_invalid_name(initialized, voices):
     assert_error(initialized("enroll", "x" * 300, voices["alice"][0]), "at most 200 characters")
+
+
+# -- values past what the machine holds: one error, never a traceback ---------------------------------
+
+def usage_error(result: Result, *words: str) -> str:
+    """click's refusal of an option's value: exit code 2, its `Error: ...` line last on stderr."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output and result.stdout == ""
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("Error: "), result.stderr
+    for word in words:
+        assert word in last, (word, last)
+    return last
+
+
+@pytest.mark.parametrize("limit", ["1e30", str(10**30), str(2**63)])
+def test_an_audit_limit_past_the_largest_sql_integer_is_refused(initialized, limit):
+    usage_error(initialized("audit", "--limit", limit), "Invalid value for '--limit'")
+    assert ok(initialized("audit", "--limit", 2**63 - 1)).stdout == "No decisions recorded.\n"
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--max-upload-mb", "1e308", ["Error: --max-upload-mb is more than 0 and at most 1048576 (a TiB), not 1e+308."]),
+    ("--max-upload-mb", "inf", ["at most 1048576 (a TiB), not inf."]),
+    ("--max-upload-mb", "nan", ["at most 1048576 (a TiB), not nan."]),
+    ("--max-seconds", "1e308", ["Invalid value for '--max-seconds'", "0<x<=86400"]),
+    ("--max-seconds", "nan", ["Invalid value for '--max-seconds'", "nan is not a number."]),
+])
+def test_serve_refuses_limits_that_are_no_size(initialized, monkeypatch, option, value, words):
+    import voicebank.server
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("the server started")
+
+    monkeypatch.setattr(voicebank.server, "serve", never)
+    result = initialized("serve", option, value)
+    if option == "--max-upload-mb":
+        assert_error(result, *words)
+    else:
+        usage_error(result, *words)
+
+
+@pytest.mark.embedder("tiny")
+def test_device_cuda_on_a_machine_without_cuda_is_one_error_line(cli, monkeypatch):
+    """As on a machine without a GPU, whatever this one has: torch's own refusal differs by build
+    (an AssertionError, a driver error, nothing until the first tensor), so voicebank asks first."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    expected = ("Error: the model was asked to run on 'cuda' (--device or VOICEBANK_DEVICE), but this machine has no "
+                "CUDA GPU that torch can use: use --device cpu or auto.")
+    assert assert_error(cli("--device", "cuda", "init")) == expected
+    if importlib.util.find_spec("resemblyzer") is not None:  # the other backend (an extra)
+        assert assert_error(cli("--device", "cuda", "--model", "resemblyzer", "init", model=False)) == expected
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("args", [("audit",), ("audit", "--json"), ("list",), ("--help",)])
+def test_output_that_cannot_be_written_is_one_error_line(initialized, args):
+    """`voicebank audit > /dev/full`: every write fails with ENOSPC, as on a full disk."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEBANK_")}
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "voicebank", "--db", str(initialized.db), *args], stdout=full,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO, timeout=120)
+    assert proc.stderr == ("Error: cannot write the output (No space left on device): free space where it goes, or "
+                           "send it elsewhere.\n")
+    assert proc.returncode == 2
 
 
 # -- help ----------------------------------------------------------------------------------------------

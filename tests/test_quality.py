@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -327,11 +328,38 @@ def test_a_plot_that_cannot_be_written_is_refused_before_the_work(enrolled_db, t
     trials = tmp_path / "t.txt"
     trials.write_text(f"1 {voices['alice'][0]} {voices['alice'][2]}\n0 {voices['alice'][0]} {voices['bob'][2]}\n")
     args = [str(trials)] if command == "eval" else ["--for", "verify", "--trials", str(trials), "--far", "0.5"]
+    # a folder that exists but takes no files: /proc (even for root), where the work used to run
+    # first and the plot to end in a traceback
+    unwritable = [(Path("/proc/x.png"), "cannot write there (No such file or directory); choose a folder this user "
+                   "may write to.")] if Path("/proc/self").is_dir() else []
     for plot, expected in ((tmp_path / "no" / "such" / "det.png", "does not exist"),
-                           (tmp_path / "det.txt", "give a .png, .svg or .pdf file name")):
+                           (tmp_path / "det.txt", "give a .png, .svg or .pdf file name"), *unwritable):
         result = invoke(enrolled_db, command, *args, "--plot", str(plot))
         assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.output
         assert result.stderr.startswith(f"Error: --plot {plot}: ") and expected in result.stderr
+        assert "Traceback" not in result.output
+
+
+def test_the_check_of_a_plot_file_leaves_no_file_and_an_old_plot_as_it_was(enrolled_db, tmp_path, monkeypatch):
+    """The check writes nothing; a plot that fails to be drawn after all is one error line, and
+    nothing is stored."""
+    from voicebank import evaluation
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    old = tmp_path / "old.png"
+    old.write_bytes(b"an old plot")
+    monkeypatch.setattr(evaluation, "plot_calibration", disk_full)
+    for plot in (tmp_path / "new.png", old):
+        result = invoke(enrolled_db, "calibrate", "--far", "0.1", "--unknown-rate", "0.25", "--yes", "--plot", str(plot))
+        assert result.exit_code == 2, result.output
+        assert result.stderr == (f"Error: --plot {plot}: could not write the plot (No space left on device); nothing was "
+                                 "stored. Free space or choose another place, and run again.\n")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".png") == ["old.png"]
+    assert old.read_bytes() == b"an old plot"
+    with VoiceBank.open(enrolled_db) as bank:
+        assert {p.method for p in bank.operating_points().values()} == {"default"}
 
 
 def test_calibrate_needs_three_speakers(tmp_path, model, voices):

@@ -261,10 +261,14 @@ def parse_time(value: str) -> datetime:
         raise InvalidInputError(f"{value!r} falls outside the years 1 to 9999 in UTC: give a date within them.") from None
 
 
+MAX_LIMIT = 2**63 - 1  # SQLite's and PostgreSQL's largest integer: LIMIT takes no more
+
+
 @main.group(invoke_without_command=True)
 @click.option("--speaker", help="Only decisions that claimed or returned this speaker.")
 @click.option("--since", metavar="TIME", help="From this time: ISO date/time (UTC) or an age like 7d, 12h.")
-@click.option("--limit", type=click.IntRange(1), default=100, show_default=True, help="At most this many, newest first.")
+@click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=100, show_default=True,
+              help="At most this many, newest first.")
 @JSON_OPTION
 @click.pass_context
 @handle_errors

@@ -12,7 +12,18 @@ from typing import Any, Callable, Iterator
 
 import click
 
+from .output import Group
+
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+def finite(_ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """click's FloatRange lets NaN through (every comparison with it is false)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number.", param=param)
+    return value
 
 
 class Context:
@@ -82,7 +93,7 @@ def safe(text: str, keep: str = "") -> str:
     return printable(text, keep)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--db", envvar="VOICEBANK_DB", metavar="URL|PATH",
               help="Database: a SQLite file path or a SQLAlchemy URL (postgresql://...). "
                    "Default: $VOICEBANK_DB, else ./voicebank.db.")

@@ -3,18 +3,42 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 
-from .base import JSON_OPTION, Context, emit, handle_errors, main, progress_bar, safe
+from .base import JSON_OPTION, Context, emit, finite, handle_errors, main, progress_bar, safe
 
-def finite(_ctx, param, value):
-    """click's FloatRange lets NaN through (every comparison with it is false)."""
-    import math
 
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"{value} is not a number.", param=param)
-    return value
+def plot_target(plot: str) -> None:
+    """Refuse a --plot file that cannot be written, before the work rather than after it: a
+    folder that exists but takes no files (/proc, read-only, another user's) too."""
+    from ..errors import InvalidInputError
+    from ..evaluation import writable
+
+    path = writable(plot)
+    existed = path.exists()
+    try:
+        with open(path, "ab"):  # appends nothing: an existing plot is left as it is until redrawn
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        raise InvalidInputError(f"--plot {path}: cannot write there ({exc.strerror or exc}); choose a folder "
+                                "this user may write to.") from None
+
+
+@contextmanager
+def plot_written(plot: str) -> Iterator[None]:
+    """Drawing the plot failing after all (the disk filled during the work) as an error of its own."""
+    from ..errors import VoiceBankError
+
+    try:
+        yield
+    except OSError as exc:
+        raise VoiceBankError(f"--plot {plot}: could not write the plot ({exc.strerror or exc}); nothing was "
+                             "stored. Free space or choose another place, and run again.") from None
 
 
 TRIAL_OPTIONS = [
@@ -75,10 +99,10 @@ def eval_(obj: Context, trials: str, root: str | None, far: float, plot: str | N
     Example:
       voicebank eval trials.txt --far 0.01 --plot det.png
     """
-    from ..evaluation import plot_report, report, score_trial_file, writable
+    from ..evaluation import plot_report, report, score_trial_file
 
     if plot:
-        writable(plot)
+        plot_target(plot)
     with obj.open() as bank:
         bar, progress = progress_bar(0)
         with bar:
@@ -86,7 +110,8 @@ def eval_(obj: Context, trials: str, root: str | None, far: float, plot: str | N
         _report_left_out(scores)
         result = report(scores, far, bank.threshold)
     if plot:
-        plot_report(scores, result, plot)
+        with plot_written(plot):
+            plot_report(scores, result, plot)
     emit(result.to_dict(), as_json, _rates_text(result) + (f"\nDET curve: {plot}" if plot else ""))
 
 
@@ -130,10 +155,10 @@ def calibrate(obj: Context, trials: str | None, root: str | None, far: float, un
       voicebank calibrate --far 0.01 --unknown-rate 0.01
       voicebank calibrate --for verify --trials trials.txt --eer --yes
     """
-    from ..evaluation import plot_calibration, writable
+    from ..evaluation import plot_calibration
 
     if plot:
-        writable(plot)
+        plot_target(plot)
     purposes = ("verify", "identify") if purpose == "both" else (purpose,)
     with obj.open() as bank:
         if yes:  # before measuring, rather than after
@@ -146,7 +171,8 @@ def calibrate(obj: Context, trials: str | None, root: str | None, far: float, un
             _report_left_out(result.scored)
         text = _calibration_text(result)
         if plot:
-            text += "\nplots: " + ", ".join(str(p) for p in plot_calibration(result, plot))
+            with plot_written(plot):
+                text += "\nplots: " + ", ".join(str(p) for p in plot_calibration(result, plot))
         ask = not yes and not as_json and sys.stdin.isatty()  # JSON goes to scripts: they pass --yes
         if ask:
             click.echo(text)  # what the question is about, before it

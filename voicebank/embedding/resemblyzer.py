@@ -94,10 +94,10 @@ class ResemblyzerEmbedder:
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
         import torch
 
-        from .wavlm import resolve_device
+        from .wavlm import resolve_device, usable_device
 
         runtime.torch_loaded(torch)
-        device = resolve_device(self._device)
+        device = usable_device(resolve_device(self._device), torch)
         encoder = _encoder(torch)
         state = torch.load(str(weights), map_location="cpu")["model_state"]
         missing = encoder.load_state_dict(state, strict=False).missing_keys

@@ -60,6 +60,16 @@ def resolve_device(device: str | None = None) -> str:
     return device
 
 
+def usable_device(device: str, torch: Any) -> str:
+    """``device`` if this machine can run a model there, else a ModelError saying what to use.
+    Asked before moving the model: torch's own refusal differs by build ("Torch not compiled
+    with CUDA enabled", a driver error, or none at all until the first tensor op)."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"the model was asked to run on {device!r} (--device or VOICEBANK_DEVICE), but this "
+                         "machine has no CUDA GPU that torch can use: use --device cpu or auto.")
+    return device
+
+
 class XVectorEmbedder:
     """Speaker embeddings from a transformers x-vector model (feature extractor + ``*ForXVector``).
 
@@ -212,7 +222,7 @@ class XVectorEmbedder:
         if not local.is_dir() and self.source.startswith((".", "/", "~")):
             raise ModelError(f"the model directory {self.source} does not exist. " + _how_to_get_it())
         where = str(local) if local.is_dir() else self.source
-        device = resolve_device(self._device)
+        device = usable_device(resolve_device(self._device), torch)
 
         def load(**options: Any) -> tuple[Any, Any, dict]:
             extractor = AutoFeatureExtractor.from_pretrained(where, revision=self.revision, **options)
