@@ -49,6 +49,27 @@ def test_a_sample_rate_or_channel_count_out_of_range_is_refused_before_decoding(
         decoding.decode(wide.getvalue(), "wide.wav", 1800, SR)
 
 
+@pytest.mark.parametrize("fmt", ["WAV", "WAVEX", "RF64"])
+def test_a_wav_whose_header_declares_a_sample_rate_of_0_says_so(tmp_path, fmt):
+    """libsndfile refuses such a file, and librosa's fallback divided by the rate: the error was
+    "ZeroDivisionError" (with or without ffmpeg, which the fallback may use)."""
+    import io
+    import struct
+
+    out = io.BytesIO()
+    sf.write(out, (0.3 * np.sin(np.arange(SR) / 5)).astype(np.float32), SR, format=fmt, subtype="PCM_16")
+    data = bytearray(out.getvalue())
+    fmt_chunk = data.index(b"fmt ")
+    struct.pack_into("<II", data, fmt_chunk + 12, 0, 0)  # the sample rate, and the byte rate made from it
+    path = tmp_path / "zero.wav"
+    path.write_bytes(data)
+    with pytest.raises(AudioError) as refused:
+        load(path, SR)
+    assert str(refused.value) == (f"{path}: its WAV header declares a sample rate of 0 Hz, so its audio cannot be read "
+                                  "(the file is damaged, or its recorder wrote a broken header). Export or record it again.")
+    assert decoding.wav_sample_rate(bytes(data)) == 0 and decoding.wav_sample_rate(out.getvalue()) == SR
+
+
 def test_a_flac_of_unknown_length_is_counted_as_it_decodes():
     voice = (0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * 48_000) / 48_000)).astype(np.float32)
     data = unknown_length(flac_bytes(voice, 48_000))

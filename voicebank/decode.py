@@ -39,6 +39,9 @@ def decode(data: bytes, label: str, max_seconds: float, rate: int) -> tuple[np.n
     Raises :class:`AudioError` naming ``label`` when the file cannot or must not be decoded."""
     if not data:
         raise AudioError(f"{label}: the file is empty (0 bytes). Record again.")
+    if wav_sample_rate(data) == 0:  # libsndfile refuses it, and the fallback decoders divide by it
+        raise AudioError(f"{label}: its WAV header declares a sample rate of 0 Hz, so its audio cannot be read (the "
+                         "file is damaged, or its recorder wrote a broken header). Export or record it again.")
     import soundfile as sf
 
     try:
@@ -97,6 +100,22 @@ def _check_header(f: Any, label: str, max_seconds: float) -> None:
     if 0 < f.frames < _UNKNOWN_LENGTH and f.frames / f.samplerate > max_seconds:
         raise AudioError(too_long(label, f.frames / f.samplerate, max_seconds))
     _refuse_truncated(f, label)
+
+
+def wav_sample_rate(data: bytes) -> int | None:
+    """The sample rate a RIFF/RF64 (or big-endian RIFX) WAVE header declares in its fmt chunk;
+    None when ``data`` is no WAV or has no fmt chunk in its first 64 KiB."""
+    if len(data) < 12 or data[:4] not in (b"RIFF", b"RIFX", b"RF64") or data[8:12] != b"WAVE":
+        return None
+    order = "big" if data[:4] == b"RIFX" else "little"
+    at = 12
+    while at + 8 <= min(len(data), 1 << 16):
+        size = int.from_bytes(data[at + 4:at + 8], order)
+        if data[at:at + 4] == b"fmt ":
+            field = data[at + 12:at + 16]  # after the format tag (2 bytes) and the channel count (2)
+            return int.from_bytes(field, order) if len(field) == 4 else None
+        at += 8 + size + (size & 1)  # chunks are padded to an even size
+    return None
 
 
 def _blocks(f: Any, label: str, max_seconds: float, rate: int) -> tuple[np.ndarray, float]:
