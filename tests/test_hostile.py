@@ -92,6 +92,8 @@ REFUSED_NAMES = [
     ("iso\u2066late", "invisible formatting"),
     ("\ufeffbom", "invisible formatting"),
     ("lone\ud800surrogate", "control or invisible"),
+    ("\ufdfa" * 60, "its look-alike form"),  # 1080 characters spelled out: past the column
+    ("\u3300" * 200, "its look-alike form"),  # 1000 characters, 2800 bytes spelled out: past PostgreSQL's index
     ("'; DROP TABLE speakers; --\x00", "control"),
     (123, "must be text"),
     (None, "must be text"),
@@ -235,6 +237,24 @@ def test_refused_names_change_nothing(bank, voices):
     assert table_rows(bank.db_url) == before
 
 
+def test_a_name_long_once_spelled_out_is_refused_alike_on_every_database(bank, voices):
+    """A name is also stored in its look-alike form (voicebank/confusable.py), where U+FDFA, one
+    character, is 18: 60 of them were stored on SQLite and failed on PostgreSQL ("cannot use the
+    database"). Now both refuse the name, naming the limit; a name just within it is enrolled by both."""
+    before = table_rows(bank.db_url)
+    with pytest.raises(InvalidInputError) as caught:
+        bank.enroll("\ufdfa" * 60, recording_paths(voices, "dave"))
+    assert str(caught.value) == (
+        "a speaker name is also stored in its look-alike form, which spells out compatibility characters (\ufdfa is "
+        "18 letters); that form may be at most 1024 characters and 2048 bytes, and this name's is 1080 characters "
+        "(1980 bytes): give a shorter name.")
+    assert table_rows(bank.db_url) == before
+    for within in ("\ufdfa" * 56, "\u3300" * 146):  # 1008 characters; 2044 bytes
+        assert bank.enroll(within, recording_paths(voices, "dave")).name == within
+        assert bank.speaker(within).name == within
+        bank.remove(within)
+
+
 def test_lookups_with_sql_fragments_change_nothing(bank, voices):
     before = table_rows(bank.db_url)
     for name in SQL + ["%", "_", "a*", "alice' --", "ALICE", "alice%"]:
@@ -364,7 +384,7 @@ def test_cli_refuses_hostile_input_with_one_line_and_changes_nothing(cli, voices
     dave = recording_paths(voices, "dave")
     for name, words in [("a" * 201, "at most 200"), ("x" * 10_000, "at most 200"), ("a\nb", "control"),
                         ("\x1b[31mred", "control"), ("zero\u200bwidth", "invisible"), ("\u202eevil", "invisible"),
-                        ("   ", "empty")]:
+                        ("   ", "empty"), ("\ufdfa" * 60, "1080 characters (1980 bytes)")]:
         refused(cli("enroll", name, *dave), words)
         refused(cli("show", name), words)
         refused(cli("verify", name, voices["alice"][2]), words)

@@ -7,9 +7,15 @@ import math
 import unicodedata
 from typing import Any
 
+from .confusable import skeleton
 from .errors import InvalidInputError
 
 MAX_NAME_CHARS = 200
+# A name is also stored in its look-alike form (confusable.skeleton), which spells compatibility
+# characters out (U+FDFA is 18 letters): the column holds 1024 characters, and PostgreSQL's index
+# on it takes entries of at most 2704 bytes once compressed (how well a name compresses is not
+# something to count on: 2048 leaves room). SQLite takes any length; both refuse the same names.
+MAX_SKELETON_CHARS, MAX_SKELETON_BYTES = 1024, 2048
 MAX_METADATA_BYTES = 16 * 1024
 MAX_METADATA_DEPTH = 8
 
@@ -29,6 +35,12 @@ def name(value: Any) -> str:
     if any(unicodedata.category(ch) in ("Cc", "Cs") or (unicodedata.category(ch) == "Cf" and not _joins(value, i))
            for i, ch in enumerate(value)):
         raise InvalidInputError("a speaker name must not contain control or invisible formatting characters.")
+    shape = skeleton(value)
+    if len(shape) > MAX_SKELETON_CHARS or len(shape.encode()) > MAX_SKELETON_BYTES:
+        raise InvalidInputError(
+            f"a speaker name is also stored in its look-alike form, which spells out compatibility characters "
+            f"(\ufdfa is 18 letters); that form may be at most {MAX_SKELETON_CHARS} characters and {MAX_SKELETON_BYTES} "
+            f"bytes, and this name's is {len(shape)} characters ({len(shape.encode())} bytes): give a shorter name.")
     return value
 
 
