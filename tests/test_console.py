@@ -401,3 +401,42 @@ def test_usable_at_360_px_with_tiny_assets(served, audio, artifacts):
         assert sum(sizes.values()) < 64_000, sizes  # tiny assets: no framework
         # First paint is a measurement, written to first-paint.json, not asserted: a timed assertion
         # fails on a busy machine (and the browser does not always report the entry).
+
+
+def test_names_a_web_address_cannot_carry_and_malformed_addresses_give_a_clear_page(served, audio, artifacts, tmp_path):
+    """A browser reads a path segment "." or ".." as this folder or the one above, even written
+    %2E: speakers/. fetched the list as if it were a speaker, and speakers/.. the console's HTML.
+    Those speakers' pages show them; an address with a malformed % escape, or naming no one, is a
+    clear message on no page, never the speaker shown before."""
+    url, keys = served
+    admin = {"Authorization": f"Bearer {keys['ops']}"}
+    dotted = (".", "..")
+    try:
+        for k, name in enumerate(dotted):  # takes of their own: a recording belongs to one speaker
+            takes = [write_wav(tmp_path / f"dots{k}-{t}.wav", synth_voice(150.0 + 100 * k, seconds=4.0, seed=70 + 10 * k + t),
+                               16_000) for t in range(2)]
+            files = [("files", (p.name, p.read_bytes(), "audio/wav")) for p in takes]
+            made = httpx.post(f"{url}/speakers", data={"name": name}, files=files, headers=admin, timeout=120)
+            assert made.status_code == 201, made.text
+        with console(served, audio["room-mic"], artifacts, "dot-names") as c:
+            c.sign_in(keys["ops"])
+            c.go("#speakers")
+            c.wait_text("#speaker-rows", "..")
+            link = next(a for a in c.driver.find_elements(By.CSS_SELECTOR, "#speaker-rows a") if a.text == "..")
+            link.click()
+            WebDriverWait(c.driver, 30).until(lambda d: c.find("#speaker-name").text == "..")
+            assert len(c.driver.find_elements(By.CSS_SELECTOR, "#speaker-recordings tr")) == 2
+            c.go("#speaker/.")
+            WebDriverWait(c.driver, 30).until(lambda d: c.find("#speaker-name").text == ".")
+            c.click("#remove-speaker")
+            c.wait_text("#flash", 'A browser cannot send the name "." in a web address')
+            c.shot("12-speaker-dot")
+            for address, message in (("#speaker/%E0%A4%A", "the address #speaker/%E0%A4%A has a malformed % escape"),
+                                      ("#speaker/nobody", "no speaker named 'nobody' is enrolled"),
+                                      ("#speaker/", "no speaker named '' is enrolled")):
+                c.go(address)
+                c.wait_text("#flash", message)
+                assert not c.find("#view-speaker").is_displayed(), address
+    finally:
+        for name in dotted:  # %2E: an HTTP client that does not read it as a folder (httpx, curl --path-as-is)
+            httpx.delete(f"{url}/speakers/{name.replace('.', '%2E')}", headers=admin, timeout=60)

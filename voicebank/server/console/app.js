@@ -172,10 +172,20 @@ function route() {
     show("none");  // no page: the server would refuse its calls anyway
     return flash(`The ${name} page needs an admin key; this is a ${state.role} key.`);
   }
+  let arg;
+  try {
+    arg = decodeURIComponent(rest.join("/"));
+  } catch (e) {  // a malformed % escape (typed, or a link cut short): there is no page to guess at
+    show("none");
+    return flash(`No such page: the address ${location.hash} has a malformed % escape. Open the page from the menu.`);
+  }
   flash(state.notice || "", Boolean(state.notice));
   state.notice = null;
   show(name);
-  render(decodeURIComponent(rest.join("/"))).catch((e) => flash(e.message));
+  render(arg).catch((e) => {
+    if (e.status === 404) show("none");  // not the page of the speaker shown before
+    flash(e.message);
+  });
 }
 
 // -- speakers --------------------------------------------------------------------------------
@@ -195,8 +205,20 @@ function drawSpeakers() {
   $("speaker-count").textContent = `${shown.length} of ${state.speakers.length} speakers`;
 }
 
+// A browser reads a path segment "." or ".." as this folder or the one above (even written %2E), so
+// speakers/. would ask for the list and speakers/.. for the console: such a name (and none) is found
+// in the list, which holds the same speakers.
+const inPath = (name) => name !== "" && name !== "." && name !== "..";
+
+async function speakerNamed(name) {
+  if (inPath(name)) return api("GET", `speakers/${encodeURIComponent(name)}`);
+  const found = (await api("GET", "speakers")).find((s) => s.name === name);
+  if (!found) throw new ApiError(404, `no speaker named '${name}' is enrolled (\`voicebank list\` shows who is).`);
+  return found;
+}
+
 async function renderSpeaker(name) {
-  const s = await api("GET", `speakers/${encodeURIComponent(name)}`);
+  const s = await speakerNamed(name);
   $("speaker-name").textContent = s.name;
   const facts = [["Metadata", JSON.stringify(s.metadata)], ["Speech", `${fixed(s.speech_s, 1)} s`],
     ["Enrolled", when(s.created_at)], ["Updated", when(s.updated_at)]];
@@ -204,6 +226,10 @@ async function renderSpeaker(name) {
   $("speaker-recordings").replaceChildren(...s.recordings.map((r) => h("tr", {}, h("td", {}, r.label),
     h("td", {}, `${fixed(r.duration_s, 1)} s`), h("td", {}, `${fixed(r.speech_s, 1)} s`), h("td", {}, when(r.created_at)))));
   $("remove-speaker").onclick = async () => {
+    if (!inPath(s.name)) {
+      return flash(`A browser cannot send the name "${s.name}" in a web address (it reads it as a folder): remove `
+        + `this speaker with voicebank remove ${s.name}`);
+    }
     if (!confirm(`Remove ${s.name} and every recording of their voice? This cannot be undone.`)) return;
     try {
       await api("DELETE", `speakers/${encodeURIComponent(s.name)}`);
