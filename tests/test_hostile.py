@@ -255,6 +255,62 @@ def test_a_name_long_once_spelled_out_is_refused_alike_on_every_database(bank, v
         bank.remove(within)
 
 
+# Names that show as nothing, or hide something that does: refused for a new speaker
+BLANK_NAMES = [
+    ("bob\u3164", "U+3164"),  # a Hangul filler after it: "bob" on screen
+    ("b\u034fob", "U+034F"),  # a combining grapheme joiner inside it
+    ("bob\ufe00", "U+FE00"),  # a variation selector outside an emoji
+    ("\u3164\u3164", "U+3164"),
+    ("\u2800\u2800", "looks blank"),  # Braille cells with no dots
+    ("\u2800 \u2800", "looks blank"),
+]
+
+
+def test_names_that_show_as_nothing_are_refused_and_look_alikes_spelled_out_are_caught(bank, voices, monkeypatch):
+    from voicebank import validate
+
+    before = table_rows(bank.db_url)
+    for given, words in BLANK_NAMES:
+        with pytest.raises(InvalidInputError, match=words.replace("+", "\\+")):
+            bank.enroll(given, recording_paths(voices, "dave"))
+    assert table_rows(bank.db_url) == before
+    for fine in ("👍\ufe0f", "👩\u200d💻", "José", "...", "rn"):  # what scripts and emoji need stays allowed
+        assert bank.enroll(fine, recording_paths(voices, "dave")).name == fine
+        bank.remove(fine)
+    bank.enroll("mary", recording_paths(voices, "dave"))
+    with pytest.raises(DuplicateSpeakerError, match="'rnary' looks like the enrolled 'mary'"):
+        bank.enroll("rnary", recording_paths(voices, "carol"))
+    bank.remove("mary")
+    # a name enrolled before these rules is still found, and can be removed
+    monkeypatch.setattr(validate, "new_name", validate.name)
+    bank.enroll("old\u3164", recording_paths(voices, "dave"))
+    monkeypatch.undo()
+    assert bank.speaker("old\u3164").name == "old\u3164"
+    bank.remove("old\u3164")
+
+
+UCD = "/usr/share/unicode/DerivedCoreProperties.txt"
+
+
+@pytest.mark.skipif(not __import__("os").path.isfile(UCD), reason="Unicode's data files are not installed "
+                                                                    "(apt-get install unicode-data)")
+def test_the_invisible_characters_are_unicode_s_own():
+    """voicebank's list of default-ignorable code points against Unicode's DerivedCoreProperties.txt."""
+    import re
+
+    from voicebank.confusable import DEFAULT_IGNORABLE
+
+    unicode_s = set()
+    with open(UCD, encoding="utf-8") as f:
+        for line in f:
+            found = re.match(r"([0-9A-F]+)(?:\.\.([0-9A-F]+))?\s*;\s*Default_Ignorable_Code_Point\b", line)
+            if found:
+                unicode_s.update(range(int(found[1], 16), int(found[2] or found[1], 16) + 1))
+    ours = {c for lo, hi in DEFAULT_IGNORABLE for c in range(lo, hi + 1)}
+    assert unicode_s, "no Default_Ignorable_Code_Point in " + UCD
+    assert sorted(map(hex, unicode_s - ours)) == [] and sorted(map(hex, ours - unicode_s)) == []
+
+
 def test_lookups_with_sql_fragments_change_nothing(bank, voices):
     before = table_rows(bank.db_url)
     for name in SQL + ["%", "_", "a*", "alice' --", "ALICE", "alice%"]:

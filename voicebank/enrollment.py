@@ -58,7 +58,7 @@ class Services(Protocol):
 def enroll(services: Services, name: str, recordings: Sequence[Recording], metadata: dict[str, Any] | None,
            progress: Progress | None, allow_inconsistent: bool, strict: bool) -> Speaker:
     """Enroll a new speaker (see :meth:`voicebank.VoiceBank.enroll`)."""
-    name, metadata = validate.name(name), validate.metadata(metadata)
+    name, metadata = validate.new_name(name), validate.metadata(metadata)
     if services.repository.speaker_id(name) is not None:
         raise DuplicateSpeakerError(name_taken(name))
     return _store(services, name, metadata, prepare(services, recordings, progress), allow_inconsistent, strict)
@@ -160,7 +160,7 @@ def enroll_many(services: Services, entries: Sequence[Enrollment], progress: Pro
     names: set[str] = set()
     for k, entry in enumerate(entries):
         try:
-            name, metadata = validate.name(entry.name), validate.metadata(entry.metadata)
+            name, metadata = validate.new_name(entry.name), validate.metadata(entry.metadata)
             recordings = recording_list(entry.recordings)
         except VoiceBankError as exc:
             outcomes[k] = EnrollmentOutcome(str(entry.name), FAILED, message=str(exc))

@@ -7,7 +7,7 @@ import math
 import unicodedata
 from typing import Any
 
-from .confusable import skeleton
+from .confusable import ignorable, skeleton
 from .errors import InvalidInputError
 
 MAX_NAME_CHARS = 200
@@ -44,7 +44,24 @@ def name(value: Any) -> str:
     return value
 
 
+def new_name(value: Any) -> str:
+    """A name for a speaker about to be enrolled: :func:`name`, and also nothing that renders as
+    nothing (Unicode's default-ignorable code points: a Hangul filler, a combining grapheme joiner,
+    a variation selector outside an emoji) except the joiners :func:`name` accepts, and at least one
+    character that shows. Names already enrolled stay addressable by :func:`name` alone."""
+    value = name(value)
+    for i, ch in enumerate(value):
+        if ignorable(ch) and not _joins(value, i) and not (ch in (VS15, VS16) and i and _emoji(value[i - 1])):
+            raise InvalidInputError(f"a speaker name must not contain characters that show as nothing (U+{ord(ch):04X} "
+                                    "here): another name could look the same. Leave it out.")
+    if not any(unicodedata.category(ch)[0] in "LNPS" and ch != BRAILLE_BLANK for ch in value):
+        raise InvalidInputError("a speaker name must hold at least one letter, digit or symbol that shows: this one "
+                                "looks blank.")
+    return value
+
+
 ZWNJ, ZWJ, VS16, BLACK_FLAG, CANCEL_TAG = "\u200c", "\u200d", "\ufe0f", "\U0001f3f4", "\U000e007f"
+VS15, BRAILLE_BLANK = "\ufe0e", "\u2800"  # text presentation of an emoji; a Braille cell with no dots
 # Scripts whose letters join (cursive shaping), where a ZWNJ between two letters changes how the
 # word looks: Arabic (with its supplements and presentation forms), Syriac, N'Ko, Mongolian.
 _JOINING = ((0x0600, 0x06FF), (0x0700, 0x074F), (0x0750, 0x077F), (0x07C0, 0x07FF), (0x0860, 0x08FF),
