@@ -617,6 +617,23 @@ def test_stalled_clients_are_disconnected_and_refusals_are_logged_without_the_ke
     assert secret not in line.getMessage() and "/speakers" in line.getMessage()
 
 
+def test_a_database_down_while_the_key_is_looked_up_is_503_saying_so(server, monkeypatch):
+    """The key is looked up before any route (in the middleware, outside the error handlers): the
+    database failing there is the documented 503 with its message, not a 500."""
+    from voicebank.apikeys import ApiKeys
+    from voicebank.errors import DatabaseError
+
+    def down(self, token):
+        raise DatabaseError("cannot use the database postgresql://db.example/voices: connection refused; is it up?")
+
+    monkeypatch.setattr(ApiKeys, "authenticate", down)
+    for path in ("/speakers", "/audit"):
+        answer = server.client.get(path, headers=auth(server, "ops"))
+        assert "connection refused; is it up?" in error_of(answer, 503)
+    monkeypatch.undo()
+    assert server.client.get("/speakers", headers=auth(server, "ops")).status_code == 200
+
+
 def test_ambiguous_requests_are_refused_not_guessed(server, voices):
     """Duplicated metadata keys, or two Authorization headers (proxies and clients disagree on
     which one counts): refused, not resolved by whichever comes last or first."""

@@ -18,7 +18,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..apikeys import ADMIN, ApiKey, ApiKeys, InvalidApiKeyError
-from .errors import error_response
+from ..errors import VoiceBankError
+from .errors import error_response, status_for
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,10 @@ class ApiKeyMiddleware:
         except InvalidApiKeyError as exc:
             _refused(scope, "an invalid or revoked API key")
             await error_response(401, str(exc), CHALLENGE)(scope, receive, send)
+            return
+        except VoiceBankError as exc:  # the key could not be looked up (database down: 503), outside the handlers
+            log.error("%s: %s", type(exc).__name__, exc)
+            await error_response(status_for(exc), str(exc))(scope, receive, send)
             return
         scope.setdefault("state", {})[STATE_KEY] = key
         await self.app(scope, receive, send)
