@@ -154,3 +154,68 @@ def test_decodes_share_a_memory_budget():
     alone = decoding.Budget(10)
     with alone.reserve(1000):  # bigger than the budget, but nothing else runs: it goes
         assert alone.used == 1000
+
+
+# -- formats libsndfile does not open: ffmpeg, under the same rules ----------------------------
+
+FFMPEG = __import__("shutil").which("ffmpeg") is not None and __import__("shutil").which("ffprobe") is not None
+needs_ffmpeg = pytest.mark.skipif(not FFMPEG, reason="ffmpeg and ffprobe are not installed (apt-get install ffmpeg)")
+MKV = b"\x1a\x45\xdf\xa3" + bytes(64)  # an EBML header: a Matroska file as far as libsndfile can tell
+
+
+def ffmpeg_make(path, *args: str) -> bytes:
+    import subprocess
+
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args, str(path)], check=True, timeout=120)
+    return path.read_bytes()
+
+
+def test_a_format_only_ffmpeg_reads_without_ffmpeg_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(decoding.shutil, "which", lambda name: None)
+    with pytest.raises(AudioError, match="call.mkv: not a readable audio file here: not a format libsndfile reads .* ffmpeg, which reads the others .* "
+                                         "is not installed: convert it to WAV or FLAC, or install ffmpeg"):
+        decoding.decode(MKV, "call.mkv", 120, SR)
+
+
+@needs_ffmpeg
+def test_ffmpeg_decodes_to_mono_at_the_model_s_rate_holding_the_output_not_the_input(tmp_path):
+    """8 channels at 384 kHz in Matroska: ffmpeg mixes and resamples, so this process holds 60 s of
+    16 kHz mono (3.8 MB), not 60 s of the source (737 MB as float32)."""
+    rate, seconds = 384_000, 60
+    tone = f"sine=frequency=440:sample_rate={rate}:duration={seconds}"
+    data = ffmpeg_make(tmp_path / "wide.mkv", "-f", "lavfi", "-i", tone, "-ac", "8", "-c:a", "flac")
+    tracemalloc.start()
+    try:
+        samples, duration = decoding.decode(data, "wide.mkv", 120, SR)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert samples.dtype == np.float32 and samples.ndim == 1 and duration == pytest.approx(seconds, abs=0.05)
+    assert peak < 8 * seconds * SR * 4, f"{peak / 1e6:.0f} MB held for {seconds * SR * 4 / 1e6:.1f} MB of output"
+    spectrum = np.abs(np.fft.rfft(samples[:SR]))
+    assert abs(np.argmax(spectrum) - 440) <= 2  # the tone, at the model's rate
+
+
+@needs_ffmpeg
+def test_ffmpeg_s_files_are_refused_by_their_header_before_decoding(tmp_path, monkeypatch):
+    silence = "anullsrc=r=48000:cl=mono"
+    long = ffmpeg_make(tmp_path / "long.mka", "-f", "lavfi", "-i", silence, "-t", "130", "-c:a", "flac")
+    real = decoding.subprocess.Popen
+
+    def popen(command, *args, **kwargs):  # ffprobe may run (subprocess.run opens a Popen); ffmpeg may not
+        assert not str(command[0]).endswith("ffmpeg"), "decoded before the header was checked"
+        return real(command, *args, **kwargs)
+
+    monkeypatch.setattr(decoding.subprocess, "Popen", popen)
+    with pytest.raises(AudioError, match="long.mka: the recording is 130 s long, longer than the maximum of 120 s"):
+        decoding.decode(long, "long.mka", 120, SR)
+    with pytest.raises(AudioError, match="not a readable audio file: no audio stream found"):
+        decoding.decode(MKV, "junk.mkv", 120, SR)
+
+
+@needs_ffmpeg
+def test_a_truncated_flac_is_refused_even_where_ffmpeg_would_return_its_first_part(tmp_path):
+    voice = np.sin(2 * np.pi * 180 * np.arange(3 * SR) / SR).astype(np.float32) * 0.3
+    data = flac_bytes(voice, SR)
+    with pytest.raises(AudioError, match="damaged|truncated"):
+        decoding.decode(data[: len(data) // 2], "cut.flac", 120, SR)

@@ -8,13 +8,22 @@ passes the duration cap (a header that does not say how long the audio is, as a 
 is counted as it decodes). One decode holds one block of the source plus the mono result at the
 model's rate: 2 s x 32 channels x 384 kHz at worst (98 MB), then 16 kHz mono; and the decodes
 of a process share a budget (``BUDGET``, 1 GiB), so many uploads at once wait rather than pile up.
+
+Formats libsndfile cannot open (M4A, MP4, MKV, WebM, ...) go to ffmpeg, under the same rules:
+ffprobe reads the header first (channels, rate, declared length), and ffmpeg itself mixes to mono,
+resamples to the model's rate and stops at the duration cap, so this process holds only the
+result. A file libsndfile opens but cannot decode to its end (a truncated FLAC) is damaged, and
+refused: another decoder would only return its first part.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
+import shutil
+import subprocess
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -23,7 +32,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import runtime
 from .errors import AudioError
 
 log = logging.getLogger(__name__)
@@ -45,8 +53,15 @@ def decode(data: bytes, label: str, max_seconds: float, rate: int) -> tuple[np.n
     import soundfile as sf
 
     try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            _check_header(f, label, max_seconds)
+        f = sf.SoundFile(io.BytesIO(data))
+    except Exception as first:  # not a format libsndfile knows: ffmpeg may
+        log.debug("libsndfile cannot open %s (%s); trying ffmpeg", label, first)
+        return _with_ffmpeg(data, label, max_seconds, rate)
+    try:
+        with f:
+            known = 0 < f.frames < _UNKNOWN_LENGTH and f.samplerate > 0
+            _check_header(f.channels, f.samplerate, f.frames / f.samplerate if known else None, label, max_seconds)
+            _refuse_truncated(f, label)
             # what this decode holds at once: a block in float32 (and its copy), and the result
             held = 2 * int(BLOCK_SECONDS * f.samplerate) * f.channels * 4 + int(max_seconds * rate) * 4
             with BUDGET.reserve(held):
@@ -55,9 +70,9 @@ def decode(data: bytes, label: str, max_seconds: float, rate: int) -> tuple[np.n
         raise
     except MemoryError as exc:
         raise AudioError(f"{label}: too large to decode in this process's memory. Cut it up.") from exc
-    except Exception as first:  # libsndfile cannot read it: try librosa's other decoders
-        log.debug("soundfile could not decode %s (%s); trying librosa", label, first)
-    return _with_librosa(data, label, max_seconds, rate)
+    except Exception as exc:  # opened, but its frames do not decode: damaged, truncated
+        raise AudioError(f"{label}: the file is damaged: its audio stops decoding part way ({exc}). Copy or export "
+                         "it again.") from exc
 
 
 class Budget:
@@ -90,16 +105,17 @@ def too_long(label: str, duration: float, max_seconds: float) -> str:
             "Cut it into shorter recordings.")
 
 
-def _check_header(f: Any, label: str, max_seconds: float) -> None:
-    if not 1 <= f.channels <= MAX_CHANNELS:
-        raise AudioError(f"{label}: {f.channels} channels; voicebank takes 1 to {MAX_CHANNELS}. "
+def _check_header(channels: int, samplerate: float, seconds: float | None, label: str, max_seconds: float) -> None:
+    """Refuse, before decoding, what a header announces: too many channels, a rate out of range,
+    a declared length (None: not declared) past the cap."""
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(f"{label}: {channels} channels; voicebank takes 1 to {MAX_CHANNELS}. "
                          "Export it as mono or stereo.")
-    if not MIN_SAMPLE_RATE <= f.samplerate <= MAX_SAMPLE_RATE:
-        raise AudioError(f"{label}: a sample rate of {f.samplerate} Hz; voicebank takes {MIN_SAMPLE_RATE} to "
+    if not MIN_SAMPLE_RATE <= samplerate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{label}: a sample rate of {samplerate:g} Hz; voicebank takes {MIN_SAMPLE_RATE} to "
                          f"{MAX_SAMPLE_RATE} Hz. Export it at 16 or 48 kHz.")
-    if 0 < f.frames < _UNKNOWN_LENGTH and f.frames / f.samplerate > max_seconds:
-        raise AudioError(too_long(label, f.frames / f.samplerate, max_seconds))
-    _refuse_truncated(f, label)
+    if seconds is not None and seconds > max_seconds:
+        raise AudioError(too_long(label, seconds, max_seconds))
 
 
 def wav_sample_rate(data: bytes) -> int | None:
@@ -180,28 +196,83 @@ def resample(samples: np.ndarray, rate: int, to_rate: int) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
-def _with_librosa(data: bytes, label: str, max_seconds: float, rate: int) -> tuple[np.ndarray, float]:
-    """Formats libsndfile does not read (MP3 on old libsndfile, AAC, ...) through librosa and
-    ffmpeg: mixed to mono and resampled by librosa, at most ``max_seconds`` (+1, to tell a
-    recording that is too long) decoded."""
-    import librosa
+# How long ffprobe may take to read a header, and ffmpeg beyond real time to decode (a file built
+# to make a decoder spin is cut off, not waited for).
+PROBE_SECONDS, DECODE_SECONDS = 30.0, 120.0
 
+
+def _with_ffmpeg(data: bytes, label: str, max_seconds: float, rate: int) -> tuple[np.ndarray, float]:
+    """A format libsndfile does not open (M4A, MP4, MKV, WebM, ...) through ffmpeg: its first audio
+    stream's header read by ffprobe and refused as libsndfile's would be, then decoded by ffmpeg
+    straight to mono at ``rate``, at most ``max_seconds`` + 1 s of it; this process holds the result only."""
+    ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
+    if ffmpeg is None:
+        raise AudioError(f"{label}: not a readable audio file here: not a format libsndfile reads (WAV, FLAC, OGG, "
+                         "MP3, ...), and ffmpeg, which reads the others (M4A, MP4, MKV, WebM, ...), is not installed: "
+                         "convert it to WAV or FLAC, or install ffmpeg.")
     suffix = Path(label).suffix if "<" not in label else ""
     with tempfile.NamedTemporaryFile(suffix=suffix if len(suffix) <= 16 else "") as tmp:
         tmp.write(data)
         tmp.flush()
+        if ffprobe is not None:
+            channels, samplerate, seconds = _probe(ffprobe, tmp.name, label)
+            _check_header(channels, samplerate, seconds, label, max_seconds)
+        limit = int((max_seconds + 1) * rate) * 4  # float32 bytes of mono at the model's rate
+        with BUDGET.reserve(limit), tempfile.TemporaryFile() as errors:
+            command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", tmp.name, "-map", "0:a:0",
+                       "-t", f"{max_seconds + 1:.3f}", "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"]
+            out = bytearray()
+            with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors) as proc:
+                timer = threading.Timer(DECODE_SECONDS + max_seconds, proc.kill)
+                timer.start()
+                try:
+                    while chunk := proc.stdout.read(1 << 16):
+                        out += chunk
+                        if len(out) > limit:  # -t should stop it; a decoder that does not is stopped here
+                            proc.kill()
+                            break
+                finally:
+                    timer.cancel()
+                code = proc.wait()
+            errors.seek(0)
+            said = errors.read(4096).decode("utf-8", "replace").strip().splitlines()
+    if code != 0 and len(out) <= limit:
+        why = said[-1] if said else f"exit status {code}"
+        raise AudioError(f"{label}: not a readable audio file (ffmpeg: {why[:200]}). Give WAV, FLAC, OGG, MP3, or "
+                         "another format ffmpeg decodes.")
+    samples = np.frombuffer(bytes(out[: len(out) // 4 * 4]), dtype="<f4").astype(np.float32)
+    duration = samples.size / rate
+    if duration > max_seconds:
+        raise AudioError(too_long(label, duration, max_seconds) + " (counted while decoding)")
+    return samples, duration
+
+
+def _probe(ffprobe: str, path: str, label: str) -> tuple[int, float, float | None]:
+    """(channels, sample rate, declared seconds or None) of the first audio stream, by ffprobe."""
+    command = [ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries",
+               "stream=channels,sample_rate,duration:format=duration", "-of", "json", path]
+    try:
+        found = subprocess.run(command, capture_output=True, timeout=PROBE_SECONDS, check=False)
+        info = json.loads(found.stdout or b"{}")
+    except subprocess.TimeoutExpired:
+        raise AudioError(f"{label}: its header could not be read within {PROBE_SECONDS:g} s. Convert it to WAV or "
+                         "FLAC.") from None
+    except ValueError:
+        info = {}
+    streams = info.get("streams") or []
+    if not streams:
+        why = found.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise AudioError(f"{label}: not a readable audio file: no audio stream found"
+                         f"{' (ffprobe: ' + why[-1][:200] + ')' if why else ''}. Give WAV, FLAC, OGG, MP3, or "
+                         "another format ffmpeg decodes.")
+
+    def number(value: Any) -> float | None:
         try:
-            # librosa warns when libsndfile gives up and again when it falls back to audioread; a
-            # file that neither reads becomes one AudioError, so both are noise on the terminal
-            with runtime.quietly("PySoundFile failed", UserWarning), \
-                    runtime.quietly(r"librosa\.core\.audio\.__audioread_load", FutureWarning):
-                samples, _ = librosa.load(tmp.name, sr=rate, mono=True, duration=max_seconds + 1, res_type="soxr_hq")
-        except MemoryError as exc:
-            raise AudioError(f"{label}: too large to decode in this process's memory. Cut it up.") from exc
-        except Exception as exc:
-            raise AudioError(
-                f"{label}: not a readable audio file ({type(exc).__name__}). Give WAV, FLAC, OGG, MP3 "
-                "or another format libsndfile or ffmpeg can decode."
-            ) from exc
-    samples = np.asarray(samples, dtype=np.float32)
-    return samples, samples.size / rate
+            out = float(value)
+        except (TypeError, ValueError):
+            return None
+        return out if np.isfinite(out) and out > 0 else None
+
+    stream = streams[0]
+    seconds = number(stream.get("duration")) or number((info.get("format") or {}).get("duration"))
+    return int(number(stream.get("channels")) or 0), number(stream.get("sample_rate")) or 0.0, seconds
