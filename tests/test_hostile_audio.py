@@ -219,3 +219,34 @@ def test_a_truncated_flac_is_refused_even_where_ffmpeg_would_return_its_first_pa
     data = flac_bytes(voice, SR)
     with pytest.raises(AudioError, match="damaged|truncated"):
         decoding.decode(data[: len(data) // 2], "cut.flac", 120, SR)
+
+
+def test_a_huge_file_on_disk_is_refused_by_its_header_without_being_read(tmp_path):
+    """A 1.9 GB (sparse) WAV: its header says 16.5 hours; refused before its bytes are read (it
+    cost 2.1 GB of memory when files were read whole first)."""
+    import struct
+
+    path = tmp_path / "huge.wav"
+    size = 1_900_000_000
+    header = b"RIFF" + struct.pack("<I", size + 36) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, SR, 2 * SR, 2, 16) \
+        + b"data" + struct.pack("<I", size)
+    with open(path, "wb") as f:
+        f.write(header)
+        f.truncate(len(header) + size)
+    tracemalloc.start()
+    try:
+        with pytest.raises(AudioError, match="huge.wav: the recording is 59375 s long, longer than the maximum"):
+            load(path, SR, AudioLimits())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"{peak / 1e6:.0f} MB held to refuse it"
+
+
+@needs_ffmpeg
+def test_a_file_named_like_an_ffmpeg_protocol_is_read_as_a_file(tmp_path):
+    data = ffmpeg_make(tmp_path / "tone.mka", "-f", "lavfi", "-i", "sine=frequency=300:duration=2", "-c:a", "flac")
+    odd = tmp_path / "concat:tone.mka"
+    odd.write_bytes(data)
+    samples, duration = decoding.decode(odd, str(odd), 120, SR)
+    assert duration == pytest.approx(2.0, abs=0.05)

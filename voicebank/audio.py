@@ -113,9 +113,9 @@ def load(recording: Recording, sample_rate: int, limits: AudioLimits = AudioLimi
             raise AudioError(_too_long(label, duration, limits))
         samples = resample(samples, rate, sample_rate)
     else:
-        data = _read_bytes(recording, label)
-        digest = hashlib.sha256(data).hexdigest()
-        samples, duration = decode(data, label, limits.max_seconds, sample_rate)  # mono, at sample_rate
+        source = _source(recording, label)  # a file on disk is decoded from disk, not read whole first
+        samples, duration = decode(source, label, limits.max_seconds, sample_rate)  # mono, at sample_rate
+        digest = _digest(source, label)
     if samples.size == 0:
         raise AudioError(f"{label}: the recording is empty (no samples). Record again.")
     if not np.all(np.isfinite(samples)):
@@ -185,7 +185,22 @@ def _too_long(label: str, duration: float, limits: AudioLimits) -> str:
     return too_long(label, duration, limits.max_seconds)
 
 
-def _read_bytes(recording: Recording, label: str) -> bytes:
+def _digest(source: bytes | Path, label: str) -> str:
+    """The SHA-256 of a recording's bytes, a file's read in chunks."""
+    if isinstance(source, bytes):
+        return hashlib.sha256(source).hexdigest()
+    try:
+        digest = hashlib.sha256()
+        with open(source, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
+    except OSError as exc:
+        raise AudioError(f"{label}: cannot read the file ({exc.strerror or exc}).") from exc
+
+
+def _source(recording: Recording, label: str) -> bytes | Path:
+    """What :func:`decoding.decode` reads: a regular file's path (checked), or the bytes given."""
     if isinstance(recording, (bytes, bytearray, memoryview)):
         return bytes(recording)
     if isinstance(recording, (str, os.PathLike)):
@@ -199,7 +214,7 @@ def _read_bytes(recording: Recording, label: str) -> bytes:
                 raise AudioError(f"{label}: not a regular file (a pipe, device or socket). Give the path of a recording.")
             if path.stat().st_size > MAX_FILE_BYTES:
                 raise AudioError(f"{label}: the file is larger than {MAX_FILE_BYTES >> 30} GiB. Cut it up.")
-            return path.read_bytes()
+            return path
         except OSError as exc:  # permissions, a path too long, a vanished network share, ...
             raise AudioError(f"{label}: cannot read the file ({exc.strerror or exc}).") from exc
     if hasattr(recording, "read"):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -42,21 +43,24 @@ BLOCK_SECONDS = 2.0
 _UNKNOWN_LENGTH = 2**40  # libsndfile reports an unknown length as a huge frame count
 
 
-def decode(data: bytes, label: str, max_seconds: float, rate: int) -> tuple[np.ndarray, float]:
-    """(float32 mono samples at ``rate``, the recording's duration in seconds) of a file's bytes.
-    Raises :class:`AudioError` naming ``label`` when the file cannot or must not be decoded."""
-    if not data:
+def decode(source: bytes | Path, label: str, max_seconds: float, rate: int) -> tuple[np.ndarray, float]:
+    """(float32 mono samples at ``rate``, the recording's duration in seconds) of a file's bytes, or
+    of the file at a path (read as it decodes, never whole). Raises :class:`AudioError` naming
+    ``label`` when the file cannot or must not be decoded."""
+    on_disk = isinstance(source, Path)
+    head = _head(source, label) if on_disk else source[: 1 << 16]
+    if not head:
         raise AudioError(f"{label}: the file is empty (0 bytes). Record again.")
-    if wav_sample_rate(data) == 0:  # libsndfile refuses it, and the fallback decoders divide by it
+    if wav_sample_rate(head) == 0:  # libsndfile refuses it, and the fallback decoders divide by it
         raise AudioError(f"{label}: its WAV header declares a sample rate of 0 Hz, so its audio cannot be read (the "
                          "file is damaged, or its recorder wrote a broken header). Export or record it again.")
     import soundfile as sf
 
     try:
-        f = sf.SoundFile(io.BytesIO(data))
+        f = sf.SoundFile(str(source) if on_disk else io.BytesIO(source))
     except Exception as first:  # not a format libsndfile knows: ffmpeg may
         log.debug("libsndfile cannot open %s (%s); trying ffmpeg", label, first)
-        return _with_ffmpeg(data, label, max_seconds, rate)
+        return _with_ffmpeg(source, label, max_seconds, rate)
     try:
         with f:
             known = 0 < f.frames < _UNKNOWN_LENGTH and f.samplerate > 0
@@ -201,7 +205,15 @@ def resample(samples: np.ndarray, rate: int, to_rate: int) -> np.ndarray:
 PROBE_SECONDS, DECODE_SECONDS = 30.0, 120.0
 
 
-def _with_ffmpeg(data: bytes, label: str, max_seconds: float, rate: int) -> tuple[np.ndarray, float]:
+def _head(path: Path, label: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(1 << 16)
+    except OSError as exc:
+        raise AudioError(f"{label}: cannot read the file ({exc.strerror or exc}).") from exc
+
+
+def _with_ffmpeg(source: bytes | Path, label: str, max_seconds: float, rate: int) -> tuple[np.ndarray, float]:
     """A format libsndfile does not open (M4A, MP4, MKV, WebM, ...) through ffmpeg: its first audio
     stream's header read by ffprobe and refused as libsndfile's would be, then decoded by ffmpeg
     straight to mono at ``rate``, at most ``max_seconds`` + 1 s of it; this process holds the result only."""
@@ -210,16 +222,13 @@ def _with_ffmpeg(data: bytes, label: str, max_seconds: float, rate: int) -> tupl
         raise AudioError(f"{label}: not a readable audio file here: not a format libsndfile reads (WAV, FLAC, OGG, "
                          "MP3, ...), and ffmpeg, which reads the others (M4A, MP4, MKV, WebM, ...), is not installed: "
                          "convert it to WAV or FLAC, or install ffmpeg.")
-    suffix = Path(label).suffix if "<" not in label else ""
-    with tempfile.NamedTemporaryFile(suffix=suffix if len(suffix) <= 16 else "") as tmp:
-        tmp.write(data)
-        tmp.flush()
+    with _on_disk(source, label) as path:
         if ffprobe is not None:
-            channels, samplerate, seconds = _probe(ffprobe, tmp.name, label)
+            channels, samplerate, seconds = _probe(ffprobe, path, label)
             _check_header(channels, samplerate, seconds, label, max_seconds)
         limit = int((max_seconds + 1) * rate) * 4  # float32 bytes of mono at the model's rate
         with BUDGET.reserve(limit), tempfile.TemporaryFile() as errors:
-            command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", tmp.name, "-map", "0:a:0",
+            command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", path, "-map", "0:a:0",
                        "-t", f"{max_seconds + 1:.3f}", "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"]
             out = bytearray()
             with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors) as proc:
@@ -245,6 +254,19 @@ def _with_ffmpeg(data: bytes, label: str, max_seconds: float, rate: int) -> tupl
     if duration > max_seconds:
         raise AudioError(too_long(label, duration, max_seconds) + " (counted while decoding)")
     return samples, duration
+
+
+@contextmanager
+def _on_disk(source: bytes | Path, label: str) -> Iterator[str]:
+    """A path ffmpeg can read ``source`` at: the file's own, or a temporary copy of the bytes."""
+    if isinstance(source, Path):  # "file:": a name like "concat:a|b" or "http:x" is a file here, not a protocol
+        yield "file:" + os.path.abspath(source)
+        return
+    suffix = Path(label).suffix if "<" not in label else ""
+    with tempfile.NamedTemporaryFile(suffix=suffix if len(suffix) <= 16 else "") as tmp:
+        tmp.write(source)
+        tmp.flush()
+        yield "file:" + tmp.name
 
 
 def _probe(ffprobe: str, path: str, label: str) -> tuple[int, float, float | None]:
