@@ -100,6 +100,46 @@ def test_sqlite_failures_become_messages_that_say_what_to_do(tmp_path, message, 
         assert word in str(error)
 
 
+@pytest.mark.parametrize("free, words", [(0, ("disk holding", "is full")), (10 << 30, ("disk I/O error", "-wal and -shm"))])
+def test_a_disk_io_error_says_whether_the_disk_is_full(tmp_path, monkeypatch, free, words):
+    """SQLite opening a bank on a full disk says only "disk I/O error" (it cannot create its -wal or
+    -shm file there): the free space tells a full disk from a failing one."""
+    from collections import namedtuple
+
+    from voicebank.store import engine
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(engine.shutil, "disk_usage", lambda path: usage(free + 1, 1, free))
+    error = database_error(OperationalError("PRAGMA journal_mode=WAL", {}, sqlite3.OperationalError("disk I/O error")),
+                           f"sqlite:///{tmp_path / 'b.db'}")
+    assert isinstance(error, DatabaseError) and all(word in str(error) for word in words), str(error)
+
+
+def test_a_bank_on_a_disk_that_filled_up_is_one_line_for_every_command(made, tmp_path):
+    """A real full disk: a 4 MB tmpfs, which needs root and a kernel that lets this process mount."""
+    import shutil
+    import subprocess
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root, or not allowed)")
+    try:
+        db = mount / "bank.db"
+        shutil.copy(made, db)
+        with open(mount / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        for command in (["list"], ["reindex"], ["apikey", "create", "k", "--role", "admin"], ["check"]):
+            refused(run("--db", str(db), *command), "is full")
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
 def test_a_read_only_connection_reports_read_only(made, voices):
     from voicebank.store import Store
 

@@ -11,6 +11,7 @@ refuses changes (``replica.py`` says why).
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -69,13 +70,30 @@ def database_error(exc: Exception, url: str) -> Exception:
         message = (f"{where} is a folder: give the path of a database file." if file is not None and file.is_dir() else
                    f"cannot open {where}: check that its folder exists and this user may write there (SQLite "
                    "writes -wal and -shm files beside the database, even to read).")
-    elif "disk is full" in text or "no space" in text:
+    elif "disk is full" in text or "no space" in text or ("disk i/o error" in text and _full(file)):
         message = f"the disk holding {where} is full: free space, then try again; nothing was written."
+    elif "disk i/o error" in text:
+        message = (f"a disk I/O error on {where} (a failing disk, or its -wal and -shm files removed or unwritable "
+                   "while in use): check the disk and those files, then try again; nothing was written.")
     elif isinstance(exc, DBAPIError) and file is None:
         message = f"cannot use the database {where}: {str(exc.orig or exc).strip().splitlines()[0]}"
     else:
         return exc
     return DatabaseError(message)
+
+
+def _full(file: Path | None) -> bool:
+    """Is the disk holding this SQLite file (nearly) full? SQLite says only "disk I/O error" when it
+    cannot create its -wal or -shm file there."""
+    if file is None:
+        return False
+    try:
+        return shutil.disk_usage(file.parent if file.parent.is_dir() else Path.cwd()).free < FULL_BYTES
+    except OSError:
+        return False
+
+
+FULL_BYTES = 1 << 20  # less than this free, and SQLite cannot grow its -wal by one checkpoint's worth
 
 
 def sqlite_path(url: str) -> Path | None:
