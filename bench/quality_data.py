@@ -139,7 +139,12 @@ def waveform(path: Path, channel: str) -> np.ndarray:
     """The recording at ``path`` through ``channel``: ``wide`` (as recorded), ``tel``, ``sim``,
     ``gsm``, ``amr``, or several joined by ``+`` and applied in order (``gsm+sim``: a GSM call that
     voicebank then passes through its own simulated channel)."""
+    from voicebank.audio import near_speech, voiced_frames
+
     samples = decode(path)
+    # what voicebank embeds of it: its speech with at most a second of anything else around it,
+    # detected on the recording as recorded (voicebank detects a call's on the call: the same spans)
+    samples = near_speech(samples, SR, voiced_frames(samples, SR))
     for step in channel.split("+"):
         samples = through(samples, step)
     return samples
@@ -162,7 +167,12 @@ def through(samples: np.ndarray, step: str) -> np.ndarray:
 
 
 def cache_path(cache_dir: Path, corpus: str, channel: str, model_id: str) -> Path:
-    return cache_dir / f"{corpus}-{channel}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', model_id)}.npz"
+    """Named for what is in it: the corpus, the channel, the model, and how much non-speech around
+    speech is embedded (``voicebank.audio.SPEECH_PAD_SECONDS``)."""
+    from voicebank.audio import SPEECH_PAD_SECONDS
+
+    model = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_id)
+    return cache_dir / f"{corpus}-{channel}-{model}-near{SPEECH_PAD_SECONDS:g}s.npz"
 
 
 def embeddings(corpus: Corpus, channel: str, embedder, cache_dir: Path) -> tuple[np.ndarray, dict]:

@@ -61,6 +61,40 @@ def test_real_speakers_are_identified_and_strangers_rejected(real_bank):
     assert false_alarms <= 0.05, f"{false_alarms:.0%} of never-enrolled speakers matched someone"
 
 
+@pytest.mark.parametrize("around", ["silence", "noise at -60 dBFS"])
+def test_minutes_of_silence_or_noise_around_a_probe_change_neither_the_decision_nor_the_score(real_bank, around):
+    """The speech of a probe, alone and in the middle of 10 minutes of silence or faint noise: the
+    same decision, and a score within 0.02 (the silence reached the embedding, and the probe matched
+    nobody, scoring 0.3 to 0.5 against its own voice)."""
+    bank, probes, _ = real_bank
+    rng = np.random.default_rng(5)
+    for name, path in probes[::33]:
+        alone = audio.load(path, 16_000)
+        minutes = np.zeros(600 * 16_000, dtype=np.float32) if around == "silence" else \
+            (10 ** (-60 / 20) * rng.standard_normal(600 * 16_000)).astype(np.float32)
+        middle = len(minutes) // 2
+        minutes[middle:middle + len(alone.samples)] += alone.samples
+        plain, padded = bank.identify(path), bank.identify((minutes, 16_000))
+        assert (plain.match and plain.match.name) == (padded.match and padded.match.name), (name, plain, padded)
+        assert padded.candidates[0].name == plain.candidates[0].name
+        assert abs(padded.candidates[0].score - plain.candidates[0].score) < 0.02, (name, plain, padded)
+
+
+def test_only_what_is_near_speech_is_embedded():
+    frame = round(audio.vad.FRAME_SECONDS * 16_000)
+    samples = np.arange(200 * frame, dtype=np.float32)
+    voiced = np.zeros(200, dtype=bool)
+    voiced[100:110] = True  # 0.32 s of speech in 6.4 s
+    kept = audio.near_speech(samples, 16_000, voiced)
+    pad = round(audio.SPEECH_PAD_SECONDS / audio.vad.FRAME_SECONDS)
+    assert np.array_equal(kept, samples[(100 - pad) * frame:(110 + pad) * frame])
+    assert audio.near_speech(samples, 16_000, np.zeros(200, dtype=bool)) is samples  # no speech: all of it
+    assert audio.near_speech(samples, 16_000, None) is samples
+    everywhere = np.zeros(200, dtype=bool)
+    everywhere[::40] = everywhere[-1] = True  # never more than a second from speech: all of it
+    assert audio.near_speech(samples, 16_000, everywhere) is samples
+
+
 @pytest.mark.slow
 def test_verification_and_calibration_on_real_speech(real_bank):
     bank, probes, _ = real_bank

@@ -86,6 +86,34 @@ class Audio:
         return self.channel is not None and self.channel.channel == channel_mod.TELEPHONE
 
 
+# Non-speech kept on each side of a stretch of speech when a recording is embedded: a pause of up
+# to twice this inside speech stays whole (it is part of how people talk), and longer silence or
+# noise is cut to it, so that minutes of silence or hum around a word cannot change its embedding.
+SPEECH_PAD_SECONDS = 1.0
+
+
+def speech_only(audio: "Audio") -> np.ndarray:
+    """What of ``audio`` is embedded (:func:`near_speech` of its samples and speech frames)."""
+    return near_speech(audio.samples, audio.sample_rate, audio.speech_frames)
+
+
+def near_speech(samples: np.ndarray, sample_rate: int, voiced: np.ndarray | None) -> np.ndarray:
+    """``samples`` with every non-speech stretch farther than ``SPEECH_PAD_SECONDS`` from speech
+    left out (``voiced``: the detector's 32 ms frames, :func:`voiced_frames`); all of them when
+    there are no frames or no speech."""
+    if voiced is None or not voiced.any():
+        return samples
+    pad = int(round(SPEECH_PAD_SECONDS / vad.FRAME_SECONDS))
+    near = np.convolve(voiced.astype(np.int32), np.ones(2 * pad + 1, dtype=np.int32), mode="same") > 0
+    if near.all():
+        return samples
+    frame, _ = frame_sizes(sample_rate)
+    keep = np.repeat(near, frame)
+    if len(keep) < len(samples):  # the tail shorter than a frame goes with the last frame
+        keep = np.concatenate([keep, np.full(len(samples) - len(keep), near[-1])])
+    return samples[keep[: len(samples)]]
+
+
 def describe(recording: Recording) -> str:
     """A short human label for a recording, used in error messages."""
     if isinstance(recording, (str, os.PathLike)):

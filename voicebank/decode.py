@@ -144,7 +144,7 @@ def _blocks(f: Any, label: str, max_seconds: float, rate: int) -> tuple[np.ndarr
     stream = soxr.ResampleStream(f.samplerate, rate, 1, dtype="float32", quality="HQ") if f.samplerate != rate else None
     out, count = [], 0
     size = max(1, int(BLOCK_SECONDS * f.samplerate))
-    known = 0 < f.frames < _UNKNOWN_LENGTH
+    known = 0 < f.frames < _UNKNOWN_LENGTH and f.seekable()  # soundfile's blocks() must be able to seek
     for block in (f.blocks(blocksize=size, dtype="float32", always_2d=True) if known else _unknown_length_blocks(f, size)):
         count += len(block)
         if count / f.samplerate > max_seconds:
@@ -158,9 +158,9 @@ def _blocks(f: Any, label: str, max_seconds: float, rate: int) -> tuple[np.ndarr
 
 
 def _unknown_length_blocks(f: Any, size: int):
-    """Blocks of a file whose header leaves its length unknown (a streamed FLAC). soundfile's own
-    reads ask libsndfile where they are, which such a file cannot answer, so libsndfile's read is
-    called directly until it returns nothing."""
+    """Blocks of a file whose header leaves its length unknown (a streamed FLAC), or that cannot
+    seek (GSM 6.10 in WAV). soundfile's own reads ask libsndfile where they are, which such a file
+    cannot answer, so libsndfile's read is called directly until it returns nothing."""
     from soundfile import _ffi, _snd
 
     while True:

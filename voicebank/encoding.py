@@ -50,7 +50,7 @@ class Encoder:
         return embed_recordings(self.embedder, [np.asarray(w, dtype=np.float32) for w in waveforms], self.window_seconds)
 
     def embed(self, audios: Sequence[Audio]) -> np.ndarray:
-        return self.embed_samples([a.samples for a in audios])
+        return self.embed_samples([to_embed(a, channel_mod.WIDEBAND) for a in audios])
 
     def stream(self, recordings: Iterable[Recording],
                views: pipeline.Views = pipeline.as_recorded) -> closing[Iterator[pipeline.Embedded]]:
@@ -88,8 +88,8 @@ class Encoder:
 
     def embed_in(self, audios: Sequence[Audio], channel: str) -> np.ndarray:
         """(n, dimension) embeddings of ``audios`` as heard in ``channel``: as they came for
-        wideband, through the simulated telephone channel for telephone (:func:`in_channel`)."""
-        return self.embed_samples([in_channel(a, channel) for a in audios])
+        wideband, through the simulated telephone channel for telephone (:func:`to_embed`)."""
+        return self.embed_samples([to_embed(a, channel) for a in audios])
 
     def _check_model(self) -> None:
         if self._checked:
@@ -106,13 +106,24 @@ class Encoder:
 
 
 def in_channel(audio: Audio, channel: str) -> np.ndarray:
-    """The waveform to embed of ``audio`` for a decision in ``channel``. Telephone: every recording
-    passes through voicebank's simulated telephone channel, a call that already came through one
-    too, so that probe and voiceprint share one channel whatever line or codec the call took."""
-    return channel_mod.telephone(audio.samples, audio.sample_rate) if channel == channel_mod.TELEPHONE \
-        else audio.samples
+    """All of ``audio`` as heard in ``channel`` (scan cuts its windows from it, at the recording's
+    own times). Telephone: every recording passes through voicebank's simulated telephone channel,
+    a call that already came through one too, so that probe and voiceprint share one channel
+    whatever line or codec the call took."""
+    return _through(audio.samples, audio.sample_rate, channel)
+
+
+def to_embed(audio: Audio, channel: str) -> np.ndarray:
+    """What is embedded of ``audio`` for a decision in ``channel``: its speech with no more than a
+    second of anything else around it (:func:`voicebank.audio.speech_only`: minutes of silence or
+    hum around a word must not change its embedding), as heard in ``channel``."""
+    return _through(audio_mod.speech_only(audio), audio.sample_rate, channel)
+
+
+def _through(samples: np.ndarray, rate: int, channel: str) -> np.ndarray:
+    return channel_mod.telephone(samples, rate) if channel == channel_mod.TELEPHONE else samples
 
 
 def both_channels(audio: Audio) -> list[np.ndarray]:
     """What enrollment embeds of a recording: as it came, and through the telephone channel."""
-    return [audio.samples, in_channel(audio, channel_mod.TELEPHONE)]
+    return [to_embed(audio, channel_mod.WIDEBAND), to_embed(audio, channel_mod.TELEPHONE)]

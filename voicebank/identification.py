@@ -16,7 +16,7 @@ import numpy as np
 from . import calibration, norm, scoring, settings as settings_mod, validate
 from . import channel as channel_mod
 from .audio import Audio, Recording
-from .encoding import Encoder, in_channel
+from .encoding import Encoder, to_embed
 from .errors import InvalidInputError, VoiceBankError
 from .index.search import Search
 from .results import Candidate, Identification, Verification
@@ -77,7 +77,7 @@ def identify_many(services: Services, recordings: Iterable[Recording], top_k: in
     settings = services.repository.settings()
     decide_in = {heard: decision_channel(services, heard) for heard in channel_mod.CHANNELS}  # once, not per file
     out: list[Identification | VoiceBankError] = []
-    views = lambda audio: [in_channel(audio, decide_in[_heard(audio)][0])]  # noqa: E731
+    views = lambda audio: [to_embed(audio, decide_in[_heard(audio)][0])]  # noqa: E731
     with services.encoder.stream(recordings, views) as stream:
         for item in stream:
             if item.error is not None:

@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .audio import Audio, Recording, describe
+from .audio import Audio, Recording, describe, speech_only
 from .errors import AudioError, VoiceBankError
 
 DEFAULT_CHUNK_SECONDS = 120.0
@@ -46,7 +46,8 @@ Views = Callable[[Audio], Sequence[np.ndarray]]  # what to embed of a recording:
 
 
 def as_recorded(audio: Audio) -> list[np.ndarray]:
-    return [audio.samples]
+    """A recording as it came (its speech: ``audio.speech_only``)."""
+    return [speech_only(audio)]
 
 
 def decoders(model_on_gpu: bool = False) -> int:
