@@ -79,17 +79,22 @@ def test_a_flac_of_unknown_length_is_counted_as_it_decodes():
         decoding.decode(data, "stream.flac", 2.0, SR)
 
 
+def traced_peak(work):
+    """(what ``work()`` returns, the most memory Python and numpy held at once while it ran)."""
+    tracemalloc.start()
+    try:
+        out = work()
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_decoding_holds_one_block_not_the_whole_file():
     """60 s of 8 channels at 48 kHz is 92 MB of float32 decoded whole; block by block, with each
     block mixed to mono and resampled, far less is held at once."""
     seconds, channels, rate = 60, 8, 48_000
     data = flac_bytes(np.zeros((seconds * rate, channels), dtype=np.int16), rate)
-    tracemalloc.start()
-    try:
-        samples, duration = decoding.decode(data, "long.flac", 1800, SR)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    (samples, duration), peak = traced_peak(lambda: decoding.decode(data, "long.flac", 1800, SR))
     assert duration == pytest.approx(seconds) and samples.shape == (seconds * SR,)
     whole = seconds * rate * channels * 4
     assert peak < whole / 5, (peak, whole)  # 13 MB against 92 MB, measured
@@ -180,16 +185,11 @@ def test_a_format_only_ffmpeg_reads_without_ffmpeg_says_what_to_do(monkeypatch):
 @needs_ffmpeg
 def test_ffmpeg_decodes_to_mono_at_the_model_s_rate_holding_the_output_not_the_input(tmp_path):
     """8 channels at 384 kHz in Matroska: ffmpeg mixes and resamples, so this process holds 60 s of
-    16 kHz mono (3.8 MB), not 60 s of the source (737 MB as float32)."""
+    16 kHz mono (3.8 MB), not 60 s of the source (737 MB as float32; 1.5 GB through librosa)."""
     rate, seconds = 384_000, 60
     tone = f"sine=frequency=440:sample_rate={rate}:duration={seconds}"
     data = ffmpeg_make(tmp_path / "wide.mkv", "-f", "lavfi", "-i", tone, "-ac", "8", "-c:a", "flac")
-    tracemalloc.start()
-    try:
-        samples, duration = decoding.decode(data, "wide.mkv", 120, SR)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    (samples, duration), peak = traced_peak(lambda: decoding.decode(data, "wide.mkv", 120, SR))
     assert samples.dtype == np.float32 and samples.ndim == 1 and duration == pytest.approx(seconds, abs=0.05)
     assert peak < 8 * seconds * SR * 4, f"{peak / 1e6:.0f} MB held for {seconds * SR * 4 / 1e6:.1f} MB of output"
     spectrum = np.abs(np.fft.rfft(samples[:SR]))
@@ -233,13 +233,11 @@ def test_a_huge_file_on_disk_is_refused_by_its_header_without_being_read(tmp_pat
     with open(path, "wb") as f:
         f.write(header)
         f.truncate(len(header) + size)
-    tracemalloc.start()
-    try:
+    def refused():
         with pytest.raises(AudioError, match="huge.wav: the recording is 59375 s long, longer than the maximum"):
             load(path, SR, AudioLimits())
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+
+    _, peak = traced_peak(refused)
     assert peak < 64 << 20, f"{peak / 1e6:.0f} MB held to refuse it"
 
 
