@@ -244,9 +244,9 @@ def _with_ffmpeg(source: bytes | Path, label: str, max_seconds: float, rate: int
                     timer.cancel()
                 code = proc.wait()
             errors.seek(0)
-            said = errors.read(4096).decode("utf-8", "replace").strip().splitlines()
+            said = _last_line(errors.read(4096), path)
     if code != 0 and len(out) <= limit:
-        why = said[-1] if said else f"exit status {code}"
+        why = said or f"exit status {code}"
         raise AudioError(f"{label}: not a readable audio file (ffmpeg: {why[:200]}). Give WAV, FLAC, OGG, MP3, or "
                          "another format ffmpeg decodes.")
     samples = np.frombuffer(bytes(out[: len(out) // 4 * 4]), dtype="<f4").astype(np.float32)
@@ -254,6 +254,16 @@ def _with_ffmpeg(source: bytes | Path, label: str, max_seconds: float, rate: int
     if duration > max_seconds:
         raise AudioError(too_long(label, duration, max_seconds) + " (counted while decoding)")
     return samples, duration
+
+
+def _last_line(output: bytes, path: str) -> str:
+    """ffmpeg's or ffprobe's last line of complaint, without the path it names (a temporary copy's
+    for an upload: the same file must read the same from the CLI and over HTTP)."""
+    lines = output.decode("utf-8", "replace").strip().splitlines()
+    last = lines[-1] if lines else ""
+    for name in (path, path.removeprefix("file:")):
+        last = last.replace(name + ": ", "").replace(name, "the file")
+    return last.strip()
 
 
 @contextmanager
@@ -283,9 +293,9 @@ def _probe(ffprobe: str, path: str, label: str) -> tuple[int, float, float | Non
         info = {}
     streams = info.get("streams") or []
     if not streams:
-        why = found.stderr.decode("utf-8", "replace").strip().splitlines()
+        why = _last_line(found.stderr, path)
         raise AudioError(f"{label}: not a readable audio file: no audio stream found"
-                         f"{' (ffprobe: ' + why[-1][:200] + ')' if why else ''}. Give WAV, FLAC, OGG, MP3, or "
+                         f"{' (ffprobe: ' + why[:200] + ')' if why else ''}. Give WAV, FLAC, OGG, MP3, or "
                          "another format ffmpeg decodes.")
 
     def number(value: Any) -> float | None:
