@@ -17,6 +17,7 @@ import numpy as np
 
 from . import scoring
 from .audio import Recording
+from .channel import TELEPHONE
 from .encoding import both_channels
 from .enrollment import in_one_channel, recording_list
 from .vectors import voiceprint
@@ -95,10 +96,10 @@ def check(services: "Services", recordings: Sequence[Recording], name: str | Non
                                  "byte for byte); a recording belongs to one person.")
     usable = [f for f in usable if not f["problems"]]
     vectors = [f["vector"] for f in usable] + [np.asarray(u.embedding, dtype=np.float32) for u in stored]
+    channels = [f["channel"] for f in usable] + [u.channel for u in stored]
     consistency, duplicate = services.checks()
     if len(vectors) >= 2:  # compared as enrollment compares them (enrollment.in_one_channel)
-        compared = in_one_channel(vectors, [f["channel"] for f in usable] + [u.channel for u in stored],
-                                  [f["telephone"] for f in usable] + [u.telephone for u in stored])
+        compared = in_one_channel(vectors, channels, [f["telephone"] for f in usable] + [u.telephone for u in stored])
         scores = scoring.leave_one_out(compared)
         for f, score in zip(usable, scores):
             f["consistency"] = float(score)
@@ -106,8 +107,7 @@ def check(services: "Services", recordings: Sequence[Recording], name: str | Non
                 f["problems"].append(f"{f['label']} does not sound like the other recordings (cosine {score:.3f} "
                                      f"against them, consistency threshold {consistency:.3f}).")
     warnings, twin = [], None
-    wideband = [v for v, c in zip(vectors, [f["channel"] for f in usable] + [u.channel for u in stored])
-                if c != "telephone"]
+    wideband = [v for v, c in zip(vectors, channels) if c != TELEPHONE]
     if wideband and services.repository.has_speakers():
         twin, score = _nearest(services, voiceprint(np.stack(wideband)), speaker_id)
         if twin is not None and scoring.accept(score, duplicate):
