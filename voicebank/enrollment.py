@@ -1,9 +1,10 @@
 """Enrollment: recordings checked and embedded before anything is written, then stored.
 
-Every recording is decoded, checked and embedded first; then the speaker's recordings as a whole
-must hold enough speech, sound like one another, and (a warning, or an error in strict mode) not
-already be identified as another enrolled speaker. The cohort (people who are not enrolled, for
-AS-norm) is filled the same way.
+Every recording is decoded, checked and embedded first; then the enrollment rules
+(``enrollment_rules``: each recording given once and enrolled for one person, the recordings alike,
+enough speech in all, and, a warning or in strict mode an error, the voice not already enrolled as
+someone else) are read against the bank, and the first one broken is raised. The cohort (people
+who are not enrolled, for AS-norm) is filled the same way.
 
 Like every use case, each function takes what it uses as its first argument (:class:`Services`).
 """
@@ -13,29 +14,21 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import replace
+from functools import partial
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
-from . import scoring, validate
+from . import enrollment_rules as rules
+from . import validate
 from .audio import Recording
-from .channel import TELEPHONE, WIDEBAND, speaker_prints
 from .encoding import Encoder, OnError, both_channels
-from .errors import (
-    DuplicateRecordingError,
-    DuplicateSpeakerError,
-    DuplicateVoiceError,
-    EmptyBankError,
-    InconsistentRecordingError,
-    InvalidInputError,
-    NotEnoughSpeechError,
-    VoiceBankError,
-)
+from .errors import DuplicateSpeakerError, EmptyBankError, InvalidInputError, VoiceBankError
 from .index.search import Search
 from .pipeline import Embedded
 from .results import ENROLLED, FAILED, SKIPPED, Enrollment, EnrollmentOutcome, RecordingInfo, Speaker
 from .store import CohortRow, SpeakerRow, UtteranceRow, as_utc
-from .store.repository import Repository, name_taken, recording_taken
+from .store.repository import Repository, name_taken
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +63,8 @@ def add_recordings(services: Services, name: str, recordings: Sequence[Recording
     name = validate.name(name)
     existing = list(services.repository.speaker(name).utterances)
     utterances = prepare(services, recordings, progress)
-    known = {u.sha256: u.label for u in existing}
-    for utterance in utterances:
-        if utterance.sha256 in known:
-            raise DuplicateRecordingError(
-                f"{utterance.label} is already enrolled for {name} (as {known[utterance.sha256]}); nothing was added."
-            )
-    warnings = check(services, name, existing + utterances, existing[0].speaker_id, allow_inconsistent, strict)
-    services.repository.extend_speaker(name, set(known), utterances)
+    warnings = check(services, name, utterances, existing, existing[0].speaker_id, allow_inconsistent, strict)
+    services.repository.extend_speaker(name, {u.sha256 for u in existing}, utterances)
     return replace(to_speaker(services.repository.speaker(name)), warnings=tuple(warnings))
 
 
@@ -85,8 +72,12 @@ def add_cohort(services: Services, recordings: Sequence[Recording], progress: Pr
                on_error: OnError | None) -> int:
     """Add recordings of people who are NOT enrolled to the cohort; returns its size."""
     items = list(services.encoder.usable(recording_list(recordings), progress, on_error, both_channels))
+    rows = utterances(items)
+    repeats = rules.repeated(rows, [], None)
+    if repeats:
+        raise repeats[0].exception()
     services.repository.add_cohort([CohortRow(embedding=u.embedding, channel=u.channel, telephone=u.telephone,
-                                              sha256=u.sha256, label=u.label) for u in utterances(items)])
+                                              sha256=u.sha256, label=u.label) for u in rows])
     return services.repository.cohort_size()
 
 
@@ -99,14 +90,14 @@ def to_speaker(row: SpeakerRow) -> Speaker:
 
 def _store(services: Services, name: str, metadata: dict[str, Any], utterances: list[UtteranceRow],
            allow_inconsistent: bool, strict: bool) -> Speaker:
-    warnings = check(services, name, utterances, None, allow_inconsistent, strict)
+    warnings = check(services, name, utterances, [], None, allow_inconsistent, strict)
     services.repository.add_speaker(name, metadata, utterances)
     log.info("enrolled %s from %d recordings", name, len(utterances))
     return replace(to_speaker(services.repository.speaker(name)), warnings=tuple(warnings))
 
 
 def prepare(services: Services, recordings: Sequence[Recording], progress: Progress | None) -> list[UtteranceRow]:
-    """Decode, check and embed every recording; refuse the same recording given twice."""
+    """Decode, check and embed every recording; the first unusable one is raised at once."""
     recordings = recording_list(recordings)
     items = []
     with services.encoder.stream(recordings, both_channels) as stream:
@@ -132,22 +123,21 @@ def recording_list(recordings: Sequence[Recording]) -> list[Recording]:
 
 
 def utterances(items: Sequence[Embedded]) -> list[UtteranceRow]:
-    """One speaker's embedded recordings as rows; the first unusable or repeated recording is an error."""
-    rows: list[UtteranceRow] = []
-    seen: dict[str, str] = {}
+    """One speaker's embedded recordings as rows; the first unusable recording is an error."""
     for item in items:
         if item.error is not None:
             raise item.error
-        audio = item.audio
-        if audio.sha256 in seen:
-            raise DuplicateRecordingError(f"{audio.label} is the same recording as {seen[audio.sha256]}; give each once.")
-        seen[audio.sha256] = audio.label
-        heard = audio.channel.channel if audio.channel is not None else None
-        rows.append(UtteranceRow(embedding=item.embedding, channel=heard,
-                                 telephone=item.views[1] if len(item.views) > 1 else None, sha256=audio.sha256,
-                                 label=validate.printable(audio.label)[-1024:], duration_s=audio.duration,
-                                 speech_s=audio.speech_seconds))
-    return rows
+    return [row(item) for item in items]
+
+
+def row(item: Embedded) -> UtteranceRow:
+    """One embedded recording as the row it would be stored as (what the enrollment rules read)."""
+    audio = item.audio
+    heard = audio.channel.channel if audio.channel is not None else None
+    return UtteranceRow(embedding=item.embedding, channel=heard,
+                        telephone=item.views[1] if len(item.views) > 1 else None, sha256=audio.sha256,
+                        label=validate.printable(audio.label)[-1024:], duration_s=audio.duration,
+                        speech_s=audio.speech_seconds)
 
 
 def enroll_many(services: Services, entries: Sequence[Enrollment], progress: Progress | None,
@@ -195,71 +185,39 @@ def enroll_many(services: Services, entries: Sequence[Enrollment], progress: Pro
     return [o for o in outcomes if o is not None]
 
 
-def check(services: Services, name: str, utterances: Sequence[UtteranceRow], speaker_id: int | None,
-          allow_inconsistent: bool, strict: bool) -> list[str]:
-    """Refuse too little speech and inconsistent recordings; warn of (or refuse) a voice that
-    already matches another speaker. Returns the warnings.
+def check(services: Services, name: str, takes: Sequence[UtteranceRow], stored: Sequence[UtteranceRow],
+          speaker_id: int | None, allow_inconsistent: bool, strict: bool) -> list[str]:
+    """Raise the first enrollment rule ``takes`` break (``enrollment_rules``); returns the warnings."""
+    found = verdicts(services, name, takes, stored, speaker_id, allow_inconsistent, strict)
+    refusal = found.refusal()
+    if refusal is not None:
+        raise refusal.exception()
+    for warning in found.warnings():
+        log.warning("%s", warning)
+    return found.warnings()
 
-    Both voice checks score by cosine against thresholds of their own (``services.checks()``),
-    not the decision thresholds: a recording against the voiceprint of the speaker's other
-    recordings, and the new voiceprint against the nearest enrolled one."""
-    limits = services.encoder.limits
-    speech = sum(u.speech_s for u in utterances)
-    if speech < limits.min_enroll_speech_seconds:
-        raise NotEnoughSpeechError(
-            f"{name}: the recordings hold {speech:.1f} s of speech in all; enrollment needs at least "
-            f"{limits.min_enroll_speech_seconds:g} s. Add more recordings."
-        )
-    owners = services.repository.owners([u.sha256 for u in utterances], speaker_id)
-    for u in utterances:  # a recording belongs to one person
-        if u.sha256 in owners:
-            raise DuplicateRecordingError(recording_taken(u.label, owners[u.sha256], name))
-    consistency, duplicate = services.checks()
-    vectors = in_one_channel([u.embedding for u in utterances], [u.channel for u in utterances],
-                             [u.telephone for u in utterances])
-    if len(vectors) >= 2 and not allow_inconsistent:
-        scores = scoring.leave_one_out(vectors)
-        worst = int(np.argmin(scores))
-        if not scoring.accept(scores[worst], consistency):
-            raise InconsistentRecordingError(
-                f"{utterances[worst].label} does not sound like the other recordings of {name} (cosine "
-                f"{scores[worst]:.3f} against them, consistency threshold {consistency:.3f}). Check that it is the "
-                "same person and a clean recording, or enroll anyway with --allow-inconsistent."
-            )
+
+def verdicts(services: Services, name: str | None, takes: Sequence[UtteranceRow], stored: Sequence[UtteranceRow],
+             speaker_id: int | None, allow_inconsistent: bool = False, strict: bool = False) -> rules.Verdicts:
+    """The enrollment rules' verdicts on ``takes`` (with ``stored``, the recordings of the enrolled
+    ``speaker_id``), read against this bank: its speech limit, its checks' thresholds
+    (``services.checks()``, not the decision thresholds), who owns which recording, who sounds alike."""
+    owners = services.repository.owners([t.sha256 for t in takes], speaker_id)
+    return rules.evaluate(takes, stored, name, owners, partial(nearest, services, other_than=speaker_id),
+                          services.encoder.limits.min_enroll_speech_seconds, services.checks(), allow_inconsistent, strict)
+
+
+def nearest(services: Services, vector: np.ndarray, channel: str, other_than: int | None) -> tuple[str, float] | None:
+    """(name, cosine) of the enrolled voiceprint in ``channel`` nearest to ``vector``, rescored from
+    SQL (the index only proposes), ``other_than`` left out; None when no one else has one there."""
     if not services.repository.has_speakers():
-        return []
-    # Would this voice be taken for someone already enrolled? The new voiceprint against the
-    # nearest other one, rescored from SQL (the index only proposes). Voiceprint against voiceprint
-    # averages out each recording's noise on both sides: it separates the same person enrolled
-    # twice from two people better than any single recording does (docs/calibration.md, Enrollment checks).
-    wide, telephone, has = speaker_prints([u.embedding for u in utterances], [u.channel for u in utterances],
-                                          [u.telephone for u in utterances])
-    channel = TELEPHONE if has == TELEPHONE else WIDEBAND
-    new_print = telephone if channel == TELEPHONE else wide
+        return None
     try:
-        _, ids, _ = services.search.search(new_print[None, :], 2, channel=channel)
+        _, ids, _ = services.search.search(vector[None, :], 2, channel=channel)
     except EmptyBankError:  # no one has a voiceprint in this channel yet (all enrolled before channels)
-        return []
-    others = services.repository.voiceprints([int(i) for i in ids[0] if i >= 0 and i != speaker_id], channel)
+        return None
+    others = services.repository.voiceprints([int(i) for i in ids[0] if i >= 0 and i != other_than], channel)
     if not others:
-        return []
-    other, other_print = max(others.values(), key=lambda found: float(new_print @ found[1]))
-    score = float(new_print @ other_print)
-    if not scoring.accept(score, duplicate):
-        return []
-    message = (f"the voice of {name} already matches {other} (cosine {score:.3f} between the voiceprints, duplicate "
-               f"threshold {duplicate:.3f}): the same person enrolled twice?")
-    if strict:
-        raise DuplicateVoiceError(message + " Refused (strict).")
-    log.warning("%s", message)
-    return [message]
-
-
-def in_one_channel(embeddings: Sequence[np.ndarray], channels: Sequence[str | None],
-                   telephones: Sequence[np.ndarray | None]) -> np.ndarray:
-    """One speaker's recordings' embeddings to compare with one another (the consistency check):
-    as they came when all came through a wideband channel, else all through the telephone line
-    (where they can be compared)."""
-    if any(c == TELEPHONE for c in channels) and all(t is not None for t in telephones):
-        return np.stack(telephones)
-    return np.stack(embeddings)
+        return None
+    other, found = max(others.values(), key=lambda each: float(vector @ each[1]))
+    return other, float(vector @ found)

@@ -19,7 +19,8 @@ from . import scoring
 from .audio import Recording
 from .channel import TELEPHONE
 from .encoding import both_channels
-from .enrollment import in_one_channel, recording_list
+from .enrollment import recording_list
+from .enrollment_rules import in_one_channel
 from .vectors import voiceprint
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def check(services: "Services", recordings: Sequence[Recording], name: str | Non
     vectors = [f["vector"] for f in usable] + [np.asarray(u.embedding, dtype=np.float32) for u in stored]
     channels = [f["channel"] for f in usable] + [u.channel for u in stored]
     consistency, duplicate = services.checks()
-    if len(vectors) >= 2:  # compared as enrollment compares them (enrollment.in_one_channel)
+    if len(vectors) >= 2:  # compared as enrollment compares them (enrollment_rules.in_one_channel)
         compared = in_one_channel(vectors, channels, [f["telephone"] for f in usable] + [u.telephone for u in stored])
         scores = scoring.leave_one_out(compared)
         for f, score in zip(usable, scores):

@@ -31,9 +31,10 @@ def no_such_speaker(name: str) -> str:
     return f"no speaker named {name!r} is enrolled (`voicebank list` shows who is)."
 
 
-def recording_taken(label: str, owner: str, name: str) -> str:
+def recording_taken(label: str, owner: str) -> str:
+    """The rule "one recording, one person" broken, in the words both enrollment and its dry run use."""
     return (f"{label} is already enrolled for {owner} (the same recording, byte for byte); a recording belongs to "
-            f"one person. Nothing was stored for {name}.")
+            "one person.")
 
 
 class Repository:
@@ -167,13 +168,13 @@ class Repository:
     @staticmethod
     def _refuse_taken(session, name: str, utterances: Sequence[UtteranceRow], speaker_id: int | None = None) -> None:
         """The rule "one recording, one person", checked under the write lock: the check before it
-        (``enrollment.check``) cannot see a process that enrolls the same file at the same moment."""
+        (``enrollment_rules``) cannot see a process that enrolls the same file at the same moment."""
         taken = session.execute(select(UtteranceRow.label, UtteranceRow.sha256, SpeakerRow.name).join(SpeakerRow)
                                 .where(UtteranceRow.sha256.in_([u.sha256 for u in utterances]),
                                        SpeakerRow.id != (speaker_id or -1))).first()
         if taken is not None:
             label = next(u.label for u in utterances if u.sha256 == taken[1])
-            raise DuplicateRecordingError(recording_taken(label, taken[2], name))
+            raise DuplicateRecordingError(f"{recording_taken(label, taken[2])} Nothing was stored for {name}.")
 
     # -- speakers: writing (each in a change transaction) --------------------------------------
     def add_speaker(self, name: str, metadata: dict[str, Any], utterances: list[UtteranceRow]) -> None:
