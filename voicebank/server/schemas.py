@@ -133,6 +133,8 @@ class EnrollmentCheckOut(BaseModel):
     needed_s: float = Field(description="Speech that enrollment needs in all.")
     ready: bool = Field(description="True when enrolling these takes now would succeed (not strict).")
     duplicate_of: str | None = Field(description="An enrolled speaker whose voice these takes already match.")
+    problems: list[str] = Field(description="About the takes as a whole, what stops enrollment (too little speech "
+                                            "in all; a stored recording unlike the takes), as enrollment would say it.")
     warnings: list[str] = Field(description="About the takes as a whole: the voice already enrolled (enrollment "
                                             "warns; strict refuses).")
 
