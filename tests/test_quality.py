@@ -128,6 +128,41 @@ def test_a_voice_matching_another_speaker_warns_or_is_refused_when_strict(bank, 
     assert bank.enroll("bob", voices["bob"][:2]).warnings == ()
 
 
+def test_each_rule_is_said_in_the_same_words_by_enrollment_and_by_its_dry_run(bank, voices, tmp_path):
+    """Enrollment raises the first rule the takes break; ``check_recordings`` reports every one. For
+    each rule, the same takes for the same speaker give the same message through both."""
+    from dataclasses import replace
+
+    bank.set_enrollment_checks(TINY_THRESHOLD, TINY_THRESHOLD)  # the random model's scale
+    alice, bob = voices["alice"], voices["bob"]
+    bank.enroll("alice", alice[:2])
+    bank.enroll("bob", bob[:2])
+    bank.enroll("alice-again", [alice[2], *retakes(alice[0], tmp_path, 1)])  # warned: her voice
+
+    def said_by_both(name, takes, refused):
+        checked = bank.check_recordings(takes, name)
+        reported = [p for r in checked.recordings for p in r.problems] + list(checked.problems)
+        if refused is None:
+            assert bank.add_recordings(name, takes).warnings == checked.warnings
+            return checked.warnings[0]
+        with pytest.raises(refused) as raised:
+            bank.add_recordings(name, takes)
+        assert str(raised.value) in reported, (str(raised.value), reported)
+        return str(raised.value)
+
+    assert "same recording as" in said_by_both("bob", [bob[2], bob[2]], DuplicateRecordingError)
+    assert "already enrolled for bob" in said_by_both("bob", [bob[0]], DuplicateRecordingError)
+    assert "already enrolled for alice" in said_by_both("bob", [alice[0]], DuplicateRecordingError)
+    assert "does not sound like the other recordings of alice" in said_by_both("alice", [bob[2]],
+                                                                              InconsistentRecordingError)
+    limits = bank.limits
+    bank.limits = replace(limits, min_enroll_speech_seconds=1000.0)
+    assert "bob: the recordings hold" in said_by_both("bob", [bob[2]], NotEnoughSpeechError)
+    bank.limits = limits
+    again = retakes(alice[1], tmp_path, 1)
+    assert "the voice of alice-again already matches alice" in said_by_both("alice-again", again, None)
+
+
 # -- AS-norm in the bank --------------------------------------------------------------------------
 def enroll_all(bank, voices, names=("alice", "bob", "carol", "dave")):
     for name in names:
