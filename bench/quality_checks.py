@@ -1,7 +1,7 @@
 """bench/quality.py's checks before enrollment: what the product's enrollment checks catch, which
 recordings ``audio.load`` refuses, and whether it refuses sounds that are not speech.
 
-The enrollment checks are computed as ``voicebank.enrollment.check`` computes them, from the
+The enrollment checks are computed as ``voicebank.enrollment_rules`` computes them, from the
 embeddings: consistency = the lowest leave-one-out cosine of a speaker's recordings against the
 consistency threshold; duplicate voice = the new voiceprint's cosine with the nearest enrolled
 voiceprint against the duplicate threshold.
