@@ -68,6 +68,10 @@ def test_the_level_s_uncertainty_comes_from_the_bank_s_people_and_spreads_the_re
     assert np.mean(offsets) == pytest.approx(0.1, abs=1e-3) and np.std(offsets) == pytest.approx(few, rel=0.05)
     assert [m - r for m, r in zip(at_level(ref, 0.1, 0.0), ref)][7] == pytest.approx(np.full(5, 0.1))
     assert all(np.array_equal(a, b) for a, b in zip(moved, at_level(ref, 0.1, few)))  # the same every time
+    # a spread estimated from five people: Student's t with 4 degrees of freedom, wider in the tails
+    heavy = np.array([m[0] - r[0] for m, r in zip(at_level(ref, 0.1, few, people=5), ref)])
+    assert np.median(heavy) == pytest.approx(0.1, abs=few / 20)
+    assert np.quantile(heavy, 0.99) - 0.1 > 1.5 * (np.quantile(offsets, 0.99) - 0.1)
 
 
 def test_a_bank_of_five_has_a_promise_from_the_reference_set():
@@ -85,7 +89,7 @@ def test_a_bank_of_five_has_a_promise_from_the_reference_set():
     trials = bank_trials(bank, None, scorer, MARGIN, (), ref, "wideband")
     assert trials.sources["reference"] == 600 and trials.sources["own"] == 15 and len(trials.unknown) == 615
     assert trials.sources["shift"] > 0  # the bank's own strangers score higher than the reference set's
-    assert 0 < trials.sources["spread"] < trials.sources["shift"]
+    assert trials.sources["spread"] > 0 and trials.sources["people"] == 5  # the level is uncertain: 5 people
     from voicebank.calibration import identification_point
 
     point = identification_point(trials, 0.01, 5)

@@ -148,9 +148,11 @@ def scan_trials(found: list[tuple[int, np.ndarray]], scorer: Normalizer, rule: s
     whole = trials_from_embeddings(found, None, scorer, rule=rule, twins=twins,
                                    reference=reference.embeddings[channel][~np.isin(reference.speakers, enrolled)])
     shift, spread = whole.sources["shift"], whole.sources["spread"]
-    return OpenSetTrials(whole.target, whole.known_best, whole.known_correct, at_level(list(cut), shift, spread),
+    cut = at_level(list(cut), shift, spread, people=whole.sources["people"])
+    return OpenSetTrials(whole.target, whole.known_best, whole.known_correct, cut,
                          len(found), scorer.kind, whole.known_second, rule, channel,
-                         {"own": 0, "cohort": 0, "reference": len(cut), "shift": shift, "spread": spread, "windows": 1},
+                         {"own": 0, "cohort": 0, "reference": len(cut), "shift": shift, "spread": spread,
+                          "people": whole.sources["people"], "windows": 1},
                          whole.twins)
 
 
@@ -222,7 +224,7 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
             scorer.score(np.repeat(probe[None, :], len(prints), 0), prints, every, every) for probe in strangers]
         shift = level_shift(unknown[:own], rows, rule)
         spread = shift_spread(unknown[:own], whose, rule)
-        unknown.extend(at_level(rows, shift, spread, seed))
+        unknown.extend(at_level(rows, shift, spread, seed, len(set(whose))))
     if not unknown:
         raise NotEnoughDataError(
             "no unknown-person trials: every enrolled voiceprint is within the duplicate-voice threshold of another "
@@ -234,7 +236,8 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
             "Add recordings (`voicebank add NAME FILE...`), or give a trial list with --trials."
         )
     sources = {"own": own, "cohort": len(cohort) if cohort is not None else 0,
-               "reference": 0 if reference is None else len(reference), "shift": shift, "spread": spread}
+               "reference": 0 if reference is None else len(reference), "shift": shift, "spread": spread,
+               "people": len(set(whose))}
     return OpenSetTrials(np.array(target), np.array(known_best), np.array(known_correct, dtype=bool), unknown,
                          len(speakers), scorer.kind, np.array(known_second), rule, sources=sources,
                          twins=tuple((int(ids[a]), int(ids[b])) for a, b in pairs))
@@ -268,7 +271,8 @@ def shift_spread(own: list[np.ndarray], whose: Sequence[int], rule: str, seed: i
     """How uncertain :func:`level_shift`'s level of the bank's own strangers is: the standard
     deviation of their median decision statistic over bootstrap resamples of the bank's people
     (``whose``: the speaker behind each row of ``own``), not of its recordings, since one speaker's
-    recordings score alike. 0 where :func:`level_shift` measures no shift."""
+    recordings score alike; scaled by sqrt(n / (n - 1)) for n people, since a bootstrap over few
+    people understates the spread by that much. 0 where :func:`level_shift` measures no shift."""
     stats = np.array([decide(*top2(r), rule) if len(r) else np.nan for r in own])
     owners = np.asarray(whose)[~np.isnan(stats)] if len(stats) else np.zeros(0)
     stats = stats[~np.isnan(stats)]
@@ -278,21 +282,28 @@ def shift_spread(own: list[np.ndarray], whose: Sequence[int], rule: str, seed: i
     rng = np.random.default_rng(seed)
     medians = [np.quantile(np.concatenate([groups[i] for i in rng.integers(len(groups), size=len(groups))]),
                            SHIFT_QUANTILE) for _ in range(SHIFT_DRAWS)]
-    return float(np.std(medians))
+    return float(np.std(medians) * np.sqrt(len(groups) / (len(groups) - 1)))
 
 
-def at_level(rows: list[np.ndarray], shift: float, spread: float, seed: int = 0) -> list[np.ndarray]:
+def at_level(rows: list[np.ndarray], shift: float, spread: float, seed: int = 0,
+             people: int | None = None) -> list[np.ndarray]:
     """The reference set's rows moved to the level of the bank's own strangers, each by its own
-    draw of what that level may be: ``shift`` plus ``spread`` times a normal quantile, the quantiles
-    evenly spaced and dealt to the rows in a fixed random order. A threshold chosen on these rows
-    keeps its promise on average over the level's uncertainty; moved by ``shift`` alone, it would
-    keep it only at the estimate, and a false-alarm rate rises faster with a level set too low than
-    it falls with one set too high: banks of 10 ran up to 2.4x over their promise (bench/quality.py,
-    banks)."""
+    draw of what that level may be: ``shift`` plus ``spread`` times a quantile of Student's t with
+    ``people - 1`` degrees of freedom (the spread is itself estimated from that many people; None:
+    a normal quantile), the quantiles evenly spaced and dealt to the rows in a fixed random order.
+    A threshold chosen on these rows keeps its promise on average over the level's uncertainty;
+    moved by ``shift`` alone, it would keep it only at the estimate, and a false-alarm rate rises
+    faster with a level set too low than it falls with one set too high."""
     if not spread or not rows:
         return [r + shift for r in rows]
     n = len(rows)
-    quantiles = np.array([NormalDist().inv_cdf((k + 0.5) / n) for k in range(n)])
+    probabilities = (np.arange(n) + 0.5) / n
+    if people is not None and people >= 2:
+        from scipy.special import stdtrit  # scipy comes with librosa; calibration only
+
+        quantiles = stdtrit(people - 1, probabilities)
+    else:
+        quantiles = np.array([NormalDist().inv_cdf(p) for p in probabilities])
     draws = shift + spread * np.random.default_rng(seed).permutation(quantiles)
     return [r + d for r, d in zip(rows, draws)]
 

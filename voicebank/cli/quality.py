@@ -228,7 +228,10 @@ def _sources(trials) -> str:
 
 
 def _spread(sources: dict) -> str:
-    return f" (each by its own draw, spread {sources['spread']:.3f})" if sources.get("spread") else ""
+    if not sources.get("spread"):
+        return ""
+    people = f", known from {sources['people']} people" if sources.get("people") else ""
+    return f" (each by its own draw, spread {sources['spread']:.3f}{people})"
 
 
 def _point_lines(point, label: str) -> list[str]:
