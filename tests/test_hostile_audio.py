@@ -248,3 +248,18 @@ def test_a_file_named_like_an_ffmpeg_protocol_is_read_as_a_file(tmp_path):
     odd.write_bytes(data)
     samples, duration = decoding.decode(odd, str(odd), 120, SR)
     assert duration == pytest.approx(2.0, abs=0.05)
+
+
+@needs_ffmpeg
+def test_a_playlist_of_files_on_this_machine_is_not_decoded(tmp_path):
+    """An upload that is an HLS playlist naming a real recording on the server's disk: ffmpeg would
+    decode that recording, so a caller could identify or enroll files the server holds; it is
+    refused as an unreadable file, as bytes and as a path."""
+    target = tmp_path / "private.flac"
+    ffmpeg_make(target, "-f", "lavfi", "-i", "sine=frequency=300:duration=3", "-c:a", "flac")
+    text = f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:3,\n{target}\n#EXT-X-ENDLIST\n"
+    playlist = tmp_path / "upload.bin"
+    playlist.write_text(text)
+    for source in (playlist, text.encode()):
+        with pytest.raises(AudioError, match="upload.bin: not a readable audio file"):
+            decoding.decode(source, "upload.bin", 120, SR)

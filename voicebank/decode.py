@@ -200,6 +200,13 @@ def resample(samples: np.ndarray, rate: int, to_rate: int) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
+# The containers ffmpeg may open, and only from a file: a demuxer that reads a list of other files
+# (an HLS playlist, a concat script) would let an uploaded text file make the server decode
+# recordings on its own disk, or wait on a FIFO there. The whitelist holds nested opens too.
+FFMPEG_INPUT = ("-protocol_whitelist", "file", "-format_whitelist",
+                "aac,ac3,aiff,amr,amrnb,amrwb,ape,asf,au,avi,caf,dts,eac3,flac,flv,gsm,matroska,mov,mp3,mpc,mpc8,"
+                "mpeg,mpegts,oma,ogg,qcp,rm,tak,tta,voc,w64,wav,wv,xwma")
+
 # How long ffprobe may take to read a header, and ffmpeg beyond real time to decode (a file built
 # to make a decoder spin is cut off, not waited for).
 PROBE_SECONDS, DECODE_SECONDS = 30.0, 120.0
@@ -228,7 +235,8 @@ def _with_ffmpeg(source: bytes | Path, label: str, max_seconds: float, rate: int
             _check_header(channels, samplerate, seconds, label, max_seconds)
         limit = int((max_seconds + 1) * rate) * 4  # float32 bytes of mono at the model's rate
         with BUDGET.reserve(limit), tempfile.TemporaryFile() as errors:
-            command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", path, "-map", "0:a:0",
+            command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", *FFMPEG_INPUT, "-i", path,
+                       "-map", "0:a:0",
                        "-t", f"{max_seconds + 1:.3f}", "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"]
             out = bytearray()
             with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors) as proc:
@@ -281,7 +289,7 @@ def _on_disk(source: bytes | Path, label: str) -> Iterator[str]:
 
 def _probe(ffprobe: str, path: str, label: str) -> tuple[int, float, float | None]:
     """(channels, sample rate, declared seconds or None) of the first audio stream, by ffprobe."""
-    command = [ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries",
+    command = [ffprobe, "-v", "error", *FFMPEG_INPUT, "-select_streams", "a:0", "-show_entries",
                "stream=channels,sample_rate,duration:format=duration", "-of", "json", path]
     try:
         found = subprocess.run(command, capture_output=True, timeout=PROBE_SECONDS, check=False)
