@@ -85,9 +85,9 @@ def pgvector_row(pg_url: str, prints: np.ndarray, decide: search_decisions.Compa
     from sqlalchemy import text
 
     with search_pgvector.loaded(pg_url, prints) as (store, name, _, build_s):
-        searcher = pgv.PgVectorSearch(store, prints.shape[1], name).current()
+        searcher = pgv.PgVectorSearch(store, prints.shape[1], name)
         before = pgv.index_scans(store)
-        row = {"kind": "pgvector", "decisions": decide(searcher.search), "build_s": build_s,
+        row = {"kind": "pgvector", "decisions": decide(lambda q, k: searcher.search(q, k)[:2]), "build_s": build_s,
                "structure": search_pgvector.structure(len(prints), search.K)}
         row["index_scans"] = pgv.index_scans(store, before + len(decide.probes)) - before
         with store.read() as session:

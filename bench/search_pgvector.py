@@ -150,17 +150,18 @@ def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.n
         with store.read() as session:
             index_bytes, buffers = pgv.cache_fit(session)
             table_bytes = session.execute(text("SELECT pg_total_relation_size('speakers')")).scalar_one()
-        search = pgv.PgVectorSearch(store, d, name).current()
+        searcher = pgv.PgVectorSearch(store, d, name)
+        search = lambda q, k: searcher.search(q, k)[:2]  # noqa: E731 (scores, ids), as the FAISS rows' search
         from search import latency_figures, singles  # noqa: E402 (the same timing code as FAISS rows)
 
-        times = singles(search.search, queries, args.single_budget, args.singles)
-        found = np.concatenate([search.search(queries[i:i + 64], 1)[1][:, 0] for i in range(0, len(queries), 64)])
+        times = singles(search, queries, args.single_budget, args.singles)
+        found = np.concatenate([search(queries[i:i + 64], 1)[1][:, 0] for i in range(0, len(queries), 64)])
         row = {"kind": label, "build_s": build_s, "insert_s": insert_s,
                "file_bytes_per_speaker": index_bytes / n, "rss_bytes_per_speaker": table_bytes / n,
                **latency_figures(times), "recall_at_1": float(np.mean(found - 1 == truth)),
                "identified_own_speaker": float(np.mean(found - 1 == own)),
-               "decisions": decisions(search.search),
-               "qps_clients": {c: threaded_qps(search.search, queries, c, args.batch_budget) for c in clients},
+               "decisions": decisions(search),
+               "qps_clients": {c: threaded_qps(search, queries, c, args.batch_budget) for c in clients},
                "structure": structure(n, k), "shared_buffers_bytes": buffers,
                "index_fits_shared_buffers": pgv.cache_advice(index_bytes, buffers) is None}
         row["batch_qps"] = row["qps_clients"][1]
@@ -169,8 +170,8 @@ def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.n
             original = pgv.ef_search_for
             pgv.ef_search_for = lambda n, k, ef=ef: max(ef, k)  # noqa: E731
             try:
-                got = np.concatenate([search.search(queries[i:i + 64], 1)[1][:, 0] for i in range(0, len(queries), 64)])
-                t_ = singles(search.search, queries, args.sweep_budget, args.sweep_singles)
+                got = np.concatenate([search(queries[i:i + 64], 1)[1][:, 0] for i in range(0, len(queries), 64)])
+                t_ = singles(search, queries, args.sweep_budget, args.sweep_singles)
             finally:
                 pgv.ef_search_for = original
             sweep.append({"kind": label, "efSearch": ef, "recall_at_1": float(np.mean(got - 1 == truth)),

@@ -400,7 +400,7 @@ def _preload() -> None:
     from transformers import AutoFeatureExtractor, AutoModelForAudioXVector, WavLMForXVector  # noqa: F401
 
     import voicebank.bank  # noqa: F401
-    import voicebank.index.cache  # noqa: F401
+    import voicebank.index.faiss_search  # noqa: F401
     import voicebank.embedding.wavlm  # noqa: F401
     import voicebank.store.schema  # noqa: F401
 

@@ -2,7 +2,9 @@
 
 - no import cycle among voicebank's modules;
 - no module uses a private name (one leading underscore) that another voicebank module defines:
-  ``from .x import _y``, ``x._y``, ``bank._stream``.
+  ``from .x import _y``, ``x._y``, ``bank._stream``;
+- candidate search is reached through its seam (``voicebank.index.search.Search``): only the
+  factory makes a kind's search, and no module outside ``voicebank.index`` imports a kind's insides.
 
 Which imports count: all of them. Those at module level (including under ``if TYPE_CHECKING:``:
 a type-only import of the facade from a use case is the same cycle in the design, only hidden from
@@ -37,6 +39,13 @@ ABOVE_THE_FACADE = ("voicebank.cli", "voicebank.server")
 ALLOWED = {
     ("voicebank.decode", "_file"): "soundfile.SoundFile's own handle, not store.engine.Store._file",
 }
+
+
+# Candidate search: the classes that implement the seam, each named only in its own module and the
+# factory; and the FAISS kind's insides, which nothing outside voicebank.index imports.
+SEARCHES = {"FaissSearch": "voicebank.index.faiss_search", "PgVectorSearch": "voicebank.index.pgvector"}
+SEARCH_FACTORY = "voicebank.index.factory"
+INDEX_INSIDES = {"voicebank.index.faiss_search", "voicebank.index.file", "voicebank.index.kinds"}
 
 
 @dataclass
@@ -214,6 +223,19 @@ def test_no_use_case_imports_the_facade(package):
     ``__init__``) may import it."""
     importers = {name for name, targets in edges(package).items() if "voicebank.bank" in targets}
     assert importers <= {"voicebank"} | {n for n in package if n.startswith(ABOVE_THE_FACADE)}, importers
+
+
+def test_candidate_search_is_reached_through_its_seam(package):
+    """A kind's search is made in one place (the factory), whatever uses it; the rest of the package
+    holds a ``Search`` (or both channels' ``BankSearch``) and never the FAISS index behind one."""
+    named = sorted(f"{module.name} names {node.id if isinstance(node, ast.Name) else node.attr}"
+                   for module in package.values() for node, _ in _walk(module.tree)
+                   if (node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None)
+                   in SEARCHES and module.name not in {SEARCH_FACTORY, *SEARCHES.values()})
+    assert named == []
+    reaching = {name: sorted(targets & INDEX_INSIDES) for name, targets in edges(package).items()
+                if not name.startswith("voicebank.index") and targets & INDEX_INSIDES}
+    assert reaching == {}
 
 
 # -- the checker can fail ---------------------------------------------------------------------

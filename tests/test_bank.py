@@ -622,23 +622,23 @@ def test_index_catches_up_across_two_banks_on_one_database(enrolled, db_path, mo
 
 def test_many_changes_are_caught_up_in_chunks_and_a_mostly_changed_bank_is_rebuilt(
         db_path, model, voices, monkeypatch, caplog):
-    from voicebank.index import cache
+    from voicebank.index import faiss_search
 
-    monkeypatch.setattr(cache, "READ_CHUNK", 1)  # one changed speaker per SQL read
+    monkeypatch.setattr(faiss_search, "READ_CHUNK", 1)  # one changed speaker per SQL read
     with VoiceBank.open(db_path, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as a, \
             VoiceBank.open(db_path, str(model)) as b:
         enroll_all(a, voices, ("alice", "bob", "carol", "dave"))
         assert b.identify(voices["alice"][2]).match.name == "alice"  # b's index: 4 speakers
         a.remove("bob")
         a.add_recordings("carol", [voices["carol"][2]])
-        with caplog.at_level("DEBUG", logger="voicebank.index.cache"):
+        with caplog.at_level("DEBUG", logger="voicebank.index.faiss_search"):
             assert b.identify(voices["carol"][2]).match.name == "carol"
         assert "caught up 2 changed speakers" in caplog.text and "built the index" not in caplog.text
         assert b.check().ok and b.check().speakers_in_index == 3
         caplog.clear()
         a.remove("alice")
         a.remove("carol")  # 2 of b's 3 speakers changed: more than half, so b rebuilds
-        with caplog.at_level("DEBUG", logger="voicebank.index.cache"):
+        with caplog.at_level("DEBUG", logger="voicebank.index.faiss_search"):
             assert b.identify(voices["dave"][2]).match.name == "dave"
         assert "built the index from SQL: 1 voiceprints" in caplog.text
         assert b.check().ok

@@ -340,12 +340,12 @@ def test_damaged_or_foreign_index_is_rebuilt_with_a_warning(db_url, tiny_model, 
         with VoiceBank.open(tmp_path / "other.db", str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as other:
             other.enroll("s9", [(samples(v), SR) for v in speaker_voices(*f0_seed("s9"))])
             other.reindex()
-            other_path = other._search.wideband.cache.path
+            other_path = other._search.wideband.path
     with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         for name in ("s0", "s4"):
             bank.enroll(name, [(samples(v), SR) for v in speaker_voices(*f0_seed(name))])
         bank.reindex()
-        path, info = bank._search.wideband.cache.path, bank._search.wideband.cache.info
+        path, info = bank._search.wideband.path, bank._search.wideband.info
     assert path.exists() and path != other_path
 
     DAMAGE[damage](path, other_path)

@@ -129,7 +129,7 @@ def test_the_change_log_is_pruned_and_an_index_older_than_it_is_rebuilt(db_url, 
             a.enroll(name, voices[name][:2])  # seq 1..4; pruned at 2 and 4
         a.remove("bob")  # seq 5
         assert kept() == [3, 4, 5]  # seq 1 and 2 (alice's and bob's enrollments) are gone
-        with caplog.at_level("INFO", logger="voicebank.index.cache"):
+        with caplog.at_level("INFO", logger="voicebank.index.faiss_search"):
             assert b.identify(voices["alice"][2]).match.name == "alice"  # needs the pruned seq 1
         assert "older than the change log kept" in caplog.text
         assert "restored backup" not in caplog.text

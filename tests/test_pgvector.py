@@ -1,162 +1,106 @@
 """The pgvector index kind, against a real PostgreSQL 18 with pgvector (tests/pgvector_server.py).
 
-The index contract of tests/test_index.py is run on it through an adapter whose writes are SQL
-writes (the trigger fills the vector column) and whose searches are the kind's own; then the facade
-end to end, the kind refused where it cannot work, and switching kinds both ways."""
+The contract every kind keeps is tests/test_search.py; here, what is pgvector's own: the graph at
+scale and around deleted rows, the column's precision, the server's sizes, an earlier version's
+index; then the facade end to end, the kind refused where it cannot work, and switching kinds both ways."""
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
-import psycopg
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 import test_index as contract
 from conftest import TINY_THRESHOLD
-from pgvector_server import database_url, pgvector_server, pgvector_url  # noqa: F401 (fixtures)
+from pgvector_server import pgvector_server, pgvector_url  # noqa: F401 (fixtures)
+from test_search import delete, new_bank, write
 from voicebank import VoiceBank
 from voicebank.errors import DatabaseError, InvalidInputError, SpeakerNotFoundError
-from voicebank.index import IndexInfo
+from voicebank.index import IndexInfo, factory
 from voicebank.index import pgvector as pgv
-from voicebank.store import BankRow, SpeakerRow, Store, record, resolve_url, schema
+from voicebank.store import Store, resolve_url
 
 pytestmark = pytest.mark.postgres
 
 
-class PgIndex:
-    """The SpeakerIndex interface over a fresh pgvector bank: upsert/remove write speaker rows in SQL
-    (as enrollment does, one transaction each); search/items/len are the pgvector kind's."""
-
-    def __init__(self, admin_url: str, info: IndexInfo):
-        self.info = info
-        name = f"vb_contract_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        self.store = Store(resolve_url(database_url(admin_url, name)))
-        schema.upgrade(self.store.engine)
-        with self.store.write() as session:
-            session.add(BankRow(id=1, uid=info.bank_uid, model_source="m", model_id=info.model_id, dimension=info.dimension,
-                                threshold=0.5, identify_threshold=0.5, identify_rule="best", score="cosine",
-                                cohort_top_n=100, index_kind=pgv.KIND, change_seq=0))
-        self.search_kind = pgv.PgVectorSearch(self.store, info.dimension, name)
-        self.search_kind.current()  # the column, trigger and HNSW index, as opening a pgvector bank makes them
-
-    def __len__(self) -> int:
-        return len(self.search_kind.current())
-
-    def upsert(self, ids, vectors) -> None:
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        vectors = np.asarray(np.atleast_2d(vectors), dtype=np.float32).reshape(len(ids), self.info.dimension)
-        with self.store.change() as (session, seq):
-            held = {row.id: row for row in session.scalars(select(SpeakerRow).where(SpeakerRow.id.in_(ids.tolist())))}
-            for i, v in zip(ids.tolist(), vectors):
-                if i in held:
-                    held[i].voiceprint = v.tobytes()
-                else:
-                    session.add(SpeakerRow(id=i, name=f"s{i}", skeleton=f"s{i}", meta={}, voiceprint=v.tobytes()))
-                record(session, seq, i, "upsert")
-
-    def remove(self, ids) -> None:
-        with self.store.change() as (session, seq):
-            for i in np.asarray(ids, dtype=np.int64).reshape(-1).tolist():
-                row = session.get(SpeakerRow, i)
-                if row is not None:
-                    record(session, seq, i, "delete")
-                    session.delete(row)
-
-    def search(self, queries, k):
-        return self.search_kind.current().search(queries, k)
-
-    def items(self):
-        return self.search_kind.items()
-
-
-CONTRACT = [contract.test_search_returns_ids_with_cosine_scores, contract.test_upsert_of_an_existing_id_replaces_it,
-            contract.test_remove, contract.test_search_with_k_beyond_the_size, contract.test_search_of_an_empty_index,
-            contract.test_items_round_trip]
-
-
 @pytest.fixture
-def pg_index(pgvector_server, monkeypatch):
-    made: list[PgIndex] = []
+def pg_bank(pgvector_url):
+    """``new(dimension)``: (store, make) of a new pgvector bank in this test's database, ``make()``
+    making its search as a process opening the bank does."""
+    stores: list[Store] = []
 
-    def make(info: IndexInfo, seq: int = 0) -> PgIndex:
-        made.append(PgIndex(pgvector_server, info))
-        return made[-1]
+    def new(dimension: int):
+        info = IndexInfo("bank-pg", "m", dimension, pgv.KIND)
+        store = new_bank(pgvector_url, info)
+        stores.append(store)
+        return store, lambda: factory.make(store, info, None, pgvector_url)
 
-    monkeypatch.setattr(contract, "SpeakerIndex", make)
-    yield make
-    for index in made:
-        index.store.dispose()
-
-
-@pytest.mark.parametrize("check", CONTRACT, ids=[c.__name__ for c in CONTRACT])
-def test_the_index_contract(check, pg_index):
-    check(IndexInfo("bank-7f3a", "wavlm-xvector:0123456789abcdef", contract.DIM, pgv.KIND))
+    yield new
+    for store in stores:
+        store.dispose()
 
 
-def test_recall_replace_and_remove_at_scale(pg_index):
+def test_recall_replace_and_remove_at_scale(pg_bank):
     """5,000 clustered voiceprints, so that PostgreSQL walks the HNSW graph (not a table scan)."""
     ids, vectors, queries = _big()
-    index = pg_index(IndexInfo("bank-big", "m", contract.BIG_DIM, pgv.KIND))
-    index.upsert(ids, vectors)
-    contract.assert_answers_like_exact(index, ids, vectors, queries, min_recall=0.98)
-    scans = pgv.index_scans(index.store, len(queries))  # the answers came from walking the graph, not from a table scan
+    store, make = pg_bank(contract.BIG_DIM)
+    search = make()
+    write(store, ids, vectors)
+    contract.assert_answers_like_exact(search.search, ids, vectors, queries, min_recall=0.98)
+    scans = pgv.index_scans(store, len(queries))  # the answers came from walking the graph, not from a table scan
     assert scans >= len(queries), f"the HNSW index was used for {scans} of {len(queries)} searches"
     # replace a third, remove a third: never a removed or stale answer (scores are checked against the live ones)
     rng = np.random.default_rng(5)
     changed, gone = ids[: len(ids) // 3], ids[len(ids) // 3: 2 * len(ids) // 3]
     fresh = contract.unit_vectors(len(changed), seed=6, dim=contract.BIG_DIM)
-    index.upsert(changed, fresh)
-    index.remove(gone)
+    write(store, changed, fresh)
+    delete(store, gone)
     live = np.concatenate([changed, ids[2 * len(ids) // 3:]])
     live_vectors = np.concatenate([fresh, vectors[2 * len(ids) // 3:]])
-    assert len(index) == len(live)
     probe = np.concatenate([queries[:200], fresh[rng.choice(len(fresh), 100, replace=False)]])
-    contract.assert_answers_like_exact(index, live, live_vectors, probe, min_recall=0.98)
+    assert search.search(probe[:1], 1)[2] == len(live)
+    contract.assert_answers_like_exact(search.search, live, live_vectors, probe, min_recall=0.98)
 
 
-def test_a_walk_through_deleted_rows_falls_back_to_an_exact_scan(pg_index, caplog):
+def test_a_walk_through_deleted_rows_falls_back_to_an_exact_scan(pg_bank, caplog):
     """Rows deleted but not yet vacuumed stay in the graph, and the walk skips them (iterative scans
     are off): when the neighbourhood of a probe is all deleted, the walk returns fewer live rows than
     asked, and the search answers with an exact scan instead of fewer or farther speakers."""
-    index = pg_index(IndexInfo("bank-holes", "m", 32, pgv.KIND))
+    store, make = pg_bank(32)
+    search = make()  # the column, trigger and graph, as opening the bank makes them
     vectors = contract.unit_vectors(6000, seed=8, dim=32)
     ids = np.arange(1, 6001)
-    index.upsert(ids, vectors)
-    with index.store.write() as session:
+    write(store, ids, vectors)
+    with store.write() as session:
         session.execute(text("ALTER TABLE speakers SET (autovacuum_enabled = false)"))
     probe = vectors[0]
     near = np.argsort(-(vectors @ probe))[:3500]  # the probe's whole neighbourhood goes
-    index.remove(ids[near])
+    delete(store, ids[near])
     live = np.setdiff1d(np.arange(6000), near)
     assert len(live) >= pgv.GRAPH_FROM  # so the search walks the graph
     caplog.set_level("DEBUG", logger=pgv.__name__)
-    scores, found = index.search(probe[None], 5)
+    scores, found, _ = search.search(probe[None], 5)
     exact = live[np.argsort(-(vectors[live] @ probe))[:5]] + 1
     assert found[0].tolist() == exact.tolist()
     np.testing.assert_allclose(scores[0], vectors[exact - 1] @ probe, atol=1e-6)
     assert any("exact scan" in r.getMessage() for r in caplog.records), "the walk found enough rows: no hole was made"
 
 
-def test_an_index_built_by_an_earlier_version_is_named_and_reindex_rebuilds_it(pg_index, caplog):
-    index = pg_index(IndexInfo("b", "m", 8, pgv.KIND))
-    index.upsert(np.arange(1, 51), contract.unit_vectors(50, seed=9, dim=8))
-    with index.store.write() as session:  # the graph an earlier version built
+def test_an_index_built_by_an_earlier_version_is_named_and_reindex_rebuilds_it(pg_bank, caplog):
+    store, make = pg_bank(8)
+    make()
+    write(store, np.arange(1, 51), contract.unit_vectors(50, seed=9, dim=8))
+    with store.write() as session:  # the graph an earlier version built
         session.execute(text(f"DROP INDEX {pgv.INDEX}"))
         session.execute(text(f"CREATE INDEX {pgv.INDEX} ON speakers USING hnsw ({pgv.COLUMN} {pgv.OPCLASS}) "
                              "WITH (m = 32, ef_construction = 128)"))
     caplog.set_level("INFO", logger=pgv.__name__)
-    index.search_kind.use_kind(pgv.KIND)
-    index.search_kind.current()
+    search = make()  # the bank opened again
     assert any("ef_construction=128" in r.getMessage() and "reindex" in r.getMessage() for r in caplog.records)
-    assert "ef_construction=128;" in index.search_kind.file_status
-    index.search_kind.rebuild()
-    with index.store.read() as session:
+    assert "ef_construction=128;" in search.contents()[2]
+    assert search.rebuild() == 50
+    with store.read() as session:
         assert pgv.graph_options(session) == {"m": pgv.HNSW_M, "ef_construction": pgv.HNSW_EF_CONSTRUCTION}
-    assert len(index) == 50
 
 
 def _big():
@@ -165,40 +109,42 @@ def _big():
     return ids, vectors, queries
 
 
-def test_the_column_holds_the_voiceprint_rounded_to_half_precision(pg_index):
-    index = pg_index(IndexInfo("b", "m", 512, pgv.KIND))
+def test_the_column_holds_the_voiceprint_rounded_to_half_precision(pg_bank):
+    store, make = pg_bank(512)
+    search = make()
     vectors = contract.unit_vectors(20, seed=3, dim=512)
     vectors[0, :3] = [1e-40, -3e-6, 0.99]  # float16 subnormals and zero, and a large component
-    index.upsert(np.arange(1, 21), vectors)
-    ids, held = index.items()
+    write(store, np.arange(1, 21), vectors)
+    ids, held, _ = search.contents()
     assert ids.tolist() == list(range(1, 21)) and held.dtype == np.float16
     np.testing.assert_array_equal(held, vectors.astype(np.float16))  # rounded exactly as numpy rounds
     # the search scores candidates against the float32 voiceprints, not the rounded column
-    scores, found = index.search(vectors[:5], 3)
+    scores, found, _ = search.search(vectors[:5], 3)
     assert found[:, 0].tolist() == [1, 2, 3, 4, 5]
     np.testing.assert_allclose(scores[:, 0], np.sum(vectors[:5].astype(np.float64) ** 2, axis=1), atol=1e-6)
     assert np.max(np.abs(held.astype(np.float64) - vectors)) > 1e-5  # the column is rounded: this test can tell
 
 
-def test_the_sql_decoder_reads_float32_bytes_exactly(pg_index):
+def test_the_sql_decoder_reads_float32_bytes_exactly(pg_bank):
     """voicebank_f32le (migration 0005) on the edge cases of float32: subnormals, huge values, -0."""
-    index = pg_index(IndexInfo("b", "m", 8, pgv.KIND))
+    store, _ = pg_bank(8)
     values = np.array([1e-40, -2.5e-39, 3.4e38, -3.4e38, -0.0, 1.0, np.float32(1) / 3, 1e-45], dtype=np.float32)
-    with index.store.read() as session:
+    with store.read() as session:
         decoded = session.execute(text("SELECT voicebank_f32le(:b)"), {"b": values.tobytes()}).scalar_one()
     np.testing.assert_array_equal(np.array(decoded, dtype=np.float32), values)
 
 
-def test_the_index_size_and_shared_buffers_are_read_from_the_server(pg_index):
-    index = pg_index(IndexInfo("b", "m", 64, pgv.KIND))
-    index.upsert(np.arange(1, 301), contract.unit_vectors(300, seed=5, dim=64))
-    with index.store.read() as session:
+def test_the_index_size_and_shared_buffers_are_read_from_the_server(pg_bank):
+    store, make = pg_bank(64)
+    search = make()
+    write(store, np.arange(1, 301), contract.unit_vectors(300, seed=5, dim=64))
+    with store.read() as session:
         index_bytes, buffers = pgv.cache_fit(session)
         pages = session.execute(text("SELECT relpages FROM pg_class WHERE relname = :i"), {"i": pgv.INDEX}).scalar_one()
         shown = session.execute(text("SHOW shared_buffers")).scalar_one()
     assert index_bytes >= 8192 * max(pages, 1) and index_bytes % 8192 == 0
     assert shown.endswith("MB") and buffers == int(shown[:-2]) * 2 ** 20, shown
-    status = index.search_kind.file_status
+    status = search.contents()[2]
     assert f"shared_buffers {buffers / 2 ** 20:,.0f} MB" in status and "WARNING" not in status, status
     assert f"m={pgv.HNSW_M}, ef_construction={pgv.HNSW_EF_CONSTRUCTION};" in status, status
 
@@ -213,14 +159,14 @@ def test_an_index_larger_than_shared_buffers_is_reported_with_what_to_set():
     assert "WARNING: " + advice in pgv._status(164 * mb, 128 * mb)
 
 
-def test_a_process_warns_once_when_its_index_outgrows_shared_buffers(pg_index, monkeypatch, caplog):
+def test_a_process_warns_once_when_its_index_outgrows_shared_buffers(pg_bank, monkeypatch, caplog):
     monkeypatch.setattr(pgv, "_warned", set())
-    first = pg_index(IndexInfo("b", "m", 8, pgv.KIND))
+    _, make = pg_bank(8)
+    make()
     assert not [r for r in caplog.records if "shared_buffers" in r.getMessage()]  # a tiny index fits
     monkeypatch.setattr(pgv, "cache_fit", lambda session: (300 * 2 ** 20, 128 * 2 ** 20))
-    first.search_kind.use_kind(pgv.KIND)
-    first.search_kind.current()
-    pg_index(IndexInfo("b", "m", 8, pgv.KIND))  # a second searcher in the same process: no second warning
+    make()
+    make()  # a second search in the same process: no second warning
     warned = [r for r in caplog.records if "shared_buffers" in r.getMessage()]
     assert len(warned) == 1 and warned[0].levelname == "WARNING" and "512MB" in warned[0].getMessage()
 

@@ -134,7 +134,7 @@ def test_the_replica_sees_what_the_primary_changes(replica, primary, model, voic
             writer.enroll("dave", voices["dave"][:2])
             writer.remove("bob")
         # the replica's index catches up from the change log it reads: dave in, bob out
-        with caplog.at_level(logging.DEBUG, logger="voicebank.index.cache"):
+        with caplog.at_level(logging.DEBUG, logger="voicebank.index.faiss_search"):
             assert reader.identify(voices["dave"][2]).match.name == "dave"
         assert "caught up 2 changed speakers" in caplog.text and "rebuilding" not in caplog.text
         found = reader.identify(voices["bob"][2], top_k=5)

@@ -23,7 +23,8 @@ from .embedding import Embedder, default_threshold
 from .embedding.base import DEFAULT_WINDOW_SECONDS
 from .encoding import Encoder, OnError, Progress
 from .errors import VoiceBankError
-from .index.search import Search, compare
+from .index.search import compare
+from .index.switch import BankSearch
 from .results import CheckReport, Enrollment, EnrollmentOutcome, Identification, Speaker, Verification
 from .services import Services
 from .store import BankRow, Store
@@ -37,7 +38,7 @@ class VoiceBank:
     """Enrolled speakers in SQL, searchable through an index. Thread-safe; use as a context manager.
     Open with :meth:`open`. A recording is a path, bytes, a binary file object or ``(samples, rate)``."""
 
-    def __init__(self, store: Store, bank: BankRow, embedder: Embedder, search: Search, limits: AudioLimits,
+    def __init__(self, store: Store, bank: BankRow, embedder: Embedder, search: BankSearch, limits: AudioLimits,
                  window_seconds: float):
         self._store, self._search, self._repository = store, search, Repository(store)
         self.model_id, self.model_source, self.dimension = bank.model_id, bank.model_source, bank.dimension

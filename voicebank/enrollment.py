@@ -24,7 +24,7 @@ from . import validate
 from .audio import Recording
 from .encoding import Encoder, OnError, both_channels
 from .errors import DuplicateSpeakerError, EmptyBankError, InvalidInputError, VoiceBankError
-from .index.search import Search
+from .index.switch import BankSearch
 from .pipeline import Embedded
 from .results import ENROLLED, FAILED, SKIPPED, Enrollment, EnrollmentOutcome, RecordingInfo, Speaker
 from .store import CohortRow, SpeakerRow, UtteranceRow, as_utc
@@ -42,7 +42,7 @@ class Services(Protocol):
     @property
     def repository(self) -> Repository: ...
     @property
-    def search(self) -> Search: ...
+    def search(self) -> BankSearch: ...
     @property
     def encoder(self) -> Encoder: ...
     def checks(self) -> tuple[float, float]: ...

@@ -18,7 +18,7 @@ from . import channel as channel_mod
 from .audio import Audio, Recording
 from .encoding import Encoder, to_embed
 from .errors import InvalidInputError, VoiceBankError
-from .index.search import Search
+from .index.switch import BankSearch
 from .results import Candidate, Identification, Verification
 from .store import BankRow
 from .store.repository import Repository
@@ -35,7 +35,7 @@ class Services(Protocol):
     @property
     def repository(self) -> Repository: ...
     @property
-    def search(self) -> Search: ...
+    def search(self) -> BankSearch: ...
     @property
     def encoder(self) -> Encoder: ...
     @property

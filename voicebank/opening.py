@@ -16,12 +16,8 @@ from . import validate
 from .store import replica, schema
 from .embedding import DEFAULT_MODEL, MARGIN_OFFSET, Embedder, default_threshold, enrollment_checks, load_embedder
 from .errors import BankNotFoundError, DatabaseError, VoiceBankError
-from .index import IndexInfo
-from .index import pgvector
-from .index.choose import IndexChoice
-from .channel import TELEPHONE
-from .index.cache import IndexCache
-from .index.search import ChannelSearch, FaissSearch, Search, faiss_kind
+from .index import IndexInfo, factory, pgvector
+from .index.switch import BankSearch
 from .store import BankRow, Store, database_error, resolve_url, sqlite_path
 from .store.replica import public
 from .store.repository import Repository
@@ -32,7 +28,7 @@ log = logging.getLogger(__name__)
 def open_parts(db: str | os.PathLike | None, model: str | Embedder | None, device: str | None, create: bool,
                exist_ok: bool, threshold: float | None, identify_rule: str, index: str,
                given_index_path: str | os.PathLike | None,
-               primary: str | os.PathLike | None = None) -> tuple[Store, BankRow, Embedder, Search]:
+               primary: str | os.PathLike | None = None) -> tuple[Store, BankRow, Embedder, BankSearch]:
     """The store, the settings row, the embedder and the candidate search of the bank in ``db``
     (see :meth:`voicebank.VoiceBank.open`). With ``create`` a missing bank is created; with
     ``exist_ok`` False as well, an existing one is refused. A bank that could not be created
@@ -79,23 +75,11 @@ def open_parts(db: str | os.PathLike | None, model: str | Embedder | None, devic
         raise
 
 
-def search_for(store: Store, bank: BankRow, path: Path | None) -> Search:
-    """The bank's candidate search: a FAISS index of its kind, cached in the file ``path``, or
-    PostgreSQL itself (pgvector), for the wideband voiceprints; and a FAISS index of the telephone
-    voiceprints beside it (``NAME.telephone.faiss``). Each follows the kind when another process
-    switches it."""
+def search_for(store: Store, bank: BankRow, path: Path | None) -> BankSearch:
+    """The bank's candidate search (:func:`voicebank.index.factory.bank_search`): its FAISS index
+    files at ``path`` and beside it, or PostgreSQL itself (pgvector)."""
     info = IndexInfo(bank.uid, bank.model_id, bank.dimension, bank.index_kind)
-    telephone = IndexInfo(bank.uid, bank.model_id, bank.dimension, faiss_kind(bank.index_kind), TELEPHONE)
-    return ChannelSearch(FaissSearch(IndexChoice(store, info, path, public(store.url))),
-                         FaissSearch(IndexCache(store, telephone, telephone_path(path))))
-
-
-def telephone_path(path: Path | None) -> Path | None:
-    """Where the telephone voiceprints' index file lives, beside the wideband one's ``path``."""
-    if path is None:
-        return None
-    stem = path.name[: -len(".faiss")] if path.name.endswith(".faiss") else path.name
-    return path.with_name(f"{stem}.telephone.faiss")
+    return factory.bank_search(store, info, path, public(store.url))
 
 
 def _exists(store: Store, url: str) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from . import settings
 from .embedding import default_threshold
 from .encoding import Encoder
-from .index.search import Search
+from .index.switch import BankSearch
 from .store.repository import Repository
 from .store.repository_records import AuditLog
 
@@ -18,7 +18,7 @@ class Services:
     ``identification.Services``, the Protocols that say what each of them uses."""
 
     repository: Repository
-    search: Search
+    search: BankSearch
     encoder: Encoder
     audit: AuditLog
 

@@ -38,7 +38,6 @@ drops the column, trigger and index in the transaction that changes the bank's k
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import re
@@ -216,42 +215,30 @@ def column_type(session) -> str | None:
 
 
 class PgVectorSearch:
-    """Search through PostgreSQL, with the interface of :class:`voicebank.index.cache.IndexCache`
-    (``lock``, ``current``, ``use_kind``, ``forget``, ``rebuild``, ``save``, ``file_status``); its
-    :meth:`current` is itself: ``search``, ``items`` and ``len``. Thread-safe without a lock: every
-    search is its own transaction."""
+    """:class:`~voicebank.index.search.Search` through PostgreSQL: the HNSW index over the column the
+    trigger keeps equal to the wideband voiceprints. Making one makes the column, trigger and index
+    of a bank created with this kind (which must be through the primary). Thread-safe without a lock:
+    every search is its own transaction."""
+
+    kind = KIND
 
     def __init__(self, store: Store, dimension: int, where: str):
         refuse_unless_usable(store, where)
         self.store, self.dimension = store, dimension
-        self.lock = contextlib.nullcontext()
         self._count: tuple[int, int] | None = None  # (change_seq, speakers) last counted
         self._count_lock = threading.Lock()
-        self._ready = False
-        self._type = COLUMN_TYPE  # the column's type as found (an earlier version's bank: vector)
-
-    # -- the IndexCache interface ---------------------------------------------------------------
-    def current(self) -> "PgVectorSearch":
-        if not self._ready:
-            with self.store.read() as session:
-                present = column_type(session)
-            if present is None:  # a bank created with this kind: the column comes with its first use
-                with self.store.edit("make the pgvector column (a bank created with --index pgvector gets it on its "
-                                     "first use, which must be through the primary)") as session:
-                    switch(session, KIND, self.dimension)
-                    present = column_type(session)
-            elif present != COLUMN_TYPE:
-                log.info("the pgvector column is %s, as an earlier version made it; `voicebank reindex --index "
-                         "pgvector` makes it %s (half the size, faster)", present, COLUMN_TYPE)
-            self._type, self._ready = present, True
-            self._advise()
-        return self
-
-    @property
-    def file_status(self) -> str:
-        """For ``check``: where the index lives, its size and whether it fits in shared_buffers."""
         with self.store.read() as session:
-            return _status(*cache_fit(session), graph_options(session))
+            present = column_type(session)
+        if present is None:  # a bank created with this kind: the column comes with its first use
+            with self.store.edit("make the pgvector column (a bank created with --index pgvector gets it on its "
+                                 "first use, which must be through the primary)") as session:
+                switch(session, KIND, self.dimension)
+                present = column_type(session)
+        elif present != COLUMN_TYPE:
+            log.info("the pgvector column is %s, as an earlier version made it; `voicebank reindex --index "
+                     "pgvector` makes it %s (half the size, faster)", present, COLUMN_TYPE)
+        self._type = present  # the column's type as found (an earlier version's bank: vector)
+        self._advise()
 
     def _advise(self) -> None:
         with self.store.read() as session:
@@ -265,38 +252,18 @@ class PgVectorSearch:
             _warned.add("shared_buffers")  # once per process
             log.warning("%s", advice)
 
-    def use_kind(self, kind: str) -> None:
-        self._ready = False  # look for the column again
-
-    def forget(self) -> None:
-        self._count = None
-
-    def rebuild(self) -> "PgVectorSearch":
+    def rebuild(self) -> int:
         """Rebuild the column and HNSW index from the stored voiceprints."""
         with self.store.edit("reindex") as session:
             if column_type(session) is not None:  # copy every voiceprint again: the column may have been edited by hand
                 session.execute(text(f"UPDATE speakers SET {COLUMN} = NULL"))
             switch(session, KIND, self.dimension)
-        self._ready, self._type, self._count = True, COLUMN_TYPE, None
-        return self
+            held = int(session.execute(text("SELECT count(*) FROM speakers")).scalar_one())
+        self._type, self._count = COLUMN_TYPE, None
+        return held
 
     def save(self) -> None:
         """Nothing to save: the index is PostgreSQL's."""
-
-    # -- the index ------------------------------------------------------------------------------
-    def __len__(self) -> int:
-        with self.store.read() as session:
-            return self._size(session)
-
-    @property
-    def seq(self) -> int:
-        with self.store.read() as session:
-            return int(session.execute(text("SELECT change_seq FROM bank WHERE id = 1")).scalar_one())
-
-    def _size(self, session) -> int:
-        """Speakers in the bank, counted again only after a change (the change sequence moved)."""
-        seq = int(session.execute(text("SELECT change_seq FROM bank WHERE id = 1")).scalar_one())
-        return self._counted(session.connection().connection.dbapi_connection.cursor(), seq)
 
     def _counted(self, cursor, seq: int) -> int:
         cached = self._count
@@ -307,9 +274,9 @@ class PgVectorSearch:
                 self._count = cached
         return cached[1]
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Top-``k`` (scores, ids) for each row of ``queries`` ((n, d) or (d,)), best first:
-        (n, min(k, size)). HNSW proposes ``k +`` :data:`OVERFETCH` rows in the column's precision;
+        (n, min(k, size)), and the size (speakers in the bank, counted in the same transaction). HNSW proposes ``k +`` :data:`OVERFETCH` rows in the column's precision;
         each is scored against its stored float32 voiceprint, read in the same query, and the best
         ``k`` returned with those scores (float32 cosines, within ~1e-6 of exact). The caller still
         rescores them against SQL (``identification._candidates``): the index only proposes.
@@ -347,7 +314,7 @@ class PgVectorSearch:
                 out_ids.append(ids[best])
                 out_scores.append(scores[best])
         return (np.array(out_scores, dtype=np.float32).reshape(len(queries), k),
-                np.array(out_ids, dtype=np.int64).reshape(len(queries), k))
+                np.array(out_ids, dtype=np.int64).reshape(len(queries), k), size)
 
     @staticmethod
     def _configure(cursor, size: int | None, k: int) -> int:
@@ -365,14 +332,15 @@ class PgVectorSearch:
                        "FROM bank WHERE id = 1", (str(ef_search_for(size, k)), "on" if size < GRAPH_FROM else "off"))
         return int(cursor.fetchone()[0])
 
-    def items(self) -> tuple[np.ndarray, np.ndarray]:
+    def contents(self) -> tuple[np.ndarray, np.ndarray, str]:
         """All (ids (n,), vectors (n, d)) as the pgvector column holds them: float16 for ``halfvec``
-        (every value exactly as stored), float32 for ``vector``."""
-        self.current()
+        (every value exactly as stored), float32 for ``vector``; and where the index lives, its size
+        and whether it fits in shared_buffers."""
         with self.store.read() as session:
             rows = session.execute(text(f"SELECT id, {COLUMN}::real[] FROM speakers WHERE {COLUMN} IS NOT NULL "
                                         "ORDER BY id")).all()
+            status = _status(*cache_fit(session), graph_options(session))
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         dtype = np.float16 if self._type == "halfvec" else np.float32
         vectors = np.array([r[1] for r in rows], dtype=np.float32).reshape(len(rows), self.dimension).astype(dtype)
-        return ids, vectors
+        return ids, vectors, status

@@ -1,16 +1,15 @@
-"""Keeping one process's FAISS index in step with SQL.
+"""The FAISS kinds of :class:`~voicebank.index.search.Search`: one process's index, kept in step with SQL.
 
-The index reflects SQL as of a change sequence number. Before every search the cache reads the
-bank's current sequence; if the index is behind, it re-reads from SQL the voiceprints of just the
-speakers changed since, so another process's enrollments and removals are seen without a restart.
-A missing, damaged, foreign or ahead-of-SQL index file is rebuilt from SQL with a warning.
+The index reflects SQL as of a change sequence number. Before every search it reads the bank's
+current sequence; if the index is behind, it re-reads from SQL the voiceprints of just the speakers
+changed since, so another process's enrollments and removals are seen without a restart. A
+missing, damaged, foreign or ahead-of-SQL index file is rebuilt from SQL with a warning.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,61 +26,51 @@ log = logging.getLogger(__name__)
 READ_CHUNK = 5_000
 
 
-class IndexCache:
-    """A lazily loaded :class:`SpeakerIndex` that is caught up from SQL before each use."""
+class FaissSearch:
+    """:class:`~voicebank.index.search.Search` over a :class:`SpeakerIndex` of ``info.kind`` (flat, hnsw
+    or ivf) holding ``info.channel``'s voiceprints, read from the file ``path`` on first use (None:
+    built in memory) and caught up with SQL before each use. Thread-safe: one lock around the index."""
 
     def __init__(self, store: Store, info: IndexInfo, path: Path | None):
-        self.store = store
         self.changes = ChangeLog(store, info.dimension, telephone=info.channel == "telephone")
         self.info = info
         self.path = path
-        self.lock = threading.RLock()  # hold it while using the index returned by current()
+        self._lock = threading.RLock()
         self._index: SpeakerIndex | None = None
         self._saved_seq: int | None = None
         self._rebuild_reason: str | None = None  # why the last catch-up rebuilt, if it did
         self.file_status = "not loaded"
         self._unwritable: str | None = None  # why the index file could not be written, if it could not
 
-    def current(self) -> SpeakerIndex:
-        """The index, caught up with SQL. Call with ``self.lock`` held."""
-        with self.lock:
-            just_loaded = self._index is None
-            if just_loaded:
-                self._index = self._load_file()
-            loaded_seq = self._index.seq
-            self._index = self._catch_up(self._index)
-            if just_loaded and self.file_status == "ok" and self._rebuild_reason is not None:
-                how = "ahead of SQL (a restored backup?)" if loaded_seq > self._index.seq else self._rebuild_reason
-                self.file_status = f"{how} (seq {loaded_seq}, SQL {self._index.seq}): rebuilt"
-            elif just_loaded and self.file_status == "ok" and self._index.seq > loaded_seq:
-                self.file_status = f"ok, was behind SQL (seq {loaded_seq} < {self._index.seq}): caught up"
-            return self._index
+    @property
+    def kind(self) -> str:
+        return self.info.kind
 
-    def use_kind(self, kind: str) -> None:
-        """Switch to another index kind: the next use reloads, and rebuilds what does not match."""
-        with self.lock:
-            if kind != self.info.kind:
-                self.info = replace(self.info, kind=kind)
-                self._index = None
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, int]:
+        with self._lock:
+            index = self._current()
+            scores, ids = index.search(queries, k)
+            return scores, ids, len(index)
 
-    def forget(self) -> None:
-        """Drop the in-memory index: the next :meth:`current` reads the file again."""
-        with self.lock:
-            self._index = None
-
-    def rebuild(self) -> SpeakerIndex:
+    def rebuild(self) -> int:
         """Replace the index with one built from SQL, and save it."""
-        with self.lock:
+        with self._lock:
             self._index = self._build()
             self._saved_seq = None  # the file may be damaged at the same seq: write it regardless
             self.save()
-            return self._index
+            return len(self._index)
+
+    def contents(self) -> tuple[np.ndarray, np.ndarray, str]:
+        with self._lock:
+            self._index = None  # read the file again, so the report says what was on disk
+            ids, vectors = self._current().items()
+            return ids, vectors, self.file_status
 
     def save(self) -> None:
         """Write the index file if it has changed since it was read or last written. The file is
         a cache: when it cannot be written (a folder in its place, a read-only or full disk) the
         index is kept in memory, with one warning, and decisions are unaffected."""
-        with self.lock:
+        with self._lock:
             if self._index is not None and self.path is not None and self._saved_seq != self._index.seq:
                 try:
                     self._index.save(self.path)
@@ -95,6 +84,20 @@ class IndexCache:
                 self._unwritable = None
                 self._saved_seq = self._index.seq
 
+    def _current(self) -> SpeakerIndex:
+        """The index, caught up with SQL. Call with ``self._lock`` held."""
+        just_loaded = self._index is None
+        if just_loaded:
+            self._index = self._load_file()
+        loaded_seq = self._index.seq
+        self._index = self._catch_up(self._index)
+        if just_loaded and self.file_status == "ok" and self._rebuild_reason is not None:
+            how = "ahead of SQL (a restored backup?)" if loaded_seq > self._index.seq else self._rebuild_reason
+            self.file_status = f"{how} (seq {loaded_seq}, SQL {self._index.seq}): rebuilt"
+        elif just_loaded and self.file_status == "ok" and self._index.seq > loaded_seq:
+            self.file_status = f"ok, was behind SQL (seq {loaded_seq} < {self._index.seq}): caught up"
+        return self._index
+
     def _load_file(self) -> SpeakerIndex:
         if self.path is None:
             self.file_status = "none (in memory)"
@@ -107,7 +110,8 @@ class IndexCache:
                 self.file_status = f"damaged or foreign, rebuilt: {exc}"
             else:
                 self.file_status = "missing, rebuilt"
-            return self.rebuild()
+            self.rebuild()
+            return self._index
         self._saved_seq = index.seq
         self.file_status = "ok"
         return index
