@@ -560,6 +560,31 @@ def test_an_index_file_replaced_by_a_link_or_a_fifo_is_rebuilt_from_sql(enrolled
         assert enrolled.identify(voices["alice"][2]).match.name == "alice"
 
 
+def test_an_index_lock_held_by_another_process_costs_a_rebuild_not_a_hang(enrolled, db_path, voices, monkeypatch):
+    """Another program holds the index file's lock (a `reindex` stopped with Ctrl-Z looks the same):
+    the bank does not wait for it past the index file's deadline; it answers from an index built
+    from SQL and kept in memory, and writes the file again once the lock is free."""
+    import fcntl
+    import time
+
+    from voicebank.index import file as index_file
+
+    monkeypatch.setattr(index_file, "LOCK_SECONDS", 0.3)
+    enrolled.save_index()
+    lock = faiss_path(db_path).with_name(faiss_path(db_path).name + ".lock")
+    with open(lock, "a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a second open file: flock conflicts within one process too
+        started = time.monotonic()
+        assert enrolled.check().index_file.startswith("damaged or foreign, rebuilt")
+        assert "held by another process" in enrolled.check().index_file
+        assert enrolled.identify(voices["alice"][2]).match.name == "alice"
+        enrolled.enroll("dave", voices["dave"][:2])
+        assert time.monotonic() - started < 30  # each wait is the deadline's, not the holder's
+    assert enrolled.identify(voices["dave"][2]).match.name == "dave"
+    enrolled.save_index()
+    assert enrolled.check().index_file == "ok"
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds deleted open files through /proc (Linux)")
 @pytest.mark.parametrize("companion", ["-wal", "-shm"])
 def test_a_write_ahead_log_deleted_under_a_running_bank_refuses_writes_instead_of_losing_them(

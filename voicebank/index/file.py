@@ -19,6 +19,7 @@ import logging
 import os
 import stat
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,8 +143,8 @@ class SpeakerIndex:
 
         if not path.exists() and not path.is_symlink():
             raise IndexFileError(f"no index file at {path}")
-        with _locked(path):
-            try:
+        try:
+            with _locked(path):
                 meta = json.loads(_read_regular(_sidecar(path), MAX_SIDECAR_BYTES))
                 if not isinstance(meta, dict) or meta.get("format") != FORMAT:
                     raise IndexFileError(f"{_sidecar(path)} is not a voicebank index sidecar of format {FORMAT}")
@@ -151,8 +152,8 @@ class SpeakerIndex:
                 if not isinstance(count, int) or not 0 <= count < 2**40:
                     raise IndexFileError(f"{_sidecar(path)} gives no sane count of voiceprints")
                 data = _read_regular(path, MAX_SIDECAR_BYTES + count * (8 * dimension + BYTES_PER_ENTRY))
-            except (OSError, ValueError, RecursionError) as exc:
-                raise IndexFileError(f"unreadable index sidecar or file at {path}: {exc}") from exc
+        except (OSError, ValueError, RecursionError) as exc:  # a held lock too: the file is only a cache
+            raise IndexFileError(f"unreadable index sidecar or file at {path}: {exc}") from exc
         found = IndexInfo(meta.get("bank_uid"), meta.get("model_id"), meta.get("dimension"), meta.get("kind"),
                           meta.get("channel", "wideband"))
         if found != expected:
@@ -203,19 +204,42 @@ def _read_regular(path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
+# How long a reader or writer of an index file waits for another one: a save of a large index
+# takes a few seconds; a lock held longer (a process stopped with Ctrl-Z, or another program
+# holding the lock file) costs a rebuild from SQL or an index kept in memory, never a request
+# that waits for ever.
+LOCK_SECONDS = 5.0
+
+
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path, seconds: float | None = None) -> Iterator[None]:
+    """The index file's lock (a regular file beside it, opened without following a link), taken
+    within ``seconds`` (default :data:`LOCK_SECONDS`), else :class:`TimeoutError`."""
     try:
         import fcntl
     except ImportError:  # not POSIX: atomic renames and checksums still protect readers
         yield
         return
-    with open(path.with_name(path.name + ".lock"), "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    lock = path.with_name(path.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK, 0o644)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{lock} is not a regular file")
+        deadline = time.monotonic() + (LOCK_SECONDS if seconds is None else seconds)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(errno.ETIMEDOUT, f"{lock} is held by another process") from None
+                time.sleep(0.02)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _atomic_write(path: Path, data: bytes | memoryview) -> None:

@@ -276,7 +276,9 @@ class PgVectorSearch:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Top-``k`` (scores, ids) for each row of ``queries`` ((n, d) or (d,)), best first:
-        (n, min(k, size)), and the size (speakers in the bank, counted in the same transaction). HNSW proposes ``k +`` :data:`OVERFETCH` rows in the column's precision;
+        (n, min(k, size)), and the size (speakers in the bank, counted in the same transaction);
+        fewer columns where a removal committed between the count and a query (every statement
+        sees the latest commit). HNSW proposes ``k +`` :data:`OVERFETCH` rows in the column's precision;
         each is scored against its stored float32 voiceprint, read in the same query, and the best
         ``k`` returned with those scores (float32 cosines, within ~1e-6 of exact). The caller still
         rescores them against SQL (``identification._candidates``): the index only proposes.
@@ -313,8 +315,9 @@ class PgVectorSearch:
                 best = np.argsort(-scores, kind="stable")[:k]
                 out_ids.append(ids[best])
                 out_scores.append(scores[best])
-        return (np.array(out_scores, dtype=np.float32).reshape(len(queries), k),
-                np.array(out_ids, dtype=np.int64).reshape(len(queries), k), size)
+        k = min([k, *map(len, out_ids)])
+        return (np.array([s[:k] for s in out_scores], dtype=np.float32).reshape(len(queries), k),
+                np.array([i[:k] for i in out_ids], dtype=np.int64).reshape(len(queries), k), size)
 
     @staticmethod
     def _configure(cursor, size: int | None, k: int) -> int:
