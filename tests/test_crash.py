@@ -412,3 +412,49 @@ def test_index_from_a_diverged_history_is_not_trusted(tmp_path, tiny_model):
         found = bank.identify(probe("s2"))  # s2 is gone with the restore
         assert found.match is None or found.match.name not in ("s5", "s6", "s7"), found
         assert report.ok, report
+
+
+CUT_COMPANION = r"""
+import os, sys
+from sqlalchemy import text
+from voicebank.errors import DatabaseGoneError
+from voicebank.store.engine import Store
+
+db, companion = sys.argv[1], sys.argv[2]
+store = Store(f"sqlite:///{db}")
+with store.write() as s:
+    s.execute(text("CREATE TABLE t (x BLOB)"))
+for _ in range(3):
+    with store.write() as s:
+        s.execute(text("INSERT INTO t VALUES (zeroblob(20000))"))
+with store.read() as s:
+    print("rows", s.execute(text("SELECT count(*) FROM t")).scalar(), flush=True)
+os.truncate(db + companion, 0)
+for what, scope in (("write", store.write), ("read", store.read)):
+    try:
+        with scope() as s:
+            s.execute(text("INSERT INTO t VALUES (1)") if what == "write" else text("SELECT count(*) FROM t"))
+        print(what, "done", flush=True)
+    except DatabaseGoneError as exc:
+        print(what, "refused:", exc, flush=True)
+os._exit(0)  # closing would checkpoint through the cut files
+"""
+
+
+@pytest.mark.parametrize("companion", ["-wal", "-shm"])
+def test_a_write_ahead_log_cut_short_in_place_refuses_reads_and_writes(tmp_path, companion):
+    """Another program truncates the -wal (committed pages not yet checkpointed) or the -shm (which
+    SQLite maps into memory) of a bank in use: the next write would be acknowledged into a log
+    nobody can replay, and the next access to a cut -shm kills the process with SIGBUS. Both are
+    refused, saying what happened, and the process lives."""
+    import subprocess
+    import sys
+
+    found = subprocess.run([sys.executable, "-c", CUT_COMPANION, str(tmp_path / "bank.db"), companion],
+                           capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0, found.stderr[-2000:]
+    lines = found.stdout.splitlines()
+    assert lines[0] == "rows 3"
+    assert lines[1].startswith(f"write refused: the database's {companion} file was cut to 0 bytes")
+    assert "Nothing was read or written" in lines[1]
+    assert lines[2].startswith("read refused:")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -70,6 +71,9 @@ def database_error(exc: Exception, url: str) -> Exception:
         message = (f"{where} is a folder: give the path of a database file." if file is not None and file.is_dir() else
                    f"cannot open {where}: check that its folder exists and this user may write there (SQLite "
                    "writes -wal and -shm files beside the database, even to read).")
+    elif "malformed" in text and file is not None:
+        message = (f"{where} is damaged (SQLite: database disk image is malformed): restore it from a backup; "
+                   f"`sqlite3 {where} .recover` may save what is left of it into a new file.")
     elif "disk is full" in text or "no space" in text or ("disk i/o error" in text and _full(file)):
         message = f"the disk holding {where} is full: free space, then try again; nothing was written."
     elif "disk i/o error" in text:
@@ -177,6 +181,7 @@ class Store:
                 f"the database file {self._file} was {what} after this process opened it; nothing was written. "
                 "Restore it, then restart voicebank (or point --db at the right file)."
             )
+        self._check_companions()
         lost = _deleted_while_open(os.path.realpath(self._file))
         if lost:
             from ..errors import DatabaseGoneError
@@ -187,11 +192,28 @@ class Store:
                 f"{self._file} and its write-ahead log; stop every process before copying or deleting those files)."
             )
 
+    def _check_companions(self) -> None:
+        """Refuse to read or write when SQLite's -wal or -shm file was cut short by another program
+        while in use (:func:`_cut_short`): writes would be acknowledged into a log nobody can replay,
+        and a -shm cut under its memory map kills the process (SIGBUS) on the next access."""
+        cut = _cut_short(self._file) if self._file is not None else None
+        if cut:
+            from ..errors import DatabaseGoneError
+
+            raise DatabaseGoneError(
+                f"the database's {cut} while in use (another program truncated or rewrote it): changes written since "
+                f"the last checkpoint may be lost, and nothing more can be written safely. Nothing was read or written. "
+                f"Stop every voicebank process, then run `voicebank check` on {self._file} (restore it from a backup "
+                "if it says the database is damaged)."
+            )
+
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A read transaction (on the replica, when this process reads one)."""
         if self._identity is None:
             self._check_file()  # remember which file this process opened
+        else:
+            self._check_companions()
         with self._translated(), Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
 
@@ -273,6 +295,38 @@ class Store:
 def record(session: Session, seq: int, speaker_id: int, op: str) -> None:
     """Note in the change log that ``speaker_id`` was upserted or deleted in transaction ``seq``."""
     session.add(ChangeRow(seq=seq, speaker_id=speaker_id, op=op))
+
+
+# SQLite's shared-memory wal-index (-shm) grows in pages of this size, and its header says how many
+# frames of the -wal file are committed (https://sqlite.org/walformat.html).
+SHM_PAGE = 32768
+_WAL_HEADER, _FRAME_HEADER = 32, 24
+
+
+def _cut_short(database: Path) -> str | None:
+    """Which of SQLite's companion files of ``database`` is shorter than SQLite's own record of it
+    says, as a phrase ("-wal file was cut short ..."), else None. The -shm file's header (two copies,
+    equal unless a writer is mid-update) holds the count of committed frames and the page size;
+    writers append frames to the -wal before they count them, so a -wal shorter than its counted
+    frames was truncated by someone else, and a -shm smaller than one page beside a non-empty -wal
+    was cut under the processes that map it."""
+    try:
+        with open(f"{database}-shm", "rb") as shm:
+            header, shm_size = shm.read(96), os.fstat(shm.fileno()).st_size
+        wal_size = os.stat(f"{database}-wal").st_size
+    except OSError:  # no -shm or -wal: no one is using the log (a deleted one is found by /proc)
+        return None
+    if shm_size < SHM_PAGE:
+        return f"-shm file was cut to {shm_size} bytes" if wal_size > 0 else None
+    if len(header) < 96 or header[:48] != header[48:96] or header[12] == 0:  # mid-update, or not yet built
+        return None
+    page = int.from_bytes(header[14:16], sys.byteorder)
+    page = 65536 if page == 1 else page
+    frames = int.from_bytes(header[16:20], sys.byteorder)
+    needed = _WAL_HEADER + frames * (_FRAME_HEADER + page) if frames else 0
+    if wal_size < needed:
+        return f"-wal file was cut to {wal_size} bytes (it holds {frames} committed pages: {needed} bytes)"
+    return None
 
 
 def _deleted_while_open(database: Path | str) -> str | None:
