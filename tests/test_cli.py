@@ -507,6 +507,12 @@ def test_help(path):
         assert result.stderr == ""
 
 
+
+@pytest.mark.parametrize("value", ["-1", "nan", "soon"])
+def test_max_lag_is_seconds_of_zero_or_more(value, tmp_path):
+    result = CliRunner().invoke(main, ["--db", str(tmp_path / "bank.db"), "--max-lag", value, "list"])
+    assert result.exit_code == 2 and "--max-lag" in result.stderr, result.output
+
 # -- no torch for the light commands -----------------------------------------------------------------
 
 LIGHT = r"""

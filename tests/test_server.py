@@ -391,6 +391,12 @@ def test_an_unexpected_error_is_500_without_a_traceback(server, monkeypatch):
     assert message == "internal server error; the server log has the details."
 
 
+def test_a_replica_too_far_behind_its_primary_is_503():  # tests/test_replication.py: through a real standby
+    from voicebank.errors import StaleReplicaError
+
+    assert status_for(StaleReplicaError("behind")) == 503
+
+
 def test_empty_bank_is_409(tmp_path, model, voices):
     assert status_for(EmptyBankError("x")) == 409
     db = tmp_path / "empty.db"

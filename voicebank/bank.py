@@ -51,7 +51,8 @@ class VoiceBank:
              threshold: float | None = None, identify_rule: str = "margin", index: str = "flat",
              device: str | None = None, index_path: str | os.PathLike | None = None,
              limits: AudioLimits = AudioLimits(), window_seconds: float = DEFAULT_WINDOW_SECONDS,
-             exist_ok: bool = True, primary: str | os.PathLike | None = None) -> "VoiceBank":
+             exist_ok: bool = True, primary: str | os.PathLike | None = None,
+             max_lag: float | None = None) -> "VoiceBank":
         """Open the bank in ``db`` (a SQLAlchemy URL or a SQLite file path; default ``VOICEBANK_DB``
         or ./voicebank.db).
 
@@ -69,9 +70,15 @@ class VoiceBank:
         made through the primary would not be seen by this process until the replica replays it):
         changes go through a bank opened on the primary. The same URL as ``db`` is ignored; SQLite
         is refused.
+
+        ``max_lag`` (seconds, default 5; ``--max-lag``): with ``primary``, each decision (identify,
+        verify, a scan's windows) first waits until the replica has replayed every change the
+        primary had acknowledged when the decision was asked for (a removal, a threshold), at most
+        this long, then raises :class:`~voicebank.errors.StaleReplicaError` instead of deciding on
+        stale rows.
         """
         parts = opening.open_parts(db, model, device, create, exist_ok, threshold, identify_rule, index, index_path,
-                                   primary)
+                                   primary, max_lag)
         return cls(*parts, limits, window_seconds)
 
     def close(self) -> None:
@@ -306,12 +313,14 @@ class VoiceBank:
     def identify(self, recording: Recording, top_k: int = 5, client: str | None = None) -> Identification:
         """Who is speaking? The ``top_k`` closest voiceprints, and a match only if the best score
         clears the threshold (open set: an unknown voice gets ``match=None``). Audited."""
+        self._store.catch_up()  # on a replica: nothing the primary has acknowledged is missed
         return identification.identify(self._services, recording, top_k, client)
 
     def identify_many(self, recordings: Iterable[Recording], top_k: int = 5, client: str | None = None,
                       progress: Progress | None = None) -> list[Identification | VoiceBankError]:
         """:meth:`identify` for many recordings (decoded ahead and batched), in order; an unusable
         one's error is returned in its place (as ``gather(..., return_exceptions=True)``). Audited."""
+        self._store.catch_up()
         return identification.identify_many(self._services, recordings, top_k, client, progress)
 
     def identify_embeddings(self, embeddings: np.ndarray, top_k: int = 5, channel: str = WIDEBAND,
@@ -320,6 +329,7 @@ class VoiceBank:
         ``channel`` (as :meth:`embed` gives them, or through the telephone channel:
         ``voicebank.encoding.in_channel``), e.g. the windows of a long recording (``purpose``
         ``"scan"``: with the operating point of scan's windows, where one was measured). Not audited."""
+        self._store.catch_up()
         return identification.identify_embeddings(self._services, embeddings, top_k, channel, purpose)
 
     def record_scan(self, sha256: str, channel: str, segments: Iterable[Any], client: str | None = None,
@@ -335,6 +345,7 @@ class VoiceBank:
 
     def verify(self, name: str, recording: Recording, client: str | None = None) -> Verification:
         """Is this ``name``? The recording scored against that speaker's voiceprint. Audited."""
+        self._store.catch_up()
         return identification.verify(self._services, name, recording, client)
 
     def scorer(self, settings: BankRow | None = None, channel: str = WIDEBAND):  # -> voicebank.norm.Normalizer

