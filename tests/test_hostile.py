@@ -558,3 +558,25 @@ def test_every_pair_in_the_confusables_data_has_one_skeleton():
     assert apart == TOLD_APART
     assert all(skeleton(skeleton(text)) == skeleton(text) for pair in pairs() for text in pair)  # a fixpoint
     assert skeleton("sun") != skeleton("fun") and skeleton("rob") != skeleton("bob")  # not everything alike
+
+
+def test_cli_text_files_it_is_named_are_read_within_bounds(cli, tmp_path, monkeypatch):
+    """Trial lists (eval, calibrate --trials) and import manifests are read a line at a time:
+    a device, a pipe, an endless line or a file past the limits is one `Error:` line, at once."""
+    import os
+
+    from voicebank import textfile
+
+    fifo, long_line, big = tmp_path / "fifo", tmp_path / "one-line.txt", tmp_path / "big.txt"
+    os.mkfifo(fifo)  # opening it for reading must not wait for a writer
+    long_line.write_bytes(b"\0" * (textfile.MAX_LINE_BYTES + 10))
+    big.write_text("1 alice x.wav\n" * 20)
+    for command in (("eval",), ("calibrate", "--trials"), ("import",)):
+        for device in ("/dev/zero", fifo):
+            refused(cli(*command, device), "is not a regular file", "save it to a file")
+        refused(cli(*command, long_line), "line 1 is longer than 64 KiB")
+    monkeypatch.setattr(textfile, "MAX_LINES", 10)
+    refused(cli("eval", big), "is larger than voicebank reads", "split it")
+    monkeypatch.setattr(textfile, "MAX_LINES", 100)
+    monkeypatch.setattr(textfile, "MAX_BYTES", 100)
+    refused(cli("eval", big), "is larger than voicebank reads", "split it")

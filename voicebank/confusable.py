@@ -65,8 +65,11 @@ def pairs() -> list[tuple[str, str]]:
     wraps right-to-left characters in direction marks (``l`` ~ LRM ``׀`` LRM), which would
     otherwise make a one-character pair look like a sequence."""
     data = json.loads(resources.files("confusable_homoglyphs").joinpath("confusables.json").read_text("utf-8"))
-    shown = lambda text: "".join(ch for ch in text if not ignorable(ch))  # noqa: E731
-    return [(shown(text), shown(entry["c"])) for text, entries in data.items() for entry in entries]
+    return [(_shown(text), _shown(entry["c"])) for text, entries in data.items() for entry in entries]
+
+
+def _shown(text: str) -> str:
+    return "".join(ch for ch in text if not ignorable(ch))
 
 
 @functools.lru_cache(maxsize=1)
