@@ -415,6 +415,16 @@ def test_a_form_cut_short_twice_named_or_not_utf8_is_422_saying_which(server, vo
     assert "no speaker named 'Zoë'" in error_of(server.client.post("/verify", content=body, headers={**headers, **admin}), 404)
 
 
+@pytest.mark.parametrize("path", ["/", "/docs", "/health", "/speakers", "/speakers/alice", "/me", "/audit",
+                                  "/calibration", "/openapi.json"])
+def test_head_answers_as_get_without_a_body(server, path):
+    got = server.client.get(path, headers=auth(server, "ops"))
+    head = server.client.head(path, headers=auth(server, "ops"))
+    assert (head.status_code, head.headers.get("content-type")) == (got.status_code, got.headers.get("content-type"))
+    assert got.status_code == 200 and got.content and head.content == b""
+    assert server.client.head(path).status_code == server.client.get(path).status_code  # the key is still needed
+
+
 def test_unknown_paths_are_404_json(server):
     assert error_of(server.client.get("/nothing", headers=auth(server)), 404) == "Not Found"
 

@@ -24,6 +24,7 @@ from . import console_api, errors, pages
 from .auth import ApiKeyMiddleware, require
 from .calls import recording, run
 from .forms import FormCheckMiddleware
+from .head import HeadAsGetMiddleware
 from .limits import BodyLimitMiddleware, max_bytes
 from .schemas import ERRORS, HealthOut, IdentificationOut, RemovedOut, SpeakerOut, VerificationOut
 
@@ -71,6 +72,7 @@ def create_app(bank: Any, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, worke
     public = ("/health", app.openapi_url, *pages.PUBLIC_PATHS)
     app.add_middleware(ApiKeyMiddleware, keys=bank.api_keys, public_paths=public, public_prefixes=pages.PUBLIC_PREFIXES)
     app.add_middleware(pages.SecurityHeadersMiddleware)
+    app.add_middleware(HeadAsGetMiddleware)
     return app
 
 
