@@ -248,7 +248,7 @@ def test_a_name_long_once_spelled_out_is_refused_alike_on_every_database(bank, v
     assert str(caught.value) == (
         "a speaker name is also stored in its look-alike form, which spells out compatibility characters (\ufdfa is "
         "18 letters); that form may be at most 1024 characters and 2048 bytes, and this name's is 1080 characters "
-        "(1980 bytes): give a shorter name.")
+        "(1800 bytes): give a shorter name.")
     assert table_rows(bank.db_url) == before
     for within in ("\ufdfa" * 56, "\u3300" * 146):  # 1008 characters; 2044 bytes
         assert bank.enroll(within, recording_paths(voices, "dave")).name == within
@@ -454,7 +454,7 @@ def test_cli_refuses_hostile_input_with_one_line_and_changes_nothing(cli, voices
     dave = recording_paths(voices, "dave")
     for name, words in [("a" * 201, "at most 200"), ("x" * 10_000, "at most 200"), ("a\nb", "control"),
                         ("\x1b[31mred", "control"), ("zero\u200bwidth", "invisible"), ("\u202eevil", "invisible"),
-                        ("   ", "empty"), ("\ufdfa" * 60, "1080 characters (1980 bytes)")]:
+                        ("   ", "empty"), ("\ufdfa" * 60, "1080 characters (1800 bytes)")]:
         refused(cli("enroll", name, *dave), words)
         refused(cli("show", name), words)
         refused(cli("verify", name, voices["alice"][2]), words)
