@@ -477,6 +477,23 @@ def test_output_that_cannot_be_written_is_one_error_line(initialized, args):
     assert proc.returncode == 2
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("as_json", [(), ("--json",)])
+def test_a_key_that_cannot_be_shown_is_not_kept(initialized, as_json):
+    """`voicebank apikey create k --role reader > /dev/full`: nobody saw the key, so it must not
+    sit in the bank valid and unknown; the name stays free for the next try."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEBANK_")}
+    create = [sys.executable, "-m", "voicebank", "--db", str(initialized.db), "apikey", "create", "k", "--role", "reader"]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([*create, *as_json], stdout=full, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                              timeout=120)
+    assert proc.stderr == ("Error: cannot write the new key (No space left on device), so it was not kept: send the "
+                           "output somewhere it can be written, and create 'k' again.\n")
+    assert proc.returncode == 2
+    again = subprocess.run([*create, *as_json], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert again.returncode == 0 and "vb_" in again.stdout, again.stderr
+
+
 # -- help ----------------------------------------------------------------------------------------------
 
 def _walk(command: click.Command, path: tuple[str, ...] = ()):

@@ -354,11 +354,12 @@ def test_an_oversized_streamed_body_is_413(server):
 
 
 @pytest.mark.parametrize("path, data, files, message", [
-    ("/identify", {}, None, "file: Field required"),
+    ("/identify", {}, None, "send multipart/form-data with a `file` part holding the recording, not a body without"),
     ("/identify", {"top_k": "0"}, "alice", "top-k is a whole number from 1 to 1000, not 0."),
     ("/identify", {"top_k": "many"}, "alice", "top_k: "),
     ("/verify", {}, "alice", "name: Field required"),
-    ("/speakers", {"name": "erin"}, None, "files: Field required"),
+    ("/speakers", {"name": "erin"}, None, "send multipart/form-data with a `files` part holding the recording, not "
+                                          "application/x-www-form-urlencoded."),
     ("/speakers", {}, "alice", "name: Field required"),
     ("/speakers", {"name": "erin", "metadata": "{not json"}, "alice", "metadata must be a JSON object"),
     ("/speakers", {"name": "erin", "metadata": "[1, 2]"}, "alice", 'metadata must be a JSON object, e.g. {"team": "A"}, not list.'),
@@ -373,9 +374,55 @@ def test_malformed_requests_are_422(server, voices, path, data, files, message):
     assert table_dump(server.db) == before
 
 
-def test_a_json_body_where_a_form_is_expected_is_422(server):
-    response = server.client.post("/identify", json={"file": "alice.wav"}, headers=auth(server))
-    assert "file: Field required" in error_of(response, 422)
+@pytest.mark.parametrize("content_type, body", [("application/json", b'{"file": "alice.wav"}'),
+                                                ("audio/flac", b"fLaC\0\0\0\x22"), (None, b"RIFF....WAVE")])
+def test_an_upload_that_is_not_a_form_is_422_saying_to_send_one(server, content_type, body):
+    headers = {**auth(server), **({"Content-Type": content_type} if content_type else {})}
+    response = server.client.post("/identify", content=body, headers=headers)
+    sent = content_type or "a body without a Content-Type"
+    assert error_of(response, 422) == f"send multipart/form-data with a `file` part holding the recording, not {sent}."
+
+
+def form(*parts: tuple[str, bytes, str | None], end: bool = True) -> tuple[bytes, dict[str, str]]:
+    """A multipart body by hand, for what clients would not send: (field, bytes, file name or None)."""
+    body = b""
+    for field, data, filename in parts:
+        disposition = f'form-data; name="{field}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--XyZ\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+    return body + (b"--XyZ--\r\n" if end else b""), {"Content-Type": "multipart/form-data; boundary=XyZ"}
+
+
+def test_a_form_cut_short_twice_named_or_not_utf8_is_422_saying_which(server, voices):
+    audio = voices["alice"][2].read_bytes()
+    admin = auth(server, "ops")
+    cases = [
+        ("/identify", [("file", audio, "a.wav")], False, "the form data is incomplete"),
+        ("/verify", [("name", b"bob", None), ("name", b"alice", None), ("file", audio, "a.wav")], True,
+         "the form gives name 2 times: give name once."),
+        ("/speakers", [("name", b"erin", None), ("name", b"fay", None), ("files", audio, "a.wav")], True,
+         "the form gives name 2 times: give name once."),
+        ("/verify", [("name", b"\xff\xfe", None), ("file", audio, "a.wav")], True,
+         "the name is not valid UTF-8: send the form's text fields as UTF-8."),
+    ]
+    before = table_dump(server.db)
+    for path, parts, end, message in cases:
+        body, headers = form(*parts, end=end)
+        assert message in error_of(server.client.post(path, content=body, headers={**headers, **admin}), 422), path
+    assert table_dump(server.db) == before
+    body, headers = form(("name", "alice".encode(), None), ("file", audio, "a.wav"))  # the same form, whole: fine
+    assert server.client.post("/verify", content=body, headers={**headers, **admin}).status_code == 200
+    body, headers = form(("name", "Zoë".encode(), None), ("file", audio, "a.wav"))
+    assert "no speaker named 'Zoë'" in error_of(server.client.post("/verify", content=body, headers={**headers, **admin}), 404)
+
+
+@pytest.mark.parametrize("path", ["/", "/docs", "/health", "/speakers", "/speakers/alice", "/me", "/audit",
+                                  "/calibration", "/openapi.json"])
+def test_head_answers_as_get_without_a_body(server, path):
+    got = server.client.get(path, headers=auth(server, "ops"))
+    head = server.client.head(path, headers=auth(server, "ops"))
+    assert (head.status_code, head.headers.get("content-type")) == (got.status_code, got.headers.get("content-type"))
+    assert got.status_code == 200 and got.content and head.content == b""
+    assert server.client.head(path).status_code == server.client.get(path).status_code  # the key is still needed
 
 
 def test_unknown_paths_are_404_json(server):
@@ -705,7 +752,8 @@ def test_check_is_admin_only_and_names_an_unknown_speaker(server, voices):
     assert "needs an admin key" in error_of(server.client.post("/check", files=files, headers=auth(server)), 403)
     assert error_of(server.client.post("/check", files=files, data={"name": "nobody"}, headers=auth(server, "ops")),
                     404).startswith("no speaker named 'nobody'")
-    assert error_of(server.client.post("/check", headers=auth(server, "ops")), 422).startswith("files:")
+    assert error_of(server.client.post("/check", headers=auth(server, "ops")), 422).startswith(
+        "send multipart/form-data with a `files` part")
 
 
 def test_audit_trail_filters_and_pages(server, voices):

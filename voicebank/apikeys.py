@@ -96,6 +96,12 @@ class ApiKeys:
             raise DuplicateApiKeyError(_taken(name))
         return _record(row), key
 
+    def discard(self, key: str) -> None:
+        """Delete the key ``key`` as if never created, its name free again: for a key that could not
+        be shown to anyone (the output it was written to failed), which would otherwise sit there
+        valid and unknown."""
+        self._rows.discard(_hash(key))
+
     def list(self) -> list[ApiKey]:
         """Every key, revoked ones included, by name. Keys themselves are never available."""
         return [_record(r) for r in self._rows.all()]

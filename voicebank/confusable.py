@@ -31,21 +31,51 @@ def ignorable(ch: str) -> bool:
 
 
 def skeleton(name: str) -> str:
-    """``name`` folded (NFKC) and decomposed (NFD), without the characters that render as nothing,
-    each character replaced by its look-alike prototype (a character, or a sequence: ``m`` is
-    ``rn``), and decomposed again. Case is kept (UTS #39 keeps it too)."""
+    """``name`` with each character replaced by its look-alike prototype (a character, or a
+    sequence: ``m`` is ``rn``), folded (NFKC) and decomposed (NFD), without the characters that
+    render as nothing, repeated until nothing changes. Case is kept (UTS #39 keeps it too).
+
+    The mapping comes before NFKC: NFKC turns some look-alikes into letters that look like nothing
+    in particular (``ϲ`` into ``ς``, not ``c``; ``ſ`` into ``s``, not ``f``). NFKC still reaches the
+    compatibility forms the data leaves out (fullwidth ``ｂ``, ligatures), and the repetition maps
+    what it and the spelled-out sequences produce (``ǁ`` is ``ll``, whose ``l`` is ``1``)."""
+    shape = name
+    for _ in range(_MAX_ROUNDS):
+        mapped = _round(shape)
+        if mapped == shape:
+            break
+        shape = mapped
+    return shape
+
+
+# every pair in the data is at its fixpoint within 3 rounds (tests/test_hostile.py checks every pair)
+_MAX_ROUNDS = 8
+
+
+def _round(text: str) -> str:
     table, spelled = _representatives(), _sequences()
-    # NFKC first: compatibility forms (fullwidth ｂ, ligatures, circled letters) are their plain letters
-    chars = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", name))
-    mapped = "".join(spelled.get(rep, rep) for rep in (table.get(ch, ch) for ch in chars if not ignorable(ch)))
-    return unicodedata.normalize("NFD", mapped)
+    reps = (table.get(ch, ch) for ch in unicodedata.normalize("NFD", text) if not ignorable(ch))
+    mapped = "".join(spelled.get(rep, rep) for rep in reps)
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFKC", mapped))
+
+
+@functools.lru_cache(maxsize=1)
+def pairs() -> list[tuple[str, str]]:
+    """The confusables data as (text, look-alike) pairs, without what renders as nothing: the data
+    wraps right-to-left characters in direction marks (``l`` ~ LRM ``׀`` LRM), which would
+    otherwise make a one-character pair look like a sequence."""
+    data = json.loads(resources.files("confusable_homoglyphs").joinpath("confusables.json").read_text("utf-8"))
+    return [(_shown(text), _shown(entry["c"])) for text, entries in data.items() for entry in entries]
+
+
+def _shown(text: str) -> str:
+    return "".join(ch for ch in text if not ignorable(ch))
 
 
 @functools.lru_cache(maxsize=1)
 def _representatives() -> dict[str, str]:
     """{character: the lowest code point among everything confusable with it}, closing the
-    package's one-character pairs under "is confusable with" (union-find)."""
-    data = json.loads(resources.files("confusable_homoglyphs").joinpath("confusables.json").read_text("utf-8"))
+    data's one-character pairs under "is confusable with" (union-find)."""
     parent: dict[str, str] = {}
 
     def root(ch: str) -> str:
@@ -54,28 +84,21 @@ def _representatives() -> dict[str, str]:
             ch = parent[ch]
         return ch
 
-    for ch, entries in data.items():
-        for entry in entries:
-            other = entry["c"]
-            if len(ch) == 1 and len(other) == 1:
-                a, b = root(ch), root(other)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
+    for one, other in pairs():
+        if len(one) == 1 and len(other) == 1:
+            a, b = root(one), root(other)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
     return {ch: root(ch) for ch in list(parent)}
 
 
 @functools.lru_cache(maxsize=1)
 def _sequences() -> dict[str, str]:
     """{representative character: the sequence it looks like} for the data's one-to-many pairs
-    (``m`` and ``rn``, ``ﬀ`` and ``ff`` before NFKC reaches it), each character of the sequence
-    by its own representative; of several, the first in code-point order."""
-    data = json.loads(resources.files("confusable_homoglyphs").joinpath("confusables.json").read_text("utf-8"))
-    table, out = _representatives(), {}
-    for ch in sorted(data):
-        if len(ch) != 1:
-            continue
-        for entry in sorted(data[ch], key=lambda e: e["c"]):
-            other = entry["c"]
-            if len(other) > 1:
-                out.setdefault(table.get(ch, ch), "".join(table.get(c, c) for c in other if not ignorable(c)))
-    return out
+    (``m`` and ``rn``, ``ǁ`` and ``ll``); of several, the first in code-point order. The sequence's
+    own characters are mapped by the next round of :func:`skeleton`."""
+    table: dict[str, str] = {}
+    for one, other in sorted(pairs()):
+        if len(one) == 1 and len(other) > 1:
+            table.setdefault(_representatives().get(one, one), other)
+    return table

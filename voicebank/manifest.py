@@ -20,6 +20,7 @@ import csv
 import unicodedata
 from pathlib import Path
 
+from . import textfile
 from .errors import InvalidInputError
 from .results import Enrollment
 
@@ -33,7 +34,7 @@ def read(source: str | Path) -> list[Enrollment]:
     path = Path(source).expanduser()
     if path.is_dir():
         return read_folders(path)
-    if path.is_file():
+    if path.exists():  # a file, or something that is not one, which read_csv refuses with what to do
         return read_csv(path)
     raise InvalidInputError(f"{source} does not exist: give a folder with one sub-folder per speaker, or a CSV file.")
 
@@ -58,14 +59,11 @@ def _audio_file(path: Path, folder: Path) -> bool:
 
 def read_csv(path: Path) -> list[Enrollment]:
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            rows = [(reader.line_num, row) for row in reader]  # the line each row ends on
-            columns = [c.strip() for c in reader.fieldnames or []]
+        reader = csv.DictReader(textfile.lines(path, "the manifest"))
+        rows = [(reader.line_num, row) for row in reader]  # the line each row ends on
+        columns = [c.strip() for c in reader.fieldnames or []]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InvalidInputError(f"{path}: not a readable CSV file ({exc}). Save it as UTF-8 CSV.") from exc
-    except OSError as exc:
-        raise InvalidInputError(f"{path}: cannot read the file ({exc.strerror}).") from exc
     twice = sorted({c for c in columns if columns.count(c) > 1})
     if twice:
         raise InvalidInputError(f"{path}: the header names the column {twice[0]!r} more than once; name each once.")

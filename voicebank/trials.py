@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 
+from . import textfile
 from .errors import InvalidInputError
 from .norm import Normalizer
 from .results import Speaker
@@ -66,36 +67,38 @@ class Scores:
 def read_trials(path: str | Path, speakers: set[str], root: str | Path | None = None) -> tuple[str, list[Trial]]:
     """Parse a trial list; (style, trials). Every problem is reported with its line number."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrialFileError(f"cannot read the trial list {path}: {exc}") from exc
     base = Path(root) if root is not None else path.parent
-    trials, styles, problems = [], set(), []
-    for number, text in enumerate(lines, start=1):
-        if not text.strip() or text.lstrip().startswith("#"):
-            continue
-        try:
-            fields = shlex.split(text)
-        except ValueError as exc:
-            problems.append(f"line {number}: {exc}")
-            continue
-        if len(fields) != 3:
-            problems.append(f"line {number}: expected 'LABEL a b' (3 fields), found {len(fields)}")
-            continue
-        label, left, right = fields
-        if label.lower() not in LABELS:
-            problems.append(f"line {number}: label {label!r} is not 1/0/target/nontarget")
-            continue
-        right_path = _resolve(base, right)
-        left_path = _resolve(base, left)
-        style = PAIRS if left_path.is_file() or left not in speakers else ENROLLED
-        styles.add(style)
-        if style == PAIRS and not left_path.is_file():
-            problems.append(f"line {number}: {left} is neither a file nor an enrolled speaker")
-        if not right_path.is_file():
-            problems.append(f"line {number}: no such file {right}")
-        trials.append(Trial(LABELS[label.lower()], left if style == ENROLLED else str(left_path), right_path, number))
+    trials, styles, problems, number = [], set(), [], 0
+    try:
+        for number, text in enumerate(textfile.lines(path, "the trial list"), start=1):
+            if not text.strip() or text.lstrip().startswith("#"):
+                continue
+            try:
+                fields = shlex.split(text)
+            except ValueError as exc:
+                problems.append(f"line {number}: {exc}")
+                continue
+            if len(fields) != 3:
+                problems.append(f"line {number}: expected 'LABEL a b' (3 fields), found {len(fields)}")
+                continue
+            label, left, right = fields
+            if label.lower() not in LABELS:
+                problems.append(f"line {number}: label {label!r} is not 1/0/target/nontarget")
+                continue
+            right_path = _resolve(base, right)
+            left_path = _resolve(base, left)
+            style = PAIRS if left_path.is_file() or left not in speakers else ENROLLED
+            styles.add(style)
+            if style == PAIRS and not left_path.is_file():
+                problems.append(f"line {number}: {left} is neither a file nor an enrolled speaker")
+            if not right_path.is_file():
+                problems.append(f"line {number}: no such file {right}")
+            trials.append(Trial(LABELS[label.lower()], left if style == ENROLLED else str(left_path), right_path, number))
+    except InvalidInputError as exc:
+        raise TrialFileError(str(exc)) from exc
+    except UnicodeDecodeError as exc:  # raised reading the line after the last one numbered
+        raise TrialFileError(f"cannot read the trial list {path}: line {number + 1} is not UTF-8 text ({exc.reason}). "
+                             "Save it as UTF-8.") from exc
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise TrialFileError(f"{path}: {shown}. Fix the trial list (paths are relative to {base}).")

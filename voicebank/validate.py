@@ -57,11 +57,38 @@ def new_name(value: Any) -> str:
     if not any(unicodedata.category(ch)[0] in "LNPS" and ch != BRAILLE_BLANK for ch in value):
         raise InvalidInputError("a speaker name must hold at least one letter, digit or symbol that shows: this one "
                                 "looks blank.")
+    for ch in value:
+        why = _unclear(ch)
+        if why:
+            label = unicodedata.name(ch, "") or ("private use" if unicodedata.category(ch) == "Co" else
+                                                 "a noncharacter" if _noncharacter(ch) else "unassigned")
+            todo = "Use a plain space." if why.startswith("it shows as a blank") else "Leave it out."
+            raise InvalidInputError(f"a speaker name must not contain U+{ord(ch):04X} ({label}): {why}, so another "
+                                    f"name could look the same. {todo}")
     return value
+
+
+def _unclear(ch: str) -> str:
+    """Why ``ch`` may show as something else, or as nothing, in a new name; "" when it shows as itself."""
+    category = unicodedata.category(ch)
+    if ch == BRAILLE_BLANK or (category == "Zs" and ch != " "):  # thin, hair, narrow, no-break, ideographic...
+        return "it shows as a blank other than the plain space"
+    if category == "Co":
+        return "it is a private-use character, which each font draws its own way or not at all"
+    if category == "Cn":  # the noncharacters (U+FDD0-FDEF, U+xFFFE, U+xFFFF) are Cn too
+        return "it is not an assigned character, which fonts draw as nothing or as a box"
+    if ch == OBJECT_REPLACEMENT:
+        return "it stands for an embedded object and shows as nothing or as a box"
+    return ""
+
+
+def _noncharacter(ch: str) -> bool:
+    return 0xFDD0 <= ord(ch) <= 0xFDEF or ord(ch) & 0xFFFE == 0xFFFE
 
 
 ZWNJ, ZWJ, VS16, BLACK_FLAG, CANCEL_TAG = "\u200c", "\u200d", "\ufe0f", "\U0001f3f4", "\U000e007f"
 VS15, BRAILLE_BLANK = "\ufe0e", "\u2800"  # text presentation of an emoji; a Braille cell with no dots
+OBJECT_REPLACEMENT = "\ufffc"
 # Scripts whose letters join (cursive shaping), where a ZWNJ between two letters changes how the
 # word looks: Arabic (with its supplements and presentation forms), Syriac, N'Ko, Mongolian.
 _JOINING = ((0x0600, 0x06FF), (0x0700, 0x074F), (0x0750, 0x077F), (0x07C0, 0x07FF), (0x0860, 0x08FF),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .base import JSON_OPTION, Context, emit, finite, handle_errors, main
@@ -77,11 +79,19 @@ def create_key(obj: Context, name: str, role: str, as_json: bool) -> None:
       voicebank apikey create frontdesk --role reader
       voicebank apikey create ops --role admin --json
     """
+    from ..apikeys import ApiKeyError
+
     with obj.open() as bank:
         record, key = bank.api_keys.create(name, role)
+        try:
+            emit({**record.to_dict(), "key": key}, as_json, key)
+            sys.stdout.flush()  # now, not at exit: a key that cannot be shown must not be kept
+        except OSError as exc:
+            bank.api_keys.discard(key)
+            raise ApiKeyError(f"cannot write the new key ({exc.strerror or exc}), so it was not kept: send the output "
+                              f"somewhere it can be written, and create {record.name!r} again.") from None
     if not as_json:
         click.echo(f"Created the {role} key {record.name!r}. It is shown only this once: store it now.", err=True)
-    emit({**record.to_dict(), "key": key}, as_json, key)
 
 
 @apikey.command(name="list")

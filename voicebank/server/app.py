@@ -23,6 +23,8 @@ from ..errors import InvalidInputError
 from . import console_api, errors, pages
 from .auth import ApiKeyMiddleware, require
 from .calls import recording, run
+from .forms import FormCheckMiddleware
+from .head import HeadAsGetMiddleware
 from .limits import BodyLimitMiddleware, max_bytes
 from .schemas import ERRORS, HealthOut, IdentificationOut, RemovedOut, SpeakerOut, VerificationOut
 
@@ -66,10 +68,12 @@ def create_app(bank: Any, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, worke
     app.include_router(router)
     app.include_router(console_api.router)
     pages.install(app)
+    app.add_middleware(FormCheckMiddleware)  # inside the body cap: it reads what the cap lets through
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes(max_upload_mb))
     public = ("/health", app.openapi_url, *pages.PUBLIC_PATHS)
     app.add_middleware(ApiKeyMiddleware, keys=bank.api_keys, public_paths=public, public_prefixes=pages.PUBLIC_PREFIXES)
     app.add_middleware(pages.SecurityHeadersMiddleware)
+    app.add_middleware(HeadAsGetMiddleware)
     return app
 
 

@@ -101,13 +101,26 @@ def install(app: FastAPI) -> None:
         return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "; ".join(_describe(e) for e in exc.errors()) or "invalid request.")
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, _not_a_form(request, exc.errors())
+                              or "; ".join(_describe(e) for e in exc.errors()) or "invalid request.")
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error", exc_info=exc)
         return error_response(500, "internal server error; the server log has the details.")
+
+
+def _not_a_form(request: Request, problems: Any) -> str:
+    """For an upload sent as something other than a form (raw audio, JSON, no Content-Type): the
+    framework only sees that the file part is missing, which is not what went wrong."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    parts = [e["loc"][-1] for e in problems if e.get("type") == "missing" and tuple(e.get("loc", ()))[:1] == ("body",)]
+    part = next((p for p in parts if p in ("file", "files")), None)
+    if part is None or kind == "multipart/form-data":
+        return ""
+    sent = f"not {kind}" if kind else "not a body without a Content-Type"
+    return f"send multipart/form-data with a `{part}` part holding the recording, {sent}."
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -180,6 +180,11 @@ class KeyRecords:
         with self.store.read() as session:
             return list(session.execute(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)).scalars().all())
 
+    def discard(self, key_hash: str) -> None:
+        """Delete the key with this hash, and only it: a key nobody was shown is not kept."""
+        with self.store.edit("discard an API key") as session:
+            session.execute(delete(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash))
+
     def revoke(self, name: str, at: datetime) -> tuple[ApiKeyRow | None, datetime | None]:
         """Mark ``name`` revoked at ``at``. Returns (its row, when it had already been revoked):
         (None, None) when no key has that name, and nothing is changed when it was revoked before."""
