@@ -23,6 +23,7 @@ from replication_server import enroll_vectors, unit_rows
 from replication_server import replica_set, replicated  # noqa: F401 (fixtures)
 from voicebank import VoiceBank
 from voicebank.cli import main
+from voicebank.apikeys import InvalidApiKeyError
 from voicebank.errors import DatabaseError, InvalidInputError, SpeakerNotFoundError, StaleReplicaError
 
 pytestmark = [pytest.mark.embedder("fake"), pytest.mark.usefixtures("remembered_vad")]
@@ -88,6 +89,23 @@ def test_a_removal_a_paused_standby_has_not_replayed_is_refused_until_it_has(ban
             reader.verify("alice", voices["alice"][2])
         replica_set.resume()
         assert not reader.verify("alice", voices["alice"][2]).accepted
+
+
+def test_a_key_revoked_on_the_primary_is_not_accepted_by_a_lagging_standby(bank_on_primary, replica_set, model):
+    primary, standby = bank_on_primary
+    with VoiceBank.open(primary, model) as writer:
+        _, key = writer.api_keys.create("desk", "reader")
+    replica_set.wait_replayed()
+    with VoiceBank.open(standby, model, primary=primary, max_lag=LAG) as reader:
+        assert reader.api_keys.authenticate(key).name == "desk"
+        replica_set.pause()
+        with VoiceBank.open(primary, model) as writer:
+            writer.api_keys.revoke("desk")
+        with pytest.raises(StaleReplicaError, match=BEHIND):
+            reader.api_keys.authenticate(key)
+        replica_set.resume()
+        with pytest.raises(InvalidApiKeyError, match="invalid or revoked"):
+            reader.api_keys.authenticate(key)
 
 
 def test_an_index_that_still_proposes_a_removed_speaker_cannot_get_it_matched(bank_on_primary, replica_set, model,

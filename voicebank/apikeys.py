@@ -78,6 +78,7 @@ class ApiKeys:
     """The API keys stored in one bank's database (``VoiceBank.api_keys``). Thread-safe."""
 
     def __init__(self, store: Store):
+        self._store = store
         self._rows = KeyRecords(store)
 
     def create(self, name: str, role: str) -> tuple[ApiKey, str]:
@@ -121,6 +122,7 @@ class ApiKeys:
         if not isinstance(key, str) or not _KEY_FORMAT.fullmatch(key):
             raise InvalidApiKeyError(_invalid())
         digest = _hash(key)
+        self._store.catch_up()  # on a replica: a key the primary has revoked is revoked here too
         found = [r for r in self._rows.with_prefix(key[:PREFIX_CHARS]) if hmac.compare_digest(r.key_hash, digest)]
         if not found or found[0].revoked_at is not None:
             raise InvalidApiKeyError(_invalid())
