@@ -75,6 +75,45 @@ def test_one_recording_one_person_is_kept_by_the_write_and_by_the_database(db_ur
         engine.dispose()
 
 
+def test_the_same_audio_in_another_file_is_the_same_recording(db_url, tiny_model, voices, tmp_path):
+    """alice's recording saved again as FLAC, or with bytes appended after its end, hashes as another
+    file but sounds the same: it cannot be enrolled for mallory, or added to bob; and the database
+    itself refuses a second row with the same content."""
+    import soundfile as sf
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.orm import Session
+
+    from voicebank.store import UtteranceRow
+
+    samples, rate = sf.read(voices["alice"][0], dtype="int16")
+    flac = tmp_path / "again.flac"
+    sf.write(flac, samples, rate, subtype="PCM_16")
+    padded = voices["alice"][0].read_bytes() + b"\x00" * 7
+    with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD) as bank:
+        bank.enroll("alice", voices["alice"][:2])
+        bank.enroll("bob", voices["bob"][:2])
+        for again in (flac, padded):
+            with pytest.raises(DuplicateRecordingError, match="already enrolled for alice"):
+                bank.enroll("mallory", [again, voices["dave"][0]], allow_inconsistent=True)
+            with pytest.raises(DuplicateRecordingError, match="already enrolled for alice"):
+                bank.add_recordings("bob", [again], allow_inconsistent=True)
+        with pytest.raises(DuplicateRecordingError, match="is already enrolled for alice"):
+            bank.add_recordings("alice", [flac])  # her own recording, again: named as hers
+        assert [s.name for s in bank.speakers()] == ["alice", "bob"] and len(bank.speaker("bob").recordings) == 2
+    engine = make_engine(db_url)
+    try:
+        with Session(engine) as session:
+            taken = session.execute(select(UtteranceRow).limit(1)).scalar_one()
+            assert taken.content_sha256 is not None and taken.content_sha256 != taken.sha256
+            other = 2 if taken.speaker_id == 1 else 1
+            session.add(UtteranceRow(speaker_id=other, embedding=taken.embedding, sha256="0" * 64, label="again",
+                                     content_sha256=taken.content_sha256, duration_s=1.0, speech_s=1.0))
+            with pytest.raises(IntegrityError, match="content_sha256"):
+                session.flush()
+    finally:
+        engine.dispose()
+
+
 def test_cli_on_both_databases(db_url, tiny_model, voices):
     def run(*args):
         return CliRunner().invoke(main, ["--db", db_url, "--model", str(tiny_model), *args])

@@ -77,6 +77,14 @@ class Audio:
     channel: channel_mod.Reading | None = field(default=None, compare=False)
 
     @property
+    def content_sha256(self) -> str:
+        """The SHA-256 of what the recording sounds like, not of its file: its samples as decoded
+        here (mono, at ``sample_rate``), to 16 bits. The same audio saved as WAV or FLAC, or with
+        bytes added after its end, has one; one recording belongs to one person by either hash."""
+        quantized = np.round(np.asarray(self.samples, dtype=np.float64) * 32767.0).astype("<i2")
+        return hashlib.sha256(quantized.tobytes()).hexdigest()
+
+    @property
     def duration(self) -> float:
         return len(self.samples) / self.sample_rate
 

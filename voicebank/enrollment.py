@@ -136,6 +136,7 @@ def row(item: Embedded) -> UtteranceRow:
     heard = audio.channel.channel if audio.channel is not None else None
     return UtteranceRow(embedding=item.embedding, channel=heard,
                         telephone=item.views[1] if len(item.views) > 1 else None, sha256=audio.sha256,
+                        content_sha256=audio.content_sha256,
                         label=validate.printable(audio.label)[-1024:], duration_s=audio.duration,
                         speech_s=audio.speech_seconds)
 
@@ -202,7 +203,7 @@ def verdicts(services: Services, name: str | None, takes: Sequence[UtteranceRow]
     """The enrollment rules' verdicts on ``takes`` (with ``stored``, the recordings of the enrolled
     ``speaker_id``), read against this bank: its speech limit, its checks' thresholds
     (``services.checks()``, not the decision thresholds), who owns which recording, who sounds alike."""
-    owners = services.repository.owners([t.sha256 for t in takes], speaker_id)
+    owners = services.repository.owners([h for t in takes for h in rules.hashes(t)], speaker_id)
     return rules.evaluate(takes, stored, name, owners, partial(nearest, services, other_than=speaker_id),
                           services.encoder.limits.min_enroll_speech_seconds, services.checks(), allow_inconsistent, strict)
 

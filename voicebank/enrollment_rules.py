@@ -80,11 +80,12 @@ def evaluate(takes: Sequence[UtteranceRow], stored: Sequence[UtteranceRow], name
              allow_inconsistent: bool = False, strict: bool = False) -> Verdicts:
     """The verdicts on ``takes`` (new recordings of ``name``, a named speaker's ``stored`` ones
     beside them; ``name`` None: a new speaker not yet named). ``owners``: {sha256: the other
-    speaker it is enrolled for}; ``thresholds``: the bank's (consistency, duplicate voice) cosines."""
+    speaker it is enrolled for}, by either of :func:`hashes`; ``thresholds``: the bank's (consistency, duplicate voice) cosines."""
     consistency_threshold, duplicate_threshold = thresholds
     found = repeated(takes, stored, name)
-    found += [Verdict(TAKEN, recording_taken(t.label, owners[t.sha256]), DuplicateRecordingError, k)
-              for k, t in enumerate(takes) if t.sha256 in owners and not _refused(found, k)]
+    found += [Verdict(TAKEN, recording_taken(t.label, owner), DuplicateRecordingError, k)
+              for k, t in enumerate(takes)
+              if (owner := next((owners[h] for h in hashes(t) if h in owners), None)) and not _refused(found, k)]
     kept = [k for k in range(len(takes)) if not _refused(found, k)]
     rows = [takes[k] for k in kept] + list(stored)
     scores = _leave_one_out(rows)
@@ -118,19 +119,27 @@ def in_one_channel(embeddings: Sequence[np.ndarray], channels: Sequence[str | No
 def repeated(takes: Sequence[UtteranceRow], stored: Sequence[UtteranceRow], name: str | None) -> list[Verdict]:
     """The takes whose bytes came before: among ``name``'s stored recordings, or as an earlier take
     (the one rule the cohort keeps too)."""
-    ours = {u.sha256: u.label for u in stored}
+    ours = {h: u.label for u in stored for h in hashes(u)}
     seen: dict[str, str] = {}
     found = []
     for k, take in enumerate(takes):
-        if take.sha256 in ours:
-            found.append(Verdict(REPEATED, f"{take.label} is already enrolled for {name} (as {ours[take.sha256]}); "
+        mine = next((ours[h] for h in hashes(take) if h in ours), None)
+        earlier = next((seen[h] for h in hashes(take) if h in seen), None)
+        if mine is not None:
+            found.append(Verdict(REPEATED, f"{take.label} is already enrolled for {name} (as {mine}); "
                                  "nothing was added: give each recording once.", DuplicateRecordingError, k))
-        elif take.sha256 in seen:
-            found.append(Verdict(REPEATED, f"{take.label} is the same recording as {seen[take.sha256]}; "
+        elif earlier is not None:
+            found.append(Verdict(REPEATED, f"{take.label} is the same recording as {earlier}; "
                                  "give each once.", DuplicateRecordingError, k))
         else:
-            seen[take.sha256] = take.label
+            seen.update(dict.fromkeys(hashes(take), take.label))
     return found
+
+
+def hashes(row: UtteranceRow) -> list[str]:
+    """What tells a recording again: its file's SHA-256 and what it sounds like (the same audio in
+    another file; None for recordings stored before voicebank kept it)."""
+    return [h for h in (row.sha256, row.content_sha256) if h]
 
 
 def _leave_one_out(rows: Sequence[UtteranceRow]) -> np.ndarray:

@@ -116,8 +116,10 @@ class SpeakerRow(Base):
 
 class UtteranceRow(Base):
     __tablename__ = "utterances"
-    # one recording, one person: the same recording cannot be enrolled for two speakers (migration 0007)
-    __table_args__ = (UniqueConstraint("sha256", name="uq_utterances_sha256"),)
+    # one recording, one person: the same recording cannot be enrolled for two speakers (migration
+    # 0007), by its file's hash or by what it sounds like (0009)
+    __table_args__ = (UniqueConstraint("sha256", name="uq_utterances_sha256"),
+                      UniqueConstraint("content_sha256", name="uq_utterances_content_sha256"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     speaker_id: Mapped[int] = mapped_column(ForeignKey("speakers.id", ondelete="CASCADE"), index=True)
     embedding: Mapped[np.ndarray] = mapped_column(Vector)  # of the recording as it came
@@ -125,6 +127,8 @@ class UtteranceRow(Base):
     channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
     telephone: Mapped[np.ndarray | None] = mapped_column(Vector, nullable=True)  # through the telephone channel
     sha256: Mapped[str] = mapped_column(String(64))
+    # audio.Audio.content_sha256; None: enrolled before voicebank hashed what recordings sound like
+    content_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     label: Mapped[str] = mapped_column(String(1024))
     duration_s: Mapped[float] = mapped_column(Float)
     speech_s: Mapped[float] = mapped_column(Float)

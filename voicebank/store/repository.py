@@ -143,14 +143,13 @@ class Repository:
             grouped.setdefault((speaker_id, name), []).append(vector)
         return [(sid, name, np.stack(vectors)) for (sid, name), vectors in grouped.items()]
 
-    def owners(self, sha256s: Sequence[str], other_than: int | None) -> dict[str, str]:
-        """{sha256: speaker name} for those recordings already enrolled for another speaker."""
+    def owners(self, hashes: Sequence[str], other_than: int | None) -> dict[str, str]:
+        """{hash: speaker name} for those recordings already enrolled for another speaker, found by
+        their file's SHA-256 or by what they sound like (``content_sha256``)."""
         with self.store.read() as session:
-            rows = session.execute(
-                select(UtteranceRow.sha256, SpeakerRow.name).join(SpeakerRow)
-                .where(UtteranceRow.sha256.in_(list(sha256s)), SpeakerRow.id != (other_than or -1))
-            ).all()
-        return {sha: name for sha, name in rows}
+            rows = session.execute(_taken_by(hashes, other_than, UtteranceRow.sha256, UtteranceRow.content_sha256,
+                                             SpeakerRow.name)).all()
+        return {h: name for sha, content, name in rows for h in (sha, content) if h in hashes}
 
     def shared_recordings(self) -> list[tuple[str, list[str]]]:
         """(label, speaker names) of each recording enrolled for more than one speaker: only in a bank
@@ -169,11 +168,11 @@ class Repository:
     def _refuse_taken(session, name: str, utterances: Sequence[UtteranceRow], speaker_id: int | None = None) -> None:
         """The rule "one recording, one person", checked under the write lock: the check before it
         (``enrollment_rules``) cannot see a process that enrolls the same file at the same moment."""
-        taken = session.execute(select(UtteranceRow.label, UtteranceRow.sha256, SpeakerRow.name).join(SpeakerRow)
-                                .where(UtteranceRow.sha256.in_([u.sha256 for u in utterances]),
-                                       SpeakerRow.id != (speaker_id or -1))).first()
+        given = {h: u.label for u in utterances for h in (u.sha256, u.content_sha256) if h}
+        taken = session.execute(_taken_by(list(given), speaker_id, UtteranceRow.sha256, UtteranceRow.content_sha256,
+                                          SpeakerRow.name)).first()
         if taken is not None:
-            label = next(u.label for u in utterances if u.sha256 == taken[1])
+            label = given.get(taken[0]) or given[taken[1]]
             raise DuplicateRecordingError(f"{recording_taken(label, taken[2])} Nothing was stored for {name}.")
 
     # -- speakers: writing (each in a change transaction) --------------------------------------
@@ -272,3 +271,12 @@ def _in_channel(vector: np.ndarray | None, channels: str, channel: str) -> np.nd
 def _set_voiceprints(row: SpeakerRow, utterances: Sequence[UtteranceRow]) -> None:
     row.voiceprint, row.telephone, row.channels = speaker_prints(
         [u.embedding for u in utterances], [u.channel for u in utterances], [u.telephone for u in utterances])
+
+
+def _taken_by(hashes: Sequence[str], other_than: int | None, *columns: Any) -> Any:
+    """``columns`` of the recordings of speakers other than ``other_than`` whose file's or content's
+    SHA-256 is one of ``hashes``."""
+    hashes = list(hashes)
+    return (select(*columns).join(SpeakerRow)
+            .where(or_(UtteranceRow.sha256.in_(hashes), UtteranceRow.content_sha256.in_(hashes)),
+                   SpeakerRow.id != (other_than or -1)))
