@@ -19,12 +19,13 @@ from . import audit as audit_mod
 from . import calibration, enrollment, evaluation, identification, opening, pipeline, settings, validate
 from .audio import AudioLimits, Recording
 from .channel import TELEPHONE, WIDEBAND
-from .embedding import Embedder, default_threshold
+from .embedding import Embedder
 from .embedding.base import DEFAULT_WINDOW_SECONDS
 from .encoding import Encoder, OnError, Progress
 from .errors import VoiceBankError
 from .index.search import compare
 from .index.switch import BankSearch
+from .policy import default_threshold
 from .results import CheckReport, Enrollment, EnrollmentOutcome, Identification, Speaker, Verification
 from .services import Services
 from .store import BankRow, Store
@@ -164,7 +165,7 @@ class VoiceBank:
     @property
     def enrollment_checks(self) -> tuple[float, float]:
         """The (consistency, duplicate voice) cosine thresholds of the enrollment checks, set when
-        the bank was made (fixed offsets from its starting threshold; ``embedding.CHECK_OFFSETS``)."""
+        the bank was made (fixed offsets from its starting threshold; ``policy.CHECK_OFFSETS``)."""
         return self._services.checks()
 
     def set_enrollment_checks(self, consistency: float | None = None, duplicate: float | None = None,

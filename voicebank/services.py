@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import settings
-from .embedding import default_threshold
 from .encoding import Encoder
 from .index.switch import BankSearch
+from .policy import default_threshold
 from .store.repository import Repository
 from .store.repository_records import AuditLog
 
