@@ -6,7 +6,8 @@
 - candidate search is reached through its seam (``voicebank.index.search.Search``): only the
   factory makes a kind's search, and no module outside ``voicebank.index`` imports a kind's insides;
 - the numbers decisions start from have one home (``voicebank.policy``), which imports only plain
-  numpy modules.
+  numpy modules;
+- what a use case receives (``Services``) and its progress callback (``Progress``) are defined once.
 
 Which imports count: all of them. Those at module level (including under ``if TYPE_CHECKING:``:
 a type-only import of the facade from a use case is the same cycle in the design, only hidden from
@@ -55,6 +56,11 @@ INDEX_INSIDES = {"voicebank.index.faiss_search", "voicebank.index.file", "voiceb
 DECISION_NUMBERS = {"DEFAULT_THRESHOLDS", "CHECK_OFFSETS", "MARGIN_OFFSET", "DEFAULT_ASNORM_THRESHOLD"}
 POLICY = "voicebank.policy"
 PLAIN = {"voicebank.errors", "voicebank.impostors", "voicebank.norm", "voicebank.scoring"}
+
+
+# Names defined in one module only: every use case receives the one Services, and reports progress
+# through the one callback type.
+ONE_DEFINITION = {"Services": "voicebank.services", "Progress": "voicebank.encoding"}
 
 
 @dataclass
@@ -253,6 +259,21 @@ def test_the_decision_numbers_have_one_home(package):
                       and module.name != POLICY)
     assert assigned == []
     assert edges(package)[POLICY] <= PLAIN, edges(package)[POLICY]
+
+
+def test_what_use_cases_receive_is_defined_once(package):
+    defined = sorted(f"{module.name} defines {name}" for module in package.values() for node in module.tree.body
+                     for name in _defined_at_top(node) if ONE_DEFINITION.get(name, module.name) != module.name)
+    assert defined == []
+
+
+def _defined_at_top(node: ast.stmt) -> list[str]:
+    if isinstance(node, ast.ClassDef):
+        return [node.name]
+    if isinstance(node, (ast.Assign, ast.AnnAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return [t.id for t in targets if isinstance(t, ast.Name)]
+    return []
 
 
 # -- the checker can fail ---------------------------------------------------------------------
