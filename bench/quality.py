@@ -50,7 +50,8 @@ import quality_scores as scores  # noqa: E402
 import quality_sweeps as sweeps  # noqa: E402
 from _env import describe  # noqa: E402
 from voicebank.channel import TELEPHONE, WIDEBAND  # noqa: E402
-from voicebank.embedding import CHECK_OFFSETS, default_threshold, enrollment_checks, load_embedder  # noqa: E402
+from voicebank.embedding import load_embedder  # noqa: E402
+from voicebank.policy import CHECK_OFFSETS, default_threshold, enrollment_checks  # noqa: E402
 
 # suffix of the measured corpus's name -> (what enrollment and calibration embed, what the probes are):
 # wideband; a telephone call (8 kHz mu-law) decided as voicebank decides it, in the telephone channel

@@ -112,7 +112,7 @@ def duplicate_checks(by_speaker: dict[str, list[int]], wide: np.ndarray, folds_:
             "duplicate_scores": {"again": again, "new": newcomers}}
 
 
-# Each gate's rule, as CHECK_OFFSETS in voicebank/embedding/__init__.py states it
+# Each gate's rule, as CHECK_OFFSETS in voicebank/policy.py states it
 REFUSE_AT_MOST = 0.01  # consistency: at most 1% of genuine enrollments refused
 CATCH_AT_LEAST = 0.90  # duplicate voice: the same person enrolled again caught at least 90% of the time
 

@@ -4,7 +4,10 @@
 - no module uses a private name (one leading underscore) that another voicebank module defines:
   ``from .x import _y``, ``x._y``, ``bank._stream``;
 - candidate search is reached through its seam (``voicebank.index.search.Search``): only the
-  factory makes a kind's search, and no module outside ``voicebank.index`` imports a kind's insides.
+  factory makes a kind's search, and no module outside ``voicebank.index`` imports a kind's insides;
+- the numbers decisions start from have one home (``voicebank.policy``), which imports only plain
+  numpy modules;
+- what a use case receives (``Services``) and its progress callback (``Progress``) are defined once.
 
 Which imports count: all of them. Those at module level (including under ``if TYPE_CHECKING:``:
 a type-only import of the facade from a use case is the same cycle in the design, only hidden from
@@ -46,6 +49,18 @@ ALLOWED = {
 SEARCHES = {"FaissSearch": "voicebank.index.faiss_search", "PgVectorSearch": "voicebank.index.pgvector"}
 SEARCH_FACTORY = "voicebank.index.factory"
 INDEX_INSIDES = {"voicebank.index.faiss_search", "voicebank.index.file", "voicebank.index.kinds"}
+
+
+# The decision numbers, each assigned in voicebank.policy alone; and what that module may import
+# (plain numpy: no model, database or index behind a starting threshold).
+DECISION_NUMBERS = {"DEFAULT_THRESHOLDS", "CHECK_OFFSETS", "MARGIN_OFFSET", "DEFAULT_ASNORM_THRESHOLD"}
+POLICY = "voicebank.policy"
+PLAIN = {"voicebank.errors", "voicebank.impostors", "voicebank.norm", "voicebank.scoring"}
+
+
+# Names defined in one module only: every use case receives the one Services, and reports progress
+# through the one callback type.
+ONE_DEFINITION = {"Services": "voicebank.services", "Progress": "voicebank.encoding"}
 
 
 @dataclass
@@ -236,6 +251,29 @@ def test_candidate_search_is_reached_through_its_seam(package):
     reaching = {name: sorted(targets & INDEX_INSIDES) for name, targets in edges(package).items()
                 if not name.startswith("voicebank.index") and targets & INDEX_INSIDES}
     assert reaching == {}
+
+
+def test_the_decision_numbers_have_one_home(package):
+    assigned = sorted(f"{module.name} assigns {node.id}" for module in package.values() for node, _ in _walk(module.tree)
+                      if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id in DECISION_NUMBERS
+                      and module.name != POLICY)
+    assert assigned == []
+    assert edges(package)[POLICY] <= PLAIN, edges(package)[POLICY]
+
+
+def test_what_use_cases_receive_is_defined_once(package):
+    defined = sorted(f"{module.name} defines {name}" for module in package.values() for node in module.tree.body
+                     for name in _defined_at_top(node) if ONE_DEFINITION.get(name, module.name) != module.name)
+    assert defined == []
+
+
+def _defined_at_top(node: ast.stmt) -> list[str]:
+    if isinstance(node, ast.ClassDef):
+        return [node.name]
+    if isinstance(node, (ast.Assign, ast.AnnAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return [t.id for t in targets if isinstance(t, ast.Name)]
+    return []
 
 
 # -- the checker can fail ---------------------------------------------------------------------

@@ -253,7 +253,8 @@ def test_a_new_bank_identifies_by_the_margin_rule_and_calibrate_keeps_it(tmp_pat
         assert (row.score_kind, row.score, row.channel) == ("margin", pytest.approx(result.decision), "wideband")
         from voicebank.evaluation import open_set_trials
 
-        assert open_set_trials(bank).rule == "margin" and open_set_trials(bank, rule="best").rule == "best"
+        services = bank._services  # what the facade hands its use cases
+        assert open_set_trials(services).rule == "margin" and open_set_trials(services, rule="best").rule == "best"
 
 
 def test_one_voice_enrolled_twice_is_named_and_left_out_of_the_unknown_trials(tmp_path, model, voices):

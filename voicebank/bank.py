@@ -2,8 +2,9 @@
 
 Data flows one way: recording -> audio -> embedding -> SQL (source of truth) -> search -> decision.
 The facade only wires. SQL is in ``store/repository*.py``; each use case (``enrollment``,
-``identification``, ``settings``, ``evaluation``, ``scan``) is a function whose first argument is what
-it uses, typed by a Protocol in its module: ``services.Services``, or the facade itself (scan, evaluation).
+``identification``, ``precheck``, ``scan``, ``evaluation``, ``trials``) is a function whose first
+argument is the :class:`~voicebank.services.Services` the facade wires once (``settings`` takes its
+rows alone, ``Services.repository``).
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ import numpy as np
 
 from . import audit as audit_mod
 from . import calibration, enrollment, evaluation, identification, opening, pipeline, settings, validate
+from . import trials as trial_lists
+from . import scan as scanning
 from .audio import AudioLimits, Recording
 from .channel import TELEPHONE, WIDEBAND
-from .embedding import Embedder, default_threshold
+from .embedding import Embedder
 from .embedding.base import DEFAULT_WINDOW_SECONDS
 from .encoding import Encoder, OnError, Progress
 from .errors import VoiceBankError
 from .index.search import compare
 from .index.switch import BankSearch
+from .policy import default_threshold
 from .results import CheckReport, Enrollment, EnrollmentOutcome, Identification, Speaker, Verification
 from .services import Services
 from .store import BankRow, Store
@@ -164,7 +168,7 @@ class VoiceBank:
     @property
     def enrollment_checks(self) -> tuple[float, float]:
         """The (consistency, duplicate voice) cosine thresholds of the enrollment checks, set when
-        the bank was made (fixed offsets from its starting threshold; ``embedding.CHECK_OFFSETS``)."""
+        the bank was made (fixed offsets from its starting threshold; ``policy.CHECK_OFFSETS``)."""
         return self._services.checks()
 
     def set_enrollment_checks(self, consistency: float | None = None, duplicate: float | None = None,
@@ -186,7 +190,7 @@ class VoiceBank:
                   progress: Progress | None = None) -> evaluation.Calibration:
         """Measure the thresholds for ``purposes`` on the bank's own recordings, or on the trial
         list ``trials`` (verification only); nothing is stored (see :meth:`store_calibration`)."""
-        return evaluation.calibrate_bank(self, trials, root=root, far=far, unknown_rate=unknown_rate,
+        return evaluation.calibrate_bank(self._services, trials, root=root, far=far, unknown_rate=unknown_rate,
                                          purposes=purposes, rule=rule, progress=progress)
 
     def store_calibration(self, result: evaluation.Calibration) -> None:
@@ -244,7 +248,7 @@ class VoiceBank:
         if len(self) > evaluation.AUTO_MAX_SPEAKERS:
             return
         try:
-            for point in evaluation.auto_calibration(self):
+            for point in evaluation.auto_calibration(self._services):
                 settings.set_automatic_point(self._repository, point)
         except VoiceBankError as exc:
             log.warning("automatic calibration skipped: %s", exc)
@@ -274,10 +278,6 @@ class VoiceBank:
     def cohort_size(self) -> int:
         return self._repository.cohort_size()
 
-    def cohort_embeddings(self, channel: str = WIDEBAND) -> np.ndarray:
-        """(m, dimension) embeddings of the cohort in ``channel``: recordings of people who are not enrolled."""
-        return self._repository.cohort_embeddings(self.dimension, channel)
-
     def reference_set(self):  # -> voicebank.reference.Reference | None
         """The reference set of strangers shipped for this bank's model, or None (:mod:`voicebank.reference`)."""
         from . import reference
@@ -299,11 +299,6 @@ class VoiceBank:
     def __len__(self) -> int:
         return self._repository.count()
 
-    def utterance_embeddings(self, channel: str = WIDEBAND) -> list[tuple[int, str, np.ndarray]]:
-        """(speaker id, speaker name, (n, dimension) embeddings in ``channel``) of every enrolled
-        speaker that has some (``Repository.utterance_embeddings``)."""
-        return self._repository.utterance_embeddings(channel)
-
     def voiceprint(self, name: str, channel: str = WIDEBAND) -> tuple[int, np.ndarray | None]:
         """(speaker id, (dimension,) voiceprint in ``channel``) of an enrolled speaker; the voiceprint
         is None where the speaker has none in that channel (see ``Repository.voiceprints``)."""
@@ -313,14 +308,12 @@ class VoiceBank:
     def identify(self, recording: Recording, top_k: int = 5, client: str | None = None) -> Identification:
         """Who is speaking? The ``top_k`` closest voiceprints, and a match only if the best score
         clears the threshold (open set: an unknown voice gets ``match=None``). Audited."""
-        self._store.catch_up()  # on a replica: nothing the primary has acknowledged is missed
         return identification.identify(self._services, recording, top_k, client)
 
     def identify_many(self, recordings: Iterable[Recording], top_k: int = 5, client: str | None = None,
                       progress: Progress | None = None) -> list[Identification | VoiceBankError]:
         """:meth:`identify` for many recordings (decoded ahead and batched), in order; an unusable
         one's error is returned in its place (as ``gather(..., return_exceptions=True)``). Audited."""
-        self._store.catch_up()
         return identification.identify_many(self._services, recordings, top_k, client, progress)
 
     def identify_embeddings(self, embeddings: np.ndarray, top_k: int = 5, channel: str = WIDEBAND,
@@ -329,24 +322,26 @@ class VoiceBank:
         ``channel`` (as :meth:`embed` gives them, or through the telephone channel:
         ``voicebank.encoding.in_channel``), e.g. the windows of a long recording (``purpose``
         ``"scan"``: with the operating point of scan's windows, where one was measured). Not audited."""
-        self._store.catch_up()
         return identification.identify_embeddings(self._services, embeddings, top_k, channel, purpose)
 
-    def record_scan(self, sha256: str, channel: str, segments: Iterable[Any], client: str | None = None,
-                    purpose: str = calibration.SCAN) -> None:
-        """Audit a scan: one row per segment, naming who it found or no one, with the threshold of
-        ``purpose`` its windows were decided with (``voicebank.scan``)."""
-        identification.record_scan(self._services, sha256, channel, segments, client, purpose)
-
-    def decision_channel(self, heard: str) -> tuple[str, str | None]:
-        """The channel a recording that came through ``heard`` is decided in with today's speakers,
-        and a note when it differs (:func:`voicebank.channel.decision_channel`)."""
-        return identification.decision_channel(self._services, heard)
+    def scan(self, recording: Recording, window: float = scanning.DEFAULT_WINDOW, hop: float | None = None,
+             top_k: int = 1, progress: Progress | None = None, *, min_pause: float = scanning.MIN_PAUSE,
+             min_speech: float = scanning.MIN_SPEECH, max_seconds: float = scanning.MAX_SECONDS,
+             purpose: str = calibration.SCAN) -> scanning.Timeline:
+        """Who speaks when in a long recording: a timeline of enrolled speakers and unknown voices,
+        window by window, silence left out; each segment audited (:func:`voicebank.scan.timeline`)."""
+        return scanning.timeline(self._services, recording, window, hop, top_k, progress, min_pause=min_pause,
+                                 min_speech=min_speech, max_seconds=max_seconds, purpose=purpose)
 
     def verify(self, name: str, recording: Recording, client: str | None = None) -> Verification:
         """Is this ``name``? The recording scored against that speaker's voiceprint. Audited."""
-        self._store.catch_up()
         return identification.verify(self._services, name, recording, client)
+
+    def score_trial_file(self, path: str | os.PathLike, root: str | os.PathLike | None = None,
+                         progress: Progress | None = None) -> trial_lists.Scores:
+        """Score the trial list at ``path`` (relative paths from ``root``, default its folder) with
+        the bank's model and score, as ``voicebank eval`` does (:mod:`voicebank.trials`)."""
+        return trial_lists.score_file(self._services, path, root, progress)
 
     def scorer(self, settings: BankRow | None = None, channel: str = WIDEBAND):  # -> voicebank.norm.Normalizer
         """The bank's score function in ``channel`` (cosine, or AS-norm against the cohort or the

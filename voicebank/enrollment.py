@@ -15,37 +15,22 @@ import logging
 import os
 from dataclasses import replace
 from functools import partial
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from . import enrollment_rules as rules
 from . import validate
 from .audio import Recording
-from .encoding import Encoder, OnError, both_channels
+from .encoding import OnError, Progress, both_channels
 from .errors import DuplicateSpeakerError, EmptyBankError, InvalidInputError, VoiceBankError
-from .index.switch import BankSearch
 from .pipeline import Embedded
 from .results import ENROLLED, FAILED, SKIPPED, Enrollment, EnrollmentOutcome, RecordingInfo, Speaker
+from .services import Services
 from .store import CohortRow, SpeakerRow, UtteranceRow, as_utc
-from .store.repository import Repository, name_taken
+from .store.repository import name_taken
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[int, int, str], None]  # (done, total, label of the recording just done)
-
-
-class Services(Protocol):
-    """What enrollment uses: the rows, the candidate search (for the duplicate-voice check), the
-    model over recordings, and the enrollment checks' (consistency, duplicate) cosine thresholds."""
-
-    @property
-    def repository(self) -> Repository: ...
-    @property
-    def search(self) -> BankSearch: ...
-    @property
-    def encoder(self) -> Encoder: ...
-    def checks(self) -> tuple[float, float]: ...
 
 
 def enroll(services: Services, name: str, recordings: Sequence[Recording], metadata: dict[str, Any] | None,

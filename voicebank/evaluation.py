@@ -10,37 +10,25 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Callable, Collection, Protocol, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
 
-from . import scoring
+from . import identification, scoring
+from . import settings as settings_mod
 from .channel import TELEPHONE, WIDEBAND
 from .calibration import (BEST, IDENTIFY, SCAN, VERIFY, OpenSetTrials, OperatingPoint, RateModel, ThinDataError, decide,
                           identification_point, measure, needed, top2, upper_bound, verification_point)
+from .encoding import Progress
 from .errors import InvalidInputError, NotEnoughDataError
 from .norm import Normalizer
-from .reference import Reference
-from .trials import (ENROLLED, LABELS, PAIRS, Progress, Scores, Trial, TrialFileError,  # noqa: F401 (re-exported)
-                     read_trials, score_trial_file, score_trials)
-from .trials import Bank as TrialBank
+from .reference import Reference, for_model
+from .services import Services
+from .trials import (ENROLLED, LABELS, PAIRS, Scores, Trial, TrialFileError,  # noqa: F401 (re-exported)
+                     read_trials, score_file, score_trial_file, score_trials)
 from .vectors import voiceprint
 
 log = logging.getLogger(__name__)
-
-
-class Bank(TrialBank, Protocol):
-    """What measuring uses: part of the public surface of :class:`voicebank.VoiceBank` (this module
-    works over the facade, as a client would, so that a measurement is what a client gets)."""
-
-    identify_rule: str
-
-    enrollment_checks: tuple[float, float]
-
-    def utterance_embeddings(self, channel: str = WIDEBAND) -> list[tuple[int, str, np.ndarray]]: ...
-    def reference_set(self) -> Reference | None: ...
-    def cohort_embeddings(self, channel: str = WIDEBAND) -> np.ndarray: ...
-    def operating_points(self, channel: str = WIDEBAND) -> dict[str, OperatingPoint]: ...
 
 
 @dataclass
@@ -69,7 +57,7 @@ class Report:
 
 
 
-def open_set_trials(bank: Bank, max_probes: int = 5000, seed: int = 0, rule: str | None = None,
+def open_set_trials(services: Services, max_probes: int = 5000, seed: int = 0, rule: str | None = None,
                     channel: str = WIDEBAND, wanted: tuple[float | None, float | None] = (0.01, 0.01)
                     ) -> OpenSetTrials:
     """Calibration trials made from the bank itself in ``channel``, no audio needed: see
@@ -78,14 +66,29 @@ def open_set_trials(bank: Bank, max_probes: int = 5000, seed: int = 0, rule: str
     few for the rates ``wanted`` (false accepts per claim, unknown-person false alarms). Voiceprints
     closer than the duplicate-voice threshold are one person's: they are no strangers to each other.
     ``rule``: the identification decision to calibrate (default: the bank's)."""
-    speakers = bank.utterance_embeddings(channel)
-    wide = speakers if channel == WIDEBAND else bank.utterance_embeddings(WIDEBAND)
-    twins = twin_pairs([(sid, e) for sid, _, e in wide], bank.enrollment_checks[1])
-    scorer = bank.scorer(channel=channel)
-    cohort = scorer.cohort if scorer.cohort is not None else bank.cohort_embeddings(channel)
-    trials = bank_trials([(sid, e) for sid, _, e in speakers], cohort, scorer, rule or bank.identify_rule,
-                         twins, bank.reference_set(), channel, wanted, max_probes, seed)
+    speakers = services.repository.utterance_embeddings(channel)
+    wide = speakers if channel == WIDEBAND else services.repository.utterance_embeddings(WIDEBAND)
+    twins = twin_pairs([(sid, e) for sid, _, e in wide], services.checks()[1])
+    scorer = _scorer(services, channel)
+    cohort = scorer.cohort if scorer.cohort is not None else \
+        services.repository.cohort_embeddings(services.encoder.dimension, channel)
+    rule = rule or services.repository.settings().identify_rule
+    trials = bank_trials([(sid, e) for sid, _, e in speakers], cohort, scorer, rule, twins, _reference(services),
+                         channel, wanted, max_probes, seed)
     return trials
+
+
+def _scorer(services: Services, channel: str) -> Normalizer:
+    return identification.scorer(services, services.repository.settings(), channel)
+
+
+def _reference(services: Services) -> Reference | None:
+    """The reference set of strangers shipped for the bank's model (:mod:`voicebank.reference`)."""
+    return for_model(services.encoder.model_id)
+
+
+def _operating_points(services: Services, channel: str) -> dict[str, OperatingPoint]:
+    return settings_mod.operating_points(services.repository.settings(), channel)
 
 
 def bank_trials(found: list[tuple[int, np.ndarray]], cohort: np.ndarray | None, scorer: Normalizer, rule: str,
@@ -370,7 +373,7 @@ class Calibration:
         return out
 
 
-def calibrate_bank(bank: Bank, trials: str | os.PathLike | None = None, *, root: str | os.PathLike | None = None,
+def calibrate_bank(services: Services, trials: str | os.PathLike | None = None, *, root: str | os.PathLike | None = None,
                    far: float | None = 0.01, unknown_rate: float = 0.01,
                    purposes: tuple[str, ...] = (VERIFY, IDENTIFY), rule: str | None = None,
                    progress: Progress | None = None) -> Calibration:
@@ -380,24 +383,24 @@ def calibrate_bank(bank: Bank, trials: str | os.PathLike | None = None, *, root:
     scores = None
     if trials is not None:
         purposes = (VERIFY,) if set(purposes) == {VERIFY, IDENTIFY} else purposes
-        scores = score_trial_file(bank, trials, root, progress)
-    result = calibrate(bank, far=far, unknown_rate=unknown_rate, purposes=purposes, trials=scores,
+        scores = score_file(services, trials, root, progress)
+    result = calibrate(services, far=far, unknown_rate=unknown_rate, purposes=purposes, trials=scores,
                        source=str(trials) if trials is not None else "bank", rule=rule)
     result.scored = scores
-    if scores is None and not bank.utterance_embeddings(TELEPHONE):
+    if scores is None and not services.repository.utterance_embeddings(TELEPHONE):
         result.skipped[TELEPHONE] = (
             "no speaker has recordings embedded through the telephone line yet (enrolled before voicebank measured "
             "channels): enroll them again, or `voicebank add` new recordings.")
     elif scores is None:  # the bank's own recordings were also embedded through the telephone channel
         try:
-            result.channels[TELEPHONE] = calibrate(bank, far=far, unknown_rate=unknown_rate, purposes=purposes,
+            result.channels[TELEPHONE] = calibrate(services, far=far, unknown_rate=unknown_rate, purposes=purposes,
                                                    rule=rule, channel=TELEPHONE)
         except NotEnoughDataError as exc:
             result.skipped[TELEPHONE] = str(exc)
     return result
 
 
-def calibrate(bank: Bank, *, far: float | None = 0.01, unknown_rate: float = 0.01,
+def calibrate(services: Services, *, far: float | None = 0.01, unknown_rate: float = 0.01,
               purposes: tuple[str, ...] = (VERIFY, IDENTIFY), trials: Scores | None = None,
               source: str = "bank", rule: str | None = None, channel: str = WIDEBAND) -> Calibration:
     """Choose the thresholds for ``purposes`` (verification: false accepts ``far`` per claim, or
@@ -413,12 +416,12 @@ def calibrate(bank: Bank, *, far: float | None = 0.01, unknown_rate: float = 0.0
     if trials is not None:
         data = {VERIFY: trial_list_trials(trials)}
     else:
-        data = trials_per_purpose(lambda wanted: open_set_trials(bank, rule=rule, channel=channel, wanted=wanted),
+        data = trials_per_purpose(lambda wanted: open_set_trials(services, rule=rule, channel=channel, wanted=wanted),
                                   far if VERIFY in purposes else None, unknown_rate if IDENTIFY in purposes else None,
                                   purposes)
     models = {id(d): RateModel.fit(d) for d in data.values()}
     model = lambda which: models[id(data[which])]  # noqa: E731
-    current = bank.operating_points(channel)
+    current = _operating_points(services, channel)
     chosen, thin = {}, []
     choose = {VERIFY: lambda: verification_point(data[VERIFY], far, model(VERIFY)),
               IDENTIFY: lambda: identification_point(data[IDENTIFY], unknown_rate, data[IDENTIFY].gallery,
@@ -436,7 +439,7 @@ def calibrate(bank: Bank, *, far: float | None = 0.01, unknown_rate: float = 0.0
               for which, point in current.items()
               if which in purposes and (which == VERIFY or (point.rule or BEST) == main.rule)}
     if trials is None and IDENTIFY in purposes:
-        found = _scan_point(bank, rule or bank.identify_rule, channel, unknown_rate)
+        found = _scan_point(services, rule or services.repository.settings().identify_rule, channel, unknown_rate)
         if found is not None:
             chosen[SCAN], windows = found
             if SCAN in current and (current[SCAN].rule or BEST) == windows.rule:
@@ -447,22 +450,22 @@ def calibrate(bank: Bank, *, far: float | None = 0.01, unknown_rate: float = 0.0
     if IDENTIFY in chosen:
         t = chosen[IDENTIFY].threshold
         growth = [(n, model(IDENTIFY).false_alarm(t, n)) for n in sorted({main.gallery * m for m in (1, 2, 5, 10)})]
-    names = {sid: name for sid, name, _ in bank.utterance_embeddings(WIDEBAND)} if main.twins else {}
+    names = {sid: name for sid, name, _ in services.repository.utterance_embeddings(WIDEBAND)} if main.twins else {}
     return Calibration(chosen, stored, main, source, growth,
                        twins=[(names.get(a, str(a)), names.get(b, str(b))) for a, b in main.twins],
                        verify_trials=data.get(VERIFY))
 
 
-def _scan_point(bank: Bank, rule: str, channel: str, rate: float) -> tuple[OperatingPoint, OpenSetTrials] | None:
+def _scan_point(services: Services, rule: str, channel: str, rate: float) -> tuple[OperatingPoint, OpenSetTrials] | None:
     """The operating point of `scan`'s windows in ``channel`` for ``rate`` unknown-person false
     alarms per window, and its trials (:func:`scan_trials`), or None where it cannot be measured."""
-    reference = bank.reference_set()
+    reference = _reference(services)
     if reference is None:
         return None
-    speakers = bank.utterance_embeddings(channel)
-    wide = speakers if channel == WIDEBAND else bank.utterance_embeddings(WIDEBAND)
-    trials = scan_trials([(sid, e) for sid, _, e in speakers], bank.scorer(channel=channel), rule,
-                         twin_pairs([(sid, e) for sid, _, e in wide], bank.enrollment_checks[1]), reference, channel)
+    speakers = services.repository.utterance_embeddings(channel)
+    wide = speakers if channel == WIDEBAND else services.repository.utterance_embeddings(WIDEBAND)
+    trials = scan_trials([(sid, e) for sid, _, e in speakers], _scorer(services, channel), rule,
+                         twin_pairs([(sid, e) for sid, _, e in wide], services.checks()[1]), reference, channel)
     if trials is None:
         return None
     point = identification_point(trials, rate, trials.gallery, RateModel.fit(trials))
@@ -502,23 +505,23 @@ AUTO = "auto"
 AUTO_RATES = (0.01, 0.01)  # what the automatic points are measured for: false accepts, unknown-person false alarms
 
 
-def auto_calibration(bank: Bank) -> list[OperatingPoint]:
+def auto_calibration(services: Services) -> list[OperatingPoint]:
     """The operating points a bank on automatic calibration should have now: measured on its own
     recordings and the reference set, in every channel, for the purposes and channels whose stored
     point is still ``auto``. Empty when there is nothing to do (none is auto, the bank is past
     ``AUTO_MAX_SPEAKERS``, or it cannot be measured yet)."""
-    if bank.reference_set() is None:
+    if _reference(services) is None:
         return []
     out = []
     for channel in (WIDEBAND, TELEPHONE):
-        points = bank.operating_points(channel)
+        points = _operating_points(services, channel)
         auto = {p for p, point in points.items() if point.method == AUTO}
         if IDENTIFY in auto and SCAN not in points:  # the first time scan's windows can be measured
             auto.add(SCAN)
         if not auto:
             continue
         try:
-            result = calibrate(bank, far=AUTO_RATES[0], unknown_rate=AUTO_RATES[1], channel=channel,
+            result = calibrate(services, far=AUTO_RATES[0], unknown_rate=AUTO_RATES[1], channel=channel,
                                purposes=tuple(p for p in (VERIFY, IDENTIFY) if p in auto or (p == IDENTIFY and SCAN in auto)))
         except NotEnoughDataError as exc:
             log.info("automatic calibration (%s) waits for more speakers: %s", channel, exc)

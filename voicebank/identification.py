@@ -1,45 +1,30 @@
 """Decisions: who is speaking (1:N open set) and is this that person (1:1), each audited.
 
 The search proposes candidates; their scores are exact cosines against the voiceprints in SQL
-(rescored here), then normalized as the bank's score says. Like every use case, each function
-takes what it uses as its first argument (:class:`Services`).
+(rescored here), then normalized as the bank's score says. Each decision first waits for a read
+replica to replay what its primary has acknowledged (``Store.catch_up``), so a removed person is
+never let in. Like every use case, each function takes what it uses as its first argument
+(:class:`~voicebank.services.Services`).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Iterable
 
 import numpy as np
 
 from . import calibration, norm, scoring, settings as settings_mod, validate
 from . import channel as channel_mod
 from .audio import Audio, Recording
-from .encoding import Encoder, to_embed
+from .encoding import Progress, to_embed
 from .errors import InvalidInputError, VoiceBankError
-from .index.switch import BankSearch
 from .results import Candidate, Identification, Verification
+from .services import Services
 from .store import BankRow
-from .store.repository import Repository
-from .store.repository_records import AuditLog
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[int, int, str], None]  # (done, total, label of the recording just done)
-
-
-class Services(Protocol):
-    """What decisions use: the rows, the candidate search, the model over recordings, the audit trail."""
-
-    @property
-    def repository(self) -> Repository: ...
-    @property
-    def search(self) -> BankSearch: ...
-    @property
-    def encoder(self) -> Encoder: ...
-    @property
-    def audit(self) -> AuditLog: ...
 
 
 def scorer(services: Services, settings: BankRow, channel: str = channel_mod.WIDEBAND) -> norm.Normalizer:
@@ -62,6 +47,7 @@ def decision_channel(services: Services, heard: str) -> tuple[str, str | None]:
 
 
 def identify(services: Services, recording: Recording, top_k: int, client: str | None) -> Identification:
+    services.repository.store.catch_up()
     top_k = validate.top_k(top_k)
     audio = _load(services, recording, "identify", None, client)
     settings = services.repository.settings()
@@ -72,6 +58,7 @@ def identify(services: Services, recording: Recording, top_k: int, client: str |
 
 def identify_many(services: Services, recordings: Iterable[Recording], top_k: int, client: str | None,
                   progress: Progress | None) -> list[Identification | VoiceBankError]:
+    services.repository.store.catch_up()
     top_k = validate.top_k(top_k)
     recordings = list(recordings)
     settings = services.repository.settings()
@@ -94,6 +81,7 @@ def identify_many(services: Services, recordings: Iterable[Recording], top_k: in
 
 def identify_embeddings(services: Services, embeddings: np.ndarray, top_k: int,
                         channel: str = channel_mod.WIDEBAND, purpose: str = calibration.IDENTIFY) -> list[Identification]:
+    services.repository.store.catch_up()
     top_k = validate.top_k(top_k)
     embeddings = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
     dimension = services.encoder.dimension
@@ -110,6 +98,7 @@ def identify_embeddings(services: Services, embeddings: np.ndarray, top_k: int,
 
 
 def verify(services: Services, name: str, recording: Recording, client: str | None) -> Verification:
+    services.repository.store.catch_up()
     name = validate.name(name)
     speaker_id, _ = services.repository.voiceprint(name)  # an unknown name is refused before any decoding
     audio = _load(services, recording, "verify", name, client)

@@ -15,9 +15,6 @@ from .errors import NotEnoughDataError
 
 COSINE, ASNORM = "cosine", "asnorm"
 KINDS = (COSINE, ASNORM)
-# Where a freshly switched AS-norm bank starts, in standard deviations, until it is calibrated:
-# near the EER threshold measured with small cohorts (bench/quality.py); calibrate on your data.
-DEFAULT_ASNORM_THRESHOLD = 3.0
 # AS-norm divides by the standard deviation of each side's cohort scores: one score has none (the
 # normalized score would be the raw one divided by ~0), so each side needs at least two.
 MIN_COHORT = 2

@@ -14,10 +14,11 @@ from sqlalchemy.exc import ArgumentError, IntegrityError
 
 from . import validate
 from .store import replica, schema
-from .embedding import DEFAULT_MODEL, MARGIN_OFFSET, Embedder, default_threshold, enrollment_checks, load_embedder
+from .embedding import DEFAULT_MODEL, Embedder, load_embedder
 from .errors import BankNotFoundError, DatabaseError, VoiceBankError
-from .index import IndexInfo, factory, pgvector
+from .index import IndexInfo, factory
 from .index.switch import BankSearch
+from .policy import default_threshold, enrollment_checks, identify_start
 from .store import BankRow, Store, database_error, resolve_url, sqlite_path
 from .store.replica import public
 from .store.repository import Repository
@@ -54,8 +55,8 @@ def open_parts(db: str | os.PathLike | None, model: str | Embedder | None, devic
             store.refuse_changes("create a bank")
             if _exists(store, url):
                 raise VoiceBankError("a voicebank already exists there; nothing was changed.")
-        if create and index == pgvector.KIND:  # before anything is created: say now what it needs
-            pgvector.refuse_unless_usable(store, public(url))
+        if create:  # before anything is created: say now what the index kind needs
+            factory.refuse_unless_usable(store, index, public(url))
         if create:
             bank = read_or_create_bank(store, url, model, device, threshold, index, identify_rule)
         else:
@@ -134,8 +135,7 @@ def read_or_create_bank(store: Store, url: str, model: Any, device: str | None, 
         model_id=model_id,
         dimension=dimension,
         threshold=start,
-        identify_threshold=validate.threshold(start + (MARGIN_OFFSET if identify_rule == "margin" else 0.0), "cosine",
-                                              identify_rule),
+        identify_threshold=validate.threshold(identify_start(start, identify_rule), "cosine", identify_rule),
         identify_rule=identify_rule,
         consistency_threshold=consistency,
         duplicate_threshold=duplicate,

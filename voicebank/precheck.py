@@ -12,15 +12,13 @@ whole already matching an enrolled speaker.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from .audio import Recording
 from .encoding import both_channels
 from .enrollment import recording_list, row, verdicts
+from .services import Services
 from .store import UtteranceRow
-
-if TYPE_CHECKING:
-    from .enrollment import Services
 
 
 @dataclass(frozen=True)
@@ -69,7 +67,7 @@ class EnrollmentCheck:
                 "duplicate_of": self.duplicate_of, "problems": list(self.problems), "warnings": list(self.warnings)}
 
 
-def check(services: "Services", recordings: Sequence[Recording], name: str | None = None) -> EnrollmentCheck:
+def check(services: Services, recordings: Sequence[Recording], name: str | None = None) -> EnrollmentCheck:
     """Check ``recordings`` (a new speaker's takes, or with ``name`` more takes of an enrolled
     speaker) as enrollment would, storing nothing. Raises only for bad arguments (no recordings,
     an unknown ``name``); every problem with the audio is reported in the result."""

@@ -17,22 +17,21 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from . import audio as audio_mod
+from . import identification
 from .audio import AudioLimits, Recording
 from .calibration import SCAN
 from .channel import TELEPHONE, WIDEBAND
-from .encoding import in_channel
+from .encoding import Progress, in_channel
 from .errors import EmptyBankError, InvalidInputError
-from .results import Identification
+from .services import Services
 from .vad import FRAME_SECONDS
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[int, int, str], None]  # (windows done, windows to embed, recording label)
 
 # Measured with the resemblyzer backend at the bank's starting threshold, on 24 recordings of
 # 6-12 LibriSpeech turns (held-out files of 6 random triples of enrolled speakers, plus unknown
@@ -50,23 +49,8 @@ BATCH_SECONDS = 128.0  # audio embedded per call: bounds memory whatever the rec
 
 
 
-class Bank(Protocol):
-    """What a scan uses: part of the public surface of :class:`voicebank.VoiceBank`."""
-
-    limits: AudioLimits
-    sample_rate: int
-
-    def __len__(self) -> int: ...
-    def embed_samples(self, waveforms: Sequence[np.ndarray]) -> np.ndarray: ...
-    def identify_embeddings(self, embeddings: np.ndarray, top_k: int = 5, channel: str = "wideband",
-                            purpose: str = "identify") -> list[Identification]: ...
-    def decision_channel(self, heard: str) -> tuple[str, str | None]: ...
-    def record_scan(self, sha256: str, channel: str, segments: Iterable[Any], client: str | None = None,
-                    purpose: str = SCAN) -> None: ...
-
-
 class Timeline(list):
-    """What :func:`scan` returns: its segments, in time order (a list of :class:`Segment`), with the
+    """What :func:`timeline` returns: its segments, in time order (a list of :class:`Segment`), with the
     ``channel`` the recording was decided in and the ``threshold`` its windows were decided with."""
 
     def __init__(self, segments=(), channel: str = WIDEBAND, threshold: float | None = None):
@@ -110,8 +94,16 @@ class Window:
     score: float
 
 
-def scan(
-    bank: Bank,
+def scan(bank: Any, recording: Recording, window: float = DEFAULT_WINDOW, hop: float | None = None, top_k: int = 1,
+         progress: Progress | None = None, *, min_pause: float = MIN_PAUSE, min_speech: float = MIN_SPEECH,
+         max_seconds: float = MAX_SECONDS, purpose: str = SCAN) -> Timeline:
+    """:meth:`voicebank.VoiceBank.scan` of ``bank``, for a caller that holds the bank (the CLI, scripts)."""
+    return bank.scan(recording, window, hop, top_k, progress, min_pause=min_pause, min_speech=min_speech,
+                     max_seconds=max_seconds, purpose=purpose)
+
+
+def timeline(
+    services: Services,
     recording: Recording,
     window: float = DEFAULT_WINDOW,
     hop: float | None = None,
@@ -134,13 +126,14 @@ def scan(
     default length; ``purpose="identify"``: with the one for whole recordings instead).
     """
     window, hop = _check(window, hop, min_pause, min_speech)
-    if len(bank) == 0:
+    if services.repository.count() == 0:
         raise EmptyBankError("the bank has no speakers yet: enroll some first (`voicebank enroll NAME FILE...`).")
-    limits = AudioLimits(min_seconds=bank.limits.min_seconds, min_speech_seconds=0.0, max_seconds=max_seconds,
-                         min_bandwidth_hz=bank.limits.min_bandwidth_hz)
-    audio = audio_mod.load(recording, bank.sample_rate, limits)
+    encoder = services.encoder
+    limits = AudioLimits(min_seconds=encoder.limits.min_seconds, min_speech_seconds=0.0, max_seconds=max_seconds,
+                         min_bandwidth_hz=encoder.limits.min_bandwidth_hz)
+    audio = audio_mod.load(recording, encoder.sample_rate, limits)
     # the whole recording is decided in one channel (a meeting's line does not change window by window)
-    channel, note = bank.decision_channel(TELEPHONE if audio.telephone else WIDEBAND)
+    channel, note = identification.decision_channel(services, TELEPHONE if audio.telephone else WIDEBAND)
     if note:
         log.info("%s: %s", audio.label, note)
     samples, rate = in_channel(audio, channel), audio.sample_rate
@@ -156,8 +149,9 @@ def scan(
     if progress:
         progress(0, len(spans), audio.label)
     for batch in _batches(spans, round(BATCH_SECONDS * rate)):
-        embeddings = bank.embed_samples([samples[s:e] for _, s, e in batch])
-        for (k, s, e), found in zip(batch, bank.identify_embeddings(embeddings, top_k, channel, purpose)):
+        embeddings = encoder.embed_samples([samples[s:e] for _, s, e in batch])
+        for (k, s, e), found in zip(batch, identification.identify_embeddings(services, embeddings, top_k, channel,
+                                                                              purpose)):
             best = found.candidates[0].score if found.candidates else float("nan")
             windows.append(Window(k, s, e, found.match.name if found.match else None, best))
             threshold = found.threshold
@@ -165,7 +159,7 @@ def scan(
             progress(len(windows), len(spans), audio.label)
     segments = merge(windows, rate)
     log.info("%s: %d segments", audio.label, len(segments))
-    bank.record_scan(audio.sha256, channel, segments, purpose=purpose)
+    identification.record_scan(services, audio.sha256, channel, segments, None, purpose)
     return Timeline(segments, channel, threshold)
 
 

@@ -1,21 +1,27 @@
-"""The collaborators the facade wires once and hands to the use cases below it."""
+"""What every use case receives: the collaborators the facade wires once and hands down.
+
+Each use case (``enrollment``, ``identification``, ``precheck``, ``scan``, ``evaluation``,
+``trials``) is a set of functions whose first argument is a :class:`Services` (``settings``, which
+reads and edits one row, takes ``Services.repository``); the facade (``bank.py``) makes the one
+instance.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from . import settings
-from .embedding import default_threshold
 from .encoding import Encoder
 from .index.switch import BankSearch
+from .policy import default_threshold
 from .store.repository import Repository
 from .store.repository_records import AuditLog
 
 
 @dataclass(frozen=True)
 class Services:
-    """What enrollment and identification receive: it provides ``enrollment.Services`` and
-    ``identification.Services``, the Protocols that say what each of them uses."""
+    """The rows (SQL, the truth), the candidate search of both channels, the model over recordings
+    (with the bank's model id, dimension and audio limits), and the audit trail."""
 
     repository: Repository
     search: BankSearch
@@ -23,4 +29,5 @@ class Services:
     audit: AuditLog
 
     def checks(self) -> tuple[float, float]:
+        """The enrollment checks' (consistency, duplicate voice) cosine thresholds."""
         return settings.checks(self.repository.settings(), default_threshold(self.encoder.embedder))

@@ -11,10 +11,9 @@ import logging
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from . import calibration, norm, validate
+from . import norm, policy, validate
 from .calibration import IDENTIFY, SCAN, VERIFY, OperatingPoint
 from .channel import CHANNELS, TELEPHONE, WIDEBAND
-from .embedding import MARGIN_OFFSET, enrollment_checks
 from .errors import InvalidInputError, VoiceBankError
 from .store import BankRow, Store
 
@@ -145,7 +144,7 @@ def _store_point(bank: BankRow, point: OperatingPoint) -> None:
 def checks(settings: BankRow, default: float) -> tuple[float, float]:
     """The (consistency, duplicate voice) cosine thresholds of the enrollment checks; a bank from
     before they were stored uses the offsets from ``default``, its model's starting threshold."""
-    consistency, duplicate = enrollment_checks(default)
+    consistency, duplicate = policy.enrollment_checks(default)
     return (consistency if settings.consistency_threshold is None else settings.consistency_threshold,
             duplicate if settings.duplicate_threshold is None else settings.duplicate_threshold)
 
@@ -171,11 +170,11 @@ def set_score(rows: Rows, kind: str, top_n: int, threshold: float | None, cosine
         raise InvalidInputError(
             f"the AS-norm cohort top-N is a whole number from {norm.MIN_COHORT} to 10000, not {top_n!r}.")
     with rows.editing_settings() as bank:
-        default = norm.DEFAULT_ASNORM_THRESHOLD if kind == norm.ASNORM else cosine_default
+        default = policy.score_start(kind, cosine_default)
         bank.score, bank.cohort_top_n = kind, top_n
         bank.threshold = validate.threshold(default if threshold is None else threshold, kind)
-        margin = MARGIN_OFFSET if bank.identify_rule == calibration.MARGIN and kind == norm.COSINE else 0.0
-        bank.identify_threshold = validate.threshold(bank.threshold + margin, kind, bank.identify_rule)
+        bank.identify_threshold = validate.threshold(policy.identify_start(bank.threshold, bank.identify_rule, kind),
+                                                     kind, bank.identify_rule)
         bank.telephone_threshold = bank.telephone_identify_threshold = None
         bank.operating = None
         return bank.threshold
@@ -184,15 +183,10 @@ def set_score(rows: Rows, kind: str, top_n: int, threshold: float | None, cosine
 def set_index_kind(rows: Rows, kind: str, dimension: int, where: str) -> None:
     """Switch the bank to index ``kind``. On PostgreSQL the pgvector column, trigger and index are
     made or dropped in the transaction that changes the kind (``where``: the database, for messages)."""
-    from sqlalchemy.orm import object_session
-
-    from .index import pgvector
+    from .index import factory
 
     kind = validate.index_kind(kind)
-    if kind == pgvector.KIND:
-        pgvector.refuse_unless_usable(rows.store, where)
+    factory.refuse_unless_usable(rows.store, kind, where)
     with rows.editing_settings() as bank:
-        session = object_session(bank)
-        if session is not None and session.get_bind().dialect.name == "postgresql":
-            pgvector.switch(session, kind, dimension)
+        factory.switch_kind(bank, kind, dimension)
         bank.index_kind = kind

@@ -15,27 +15,15 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any
 
 import numpy as np
 
-from . import textfile
+from . import identification, textfile, validate
+from .channel import WIDEBAND
+from .encoding import Progress
 from .errors import InvalidInputError
-from .norm import Normalizer
-from .results import Speaker
-
-Progress = Callable[[int, int, str], None]  # (done, total, label of the recording just done)
-
-
-class Bank(Protocol):
-    """What scoring a trial list uses: part of the public surface of :class:`voicebank.VoiceBank`."""
-
-    def speakers(self) -> list[Speaker]: ...
-    def embed_many(self, recordings: Iterable[Any], progress: Progress | None = None,
-                   on_error: Callable[[int, Exception], None] | None = None) -> np.ndarray: ...
-    def scorer(self) -> Normalizer: ...
-    def voiceprint(self, name: str) -> tuple[int, np.ndarray]: ...
-
+from .services import Services
 
 LABELS = {"1": True, "target": True, "0": False, "nontarget": False}
 PAIRS, ENROLLED = "pairs", "enrolled"
@@ -109,19 +97,25 @@ def read_trials(path: str | Path, speakers: set[str], root: str | Path | None = 
     return styles.pop(), trials
 
 
-def score_trial_file(bank: Bank, path: str | os.PathLike, root: str | os.PathLike | None = None,
+def score_trial_file(bank: Any, path: str | os.PathLike, root: str | os.PathLike | None = None,
                      progress: Progress | None = None) -> Scores:
+    """:meth:`voicebank.VoiceBank.score_trial_file` of ``bank``, for a caller that holds the bank (the CLI)."""
+    return bank.score_trial_file(path, root, progress)
+
+
+def score_file(services: Services, path: str | os.PathLike, root: str | os.PathLike | None = None,
+               progress: Progress | None = None) -> Scores:
     """Read the trial list at ``path`` (:func:`read_trials`) and score it (:func:`score_trials`)."""
-    style, trials = read_trials(path, {s.name for s in bank.speakers()}, root)
-    return score_trials(bank, style, trials, progress)
+    style, trials = read_trials(path, {row.name for row in services.repository.speakers()}, root)
+    return score_trials(services, style, trials, progress)
 
 
-def score_trials(bank: Bank, style: str, trials: list[Trial],
-                 progress: Callable[[int, int, str], None] | None = None) -> Scores:
+def score_trials(services: Services, style: str, trials: list[Trial], progress: Progress | None = None) -> Scores:
     """Score every trial with the bank's model and score definition, embedding each file once."""
     files = sorted({str(t.right) for t in trials} | ({t.left for t in trials} if style == PAIRS else set()))
     left_out: dict[str, str] = {}
-    vectors = bank.embed_many(files, progress, on_error=lambda i, exc: left_out.__setitem__(files[i], str(exc)))
+    vectors = services.encoder.embed_many(files, progress,
+                                          on_error=lambda i, exc: left_out.__setitem__(files[i], str(exc)))
     embedded = dict(zip(files, vectors))
     usable = [t for t in trials if str(t.right) not in left_out and (style != PAIRS or t.left not in left_out)]
     dropped, trials = len(trials) - len(usable), usable
@@ -130,12 +124,12 @@ def score_trials(bank: Bank, style: str, trials: list[Trial],
             f"{len(left_out)} of {len(files)} recordings could not be used, which leaves "
             f"{'no trials' if not trials else 'no ' + ('non-target' if trials[0].target else 'target') + ' trials'}"
             f" to score. First: {next(iter(left_out.items()), ('', ''))[1]}")
-    scorer = bank.scorer()
+    scorer = identification.scorer(services, services.repository.settings(), WIDEBAND)
     right = np.stack([embedded[str(t.right)] for t in trials])
     if style == PAIRS:
         left, exclude = np.stack([embedded[t.left] for t in trials]), [()] * len(trials)
     else:
-        prints = {name: bank.voiceprint(name) for name in {t.left for t in trials}}
+        prints = {name: services.repository.voiceprint(validate.name(name), WIDEBAND) for name in {t.left for t in trials}}
         lacking = sorted(name for name, (_, vector) in prints.items() if vector is None)
         if lacking:
             raise TrialFileError(f"{', '.join(map(repr, lacking[:5]))} enrolled over the telephone only: a trial list "
