@@ -98,6 +98,9 @@ class ReplicaSet:
         # --checkpoint=fast: a promoted primary's spread checkpoint would hold the copy up for minutes
         self._run("pg_basebackup", "-D", self.folder / name, "-R", "-X", "stream", "--checkpoint=fast", "-h",
                   self.folder, "-p", self.primary[1], "-U", "postgres")
+        lock = self.folder / f".s.PGSQL.{port}.lock"  # a killed postmaster's: PostgreSQL takes a zombie for alive
+        if lock.exists() and not _alive(int(lock.read_text().split()[0])):
+            lock.unlink()
         self._run("pg_ctl", "-D", self.folder / name, "-l", self.folder / f"{name}.log", "-w", "-o",
                   self._options(port), "start")
         if self.synchronous_commit is not None:
