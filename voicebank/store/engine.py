@@ -82,9 +82,22 @@ def database_error(exc: Exception, url: str) -> Exception:
                    "while in use): check the disk and those files, then try again; nothing was written.")
     elif isinstance(exc, DBAPIError) and file is None:
         message = f"cannot use the database {where}: {str(exc.orig or exc).strip().splitlines()[0]}"
+        if exc.connection_invalidated or any(words in text for words in UNREACHABLE):
+            message = message.rstrip(".") + (
+                ". The server is down or cannot be reached (a primary being failed over?): voicebank reconnects "
+                "by itself once this URL answers again; or restart it with --db naming the promoted primary. A "
+                "change whose request failed with this error may or may not have been committed: look (voicebank "
+                "show NAME) before repeating it.")
     else:
         return exc
     return DatabaseError(message)
+
+
+# libpq's words for a server that is gone, going, or not yet back (lower case)
+UNREACHABLE = ("connection refused", "could not connect", "connection is bad", "connection is lost",
+               "connection is closed", "server closed the connection", "terminating connection",
+               "the database system is", "no such file or directory", "timeout expired", "timed out",
+               "could not translate host name", "consuming input failed", "could not receive data")
 
 
 def _full(file: Path | None) -> bool:
