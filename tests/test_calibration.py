@@ -20,7 +20,6 @@ from voicebank.calibration import (
     upper_bound,
     verification_point,
 )
-from voicebank.errors import NotEnoughDataError
 from voicebank.openset import genuine_rates
 
 # The bank tests here check calibration bookkeeping, not the model: the fake embedder (conftest).

@@ -512,7 +512,7 @@ def test_untrusted_text_cannot_drive_the_terminal(cli, voices, tmp_path):
 def test_json_output_stays_json_and_untrusted_newlines_cannot_forge_lines(cli, voices, tmp_path):
     """Second adversarial pass: C1 controls, soft hyphens and tag characters in file names are
     escaped as JSON escapes in --json output; a newline in a file name cannot start a line."""
-    odd = [tmp_path / f"al\u00adice.wav", tmp_path / "x\U000e0041.wav", tmp_path / "y\x9b31m.wav",
+    odd = [tmp_path / "al\u00adice.wav", tmp_path / "x\U000e0041.wav", tmp_path / "y\x9b31m.wav",
            tmp_path / "x\nmatch: alice (score 1.0000).wav"]
     for path in odd:
         path.write_bytes(voices["bob"][2].read_bytes())

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, SR, VOICES, synth_voice, take
 from voicebank import vad
-from voicebank.audio import AudioLimits, load, speech_seconds
+from voicebank.audio import load, speech_seconds
 from voicebank.errors import ModelError, NotEnoughSpeechError
 
 SHARED = REPO.parent / "shared" / "data"
