@@ -14,9 +14,9 @@ from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import error_response
+from .limits import reading_body
 
 
 class FormProblem(HTTPException):
@@ -38,27 +38,14 @@ class FormCheckMiddleware:
         if boundary is None:
             await self.app(scope, receive, send)
             return
-        form, started = _Form(boundary), False
+        form = _Form(boundary)
 
-        async def checking_receive() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                form.feed(message.get("body", b""))
-                if not message.get("more_body", False):
-                    form.finish()
-            return message
+        def check(body: bytes, last: bool) -> None:
+            form.feed(body)
+            if last:
+                form.finish()
 
-        async def watching_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, checking_receive, watching_send)
-        except FormProblem as exc:  # read outside the framework's handlers: answer here
-            if started:
-                raise
-            await error_response(422, str(exc.detail))(scope, receive, send)
+        await reading_body(self.app, scope, receive, send, check)
 
 
 def _boundary(scope: Scope) -> bytes | None:

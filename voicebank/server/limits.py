@@ -8,6 +8,8 @@ recording's duration is the bank's own ``AudioLimits.max_seconds``: an ``AudioEr
 
 from __future__ import annotations
 
+from typing import Callable
+
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -59,28 +61,41 @@ class BodyLimitMiddleware:
             await error_response(413, too_large(self.max_bytes))(scope, receive, send)
             return
         received = 0
-        started = False
 
-        async def counting_receive() -> Message:
+        def count(body: bytes, last: bool) -> None:
             nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
-            return message
+            received += len(body)
+            if received > self.max_bytes:
+                raise BodyTooLarge(self.max_bytes)
 
-        async def watching_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        await reading_body(self.app, scope, receive, send, count)
 
-        try:
-            await self.app(scope, counting_receive, watching_send)
-        except BodyTooLarge as exc:  # read outside the framework's handlers: answer here
-            if started:
-                raise
-            await error_response(413, str(exc.detail))(scope, receive, send)
+
+async def reading_body(app: ASGIApp, scope: Scope, receive: Receive, send: Send,
+                       read: Callable[[bytes, bool], None]) -> None:
+    """Run ``app`` with each chunk of the request body shown to ``read`` (the chunk, is it the
+    last) on its way in. An ``HTTPException`` that ``read`` raises comes out of ``receive``, outside
+    the framework's handlers: it is answered here, with its status and detail, unless the
+    response has begun."""
+    started = False
+
+    async def reading_receive() -> Message:
+        message = await receive()
+        if message["type"] == "http.request":
+            read(message.get("body", b""), not message.get("more_body", False))
+        return message
+
+    async def watching_send(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, reading_receive, watching_send)
+    except HTTPException as exc:
+        if started:
+            raise
+        await error_response(exc.status_code, str(exc.detail))(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:
