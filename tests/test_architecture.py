@@ -310,3 +310,16 @@ def test_the_checker_finds_private_names_used_across_modules(tmp_path):
     problems = private_uses(read_package(root, "pkg"))
     assert problems == ["pkg.enroll: from pkg.bank import _helper", "pkg.enroll:5: ._stream (defined in pkg.bank)",
                         "pkg.enroll:6: ._helper (defined in pkg.bank)", "pkg.enroll:6: ._store (defined in pkg.bank)"]
+
+
+def test_the_tests_ci_names_exist():
+    """CI's emulated lane names its tests one by one (the whole file is too slow under emulation):
+    a test renamed or moved must not turn that lane into "not found"."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    script = (root / ".ci" / "emulated").read_text()
+    named = re.findall(r'"(tests/[\w/]+\.py)::(\w+)(?:\[[^\]]*\])?"', script)
+    assert named, "no test ids found in .ci/emulated"
+    for path, test in named:
+        assert re.search(rf"^def {test}\(", (root / path).read_text(), re.M), f".ci/emulated names {path}::{test}"
