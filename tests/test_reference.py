@@ -175,7 +175,6 @@ def test_scan_windows_have_an_operating_point_of_their_own(tmp_path):
     """A 3 s window scores unlike a whole recording: a resemblyzer bank measures the threshold of
     scan's windows on the reference set's windows (per channel), and scan decides with it."""
     from voicebank import VoiceBank
-    from voicebank.scan import scan
 
     with VoiceBank.open(tmp_path / "w.db", "resemblyzer", create=True) as bank:
         assert bank.operating_points()["scan"].method == "auto"  # measured at creation, on the reference set
@@ -187,10 +186,10 @@ def test_scan_windows_have_an_operating_point_of_their_own(tmp_path):
         assert window.method == "auto" and window.sources["windows"] == 1 and window.sources["reference"] > 1000
         assert window.threshold != whole.threshold and window.gallery == 3
         assert bank.operating_points("telephone")["scan"].channel == "telephone"
-        segments = scan(bank, (np.concatenate([take(bases[0], 7), np.zeros(SR, np.float32), take(bases[1], 8)]), SR))
+        segments = bank.scan((np.concatenate([take(bases[0], 7), np.zeros(SR, np.float32), take(bases[1], 8)]), SR))
         rows = bank.audit(operation="scan")
         assert segments and {r.threshold for r in rows} == {window.threshold}
-        as_identify = scan(bank, (np.concatenate([take(bases[0], 7), take(bases[1], 8)]), SR), purpose="identify")
+        as_identify = bank.scan((np.concatenate([take(bases[0], 7), take(bases[1], 8)]), SR), purpose="identify")
         assert as_identify and bank.audit(operation="scan", limit=1)[0].threshold == whole.threshold
         shown = bank.calibration_status()
         assert shown["scan"]["method"] == "auto" and shown["scan"]["trials"] == window.trials

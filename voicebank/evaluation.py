@@ -25,7 +25,7 @@ from .norm import Normalizer
 from .reference import Reference, for_model
 from .services import Services
 from .trials import (ENROLLED, LABELS, PAIRS, Scores, Trial, TrialFileError,  # noqa: F401 (re-exported)
-                     read_trials, score_file, score_trial_file, score_trials)
+                     read_trials, score_file, score_trials)
 from .vectors import voiceprint
 
 log = logging.getLogger(__name__)

@@ -99,14 +99,14 @@ def eval_(obj: Context, trials: str, root: str | None, far: float, plot: str | N
     Example:
       voicebank eval trials.txt --far 0.01 --plot det.png
     """
-    from ..evaluation import plot_report, report, score_trial_file
+    from ..evaluation import plot_report, report
 
     if plot:
         plot_target(plot)
     with obj.open() as bank:
         bar, progress = progress_bar(0)
         with bar:
-            scores = score_trial_file(bank, trials, root, progress)
+            scores = bank.score_trial_file(trials, root, progress)
         _report_left_out(scores)
         result = report(scores, far, bank.threshold)
     if plot:
