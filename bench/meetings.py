@@ -103,8 +103,8 @@ def run(corpus, size: int, meetings: int, folder: Path, rng, reference) -> dict:
     with VoiceBank.open(db, "resemblyzer", create=True) as bank:
         for who in bank_people:
             bank.enroll(who, [str(corpus.paths[i]) for i in by_speaker[who][:3]], allow_inconsistent=True)
-        scan_point = bank.operating_points()["scan"]
-        identify_point = bank.operating_points()["identify"]
+        scan_point = bank.thresholds.operating_points()["scan"]
+        identify_point = bank.thresholds.operating_points()["identify"]
         for m in range(meetings):
             samples, turns = meeting(corpus, bank_people, strangers, by_speaker, rng)
             path = folder / f"{corpus.name}-{m}.wav"

@@ -285,7 +285,7 @@ def test_cli_json_and_rttm_agree(cli, tmp_path, tone_bank):
     data = json.loads(result.stdout)
     # the identification threshold each window is decided with (0.5 + 0.08 under the margin rule)
     assert (data["recording"], data["window"], data["hop"], data["threshold"]) == (
-        str(path), 2.0, 1.0, tone_bank.identify_threshold)
+        str(path), 2.0, 1.0, tone_bank.thresholds.identify)
     assert [(s["speaker"], s["windows"]) for s in data["segments"]] == [("alice", 6), (None, 5)]
     assert data["segments"][0]["end"] == data["segments"][1]["start"] == 6.5
     rows = [line.split() for line in rttm_path.read_text().splitlines()]
@@ -357,8 +357,8 @@ def scan_real_turns(tmp_path: Path, enrolled: list[Path], unknown: Path) -> tupl
         # Windows are shorter than whole recordings, so scan is calibrated for them (as the README
         # says): measured on held-out LibriSpeech files (not these), the equal-error threshold of
         # 3 s windows was 0.77 on average over six speaker triples.
-        bank.set_threshold(0.77)
-        bank.set_threshold(0.77, "scan")
+        bank.thresholds.set(0.77)
+        bank.thresholds.set(0.77, "scan")
         assert scanning.DEFAULT_WINDOW == 3.0
         segments = bank.scan(tmp_path / "meeting.wav")
     return turns, segments
@@ -416,7 +416,7 @@ def test_scanning_real_speech_finds_every_turn_and_its_boundaries(tmp_path, monk
 
 def test_every_segment_of_a_scan_is_audited(tone_bank):
     segments = tone_bank.scan((np.concatenate([tone(ALICE, 6.5), tone(STRANGER, 5.5)]), SR), window=2.0, hop=1.0)
-    rows = list(reversed(tone_bank.audit(operation="scan")))
+    rows = list(reversed(tone_bank.audit.entries(operation="scan")))
     assert [(r.returned, r.accepted, r.channel) for r in rows] == [(s.name, s.name is not None, "telephone")
                                                                     for s in segments]
     assert [r.detail for r in rows] == [f"{s.start:.2f}-{s.end:.2f} s" for s in segments]

@@ -407,7 +407,7 @@ def calibrate(services: Services, *, far: float | None = 0.01, unknown_rate: flo
     the EER with ``far`` None; identification: unknown-person false alarms ``unknown_rate`` at the
     bank's size) from the bank's own recordings, or for verification from scored ``trials``.
     ``rule``: the identification decision (``best`` or ``margin``; default the bank's). Nothing is
-    stored: :meth:`VoiceBank.set_operating_point` stores a chosen point (and its rule). Raises
+    stored: ``bank.thresholds.set_operating_point`` stores a chosen point (and its rule). Raises
     :class:`~voicebank.errors.NotEnoughDataError` (nothing chosen) when the data cannot support a
     target."""
     if trials is not None and IDENTIFY in purposes:
