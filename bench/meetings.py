@@ -5,7 +5,7 @@ A bank is drawn from a corpus (people with 6+ recordings; each enrolled from its
 the product: ``VoiceBank.enroll``, resemblyzer). A meeting is 8 turns, each a held-out recording
 of a bank person or a recording of someone not enrolled (half each, drawn at random), separated
 by gaps of 0.2 to 0.45 s as people take turns; it is written to a WAV file and scanned with the
-product's defaults (``voicebank.scan.scan``). The bank measures itself with the reference set built
+product's defaults (``VoiceBank.scan``). The bank measures itself with the reference set built
 from the other corpus (the shipped one holds both), so no stranger of its meetings is in it. Per turn, of the speech scan labelled, the share
 labelled right (the person, or unknown for a stranger). Measured twice: with the bank's operating
 point for scan windows (what ``scan`` uses) and with its identification threshold for whole
@@ -90,7 +90,6 @@ def run(corpus, size: int, meetings: int, folder: Path, rng, reference) -> dict:
 
     from voicebank import VoiceBank
     from voicebank import reference as references
-    from voicebank.scan import scan
 
     # the shipped reference set holds both corpora: the bank measures itself with the one built from
     # the other corpus, so that no stranger of these meetings is in it
@@ -104,14 +103,14 @@ def run(corpus, size: int, meetings: int, folder: Path, rng, reference) -> dict:
     with VoiceBank.open(db, "resemblyzer", create=True) as bank:
         for who in bank_people:
             bank.enroll(who, [str(corpus.paths[i]) for i in by_speaker[who][:3]], allow_inconsistent=True)
-        scan_point = bank.operating_points()["scan"]
-        identify_point = bank.operating_points()["identify"]
+        scan_point = bank.thresholds.operating_points()["scan"]
+        identify_point = bank.thresholds.operating_points()["identify"]
         for m in range(meetings):
             samples, turns = meeting(corpus, bank_people, strangers, by_speaker, rng)
             path = folder / f"{corpus.name}-{m}.wav"
             sf.write(path, samples, data.SR)
-            results["after"] += score(turns, scan(bank, str(path)))
-            results["before"] += score(turns, scan(bank, str(path), purpose="identify"))
+            results["after"] += score(turns, bank.scan(str(path)))
+            results["before"] += score(turns, bank.scan(str(path), purpose="identify"))
     return {"bank": len(bank_people), "meetings": meetings,
             "thresholds": {"scan": scan_point.threshold, "identify": identify_point.threshold,
                            "scan_method": scan_point.method, "scan_target": scan_point.target},

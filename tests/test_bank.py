@@ -231,7 +231,7 @@ def test_context_manager_saves_the_index_and_a_reopened_bank_sees_the_same(db_pa
     # Without a model: the bank's own is used.
     with VoiceBank.open(db_path) as again:
         assert [(s.name, s.metadata, s.recordings) for s in again.speakers()] == first
-        assert again.threshold == pytest.approx(TINY_THRESHOLD)
+        assert again.thresholds.verify == pytest.approx(TINY_THRESHOLD)
         assert again.identify(voices["bob"][2]).match.name == "bob"
         assert again.check().index_file == "ok"
 
@@ -283,19 +283,19 @@ def test_set_threshold(enrolled, voices, db_path):
                        (float("inf"), "between -1 and 1"), ("abc", "a threshold is a number"),
                        (None, "a threshold is a number")]:
         with pytest.raises(InvalidInputError, match=words):
-            enrolled.set_threshold(bad)
+            enrolled.thresholds.set(bad)
     assert table_dump(db_path) == before
-    assert enrolled.threshold == pytest.approx(TINY_THRESHOLD)
+    assert enrolled.thresholds.verify == pytest.approx(TINY_THRESHOLD)
 
-    enrolled.set_threshold(0.5)
-    assert enrolled.threshold == 0.5
+    enrolled.thresholds.set(0.5)
+    assert enrolled.thresholds.verify == 0.5
     assert query(db_path, "select threshold from bank")[0][0] == 0.5
     # The stored threshold is what decisions use: at 0.5 the stranger is taken for someone.
     result = enrolled.identify(voices["stranger"][2])
     assert result.threshold == 0.5 and result.match is not None
     for edge in (-1, 1):
-        enrolled.set_threshold(edge)
-        assert enrolled.threshold == float(edge)
+        enrolled.thresholds.set(edge)
+        assert enrolled.thresholds.verify == float(edge)
 
 
 def test_threads_share_one_bank(bank, voices, db_path):

@@ -60,7 +60,7 @@ def test_identify_many_answers_each_in_place_and_audits_each(bank, voices, corru
     assert results[2].match is None and len(results[2].candidates) == 1
     one_by_one = bank.identify(voices["bob"][2], top_k=1)
     assert abs(one_by_one.candidates[0].score - results[3].candidates[0].score) < 1e-3
-    trail = [(e.operation, e.returned, e.client, (e.detail or "")[:32]) for e in reversed(bank.audit())]
+    trail = [(e.operation, e.returned, e.client, (e.detail or "")[:32]) for e in reversed(bank.audit.entries())]
     # the unusable recording is audited too, as refused, with the reason
     assert trail == [("identify", "alice", "batch", ""), ("identify", None, "batch", f"refused: {corrupt}"[:32]),
                      ("identify", None, "batch", ""), ("identify", "bob", "batch", ""), ("identify", "bob", None, "")]
@@ -103,7 +103,7 @@ def test_enroll_many_runs_the_enrollment_checks(bank, voices, tmp_path):
     from conftest import TINY_THRESHOLD
     from test_quality import retakes
 
-    bank.set_enrollment_checks(TINY_THRESHOLD, TINY_THRESHOLD)  # the random model's scale
+    bank.thresholds.set_enrollment_checks(TINY_THRESHOLD, TINY_THRESHOLD)  # the random model's scale
     bank.enroll("alice", voices["alice"][:2])
     alice = [voices["alice"][2], *retakes(voices["alice"][0], tmp_path, 3)]  # other recordings of her voice
     outcomes = bank.enroll_many([

@@ -185,9 +185,9 @@ def test_a_bank_that_outgrew_its_calibration_says_so(bank, voices, db_path):
     rng = np.random.default_rng(0)
     rows = [m + 0.0002 * rng.standard_normal(2) for m in rng.normal(0.9990, 0.0003, 400)]
     point = identification_point(as_trials(rows, 2), 0.01, gallery=2)
-    bank.set_operating_point(point)
-    assert bank.identify_threshold == point.threshold
-    status = bank.calibration_status()["identify"]
+    bank.thresholds.set_operating_point(point)
+    assert bank.thresholds.identify == point.threshold
+    status = bank.thresholds.status()["identify"]
     assert status["outgrown"] and status["gallery_at_calibration"] == 2 and status["gallery"] == 4
     assert status["expected_rate"] > 0.015
 
@@ -237,8 +237,8 @@ def test_a_new_bank_identifies_by_the_margin_rule_and_calibrate_keeps_it(tmp_pat
     from voicebank import VoiceBank
 
     with VoiceBank.open(tmp_path / "m.db", str(model), create=True, threshold=0.9996) as bank:
-        assert bank.identify_rule == "margin"
-        bank.set_threshold(1.0002, "identify")  # the margin statistic goes past 1
+        assert bank.thresholds.identify_rule == "margin"
+        bank.thresholds.set(1.0002, "identify")  # the margin statistic goes past 1
         for name in ("alice", "bob", "carol"):
             bank.enroll(name, voices[name][:2])
         result = bank.identify(voices["alice"][2])
@@ -248,7 +248,7 @@ def test_a_new_bank_identifies_by_the_margin_rule_and_calibrate_keeps_it(tmp_pat
         assert bank.identify(voices["stranger"][2]).match is None
         assert result.to_dict()["decision"] == {"rule": "margin", "kind": "margin", "score": round(result.decision, 6)}
         # the audit row names the score the threshold applied to: the margin statistic, not a cosine
-        row = bank.audit(limit=2)[1]  # alice's (the stranger's came after)
+        row = bank.audit.entries(limit=2)[1]  # alice's (the stranger's came after)
         assert (row.score_kind, row.score, row.channel) == ("margin", pytest.approx(result.decision), "wideband")
         from voicebank.evaluation import open_set_trials
 
@@ -268,7 +268,7 @@ def test_one_voice_enrolled_twice_is_named_and_left_out_of_the_unknown_trials(tm
             bank.enroll(name, voices[name])
         alice = synth_voice(120.0, seconds=2.5, seed=0)  # the voices fixture's alice, other takes
         bank.enroll("alice2", [(take(alice, 90 + i), SR) for i in range(3)])
-        result = bank.calibrate(far=0.05, unknown_rate=0.05)
+        result = bank.thresholds.calibrate(far=0.05, unknown_rate=0.05)
         assert result.twins == [("alice", "alice2")] and result.to_dict()["twins"] == [["alice", "alice2"]]
         ids = {s.name: s.id for s in bank.speakers()}
         assert result.trials.twins == ((ids["alice"], ids["alice2"]),)

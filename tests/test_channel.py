@@ -111,7 +111,7 @@ def test_a_call_is_decided_in_the_telephone_channel_against_telephone_voiceprint
     the call was heard as telephone and decided in that channel, with the telephone thresholds;
     the audit row says so too."""
     with VoiceBank.open(tmp_path / "b.db", model, create=True, threshold=0.9, identify_rule="best") as bank:
-        bank.set_threshold(0.5, channel="telephone")  # the telephone channel's own, apart from the wideband 0.9
+        bank.thresholds.set(0.5, channel="telephone")  # the telephone channel's own, apart from the wideband 0.9
         for name in ("alice", "bob", "carol"):
             bank.enroll(name, voices[name][:2])
         probe, rate = sf.read(voices["bob"][2], dtype="float32")
@@ -125,13 +125,13 @@ def test_a_call_is_decided_in_the_telephone_channel_against_telephone_voiceprint
         # the score is against bob's telephone voiceprint: his recordings through the simulated line
         _, stored = bank.voiceprint("bob")
         assert verdict.score != pytest.approx(float(bank.embed((call, 8000)) @ stored), abs=1e-3)
-        assert [r.channel for r in bank.audit(limit=2)] == ["telephone", "telephone"]
+        assert [r.channel for r in bank.audit.entries(limit=2)] == ["telephone", "telephone"]
         wide = bank.identify(voices["bob"][2])
         assert wide.channel == {"decided": "wideband", "heard": wide.channel["heard"]} and wide.threshold == 0.9
         # a refused probe leaves an audit row saying why, and nothing else
         with pytest.raises(Exception):
             bank.identify((np.zeros(SR, np.float32), SR))
-        refused = bank.audit(limit=1)[0]
+        refused = bank.audit.entries(limit=1)[0]
         assert refused.accepted is False and refused.score is None and refused.detail.startswith("refused: <array>")
 
 
@@ -168,15 +168,15 @@ def test_calibrate_measures_both_channels(tmp_path, model, voices):
     with VoiceBank.open(tmp_path / "c.db", model, create=True) as bank:
         for name in ("alice", "bob", "carol", "dave"):
             bank.enroll(name, voices[name])
-        result = bank.calibrate(far=0.05, unknown_rate=0.05)
+        result = bank.thresholds.calibrate(far=0.05, unknown_rate=0.05)
         assert [c.channel for c in result.every_channel()] == ["wideband", "telephone"]
         telephone = result.channels["telephone"]
         assert {p.channel for p in telephone.chosen.values()} == {"telephone"}
         assert telephone.trials.channel == "telephone" and telephone.trials.target.size == result.trials.target.size
-        bank.store_calibration(result)
-        points = bank.operating_points("telephone")
+        bank.thresholds.store_calibration(result)
+        points = bank.thresholds.operating_points("telephone")
         assert points["verify"].threshold == telephone.chosen["verify"].threshold
-        assert points["verify"].method == "far" and bank.operating_points()["verify"].channel == "wideband"
+        assert points["verify"].method == "far" and bank.thresholds.operating_points()["verify"].channel == "wideband"
         as_json = json.loads(json.dumps(result.to_dict()))
         assert as_json["channels"]["telephone"]["chosen"]["verify"]["channel"] == "telephone"
 

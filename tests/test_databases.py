@@ -35,12 +35,12 @@ def test_enroll_identify_verify_remove_and_audit(db_url, tiny_model, voices):
         assert bank.identify(voices["carol"][2]).match is None
         assert bank.check().ok
         assert bank.speaker("alice").metadata == {"team": "ALICE", "ünïcode": "✓"}
-        entries = bank.audit()
+        entries = bank.audit.entries()
         assert [e.operation for e in entries][:3] == ["identify", "verify", "verify"]
-        assert len(bank.audit(speaker="bob")) == 3  # identified as bob once, claimed as bob twice
+        assert len(bank.audit.entries(speaker="bob")) == 3  # identified as bob once, claimed as bob twice
         assert entries[-1].client == "test" and entries[-1].model_id == bank.model_id
-        assert bank.purge_audit(datetime.now(timezone.utc) + timedelta(seconds=1)) == len(entries)
-        assert bank.audit() == []
+        assert bank.audit.purge(datetime.now(timezone.utc) + timedelta(seconds=1)) == len(entries)
+        assert bank.audit.entries() == []
 
 
 def test_one_recording_one_person_is_kept_by_the_write_and_by_the_database(db_url, tiny_model, voices, monkeypatch):

@@ -157,7 +157,7 @@ def test_wrong_embeddings_and_thin_cohorts_are_clear_errors(made, voices):
             bank.identify_embeddings(np.zeros((2, 7), dtype=np.float32))
         with pytest.raises(InvalidInputError, match="finite"):
             bank.identify_embeddings(np.full((1, 24), np.nan, dtype=np.float32))
-        bank.set_score_normalization("asnorm", top_n=2)
+        bank.thresholds.set_score_normalization("asnorm", top_n=2)
         with pytest.raises(NotEnoughDataError, match="AS-norm needs a cohort"):  # 409 over HTTP
             bank.identify(voices["alice"][2])
 

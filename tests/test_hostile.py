@@ -176,7 +176,7 @@ def others(url: str) -> dict:
 # -- the Python API ---------------------------------------------------------------------------------
 def test_hostile_names_round_trip_exactly(bank, voices):
     url = bank.db_url
-    before, threshold = others(url), bank.threshold
+    before, threshold = others(url), bank.thresholds.verify
     for given in ACCEPTED_NAMES:
         expected = nfc(given)
         speaker = bank.enroll(given, recording_paths(voices, "dave"), metadata={"given": given})
@@ -192,7 +192,7 @@ def test_hostile_names_round_trip_exactly(bank, voices):
         with pytest.raises(SpeakerNotFoundError):
             bank.speaker(expected)
     assert others(url) == before
-    assert bank.threshold == threshold
+    assert bank.thresholds.verify == threshold
     assert consistency_problems(url) == []
     assert bank.check().ok
 

@@ -198,11 +198,11 @@ def test_a_database_at_an_older_revision_asks_for_db_upgrade(made_bank, tiny_mod
     assert upgraded.stdout == f"Schema at {head} (was {older}).\n"
     with VoiceBank.open(made_bank, str(tiny_model)) as bank:
         assert [s.name for s in bank.speakers()] == ["alice"]
-        assert bank.threshold == pytest.approx(TINY_THRESHOLD)
+        assert bank.thresholds.verify == pytest.approx(TINY_THRESHOLD)
         # 0004 split the threshold in two: both operating points start from the old value
-        assert bank.identify_threshold == pytest.approx(TINY_THRESHOLD)
-        assert {p.method for p in bank.operating_points().values()} == {"default"}
-        assert bank.identify_rule == "best"  # what its threshold was set for; new banks decide by the margin
+        assert bank.thresholds.identify == pytest.approx(TINY_THRESHOLD)
+        assert {p.method for p in bank.thresholds.operating_points().values()} == {"default"}
+        assert bank.thresholds.identify_rule == "best"  # what its threshold was set for; new banks decide by the margin
         with pytest.raises(DuplicateSpeakerError, match="looks like the enrolled 'alice'"):  # skeletons backfilled
             bank.enroll("\u0430lice", voices["bob"][:2])
         assert bank.identify(voices["alice"][2]).match.name == "alice"

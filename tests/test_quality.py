@@ -73,10 +73,10 @@ def test_enrollment_needs_enough_speech_in_all(bank, voices, db_path):
 
 def test_enrollment_checks_have_thresholds_of_their_own(bank, tmp_path, model):
     # set when the bank is made, at the measured offsets from its starting threshold
-    assert bank.enrollment_checks == pytest.approx((TINY_THRESHOLD - 0.15, 1.0))
+    assert bank.thresholds.enrollment_checks == pytest.approx((TINY_THRESHOLD - 0.15, 1.0))
     with VoiceBank.open(tmp_path / "d.db", str(model), create=True) as default:
-        assert default.enrollment_checks == pytest.approx((0.86 - 0.15, 0.86 + 0.08))
-        assert default.threshold == 0.86 and default.identify_threshold == pytest.approx(0.94)  # margin rule: +0.08
+        assert default.thresholds.enrollment_checks == pytest.approx((0.86 - 0.15, 0.86 + 0.08))
+        assert default.thresholds.verify == 0.86 and default.thresholds.identify == pytest.approx(0.94)  # margin rule: +0.08
     db = tmp_path / "d.db"
     shown = invoke(db, "checks", "--json")
     assert shown.exit_code == 0 and json.loads(shown.stdout) == pytest.approx({"consistency": 0.71, "duplicate": 0.94})
@@ -84,13 +84,13 @@ def test_enrollment_checks_have_thresholds_of_their_own(bank, tmp_path, model):
     assert invoke(db, "checks", "--duplicate", "2").stderr.startswith("Error: a threshold on the cosine score is between")
     assert invoke(db, "checks", "--reset", "--json").stdout.strip() == json.dumps({"consistency": 0.71, "duplicate": 0.94})
     with VoiceBank.open(db) as reopened:
-        assert reopened.threshold == 0.86  # the decision thresholds are another matter
+        assert reopened.thresholds.verify == 0.86  # the decision thresholds are another matter
 
 
 def test_an_inconsistent_recording_is_refused_by_name_unless_allowed(bank, voices, db_path):
     from conftest import table_dump
 
-    bank.set_enrollment_checks(TINY_THRESHOLD, TINY_THRESHOLD)  # the random model's scale
+    bank.thresholds.set_enrollment_checks(TINY_THRESHOLD, TINY_THRESHOLD)  # the random model's scale
     mixed = [voices["alice"][0], voices["alice"][1], voices["bob"][0]]
     before = table_dump(db_path)
     with pytest.raises(InconsistentRecordingError) as caught:
@@ -117,7 +117,7 @@ def retakes(path, folder, count: int = 2) -> list:
 
 
 def test_a_voice_matching_another_speaker_warns_or_is_refused_when_strict(bank, voices, tmp_path):
-    bank.set_enrollment_checks(TINY_THRESHOLD, TINY_THRESHOLD)  # the random model's scale
+    bank.thresholds.set_enrollment_checks(TINY_THRESHOLD, TINY_THRESHOLD)  # the random model's scale
     bank.enroll("alice", voices["alice"][:2])
     again = [voices["alice"][2], *retakes(voices["alice"][0], tmp_path, 1)]
     with pytest.raises(DuplicateVoiceError, match="already matches alice"):
@@ -133,7 +133,7 @@ def test_each_rule_is_said_in_the_same_words_by_enrollment_and_by_its_dry_run(ba
     each rule, the same takes for the same speaker give the same message through both."""
     from dataclasses import replace
 
-    bank.set_enrollment_checks(TINY_THRESHOLD, TINY_THRESHOLD)  # the random model's scale
+    bank.thresholds.set_enrollment_checks(TINY_THRESHOLD, TINY_THRESHOLD)  # the random model's scale
     alice, bob = voices["alice"], voices["bob"]
     bank.enroll("alice", alice[:2])
     bank.enroll("bob", bob[:2])
@@ -171,32 +171,32 @@ def enroll_all(bank, voices, names=("alice", "bob", "carol", "dave")):
 
 def test_asnorm_bank_identifies_and_rejects_with_an_enrolled_cohort(bank, voices):
     enroll_all(bank, voices)
-    threshold = bank.set_score_normalization("asnorm", top_n=2)
-    assert bank.score_kind == "asnorm" and threshold == 3.0
+    threshold = bank.thresholds.set_score_normalization("asnorm", top_n=2)
+    assert bank.thresholds.score_kind == "asnorm" and threshold == 3.0
     for name in ("alice", "bob", "carol", "dave"):
         result = bank.identify(voices[name][2])
         assert result.candidates[0].name == name
         assert result.candidates[0].score > result.candidates[1].score
     assert bank.verify("alice", voices["alice"][2]).score > bank.verify("alice", voices["bob"][2]).score
     with pytest.raises(InvalidInputError):
-        bank.set_threshold(1000)
+        bank.thresholds.set(1000)
 
 
 def test_asnorm_refuses_a_cohort_too_small_to_have_a_spread(bank, voices):
     from voicebank.errors import VoiceBankError
 
     with pytest.raises(InvalidInputError, match="top-N is a whole number from 2 to 10000, not 1"):
-        bank.set_score_normalization("asnorm", top_n=1)
+        bank.thresholds.set_score_normalization("asnorm", top_n=1)
     for name in ("alice", "bob"):
         bank.enroll(name, voices[name][:2])
-    bank.set_score_normalization("asnorm", top_n=10)
+    bank.thresholds.set_score_normalization("asnorm", top_n=10)
     # two speakers: scoring alice leaves one other voiceprint, a cohort with no standard deviation
     with pytest.raises(VoiceBankError, match="AS-norm needs a cohort of at least 2: enroll at least 3 speakers"):
         bank.identify(voices["alice"][2])
-    bank.add_cohort([voices["carol"][0]])
+    bank.cohort.add([voices["carol"][0]])
     with pytest.raises(VoiceBankError, match="AS-norm needs a cohort of at least 2 recordings; it holds 1"):
         bank.identify(voices["alice"][2])
-    bank.add_cohort([voices["dave"][0]])
+    bank.cohort.add([voices["dave"][0]])
     score = bank.identify(voices["alice"][2]).candidates[0].score
     assert np.isfinite(score) and abs(score) < 1e4
 
@@ -299,12 +299,12 @@ def test_a_rate_the_bank_cannot_support_is_calibrated_at_the_one_it_can_and_says
     assert any("95% upper bound" in line for line in lines)
     assert lines[-1] == "Not stored: run again with --yes to store them."  # no terminal: stored only with --yes
     with VoiceBank.open(enrolled_db) as bank:
-        assert (bank.threshold, bank.identify_threshold) == (TINY_THRESHOLD, TINY_THRESHOLD)
-        assert {p.method for p in bank.operating_points().values()} == {"default"}
+        assert (bank.thresholds.verify, bank.thresholds.identify) == (TINY_THRESHOLD, TINY_THRESHOLD)
+        assert {p.method for p in bank.thresholds.operating_points().values()} == {"default"}
     data = json.loads(invoke(enrolled_db, "calibrate", "--json", "--yes").stdout)
     assert data["stored"] is True and data["chosen"]["identify"]["asked"] == 0.01
     with VoiceBank.open(enrolled_db) as bank:
-        point = bank.operating_points()["identify"]
+        point = bank.thresholds.operating_points()["identify"]
         assert point.method == "far" and point.target == 0.25 and point.asked == 0.01 and point.upper > 0.25
 
 
@@ -320,7 +320,7 @@ def test_calibrate_from_the_bank_measures_both_points_and_asks_before_storing(en
     assert ident["rate"] == pytest.approx(0.25, rel=1e-3) and verify["rate"] == pytest.approx(0.1, rel=1e-3)
     assert [g["speakers"] for g in data["growth"]] == [4, 8, 20, 40]
     with VoiceBank.open(enrolled_db) as bank:
-        assert bank.threshold == TINY_THRESHOLD  # asked nothing, stored nothing
+        assert bank.thresholds.verify == TINY_THRESHOLD  # asked nothing, stored nothing
 
     plot = enrolled_db.parent / "cal.png"
     stored = invoke(enrolled_db, "calibrate", "--far", "0.1", "--unknown-rate", "0.25", "--yes", "--plot", str(plot))
@@ -331,9 +331,9 @@ def test_calibrate_from_the_bank_measures_both_points_and_asks_before_storing(en
     assert "verify   chosen: threshold" in stored.output and "identify chosen: threshold" in stored.output
     assert "of 8 genuine probes:" in stored.output and stored.output.rstrip().endswith("Stored.")
     with VoiceBank.open(enrolled_db) as bank:
-        assert bank.threshold == pytest.approx(verify["threshold"])
-        assert bank.identify_threshold == pytest.approx(ident["threshold"])
-        points = bank.operating_points()
+        assert bank.thresholds.verify == pytest.approx(verify["threshold"])
+        assert bank.thresholds.identify == pytest.approx(ident["threshold"])
+        points = bank.thresholds.operating_points()
         assert (points["identify"].method, points["identify"].target, points["identify"].gallery) == ("far", 0.25, 4)
         result = bank.identify(voices["alice"][2])
         assert result.threshold == pytest.approx(ident["threshold"])
@@ -345,9 +345,9 @@ def test_calibrate_from_the_bank_measures_both_points_and_asks_before_storing(en
     chosen = json.loads(only.stdout)["chosen"]
     assert set(chosen) == {"verify"} and chosen["verify"]["method"] == "eer"
     with VoiceBank.open(enrolled_db) as bank:
-        assert bank.threshold == pytest.approx(chosen["verify"]["threshold"])
-        assert bank.identify_threshold == pytest.approx(ident["threshold"])  # untouched
-        assert bank.identify_rule == "best"
+        assert bank.thresholds.verify == pytest.approx(chosen["verify"]["threshold"])
+        assert bank.thresholds.identify == pytest.approx(ident["threshold"])  # untouched
+        assert bank.thresholds.identify_rule == "best"
 
     moved = invoke(enrolled_db, "calibrate", "--for", "identify", "--rule", "margin", "--unknown-rate", "0.25",
                    "--yes", "--json")
@@ -355,7 +355,7 @@ def test_calibrate_from_the_bank_measures_both_points_and_asks_before_storing(en
     chosen = json.loads(moved.stdout)["chosen"]["identify"]
     assert chosen["rule"] == "margin" and chosen["threshold"] > ident["threshold"] - 1e-9  # 2 s1 - s2 >= s1
     with VoiceBank.open(enrolled_db) as bank:
-        assert bank.identify_rule == "margin" and bank.identify_threshold == pytest.approx(chosen["threshold"])
+        assert bank.thresholds.identify_rule == "margin" and bank.thresholds.identify == pytest.approx(chosen["threshold"])
 
 
 @pytest.mark.parametrize("command", ["eval", "calibrate"])
@@ -394,7 +394,7 @@ def test_the_check_of_a_plot_file_leaves_no_file_and_an_old_plot_as_it_was(enrol
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".png") == ["old.png"]
     assert old.read_bytes() == b"an old plot"
     with VoiceBank.open(enrolled_db) as bank:
-        assert {p.method for p in bank.operating_points().values()} == {"default"}
+        assert {p.method for p in bank.thresholds.operating_points().values()} == {"default"}
 
 
 def test_calibrate_needs_three_speakers(tmp_path, model, voices):

@@ -57,7 +57,7 @@ def test_real_speakers_are_identified_and_strangers_rejected(real_bank):
     false_alarms = np.mean([bank.identify(path).match is not None for path in unknown])
     # bench/quality.py measures 100% top-1 and ~98% correct at 1% false alarms on these files.
     assert top1 >= 0.97
-    assert correct >= 0.90, f"only {correct:.0%} of enrolled speakers accepted at threshold {bank.threshold}"
+    assert correct >= 0.90, f"only {correct:.0%} of enrolled speakers accepted at threshold {bank.thresholds.verify}"
     assert false_alarms <= 0.05, f"{false_alarms:.0%} of never-enrolled speakers matched someone"
 
 
@@ -109,7 +109,7 @@ def test_verification_and_calibration_on_real_speech(real_bank):
     # reference set of strangers fills in, less the 14 enrolled people, who are in it (these are its
     # corpora): each scores against their own voiceprint higher than any two of its people do
     wide = calibrate(bank)
-    reference = bank.reference_set()
+    reference = bank.thresholds.reference_set()
     sources = wide.chosen["identify"].sources
     assert sources["own"] == 42 and wide.chosen["identify"].target == 0.01 and wide.chosen["identify"].asked is None
     assert len(reference) - 160 <= sources["reference"] <= len(reference) - 130

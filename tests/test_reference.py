@@ -140,26 +140,26 @@ def test_a_new_bank_starts_from_measured_thresholds_and_measures_them_again_as_i
     from voicebank import VoiceBank
 
     with VoiceBank.open(tmp_path / "r.db", "resemblyzer", create=True) as bank:
-        start = {c: bank.operating_points(c) for c in ("wideband", "telephone")}
+        start = {c: bank.thresholds.operating_points(c) for c in ("wideband", "telephone")}
         for channel, points in start.items():
             for purpose, point in points.items():
                 assert point.method == "auto" and point.channel == channel, (channel, purpose, point)
                 assert point.trials > (200 if purpose == "scan" else 1000) and point.upper is not None
                 assert point.target == 0.01
-        status = bank.calibration_status()
+        status = bank.thresholds.status()
         assert status["identify"]["method"] == "auto" and status["identify"]["trials"] > 1000
         for k, f0 in enumerate((110.0, 170.0, 240.0)):
             base = synth_voice(f0, seconds=3.0, seed=40 + k)
             bank.enroll(f"s{k}", [(take(base, 100 * k + i), SR) for i in range(3)], allow_inconsistent=True)
-        after = bank.operating_points()
+        after = bank.thresholds.operating_points()
         assert after["identify"].method == "auto" and after["identify"].gallery == 3
         assert after["identify"].sources["reference"] > 1000 and after["identify"].sources["own"] == 9
         assert after["identify"].threshold != start["wideband"]["identify"].threshold
-        bank.set_threshold(0.9, "identify")  # set by hand: no longer measured automatically
+        bank.thresholds.set(0.9, "identify")  # set by hand: no longer measured automatically
         bank.enroll("s3", [(take(synth_voice(300.0, seconds=3.0, seed=50), 400 + i), SR) for i in range(3)],
                     allow_inconsistent=True)
-        assert bank.operating_points()["identify"].threshold == 0.9
-        assert bank.operating_points()["verify"].method == "auto"  # the others still are
+        assert bank.thresholds.operating_points()["identify"].threshold == 0.9
+        assert bank.thresholds.operating_points()["verify"].method == "auto"  # the others still are
 
 
 @needs_resemblyzer
@@ -167,7 +167,7 @@ def test_a_bank_made_with_a_threshold_keeps_it(tmp_path):
     from voicebank import VoiceBank
 
     with VoiceBank.open(tmp_path / "t.db", "resemblyzer", create=True, threshold=0.8) as bank:
-        assert bank.threshold == 0.8 and bank.operating_points()["verify"].method == "default"
+        assert bank.thresholds.verify == 0.8 and bank.thresholds.operating_points()["verify"].method == "default"
 
 
 @needs_resemblyzer
@@ -175,22 +175,21 @@ def test_scan_windows_have_an_operating_point_of_their_own(tmp_path):
     """A 3 s window scores unlike a whole recording: a resemblyzer bank measures the threshold of
     scan's windows on the reference set's windows (per channel), and scan decides with it."""
     from voicebank import VoiceBank
-    from voicebank.scan import scan
 
     with VoiceBank.open(tmp_path / "w.db", "resemblyzer", create=True) as bank:
-        assert bank.operating_points()["scan"].method == "auto"  # measured at creation, on the reference set
+        assert bank.thresholds.operating_points()["scan"].method == "auto"  # measured at creation, on the reference set
         bases = [synth_voice(f0, seconds=3.0, seed=60 + k) for k, f0 in enumerate((110.0, 170.0, 240.0))]
         for k, base in enumerate(bases):
             bank.enroll(f"s{k}", [(take(base, 200 * k + i), SR) for i in range(3)], allow_inconsistent=True)
-        points = bank.operating_points()
+        points = bank.thresholds.operating_points()
         window, whole = points["scan"], points["identify"]
         assert window.method == "auto" and window.sources["windows"] == 1 and window.sources["reference"] > 1000
         assert window.threshold != whole.threshold and window.gallery == 3
-        assert bank.operating_points("telephone")["scan"].channel == "telephone"
-        segments = scan(bank, (np.concatenate([take(bases[0], 7), np.zeros(SR, np.float32), take(bases[1], 8)]), SR))
-        rows = bank.audit(operation="scan")
+        assert bank.thresholds.operating_points("telephone")["scan"].channel == "telephone"
+        segments = bank.scan((np.concatenate([take(bases[0], 7), np.zeros(SR, np.float32), take(bases[1], 8)]), SR))
+        rows = bank.audit.entries(operation="scan")
         assert segments and {r.threshold for r in rows} == {window.threshold}
-        as_identify = scan(bank, (np.concatenate([take(bases[0], 7), take(bases[1], 8)]), SR), purpose="identify")
-        assert as_identify and bank.audit(operation="scan", limit=1)[0].threshold == whole.threshold
-        shown = bank.calibration_status()
+        as_identify = bank.scan((np.concatenate([take(bases[0], 7), take(bases[1], 8)]), SR), purpose="identify")
+        assert as_identify and bank.audit.entries(operation="scan", limit=1)[0].threshold == whole.threshold
+        shown = bank.thresholds.status()
         assert shown["scan"]["method"] == "auto" and shown["scan"]["trials"] == window.trials

@@ -89,7 +89,7 @@ def test_identify_and_verify_on_the_replica_audit_on_the_primary(replica, primar
         assert not bank.verify("bob", voices["carol"][2], client="desk").accepted
         assert [s.name for s in bank.speakers()] == ["alice", "bob", "carol"] and len(bank) == 3
         assert bank.speaker("alice").name == "alice" and bank.check().ok
-        assert [e.operation for e in bank.audit()][:2] == ["verify", "verify"]  # read back from the replica
+        assert [e.operation for e in bank.audit.entries()][:2] == ["verify", "verify"]  # read back from the replica
     assert audit_rows(primary) == [("identify", None, "alice", True, "desk"), ("identify", None, "bob", True, "desk"),
                                    ("identify", None, "carol", True, "desk"), ("identify", None, None, False, None),
                                    ("verify", "bob", "bob", True, None), ("verify", "bob", None, False, "desk")]
@@ -98,7 +98,7 @@ def test_identify_and_verify_on_the_replica_audit_on_the_primary(replica, primar
 def test_every_change_is_refused_and_changes_nothing(replica, primary, model, voices):
     before = dump(primary)
     with VoiceBank.open(replica, model, primary=primary) as bank:
-        result = bank.calibrate(purposes=("verify",), far=0.5)
+        result = bank.thresholds.calibrate(purposes=("verify",), far=0.5)
         refused = {
             "enroll": lambda: bank.enroll("dave", voices["dave"][:2]),
             "enroll_many": lambda: bank.enroll_many([]),
@@ -106,15 +106,15 @@ def test_every_change_is_refused_and_changes_nothing(replica, primary, model, vo
             "remove": lambda: bank.remove("bob"),
             "reindex": lambda: bank.reindex(),
             "reindex as another kind": lambda: bank.reindex("hnsw"),
-            "store_calibration": lambda: bank.store_calibration(result),
-            "set_threshold": lambda: bank.set_threshold(0.5),
-            "set_enrollment_checks": lambda: bank.set_enrollment_checks(0.5),
-            "set_score_normalization": lambda: bank.set_score_normalization("asnorm"),
-            "add_cohort": lambda: bank.add_cohort(voices["stranger"]),
-            "clear_cohort": bank.clear_cohort,
+            "store_calibration": lambda: bank.thresholds.store_calibration(result),
+            "set_threshold": lambda: bank.thresholds.set(0.5),
+            "set_enrollment_checks": lambda: bank.thresholds.set_enrollment_checks(0.5),
+            "set_score_normalization": lambda: bank.thresholds.set_score_normalization("asnorm"),
+            "add_cohort": lambda: bank.cohort.add(voices["stranger"]),
+            "clear_cohort": bank.cohort.clear,
             "create an API key": lambda: bank.api_keys.create("desk", "reader"),
             "revoke an API key": lambda: bank.api_keys.revoke("desk"),
-            "purge_audit": lambda: bank.purge_audit(datetime.now(timezone.utc)),
+            "purge_audit": lambda: bank.audit.purge(datetime.now(timezone.utc)),
         }
         for what, call in refused.items():
             with pytest.raises(ReplicaError, match=f"^cannot .*: {REFUSED} \\(--db postgresql\\+psycopg://vb_reader_"

@@ -85,7 +85,7 @@ def test_a_removal_a_paused_standby_has_not_replayed_is_refused_until_it_has(ban
         # a threshold raised on the primary is never ignored either
         assert reader.verify("alice", voices["alice"][2]).accepted
         replica_set.pause()
-        writer.set_threshold(0.99999999)
+        writer.thresholds.set(0.99999999)
         with pytest.raises(StaleReplicaError):
             reader.verify("alice", voices["alice"][2])
         replica_set.resume()

@@ -723,9 +723,9 @@ def test_check_reports_each_take_and_stores_nothing(server, voices, tmp_path):
 @pytest.fixture
 def tiny_checks(server):
     """The enrollment checks at the random model's scale (as tests/test_quality.py sets them)."""
-    server.bank.set_enrollment_checks(TINY_THRESHOLD, TINY_THRESHOLD)
+    server.bank.thresholds.set_enrollment_checks(TINY_THRESHOLD, TINY_THRESHOLD)
     yield
-    server.bank.set_enrollment_checks(reset=True)
+    server.bank.thresholds.set_enrollment_checks(reset=True)
 
 
 def test_check_finds_the_voice_already_enrolled_and_a_take_already_stored(server, voices, tiny_checks):
@@ -815,7 +815,7 @@ def test_me_names_the_key_and_its_role(server, key, role):
 
 def test_thresholds_say_what_they_promise(server):
     body = server.client.get("/calibration", headers=auth(server)).json()
-    assert body["status"] == server.bank.calibration_status()
+    assert body["status"] == server.bank.thresholds.status()
     assert body["points"]["verify"]["threshold"] == TINY_THRESHOLD and body["points"]["identify"]["purpose"] == "identify"
 
 

@@ -37,16 +37,23 @@ def record(store: Store, **fields: Any) -> None:
     AuditLog(store).add(**fields)
 
 
-def entries(store: Store, speaker: str | None = None, since: datetime | None = None,
-            until: datetime | None = None, limit: int | None = None, *, operation: str | None = None,
-            client: str | None = None, offset: int = 0) -> list[AuditEntry]:
-    """Decisions, newest first; ``speaker`` matches the claimed or the returned name, ``operation``
-    is identify, verify or scan, ``client`` the asking API key's name; ``offset`` skips the newest."""
-    rows = AuditLog(store).rows(speaker, since, until, limit, operation=operation, client=client, offset=offset)
-    return [AuditEntry(as_utc(r.at), r.operation, r.claimed, r.returned, r.score, r.threshold, r.score_kind,
-                       r.accepted, r.model_id, r.recording_sha256, r.client, r.channel, r.detail) for r in rows]
+class Audit:
+    """Read and prune one bank's audit trail (``bank.audit``)."""
 
+    def __init__(self, store: Store):
+        self._store = store
 
-def purge(store: Store, before: datetime) -> int:
-    """Delete decisions older than ``before`` (retention); returns how many."""
-    return AuditLog(store).purge(before)
+    def entries(self, speaker: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                limit: int | None = None, *, operation: str | None = None, client: str | None = None,
+                offset: int = 0) -> list[AuditEntry]:
+        """Identification and verification decisions, newest first (``speaker``: claimed or returned;
+        ``operation``: identify, verify or scan; ``client``: who asked, e.g. the API key's name), a page at
+        a time with ``offset`` (how many of the newest to skip)."""
+        rows = AuditLog(self._store).rows(speaker, since, until, limit, operation=operation, client=client,
+                                          offset=offset)
+        return [AuditEntry(as_utc(r.at), r.operation, r.claimed, r.returned, r.score, r.threshold, r.score_kind,
+                           r.accepted, r.model_id, r.recording_sha256, r.client, r.channel, r.detail) for r in rows]
+
+    def purge(self, before: datetime) -> int:
+        """Delete decisions older than ``before`` (retention); returns how many were deleted."""
+        return AuditLog(self._store).purge(before)

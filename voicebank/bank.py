@@ -11,29 +11,29 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import audit as audit_mod
-from . import calibration, enrollment, evaluation, identification, opening, pipeline, settings, validate
+from . import calibration, enrollment, identification, opening, pipeline, settings, thresholds, validate
 from . import trials as trial_lists
 from . import scan as scanning
 from .audio import AudioLimits, Recording
+from .audit import Audit
 from .channel import TELEPHONE, WIDEBAND
+from .cohort import Cohort
 from .embedding import Embedder
 from .embedding.base import DEFAULT_WINDOW_SECONDS
 from .encoding import Encoder, OnError, Progress
 from .errors import VoiceBankError
 from .index.search import compare
 from .index.switch import BankSearch
-from .policy import default_threshold
 from .results import CheckReport, Enrollment, EnrollmentOutcome, Identification, Speaker, Verification
 from .services import Services
 from .store import BankRow, Store
 from .store.repository import Repository
 from .store.repository_records import AuditLog
+from .thresholds import Thresholds
 
 log = logging.getLogger(__name__)
 
@@ -129,75 +129,15 @@ class VoiceBank:
 
     # -- settings ------------------------------------------------------------------------------
     @property
-    def threshold(self) -> float:
-        """The verification (1:1) threshold on the bank's score, as stored."""
-        return self._repository.settings().threshold
-
-    @property
-    def identify_threshold(self) -> float:
-        """The identification (1:N open set) threshold, as stored."""
-        return self._repository.settings().identify_threshold
-
-    @property
-    def identify_rule(self) -> str:
-        """What that threshold applies to: ``best`` score, or ``margin`` (:func:`calibration.decide`)."""
-        return self._repository.settings().identify_rule
-
-    @property
-    def score_kind(self) -> str:
-        """``cosine`` or ``asnorm``: what scores and the thresholds mean in this bank."""
-        return self._repository.settings().score
-
-    @property
     def index_kind(self) -> str:
         return self._repository.settings().index_kind
 
-    def operating_points(self, channel: str = WIDEBAND) -> dict[str, calibration.OperatingPoint]:
-        """The two thresholds of ``channel`` and what each means: ``{"verify": ..., "identify": ...}``."""
-        return settings.operating_points(self._repository.settings(), channel)
-
-    def set_threshold(self, value: float, purpose: str | None = None, channel: str | None = WIDEBAND) -> None:
-        """Set a threshold by hand: ``purpose`` ``"verify"``, ``"identify"``, or None for both; in
-        ``channel`` (``wideband`` or ``telephone``; None: both)."""
-        settings.set_threshold(self._repository, value, purpose, channel)
-
-    def set_operating_point(self, point: calibration.OperatingPoint) -> None:
-        """Store a calibrated threshold with what it means (see :mod:`voicebank.calibration`)."""
-        settings.set_operating_point(self._repository, point)
-
     @property
-    def enrollment_checks(self) -> tuple[float, float]:
-        """The (consistency, duplicate voice) cosine thresholds of the enrollment checks, set when
-        the bank was made (fixed offsets from its starting threshold; ``policy.CHECK_OFFSETS``)."""
-        return self._services.checks()
-
-    def set_enrollment_checks(self, consistency: float | None = None, duplicate: float | None = None,
-                              *, reset: bool = False) -> tuple[float, float]:
-        """Set the enrollment checks' cosine thresholds (None keeps one as it is; ``reset`` goes
-        back to the model's defaults). Returns them as :attr:`enrollment_checks` does."""
-        settings.set_checks(self._repository, consistency, duplicate, reset)
-        return self.enrollment_checks
-
-    def set_score_normalization(self, kind: str, top_n: int = 100, threshold: float | None = None) -> float:
-        """Switch the score to ``cosine`` or ``asnorm`` (top-``top_n`` cohort). The old threshold
-        means nothing on the new score, so it is replaced by ``threshold`` or that score's
-        starting default; calibrate afterwards. Returns the new threshold."""
-        return settings.set_score(self._repository, kind, top_n, threshold, default_threshold(self._encoder.embedder))
-
-    def calibrate(self, trials: str | os.PathLike | None = None, *, root: str | os.PathLike | None = None,
-                  far: float | None = 0.01, unknown_rate: float = 0.01,
-                  purposes: tuple[str, ...] = (calibration.VERIFY, calibration.IDENTIFY), rule: str | None = None,
-                  progress: Progress | None = None) -> evaluation.Calibration:
-        """Measure the thresholds for ``purposes`` on the bank's own recordings, or on the trial
-        list ``trials`` (verification only); nothing is stored (see :meth:`store_calibration`)."""
-        return evaluation.calibrate_bank(self._services, trials, root=root, far=far, unknown_rate=unknown_rate,
-                                         purposes=purposes, rule=rule, progress=progress)
-
-    def store_calibration(self, result: evaluation.Calibration) -> None:
-        """Store the thresholds :meth:`calibrate` chose, in every channel it measured."""
-        for measured in result.every_channel():
-            for point in measured.chosen.values():
-                self.set_operating_point(point)
+    def thresholds(self) -> Thresholds:
+        """Read, set and measure the thresholds (:class:`~voicebank.thresholds.Thresholds`): ``verify``,
+        ``identify``, ``operating_points``, ``set``, ``calibrate``, ``store_calibration``, ``status``,
+        the enrollment checks, the score normalization and the reference set of strangers."""
+        return Thresholds(self._services)
 
     # -- enrollment ----------------------------------------------------------------------------
     def enroll(self, name: str, recordings: Sequence[Recording], metadata: dict[str, Any] | None = None,
@@ -213,7 +153,7 @@ class VoiceBank:
         """
         self.refuse_changes("enroll")  # before embedding anything
         speaker = enrollment.enroll(self._services, name, recordings, metadata, progress, allow_inconsistent, strict)
-        self._recalibrate()
+        thresholds.recalibrate(self._services)  # logs, never raises: the change stands
         return speaker
 
     def enroll_many(self, speakers: Iterable[Enrollment], progress: Progress | None = None, *,
@@ -223,7 +163,7 @@ class VoiceBank:
         enrolled, does not stop the others: each gets an :class:`EnrollmentOutcome`, in order."""
         self.refuse_changes("enroll")  # once, rather than once per speaker in its outcome
         outcomes = enrollment.enroll_many(self._services, list(speakers), progress, allow_inconsistent, strict)
-        self._recalibrate()
+        thresholds.recalibrate(self._services)
         return outcomes
 
     def add_recordings(self, name: str, recordings: Sequence[Recording], progress: Progress | None = None,
@@ -232,61 +172,26 @@ class VoiceBank:
         The same checks as :meth:`enroll` apply to the speaker's recordings taken together."""
         self.refuse_changes("add recordings")
         speaker = enrollment.add_recordings(self._services, name, recordings, progress, allow_inconsistent, strict)
-        self._recalibrate()
+        thresholds.recalibrate(self._services)
         return speaker
 
     def remove(self, name: str) -> None:
         """Remove a speaker: its voiceprint and every utterance embedding, from SQL and the index."""
         self._repository.remove_speaker(validate.name(name))
         log.info("removed %s", name)
-        self._recalibrate()
-
-    def _recalibrate(self) -> None:
-        """Measure the automatic operating points again after a change (``evaluation.auto_calibration``).
-        A point set meanwhile by hand or by ``calibrate`` (another process, another thread) is kept;
-        a failure here never undoes the change that called it: it is logged."""
-        if len(self) > evaluation.AUTO_MAX_SPEAKERS:
-            return
-        try:
-            for point in evaluation.auto_calibration(self._services):
-                settings.set_automatic_point(self._repository, point)
-        except VoiceBankError as exc:
-            log.warning("automatic calibration skipped: %s", exc)
+        thresholds.recalibrate(self._services)
 
     # -- the audit trail and the cohort --------------------------------------------------------
-    def audit(self, speaker: str | None = None, since: datetime | None = None, until: datetime | None = None,
-              limit: int | None = None, *, operation: str | None = None, client: str | None = None,
-              offset: int = 0) -> list[audit_mod.AuditEntry]:
-        """Identification and verification decisions, newest first (``speaker``: claimed or returned;
-        ``operation``: identify or verify; ``client``: who asked), a page at a time with ``offset``."""
-        return audit_mod.entries(self._store, speaker, since, until, limit, operation=operation, client=client,
-                                 offset=offset)
+    @property
+    def audit(self) -> Audit:
+        """The decisions made (:class:`~voicebank.audit.Audit`): ``entries`` and ``purge``."""
+        return Audit(self._store)
 
-    def purge_audit(self, before: datetime) -> int:
-        """Delete decisions older than ``before``; returns how many were deleted."""
-        return audit_mod.purge(self._store, before)
-
-    def add_cohort(self, recordings: Sequence[Recording], progress: Progress | None = None,
-                   on_error: OnError | None = None) -> int:
-        """Add recordings of people who are NOT enrolled to the AS-norm cohort (those already in it
-        are skipped); returns its size. An unusable one raises, or is reported to ``on_error``."""
-        self.refuse_changes("change the cohort")
-        size = enrollment.add_cohort(self._services, recordings, progress, on_error)
-        self._recalibrate()
-        return size
-
-    def cohort_size(self) -> int:
-        return self._repository.cohort_size()
-
-    def reference_set(self):  # -> voicebank.reference.Reference | None
-        """The reference set of strangers shipped for this bank's model, or None (:mod:`voicebank.reference`)."""
-        from . import reference
-
-        return reference.for_model(self.model_id)
-
-    def clear_cohort(self) -> None:
-        self._repository.clear_cohort()
-        self._recalibrate()
+    @property
+    def cohort(self) -> Cohort:
+        """The AS-norm cohort of people not enrolled (:class:`~voicebank.cohort.Cohort`): ``add``,
+        ``size``, ``clear``."""
+        return Cohort(self._services)
 
     # -- reading -------------------------------------------------------------------------------
     def speakers(self) -> list[Speaker]:
@@ -383,21 +288,14 @@ class VoiceBank:
         telephone = compare(lambda: self._search.contents(TELEPHONE), lambda: self._repository.all_voiceprints(TELEPHONE))
         lacking = {channel: self.lacking(channel) for channel in (TELEPHONE, WIDEBAND)}
         return CheckReport(found.in_sql, found.held, found.status, found.missing, found.extra, found.wrong,
-                           self.calibration_status(found.in_sql), lacking,
-                           self.calibration_status(found.in_sql, TELEPHONE), telephone.to_dict(),
+                           self.thresholds.status(found.in_sql), lacking,
+                           self.thresholds.status(found.in_sql, TELEPHONE), telephone.to_dict(),
                            self._repository.shared_recordings())
 
     def lacking(self, channel: str) -> int:
         """How many speakers have no voiceprint in ``channel`` (``telephone``: enrolled before voicebank
         measured channels; ``wideband``: enrolled over the telephone only), counted up to 1,000."""
         return self._repository.lacking(channel)
-
-    def calibration_status(self, gallery: int | None = None, channel: str = WIDEBAND) -> dict[str, dict[str, Any]]:
-        """Each threshold of ``channel`` with what it promises with ``gallery`` speakers (default:
-        as many as are enrolled), and for identification whether the bank has outgrown its calibration."""
-        gallery = len(self) if gallery is None else gallery
-        return {which: {"threshold": point.threshold, **point.status(gallery)}
-                for which, point in self.operating_points(channel).items()}
 
     def reindex(self, kind: str | None = None) -> int:
         """Rebuild the index from SQL and save it, as ``kind`` (flat, hnsw, ivf, or pgvector on

@@ -25,7 +25,7 @@ from .norm import Normalizer
 from .reference import Reference, for_model
 from .services import Services
 from .trials import (ENROLLED, LABELS, PAIRS, Scores, Trial, TrialFileError,  # noqa: F401 (re-exported)
-                     read_trials, score_file, score_trial_file, score_trials)
+                     read_trials, score_file, score_trials)
 from .vectors import voiceprint
 
 log = logging.getLogger(__name__)
@@ -407,7 +407,7 @@ def calibrate(services: Services, *, far: float | None = 0.01, unknown_rate: flo
     the EER with ``far`` None; identification: unknown-person false alarms ``unknown_rate`` at the
     bank's size) from the bank's own recordings, or for verification from scored ``trials``.
     ``rule``: the identification decision (``best`` or ``margin``; default the bank's). Nothing is
-    stored: :meth:`VoiceBank.set_operating_point` stores a chosen point (and its rule). Raises
+    stored: ``bank.thresholds.set_operating_point`` stores a chosen point (and its rule). Raises
     :class:`~voicebank.errors.NotEnoughDataError` (nothing chosen) when the data cannot support a
     target."""
     if trials is not None and IDENTIFY in purposes:

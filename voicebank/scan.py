@@ -94,14 +94,6 @@ class Window:
     score: float
 
 
-def scan(bank: Any, recording: Recording, window: float = DEFAULT_WINDOW, hop: float | None = None, top_k: int = 1,
-         progress: Progress | None = None, *, min_pause: float = MIN_PAUSE, min_speech: float = MIN_SPEECH,
-         max_seconds: float = MAX_SECONDS, purpose: str = SCAN) -> Timeline:
-    """:meth:`voicebank.VoiceBank.scan` of ``bank``, for a caller that holds the bank (the CLI, scripts)."""
-    return bank.scan(recording, window, hop, top_k, progress, min_pause=min_pause, min_speech=min_speech,
-                     max_seconds=max_seconds, purpose=purpose)
-
-
 def timeline(
     services: Services,
     recording: Recording,

@@ -15,7 +15,6 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -95,12 +94,6 @@ def read_trials(path: str | Path, speakers: set[str], root: str | Path | None = 
     if not any(t.target for t in trials) or all(t.target for t in trials):
         raise TrialFileError(f"{path}: needs at least one target (1) and one non-target (0) trial.")
     return styles.pop(), trials
-
-
-def score_trial_file(bank: Any, path: str | os.PathLike, root: str | os.PathLike | None = None,
-                     progress: Progress | None = None) -> Scores:
-    """:meth:`voicebank.VoiceBank.score_trial_file` of ``bank``, for a caller that holds the bank (the CLI)."""
-    return bank.score_trial_file(path, root, progress)
 
 
 def score_file(services: Services, path: str | os.PathLike, root: str | os.PathLike | None = None,

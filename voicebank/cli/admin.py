@@ -106,9 +106,9 @@ def threshold(obj: Context, value: float | None, purpose: str, channel: str, as_
     """
     with obj.open() as bank:
         if value is not None:
-            bank.set_threshold(value, None if purpose == "both" else purpose, None if channel == "both" else channel)
-        status = bank.calibration_status()
-        telephone = bank.calibration_status(channel="telephone")
+            bank.thresholds.set(value, None if purpose == "both" else purpose, None if channel == "both" else channel)
+        status = bank.thresholds.status()
+        telephone = bank.thresholds.status(channel="telephone")
     emit({"threshold": status["verify"]["threshold"], "identify_threshold": status["identify"]["threshold"],
           "calibration": status, "channels": {"telephone": telephone}}, as_json,
          calibration_text(status) + "\n" + calibration_text(telephone, "telephone "))
@@ -136,8 +136,8 @@ def checks(obj: Context, consistency: float | None, duplicate: float | None, res
     """
     with obj.open() as bank:
         if consistency is not None or duplicate is not None or reset:
-            bank.set_enrollment_checks(consistency, duplicate, reset=reset)
-        consistency, duplicate = bank.enrollment_checks
+            bank.thresholds.set_enrollment_checks(consistency, duplicate, reset=reset)
+        consistency, duplicate = bank.thresholds.enrollment_checks
     emit({"consistency": consistency, "duplicate": duplicate}, as_json,
          f"consistency: {consistency:.4f}\nduplicate voice: {duplicate:.4f}")
 
@@ -283,7 +283,7 @@ def audit(ctx: click.Context, speaker: str | None, since: str | None, limit: int
     if ctx.invoked_subcommand is not None:
         return
     with ctx.obj.open() as bank:
-        entries = bank.audit(speaker=speaker, since=parse_time(since) if since else None, limit=limit)
+        entries = bank.audit.entries(speaker=speaker, since=parse_time(since) if since else None, limit=limit)
     lines = [f"{e.at:%Y-%m-%d %H:%M:%S}  {e.operation:<8} {('claim ' + e.claimed) if e.claimed else '':<20} "
              f"-> {e.returned or 'nobody':<20} score {'-' if e.score is None else format(e.score, '.4f')} "
              f"(threshold {e.threshold:.4f}, {'accepted' if e.accepted else 'rejected'}) {e.client or ''}".rstrip()
@@ -309,5 +309,5 @@ def purge(obj: Context, before: str, yes: bool) -> None:
     if not yes and not (sys.stdin.isatty() and click.confirm(f"Delete every decision before {moment.isoformat()}?")):
         raise VoiceBankError("nothing deleted: add --yes to confirm.")
     with obj.open() as bank:
-        count = bank.purge_audit(moment)
+        count = bank.audit.purge(moment)
     click.echo(f"Deleted {count} decisions recorded before {moment.isoformat()}.")

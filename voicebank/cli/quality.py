@@ -99,16 +99,16 @@ def eval_(obj: Context, trials: str, root: str | None, far: float, plot: str | N
     Example:
       voicebank eval trials.txt --far 0.01 --plot det.png
     """
-    from ..evaluation import plot_report, report, score_trial_file
+    from ..evaluation import plot_report, report
 
     if plot:
         plot_target(plot)
     with obj.open() as bank:
         bar, progress = progress_bar(0)
         with bar:
-            scores = score_trial_file(bank, trials, root, progress)
+            scores = bank.score_trial_file(trials, root, progress)
         _report_left_out(scores)
-        result = report(scores, far, bank.threshold)
+        result = report(scores, far, bank.thresholds.verify)
     if plot:
         with plot_written(plot):
             plot_report(scores, result, plot)
@@ -165,8 +165,9 @@ def calibrate(obj: Context, trials: str | None, root: str | None, far: float, un
             bank.refuse_changes("store thresholds")
         bar, progress = progress_bar(0)
         with bar:
-            result = bank.calibrate(trials, root=root, far=None if at_eer else far, unknown_rate=unknown_rate,
-                                    purposes=purposes, rule=rule, progress=progress)
+            result = bank.thresholds.calibrate(trials, root=root, far=None if at_eer else far,
+                                               unknown_rate=unknown_rate, purposes=purposes, rule=rule,
+                                               progress=progress)
         if result.scored is not None:
             _report_left_out(result.scored)
         text = _calibration_text(result)
@@ -178,7 +179,7 @@ def calibrate(obj: Context, trials: str | None, root: str | None, far: float, un
             click.echo(text)  # what the question is about, before it
         store = yes or (ask and click.confirm("Store these thresholds?"))
         if store:
-            bank.store_calibration(result)
+            bank.thresholds.store_calibration(result)
     verdict = "Stored." if store else "Not stored: run again with --yes to store them."
     emit({**result.to_dict(), "stored": bool(store)}, as_json, verdict if ask else f"{text}\n{verdict}")
 
@@ -285,7 +286,7 @@ def cohort_add(obj: Context, files: tuple[str, ...]) -> None:
     with obj.open() as bank:
         bar, progress = progress_bar(len(files))
         with bar:
-            size = bank.add_cohort(list(files), progress=progress, on_error=lambda _i, exc: failed.append(str(exc)))
+            size = bank.cohort.add(list(files), progress=progress, on_error=lambda _i, exc: failed.append(str(exc)))
     for why in failed:
         click.echo(f"left out: {safe(why)}", err=True)
     click.echo(f"The cohort holds {size} recordings.")
@@ -305,7 +306,7 @@ def cohort_show(obj: Context) -> None:
       voicebank cohort show
     """
     with obj.open() as bank:
-        click.echo(f"The cohort holds {bank.cohort_size()} recordings.")
+        click.echo(f"The cohort holds {bank.cohort.size()} recordings.")
 
 
 @cohort.command(name="clear")
@@ -319,7 +320,7 @@ def cohort_clear(obj: Context) -> None:
       voicebank cohort clear
     """
     with obj.open() as bank:
-        bank.clear_cohort()
+        bank.cohort.clear()
     click.echo("The cohort is empty.")
 
 
@@ -340,9 +341,9 @@ def normalization(obj: Context, kind: str | None, top_n: int, threshold: float |
     """
     with obj.open() as bank:
         if kind is not None:
-            new = bank.set_score_normalization(kind, top_n, threshold)
+            new = bank.thresholds.set_score_normalization(kind, top_n, threshold)
             click.echo(f"score: {kind}; threshold reset to {new:.4f} (verify and identify). Calibrate them: "
                        "voicebank calibrate")
         else:
-            click.echo(f"score: {bank.score_kind}; thresholds: verify {bank.threshold:.4f}, "
-                       f"identify {bank.identify_threshold:.4f}")
+            click.echo(f"score: {bank.thresholds.score_kind}; thresholds: verify {bank.thresholds.verify:.4f}, "
+                       f"identify {bank.thresholds.identify:.4f}")

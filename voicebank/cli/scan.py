@@ -50,7 +50,7 @@ def scan_(obj: Context, recording: str, window: float | None, hop: float | None,
     window = window or scanning.DEFAULT_WINDOW
     hop = hop or window * scanning.DEFAULT_HOP_FRACTION
     with obj.open() as bank, contextlib.ExitStack() as bars:
-        segments = scanning.scan(bank, recording, window=window, hop=hop, progress=_progress_bar(bars))
+        segments = bank.scan(recording, window=window, hop=hop, progress=_progress_bar(bars))
     lines = scanning.rttm(segments, scanning.file_id(recording))
     if rttm == "-":
         click.echo(lines, nl=False)

@@ -39,10 +39,10 @@ def init(obj: Context, threshold: float | None, identify_rule: str, index_kind: 
     from .admin import calibration_text
 
     with obj.open(create=True, exist_ok=False, threshold=threshold, identify_rule=identify_rule, index=index_kind) as bank:
-        status, telephone = bank.calibration_status(), bank.calibration_status(channel="telephone")
+        status, telephone = bank.thresholds.status(), bank.thresholds.status(channel="telephone")
         info = {"db": obj.db or "voicebank.db", "model": bank.model_source, "model_id": bank.model_id,
-                "dimension": bank.dimension, "threshold": bank.threshold, "identify_threshold": bank.identify_threshold,
-                "index": bank.index_kind, "calibration": status, "channels": {"telephone": telephone}}
+                "dimension": bank.dimension, "threshold": bank.thresholds.verify,
+                "identify_threshold": bank.thresholds.identify, "index": bank.index_kind, "calibration": status, "channels": {"telephone": telephone}}
     emit(info, as_json, f"Created a voicebank with {info['model']} ({info['dimension']}-dim).\n"
          + calibration_text(status) + "\n" + calibration_text(telephone, "telephone "))
 

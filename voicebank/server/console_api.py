@@ -1,6 +1,6 @@
 """Endpoints the console needs, open to any client with the same keys, roles, limits and errors:
 checking takes before enrolling them, the audit trail, and the thresholds with a calibration
-dry-run. Each is one facade call (for calibration, the same ``VoiceBank.calibrate`` as
+dry-run. Each is one facade call (for calibration, the same ``bank.thresholds.calibrate`` as
 ``voicebank calibrate``); nothing here decides anything."""
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ async def audit_trail(
     since, until = _in_utc("since", since), _in_utc("until", until)
     if since is not None and until is not None and since >= until:
         raise InvalidInputError("since must be before until.")
-    entries = await run(request, request.app.state.bank.audit, speaker or None, since, until,
+    entries = await run(request, request.app.state.bank.audit.entries, speaker or None, since, until,
                         limit + 1, operation=operation, client=client or None, offset=offset)  # one more: a next page?
     more = len(entries) > limit
     return {"entries": [e.to_dict() for e in entries[:limit]], "limit": limit, "offset": offset,
@@ -90,10 +90,10 @@ async def thresholds(request: Request, key: Reader) -> dict[str, Any]:
     """The stored thresholds, what each promises with today's speakers (as `voicebank threshold
     --json`), and how each was set."""
     bank = request.app.state.bank
-    status = await run(request, bank.calibration_status)
-    points = await run(request, bank.operating_points)
-    telephone_status = await run(request, bank.calibration_status, None, "telephone")
-    telephone = await run(request, bank.operating_points, "telephone")
+    status = await run(request, bank.thresholds.status)
+    points = await run(request, bank.thresholds.operating_points)
+    telephone_status = await run(request, bank.thresholds.status, None, "telephone")
+    telephone = await run(request, bank.thresholds.operating_points, "telephone")
     return {"status": status, "points": {k: p.to_dict(with_model=False) for k, p in points.items()},
             "channels": {"telephone": {"status": telephone_status,
                                        "points": {k: p.to_dict(with_model=False) for k, p in telephone.items()}}}}
@@ -119,7 +119,7 @@ async def calibration_dry_run(
 def _dry_run(bank: Any, far: float | None, unknown_rate: float, purposes: tuple[str, ...], rule: str | None) -> dict[str, Any]:
     from ..evaluation import plot_calibration
 
-    result = bank.calibrate(far=far, unknown_rate=unknown_rate, purposes=purposes, rule=rule)
+    result = bank.thresholds.calibrate(far=far, unknown_rate=unknown_rate, purposes=purposes, rule=rule)
     plots: dict[str, str] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="voicebank-det-") as folder:
