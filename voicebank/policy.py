@@ -13,8 +13,8 @@ from .impostors import MARGIN
 from .norm import ASNORM, COSINE
 
 # The threshold a new bank starts with, per backend, until it is calibrated on the user's data.
-# WavLM: the model card's suggestion for one pair of utterances. Resemblyzer: near the EER threshold
-# measured by bench/quality.py (0.798 pooled; LibriSpeech 0.80, VCTK 0.90: calibrate on your data).
+# WavLM: the model card's suggestion for one pair of utterances. Resemblyzer: near its equal-error
+# threshold on read speech (`python bench/quality.py`, "Verification"); calibrate on your data.
 DEFAULT_THRESHOLDS = {"xvector": 0.86, "resemblyzer": 0.80}
 
 # The enrollment checks' cosine thresholds, as offsets from the threshold a bank starts with
@@ -25,16 +25,16 @@ DEFAULT_THRESHOLDS = {"xvector": 0.86, "resemblyzer": 0.80}
 #   caught is measured, not assumed (docs/calibration.md, "Enrollment checks"; bench/quality.py).
 # - duplicate voice: the new voiceprint against the nearest enrolled one. Set where the same person
 #   enrolled again from other recordings is caught at least 90% of the time.
-# Measured with resemblyzer (0.80 - 0.15 = 0.65, 0.80 + 0.08 = 0.88) on speechocean762-dev and
-# shared/data/speech by bench/quality.py. WavLM's weights cannot be downloaded where voicebank is
-# developed: the same offsets from the model card's 0.86 are a starting point only, and
-# `voicebank checks` sets a bank's own.
+# Set with resemblyzer on the hardest corpus at hand and checked on the others
+# (`python bench/quality.py`, "Enrollment gates chosen on one corpus"). For WavLM, whose weights
+# could not be downloaded here, the same offsets are a starting point only; `voicebank checks`
+# sets a bank's own.
 CHECK_OFFSETS = (-0.15, 0.08)
 
 # Under the margin rule (2 x best - second best) a new bank's identification threshold starts this
-# much above its verification one: measured with resemblyzer, the default 0.80 + 0.08 lets in as
-# few or fewer never-enrolled people than the best score at 0.80 (LibriSpeech/VCTK set: 4.0% and
-# 4.0%; speechocean762-dev, 50 enrolled: 6.8% and 16%). Still only a start: calibrate.
+# much above its verification one, so that it lets in no more never-enrolled people than the best
+# score at the verification threshold would (`python bench/quality.py`, "Open-set identification").
+# Still only a start: calibrate.
 MARGIN_OFFSET = 0.08
 
 # Where a freshly switched AS-norm bank starts, in standard deviations, until it is calibrated:

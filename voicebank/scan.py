@@ -33,12 +33,9 @@ from .vad import FRAME_SECONDS
 
 log = logging.getLogger(__name__)
 
-# Measured with the resemblyzer backend at the bank's starting threshold, on 24 recordings of
-# 6-12 LibriSpeech turns (held-out files of 6 random triples of enrolled speakers, plus unknown
-# voices): 3 s windows labelled 93.6% of speech frames right (2 s: 90.4%) with turn edges 0.42 s
-# off on average; their equal-error threshold (0.77) is close to that of whole recordings, so a
-# bank calibrated on recordings needs no other threshold. Splitting at 0.5 s pauses cut the edge
-# error where 1 s of silence separates turns from 0.46 s (windows across pauses) to 0.17 s.
+# 3 s windows: long enough for the model to tell voices apart, short enough to place a change of
+# speaker within a second or so; stretches of speech are split at pauses of 0.5 s, so a window does
+# not straddle two turns across a silence (`python bench/meetings.py` measures what scan names).
 DEFAULT_WINDOW = 3.0  # seconds
 DEFAULT_HOP_FRACTION = 0.5  # of the window, when no hop is given
 MIN_PAUSE = 0.5  # seconds of silence that end a speech region

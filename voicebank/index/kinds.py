@@ -37,8 +37,8 @@ HNSW_COMPACT_FRACTION = 0.25  # rebuild the graph when tombstones exceed this sh
 IVF_MIN_TRAIN = 4096  # fewer voiceprints than this: exact search (k-means needs ~40+ points per list)
 IVF_TRAIN_PER_LIST = 64  # k-means sample: this many voiceprints per list, at most
 # nprobe = max(IVF_MIN_PROBE, nlist // IVF_PROBE_SHARE): a quarter of the lists. Voiceprints sit in a
-# narrow cone, so the right list is often not among the nearest few: on voice-shaped data at 100k
-# (bench/search.py), recall@1 was 0.750 probing 8 of 256 lists, 0.955 with 32, 0.989 with 64.
+# narrow cone, so the right list is often not among the nearest few (`python bench/search.py`
+# measures recall@1 by the share probed).
 IVF_PROBE_SHARE = 4
 IVF_MIN_PROBE = 8
 _ANY_LIVE_ID = (0, 2**62)  # ids in [0, 2**62) are live; tombstones are -1

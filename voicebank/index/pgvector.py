@@ -56,13 +56,9 @@ KIND = "pgvector"
 COLUMN_TYPE, OPCLASS = "halfvec", "halfvec_ip_ops"
 OVERFETCH = 16  # rows fetched beyond k, so that a rounding-order error at the k-th place costs nothing
 COLUMN, INDEX, TRIGGER, TRIGGER_FUNCTION = "embedding", "speakers_embedding_hnsw", "voicebank_embedding", "voicebank_embed_speaker"
-# Chosen with bench/search.py (cone-shaped voiceprints, 100k): m=16 / ef_construction=64 (pgvector's
-# defaults) lost recall@1 on voice-like data. A better-built graph finds more at the same search cost:
-# ef_construction 512 instead of 128 (m=32) raised recall@1 at efSearch 256/512/768 from
-# 0.977/0.988/0.992 to 0.983/0.994/0.996 (1,000 probes) and answered at efSearch 512 in 12.5 against
-# 15.7 ms p50, for a build 2.0x as long (226 s at 100k on 2 cores; each insert walks the graph as
-# widely): `bench/search.py --pg-hnsw 32:512,32:128`. m=16, tried by hand, was cheaper per search
-# but found less at every search time.
+# A graph built wider than pgvector's defaults (m=16, ef_construction=64), which lose recall@1 on
+# voiceprints (they sit in a narrow cone): it finds more at the same search cost, for a slower
+# build. `python bench/search.py --pg-hnsw 32:512,32:128` re-measures the trade (docs/benchmarks.md).
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 512
 EF_SEARCH_MIN, EF_SEARCH_MAX = 128, 1000  # pgvector accepts 1..1000
@@ -325,9 +321,8 @@ class PgVectorSearch:
         returns the bank's change sequence."""
         size = size or 0
         # Iterative scans (pgvector 0.8) would keep walking the graph past rows deleted but not yet
-        # vacuumed; they cost 12% per search at 100k voiceprints (p50 16.1 against 14.2 ms, the same
-        # queries interleaved, measured by hand), and a walk that returns fewer than k live rows is answered by an exact
-        # scan instead (:meth:`search`), so they stay off, whatever the server's default.
+        # vacuumed, at a cost on every search; a walk that returns fewer than k live rows is answered
+        # by an exact scan instead (:meth:`search`), so they stay off, whatever the server's default.
         # set_config(..., true) lasts until the end of this transaction.
         cursor.execute("SELECT change_seq, set_config('hnsw.ef_search', %s, true), "
                        "set_config('hnsw.iterative_scan', 'off', true), "
