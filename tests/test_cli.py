@@ -492,6 +492,9 @@ def test_a_key_that_cannot_be_shown_is_not_kept(initialized, as_json):
     assert proc.returncode == 2
     again = subprocess.run([*create, *as_json], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert again.returncode == 0 and "vb_" in again.stdout, again.stderr
+    closed = subprocess.run(["bash", "-c", 'exec "$@" >&-', "-", *create[:-3], "k2", "--role", "reader", *as_json],
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO, timeout=120)  # stdout closed
+    assert (closed.returncode, "so it was not kept" in closed.stderr, "Traceback" in closed.stderr) == (2, True, False)
 
 
 # -- help ----------------------------------------------------------------------------------------------

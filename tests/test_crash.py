@@ -420,16 +420,28 @@ from sqlalchemy import text
 from voicebank.errors import DatabaseGoneError
 from voicebank.store.engine import Store
 
-db, companion = sys.argv[1], sys.argv[2]
-store = Store(f"sqlite:///{db}")
-with store.write() as s:
+db, damage = sys.argv[1], sys.argv[2]
+setup = Store(f"sqlite:///{db}")
+with setup.write() as s:
     s.execute(text("CREATE TABLE t (x BLOB)"))
 for _ in range(3):
-    with store.write() as s:
+    with setup.write() as s:
         s.execute(text("INSERT INTO t VALUES (zeroblob(20000))"))
+if damage == "-shm after reads only":  # a process that has only read since it opened the bank
+    setup.dispose()
+    store = Store(f"sqlite:///{db}")
+    with store.read() as s:
+        s.execute(text("SELECT count(*) FROM t")).scalar()
+    assert os.path.getsize(db + "-wal") == 0  # the last close checkpointed the log
+else:
+    store = setup
 with store.read() as s:
     print("rows", s.execute(text("SELECT count(*) FROM t")).scalar(), flush=True)
-os.truncate(db + companion, 0)
+if damage == "-wal overwritten":
+    with open(db + "-wal", "r+b") as f:
+        f.write(os.urandom(os.path.getsize(db + "-wal")))
+else:
+    os.truncate(db + damage.split()[0], 0)
 for what, scope in (("write", store.write), ("read", store.read)):
     try:
         with scope() as s:
@@ -437,24 +449,27 @@ for what, scope in (("write", store.write), ("read", store.read)):
         print(what, "done", flush=True)
     except DatabaseGoneError as exc:
         print(what, "refused:", exc, flush=True)
-os._exit(0)  # closing would checkpoint through the cut files
+os._exit(0)  # closing would checkpoint through the damaged files
 """
 
 
-@pytest.mark.parametrize("companion", ["-wal", "-shm"])
-def test_a_write_ahead_log_cut_short_in_place_refuses_reads_and_writes(tmp_path, companion):
-    """Another program truncates the -wal (committed pages not yet checkpointed) or the -shm (which
-    SQLite maps into memory) of a bank in use: the next write would be acknowledged into a log
-    nobody can replay, and the next access to a cut -shm kills the process with SIGBUS. Both are
-    refused, saying what happened, and the process lives."""
+@pytest.mark.parametrize("damage, said", [("-wal", "-wal file was cut to 0 bytes"), ("-shm", "-shm file was cut"),
+                                          ("-wal overwritten", "-wal file was overwritten"),
+                                          ("-shm after reads only", "-shm file was cut")])
+def test_a_write_ahead_log_cut_short_or_overwritten_in_place_refuses_reads_and_writes(tmp_path, damage, said):
+    """Another program truncates or overwrites the -wal (committed pages not yet checkpointed) or
+    truncates the -shm (which SQLite maps into memory, also in a process that has only read) of a
+    bank in use: the next write would be acknowledged into a log nobody can replay, and the next
+    access to a cut -shm kills the process with SIGBUS. Both are refused, saying what happened,
+    and the process lives."""
     import subprocess
     import sys
 
-    found = subprocess.run([sys.executable, "-c", CUT_COMPANION, str(tmp_path / "bank.db"), companion],
+    found = subprocess.run([sys.executable, "-c", CUT_COMPANION, str(tmp_path / "bank.db"), damage],
                            capture_output=True, text=True, timeout=120)
     assert found.returncode == 0, found.stderr[-2000:]
     lines = found.stdout.splitlines()
     assert lines[0] == "rows 3"
-    assert lines[1].startswith(f"write refused: the database's {companion} file was cut to 0 bytes")
+    assert lines[1].startswith(f"write refused: the database's {said}"), lines[1]
     assert "Nothing was read or written" in lines[1]
     assert lines[2].startswith("read refused:")

@@ -275,6 +275,10 @@ BLANK_NAMES = [
     ("bob\U0001fffe", "U+1FFFE (a noncharacter)"),
     ("bob\u0378", "U+0378 (unassigned)"),
     ("bob\ufffc", "U+FFFC (OBJECT REPLACEMENT CHARACTER)"),
+    ("b\u2028ob", "U+2028 (LINE SEPARATOR)"),  # a line break in a list of names
+    ("b\u2029ob", "U+2029 (PARAGRAPH SEPARATOR)"),
+    ("bob\U0001d159", "U+1D159 (MUSICAL SYMBOL NULL NOTEHEAD)"),  # a symbol drawn empty
+    ("b\U00016fe4ob", "U+16FE4 (KHITAN SMALL SCRIPT FILLER)"),
 ]
 
 

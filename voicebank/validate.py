@@ -54,7 +54,7 @@ def new_name(value: Any) -> str:
         if ignorable(ch) and not _joins(value, i) and not (ch in (VS15, VS16) and i and _emoji(value[i - 1])):
             raise InvalidInputError(f"a speaker name must not contain characters that show as nothing (U+{ord(ch):04X} "
                                     "here): another name could look the same. Leave it out.")
-    if not any(unicodedata.category(ch)[0] in "LNPS" and ch != BRAILLE_BLANK for ch in value):
+    if not any(unicodedata.category(ch)[0] in "LNPS" and ch not in DRAWN_BLANK for ch in value):
         raise InvalidInputError("a speaker name must hold at least one letter, digit or symbol that shows: this one "
                                 "looks blank.")
     for ch in value:
@@ -71,7 +71,7 @@ def new_name(value: Any) -> str:
 def _unclear(ch: str) -> str:
     """Why ``ch`` may show as something else, or as nothing, in a new name; "" when it shows as itself."""
     category = unicodedata.category(ch)
-    if ch == BRAILLE_BLANK or (category == "Zs" and ch != " "):  # thin, hair, narrow, no-break, ideographic...
+    if ch in DRAWN_BLANK or (category[0] == "Z" and ch != " "):  # thin, hair, no-break, line separator...
         return "it shows as a blank other than the plain space"
     if category == "Co":
         return "it is a private-use character, which each font draws its own way or not at all"
@@ -88,6 +88,9 @@ def _noncharacter(ch: str) -> bool:
 
 ZWNJ, ZWJ, VS16, BLACK_FLAG, CANCEL_TAG = "\u200c", "\u200d", "\ufe0f", "\U0001f3f4", "\U000e007f"
 VS15, BRAILLE_BLANK = "\ufe0e", "\u2800"  # text presentation of an emoji; a Braille cell with no dots
+# Letters and symbols whose glyph is empty by design: a Braille cell with no dots, a musical null
+# notehead, the Khitan filler (Hangul's fillers are default-ignorable, refused as such).
+DRAWN_BLANK = frozenset((BRAILLE_BLANK, "\U0001d159", "\U00016fe4"))
 OBJECT_REPLACEMENT = "\ufffc"
 # Scripts whose letters join (cursive shaping), where a ZWNJ between two letters changes how the
 # word looks: Arabic (with its supplements and presentation forms), Syriac, N'Ko, Mongolian.

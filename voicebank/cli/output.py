@@ -22,6 +22,9 @@ class WatchedStdout:
         return getattr(self._stream, name)
 
     def write(self, text: Any) -> int:
+        if self._stream is None:  # started with stdout closed (>&-)
+            self.error = OSError(9, "standard output is closed")
+            raise self.error
         try:
             return self._stream.write(text)
         except OSError as exc:
@@ -29,6 +32,8 @@ class WatchedStdout:
             raise
 
     def flush(self) -> None:
+        if self._stream is None:
+            return
         try:
             self._stream.flush()
         except OSError as exc:

@@ -19,6 +19,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .limits import reading_body
 
 
+# File parts that name one recording (identify's and verify's ``file``): given twice, which one was
+# decided on would be the framework's choice. ``files`` (enrollment) may repeat.
+SINGLE_FILES = (b"file",)
+
+
 class FormProblem(HTTPException):
     """Raised from ``receive``: an ``HTTPException``, which the framework's body parsing passes on."""
 
@@ -105,6 +110,8 @@ class _Form:
     def _on_headers_finished(self) -> None:
         _, options = parse_options_header(self._disposition)
         self._disposition, self._decoder, self._name = b"", None, None
+        if b"name" in options and b"filename" in options and options[b"name"] in SINGLE_FILES:
+            self.fields.append(options[b"name"].decode("utf-8", "replace"))  # one recording per decision
         if b"filename" in options or b"name" not in options:  # a file, or a part no field can come from
             return
         self._name = options[b"name"].decode("utf-8", "replace")

@@ -174,6 +174,7 @@ class Store:
         self._writer = self._primary_engine.execution_options(voicebank_write=True)
         self._file = sqlite_path(url)
         self._identity: tuple[int, int] | None = None  # (device, inode) of the SQLite file first seen
+        self._used = False  # a transaction has run: SQLite has the -shm mapped into this process
         self._primary_checked = primary is None
 
     def _check_file(self) -> None:
@@ -212,7 +213,9 @@ class Store:
         """Refuse to read or write when SQLite's -wal or -shm file was cut short by another program
         while in use (:func:`_cut_short`): writes would be acknowledged into a log nobody can replay,
         and a -shm cut under its memory map kills the process (SIGBUS) on the next access."""
-        cut = _cut_short(self._file) if self._file is not None else None
+        cut = _cut_short(self._file, self._used) if self._file is not None else None
+        if cut:  # once more: another process may have restarted the log between the two files' reads
+            cut = _cut_short(self._file, self._used)
         if cut:
             from ..errors import DatabaseGoneError
 
@@ -232,6 +235,7 @@ class Store:
             self._check_companions()
         with self._translated(), Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
+        self._used = True
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -278,6 +282,7 @@ class Store:
                 session.begin():
             self._check_file()  # under the write lock: no one swaps the file between check and commit
             yield session
+        self._used = True
 
     def _check_primary(self) -> None:
         """Before the first write to the primary: is it the bank this replica replays? Audit rows
@@ -333,31 +338,40 @@ def record(session: Session, seq: int, speaker_id: int, op: str) -> None:
 # frames of the -wal file are committed (https://sqlite.org/walformat.html).
 SHM_PAGE = 32768
 _WAL_HEADER, _FRAME_HEADER = 32, 24
+_WAL_MAGIC = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")  # big-endian, with either checksum byte order
 
 
-def _cut_short(database: Path) -> str | None:
-    """Which of SQLite's companion files of ``database`` is shorter than SQLite's own record of it
-    says, as a phrase ("-wal file was cut short ..."), else None. The -shm file's header (two copies,
-    equal unless a writer is mid-update) holds the count of committed frames and the page size;
-    writers append frames to the -wal before they count them, so a -wal shorter than its counted
-    frames was truncated by someone else, and a -shm smaller than one page beside a non-empty -wal
-    was cut under the processes that map it."""
+def _cut_short(database: Path, mapped: bool = False) -> str | None:
+    """Which of SQLite's companion files of ``database`` another program cut short or overwrote
+    while in use, as a phrase ("-wal file was cut to ..."), else None. The -shm file's header (two
+    copies, equal unless a writer is mid-update) holds the count of committed frames, the page size
+    and the -wal's salt; writers append frames to the -wal before they count them, so a -wal
+    shorter than its counted frames was truncated, and one whose header or last committed frame
+    lacks that salt was overwritten. A -shm smaller than one page was cut under the processes that
+    map it: beside a non-empty -wal, or when this process (``mapped``) has it mapped already."""
     try:
         with open(f"{database}-shm", "rb") as shm:
             header, shm_size = shm.read(96), os.fstat(shm.fileno()).st_size
-        wal_size = os.stat(f"{database}-wal").st_size
+        with open(f"{database}-wal", "rb") as wal:
+            wal_size = os.fstat(wal.fileno()).st_size
+            wal_header = wal.read(_WAL_HEADER)
+            if shm_size < SHM_PAGE:
+                return f"-shm file was cut to {shm_size} bytes" if wal_size > 0 or mapped else None
+            if len(header) < 96 or header[:48] != header[48:96] or header[12] == 0:  # mid-update, or not yet built
+                return None
+            page = int.from_bytes(header[14:16], sys.byteorder)
+            page = 65536 if page == 1 else page
+            frames, salt = int.from_bytes(header[16:20], sys.byteorder), header[32:40]
+            needed = _WAL_HEADER + frames * (_FRAME_HEADER + page) if frames else 0
+            if wal_size < needed:
+                return f"-wal file was cut to {wal_size} bytes (it holds {frames} committed pages: {needed} bytes)"
+            if frames:
+                wal.seek(needed - page - _FRAME_HEADER)
+                last = wal.read(_FRAME_HEADER)
+                if wal_header[:4] not in _WAL_MAGIC or wal_header[16:24] != salt or last[8:16] != salt:
+                    return "-wal file was overwritten (its committed pages are not the ones SQLite wrote)"
     except OSError:  # no -shm or -wal: no one is using the log (a deleted one is found by /proc)
         return None
-    if shm_size < SHM_PAGE:
-        return f"-shm file was cut to {shm_size} bytes" if wal_size > 0 else None
-    if len(header) < 96 or header[:48] != header[48:96] or header[12] == 0:  # mid-update, or not yet built
-        return None
-    page = int.from_bytes(header[14:16], sys.byteorder)
-    page = 65536 if page == 1 else page
-    frames = int.from_bytes(header[16:20], sys.byteorder)
-    needed = _WAL_HEADER + frames * (_FRAME_HEADER + page) if frames else 0
-    if wal_size < needed:
-        return f"-wal file was cut to {wal_size} bytes (it holds {frames} committed pages: {needed} bytes)"
     return None
 
 

@@ -33,7 +33,7 @@ def no_such_speaker(name: str) -> str:
 
 def recording_taken(label: str, owner: str) -> str:
     """The rule "one recording, one person" broken, in the words both enrollment and its dry run use."""
-    return (f"{label} is already enrolled for {owner} (the same recording, byte for byte); a recording belongs to "
+    return (f"{label} is already enrolled for {owner} (the same recording: the same file, or the same audio in another one); a recording belongs to "
             "one person.")
 
 
