@@ -417,6 +417,15 @@ def test_a_form_cut_short_twice_named_or_not_utf8_is_422_saying_which(server, vo
     assert "no speaker named 'Zoë'" in error_of(server.client.post("/verify", content=body, headers={**headers, **admin}), 404)
 
 
+def test_the_browser_s_icon_needs_no_key_and_logs_no_refusal(server, caplog):
+    """Every page load asks for /favicon.ico without a key: a 401 there logged a refused-key warning
+    and showed a red error in the browser's console on every visit."""
+    with caplog.at_level("WARNING"):
+        got = server.client.get("/favicon.ico")
+    assert got.status_code == 200 and got.headers["content-type"] == "image/png" and got.content[:4] == b"\x89PNG"
+    assert "refused" not in caplog.text
+
+
 @pytest.mark.parametrize("path", ["/", "/docs", "/health", "/speakers", "/speakers/alice", "/me", "/audit",
                                   "/calibration", "/openapi.json"])
 def test_head_answers_as_get_without_a_body(server, path):

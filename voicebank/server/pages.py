@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONSOLE = Path(__file__).with_name("console")
-PUBLIC_PATHS = ("/", "/docs")
+PUBLIC_PATHS = ("/", "/docs", "/favicon.ico")  # browsers ask for the icon without a key
 PUBLIC_PREFIXES = ("/console/", "/docs-assets/")
 
 # Same origin only. The console sets no inline script or style (element.style through the DOM is
@@ -76,6 +76,11 @@ def install(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def console() -> FileResponse:
         return FileResponse(CONSOLE / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:  # asked for by every page load: without it, a 401 and a warning each time
+        return FileResponse(swagger_assets() / "favicon.png", media_type="image/png",
+                            headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
