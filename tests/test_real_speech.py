@@ -103,18 +103,18 @@ def test_verification_and_calibration_on_real_speech(real_bank):
     assert bank.verify(name, path).accepted
     assert not bank.verify(other, path).accepted
 
-    from voicebank.evaluation import Scores, calibrate, report
+    from voicebank.evaluation import Scores, report
 
     # 14 speakers x 3 recordings cannot support 1% unknown-person false alarms on their own: the
     # reference set of strangers fills in, less the 14 enrolled people, who are in it (these are its
     # corpora): each scores against their own voiceprint higher than any two of its people do
-    wide = calibrate(bank)
+    wide = bank.thresholds.calibrate()
     reference = bank.thresholds.reference_set()
     sources = wide.chosen["identify"].sources
     assert sources["own"] == 42 and wide.chosen["identify"].target == 0.01 and wide.chosen["identify"].asked is None
     assert len(reference) - 160 <= sources["reference"] <= len(reference) - 130
     assert wide.chosen["verify"].sources["reference"] == 0  # 42 x 13 impostor pairs of its own are enough for 1%
-    result = calibrate(bank, far=0.05, unknown_rate=0.05)  # each recording held out from its voiceprint
+    result = bank.thresholds.calibrate(far=0.05, unknown_rate=0.05)  # each recording held out from its voiceprint
     t = result.trials
     assert (t.target.size, t.nontarget.size, len(t.unknown)) == (42, 42 * 13, 42)
     verify, ident = result.chosen["verify"], result.chosen["identify"]
