@@ -54,11 +54,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import quality_data as data  # noqa: E402
 import quality_protocol as protocol  # noqa: E402
-import search  # noqa: E402 (bench/search.py: exact search, machine, versions, threads)
+import search_measure as search  # noqa: E402 (exact search, versions, threads: as bench/search.py)
 import search_decisions  # noqa: E402
 import search_pgvector  # noqa: E402
 import search_population  # noqa: E402
-from _env import describe  # noqa: E402
+from _env import describe, machine  # noqa: E402
 from voicebank.calibration import MARGIN  # noqa: E402
 from voicebank.index import IndexInfo, SpeakerIndex  # noqa: E402
 from voicebank.index import kinds as index_kinds  # noqa: E402
@@ -272,7 +272,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     start = time.perf_counter()
-    res = {"command": [sys.executable] + sys.argv, "machine": search.machine(), "threads": search.set_threads(args.threads),
+    res = {"command": [sys.executable] + sys.argv, "machine": machine(), "threads": search.set_threads(args.threads),
            "versions": search.versions(), "load_average_start": os.getloadavg()}
     from voicebank.embedding import load_embedder
 

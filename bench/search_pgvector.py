@@ -137,11 +137,11 @@ def loaded(admin_url: str, prints: np.ndarray, connections: int = 2):
 
 def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.ndarray, own: np.ndarray,
             decisions, k: int, clients: list[int], args, label: str = "pgvector") -> tuple[dict, list[dict]]:
-    """One row (as bench/search.py's measure_kind; ``decisions``: its search_decisions.Comparison) and an
+    """One row (as bench/search_faiss.py's measure_kind; ``decisions``: a search_decisions.Comparison) and an
     ef_search sweep."""
+    from search_measure import latency_figures, singles, threaded_qps  # the same timing code as the FAISS rows
     from sqlalchemy import text
 
-    from search import threaded_qps  # bench/search.py: the same clients as the FAISS rows
     from voicebank.index import pgvector as pgv
 
     n, d = prints.shape
@@ -152,8 +152,6 @@ def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.n
             table_bytes = session.execute(text("SELECT pg_total_relation_size('speakers')")).scalar_one()
         searcher = pgv.PgVectorSearch(store, d, name)
         search = lambda q, k: searcher.search(q, k)[:2]  # noqa: E731 (scores, ids), as the FAISS rows' search
-        from search import latency_figures, singles  # noqa: E402 (the same timing code as FAISS rows)
-
         times = singles(search, queries, args.single_budget, args.singles)
         found = np.concatenate([search(queries[i:i + 64], 1)[1][:, 0] for i in range(0, len(queries), 64)])
         row = {"kind": label, "build_s": build_s, "insert_s": insert_s,

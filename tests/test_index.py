@@ -337,8 +337,8 @@ def test_load_refuses_a_file_whose_structure_is_not_the_kind(tmp_path):
 # Voiceprints clustered like real ones: speaker centres share a common offset and one of a few
 # group offsets (think gender, language, channel) plus an anisotropic part; each voiceprint is the
 # normalized mean of 3 noisy utterances, each query a 4th utterance of an enrolled speaker. Same-
-# speaker utterance cosines come out ~0.65-0.9, different speakers ~0-0.3 (bench/search.py has the
-# full generator and its measured statistics).
+# speaker utterance cosines come out ~0.65-0.9, different speakers ~0-0.3 (bench/search_population.py
+# generates voiceprints fitted to real ones, closer together, for the benchmark).
 
 BIG, BIG_DIM = 5_000, 64
 APPROXIMATE = [k for k in KINDS if k != "flat"]
