@@ -139,7 +139,8 @@ def measure(admin_url: str, prints: np.ndarray, queries: np.ndarray, truth: np.n
             decisions, k: int, clients: list[int], args, label: str = "pgvector") -> tuple[dict, list[dict]]:
     """One row (as bench/search_faiss.py's measure_kind; ``decisions``: a search_decisions.Comparison) and an
     ef_search sweep."""
-    from search_measure import latency_figures, singles, threaded_qps  # the same timing code as the FAISS rows
+    # the same timing code and clients as the FAISS rows
+    from search_measure import latency_figures, singles, threaded_qps
     from sqlalchemy import text
 
     from voicebank.index import pgvector as pgv
