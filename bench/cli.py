@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -35,7 +34,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from conftest import SR, build_tiny_wavlm, synth_voice  # noqa: E402  (sets HF offline)
 
-from _env import describe  # noqa: E402
+from _env import describe, machine  # noqa: E402
 
 SPEECH = ROOT.parent / "shared" / "data" / "speech"
 _ENTRY = "import sys; from voicebank.cli import main; main(sys.argv[1:], prog_name='voicebank')"
@@ -149,20 +148,6 @@ def measure(codes: dict[str, Path], cmds: dict[str, list[str]], cwd: Path, runs:
                 "runs": {"wall": [round(x, 3) for x in e["wall"]], "cpu": [round(x, 3) for x in e["cpu"]]},
             }
     return out
-
-
-def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "usable_cores": cores, "load_average_1min_at_start": load, "python": platform.python_version()}
 
 
 def main() -> None:

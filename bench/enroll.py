@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _env import describe  # noqa: E402
+from _env import describe, machine  # noqa: E402
 from voicebank import VoiceBank, __version__  # noqa: E402
 from voicebank.vectors import l2_normalize  # noqa: E402
 
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--out", type=Path, default=Path("bench/results/enroll.json"))
     args = parser.parse_args()
-    results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+    results = {"machine": machine(),
                "versions": {"python": platform.python_version(), "numpy": np.__version__, "voicebank": __version__},
                "command": " ".join(sys.argv), "count": args.count, "runs": {}}
     print(describe(results["machine"], results["versions"]))

@@ -35,7 +35,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -51,7 +50,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from conftest import TINY_THRESHOLD, FakeEmbedder  # noqa: E402  (sets HF offline)
 from replication_server import ReplicaSet, unit_rows  # noqa: E402
 
-from _env import describe  # noqa: E402
+from _env import describe, machine  # noqa: E402
 from voicebank import VoiceBank  # noqa: E402
 from voicebank.store import Store, UtteranceRow, resolve_url  # noqa: E402
 from voicebank.store.repository import Repository  # noqa: E402
@@ -259,8 +258,7 @@ def main() -> None:
                 "acknowledged changes counted on it; a new standby re-based from it each round",
         "writers": args.writers, "seed": args.seed, "summary": table, "modes": modes,
         "seconds": round(time.perf_counter() - start, 1),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average_1min_at_end": round(os.getloadavg()[0], 2)},
+        "machine": machine(),  # its load average: at the end
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

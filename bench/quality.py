@@ -48,7 +48,7 @@ import quality_protocol as protocol  # noqa: E402
 import quality_report as report  # noqa: E402
 import quality_scores as scores  # noqa: E402
 import quality_sweeps as sweeps  # noqa: E402
-from _env import describe  # noqa: E402
+from _env import describe, machine  # noqa: E402
 from voicebank.channel import TELEPHONE, WIDEBAND  # noqa: E402
 from voicebank.embedding import load_embedder  # noqa: E402
 from voicebank.policy import CHECK_OFFSETS, default_threshold, enrollment_checks  # noqa: E402
@@ -179,21 +179,12 @@ def environment(embedder) -> dict:
         except md.PackageNotFoundError:
             return "absent"
 
-    return {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                        "load_average_1m": round(os.getloadavg()[0], 2), "platform": platform.platform()},
+    return {"machine": machine(torch=True),
             "versions": {"python": platform.python_version(), "voicebank": voicebank.__version__,
                          "numpy": np.__version__, "scipy": version("scipy"), "torch": torch.__version__,
                          "resemblyzer": version("resemblyzer"), "silero-vad": version("silero-vad"),
                          "librosa": version("librosa"), "soxr": version("soxr"), "model": embedder.model_id},
             "command": [sys.executable] + sys.argv}
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        return platform.processor()
 
 
 def parse_args() -> argparse.Namespace:

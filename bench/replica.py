@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import sys
 import threading
@@ -34,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from conftest import TINY_THRESHOLD, FakeEmbedder  # noqa: E402  (sets HF offline)
 from replication_server import ReplicaSet, enroll_vectors, unit_rows  # noqa: E402
 
-from _env import describe  # noqa: E402
+from _env import describe, machine  # noqa: E402
 from voicebank import VoiceBank  # noqa: E402
 from voicebank.errors import StaleReplicaError  # noqa: E402
 
@@ -116,8 +114,7 @@ def main() -> None:
         "what": "removals on the primary, each identified at once through a hot standby whose replay was paused "
                 "(and resumed by a timer at a random moment) half the time",
         "max_lag_s": args.max_lag, "seed": args.seed, **result,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average_1min_at_end": round(os.getloadavg()[0], 2)},
+        "machine": machine(),  # its load average: at the end
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

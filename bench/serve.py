@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from conftest import SR, TINY_THRESHOLD, build_tiny_wavlm, synth_voice, take  # 
 import httpx  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from _env import describe  # noqa: E402
+from _env import describe, machine  # noqa: E402
 from voicebank import VoiceBank  # noqa: E402
 
 
@@ -145,14 +144,11 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-    import torch
-
     report = {
         "what": "POST /identify over HTTP/1.1 keep-alive, server and client on one machine",
         "model": args.model or "tiny random-weight WavLM (tests/conftest.py): measures the server, not a real model",
         "speakers": args.speakers, "recording_seconds": args.seconds, "server_workers": args.workers,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+        "machine": machine(torch=True),
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import random
 import sys
 import tempfile
@@ -42,7 +40,7 @@ from serve import build_bank, start_server, wav  # noqa: E402
 
 import httpx  # noqa: E402
 
-from _env import describe  # noqa: E402
+from _env import describe, machine  # noqa: E402
 from voicebank import VoiceBank  # noqa: E402
 
 
@@ -241,16 +239,13 @@ def main() -> None:
     expected = {name for name, _ in probes} | present
     lost = sorted(expected - stored)
     extra = sorted(stored - expected - unknown)
-    import torch
-
     result = {
         "what": "voicebank serve under mixed load on loopback: identify, verify, enroll/remove, list, hostile uploads",
         "model": args.model or "tiny random-weight WavLM (tests/conftest.py): measures the server, not a real model",
         "minutes": round(seconds / 60, 1), "clients": {"identify": args.identifiers, "verify": 1, "enroll_remove": args.writers,
                                                        "hostile": 1},
         "server_workers": args.workers,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__},
+        "machine": machine(torch=True),
         "requests": tally.requests, "by_kind": tally.by_kind, "requests_per_s": round(tally.requests / seconds, 2),
         "server_errors": len(tally.server_errors), "server_error_samples": tally.server_errors[:10],
         "unexpected": len(tally.unexpected), "unexpected_samples": tally.unexpected[:10], "wrong_answers": tally.wrong,

@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import quality_data as data  # noqa: E402
-from _env import describe  # noqa: E402
+from _env import describe, machine  # noqa: E402
 from voicebank.audio import SPEECH_PAD_SECONDS, AudioLimits, load, speech_only  # noqa: E402
 from voicebank.errors import AudioError  # noqa: E402
 
@@ -28,12 +28,7 @@ def main() -> None:
     p.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "speech_cut.json")
     args = p.parse_args()
-    import os
-    import platform
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
-    res = {"machine": {"cpu": cpu, "cores": os.cpu_count()}, "pad_s": SPEECH_PAD_SECONDS, "corpora": {}}
+    res = {"machine": machine(), "pad_s": SPEECH_PAD_SECONDS, "corpora": {}}
     print(describe(res["machine"]))
     print(f"{'corpus':<12} {'recordings':>10} {'cut':>6} {'seconds cut':>12} {'of audio':>9}")
     for name in data.CORPORA:

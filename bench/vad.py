@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,7 +27,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from conftest import SR, build_tiny_wavlm, synth_voice  # noqa: E402  (sets HF offline)
 
-from _env import describe  # noqa: E402
+from _env import describe, machine  # noqa: E402
 from voicebank.audio import AudioLimits, load, speech_seconds  # noqa: E402
 
 SPEECH = ROOT.parent / "shared" / "data" / "speech"
@@ -66,14 +64,6 @@ def costs(steps: dict, waves: list[np.ndarray], repeat: int) -> dict[str, float]
     return {name: float(times.sum()) for name, times in best.items()}
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=120.0, help="seconds of audio to time (default: 120)")
@@ -92,10 +82,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)  # a benchmark is a host: it may choose
     waves, source = recordings(args.seconds)
     audio_s = sum(len(w) for w in waves) / SR
-    machine = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "load_average": [round(x, 2) for x in os.getloadavg()]}
+    host = machine(torch=True)  # after --threads: the threads it measures with
     versions = {"torch": torch.__version__, "silero-vad": importlib.metadata.version("silero-vad")}
-    print(describe(machine, versions))
+    print(describe(host, versions))
     print(f"audio: {len(waves)} recordings, {audio_s:.1f} s, from {source}\n")
 
     steps = {"silero-vad (speech_seconds)": lambda w: speech_seconds(w, SR)}
@@ -126,7 +115,7 @@ def main() -> None:
         print(f"{row['what']:30} {row['seconds_per_audio_second']:14.5f} {row['x_real_time']:12.1f} "
               f"{row['vad_over_this']:11.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "versions": versions, "audio_seconds": round(audio_s, 2),
+    args.out.write_text(json.dumps({"machine": host, "versions": versions, "audio_seconds": round(audio_s, 2),
                                     "source": source, "rows": table}, indent=2) + "\n")
     print(f"\nwritten to {args.out}")
 
