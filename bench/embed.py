@@ -24,14 +24,10 @@ checkpoint would be: speed does not depend on weight values, and nothing is down
 from __future__ import annotations
 
 import argparse
-import gc
-import glob
 import json
 import os
-import platform
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -44,144 +40,16 @@ warnings.filterwarnings("ignore", message="Support for mismatched key_padding_ma
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _env import describe  # noqa: E402
+from _env import machine as describe_machine  # noqa: E402
+from embed_audio import SR, build_random_model, speechlike, utterances  # noqa: E402
+from embed_files import from_files  # noqa: E402
+from embed_measure import PeakMemory, cosines, reference_usage, sync  # noqa: E402
+
 from voicebank.embedding import embed_recordings  # noqa: E402
 from voicebank.embedding.wavlm import XVectorEmbedder, compute_precision  # noqa: E402
-from voicebank.runtime import usable_cores  # noqa: E402
-
-SR = 16_000
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-def speechlike(seconds: float, seed: int) -> np.ndarray:
-    """A voiced, speech-like signal: harmonics of a wobbling pitch under a syllable-rate envelope,
-    with pauses and a little noise (what a random-weight model sees as "speech")."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    f0 = rng.uniform(90, 300)
-    pitch = f0 * (1 + 0.06 * np.sin(2 * np.pi * rng.uniform(2, 5) * t) + 0.03 * np.sin(2 * np.pi * 0.3 * t))
-    phase = 2 * np.pi * np.cumsum(pitch) / SR
-    wave = sum(np.sin(k * phase + rng.uniform(0, 6)) * rng.uniform(0.3, 1) / k for k in range(1, 20))
-    syllables = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2.5, 4.5) * t + rng.uniform(0, 6))
-    pauses = (np.sin(2 * np.pi * rng.uniform(0.2, 0.5) * t + rng.uniform(0, 6)) > -0.7).astype(float)
-    wave = 0.3 * wave * syllables * pauses / np.max(np.abs(wave))
-    return (wave + 0.005 * rng.standard_normal(t.size)).astype(np.float32)
-
-
-def utterances(count: int, audio_glob: str | None, seed: int = 0) -> list[np.ndarray]:
-    """``count`` utterances of 2-12 s: synthetic, or cut from the recordings matching ``audio_glob``."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.uniform(2.0, 12.0, size=count)
-    if not audio_glob:
-        return [speechlike(float(s), seed=1000 + i) for i, s in enumerate(lengths)]
-    from voicebank.audio import AudioLimits, load
-
-    files = sorted(glob.glob(audio_glob, recursive=True))
-    if not files:
-        raise SystemExit(f"no file matches {audio_glob}")
-    limits = AudioLimits(min_seconds=0.0, min_speech_seconds=0.0)
-    out: list[np.ndarray] = []
-    for i, seconds in enumerate(lengths):
-        wave = load(files[i % len(files)], SR, limits=limits).samples
-        want = int(seconds * SR)
-        while len(wave) < want:  # short file: append the next one
-            wave = np.concatenate([wave, load(files[(i + len(out) + 1) % len(files)], SR, limits=limits).samples])
-        out.append(np.ascontiguousarray(wave[:want], dtype=np.float32))
-    return out
-
-
-def build_random_model(directory: Path) -> Path:
-    """The full wavlm-base-plus-sv architecture (``WavLMConfig()``), random weights, saved as a checkpoint."""
-    import torch
-    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMForXVector
-
-    torch.manual_seed(0)
-    WavLMForXVector(WavLMConfig()).eval().save_pretrained(directory)
-    Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=SR, padding_value=0.0, do_normalize=False, return_attention_mask=True
-    ).save_pretrained(directory)
-    return directory
-
-
-# ----------------------------------------------------------------------------- measuring
-
-
-class PeakMemory:
-    """Peak memory above the level at entry: resident set size on the CPU (sampled every 2 ms from
-    /proc/self/statm), allocated tensor memory on CUDA."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self.peak_bytes = 0
-
-    @staticmethod
-    def rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def __enter__(self) -> "PeakMemory":
-        gc.collect()
-        if self.device == "cuda":
-            import torch
-
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-            self._base = torch.cuda.memory_allocated()
-            return self
-        self._base = self.rss()
-        self._peak = self._base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.002):
-            self._peak = max(self._peak, self.rss())
-
-    def __exit__(self, *exc) -> None:
-        if self.device == "cuda":
-            import torch
-
-            torch.cuda.synchronize()
-            self.peak_bytes = torch.cuda.max_memory_allocated() - self._base
-            return
-        self._stop.set()
-        self._thread.join()
-        self.peak_bytes = max(self._peak, self.rss()) - self._base
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
-
-
-def reference_usage(model_dir: str, device: str):
-    """The model card's usage, one utterance per call, float32."""
-    import torch
-    from transformers import Wav2Vec2FeatureExtractor, WavLMForXVector
-
-    extractor = Wav2Vec2FeatureExtractor.from_pretrained(model_dir)
-    model = WavLMForXVector.from_pretrained(model_dir).eval().to(device)
-
-    def embed(wave: np.ndarray) -> np.ndarray:
-        inputs = extractor(wave, sampling_rate=SR, padding=True, return_tensors="pt").to(device)
-        with torch.no_grad():
-            embeddings = model(**inputs).embeddings
-        embeddings = torch.nn.functional.normalize(embeddings, dim=-1).cpu()
-        return embeddings[0].numpy()
-
-    return embed
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-
 
 # ----------------------------------------------------------------------------- the sections
 
@@ -281,104 +149,16 @@ def long_recordings(args, model_dir: str) -> list[dict]:
     return out
 
 
-def from_files(args, model_dir: str, waves: list[np.ndarray], tmp: Path) -> dict:
-    """Recordings on disk (48 kHz 16-bit WAV, so decoding includes resampling to 16 kHz), three
-    ways: decode and embed one at a time (what eval, enroll and cohort did before the pipeline);
-    decode everything, then embed in chunks (batching without overlap); and voicebank's pipeline
-    (``pipeline.embed_stream``: decoding threads run ahead of the model, chunks batched)."""
-    import librosa
-    import soundfile as sf
-
-    from voicebank import pipeline
-    from voicebank.audio import AudioLimits, load
-
-    files = []
-    for i, wave in enumerate(waves):
-        path = tmp / f"utt{i:05d}.wav"
-        sf.write(path, librosa.resample(wave, orig_sr=SR, target_sr=48_000), 48_000, subtype="PCM_16")
-        files.append(path)
-    audio_seconds = sum(len(w) for w in waves) / SR
-    limits = AudioLimits(min_seconds=0.0, min_speech_seconds=0.0)
-    embedder = XVectorEmbedder(model_dir, device=args.device)
-    chunk = embedder.chunk_seconds
-
-    def decode(path):
-        return load(path, SR, limits)
-
-    def embed(ws):
-        return embed_recordings(embedder, ws)
-
-    def one_by_one():
-        return np.concatenate([embed([decode(f).samples]) for f in files])
-
-    def decode_then_embed():
-        audios = [decode(f).samples for f in files]
-        out, start = [], 0
-        while start < len(audios):  # the pipeline's chunks, without the overlap
-            stop, size = start, 0
-            while stop < len(audios) and size < chunk * SR:
-                size, stop = size + len(audios[stop]), stop + 1
-            out.append(embed(audios[start:stop]))
-            start = stop
-        return np.concatenate(out)
-
-    def pipelined():
-        return np.stack([e.embedding for e in pipeline.embed_stream(files, decode, embed, SR, chunk,
-                                                                    pipeline.decoders(args.device == "cuda"))])
-
-    one_by_one()  # warm up: model load, kernels, page cache for the files
-    start = time.perf_counter()
-    for f in files:
-        decode(f)
-    decode_seconds = time.perf_counter() - start
-    ways = {"one at a time": one_by_one, "decode all, then embed": decode_then_embed, "pipeline": pipelined}
-    rows, outs = {}, {}
-    for name, run in ways.items():
-        start = time.perf_counter()
-        outs[name] = run()
-        sync(args.device)
-        elapsed = time.perf_counter() - start
-        rows[name] = {"seconds": elapsed, "x_real_time": audio_seconds / elapsed}
-        print(f"  {name}: {rows[name]['x_real_time']:.1f}x real time", flush=True)
-    base = rows["one at a time"]["seconds"]
-    for name, row in rows.items():
-        row["speedup"] = base / row["seconds"]
-        row["min_cosine_vs_one_at_a_time"] = float(cosines(outs[name], outs["one at a time"]).min())
-    return {"recordings": len(files), "audio_seconds": audio_seconds, "format": "WAV, 48 kHz, 16-bit",
-            "chunk_seconds": chunk, "decoders": pipeline.decoders(args.device == "cuda"), "decode_only_seconds": decode_seconds,
-            "decode_x_real_time": audio_seconds / decode_seconds, "results": rows}
-
-
 # ----------------------------------------------------------------------------- report
 
 
 def machine(device: str) -> dict:
+    """_env's description, with the versions and the device this benchmark depends on."""
     import torch
     import transformers
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    info = {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "usable_cores": usable_cores(),
-        "torch_threads": torch.get_num_threads(),
-        "avx512_bf16": "avx512_bf16" in flags,
-        "amx_bf16": "amx_bf16" in flags,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "numpy": np.__version__,
-        "device": device,
-        "load_average": os.getloadavg(),
-    }
+    info = {**describe_machine(torch=True), "transformers": transformers.__version__, "numpy": np.__version__,
+            "device": device, "load_average": list(os.getloadavg())}
     # the fast path's precision here under VOICEBANK_PRECISION (default auto), and why
     precision = (os.environ.get("VOICEBANK_PRECISION") or "auto").strip().lower()
     dtype, why = compute_precision(precision, device, torch)
@@ -392,9 +172,7 @@ def machine(device: str) -> dict:
 def print_table(report: dict) -> None:
     m = report["machine"]
     print()
-    print(f"machine: {m['cpu']}, {m['cpu_count']} CPUs ({m['usable_cores']} usable), torch threads {m['torch_threads']}, "
-          f"avx512_bf16 {m['avx512_bf16']}, device {m['device']}" + (f" ({m['gpu']})" if "gpu" in m else ""))
-    print(f"versions: python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, numpy {m['numpy']}")
+    print(describe(m))
     print(f"model: {report['model']}; load average at start {', '.join(f'{x:.1f}' for x in m['load_average'])}")
     p = m["precision"]
     print(f"voicebank's path on this machine (precision {p['setting']}): {p['path']} matmuls ({p['why']})")
