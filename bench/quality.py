@@ -46,6 +46,7 @@ import quality_checks as checks  # noqa: E402
 import quality_data as data  # noqa: E402
 import quality_protocol as protocol  # noqa: E402
 import quality_report as report  # noqa: E402
+import quality_report_sweeps as report_sweeps  # noqa: E402
 import quality_scores as scores  # noqa: E402
 import quality_sweeps as sweeps  # noqa: E402
 from _env import describe, machine  # noqa: E402
@@ -250,7 +251,7 @@ def main() -> None:
     for section in (report.embeddings, report.refusals, report.not_speech, report.enrollment, report.held_out_gates,
                     report.calibration,
                     report.verification, report.identification, report.groups, report.scores, report.winner,
-                    report.probe_length, report.enrollment_length, report.banks):
+                    report_sweeps.probe_length, report_sweeps.enrollment_length, report_sweeps.banks):
         section(res)
     res["wall_s"] = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
