@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from test_live import ALICE, tone, tone_bank  # noqa: F401  (tone_bank: the fixture)
+from test_live import ALICE, tone, tone_bank  # noqa: F401  (tone_bank: the fixture the tests use)
 @pytest.fixture
 def live_server(tone_bank):
     from fastapi.testclient import TestClient
@@ -66,9 +66,9 @@ def test_a_session_that_cannot_start_is_refused_at_the_handshake(live_server, he
     from starlette.testclient import WebSocketDenialResponse
 
     client, _, auth = live_server
-    with pytest.raises(WebSocketDenialResponse) as refused:
-        with client.websocket_connect(path, headers=auth if headers is None else headers):
-            pass
+    with pytest.raises(WebSocketDenialResponse) as refused, \
+            client.websocket_connect(path, headers=auth if headers is None else headers):
+        pass
     assert refused.value.status_code == status and message in refused.value.json()["error"]
 
 
@@ -76,9 +76,9 @@ def test_a_key_in_the_url_is_not_taken(live_server):
     from starlette.testclient import WebSocketDenialResponse
 
     client, _, auth = live_server
-    with pytest.raises(WebSocketDenialResponse) as refused:
-        with client.websocket_connect("/live?key=" + auth["Authorization"].split()[1]):
-            pass
+    with pytest.raises(WebSocketDenialResponse) as refused, \
+            client.websocket_connect("/live?key=" + auth["Authorization"].split()[1]):
+        pass
     assert refused.value.status_code == 401
 
 
@@ -89,9 +89,8 @@ def test_sessions_beyond_the_servers_limit_are_refused_until_one_ends(live_serve
     app.state.live.sessions = 1
     with client.websocket_connect("/live", headers=auth) as first:
         first.receive_text()
-        with pytest.raises(WebSocketDenialResponse) as refused:
-            with client.websocket_connect("/live", headers=auth):
-                pass
+        with pytest.raises(WebSocketDenialResponse) as refused, client.websocket_connect("/live", headers=auth):
+            pass
         assert refused.value.status_code == 503 and "1 live sessions open" in refused.value.json()["error"]
         first.send_text("end")
         until_closed(first)
@@ -117,3 +116,14 @@ def test_a_bad_frame_or_a_limit_ends_the_session_with_a_reason_and_the_final_dec
     assert closed == code and message in reason
     assert message in frames[-2]["error"] and frames[-1]["event"] == "final"
     assert len(tone_bank.audit.entries(client="desk")) == 1
+
+
+def test_the_limits_can_be_set_from_the_environment_and_nonsense_is_refused():
+    from voicebank.errors import InvalidInputError
+    from voicebank.server.live import LiveLimits
+
+    limits = LiveLimits.from_env({"VOICEBANK_LIVE_SESSIONS": "2", "VOICEBANK_LIVE_IDLE_SECONDS": "2.5"})
+    assert (limits.sessions, limits.idle_seconds, limits.max_seconds) == (2, 2.5, LiveLimits().max_seconds)
+    for value in ("0", "-1", "many", "inf", "1.5"):
+        with pytest.raises(InvalidInputError, match="VOICEBANK_LIVE_SESSIONS is a number above 0"):
+            LiveLimits.from_env({"VOICEBANK_LIVE_SESSIONS": value})

@@ -65,7 +65,7 @@ def create_app(bank: Any, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, worke
     app = FastAPI(title="voicebank", version=__version__, lifespan=lifespan, description=DESCRIPTION,
                   docs_url=None, redoc_url=None)
     app.state.bank, app.state.in_flight, app.state.limiter = bank, 0, None
-    app.state.live = live_route.LiveLimits()
+    app.state.live = live_route.LiveLimits.from_env()
     errors.install(app)
     app.include_router(router)
     app.include_router(console_api.router)

@@ -13,6 +13,7 @@ unknown name 404, bad parameters 422, too many live sessions 503. During a sessi
 ``{"error": message}`` frame then a close with a reason: 1003 a text frame other than ``end``;
 1007 a frame that is not 16-bit PCM; 1009 a frame over a second of audio; 1008 no audio for
 ``idle_seconds`` or more than ``max_seconds`` of audio (the final decision is sent first, audited).
+The limits (:class:`LiveLimits`) come from ``VOICEBANK_LIVE_*`` environment variables where set.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import anyio
 import anyio.to_thread
@@ -48,6 +50,23 @@ class LiveLimits:
     max_seconds: float = 3600.0
     idle_seconds: float = 10.0
     open: int = 0  # sessions open now
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "LiveLimits":
+        """The defaults, or ``VOICEBANK_LIVE_SESSIONS``, ``VOICEBANK_LIVE_MAX_SECONDS`` and
+        ``VOICEBANK_LIVE_IDLE_SECONDS`` where set (for ``voicebank serve``)."""
+        limits = cls()
+        for field, kind in (("sessions", int), ("max_seconds", float), ("idle_seconds", float)):
+            name = f"VOICEBANK_LIVE_{field.upper()}"
+            if env.get(name, "").strip():
+                try:
+                    value = kind(env[name])
+                except ValueError:
+                    value = 0
+                if not 0 < value < float("inf"):
+                    raise InvalidInputError(f"{name} is a number above 0 ({kind.__name__}), not {env[name]!r}.")
+                setattr(limits, field, value)
+        return limits
 
 
 @router.websocket("/live")
@@ -99,8 +118,8 @@ async def _serve(websocket: WebSocket, session: Any, limits: LiveLimits, rate: i
             else:
                 data = message.get("bytes") or b""
                 if len(data) > 2 * rate:
-                    reason = (1009, f"a frame holds at most one second of audio ({2 * rate} bytes at {rate} Hz), "
-                                    f"not {len(data)} bytes.")
+                    reason = (1009, (f"a frame holds at most one second of audio ({2 * rate} bytes at {rate} Hz), "
+                                     f"not {len(data)} bytes."))
                     break
                 received += len(data) // 2
                 try:
