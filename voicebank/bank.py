@@ -193,10 +193,8 @@ class VoiceBank:
         ``size``, ``clear``."""
         return Cohort(self._services)
 
-    def listen(self, name: str | None = None, sample_rate: int = 16_000, client: str | None = None,
-               top_k: int = 5):  # -> voicebank.live.Session
-        """A live session (:class:`voicebank.live.Session`): ``feed`` it PCM chunks at ``sample_rate``
-        while someone speaks, read decisions as they come (is this ``name``? or who is it?), ``close``."""
+    def listen(self, name: str | None = None, sample_rate: int = 16_000, client: str | None = None, top_k: int = 5):
+        """A live session (:class:`voicebank.live.Session`): ``feed`` it PCM as someone speaks, read decisions."""
         from .live import Session
 
         return Session(self._services, name, sample_rate, client, top_k)
