@@ -193,6 +193,12 @@ class VoiceBank:
         ``size``, ``clear``."""
         return Cohort(self._services)
 
+    def listen(self, name: str | None = None, sample_rate: int = 16_000, client: str | None = None, top_k: int = 5):
+        """A live session (:class:`voicebank.live.Session`): ``feed`` it PCM as someone speaks, read decisions."""
+        from .live import Session
+
+        return Session(self._services, name, sample_rate, client, top_k)
+
     # -- reading -------------------------------------------------------------------------------
     def speakers(self) -> list[Speaker]:
         """Every enrolled speaker, by name."""

@@ -100,20 +100,45 @@ def identify_embeddings(services: Services, embeddings: np.ndarray, top_k: int,
 def verify(services: Services, name: str, recording: Recording, client: str | None) -> Verification:
     services.repository.store.catch_up()
     name = validate.name(name)
-    speaker_id, _ = services.repository.voiceprint(name)  # an unknown name is refused before any decoding
+    services.repository.voiceprint(name)  # an unknown name is refused before any decoding
     audio = _load(services, recording, "verify", name, client)
-    heard = _heard(audio)
+    claimed = claim(services, name, _heard(audio))
+    embedding = services.encoder.embed_in([audio], claimed.channel)[0]
+    score, threshold, accepted, kind = score_claim(services, claimed, embedding)
+    _audit(services, "verify", name, name if accepted else None, score, threshold, kind, accepted,
+           audio.sha256, client, claimed.channel)
+    return Verification(name, score, threshold, accepted, _Heard(audio.channel, claimed.channel, claimed.note).to_dict())
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a verification of ``name`` compares with: the speaker's id, the ``channel`` to decide
+    in (and a ``note`` when it is not the one heard), and the voiceprint in that channel."""
+
+    name: str
+    speaker_id: int
+    channel: str
+    note: str | None
+    voiceprint: np.ndarray
+
+
+def claim(services: Services, name: str, heard: str) -> Claim:
+    """The claim of ``name`` (validated) for a probe heard through ``heard``; an unknown name raises."""
+    name = validate.name(name)
+    speaker_id, _ = services.repository.voiceprint(name)
     prints = {c: services.repository.voiceprint(name, c)[1] for c in channel_mod.CHANNELS}
     channel, note = channel_mod.decision_channel(heard, lambda c: int(prints[c] is None))
-    stored = prints[channel]
-    embedding = services.encoder.embed_in([audio], channel)[0]
+    return Claim(name, speaker_id, channel, note, prints[channel])
+
+
+def score_claim(services: Services, claimed: Claim, embedding: np.ndarray) -> tuple[float, float, bool, str]:
+    """(score, threshold, accepted, score kind) of a probe's ``embedding`` (in the claim's channel)
+    against the claimed voiceprint, with the bank's verification score and operating point."""
     settings = services.repository.settings()
-    threshold = settings_mod.operating_points(settings, channel)[calibration.VERIFY].threshold
-    score = float(scorer(services, settings, channel).score(embedding, stored, [speaker_id], [speaker_id])[0])
-    accepted = scoring.accept(score, threshold)
-    _audit(services, "verify", name, name if accepted else None, score, threshold, settings.score, accepted,
-           audio.sha256, client, channel)
-    return Verification(name, score, threshold, accepted, _Heard(audio.channel, channel, note).to_dict())
+    threshold = settings_mod.operating_points(settings, claimed.channel)[calibration.VERIFY].threshold
+    ids = [claimed.speaker_id]
+    score = float(scorer(services, settings, claimed.channel).score(embedding, claimed.voiceprint, ids, ids)[0])
+    return score, threshold, scoring.accept(score, threshold), settings.score
 
 
 @dataclass(frozen=True)

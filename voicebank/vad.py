@@ -52,14 +52,46 @@ def speech_probabilities(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     frames = -(-len(samples) // FRAME)
     if frames == 0:
         return np.zeros(0, dtype=np.float32)
+    padded = np.zeros(_CONTEXT + frames * FRAME, dtype=np.float32)
+    padded[_CONTEXT : _CONTEXT + len(samples)] = samples
+    return _run(padded, None)[0]
+
+
+class Stream:
+    """Speech probabilities of audio that arrives in pieces (a call, live): the detector's recurrent
+    state and the context it sees are carried from one piece to the next, so each frame gets the
+    probability :func:`speech_probabilities` would give it within the whole. Audio at
+    ``SAMPLE_RATE``; one instance per stream, not shared between threads."""
+
+    def __init__(self) -> None:
+        self._held = np.zeros(_CONTEXT, dtype=np.float32)  # the context, then samples not yet a frame
+        self._state: Any = None
+
+    def feed(self, samples: np.ndarray) -> np.ndarray:
+        """float32 probabilities of the whole frames completed by ``samples`` (mono float32 at
+        ``SAMPLE_RATE``), in order; samples short of a frame wait for the next call."""
+        held = np.concatenate([self._held, np.asarray(samples, dtype=np.float32)])
+        frames = (len(held) - _CONTEXT) // FRAME
+        if frames == 0:
+            self._held = held
+            return np.zeros(0, dtype=np.float32)
+        used = _CONTEXT + frames * FRAME
+        out, self._state = _run(held[:used], self._state)
+        self._held = held[used - _CONTEXT :]
+        return out
+
+
+def _run(padded: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+    """Probabilities of the frames of ``padded`` (``_CONTEXT`` samples, then whole frames), from the
+    recurrent ``state`` (None: a cold start), and the state after the last frame."""
     import torch
 
     model, sequence = _load()
-    padded = np.zeros(_CONTEXT + frames * FRAME, dtype=np.float32)
-    padded[_CONTEXT : _CONTEXT + len(samples)] = samples
+    frames = (len(padded) - _CONTEXT) // FRAME
     windows = np.lib.stride_tricks.sliding_window_view(padded, _CONTEXT + FRAME)[::FRAME]
     out = np.empty(frames, dtype=np.float32)
-    state = (torch.zeros(1, 1, 128), torch.zeros(1, 1, 128))
+    if state is None:
+        state = (torch.zeros(1, 1, 128), torch.zeros(1, 1, 128))
     with torch.inference_mode():
         for first in range(0, frames, _BLOCK):
             block = torch.from_numpy(np.array(windows[first : first + _BLOCK]))  # a writable copy: no torch warning
@@ -68,7 +100,7 @@ def speech_probabilities(samples: np.ndarray, sample_rate: int) -> np.ndarray:
             hidden, state = sequence(features.unsqueeze(1), state)  # (frames, 1, 128)
             head = model.decoder.decoder(hidden.squeeze(1).unsqueeze(-1))  # (frames, 1, 1)
             out[first : first + len(hidden)] = head.reshape(len(hidden), -1).mean(dim=1).numpy()
-    return out
+    return out, state
 
 
 def speech_frames(samples: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -5,7 +5,7 @@ one-line ``Error: ...`` and exit code 2; ``verify`` exits 1 when it rejects and 
 it finds no match. Heavy modules are imported inside commands so ``voicebank --help`` is instant.
 """
 
-from . import admin, quality, scan, serve, speakers  # noqa: F401  (each registers its commands on `main`)
+from . import admin, listen, quality, scan, serve, speakers  # noqa: F401  (each registers its commands on `main`)
 from .base import main
 
 __all__ = ["main"]

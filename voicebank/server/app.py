@@ -21,6 +21,7 @@ from .. import __version__, validate
 from ..apikeys import ADMIN, READER, ApiKey
 from ..errors import InvalidInputError
 from . import console_api, errors, pages
+from . import live as live_route
 from .auth import ApiKeyMiddleware, require
 from .calls import recording, run
 from .forms import FormCheckMiddleware
@@ -64,9 +65,11 @@ def create_app(bank: Any, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, worke
     app = FastAPI(title="voicebank", version=__version__, lifespan=lifespan, description=DESCRIPTION,
                   docs_url=None, redoc_url=None)
     app.state.bank, app.state.in_flight, app.state.limiter = bank, 0, None
+    app.state.live = live_route.LiveLimits.from_env()
     errors.install(app)
     app.include_router(router)
     app.include_router(console_api.router)
+    app.include_router(live_route.router)
     pages.install(app)
     app.add_middleware(FormCheckMiddleware)  # inside the body cap: it reads what the cap lets through
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes(max_upload_mb))
