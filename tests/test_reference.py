@@ -74,6 +74,26 @@ def test_the_level_s_uncertainty_comes_from_the_bank_s_people_and_spreads_the_re
     assert np.quantile(heavy, 0.99) - 0.1 > 1.5 * (np.quantile(offsets, 0.99) - 0.1)
 
 
+def test_a_bank_of_three_takes_the_reference_set_at_its_own_level_and_keeps_a_usable_threshold():
+    """Three people: the level of their strangers would be drawn from Student's t on 2 degrees of
+    freedom, whose tails asked for a verification threshold of 1.0 (everyone rejected). Below four
+    people the reference set is taken at its own level; from four on it is moved."""
+    rng = np.random.default_rng(2)
+    strangers = np.concatenate(cone(rng, 200, 3, spread=0.6))
+    ref = Reference("m", {"wideband": strangers}, np.repeat(np.arange(200), 3), np.array(["x"] * 600))
+    scorer = Normalizer("cosine", 0)
+    from voicebank.calibration import identification_point, verification_point
+
+    voices = cone(rng, 4, 3, level=0.3)
+    three = bank_trials([(k + 1, e) for k, e in enumerate(voices[:3])], None, scorer, MARGIN, (), ref, "wideband")
+    four = bank_trials([(k + 1, e) for k, e in enumerate(voices)], None, scorer, MARGIN, (), ref, "wideband")
+    assert three.sources["people"] == 3 and three.sources["shift"] == 0.0 and three.sources["spread"] == 0.0
+    assert four.sources["people"] == 4 and four.sources["shift"] > 0 and four.sources["spread"] > 0
+    genuine = float(np.median(three.target))
+    assert verification_point(three, 0.01).threshold < genuine  # a usable point: genuine speakers reach it
+    assert identification_point(three, 0.01, 3).threshold < 1.0
+
+
 def test_a_bank_of_five_has_a_promise_from_the_reference_set():
     """Five people with three recordings: 15 unknown-person trials of its own, too few for 1%; with
     a reference set of 600 strangers the 1% point is calibrated as asked, and the reference's

@@ -225,8 +225,9 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
         strangers = np.asarray(reference, dtype=np.float64)
         rows = list(strangers @ prints.T) if scorer.kind == "cosine" else [
             scorer.score(np.repeat(probe[None, :], len(prints), 0), prints, every, every) for probe in strangers]
-        shift = level_shift(unknown[:own], rows, rule)
-        spread = shift_spread(unknown[:own], whose, rule)
+        if len(set(whose)) >= MIN_LEVEL_PEOPLE:
+            shift = level_shift(unknown[:own], rows, rule)
+            spread = shift_spread(unknown[:own], whose, rule)
         unknown.extend(at_level(rows, shift, spread, seed, len(set(whose))))
     if not unknown:
         raise NotEnoughDataError(
@@ -245,6 +246,13 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
                          len(speakers), scorer.kind, np.array(known_second), rule, sources=sources,
                          twins=tuple((int(ids[a]), int(ids[b])) for a, b in pairs))
 
+
+# The bank's own strangers set the reference set's level from this many people on. With fewer, the
+# level's spread, estimated from n people, is Student's t on n - 1 <= 2 degrees of freedom, which
+# has no finite variance: a promise kept on average over it asks for a threshold no genuine speaker
+# reaches (a bank of 3 people got 1.0 for verification and rejected everyone). Below it the
+# reference set is taken at its own level, and the trials' sources say so (shift 0).
+MIN_LEVEL_PEOPLE = 4
 
 # Where the bank's own strangers and the reference set's are compared: the median of their decision
 # statistics. Matching the level of single scores instead (their mean, or their 90th percentile)
