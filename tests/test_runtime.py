@@ -126,6 +126,7 @@ def test_configure_lowers_threads_to_the_usable_cores_and_never_raises_them():
     script = r"""
 import torch
 from voicebank import runtime
+os.getloadavg = lambda: (0.0, 0.0, 0.0)  # an idle machine: this test is about the cores
 torch.set_num_threads(runtime.usable_cores() + 3)
 runtime.configure()
 lowered = torch.get_num_threads()
@@ -135,6 +136,36 @@ print(json.dumps([runtime.usable_cores(), lowered, torch.get_num_threads()]))
 """
     cores, lowered, kept = run(script)
     assert lowered == cores and kept == 1
+
+
+@pytest.mark.parametrize("cpus, usable, load, expected", [
+    (2, 2, 0.0, 2), (2, 2, 0.4, 2),  # idle, or nearly: every core
+    (2, 2, 1.0, 1), (2, 2, 2.0, 1), (2, 2, 7.5, 1),  # another process on one core, or more: one thread
+    (16, 16, 8.0, 8), (16, 4, 8.0, 2),  # half the machine busy: half of what this process may use
+    (64, 2, 0.0, 2),  # a small CPU quota on an idle host
+])
+def test_threads_leave_the_cores_other_work_keeps_busy(monkeypatch, cpus, usable, load, expected):
+    from voicebank import runtime
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(runtime, "usable_cores", lambda: usable)
+    assert runtime.idle_cores() == expected
+
+
+def test_configure_gives_torch_and_faiss_one_thread_on_a_busy_two_core_machine():
+    script = r"""
+import torch, faiss
+from voicebank import runtime
+os.cpu_count = lambda: 2
+os.getloadavg = lambda: (2.5, 2.0, 1.0)  # two other processes computing
+runtime.usable_cores = lambda: 2
+torch.set_num_threads(2); faiss.omp_set_num_threads(2)
+runtime.configure()
+print(json.dumps(state()))
+"""
+    after = run(script)
+    assert after["torch_threads"] == 1 and after["faiss_threads"] == 1
 
 
 def test_quietly_silences_only_while_it_runs_and_leaves_the_hosts_filters():
