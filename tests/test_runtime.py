@@ -233,6 +233,35 @@ def test_python_dash_m_voicebank_is_the_command():
     assert proc.returncode == 2 and proc.stderr.startswith("Error: ") and "Traceback" not in proc.stderr
 
 
+def test_a_missing_model_or_unusable_db_is_refused_before_torch_is_imported(tmp_path):
+    """Importing torch and transformers takes seconds (tens of them on a busy machine): what can be
+    refused without them is refused first."""
+    code = r"""
+import sys
+from voicebank.cli import main
+try:
+    main(sys.argv[1:], prog_name="voicebank")
+except SystemExit as exc:
+    print(exc.code, sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers"}))
+"""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "not-a-model.bin").write_bytes(b"weights?")
+    (tmp_path / "audio.db").write_bytes(b"RIFF" + bytes(100))
+    db = str(tmp_path / "new.db")
+    cases = [(("--db", db, "--model", str(tmp_path / "nowhere"), "init"), "does not exist"),
+             (("--db", db, "--model", str(tmp_path / "empty"), "init"), "holds no config.json"),
+             (("--db", db, "--model", str(tmp_path / "not-a-model.bin"), "init"), "is a file, not a directory"),
+             (("--db", str(tmp_path), "init"), "is a folder"),
+             (("--db", str(tmp_path / "no" / "folder" / "x.db"), "init"), "check that its folder exists"),
+             (("--db", str(tmp_path / "audio.db"), "init"), "is not a SQLite database"),
+             (("--db", "postgresql+nosuch://u@h/db", "init"), "cannot use the database")]
+    for args, expected in cases:
+        proc = command(*args, code=code)
+        assert expected in proc.stderr and proc.stderr.startswith("Error: "), (args, proc.stderr)
+        assert proc.stdout.strip().splitlines()[-1] == "2 []", (args, proc.stdout)  # torch never imported
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audio.db", "empty", "not-a-model.bin"]  # nothing made
+
+
 def test_vv_shows_voicebanks_debug_output_and_not_other_libraries(db_path):
     code = r"""
 import logging, sys
