@@ -1,6 +1,8 @@
 """Enrollment: recordings checked and embedded before anything is written, then stored.
 
-Every recording is decoded, checked and embedded first; then the enrollment rules
+What can be refused cheaply is refused before any audio is decoded: the name (its rules, taken,
+or a look-alike of an enrolled one) and a recording whose file was given twice or is already
+enrolled (its SHA-256). Then every recording is decoded, checked and embedded; then the enrollment rules
 (``enrollment_rules``: each recording given once and enrolled for one person, the recordings alike,
 enough speech in all, and, a warning or in strict mode an error, the voice not already enrolled as
 someone else) are read against the bank, and the first one broken is raised. The cohort (people
@@ -21,14 +23,14 @@ import numpy as np
 
 from . import enrollment_rules as rules
 from . import validate
-from .audio import Recording
+from .audio import Recording, describe, file_sha256
 from .encoding import OnError, Progress, both_channels
 from .errors import DuplicateSpeakerError, EmptyBankError, InvalidInputError, VoiceBankError
 from .pipeline import Embedded
 from .results import ENROLLED, FAILED, SKIPPED, Enrollment, EnrollmentOutcome, RecordingInfo, Speaker
 from .services import Services
 from .store import CohortRow, SpeakerRow, UtteranceRow, as_utc
-from .store.repository import name_taken
+from .store.repository import looks_like, name_taken
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ def enroll(services: Services, name: str, recordings: Sequence[Recording], metad
     name, metadata = validate.new_name(name), validate.metadata(metadata)
     if services.repository.speaker_id(name) is not None:
         raise DuplicateSpeakerError(name_taken(name))
+    refuse_look_alike(services, name)
+    recordings = recording_list(recordings)
+    refuse_known(services, name, recordings, [], None)
     return _store(services, name, metadata, prepare(services, recordings, progress), allow_inconsistent, strict)
 
 
@@ -47,6 +52,8 @@ def add_recordings(services: Services, name: str, recordings: Sequence[Recording
     """Add recordings to an enrolled speaker (see :meth:`voicebank.VoiceBank.add_recordings`)."""
     name = validate.name(name)
     existing = list(services.repository.speaker(name).utterances)
+    recordings = recording_list(recordings)
+    refuse_known(services, name, recordings, existing, existing[0].speaker_id)
     utterances = prepare(services, recordings, progress)
     warnings = check(services, name, utterances, existing, existing[0].speaker_id, allow_inconsistent, strict)
     services.repository.extend_speaker(name, {u.sha256 for u in existing}, utterances)
@@ -64,6 +71,29 @@ def add_cohort(services: Services, recordings: Sequence[Recording], progress: Pr
     services.repository.add_cohort([CohortRow(embedding=u.embedding, channel=u.channel, telephone=u.telephone,
                                               sha256=u.sha256, label=u.label) for u in rows])
     return services.repository.cohort_size()
+
+
+def refuse_look_alike(services: Services, name: str) -> None:
+    """A new ``name`` that differs from an enrolled one only in look-alike characters is refused now;
+    the store asks again under its write lock, for a process that enrolls the twin meanwhile."""
+    twin = services.repository.look_alike(name)
+    if twin is not None:
+        raise DuplicateSpeakerError(looks_like(name, twin))
+
+
+def refuse_known(services: Services, name: str, recordings: Sequence[Recording], stored: Sequence[UtteranceRow],
+                 speaker_id: int | None) -> None:
+    """Raise, before any audio is decoded or embedded, for a recording whose file is given twice or
+    already enrolled (for ``name``, whose ``stored`` recordings these are, or anyone else), told by
+    the file's SHA-256 in the rules' own words. The same audio in another file needs decoding: the
+    rules find it by its content hash after."""
+    takes = [UtteranceRow(sha256=digest, label=validate.printable(describe(r))[-1024:])
+             for r in recordings if (digest := file_sha256(r)) is not None]
+    if not takes:
+        return
+    found = rules.known(takes, stored, name, services.repository.owners([t.sha256 for t in takes], speaker_id))
+    if found:
+        raise found[0].exception()
 
 
 def to_speaker(row: SpeakerRow) -> Speaker:
@@ -146,7 +176,12 @@ def enroll_many(services: Services, entries: Sequence[Enrollment], progress: Pro
         elif services.repository.speaker_id(name) is not None:
             outcomes[k] = EnrollmentOutcome(name, SKIPPED, message=f"{name} is already enrolled; nothing was changed.")
         else:
-            todo.append((k, name, metadata, recordings))
+            try:  # before the model: what can be refused without embedding anything
+                refuse_look_alike(services, name)
+                refuse_known(services, name, recordings, [], None)
+                todo.append((k, name, metadata, recordings))
+            except VoiceBankError as exc:
+                outcomes[k] = EnrollmentOutcome(name, FAILED, message=str(exc))
         names.add(name)
     flat = [r for _, _, _, recordings in todo for r in recordings]
     owner = [j for j, (_, _, _, recordings) in enumerate(todo) for _ in recordings]
