@@ -1,8 +1,10 @@
 """Enrollment: recordings checked and embedded before anything is written, then stored.
 
-What can be refused cheaply is refused before any audio is decoded: the name (its rules, taken,
-or a look-alike of an enrolled one) and a recording whose file was given twice or is already
-enrolled (its SHA-256). Then every recording is decoded, checked and embedded; then the enrollment rules
+Embedding is the costly step (seconds a recording on a busy CPU), so what can be refused without
+it is refused first: before any audio is decoded, the name (its rules, taken, or a look-alike of
+an enrolled one) and a recording whose file was given twice or is already enrolled (its SHA-256);
+as each is decoded, one unusable or whose audio is already enrolled (its content hash), and the
+recordings not yet embedded stay so. Then every recording is embedded; then the enrollment rules
 (``enrollment_rules``: each recording given once and enrolled for one person, the recordings alike,
 enough speech in all, and, a warning or in strict mode an error, the voice not already enrolled as
 someone else) are read against the bank, and the first one broken is raised. The cohort (people
@@ -17,13 +19,13 @@ import logging
 import os
 from dataclasses import replace
 from functools import partial
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from . import enrollment_rules as rules
 from . import validate
-from .audio import Recording, describe, file_sha256
+from .audio import Audio, Recording, describe, file_sha256
 from .encoding import OnError, Progress, both_channels
 from .errors import DuplicateSpeakerError, EmptyBankError, InvalidInputError, VoiceBankError
 from .pipeline import Embedded
@@ -44,7 +46,8 @@ def enroll(services: Services, name: str, recordings: Sequence[Recording], metad
     refuse_look_alike(services, name)
     recordings = recording_list(recordings)
     refuse_known(services, name, recordings, [], None)
-    return _store(services, name, metadata, prepare(services, recordings, progress), allow_inconsistent, strict)
+    utterances = prepare(services, recordings, progress, partial(refuse_heard, services, name, [], None))
+    return _store(services, name, metadata, utterances, allow_inconsistent, strict)
 
 
 def add_recordings(services: Services, name: str, recordings: Sequence[Recording], progress: Progress | None,
@@ -54,7 +57,8 @@ def add_recordings(services: Services, name: str, recordings: Sequence[Recording
     existing = list(services.repository.speaker(name).utterances)
     recordings = recording_list(recordings)
     refuse_known(services, name, recordings, existing, existing[0].speaker_id)
-    utterances = prepare(services, recordings, progress)
+    utterances = prepare(services, recordings, progress,
+                         partial(refuse_heard, services, name, existing, existing[0].speaker_id))
     warnings = check(services, name, utterances, existing, existing[0].speaker_id, allow_inconsistent, strict)
     services.repository.extend_speaker(name, {u.sha256 for u in existing}, utterances)
     return replace(to_speaker(services.repository.speaker(name)), warnings=tuple(warnings))
@@ -96,6 +100,16 @@ def refuse_known(services: Services, name: str, recordings: Sequence[Recording],
         raise found[0].exception()
 
 
+def refuse_heard(services: Services, name: str, stored: Sequence[UtteranceRow], speaker_id: int | None,
+                 audio: Audio) -> None:
+    """Raise, once ``audio`` is decoded and before it is embedded, when what it sounds like
+    (``content_sha256``) is already enrolled: the same audio in another file or format."""
+    take = UtteranceRow(content_sha256=audio.content_sha256, label=validate.printable(audio.label)[-1024:])
+    found = rules.known([take], stored, name, services.repository.owners([take.content_sha256], speaker_id))
+    if found:
+        raise found[0].exception()
+
+
 def to_speaker(row: SpeakerRow) -> Speaker:
     """A speaker row, its utterances loaded, as the facade returns it."""
     recordings = tuple(RecordingInfo(u.label, u.sha256, u.duration_s, u.speech_s, as_utc(u.created_at))
@@ -111,11 +125,13 @@ def _store(services: Services, name: str, metadata: dict[str, Any], utterances: 
     return replace(to_speaker(services.repository.speaker(name)), warnings=tuple(warnings))
 
 
-def prepare(services: Services, recordings: Sequence[Recording], progress: Progress | None) -> list[UtteranceRow]:
-    """Decode, check and embed every recording; the first unusable one is raised at once."""
+def prepare(services: Services, recordings: Sequence[Recording], progress: Progress | None,
+            admit: Callable[[Audio], None] | None = None) -> list[UtteranceRow]:
+    """Decode, check (with ``admit`` too, before embedding) and embed every recording; the first
+    unusable one is raised at once, the recordings not yet embedded left so."""
     recordings = recording_list(recordings)
     items = []
-    with services.encoder.stream(recordings, both_channels) as stream:
+    with services.encoder.stream(recordings, both_channels, admit, fail_fast=True) as stream:
         for item in stream:
             if item.error is not None:
                 raise item.error

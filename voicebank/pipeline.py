@@ -69,6 +69,7 @@ def embed_stream(
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     threads: int | None = None,
     views: Views = as_recorded,
+    fail_fast: bool = False,
 ) -> Iterator[Embedded]:
     """Decode ``recordings`` with ``load`` in background threads and embed them with ``embed``
     (waveforms -> (n, dimension) float32) in chunks of about ``chunk_seconds`` of audio; of each
@@ -77,7 +78,10 @@ def embed_stream(
 
     Yields one :class:`Embedded` per recording, in order, each as soon as its chunk is embedded.
     Errors of ``load`` that are :class:`VoiceBankError` are yielded; any other error, and any
-    error of ``embed``, is raised. Closing the generator early stops the decoders.
+    error of ``embed``, is raised. Closing the generator early stops the decoders. With
+    ``fail_fast`` (a caller that gives up at the first unusable recording) the first error is
+    yielded as soon as it is known, and the stream ends there: the recordings decoded before it and
+    not yet embedded are not embedded at all.
     """
     chunk = max(1, int(chunk_seconds * sample_rate))
     budget = _Budget(2 * chunk)
@@ -127,6 +131,9 @@ def embed_stream(
         while True:
             item = out.get()
             last = item is _DONE or isinstance(item, BaseException)
+            if fail_fast and not last and item.error is not None:
+                yield item
+                return
             if not last:
                 pending.append(item)
                 size += len(item.audio.samples) if item.audio is not None else 0
