@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from contextlib import closing
-from functools import partial
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -64,9 +63,8 @@ class Encoder:
         early stops the decoding threads at once."""
         chunk = getattr(self.embedder, "chunk_seconds", pipeline.DEFAULT_CHUNK_SECONDS)
         on_gpu = str(getattr(self.embedder, "device", "cpu")).startswith("cuda")
-        load = self.load if admit is None else partial(_admitted, self.load, admit)
-        return closing(pipeline.embed_stream(recordings, load, self.embed_samples, self.sample_rate, chunk,
-                                             pipeline.decoders(on_gpu), views, fail_fast))
+        return closing(pipeline.embed_stream(recordings, self.load, self.embed_samples, self.sample_rate, chunk,
+                                             pipeline.decoders(on_gpu), views, admit, fail_fast))
 
     def embed_many(self, recordings: Iterable[Recording], progress: Progress | None,
                    on_error: OnError | None) -> np.ndarray:
@@ -109,12 +107,6 @@ class Encoder:
                     f"--model {self.model_source} (or unset VOICEBANK_MODEL), or create a new bank for the other model."
                 )
             self._checked = True
-
-
-def _admitted(load: Callable[[Recording], Audio], admit: Callable[[Audio], None], recording: Recording) -> Audio:
-    audio = load(recording)
-    admit(audio)
-    return audio
 
 
 def in_channel(audio: Audio, channel: str) -> np.ndarray:
