@@ -387,6 +387,48 @@ def test_add_an_already_enrolled_recording(enrolled, voices, unchanged):
     assert len(enrolled.speaker("alice").recordings) == 2
 
 
+def test_cheap_refusals_come_before_any_audio_is_embedded(db_path, voices, corrupt, tmp_path):
+    """A look-alike name, a file already enrolled or given twice, the same audio in another file, or
+    an unusable recording is known without the model: it is refused before anything is embedded
+    (15-28 s of a busy machine for a few recordings)."""
+    from conftest import FakeEmbedder
+
+    from voicebank.results import FAILED, Enrollment
+
+    class Counting(FakeEmbedder):
+        calls = 0
+
+        def embed(self, waveforms):
+            Counting.calls += 1
+            return super().embed(waveforms)
+
+    a, b, d = voices["alice"], voices["bob"], voices["dave"]
+    samples, rate = sf.read(a[0], dtype="int16")
+    sf.write(tmp_path / "a0.flac", samples, rate)  # alice's first recording, as another file
+    with VoiceBank.open(db_path, Counting(), create=True, threshold=TINY_THRESHOLD) as bank:
+        bank.enroll("alice", a[:2])
+        assert Counting.calls > 0  # the embedder counted is the one the bank uses
+        Counting.calls = 0
+        refused = [(lambda: bank.enroll("\u0430lice", b), DuplicateSpeakerError, "looks like the enrolled 'alice'"),
+                   (lambda: bank.enroll("bob", [b[0], a[0]]), DuplicateRecordingError, "already enrolled for alice"),
+                   (lambda: bank.enroll("bob", [b[0], b[1], b[0]]), DuplicateRecordingError, "give each once"),
+                   (lambda: bank.add_recordings("alice", [a[2], a[1]]), DuplicateRecordingError, "nothing was added"),
+                   (lambda: bank.enroll("bob", [b[0], tmp_path / "a0.flac"]), DuplicateRecordingError,
+                    "a0.flac is already enrolled for alice"),
+                   (lambda: bank.add_recordings("alice", [tmp_path / "a0.flac"]), DuplicateRecordingError,
+                    "a0.flac is already enrolled for alice"),
+                   (lambda: bank.enroll("bob", [b[0], b[1], corrupt]), AudioError, "corrupt")]
+        for action, error, words in refused:
+            with pytest.raises(error, match=words):
+                action()
+        outcomes = bank.enroll_many([Enrollment("\u0430lice", b), Enrollment("dave", [d[0], a[1]])])
+        assert [o.status for o in outcomes] == [FAILED, FAILED]
+        assert "looks like the enrolled 'alice'" in outcomes[0].message
+        assert "already enrolled for alice" in outcomes[1].message
+        assert Counting.calls == 0
+        assert [s.name for s in bank.speakers()] == ["alice"]
+
+
 def test_empty_recordings(enrolled, unchanged):
     for action in (lambda: enrolled.enroll("eve", []), lambda: enrolled.add_recordings("alice", [])):
         with pytest.raises(InvalidInputError, match="no recordings were given: give at least one"):

@@ -10,6 +10,7 @@ default initialization makes them ~0, which would leave the attention mask untes
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -461,6 +462,7 @@ def test_threads_are_lowered_to_the_usable_cores_never_raised(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: state["threads"])
     monkeypatch.setattr(torch, "set_num_threads", lambda n: state.update(threads=n))
     monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # idle: this test is about the cores
     monkeypatch.setattr(runtime, "faiss_loaded", lambda faiss: None)  # this test is about torch
     configure = lambda: runtime.configure(quiet=False)  # noqa: E731
     configure()

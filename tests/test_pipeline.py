@@ -154,3 +154,27 @@ def test_an_error_of_the_model_is_raised():
 
     with pytest.raises(RuntimeError, match="out of memory"):
         list(embed_stream(["a", "b"], fake_load({}), embed, SR, 1.0, 2))
+
+
+def test_admit_refuses_a_decoded_recording_in_the_callers_thread_before_it_is_embedded():
+    caller, seen = threading.get_ident(), []
+
+    def admit(audio: Audio) -> None:
+        seen.append(threading.get_ident())
+        if audio.label.startswith("taken"):
+            raise AudioError(f"{audio.label} is already enrolled.")
+
+    calls: list[int] = []
+    names = ["a", "taken1", "bb"] + [f"n{i}" for i in range(40)]  # 1 s each: 14 chunks of 3 s
+    out = list(embed_stream(names, fake_load({}), fake_embed(calls), SR, 3.0, 2, admit=admit))
+    assert [str(e.error) if e.error else e.audio.label for e in out[:3]] == ["a", "taken1 is already enrolled.", "bb"]
+    assert out[1].embedding is None and sum(calls) == len(names) - 1  # the refused one never reached the model
+    assert set(seen) == {caller}  # a check that reads the database runs where the caller's reads do
+
+
+def test_fail_fast_ends_at_the_first_unusable_recording_and_embeds_nothing_pending():
+    calls: list[int] = []
+    out = list(embed_stream(["a", "bb", "bad1", "ccc"], fake_load({}), fake_embed(calls), SR, 100.0, 2,
+                            fail_fast=True))
+    assert [e.index for e in out] == [2] and "bad1" in str(out[0].error)
+    assert calls == []  # a and bb were decoded, waiting for their chunk: the model never saw them

@@ -126,6 +126,7 @@ def test_configure_lowers_threads_to_the_usable_cores_and_never_raises_them():
     script = r"""
 import torch
 from voicebank import runtime
+os.getloadavg = lambda: (0.0, 0.0, 0.0)  # an idle machine: this test is about the cores
 torch.set_num_threads(runtime.usable_cores() + 3)
 runtime.configure()
 lowered = torch.get_num_threads()
@@ -135,6 +136,36 @@ print(json.dumps([runtime.usable_cores(), lowered, torch.get_num_threads()]))
 """
     cores, lowered, kept = run(script)
     assert lowered == cores and kept == 1
+
+
+@pytest.mark.parametrize("cpus, usable, load, expected", [
+    (2, 2, 0.0, 2), (2, 2, 0.4, 2),  # idle, or nearly: every core
+    (2, 2, 1.0, 1), (2, 2, 2.0, 1), (2, 2, 7.5, 1),  # another process on one core, or more: one thread
+    (16, 16, 8.0, 8), (16, 4, 8.0, 2),  # half the machine busy: half of what this process may use
+    (64, 2, 0.0, 2),  # a small CPU quota on an idle host
+])
+def test_threads_leave_the_cores_other_work_keeps_busy(monkeypatch, cpus, usable, load, expected):
+    from voicebank import runtime
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(runtime, "usable_cores", lambda: usable)
+    assert runtime.idle_cores() == expected
+
+
+def test_configure_gives_torch_and_faiss_one_thread_on_a_busy_two_core_machine():
+    script = r"""
+import torch, faiss
+from voicebank import runtime
+os.cpu_count = lambda: 2
+os.getloadavg = lambda: (2.5, 2.0, 1.0)  # two other processes computing
+runtime.usable_cores = lambda: 2
+torch.set_num_threads(2); faiss.omp_set_num_threads(2)
+runtime.configure()
+print(json.dumps(state()))
+"""
+    after = run(script)
+    assert after["torch_threads"] == 1 and after["faiss_threads"] == 1
 
 
 def test_quietly_silences_only_while_it_runs_and_leaves_the_hosts_filters():
@@ -200,6 +231,35 @@ def test_python_dash_m_voicebank_is_the_command():
     assert proc.stdout.startswith("Usage: voicebank ") and "Example" in proc.stdout
     proc = command("--db", "/nonexistent/folder/x.db", "list")
     assert proc.returncode == 2 and proc.stderr.startswith("Error: ") and "Traceback" not in proc.stderr
+
+
+def test_a_missing_model_or_unusable_db_is_refused_before_torch_is_imported(tmp_path):
+    """Importing torch and transformers takes seconds (tens of them on a busy machine): what can be
+    refused without them is refused first."""
+    code = r"""
+import sys
+from voicebank.cli import main
+try:
+    main(sys.argv[1:], prog_name="voicebank")
+except SystemExit as exc:
+    print(exc.code, sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers"}))
+"""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "not-a-model.bin").write_bytes(b"weights?")
+    (tmp_path / "audio.db").write_bytes(b"RIFF" + bytes(100))
+    db = str(tmp_path / "new.db")
+    cases = [(("--db", db, "--model", str(tmp_path / "nowhere"), "init"), "does not exist"),
+             (("--db", db, "--model", str(tmp_path / "empty"), "init"), "holds no config.json"),
+             (("--db", db, "--model", str(tmp_path / "not-a-model.bin"), "init"), "is a file, not a directory"),
+             (("--db", str(tmp_path), "init"), "is a folder"),
+             (("--db", str(tmp_path / "no" / "folder" / "x.db"), "init"), "check that its folder exists"),
+             (("--db", str(tmp_path / "audio.db"), "init"), "is not a SQLite database"),
+             (("--db", "postgresql+nosuch://u@h/db", "init"), "cannot use the database")]
+    for args, expected in cases:
+        proc = command(*args, code=code)
+        assert expected in proc.stderr and proc.stderr.startswith("Error: "), (args, proc.stderr)
+        assert proc.stdout.strip().splitlines()[-1] == "2 []", (args, proc.stdout)  # torch never imported
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audio.db", "empty", "not-a-model.bin"]  # nothing made
 
 
 def test_vv_shows_voicebanks_debug_output_and_not_other_libraries(db_path):

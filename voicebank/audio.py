@@ -219,6 +219,19 @@ def _not_enough_speech(label: str, speech: float, duration: float, limits: Audio
     )
 
 
+def file_sha256(recording: Recording) -> str | None:
+    """The SHA-256 :func:`load` records for a path or bytes, read without decoding (a recording
+    already enrolled is refused before anything is embedded); None for a file object (reading it
+    would use it up), an array, or a recording :func:`load` refuses (it says why in its turn)."""
+    if not isinstance(recording, (bytes, bytearray, memoryview, str, os.PathLike)):
+        return None
+    label = describe(recording)
+    try:
+        return _digest(_source(recording, label), label)
+    except AudioError:
+        return None
+
+
 def _too_long(label: str, duration: float, limits: AudioLimits) -> str:
     return too_long(label, duration, limits.max_seconds)
 

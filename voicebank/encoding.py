@@ -52,15 +52,19 @@ class Encoder:
     def embed(self, audios: Sequence[Audio]) -> np.ndarray:
         return self.embed_samples([to_embed(a, channel_mod.WIDEBAND) for a in audios])
 
-    def stream(self, recordings: Iterable[Recording],
-               views: pipeline.Views = pipeline.as_recorded) -> closing[Iterator[pipeline.Embedded]]:
+    def stream(self, recordings: Iterable[Recording], views: pipeline.Views = pipeline.as_recorded,
+               admit: Callable[[Audio], None] | None = None,
+               fail_fast: bool = False) -> closing[Iterator[pipeline.Embedded]]:
         """Recordings decoded ahead of the model and embedded in chunks (``pipeline.py``), in order;
-        of each, the waveforms ``views`` makes of it (:func:`both_channels` for enrollment). Use as
-        a context manager: leaving it early stops the decoding threads at once."""
+        of each, the waveforms ``views`` makes of it (:func:`both_channels` for enrollment).
+        ``admit`` looks at each recording once decoded, before it is embedded, and raises a
+        :class:`VoiceBankError` to refuse it; ``fail_fast``: the stream ends at the first refusal,
+        nothing after it embedded (``pipeline.embed_stream``). Use as a context manager: leaving it
+        early stops the decoding threads at once."""
         chunk = getattr(self.embedder, "chunk_seconds", pipeline.DEFAULT_CHUNK_SECONDS)
         on_gpu = str(getattr(self.embedder, "device", "cpu")).startswith("cuda")
         return closing(pipeline.embed_stream(recordings, self.load, self.embed_samples, self.sample_rate, chunk,
-                                             pipeline.decoders(on_gpu), views))
+                                             pipeline.decoders(on_gpu), views, admit, fail_fast))
 
     def embed_many(self, recordings: Iterable[Recording], progress: Progress | None,
                    on_error: OnError | None) -> np.ndarray:

@@ -1,6 +1,10 @@
 """Enrollment: recordings checked and embedded before anything is written, then stored.
 
-Every recording is decoded, checked and embedded first; then the enrollment rules
+Embedding is the costly step (seconds a recording on a busy CPU), so what can be refused without
+it is refused first: before any audio is decoded, the name (its rules, taken, or a look-alike of
+an enrolled one) and a recording whose file was given twice or is already enrolled (its SHA-256);
+as each is decoded, one unusable or whose audio is already enrolled (its content hash), and the
+recordings not yet embedded stay so. Then every recording is embedded; then the enrollment rules
 (``enrollment_rules``: each recording given once and enrolled for one person, the recordings alike,
 enough speech in all, and, a warning or in strict mode an error, the voice not already enrolled as
 someone else) are read against the bank, and the first one broken is raised. The cohort (people
@@ -15,20 +19,20 @@ import logging
 import os
 from dataclasses import replace
 from functools import partial
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from . import enrollment_rules as rules
 from . import validate
-from .audio import Recording
+from .audio import Audio, Recording, describe, file_sha256
 from .encoding import OnError, Progress, both_channels
 from .errors import DuplicateSpeakerError, EmptyBankError, InvalidInputError, VoiceBankError
 from .pipeline import Embedded
 from .results import ENROLLED, FAILED, SKIPPED, Enrollment, EnrollmentOutcome, RecordingInfo, Speaker
 from .services import Services
 from .store import CohortRow, SpeakerRow, UtteranceRow, as_utc
-from .store.repository import name_taken
+from .store.repository import looks_like, name_taken
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,11 @@ def enroll(services: Services, name: str, recordings: Sequence[Recording], metad
     name, metadata = validate.new_name(name), validate.metadata(metadata)
     if services.repository.speaker_id(name) is not None:
         raise DuplicateSpeakerError(name_taken(name))
-    return _store(services, name, metadata, prepare(services, recordings, progress), allow_inconsistent, strict)
+    refuse_look_alike(services, name)
+    recordings = recording_list(recordings)
+    refuse_known(services, name, recordings, [], None)
+    utterances = prepare(services, recordings, progress, partial(refuse_heard, services, name, [], None))
+    return _store(services, name, metadata, utterances, allow_inconsistent, strict)
 
 
 def add_recordings(services: Services, name: str, recordings: Sequence[Recording], progress: Progress | None,
@@ -47,7 +55,10 @@ def add_recordings(services: Services, name: str, recordings: Sequence[Recording
     """Add recordings to an enrolled speaker (see :meth:`voicebank.VoiceBank.add_recordings`)."""
     name = validate.name(name)
     existing = list(services.repository.speaker(name).utterances)
-    utterances = prepare(services, recordings, progress)
+    recordings = recording_list(recordings)
+    refuse_known(services, name, recordings, existing, existing[0].speaker_id)
+    utterances = prepare(services, recordings, progress,
+                         partial(refuse_heard, services, name, existing, existing[0].speaker_id))
     warnings = check(services, name, utterances, existing, existing[0].speaker_id, allow_inconsistent, strict)
     services.repository.extend_speaker(name, {u.sha256 for u in existing}, utterances)
     return replace(to_speaker(services.repository.speaker(name)), warnings=tuple(warnings))
@@ -66,6 +77,39 @@ def add_cohort(services: Services, recordings: Sequence[Recording], progress: Pr
     return services.repository.cohort_size()
 
 
+def refuse_look_alike(services: Services, name: str) -> None:
+    """A new ``name`` that differs from an enrolled one only in look-alike characters is refused now;
+    the store asks again under its write lock, for a process that enrolls the twin meanwhile."""
+    twin = services.repository.look_alike(name)
+    if twin is not None:
+        raise DuplicateSpeakerError(looks_like(name, twin))
+
+
+def refuse_known(services: Services, name: str, recordings: Sequence[Recording], stored: Sequence[UtteranceRow],
+                 speaker_id: int | None) -> None:
+    """Raise, before any audio is decoded or embedded, for a recording whose file is given twice or
+    already enrolled (for ``name``, whose ``stored`` recordings these are, or anyone else), told by
+    the file's SHA-256 in the rules' own words. The same audio in another file needs decoding: the
+    rules find it by its content hash after."""
+    takes = [UtteranceRow(sha256=digest, label=validate.printable(describe(r))[-1024:])
+             for r in recordings if (digest := file_sha256(r)) is not None]
+    if not takes:
+        return
+    found = rules.known(takes, stored, name, services.repository.owners([t.sha256 for t in takes], speaker_id))
+    if found:
+        raise found[0].exception()
+
+
+def refuse_heard(services: Services, name: str, stored: Sequence[UtteranceRow], speaker_id: int | None,
+                 audio: Audio) -> None:
+    """Raise, once ``audio`` is decoded and before it is embedded, when what it sounds like
+    (``content_sha256``) is already enrolled: the same audio in another file or format."""
+    take = UtteranceRow(content_sha256=audio.content_sha256, label=validate.printable(audio.label)[-1024:])
+    found = rules.known([take], stored, name, services.repository.owners([take.content_sha256], speaker_id))
+    if found:
+        raise found[0].exception()
+
+
 def to_speaker(row: SpeakerRow) -> Speaker:
     """A speaker row, its utterances loaded, as the facade returns it."""
     recordings = tuple(RecordingInfo(u.label, u.sha256, u.duration_s, u.speech_s, as_utc(u.created_at))
@@ -81,11 +125,13 @@ def _store(services: Services, name: str, metadata: dict[str, Any], utterances: 
     return replace(to_speaker(services.repository.speaker(name)), warnings=tuple(warnings))
 
 
-def prepare(services: Services, recordings: Sequence[Recording], progress: Progress | None) -> list[UtteranceRow]:
-    """Decode, check and embed every recording; the first unusable one is raised at once."""
+def prepare(services: Services, recordings: Sequence[Recording], progress: Progress | None,
+            admit: Callable[[Audio], None] | None = None) -> list[UtteranceRow]:
+    """Decode, check (with ``admit`` too, before embedding) and embed every recording; the first
+    unusable one is raised at once, the recordings not yet embedded left so."""
     recordings = recording_list(recordings)
     items = []
-    with services.encoder.stream(recordings, both_channels) as stream:
+    with services.encoder.stream(recordings, both_channels, admit, fail_fast=True) as stream:
         for item in stream:
             if item.error is not None:
                 raise item.error
@@ -146,7 +192,12 @@ def enroll_many(services: Services, entries: Sequence[Enrollment], progress: Pro
         elif services.repository.speaker_id(name) is not None:
             outcomes[k] = EnrollmentOutcome(name, SKIPPED, message=f"{name} is already enrolled; nothing was changed.")
         else:
-            todo.append((k, name, metadata, recordings))
+            try:  # before the model: what can be refused without embedding anything
+                refuse_look_alike(services, name)
+                refuse_known(services, name, recordings, [], None)
+                todo.append((k, name, metadata, recordings))
+            except VoiceBankError as exc:
+                outcomes[k] = EnrollmentOutcome(name, FAILED, message=str(exc))
         names.add(name)
     flat = [r for _, _, _, recordings in todo for r in recordings]
     owner = [j for j, (_, _, _, recordings) in enumerate(todo) for _ in recordings]

@@ -82,10 +82,7 @@ def evaluate(takes: Sequence[UtteranceRow], stored: Sequence[UtteranceRow], name
     beside them; ``name`` None: a new speaker not yet named). ``owners``: {sha256: the other
     speaker it is enrolled for}, by either of :func:`hashes`; ``thresholds``: the bank's (consistency, duplicate voice) cosines."""
     consistency_threshold, duplicate_threshold = thresholds
-    found = repeated(takes, stored, name)
-    found += [Verdict(TAKEN, recording_taken(t.label, owner), DuplicateRecordingError, k)
-              for k, t in enumerate(takes)
-              if (owner := next((owners[h] for h in hashes(t) if h in owners), None)) and not _refused(found, k)]
+    found = known(takes, stored, name, owners)
     kept = [k for k in range(len(takes)) if not _refused(found, k)]
     rows = [takes[k] for k in kept] + list(stored)
     scores = _leave_one_out(rows)
@@ -114,6 +111,18 @@ def in_one_channel(embeddings: Sequence[np.ndarray], channels: Sequence[str | No
     if any(c == TELEPHONE for c in channels) and all(t is not None for t in telephones):
         return np.stack(telephones)
     return np.stack(embeddings)
+
+
+def known(takes: Sequence[UtteranceRow], stored: Sequence[UtteranceRow], name: str | None,
+          owners: dict[str, str]) -> list[Verdict]:
+    """The takes that came before, told by their hashes alone (so enrollment can ask before it
+    embeds anything, by the files' SHA-256): given twice or already ``name``'s (:func:`repeated`),
+    or enrolled for another speaker (``owners``, as :func:`evaluate`)."""
+    found = repeated(takes, stored, name)
+    found += [Verdict(TAKEN, recording_taken(t.label, owner), DuplicateRecordingError, k)
+              for k, t in enumerate(takes)
+              if (owner := next((owners[h] for h in hashes(t) if h in owners), None)) and not _refused(found, k)]
+    return found
 
 
 def repeated(takes: Sequence[UtteranceRow], stored: Sequence[UtteranceRow], name: str | None) -> list[Verdict]:

@@ -69,6 +69,8 @@ def embed_stream(
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     threads: int | None = None,
     views: Views = as_recorded,
+    admit: Callable[[Audio], None] | None = None,
+    fail_fast: bool = False,
 ) -> Iterator[Embedded]:
     """Decode ``recordings`` with ``load`` in background threads and embed them with ``embed``
     (waveforms -> (n, dimension) float32) in chunks of about ``chunk_seconds`` of audio; of each
@@ -77,7 +79,11 @@ def embed_stream(
 
     Yields one :class:`Embedded` per recording, in order, each as soon as its chunk is embedded.
     Errors of ``load`` that are :class:`VoiceBankError` are yielded; any other error, and any
-    error of ``embed``, is raised. Closing the generator early stops the decoders.
+    error of ``embed``, is raised. Closing the generator early stops the decoders. ``admit`` looks
+    at each decoded recording before it is embedded, in the calling thread, and refuses it by
+    raising a :class:`VoiceBankError`, yielded as its error. With ``fail_fast`` (a caller that
+    gives up at the first unusable recording) the first error is yielded as soon as it is known,
+    and the stream ends there: the recordings decoded before it are not embedded at all.
     """
     chunk = max(1, int(chunk_seconds * sample_rate))
     budget = _Budget(2 * chunk)
@@ -127,9 +133,18 @@ def embed_stream(
         while True:
             item = out.get()
             last = item is _DONE or isinstance(item, BaseException)
+            samples = len(item.audio.samples) if not last and item.audio is not None else 0
+            if admit is not None and samples:
+                try:
+                    admit(item.audio)
+                except VoiceBankError as exc:
+                    item = Embedded(item.index, None, None, exc)
+            if fail_fast and not last and item.error is not None:
+                yield item
+                return
             if not last:
                 pending.append(item)
-                size += len(item.audio.samples) if item.audio is not None else 0
+                size += samples  # a refused recording's too: the decoders' budget counted it
             if pending and (last or size >= chunk):
                 yield from _embedded(pending, embed, views)  # what came before a failure is still answered
                 budget.give(size)

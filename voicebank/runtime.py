@@ -48,10 +48,11 @@ def configure(threads: int | None = None, *, blas_batches: bool = True, quiet: b
               log_level: int | None = None) -> Settings:
     """Set voicebank's preferred process-wide settings. Call it once, early, in a process you own.
 
-    - ``threads``: CPU threads of torch (intra-op) and of FAISS (OpenMP). ``None``: the usable
-      cores (the affinity mask, capped by a cgroup CPU quota), only ever lowering the libraries'
-      defaults, and an explicit ``OMP_NUM_THREADS`` is left alone. More threads than cores only
-      make them wait for one another.
+    - ``threads``: CPU threads of torch (intra-op) and of FAISS (OpenMP). ``None``: the cores
+      other work leaves free (:func:`idle_cores`), only ever lowering the libraries' defaults,
+      and an explicit ``OMP_NUM_THREADS`` is left alone. More threads than free cores only make
+      them wait for one another: torch's threads meet at a barrier after each operation, and one
+      lent to another process stalls them all.
     - ``blas_batches``: FAISS flat search scores a batch of 16 or more queries (of 512 dims) with
       one matrix product; faiss 1.15's own cut-off is 250, and a batch of 64 queries over 100k
       voiceprints ran 7x slower without it. Single queries are not affected.
@@ -90,7 +91,7 @@ def torch_loaded(torch: Any) -> None:
     if threads is None:
         if "OMP_NUM_THREADS" in os.environ:
             return
-        threads = min(torch.get_num_threads(), usable_cores())
+        threads = min(torch.get_num_threads(), idle_cores())
     torch.set_num_threads(threads)
 
 
@@ -100,7 +101,7 @@ def faiss_loaded(faiss: Any) -> None:
         return
     threads = _wanted.threads
     if threads is None and "OMP_NUM_THREADS" not in os.environ:
-        threads = min(faiss.omp_get_max_threads(), usable_cores())
+        threads = min(faiss.omp_get_max_threads(), idle_cores())
     if threads is not None:
         faiss.omp_set_num_threads(threads)
     if _wanted.blas_batches and faiss.cvar.distance_compute_blas_threshold > BLAS_FROM:
@@ -139,6 +140,23 @@ def usable_cores() -> int:
     except (OSError, ValueError):
         pass
     return max(1, count)
+
+
+def idle_cores() -> int:
+    """The usable cores (:func:`usable_cores`) that other work leaves free, at least one: each
+    is counted busy in the share the last minute's load average takes of the machine's CPUs.
+
+    On an idle machine all usable cores; on a 2-core machine whose load average is 1 (another
+    process computing), one; at 2 or more, one. Read once, when :func:`configure` applies its
+    settings: a server keeps the count it started with. Why it matters, measured:
+    docs/deployment.md, "Threads"."""
+    usable = usable_cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on Unix, or no load average to read
+        return usable
+    busy = min(1.0, max(0.0, load) / (os.cpu_count() or usable))
+    return max(1, min(usable, round(usable * (1.0 - busy))))
 
 
 def _log_to_stderr(level: int) -> None:

@@ -261,7 +261,10 @@ def _point_lines(point, label: str) -> list[str]:
 
 @main.group()
 def cohort() -> None:
-    """The AS-norm cohort: recordings of people who are not enrolled.
+    """Recordings of people who are not enrolled: AS-norm's cohort, and calibration's strangers.
+
+    AS-norm (`voicebank normalization asnorm`) scores each side of a trial against them;
+    `voicebank calibrate` counts each as an unknown person, beside the enrolled speakers.
 
     \b
     Example:

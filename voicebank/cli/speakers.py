@@ -50,7 +50,7 @@ def init(obj: Context, threshold: float | None, identify_rule: str, index_kind: 
 @main.command()
 @click.argument("name")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata to store with the speaker (repeatable).")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata to store with the speaker; the value as text (repeatable).")
 @QUALITY_OPTIONS
 @JSON_OPTION
 @click.pass_obj

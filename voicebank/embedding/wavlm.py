@@ -218,9 +218,8 @@ class XVectorEmbedder:
 
         runtime.transformers_loaded(sys.modules["transformers"])  # progress bars: only if configure() was called
 
+        refuse_unusable_directory(self.source)
         local = Path(self.source).expanduser()
-        if not local.is_dir() and self.source.startswith((".", "/", "~")):
-            raise ModelError(f"the model directory {self.source} does not exist. " + _how_to_get_it())
         where = str(local) if local.is_dir() else self.source
         device = usable_device(resolve_device(self._device), torch)
 
@@ -370,6 +369,21 @@ def _hub_reachable_or_fail(source: str, timeout: float = 3.0) -> None:
     except OSError as exc:
         raise ModelError(f"cannot reach the Hugging Face hub ({host}: {exc.strerror or exc}) to download {source}, "
                          "and it is not in the local model cache. " + _how_to_get_it()) from exc
+
+
+def refuse_unusable_directory(source: str) -> None:
+    """A ModelError when ``source`` names a local directory (a path starting with ``.``, ``/`` or
+    ``~``, or one that exists) that is missing or holds no ``config.json``. A hub id passes. Asked
+    before torch and transformers are imported, which takes seconds, tens of them on a busy machine."""
+    local = Path(source).expanduser()
+    if not local.is_dir():
+        if source.startswith((".", "/", "~")):
+            what = "is a file, not a directory" if local.exists() else "does not exist"
+            raise ModelError(f"the model directory {source} {what}. " + _how_to_get_it())
+        return
+    if not (local / "config.json").is_file():
+        raise ModelError(f"the model directory {source} holds no config.json: it is not a transformers model. "
+                         + _how_to_get_it())
 
 
 def _how_to_get_it() -> str:

@@ -27,6 +27,11 @@ def name_taken(name: str) -> str:
     return f"a speaker named {name!r} is already enrolled: choose another name, or add recordings to it (`voicebank add`)."
 
 
+def looks_like(name: str, twin: str) -> str:
+    return (f"{name!r} looks like the enrolled {twin!r} (they differ only in look-alike characters, "
+            f"e.g. a Cyrillic 'а' for a Latin 'a'): choose a name that cannot be mistaken for it.")
+
+
 def no_such_speaker(name: str) -> str:
     return f"no speaker named {name!r} is enrolled (`voicebank list` shows who is)."
 
@@ -65,6 +70,13 @@ class Repository:
     def speaker_id(self, name: str) -> int | None:
         with self.store.read() as session:
             return session.execute(select(SpeakerRow.id).where(SpeakerRow.name == name)).scalar_one_or_none()
+
+    def look_alike(self, name: str) -> str | None:
+        """The enrolled name that ``name`` differs from only in look-alike characters, if any (``name``
+        itself, when enrolled, is not its own look-alike)."""
+        with self.store.read() as session:
+            return session.execute(select(SpeakerRow.name).where(SpeakerRow.skeleton == skeleton(name),
+                                                                 SpeakerRow.name != name).limit(1)).scalar()
 
     def has_speakers(self) -> bool:
         with self.store.read() as session:  # not COUNT(*): enrollment must not cost O(bank size)
@@ -187,9 +199,7 @@ class Repository:
                 shape = skeleton(name)
                 twin = session.execute(select(SpeakerRow.name).where(SpeakerRow.skeleton == shape)).scalar()
                 if twin is not None:
-                    raise DuplicateSpeakerError(
-                        f"{name!r} looks like the enrolled {twin!r} (they differ only in look-alike characters, "
-                        f"e.g. a Cyrillic 'а' for a Latin 'a'): choose a name that cannot be mistaken for it.")
+                    raise DuplicateSpeakerError(looks_like(name, twin))
                 self._refuse_taken(session, name, utterances)
                 row = SpeakerRow(name=name, skeleton=shape, meta=metadata, utterances=utterances)
                 _set_voiceprints(row, utterances)
