@@ -142,7 +142,7 @@ def waveform(path: Path, channel: str) -> np.ndarray:
     from voicebank.audio import near_speech, voiced_frames
 
     samples = decode(path)
-    # what voicebank embeds of it: its speech, cut where the speech starts and ends,
+    # what voicebank embeds of it: its speech with at most a second of anything else around it,
     # detected on the recording as recorded (voicebank detects a call's on the call: the same spans)
     samples = near_speech(samples, SR, voiced_frames(samples, SR))
     for step in channel.split("+"):
@@ -167,14 +167,12 @@ def through(samples: np.ndarray, step: str) -> np.ndarray:
 
 
 def cache_path(cache_dir: Path, corpus: str, channel: str, model_id: str) -> Path:
-    """Named for what is in it: the corpus, the channel, the model, and how what is embedded is cut
-    from a recording (``voicebank.audio.SPEECH_PAD_SECONDS`` inside speech, its edges at
-    ``voicebank.onset.BELOW_PEAK_DB``)."""
+    """Named for what is in it: the corpus, the channel, the model, and how much non-speech around
+    speech is embedded (``voicebank.audio.SPEECH_PAD_SECONDS``)."""
     from voicebank.audio import SPEECH_PAD_SECONDS
-    from voicebank.onset import BELOW_PEAK_DB
 
     model = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_id)
-    return cache_dir / f"{corpus}-{channel}-{model}-near{SPEECH_PAD_SECONDS:g}s-edge{BELOW_PEAK_DB:g}dB.npz"
+    return cache_dir / f"{corpus}-{channel}-{model}-near{SPEECH_PAD_SECONDS:g}s.npz"
 
 
 def embeddings(corpus: Corpus, channel: str, embedder, cache_dir: Path) -> tuple[np.ndarray, dict]:

@@ -82,7 +82,7 @@ def test_minutes_of_silence_or_noise_around_a_probe_change_neither_the_decision_
 
 def test_only_what_is_near_speech_is_embedded():
     frame = round(audio.vad.FRAME_SECONDS * 16_000)
-    samples = (np.arange(200 * frame) % 50 + 50).astype(np.float32)  # loud everywhere: the frames decide
+    samples = np.arange(200 * frame, dtype=np.float32)
     voiced = np.zeros(200, dtype=bool)
     voiced[100:110] = True  # 0.32 s of speech in 6.4 s
     kept = audio.near_speech(samples, 16_000, voiced)
@@ -92,39 +92,7 @@ def test_only_what_is_near_speech_is_embedded():
     assert audio.near_speech(samples, 16_000, None) is samples
     everywhere = np.zeros(200, dtype=bool)
     everywhere[::40] = everywhere[-1] = True  # never more than a second from speech: all of it
-    assert np.array_equal(audio.near_speech(samples, 16_000, everywhere), samples)
-    quiet_edges = samples.copy()
-    quiet_edges[:1000] = quiet_edges[-2000:] = 0.0
-    kept = audio.near_speech(quiet_edges, 16_000, everywhere)  # cut where the sound starts and stops, to 1 ms
-    lead = int(np.flatnonzero(kept)[0])
-    assert lead < 16 and len(kept) - lead - len(samples[1000:-2000]) < 16
-    assert np.array_equal(kept[lead:lead + 99_400], samples[1000:-2000])
-
-
-@pytest.mark.slow
-def test_where_a_short_word_sits_in_its_file_changes_its_score_by_less_than_0_02(real_bank):
-    """1.5 s of a probe's speech cut out mid-word, scored alone and with 0 to 2 s of silence before
-    it (any offset, not whole frames) and inside a minute of silence: before the cut followed the
-    speech itself, the detector's 32 ms frames counted from the file's start moved it, and scores
-    of the same word spread by 0.03 to 0.12."""
-    bank, probes, _ = real_bank
-    rng, checked = np.random.default_rng(11), 0
-    for name, path in probes[5::12]:
-        loaded = audio.load(path, 16_000)
-        start = int(np.argmax(loaded.speech_frames)) * round(audio.vad.FRAME_SECONDS * 16_000) + 8_000
-        word = loaded.samples[start:start + 24_000]
-        if audio.load((word, 16_000), 16_000, audio.AudioLimits(min_speech_seconds=0.0)).speech_seconds < 1.25:
-            continue  # a pause in those 1.5 s: near the 1 s of speech a decision needs, where placement can refuse it
-        alone = bank.verify(name, (word, 16_000)).score
-        checked += 1
-        for lead in rng.uniform(0.0, 2.0, 4):
-            placed = np.concatenate([np.zeros(int(lead * 16_000), np.float32), word, np.zeros(16_000, np.float32)])
-            assert abs(bank.verify(name, (placed, 16_000)).score - alone) < 0.02, (name, lead)
-        minute = np.zeros(60 * 16_000, dtype=np.float32)
-        at = int(rng.uniform(5, 50) * 16_000)
-        minute[at:at + len(word)] = word
-        assert abs(bank.verify(name, (minute, 16_000)).score - alone) < 0.02, name
-    assert checked >= 4
+    assert audio.near_speech(samples, 16_000, everywhere) is samples
 
 
 @pytest.mark.slow

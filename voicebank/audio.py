@@ -18,7 +18,7 @@ from typing import BinaryIO, Union
 import numpy as np
 
 from . import channel as channel_mod
-from . import onset, vad
+from . import vad
 from .decode import decode, resample, too_long
 from .errors import AudioError, NarrowbandError, NotEnoughSpeechError
 
@@ -94,9 +94,9 @@ class Audio:
         return self.channel is not None and self.channel.channel == channel_mod.TELEPHONE
 
 
-# Non-speech kept inside speech when a recording is embedded: a pause of up to twice this between
-# stretches of speech stays whole (it is part of how people talk); a longer one is cut to this on
-# each side, so that minutes of silence or hum inside a recording cannot change its embedding.
+# Non-speech kept on each side of a stretch of speech when a recording is embedded: a pause of up
+# to twice this inside speech stays whole (it is part of how people talk), and longer silence or
+# noise is cut to it, so that minutes of silence or hum around a word cannot change its embedding.
 SPEECH_PAD_SECONDS = 1.0
 
 
@@ -106,22 +106,20 @@ def speech_only(audio: "Audio") -> np.ndarray:
 
 
 def near_speech(samples: np.ndarray, sample_rate: int, voiced: np.ndarray | None) -> np.ndarray:
-    """``samples`` from where speech starts to where it ends (:func:`voicebank.onset.span`), with
-    every non-speech stretch inside farther than ``SPEECH_PAD_SECONDS`` from speech left out
-    (``voiced``: the detector's 32 ms frames, :func:`voiced_frames`); all of them when there are
-    no frames or no speech."""
+    """``samples`` with every non-speech stretch farther than ``SPEECH_PAD_SECONDS`` from speech
+    left out (``voiced``: the detector's 32 ms frames, :func:`voiced_frames`); all of them when
+    there are no frames or no speech."""
     if voiced is None or not voiced.any():
         return samples
     pad = int(round(SPEECH_PAD_SECONDS / vad.FRAME_SECONDS))
     near = np.convolve(voiced.astype(np.int32), np.ones(2 * pad + 1, dtype=np.int32), mode="same") > 0
-    if not near.all():
-        frame, _ = frame_sizes(sample_rate)
-        keep = np.repeat(near, frame)
-        if len(keep) < len(samples):  # the tail shorter than a frame goes with the last frame
-            keep = np.concatenate([keep, np.full(len(samples) - len(keep), near[-1])])
-        samples = samples[keep[: len(samples)]]
-    first, end = onset.span(samples, sample_rate)
-    return samples[first:end]
+    if near.all():
+        return samples
+    frame, _ = frame_sizes(sample_rate)
+    keep = np.repeat(near, frame)
+    if len(keep) < len(samples):  # the tail shorter than a frame goes with the last frame
+        keep = np.concatenate([keep, np.full(len(samples) - len(keep), near[-1])])
+    return samples[keep[: len(samples)]]
 
 
 def describe(recording: Recording) -> str:
