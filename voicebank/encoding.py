@@ -118,10 +118,9 @@ def in_channel(audio: Audio, channel: str) -> np.ndarray:
 
 
 def to_embed(audio: Audio, channel: str) -> np.ndarray:
-    """What is embedded of ``audio`` for a decision in ``channel``: its speech, from where it starts
-    to where it ends, with long pauses inside cut to a second each side
-    (:func:`voicebank.audio.speech_only`: neither minutes of silence or hum around a word nor where
-    it sits in its file may change its embedding), as heard in ``channel``."""
+    """What is embedded of ``audio`` for a decision in ``channel``: its speech with no more than a
+    second of anything else around it (:func:`voicebank.audio.speech_only`: minutes of silence or
+    hum around a word must not change its embedding), as heard in ``channel``."""
     return _through(audio_mod.speech_only(audio), audio.sample_rate, channel)
 
 
