@@ -70,8 +70,8 @@ def run(url: str, count: int, index_path: Path) -> dict:
                 slices.append({"enrolled": speaker + 1, "ms_per_enrollment": 1000 * (now - mark) / step})
                 mark = now
         total = time.perf_counter() - started
-        assert len(bank) == count and bank.check().ok
-        bank.save_index()
+        assert len(bank) == count and bank.index.check().ok
+        bank.index.save()
         sizes = {"index_bytes": index_path.stat().st_size}
     return {"seconds": total, "per_second": count / total, "slices": slices, **sizes}
 

@@ -14,7 +14,7 @@ Each round:
 2. After a random 0.2-3 s, ``kill -9`` of the primary's postmaster; the writers fail.
 3. ``pg_ctl promote`` of the standby; on it: every acknowledged enrollment present and every
    acknowledged removal absent (else counted lost), no speaker the writers never asked for, every
-   speaker with all 3 recordings and the voiceprint their mean gives, ``VoiceBank.check()`` clean.
+   speaker with all 3 recordings and the voiceprint their mean gives, ``bank.index.check()`` clean.
 4. The writers reconnect to the promoted server and go on (new enrollments must succeed there), and
    a person enrolled there is identified; then a new standby is made from it.
 
@@ -151,7 +151,7 @@ def verify(url: str, writers: list[Writer], model) -> dict:
                 wanted is not None and not np.allclose(np.sort(mine, axis=0), np.sort(wanted, axis=0), atol=1e-6)):
             found["half_written"].append(name)
     with VoiceBank.open(url, model) as bank:
-        report = bank.check()
+        report = bank.index.check()
     found.update(check_ok=report.ok, index_file=report.index_file, present=len(present), in_doubt=len(doubt))
     for writer in writers:
         writer.reconcile(present)

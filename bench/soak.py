@@ -235,7 +235,7 @@ def main() -> None:
         seconds = time.monotonic() - started
         with VoiceBank.open(db, model) as bank:
             stored = {s.name for s in bank.speakers()}
-            report = bank.check()
+            report = bank.index.check()
     expected = {name for name, _ in probes} | present
     lost = sorted(expected - stored)
     extra = sorted(stored - expected - unknown)

@@ -290,12 +290,12 @@ def _reply_for(bank, cmd: dict[str, Any], who: str) -> dict[str, Any]:
     if op == "verify":
         return {"ok": True, "op": op, **bank.verify(cmd["name"], recordings(cmd)[0]).to_dict()}
     if op == "check":
-        return {"ok": True, "op": op, "report": bank.check().to_dict()}
+        return {"ok": True, "op": op, "report": bank.index.check().to_dict()}
     if op == "save":
-        bank.save_index()
+        bank.index.save()
         return {"ok": True, "op": op}
     if op == "reindex":
-        return {"ok": True, "op": op, "count": bank.reindex()}
+        return {"ok": True, "op": op, "count": bank.index.rebuild()}
     if op == "names":
         return {"ok": True, "op": op, "names": [s.name for s in bank.speakers()]}
     raise ValueError(f"unknown op {op!r}")

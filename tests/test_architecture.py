@@ -3,6 +3,9 @@
 - no import cycle among voicebank's modules;
 - no module uses a private name (one leading underscore) that another voicebank module defines:
   ``from .x import _y``, ``x._y``, ``bank._stream``;
+- no module but ``voicebank.compat`` uses a private name of another package (``import _webrtcvad``,
+  ``from soundfile import _snd``, ``torch.cpu._is_amx_tile_supported()``, ``getattr(warnings,
+  "_filters_mutated")``), and that module imports nothing of voicebank, so any layer may use it;
 - candidate search is reached through its seam (``voicebank.index.search.Search``): only the
   factory makes a kind's search, and no module outside ``voicebank.index`` imports a kind's insides;
 - the numbers decisions start from have one home (``voicebank.policy``), which imports only plain
@@ -35,13 +38,20 @@ PACKAGE = Path(__file__).resolve().parents[1] / "voicebank"
 # The layers above the facade: the only modules (with the package's __init__) that may import it.
 ABOVE_THE_FACADE = ("voicebank.cli", "voicebank.server")
 
+# The facade's size, in lines: past it, hand the next group of methods out as an object of its own.
+FACADE_MAX_LINES = 300
+
 # Private names are matched by name (the checker cannot know an object's type), so a private
 # attribute of a third-party object that happens to share a name with one of ours is listed here,
-# with why. The embedding entry is a real use, in files another change owns (issue 12, part 3, the
-# split of embedding/fast.py): remove it when that lands.
+# with why: both are reaches of the compat module into another package.
 ALLOWED = {
-    ("voicebank.decode", "_file"): "soundfile.SoundFile's own handle, not store.engine.Store._file",
+    ("voicebank.compat", "_file"): "soundfile.SoundFile's own handle, not store.engine.Store._file",
+    ("voicebank.compat", "_model"): "the network inside silero-vad's TorchScript model, not voicebank.vad's cache",
 }
+
+# The one module that may reach into another package's private names (each reach a function there,
+# with the upstream version it was checked against, and a test in tests/test_compat.py).
+COMPAT = "voicebank.compat"
 
 
 # Candidate search: the classes that implement the seam, each named only in its own module and the
@@ -212,6 +222,85 @@ def private_uses(modules: dict[str, Module], allowed: dict[tuple[str, str], str]
     return problems
 
 
+def foreign_private_uses(modules: dict[str, Module], package: str, exempt: str | None = None) -> list[str]:
+    """Uses of another package's private names, in every module but ``exempt``: importing one
+    (``import _cext``, ``from lib import _x``, ``import lib._impl``); ``._x`` on a name bound to
+    another package (``warnings._x``), or on anything else when no class of ours has an attribute
+    ``_x`` (``torch.cpu._is_amx_tile_supported``, ``scripted._model``); and ``getattr``,
+    ``hasattr``, ``setattr`` or ``delattr`` with such a name as a string. A private attribute that
+    shares its name with one of ours is not seen here (``ALLOWED`` lists the known ones)."""
+    ours = _attribute_names(modules)
+    problems = []
+    for module in modules.values():
+        if module.name == exempt:
+            continue
+        foreign, own = _bound_names(module, modules, package)
+        found = set()
+        for node, _ in _walk(module.tree):
+            if isinstance(node, ast.Import):
+                found |= {(node.lineno, f"import {a.name}") for a in node.names
+                          if a.name.split(".")[0] != package and any(map(_private, a.name.split(".")))}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] != package:
+                parts = (node.module or "").split(".")
+                found |= {(node.lineno, f"from {node.module} import {a.name}") for a in node.names
+                          if _private(a.name) or any(map(_private, parts))}
+            elif isinstance(node, ast.Attribute) and _private(node.attr):
+                if _reaches(node.value, node.attr, foreign, own, ours):
+                    found.add((node.lineno, f"{ast.unparse(node.value)}.{node.attr}"))
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and len(node.args) >= 2 \
+                    and node.func.id in {"getattr", "hasattr", "setattr", "delattr"} \
+                    and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str) \
+                    and _private(node.args[1].value) and _reaches(node.args[0], node.args[1].value, foreign, own, ours):
+                found.add((node.lineno, ast.unparse(node)))
+        problems += [f"{module.name}:{line}: {text}" for line, text in sorted(found)]
+    return problems
+
+
+def _reaches(value: ast.expr, attr: str, foreign: set[str], own: set[str], ours: set[str]) -> bool:
+    """Whether ``value.attr`` (``attr`` private) is another package's private name."""
+    if isinstance(value, ast.Name) and value.id in foreign:
+        return True
+    if isinstance(value, ast.Name) and value.id in own:
+        return False  # one of our modules or what it defines: private_uses' business
+    return attr not in ours
+
+
+def _attribute_names(modules: dict[str, Module]) -> set[str]:
+    """The private names our classes have as attributes: set on an object (``self._x = ...``) or
+    defined in a class body (methods, class attributes)."""
+    names = set()
+    for module in modules.values():
+        for node, _ in _walk(module.tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                        names.add(item.name)
+                    names |= {t.id for t in _assigned(item)}
+    return {name for name in names if _private(name)}
+
+
+def _assigned(node: ast.stmt) -> list[ast.Name]:
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+    return [t for t in targets if isinstance(t, ast.Name)]
+
+
+def _bound_names(module: Module, modules: dict[str, Module], package: str) -> tuple[set[str], set[str]]:
+    """The names ``module`` binds by importing: (those of other packages, those of ours)."""
+    foreign, own = set(), set()
+    for node, _ in _walk(module.tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                bound = alias.asname or alias.name.split(".")[0]
+                (own if alias.name.split(".")[0] == package else foreign).add(bound)
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(module, node)
+            for alias in node.names:
+                (own if base.split(".")[0] == package else foreign).add(alias.asname or alias.name)
+    return foreign, own
+
+
 # -- the package ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def package() -> dict[str, Module]:
@@ -231,6 +320,17 @@ def test_no_import_cycle(package):
 
 def test_no_module_uses_another_modules_private_names(package):
     assert private_uses(package, ALLOWED) == []
+
+
+def test_only_the_compat_module_uses_other_packages_private_names(package):
+    assert foreign_private_uses(package, "voicebank", exempt=COMPAT) == []
+
+
+def test_the_compat_module_may_be_imported_from_any_layer(package):
+    """It imports nothing of voicebank, so no module importing it can close a cycle or reach
+    above its own layer."""
+    assert COMPAT in package
+    assert edges(package)[COMPAT] == set()
 
 
 def test_no_use_case_imports_the_facade(package):
@@ -265,6 +365,14 @@ def test_what_use_cases_receive_is_defined_once(package):
     defined = sorted(f"{module.name} defines {name}" for module in package.values() for node in module.tree.body
                      for name in _defined_at_top(node) if ONE_DEFINITION.get(name, module.name) != module.name)
     assert defined == []
+
+
+def test_the_facade_stays_small():
+    """The facade only wires: a group of methods that grows is handed out as an object of its own
+    (``bank.thresholds``, ``bank.cohort``, ``bank.audit``, ``bank.index``, ``bank.api_keys``)
+    rather than cutting the documentation to make room."""
+    lines = len((PACKAGE / "bank.py").read_text(encoding="utf-8").splitlines())
+    assert lines <= FACADE_MAX_LINES, f"voicebank/bank.py has {lines} lines (at most {FACADE_MAX_LINES})"
 
 
 def _defined_at_top(node: ast.stmt) -> list[str]:
@@ -310,6 +418,27 @@ def test_the_checker_finds_private_names_used_across_modules(tmp_path):
     problems = private_uses(read_package(root, "pkg"))
     assert problems == ["pkg.enroll: from pkg.bank import _helper", "pkg.enroll:5: ._stream (defined in pkg.bank)",
                         "pkg.enroll:6: ._helper (defined in pkg.bank)", "pkg.enroll:6: ._store (defined in pkg.bank)"]
+
+
+def test_the_checker_finds_private_names_of_other_packages(tmp_path):
+    root = _write(tmp_path, {
+        "__init__.py": "",
+        "mine.py": "_cache = None\n\nclass Mine:\n    _shared = 1\n\n    def _step(self):\n        self._seen = 1\n",
+        "reach.py": ("import _cext\nimport lib._impl\nimport torch\nimport warnings\nfrom lib import _hidden, public\n"
+                     "from . import mine\n\n_model = None\n\n"
+                     "def run(obj, m):\n"
+                     "    torch.cpu._is_amx()\n"  # a private name of torch's, though nothing of ours has it
+                     "    obj.eval()._model\n"  # _model is a global here, not an attribute of anything of ours
+                     "    getattr(warnings, '_filters_mutated')\n"
+                     "    warnings._step\n"  # bound to another package: theirs whatever we name ours
+                     "    m._step(), m._seen, m._shared, mine._cache, getattr(m, '_seen'), public.__name__\n"),
+        "compat.py": "from lib import _hidden\n",
+    })
+    problems = foreign_private_uses(read_package(root, "pkg"), "pkg", exempt="pkg.compat")
+    assert problems == ["pkg.reach:1: import _cext", "pkg.reach:2: import lib._impl",
+                        "pkg.reach:5: from lib import _hidden", "pkg.reach:11: torch.cpu._is_amx",
+                        "pkg.reach:12: obj.eval()._model", "pkg.reach:13: getattr(warnings, '_filters_mutated')",
+                        "pkg.reach:14: warnings._step"]
 
 
 def test_the_tests_ci_names_exist():

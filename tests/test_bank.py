@@ -176,7 +176,7 @@ def test_add_recordings_changes_the_voiceprint_and_count(enrolled, voices, db_pa
     # ... and the stored embedding of a recording is the one the bank computes for it now.
     assert float(embeddings[2] @ enrolled.embed(voices["alice"][2])) >= 0.999
     # The index follows the new voiceprint.
-    assert enrolled.check().ok
+    assert enrolled.index.check().ok
     assert enrolled.identify(voices["alice"][1]).match.name == "alice"
 
 
@@ -194,7 +194,7 @@ def test_remove(enrolled, voices, db_path):
     # Every embedding of the voice is gone from SQL too.
     assert query(db_path, "select count(*) from utterances")[0][0] == 4
     assert query(db_path, "select count(*) from speakers where name = 'bob'")[0][0] == 0
-    assert enrolled.check().ok
+    assert enrolled.index.check().ok
 
 
 def test_recordings_as_bytes_file_object_and_array(bank, voices):
@@ -233,7 +233,7 @@ def test_context_manager_saves_the_index_and_a_reopened_bank_sees_the_same(db_pa
         assert [(s.name, s.metadata, s.recordings) for s in again.speakers()] == first
         assert again.thresholds.verify == pytest.approx(TINY_THRESHOLD)
         assert again.identify(voices["bob"][2]).match.name == "bob"
-        assert again.check().index_file == "ok"
+        assert again.index.check().index_file == "ok"
 
 
 def test_reopening_from_another_voicebank_sees_the_same_speakers(enrolled, db_path, model, voices):
@@ -549,11 +549,11 @@ def test_damaged_index_file_is_rebuilt(enrolled, db_path, model, voices):
 
     faiss_path(db_path).write_bytes(b"\x00" * 4096)
     with VoiceBank.open(db_path, str(model)) as bank:
-        report = bank.check()
+        report = bank.index.check()
         assert report.index_file.startswith("damaged or foreign, rebuilt")
         assert report.ok
         assert (report.speakers_in_sql, report.speakers_in_index) == (3, 3)
-        assert bank.check().index_file == "ok"  # the rebuilt index was written back
+        assert bank.index.check().index_file == "ok"  # the rebuilt index was written back
         assert bank.identify(voices["bob"][2]).match.name == "bob"
 
 
@@ -562,7 +562,7 @@ def test_deleted_index_file_is_rebuilt(enrolled, db_path, model, voices):
     enrolled.close()
     faiss_path(db_path).unlink()
     with VoiceBank.open(db_path, str(model)) as bank:
-        report = bank.check()
+        report = bank.index.check()
         assert report.index_file == "missing, rebuilt" and report.ok
         assert faiss_path(db_path).exists()
         assert bank.identify(voices["carol"][2]).match.name == "carol"
@@ -570,34 +570,34 @@ def test_deleted_index_file_is_rebuilt(enrolled, db_path, model, voices):
     faiss_path(db_path).with_name(db_path.name + ".faiss.json").unlink()
     with VoiceBank.open(db_path, str(model)) as bank:
         assert bank.identify(voices["carol"][2]).match.name == "carol"
-        assert bank.check().index_file == "ok"
+        assert bank.index.check().index_file == "ok"
 
 
 def test_check_in_the_same_bank_rewrites_a_damaged_or_deleted_index_file(enrolled, db_path, voices):
     """A bank that has already saved its index must still write the rebuilt one back to disk."""
     enrolled.identify(voices["alice"][2])
-    enrolled.save_index()
+    enrolled.index.save()
     faiss_path(db_path).write_bytes(b"garbage" * 100)
-    assert enrolled.check().index_file.startswith("damaged or foreign, rebuilt")
-    assert enrolled.check().index_file == "ok"
+    assert enrolled.index.check().index_file.startswith("damaged or foreign, rebuilt")
+    assert enrolled.index.check().index_file == "ok"
 
     faiss_path(db_path).unlink()
-    assert enrolled.check().index_file == "missing, rebuilt"
+    assert enrolled.index.check().index_file == "missing, rebuilt"
     assert faiss_path(db_path).exists()
 
     faiss_path(db_path).write_bytes(b"garbage" * 100)
-    assert enrolled.reindex() == 3
-    assert enrolled.check().index_file == "ok"
+    assert enrolled.index.rebuild() == 3
+    assert enrolled.index.check().index_file == "ok"
 
 
 def test_an_index_file_replaced_by_a_link_or_a_fifo_is_rebuilt_from_sql(enrolled, db_path, voices):
     import os
 
-    enrolled.save_index()
+    enrolled.index.save()
     for swap in (lambda p: p.symlink_to("/dev/zero"), lambda p: os.mkfifo(p)):
         faiss_path(db_path).unlink()
         swap(faiss_path(db_path))
-        assert enrolled.check().index_file.startswith("damaged or foreign, rebuilt")
+        assert enrolled.index.check().index_file.startswith("damaged or foreign, rebuilt")
         assert faiss_path(db_path).is_file() and not faiss_path(db_path).is_symlink()  # the rebuilt one replaced it
         assert enrolled.identify(voices["alice"][2]).match.name == "alice"
 
@@ -612,19 +612,19 @@ def test_an_index_lock_held_by_another_process_costs_a_rebuild_not_a_hang(enroll
     from voicebank.index import file as index_file
 
     monkeypatch.setattr(index_file, "LOCK_SECONDS", 0.3)
-    enrolled.save_index()
+    enrolled.index.save()
     lock = faiss_path(db_path).with_name(faiss_path(db_path).name + ".lock")
     with open(lock, "a+b") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # a second open file: flock conflicts within one process too
         started = time.monotonic()
-        assert enrolled.check().index_file.startswith("damaged or foreign, rebuilt")
-        assert "held by another process" in enrolled.check().index_file
+        assert enrolled.index.check().index_file.startswith("damaged or foreign, rebuilt")
+        assert "held by another process" in enrolled.index.check().index_file
         assert enrolled.identify(voices["alice"][2]).match.name == "alice"
         enrolled.enroll("dave", voices["dave"][:2])
         assert time.monotonic() - started < 30  # each wait is the deadline's, not the holder's
     assert enrolled.identify(voices["dave"][2]).match.name == "dave"
-    enrolled.save_index()
-    assert enrolled.check().index_file == "ok"
+    enrolled.index.save()
+    assert enrolled.index.check().index_file == "ok"
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds deleted open files through /proc (Linux)")
@@ -642,27 +642,27 @@ def test_a_write_ahead_log_deleted_under_a_running_bank_refuses_writes_instead_o
 
 
 def test_check_after_enroll_and_remove(bank, voices, db_path):
-    report = bank.check()
+    report = bank.index.check()
     assert report.ok and (report.speakers_in_sql, report.speakers_in_index) == (0, 0)
     enroll_all(bank, voices)
-    report = bank.check()
+    report = bank.index.check()
     assert report.ok and (report.speakers_in_sql, report.speakers_in_index) == (3, 3)
     assert (report.missing_from_index, report.not_in_sql, report.wrong_vectors) == ([], [], [])
     phone = report.telephone_index  # the telephone voiceprints' index is checked as well
     assert (phone["speakers_in_sql"], phone["speakers_in_index"], phone["missing_from_index"]) == (3, 3, [])
     bank.remove("bob")
     bank.add_recordings("carol", [voices["carol"][2]])
-    report = bank.check()
+    report = bank.index.check()
     assert report.ok and (report.speakers_in_sql, report.speakers_in_index) == (2, 2)
-    assert bank.reindex() == 2
-    assert bank.check().ok
+    assert bank.index.rebuild() == 2
+    assert bank.index.check().ok
 
 
 def test_check_sees_a_telephone_index_that_disagrees_with_sql(enrolled, monkeypatch):
     telephone = enrolled._search.telephone
     ids, vectors, status = telephone.contents()
     monkeypatch.setattr(telephone, "contents", lambda: (ids[1:], vectors[1:] * -1, status))
-    report = enrolled.check()
+    report = enrolled.index.check()
     assert not report.ok and report.missing_from_index == []
     assert len(report.telephone_index["missing_from_index"]) == 1 and len(report.telephone_index["wrong_vectors"]) == 2
 
@@ -676,14 +676,14 @@ def test_index_catches_up_across_two_banks_on_one_database(enrolled, db_path, mo
         a.enroll("dave", voices["dave"][:2])
         result = b.identify(voices["dave"][2])
         assert result.match is not None and result.match.name == "dave"
-        assert b.check().ok
+        assert b.index.check().ok
 
         a.remove("dave")
         result = b.identify(voices["dave"][2])
         assert result.match is None
         assert "dave" not in [c.name for c in result.candidates]
         a.add_recordings("alice", [voices["alice"][2]])
-        assert b.check().ok and b.check().speakers_in_index == 3
+        assert b.index.check().ok and b.index.check().speakers_in_index == 3
         assert b.identify(voices["alice"][2]).match.name == "alice"
 
 
@@ -701,11 +701,11 @@ def test_many_changes_are_caught_up_in_chunks_and_a_mostly_changed_bank_is_rebui
         with caplog.at_level("DEBUG", logger="voicebank.index.faiss_search"):
             assert b.identify(voices["carol"][2]).match.name == "carol"
         assert "caught up 2 changed speakers" in caplog.text and "built the index" not in caplog.text
-        assert b.check().ok and b.check().speakers_in_index == 3
+        assert b.index.check().ok and b.index.check().speakers_in_index == 3
         caplog.clear()
         a.remove("alice")
         a.remove("carol")  # 2 of b's 3 speakers changed: more than half, so b rebuilds
         with caplog.at_level("DEBUG", logger="voicebank.index.faiss_search"):
             assert b.identify(voices["dave"][2]).match.name == "dave"
         assert "built the index from SQL: 1 voiceprints" in caplog.text
-        assert b.check().ok
+        assert b.index.check().ok

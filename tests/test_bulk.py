@@ -90,7 +90,7 @@ def test_enroll_many_enrolls_skips_and_fails_speaker_by_speaker(db_url, model, v
         assert done == [1, 2, 3, 4, 5, 6]  # alice's 2, bob's 2, dave's 2 recordings
         assert outcomes[0].speaker.metadata == {"team": "A"} and len(outcomes[0].speaker.recordings) == 2
         assert [s.name for s in bank.speakers()] == ["alice", "carol", "dave"]
-        assert bank.check().ok
+        assert bank.index.check().ok
         for name in ("alice", "dave"):
             assert bank.identify(voices[name][2]).match.name == name
         # the stored voiceprint is what a one-by-one enroll stores

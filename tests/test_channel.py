@@ -149,16 +149,16 @@ def test_a_bank_from_before_channels_decides_calls_against_wideband_voiceprints_
         conn.execute(text("UPDATE utterances SET telephone = NULL, channel = NULL"))
     engine.dispose()
     with VoiceBank.open(db) as bank:
-        assert bank.lacking("telephone") == 3
+        assert bank.index.lacking("telephone") == 3
         probe, _ = sf.read(voices["bob"][2], dtype="float32")
         result = bank.identify((mu_law_call(probe), 8000))
         assert result.channel["decided"] == "wideband" and result.channel["heard"]["channel"] == "telephone"
         assert "3 speakers have no telephone voiceprint" in result.channel["note"]
         assert result.threshold == 0.9
-        report = bank.check()
+        report = bank.index.check()
         assert report.lacking == {"telephone": 3, "wideband": 0}
         bank.add_recordings("bob", [voices["bob"][2]])  # new recordings add bob's telephone voiceprint
-        assert bank.lacking("telephone") == 2
+        assert bank.index.lacking("telephone") == 2
         with pytest.raises(Exception, match="no speaker named"):
             bank.verify("nobody", (probe, SR))
 

@@ -148,7 +148,7 @@ def settle(db_url: str, model, script: list[dict], replies: list[dict], effect: 
             happened = (name in present) if in_flight["op"] == "enroll" else (name not in present)
             assert happened is effect, f"{in_flight['op']} {name}: expected done={effect}, found done={happened}"
 
-        report = bank.check()
+        report = bank.index.check()
         assert report.ok, report
         assert report.speakers_in_sql == report.speakers_in_index == len(present), report
         for name in sorted(present):
@@ -172,9 +172,9 @@ def settle(db_url: str, model, script: list[dict], replies: list[dict], effect: 
             else:
                 with pytest.raises(SpeakerNotFoundError):
                     bank.remove(name)
-        bank.save_index()
+        bank.index.save()
         assert {s.name for s in bank.speakers()} == present
-        assert bank.check().ok
+        assert bank.index.check().ok
     assert consistency_problems(db_url, utterances_per_speaker=2) == []
     return present
 
@@ -244,7 +244,7 @@ def test_temp_files_of_a_killed_save_do_not_pile_up(tmp_path, tiny_model, zygote
             child.kill()
         assert list(where.glob("bank.db.faiss*.tmp")), "the kill should have left a temp file behind"
         with VoiceBank.open(db_url, str(tiny_model)) as bank:
-            bank.reindex()
+            bank.index.rebuild()
         assert list(where.glob("bank.db.faiss*.tmp")) == [], point
 
 
@@ -339,12 +339,12 @@ def test_damaged_or_foreign_index_is_rebuilt_with_a_warning(db_url, tiny_model, 
     if "another bank" in damage:  # same model and dimension, another bank
         with VoiceBank.open(tmp_path / "other.db", str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as other:
             other.enroll("s9", [(samples(v), SR) for v in speaker_voices(*f0_seed("s9"))])
-            other.reindex()
+            other.index.rebuild()
             other_path = other._search.wideband.path
     with VoiceBank.open(db_url, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         for name in ("s0", "s4"):
             bank.enroll(name, [(samples(v), SR) for v in speaker_voices(*f0_seed(name))])
-        bank.reindex()
+        bank.index.rebuild()
         path, info = bank._search.wideband.path, bank._search.wideband.info
     assert path.exists() and path != other_path
 
@@ -352,7 +352,7 @@ def test_damaged_or_foreign_index_is_rebuilt_with_a_warning(db_url, tiny_model, 
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="voicebank"):
         with VoiceBank.open(db_url, str(tiny_model)) as bank:
-            report = bank.check()
+            report = bank.index.check()
             found = bank.identify(probe("s4"))
     assert report.ok and report.speakers_in_index == 2, report
     if damage.startswith("index ahead"):
@@ -367,7 +367,7 @@ def test_damaged_or_foreign_index_is_rebuilt_with_a_warning(db_url, tiny_model, 
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="voicebank"):
         with VoiceBank.open(db_url, str(tiny_model)) as bank:
-            again = bank.check()
+            again = bank.index.check()
     assert again.ok and again.index_file == "ok", again
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records
 
@@ -408,7 +408,7 @@ def test_index_from_a_diverged_history_is_not_trusted(tmp_path, tiny_model):
         enroll_all(bank, "s5", "s6", "s7")
 
     with VoiceBank.open(db, str(tiny_model), index_path=host_x) as bank:  # host X comes back
-        report = bank.check()
+        report = bank.index.check()
         found = bank.identify(probe("s2"))  # s2 is gone with the restore
         assert found.match is None or found.match.name not in ("s5", "s6", "s7"), found
         assert report.ok, report

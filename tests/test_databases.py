@@ -33,7 +33,7 @@ def test_enroll_identify_verify_remove_and_audit(db_url, tiny_model, voices):
         with pytest.raises(SpeakerNotFoundError):
             bank.verify("carol", voices["carol"][2])
         assert bank.identify(voices["carol"][2]).match is None
-        assert bank.check().ok
+        assert bank.index.check().ok
         assert bank.speaker("alice").metadata == {"team": "ALICE", "ünïcode": "✓"}
         entries = bank.audit.entries()
         assert [e.operation for e in entries][:3] == ["identify", "verify", "verify"]
@@ -61,7 +61,7 @@ def test_one_recording_one_person_is_kept_by_the_write_and_by_the_database(db_ur
             with pytest.raises(DuplicateRecordingError, match="already enrolled for alice"):
                 bank.add_recordings("bob", [voices["alice"][1]], allow_inconsistent=True)
         assert [s.name for s in bank.speakers()] == ["alice", "bob"] and len(bank.speaker("bob").recordings) == 2
-        assert bank.check().shared_recordings == []
+        assert bank.index.check().shared_recordings == []
     engine = make_engine(db_url)
     try:
         with Session(engine) as session:
@@ -172,10 +172,10 @@ def test_the_change_log_is_pruned_and_an_index_older_than_it_is_rebuilt(db_url, 
             assert b.identify(voices["alice"][2]).match.name == "alice"  # needs the pruned seq 1
         assert "older than the change log kept" in caplog.text
         assert "restored backup" not in caplog.text
-        assert b.check().ok and b.check().speakers_in_index == 3
+        assert b.index.check().ok and b.index.check().speakers_in_index == 3
         assert b.identify(voices["bob"][2]).match is None
         with VoiceBank.open(db_url, str(tiny_model)) as c:  # reads the index file b wrote at seq 0
-            report = c.check()
+            report = c.index.check()
             assert report.ok and report.speakers_in_index == 3
             assert report.index_file == "older than the change log kept (from seq 3) (seq 0, SQL 5): rebuilt"
     log_rows.dispose()

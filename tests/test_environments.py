@@ -172,7 +172,7 @@ def test_a_folder_where_the_index_file_goes_costs_the_cache_not_the_answer(made,
     assert result.exit_code == 0 and '"name": "alice"' in result.stdout
     assert "cannot write the index cache file" in caplog.text and "keeping the index in memory" in caplog.text
     with VoiceBank.open(made) as bank:
-        report = bank.check()
+        report = bank.index.check()
     assert report.ok and "cannot be written" in report.index_file
 
 

@@ -194,7 +194,7 @@ def test_hostile_names_round_trip_exactly(bank, voices):
     assert others(url) == before
     assert bank.thresholds.verify == threshold
     assert consistency_problems(url) == []
-    assert bank.check().ok
+    assert bank.index.check().ok
 
 
 def test_an_sql_fragment_name_is_identified_by_its_exact_name(bank, voices):

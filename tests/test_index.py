@@ -508,8 +508,8 @@ def test_a_tampered_index_with_a_valid_checksum_cannot_change_a_decision(db_path
     with VoiceBank.open(db_path, str(tiny_model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
         for name in ("alice", "bob", "carol"):
             bank.enroll(name, voices[name][:2])
-        bank.save_index()
-        info = IndexInfo(bank._search.wideband.info.bank_uid, bank.model_id, bank.dimension, bank.index_kind)
+        bank.index.save()
+        info = IndexInfo(bank._search.wideband.info.bank_uid, bank.model_id, bank.dimension, bank.index.kind)
         alice, bob = (bank.voiceprint(n)[0] for n in ("alice", "bob"))
     path = db_path.with_name(db_path.name + ".faiss")
     honest = SpeakerIndex.load(path, info)
@@ -526,7 +526,7 @@ def test_a_tampered_index_with_a_valid_checksum_cannot_change_a_decision(db_path
         assert result.match is not None and result.match.name == "bob", result
         assert result.match.score == pytest.approx(bank.verify("bob", voices["bob"][2]).score, abs=1e-5)
         assert "the wideband index disagreed with SQL" in caplog.text
-        assert bank.check().ok  # repaired from SQL
+        assert bank.index.check().ok  # repaired from SQL
 
 
 def test_ivf_lists_are_balanced_on_voiceprints_in_a_narrow_cone():

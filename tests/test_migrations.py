@@ -335,7 +335,7 @@ def test_a_bank_with_one_recording_under_two_speakers_migrates_and_keeps_them(ma
     finally:
         engine.dispose()
     with VoiceBank.open(made_bank, str(tiny_model)) as bank:
-        shared = bank.check().shared_recordings
+        shared = bank.index.check().shared_recordings
         assert len(shared) == 1 and sorted(shared[0][1]) == ["alice", "alice2"]
     from voicebank.cli import main
 

@@ -180,7 +180,7 @@ def open_bank(url, model, **kw):
 
 def test_enroll_identify_verify_remove_through_the_facade(pgvector_url, tiny_model, voices, tmp_path):
     with open_bank(pgvector_url, tiny_model, index="pgvector") as bank:
-        assert bank.index_kind == "pgvector"
+        assert bank.index.kind == "pgvector"
         for name in ("alice", "bob", "carol"):
             bank.enroll(name, voices[name][:2])
         for name in ("alice", "bob", "carol"):
@@ -193,25 +193,25 @@ def test_enroll_identify_verify_remove_through_the_facade(pgvector_url, tiny_mod
         with pytest.raises(SpeakerNotFoundError):
             bank.verify("carol", voices["carol"][2])
         assert "carol" not in [c.name for c in bank.identify(voices["carol"][2]).candidates]
-        report = bank.check()
+        report = bank.index.check()
         assert report.ok and report.speakers_in_index == 2, report
         with Store(resolve_url(pgvector_url)).write() as session:  # a column edited by hand: check says so
             session.execute(text(f"UPDATE speakers SET {pgv.COLUMN} = ({pgv.COLUMN}::real[])[1:1] || "
                                  f"array_fill(0.01::real, ARRAY[dimension - 1]) FROM bank WHERE name = 'bob'"))
-        assert bank.check().wrong_vectors == ["bob"]
-        assert bank.reindex("pgvector") == 2 and bank.check().ok  # and reindex repairs it
+        assert bank.index.check().wrong_vectors == ["bob"]
+        assert bank.index.rebuild("pgvector") == 2 and bank.index.check().ok  # and reindex repairs it
         # the wideband voiceprints live in PostgreSQL: no index file for them; the telephone voiceprints
         # have no pgvector column, and are searched in a FAISS cache like a flat bank's
         files = sorted(p.name for p in tmp_path.glob("index-cache/**/*.faiss"))
         assert all(name.endswith(".telephone.faiss") for name in files), "pgvector must not write an index file"
         # and back: flat (a FAISS file again), then pgvector once more, with the same answers
-        assert bank.reindex("flat") == 2 and bank.index_kind == "flat"
+        assert bank.index.rebuild("flat") == 2 and bank.index.kind == "flat"
         assert bank.identify(voices["bob"][2]).match.name == "bob"
         with Store(resolve_url(pgvector_url)).read() as session:
             assert pgv.column_type(session) is None, "the column and its index go with the kind"
-        assert bank.reindex("pgvector") == 2
+        assert bank.index.rebuild("pgvector") == 2
         assert bank.identify(voices["bob"][2]).match.name == "bob"
-        assert bank.check().ok
+        assert bank.index.check().ok
 
 
 def test_a_vector_column_of_an_earlier_version_works_until_reindex_makes_it_halfvec(pgvector_url, tiny_model, voices):
@@ -235,15 +235,15 @@ def test_a_vector_column_of_an_earlier_version_works_until_reindex_makes_it_half
             bank.enroll("carol", voices["carol"][:2])
             for name in ("alice", "bob", "carol"):
                 assert bank.identify(voices[name][2]).match.name == name
-            assert bank.check().ok
+            assert bank.index.check().ok
             with store.read() as session:
                 assert pgv.column_type(session) == "vector", "opening a bank must not rebuild its index unasked"
-            assert bank.reindex("pgvector") == 3
+            assert bank.index.rebuild("pgvector") == 3
             with store.read() as session:
                 assert pgv.column_type(session) == "halfvec"
             for name in ("alice", "bob", "carol"):
                 assert bank.identify(voices[name][2]).match.name == name
-            report = bank.check()
+            report = bank.index.check()
             assert report.ok and report.speakers_in_index == 3, report
     finally:
         store.dispose()
@@ -256,8 +256,8 @@ def test_a_sqlite_bank_refuses_the_kind(tmp_path, tiny_model):
     assert not path.exists(), "a refused bank leaves no file"
     with open_bank(path, tiny_model) as bank:
         with pytest.raises(InvalidInputError, match="needs a PostgreSQL bank"):
-            bank.reindex("pgvector")
-        assert bank.index_kind == "flat"
+            bank.index.rebuild("pgvector")
+        assert bank.index.kind == "flat"
 
 
 def test_a_postgresql_without_pgvector_says_how_to_install_it(pg_url, tiny_model):
@@ -265,8 +265,8 @@ def test_a_postgresql_without_pgvector_says_how_to_install_it(pg_url, tiny_model
         open_bank(pg_url, tiny_model, index="pgvector")
     with open_bank(pg_url, tiny_model) as bank:  # nothing half-made: a flat bank can be created there
         with pytest.raises(DatabaseError, match="no pgvector extension"):
-            bank.reindex("pgvector")
-        assert bank.index_kind == "flat"
+            bank.index.rebuild("pgvector")
+        assert bank.index.kind == "flat"
 
 
 # -- several processes, and kill -9 (the FAISS tests' workers and scripts, on a pgvector bank) -------

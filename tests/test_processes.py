@@ -164,7 +164,7 @@ def test_four_processes_enroll_25_speakers_each_at_once(db_url, tiny_model, work
     for p in range(PROCESSES):  # each process's own file, as it left it, agrees with SQL
         with VoiceBank.open(db_url, str(tiny_model), index_path=tmp_path / f"index-{p}" / "bank.faiss") as bank:
             assert [s.name for s in bank.speakers()] == expected
-            report = bank.check()
+            report = bank.index.check()
             assert report.ok and report.index_file == "ok", report
     print(f"\n{PROCESSES}x{PER_PROCESS} concurrent enrollments on {db_url.split(':')[0]}: {took:.1f} s")
 
@@ -200,4 +200,4 @@ def test_two_processes_enroll_the_same_new_name_at_once(db_url, tiny_model, work
     with VoiceBank.open(db_url, str(tiny_model)) as bank:  # each stored speaker is all the winner's
         for name, reply in winners.items():
             assert [r.sha256 for r in bank.speaker(name).recordings] == reply["sha256"]
-        assert bank.check().ok
+        assert bank.index.check().ok

@@ -88,7 +88,7 @@ def test_identify_and_verify_on_the_replica_audit_on_the_primary(replica, primar
         assert bank.verify("bob", voices["bob"][2]).accepted
         assert not bank.verify("bob", voices["carol"][2], client="desk").accepted
         assert [s.name for s in bank.speakers()] == ["alice", "bob", "carol"] and len(bank) == 3
-        assert bank.speaker("alice").name == "alice" and bank.check().ok
+        assert bank.speaker("alice").name == "alice" and bank.index.check().ok
         assert [e.operation for e in bank.audit.entries()][:2] == ["verify", "verify"]  # read back from the replica
     assert audit_rows(primary) == [("identify", None, "alice", True, "desk"), ("identify", None, "bob", True, "desk"),
                                    ("identify", None, "carol", True, "desk"), ("identify", None, None, False, None),
@@ -104,8 +104,8 @@ def test_every_change_is_refused_and_changes_nothing(replica, primary, model, vo
             "enroll_many": lambda: bank.enroll_many([]),
             "add_recordings": lambda: bank.add_recordings("alice", voices["alice"][2:]),
             "remove": lambda: bank.remove("bob"),
-            "reindex": lambda: bank.reindex(),
-            "reindex as another kind": lambda: bank.reindex("hnsw"),
+            "reindex": lambda: bank.index.rebuild(),
+            "reindex as another kind": lambda: bank.index.rebuild("hnsw"),
             "store_calibration": lambda: bank.thresholds.store_calibration(result),
             "set_threshold": lambda: bank.thresholds.set(0.5),
             "set_enrollment_checks": lambda: bank.thresholds.set_enrollment_checks(0.5),
@@ -142,7 +142,7 @@ def test_the_replica_sees_what_the_primary_changes(replica, primary, model, voic
         assert "bob" not in [c.name for c in found.candidates]
         with pytest.raises(SpeakerNotFoundError):
             reader.verify("bob", voices["bob"][2])
-        report = reader.check()
+        report = reader.index.check()
         assert report.ok and report.speakers_in_sql == 3, report
     assert [r[2] for r in audit_rows(primary)] == [None, "dave", None]
 

@@ -15,20 +15,20 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import calibration, enrollment, identification, opening, pipeline, settings, thresholds, validate
+from . import calibration, enrollment, identification, opening, pipeline, thresholds, validate
 from . import trials as trial_lists
 from . import scan as scanning
 from .audio import AudioLimits, Recording
 from .audit import Audit
-from .channel import TELEPHONE, WIDEBAND
+from .channel import WIDEBAND
 from .cohort import Cohort
 from .embedding import Embedder
 from .embedding.base import DEFAULT_WINDOW_SECONDS
 from .encoding import Encoder, OnError, Progress
 from .errors import VoiceBankError
-from .index.search import compare
 from .index.switch import BankSearch
-from .results import CheckReport, Enrollment, EnrollmentOutcome, Identification, Speaker, Verification
+from .index_upkeep import IndexUpkeep
+from .results import Enrollment, EnrollmentOutcome, Identification, Speaker, Verification
 from .services import Services
 from .store import BankRow, Store
 from .store.repository import Repository
@@ -129,10 +129,6 @@ class VoiceBank:
 
     # -- settings ------------------------------------------------------------------------------
     @property
-    def index_kind(self) -> str:
-        return self._repository.settings().index_kind
-
-    @property
     def thresholds(self) -> Thresholds:
         """Read, set and measure the thresholds (:class:`~voicebank.thresholds.Thresholds`): ``verify``,
         ``identify``, ``operating_points``, ``set``, ``calibrate``, ``store_calibration``, ``status``,
@@ -181,7 +177,7 @@ class VoiceBank:
         log.info("removed %s", name)
         thresholds.recalibrate(self._services)
 
-    # -- the audit trail and the cohort --------------------------------------------------------
+    # -- the audit trail, the cohort and the index ---------------------------------------------
     @property
     def audit(self) -> Audit:
         """The decisions made (:class:`~voicebank.audit.Audit`): ``entries`` and ``purge``."""
@@ -192,6 +188,12 @@ class VoiceBank:
         """The AS-norm cohort of people not enrolled (:class:`~voicebank.cohort.Cohort`): ``add``,
         ``size``, ``clear``."""
         return Cohort(self._services)
+
+    @property
+    def index(self) -> IndexUpkeep:
+        """The candidate index, checked against SQL and rebuilt from it
+        (:class:`~voicebank.index_upkeep.IndexUpkeep`): ``check``, ``rebuild``, ``save``, ``kind``, ``lacking``."""
+        return IndexUpkeep(self._services)
 
     def listen(self, name: str | None = None, sample_rate: int = 16_000, client: str | None = None, top_k: int = 5):
         """A live session (:class:`voicebank.live.Session`): ``feed`` it PCM as someone speaks, read decisions."""
@@ -286,35 +288,6 @@ class VoiceBank:
         from .apikeys import ApiKeys
 
         return ApiKeys(self._store)
-
-    # -- the index -----------------------------------------------------------------------------
-    def check(self) -> CheckReport:
-        """Compare the index (as found on disk, then caught up) with SQL, voiceprint by voiceprint."""
-        found = compare(self._search.contents, self._repository.all_voiceprints)
-        telephone = compare(lambda: self._search.contents(TELEPHONE), lambda: self._repository.all_voiceprints(TELEPHONE))
-        lacking = {channel: self.lacking(channel) for channel in (TELEPHONE, WIDEBAND)}
-        return CheckReport(found.in_sql, found.held, found.status, found.missing, found.extra, found.wrong,
-                           self.thresholds.status(found.in_sql), lacking,
-                           self.thresholds.status(found.in_sql, TELEPHONE), telephone.to_dict(),
-                           self._repository.shared_recordings())
-
-    def lacking(self, channel: str) -> int:
-        """How many speakers have no voiceprint in ``channel`` (``telephone``: enrolled before voicebank
-        measured channels; ``wideband``: enrolled over the telephone only), counted up to 1,000."""
-        return self._repository.lacking(channel)
-
-    def reindex(self, kind: str | None = None) -> int:
-        """Rebuild the index from SQL and save it, as ``kind`` (flat, hnsw, ivf, or pgvector on
-        PostgreSQL) if given, which every process then uses; returns the number of voiceprints indexed.
-        Refused when this bank reads a replica (its index follows what the replica replays)."""
-        self.refuse_changes("reindex")
-        if kind is not None:
-            settings.set_index_kind(self._repository, kind, self.dimension, opening.public(self._store.url))
-        return self._search.reindex(self._repository.settings().index_kind)
-
-    def save_index(self) -> None:
-        """Write the index cache file now (it is also written on :meth:`close`)."""
-        self._search.save()
 
     # -- for the console and any client: checking takes without storing them ------------------
     def check_recordings(self, recordings: Sequence[Recording], name: str | None = None):  # -> precheck.EnrollmentCheck

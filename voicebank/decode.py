@@ -33,6 +33,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .compat import sndfile_read_float
 from .errors import AudioError
 
 log = logging.getLogger(__name__)
@@ -161,11 +162,9 @@ def _unknown_length_blocks(f: Any, size: int):
     """Blocks of a file whose header leaves its length unknown (a streamed FLAC), or that cannot
     seek (GSM 6.10 in WAV). soundfile's own reads ask libsndfile where they are, which such a file
     cannot answer, so libsndfile's read is called directly until it returns nothing."""
-    from soundfile import _ffi, _snd
-
     while True:
         block = np.empty((size, f.channels), dtype=np.float32)
-        got = _snd.sf_readf_float(f._file, _ffi.cast("float *", block.ctypes.data), size)
+        got = sndfile_read_float(f, block)
         if got <= 0:
             return
         yield block[:got]

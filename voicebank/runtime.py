@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from .compat import warnings_filters_changed
+
 # The quieter third parties under the CLI: their debug output is not voicebank's.
 NOISY = ("numba", "urllib3", "filelock", "fsspec", "httpx", "httpcore", "asyncio", "multipart", "PIL", "matplotlib")
 BLAS_FROM = 16 * 512  # faiss >= 1.15 counts queries x dimension: 16 queries of 512 dims
@@ -216,6 +218,4 @@ def quietly(message: str, category: type[Warning]) -> Iterator[None]:
 
 def _filters_changed() -> None:
     # what warnings.filterwarnings calls after editing the list: forget the "already shown" cache
-    changed = getattr(warnings, "_filters_mutated", None) or getattr(warnings, "_filters_mutated_lock_held", None)
-    if changed is not None:
-        changed()
+    warnings_filters_changed()

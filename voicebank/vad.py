@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .compat import silero_network
 from .errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def _load() -> tuple[Any, Any]:
 
             path = _model_path()
             try:
-                model = torch.jit.load(str(path), map_location="cpu").eval()._model
+                model = silero_network(torch.jit.load(str(path), map_location="cpu").eval())
                 for part in (model.stft, model.encoder, model.decoder.rnn, model.decoder.decoder):
                     part.eval()
                 sequence = _as_sequence(torch, model.decoder.rnn)

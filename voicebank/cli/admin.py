@@ -25,9 +25,9 @@ def reindex(obj: Context, index_kind: str | None) -> None:
       voicebank reindex --index hnsw
     """
     with obj.open() as bank:
-        count = bank.reindex(index_kind)
-        kind = bank.index_kind
-        lacking = {channel: bank.lacking(channel) for channel in ("telephone", "wideband")}
+        count = bank.index.rebuild(index_kind)
+        kind = bank.index.kind
+        lacking = {channel: bank.index.lacking(channel) for channel in ("telephone", "wideband")}
     click.echo("\n".join([f"Indexed {count} voiceprints ({kind})."] + channels_text(lacking)))
 
 
@@ -43,7 +43,7 @@ def check(obj: Context, as_json: bool) -> None:
       voicebank check || voicebank reindex
     """
     with obj.open() as bank:
-        report = bank.check()
+        report = bank.index.check()
     text = (f"index file: {report.index_file}\nspeakers: {report.speakers_in_sql} in SQL, "
             f"{report.speakers_in_index} in the index\n" + ("OK: the index agrees with SQL." if report.ok else
             f"DISAGREEMENT: missing {report.missing_from_index}, not in SQL {report.not_in_sql}, "

@@ -42,7 +42,7 @@ def init(obj: Context, threshold: float | None, identify_rule: str, index_kind: 
         status, telephone = bank.thresholds.status(), bank.thresholds.status(channel="telephone")
         info = {"db": obj.db or "voicebank.db", "model": bank.model_source, "model_id": bank.model_id,
                 "dimension": bank.dimension, "threshold": bank.thresholds.verify,
-                "identify_threshold": bank.thresholds.identify, "index": bank.index_kind, "calibration": status, "channels": {"telephone": telephone}}
+                "identify_threshold": bank.thresholds.identify, "index": bank.index.kind, "calibration": status, "channels": {"telephone": telephone}}
     emit(info, as_json, f"Created a voicebank with {info['model']} ({info['dimension']}-dim).\n"
          + calibration_text(status) + "\n" + calibration_text(telephone, "telephone "))
 

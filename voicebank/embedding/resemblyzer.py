@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import runtime
+from ..compat import webrtcvad_speech
 from ..errors import ModelError
 from ..vectors import l2_normalize
 
@@ -181,18 +182,14 @@ def _webrtcvad(mode: int) -> Any:
     """``webrtcvad.Vad(mode).is_speech`` of 30 ms of 16-bit PCM at 16 kHz. Called through the
     package's C extension when it is there: ``webrtcvad.py`` imports pkg_resources for its version
     string, 0.1 to 0.4 s of a command's start (and a deprecation warning)."""
-    try:
-        import _webrtcvad
-    except ImportError:  # laid out differently: the public module, quietly
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-            import webrtcvad
-        public = webrtcvad.Vad(mode)
-        return lambda pcm: public.is_speech(pcm, RATE)
-    vad = _webrtcvad.create()
-    _webrtcvad.init(vad)
-    _webrtcvad.set_mode(vad, mode)
-    return lambda pcm: _webrtcvad.process(vad, RATE, pcm, len(pcm) // 2)
+    through_extension = webrtcvad_speech(mode, RATE)
+    if through_extension is not None:
+        return through_extension
+    with warnings.catch_warnings():  # laid out differently: the public module, quietly
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import webrtcvad
+    public = webrtcvad.Vad(mode)
+    return lambda pcm: public.is_speech(pcm, RATE)
 
 
 def mel_spectrogram(wave: np.ndarray) -> np.ndarray:

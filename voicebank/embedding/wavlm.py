@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import runtime
+from ..compat import cpu_has_bf16_dot
 from ..errors import ModelError
 from ..vectors import l2_normalize
 from .base import group_by_length
@@ -327,11 +328,7 @@ def compute_precision(precision: str, device: str, torch: Any) -> tuple[Any, str
 def cpu_has_native_bf16(torch: Any) -> bool:
     """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX), so that oneDNN's
     bf16 matmuls are faster than float32 rather than emulated."""
-    cpu = getattr(torch, "cpu", None)
-    try:
-        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
-    except AttributeError:
-        return False
+    return cpu_has_bf16_dot(torch)
 
 
 def _fingerprint(model: Any, torch: Any) -> str:
