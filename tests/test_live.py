@@ -177,6 +177,19 @@ def test_close_gives_the_final_decision_and_writes_one_audit_row(tone_bank):
         session.feed(tone(ALICE, 0.1))
 
 
+def test_a_person_removed_during_the_call_is_not_accepted_for_the_rest_of_it(tone_bank):
+    session = tone_bank.listen("alice")
+    assert events(stream(session, tone(ALICE, 3.0)), "decision")[-1].result.accepted
+    tone_bank.remove("alice")
+    with pytest.raises(SpeakerNotFoundError, match="alice"):
+        stream(session, tone(ALICE, 2.0))
+    final = session.close()
+    assert final.result is None  # the earlier acceptance does not stand
+    row = tone_bank.audit.entries()[0]
+    assert (row.operation, row.claimed, row.accepted) == ("verify", "alice", False)
+    assert row.detail == "refused: alice was removed during the session"
+
+
 def test_too_little_speech_says_so_while_listening_and_is_refused_at_the_end(tone_bank):
     session = tone_bank.listen()
     updates = stream(session, np.concatenate([silence(3.0), tone(BOB, 1.5)]), sizes=(1600,))

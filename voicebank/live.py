@@ -33,7 +33,7 @@ import numpy as np
 from . import channel as channel_mod
 from . import identification, validate
 from . import settings as settings_mod
-from .errors import EmptyBankError, InvalidInputError
+from .errors import EmptyBankError, InvalidInputError, SpeakerNotFoundError
 from .live_speech import Ear
 from .results import Identification, Verification
 from .services import Services
@@ -108,6 +108,8 @@ class Session:
         self._claim: identification.Claim | None = None
         self._below, self._changes, self._listened = 0, 0, 0
         self._last: Update | None = None
+        self._heard = channel_mod.WIDEBAND
+        self._removed = False  # the claimed person was removed during the session
         self.closed = False
 
     @property
@@ -138,12 +140,15 @@ class Session:
         update has no result and the row says so. Closing twice returns the same update."""
         if self.closed:
             return self._final
-        updates = self._take(self._ear.hear(np.zeros(0, np.float32), last=True))
-        if self._fresh >= round(UPDATE_SPEECH * SAMPLE_RATE) // 2 and self._pieces:
-            updates += self._piece()  # the last half second or more of speech counts
+        try:
+            self._take(self._ear.hear(np.zeros(0, np.float32), last=True))
+            if self._fresh >= round(UPDATE_SPEECH * SAMPLE_RATE) // 2 and self._pieces:
+                self._piece()  # the last half second or more of speech counts
+        except SpeakerNotFoundError:
+            self._removed = True
         self.closed = True
         self._final = Update(FINAL, self._ear.seconds, self._window_seconds(), self._ear.speech,
-                             self._last.result if self._last is not None else None)
+                             self._last.result if self._last is not None and not self._removed else None)
         self._audit(self._final)
         return self._final
 
@@ -177,7 +182,7 @@ class Session:
 
     def _choose_channel(self, samples: np.ndarray) -> None:
         """The channel is measured once, on the first piece: a call's line does not change."""
-        heard = channel_mod.measure(samples, self._rate).channel
+        heard = self._heard = channel_mod.measure(samples, self._rate).channel
         if self.name is not None:
             self._claim = identification.claim(self._services, self.name, heard)
             self._channel = self._claim.channel
@@ -205,6 +210,13 @@ class Session:
     def _decide(self, embedding: np.ndarray) -> Verification | Identification:
         if self._claim is not None:
             self._services.repository.store.catch_up()
+            # read again at every decision: a person removed during the call is not accepted for the
+            # rest of it (SpeakerNotFoundError ends the session, refused)
+            try:
+                self._claim = identification.claim(self._services, self._claim.name, self._heard)
+            except SpeakerNotFoundError:
+                self._removed = True
+                raise
             score, threshold, accepted, _ = identification.score_claim(self._services, self._claim, embedding)
             return Verification(self.name, score, threshold, accepted, {"decided": self._channel})
         return identification.identify_embeddings(self._services, embedding[None, :], self._top_k, self._channel)[0]
@@ -231,10 +243,10 @@ class Session:
         else:
             settings = services.repository.settings()
             point = settings_mod.operating_points(settings)[operation]
+            why = (f"{self.name} was removed during the session" if self._removed else
+                   f"less than {FIRST_SPEECH:g} s of speech ({final.heard:.1f} s in {final.at:.1f} s)")
             services.audit.add(**fields, returned=None, score=None, threshold=point.threshold,
-                               score_kind=settings.score, accepted=False,
-                               detail=f"refused: less than {FIRST_SPEECH:g} s of speech ({final.heard:.1f} s "
-                                      f"in {final.at:.1f} s)")
+                               score_kind=settings.score, accepted=False, detail=f"refused: {why}")
 
 
 def _mean(embeddings: Any) -> np.ndarray:

@@ -12,7 +12,8 @@ Refused at the handshake (HTTP, ``{"error": message}``, before any audio): no or
 unknown name 404, bad parameters 422, too many live sessions 503. During a session, an
 ``{"error": message}`` frame then a close with a reason: 1003 a text frame other than ``end``;
 1007 a frame that is not 16-bit PCM; 1009 a frame over a second of audio; 1008 no audio for
-``idle_seconds`` or more than ``max_seconds`` of audio (the final decision is sent first, audited).
+``idle_seconds``, more than ``max_seconds`` of audio, or the claimed person removed during the
+session (the final decision is sent first, audited).
 The limits (:class:`LiveLimits`) come from ``VOICEBANK_LIVE_*`` environment variables where set.
 """
 
@@ -31,7 +32,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.responses import JSONResponse
 
 from ..apikeys import InvalidApiKeyError
-from ..errors import InvalidInputError, VoiceBankError
+from ..errors import InvalidInputError, SpeakerNotFoundError, VoiceBankError
 from .auth import MISSING
 from .errors import status_for
 
@@ -124,8 +125,9 @@ async def _serve(websocket: WebSocket, session: Any, limits: LiveLimits, rate: i
                 received += len(data) // 2
                 try:
                     updates = await feed(data)
-                except VoiceBankError as exc:  # not PCM (1007), or the bank failed (1011)
-                    reason = (1007 if isinstance(exc, InvalidInputError) else 1011, str(exc))
+                except VoiceBankError as exc:  # not PCM (1007), the claimed person removed (1008), the bank failed (1011)
+                    reason = (1007 if isinstance(exc, InvalidInputError) else
+                              1008 if isinstance(exc, SpeakerNotFoundError) else 1011, str(exc))
                     break
                 for update in updates:
                     await websocket.send_text(json.dumps(update.to_dict()))
