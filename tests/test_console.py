@@ -278,6 +278,12 @@ def test_enroll_identify_verify_and_audit(served, audio, artifacts):
         bars = c.driver.find_elements(By.CSS_SELECTOR, "#identify-result .chart .row")
         assert [b.text.split()[0] for b in bars][0] == "alice" and len(bars) == 3
         assert len(c.driver.find_elements(By.CSS_SELECTOR, "#identify-result .barfill.above")) == 1
+        # the bars start where the axis says (not at an unlabelled 0.55)
+        axis = c.find("#identify-result .chart .axis").text.split()
+        assert axis[0] == "score" and axis[-1] == "1.00", axis
+        track, fill = c.find("#identify-result .track"), c.find("#identify-result .barfill")
+        best = float(c.find("#identify-result .row .score").text)
+        assert float(axis[1]) < best and abs(fill.size["width"] / track.size["width"] - (best - float(axis[1])) / (1 - float(axis[1]))) < 0.02
         c.shot("05-identify-alice")
         if os.environ.get("VOICEBANK_CONSOLE_SHOTS"):
             shutil.copy(c.shot("identify"), Path(os.environ["VOICEBANK_CONSOLE_SHOTS"]) / "console-identify.png")
@@ -395,7 +401,8 @@ def test_usable_at_360_px_with_tiny_assets(served, audio, artifacts):
             width = c.driver.execute_script("return document.documentElement.scrollWidth")
             assert width <= 360, f"{view} is {width} px wide at a 360 px window: it scrolls sideways"
             c.shot(f"11-narrow-{view[1:]}")
-        sizes = {name: (REPO / "voicebank/server/console" / name).stat().st_size for name in ("index.html", "app.js", "style.css")}
+        sizes = {name: (REPO / "voicebank/server/console" / name).stat().st_size
+                 for name in ("index.html", "app.js", "style.css")}
         (artifacts / "first-paint.json").write_text(json.dumps({"first_contentful_paint_ms": paint, "cold_browser_ms": cold,
                                                                 "bytes": sizes}))
         assert sum(sizes.values()) < 64_000, sizes  # tiny assets: no framework
@@ -440,3 +447,55 @@ def test_names_a_web_address_cannot_carry_and_malformed_addresses_give_a_clear_p
     finally:
         for name in dotted:  # %2E: an HTTP client that does not read it as a folder (httpx, curl --path-as-is)
             httpx.delete(f"{url}/speakers/{name.replace('.', '%2E')}", headers=admin, timeout=60)
+
+
+def enrolled(url: str, keys: dict, audio: dict, *names: str) -> None:
+    """Enroll each of ``names`` from its two takes unless it already is (the tests share a bank)."""
+    admin = {"Authorization": f"Bearer {keys['ops']}"}
+    for name in names:
+        if httpx.get(f"{url}/speakers/{name}", headers=admin, timeout=60).status_code == 404:
+            files = [("files", (p.name, p.read_bytes(), "audio/wav")) for p in (audio[f"{name}0"], audio[f"{name}1"])]
+            made = httpx.post(f"{url}/speakers", data={"name": name}, files=files, headers=admin, timeout=120)
+            assert made.status_code == 201, made.text
+
+
+def contrast(foreground: str, background: str) -> float:
+    """WCAG's contrast ratio of two CSS colours as computed styles give them, rgb(r, g, b)."""
+    def luminance(css: str) -> float:
+        channels = [int(v) / 255 for v in re.findall(r"\d+", css)[:3]]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    light, dark = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_at_390_px_every_column_shows_labels_stay_whole_and_sign_out_is_readable(served, audio, artifacts):
+    """At a phone's 390 px the speakers table hid its Speech and Enrolled columns, "Sign out" was
+    blue on the navy header; each row is now a card with every column labelled."""
+    url, keys = served
+    enrolled(url, keys, audio, "alice")
+    with console(served, audio["room-mic"], artifacts, "narrow-390") as c:
+        c.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                 {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+        c.sign_in(keys["ops"])
+        c.go("#speakers")
+        c.wait_text("#speaker-rows", "alice")
+        cells = c.driver.execute_script("""
+            return [...document.querySelector('#speaker-rows tr').cells].map(td => ({label: td.dataset.label,
+                shown: td.getClientRects().length > 0, right: td.getBoundingClientRect().right,
+                before: getComputedStyle(td, '::before').content}))""")
+        assert [cell["label"] for cell in cells] == ["Name", "Metadata", "Recordings", "Speech", "Enrolled"]
+        for cell in cells:
+            assert cell["shown"] and cell["right"] <= 390 and cell["before"] == f'"{cell["label"]}"', cell
+        assert c.driver.execute_script("return document.documentElement.scrollWidth") <= 390
+        c.shot("14-narrow-390-speakers")
+        lines = c.driver.execute_script("""
+            return [...document.querySelectorAll('nav a, nav button')].map(el => {
+                const range = document.createRange(); range.selectNodeContents(el);
+                return [el.textContent, new Set([...range.getClientRects()].map(r => Math.round(r.top))).size]; })""")
+        assert all(count == 1 for _, count in lines), lines  # "Identify", never "Identif" / "y"
+        signout = c.driver.execute_script("""return [getComputedStyle(document.getElementById('signout')).color,
+                                                     getComputedStyle(document.querySelector('header')).backgroundColor]""")
+        assert contrast(*signout) >= 4.5, signout
+

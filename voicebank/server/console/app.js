@@ -25,6 +25,14 @@ const pct = (x) => {
 };
 const when = (iso) => (iso ? iso.replace("T", " ").slice(0, 19) : "");
 
+// Each cell names its column (data-label): at a phone's width a table is drawn as one card per
+// row, every column labelled, where five or more columns side by side would not fit.
+function labelled(body) {
+  const heads = [...body.closest("table").querySelectorAll("thead th")].map((th) => th.textContent);
+  for (const row of body.rows) [...row.cells].forEach((td, i) => { td.dataset.label = heads[i] || ""; });
+  return body;
+}
+
 function flash(message, ok = false) {
   const el = $("flash");
   el.textContent = message;
@@ -202,6 +210,7 @@ function drawSpeakers() {
     h("td", {}, h("a", { href: `#speaker/${encodeURIComponent(s.name)}` }, s.name)),
     h("td", {}, Object.entries(s.metadata).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join(", ")),
     h("td", {}, s.recordings.length), h("td", {}, `${fixed(s.speech_s, 1)} s`), h("td", {}, when(s.created_at)))));
+  labelled($("speaker-rows"));
   $("speaker-count").textContent = `${shown.length} of ${state.speakers.length} speakers`;
 }
 
@@ -225,6 +234,7 @@ async function renderSpeaker(name) {
   $("speaker-facts").replaceChildren(...facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
   $("speaker-recordings").replaceChildren(...s.recordings.map((r) => h("tr", {}, h("td", {}, r.label),
     h("td", {}, `${fixed(r.duration_s, 1)} s`), h("td", {}, `${fixed(r.speech_s, 1)} s`), h("td", {}, when(r.created_at)))));
+  labelled($("speaker-recordings"));
   $("remove-speaker").onclick = async () => {
     if (!inPath(s.name)) {
       return flash(`A browser cannot send the name "${s.name}" in a web address (it reads it as a folder): remove `
@@ -345,12 +355,14 @@ function meaning(p) {  // what a threshold promises, in words, from its stored o
   return `calibrated for ${pct(p.target)} false accepts per claim.`;
 }
 
+// One bar per candidate from a labelled start (a multiple of 0.05 just under the lowest score, or
+// the threshold under the best-score rule) to 1: from 0, the differences that decide would not show.
 function chart(candidates, threshold, rule) {
   const scores = candidates.map((c) => c.score);
-  const lo = Math.max(-1, Math.min(...scores, rule === "best" ? threshold : 1) - 0.05);
+  const lo = Math.floor(20 * Math.max(-1, Math.min(...scores, rule === "best" ? threshold : 1) - 0.05)) / 20;
   const hi = Math.max(...scores, threshold, 0) > 1 ? Math.max(...scores, threshold) : 1;
   const x = (v) => `${(100 * (v - lo)) / (hi - lo)}%`;
-  return h("div", { class: "chart", role: "img", "aria-label": "candidate scores" }, candidates.map((c) => {
+  const rows = candidates.map((c) => {
     const fill = h("div", { class: `barfill${rule === "best" && c.score >= threshold ? " above" : ""}` });
     fill.style.width = x(c.score);
     const track = h("div", { class: "track" }, fill);
@@ -360,7 +372,11 @@ function chart(candidates, threshold, rule) {
       track.append(line);
     }
     return h("div", { class: "row" }, h("span", { class: "name" }, c.name), track, h("span", { class: "score" }, fixed(c.score, 4)));
-  }));
+  });
+  const axis = h("div", { class: "axis" }, h("span", {}, "score"),
+    h("div", { class: "ticks" }, h("span", {}, fixed(lo, 2)), h("span", {}, fixed(hi, 2))), h("span"));
+  return h("div", { class: "chart", role: "img", "aria-label": `candidate scores, on an axis from ${fixed(lo, 2)} to ${fixed(hi, 2)}` },
+    rows, axis);
 }
 
 async function identifyBlob(blob, label) {
@@ -420,15 +436,18 @@ async function renderAudit(more) {
     h("td", {}, e.claimed || ""), h("td", {}, e.returned || (e.accepted ? "" : "— rejected")),
     h("td", {}, fixed(e.score, 4)), h("td", {}, fixed(e.threshold, 4)), h("td", {}, e.client || "")));
   if (more === true) $("audit-rows").append(...rows); else $("audit-rows").replaceChildren(...rows);
+  labelled($("audit-rows"));
   state.auditOffset = page.next_offset;
   $("audit-more").hidden = page.next_offset === null;
 }
 
 // -- calibration -----------------------------------------------------------------------------
 function pointRows(points, status) {
-  return h("table", { class: "list" }, h("thead", {}, h("tr", {}, ["For", "Threshold", "Set by", "Promise"].map((t) => h("th", {}, t)))),
+  const table = h("table", { class: "list" }, h("thead", {}, h("tr", {}, ["For", "Threshold", "Set by", "Promise"].map((t) => h("th", {}, t)))),
     h("tbody", {}, Object.entries(points).map(([which, p]) => h("tr", {}, h("td", {}, which), h("td", {}, fixed(p.threshold, 4)),
       h("td", {}, p.method), h("td", {}, meaning(status ? { ...p, ...status[which] } : p))))));
+  labelled(table.tBodies[0]);
+  return table;
 }
 
 async function renderCalibration() {
