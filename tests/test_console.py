@@ -70,6 +70,7 @@ def audio(tmp_path_factory) -> dict[str, Path]:
             out[f"{name}{take}"] = write_wav(root / f"{name}{take}.wav", synth_voice(f0, seconds=4.0, seed=50 + 10 * k + take), 16_000)
     other = synth_voice(VOICE["alice"], seconds=8.0, seed=99)  # alice saying something else
     out["alice-again-mic"] = write_wav(root / "alice-again-mic.wav", librosa.resample(other, orig_sr=16_000, target_sr=MIC_RATE), MIC_RATE)
+    out["alice-more"] = write_wav(root / "alice-more.wav", synth_voice(VOICE["alice"], seconds=4.0, seed=98), 16_000)
     room = 0.002 * np.random.default_rng(7).standard_normal(MIC_RATE * 4)  # a room where nobody speaks
     out["room-mic"] = write_wav(root / "room-mic.wav", room.astype(np.float32), MIC_RATE)
     return out
@@ -262,6 +263,11 @@ def test_enroll_identify_verify_and_audit(served, audio, artifacts):
         assert "take-1.wav" in c.find("#speaker-recordings").text and c.find("#remove-speaker").is_displayed()
         c.shot("04-speaker-alice")
 
+        # more of alice's voice, added on her page (POST /speakers/alice/recordings)
+        c.choose_files("#add-files", audio["alice-more"])
+        c.wait_text("#add-result", "Added 1 recording to alice: 3 recordings")
+        assert "alice-more.wav" in c.find("#speaker-recordings").text
+
         # a third speaker (through the API: the console is not the only client), for calibration
         headers = {"Authorization": f"Bearer {keys['ops']}"}
         files = [("files", (p.name, p.read_bytes(), "audio/wav")) for p in (audio["dave0"], audio["dave1"])]
@@ -365,7 +371,7 @@ def test_a_reader_sees_and_can_use_no_admin_action(served, audio, artifacts):
         c.wait_text("#speaker-rows", "alice")
         c.click("#speaker-rows a")
         c.wait_text("#speaker-name", "alice")
-        assert not c.find("#remove-speaker").is_displayed()
+        assert not c.find("#remove-speaker").is_displayed() and not c.find("#add-recordings").is_displayed()
         c.go("#identify")  # a reader identifies
         c.record("identify-recorder", 3.0)
         c.wait_text("#identify-result", "Identified: alice")
@@ -437,6 +443,9 @@ def test_names_a_web_address_cannot_carry_and_malformed_addresses_give_a_clear_p
             WebDriverWait(c.driver, 30).until(lambda d: c.find("#speaker-name").text == ".")
             c.click("#remove-speaker")
             c.wait_text("#flash", 'A browser cannot send the name "." in a web address')
+            c.driver.execute_script("document.getElementById('flash').hidden = true")
+            c.choose_files("#add-files", audio["alice-more"])
+            c.wait_text("#flash", "add recordings with voicebank add . FILE")
             c.shot("12-speaker-dot")
             for address, message in (("#speaker/%E0%A4%A", "the address #speaker/%E0%A4%A has a malformed % escape"),
                                       ("#speaker/nobody", "no speaker named 'nobody' is enrolled"),

@@ -24,6 +24,7 @@ const pct = (x) => {
   return `${v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toPrecision(2)}%`;
 };
 const when = (iso) => (iso ? iso.replace("T", " ").slice(0, 19) : "");
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
 // Each cell names its column (data-label): at a phone's width a table is drawn as one card per
 // row, every column labelled, where five or more columns side by side would not fit.
@@ -228,13 +229,10 @@ async function speakerNamed(name) {
 
 async function renderSpeaker(name) {
   const s = await speakerNamed(name);
-  $("speaker-name").textContent = s.name;
-  const facts = [["Metadata", JSON.stringify(s.metadata)], ["Speech", `${fixed(s.speech_s, 1)} s`],
-    ["Enrolled", when(s.created_at)], ["Updated", when(s.updated_at)]];
-  $("speaker-facts").replaceChildren(...facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
-  $("speaker-recordings").replaceChildren(...s.recordings.map((r) => h("tr", {}, h("td", {}, r.label),
-    h("td", {}, `${fixed(r.duration_s, 1)} s`), h("td", {}, `${fixed(r.speech_s, 1)} s`), h("td", {}, when(r.created_at)))));
-  labelled($("speaker-recordings"));
+  drawSpeaker(s);
+  $("add-result").replaceChildren();
+  recorder($("add-recorder"), (blob) => addRecordings(s.name, [[blob, `microphone-${when(new Date().toISOString())}.wav`]]));
+  $("add-files").onchange = (e) => { addRecordings(s.name, [...e.target.files].map((f) => [f, f.name])); e.target.value = ""; };
   $("remove-speaker").onclick = async () => {
     if (!inPath(s.name)) {
       return flash(`A browser cannot send the name "${s.name}" in a web address (it reads it as a folder): remove `
@@ -247,6 +245,34 @@ async function renderSpeaker(name) {
       location.hash = "#speakers";
     } catch (e) { flash(e.message); }
   };
+}
+
+function drawSpeaker(s) {
+  $("speaker-name").textContent = s.name;
+  const facts = [["Metadata", JSON.stringify(s.metadata)], ["Speech", `${fixed(s.speech_s, 1)} s`],
+    ["Enrolled", when(s.created_at)], ["Updated", when(s.updated_at)]];
+  $("speaker-facts").replaceChildren(...facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+  $("speaker-recordings").replaceChildren(...s.recordings.map((r) => h("tr", {}, h("td", {}, r.label),
+    h("td", {}, `${fixed(r.duration_s, 1)} s`), h("td", {}, `${fixed(r.speech_s, 1)} s`), h("td", {}, when(r.created_at)))));
+  labelled($("speaker-recordings"));
+}
+
+// More takes of an enrolled voice (POST /speakers/{name}/recordings): the server checks each as
+// enrollment does, stores all or none, and computes the voiceprint again from every recording.
+async function addRecordings(name, files) {
+  if (!inPath(name)) {
+    return flash(`A browser cannot send the name "${name}" in a web address (it reads it as a folder): add `
+      + `recordings with voicebank add ${name} FILE...`);
+  }
+  const out = $("add-result");
+  out.replaceChildren(h("p", {}, "Checking and adding…"));
+  try {
+    const s = await api("POST", `speakers/${encodeURIComponent(name)}/recordings`, form({}, files.map(([blob, label]) => ["files", blob, label])));
+    drawSpeaker(s);
+    out.replaceChildren(h("p", { class: "decision yes" }, `Added ${plural(files.length, "recording")} to ${s.name}: `
+      + `${plural(s.recordings.length, "recording")}, ${fixed(s.speech_s, 1)} s of speech in all.`),
+    ...s.warnings.map((w) => h("p", { class: "problem" }, w)));
+  } catch (e) { out.replaceChildren(h("p", { class: "problem" }, e.message)); }
 }
 
 // -- enroll: takes checked by the server as they come ----------------------------------------
