@@ -35,7 +35,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 MIC_RATE = 48_000
 THRESHOLD = 0.82  # resemblyzer: one synthetic voice's utterances score about 0.9, the voices here under 0.75
-VOICE = {"alice": 120.0, "carol": 260.0, "dave": 330.0}
+VOICE = {"alice": 120.0, "carol": 260.0, "dave": 330.0, "erin": 400.0}
 
 if importlib.util.find_spec("selenium") is None:
     pytest.skip("the console tests need selenium (pip install -e '.[dev]')", allow_module_level=True)
@@ -70,6 +70,14 @@ def audio(tmp_path_factory) -> dict[str, Path]:
             out[f"{name}{take}"] = write_wav(root / f"{name}{take}.wav", synth_voice(f0, seconds=4.0, seed=50 + 10 * k + take), 16_000)
     other = synth_voice(VOICE["alice"], seconds=8.0, seed=99)  # alice saying something else
     out["alice-again-mic"] = write_wav(root / "alice-again-mic.wav", librosa.resample(other, orig_sr=16_000, target_sr=MIC_RATE), MIC_RATE)
+    out["alice-more"] = write_wav(root / "alice-more.wav", synth_voice(VOICE["alice"], seconds=4.0, seed=98), 16_000)
+    # A call: erin, then alice. Under resemblyzer the change-of-speaker rule (the recent speech below
+    # the consistency threshold + 0.05, 0.72 here, twice in a row) found this change in 5 of 5 such
+    # calls fed straight to bank.listen at 48 kHz, at 11 to 12 s of audio (the two lowest scores 0.54
+    # to 0.62 and 0.63 to 0.68); alice then carol came as near as 0.70 then 0.72, and missed it once.
+    call = np.concatenate([synth_voice(VOICE["erin"], seconds=8.0, seed=70), synth_voice(VOICE["alice"], seconds=8.0, seed=71)])
+    out["erin-then-alice-mic"] = write_wav(root / "erin-then-alice-mic.wav",
+                                           librosa.resample(call, orig_sr=16_000, target_sr=MIC_RATE), MIC_RATE)
     room = 0.002 * np.random.default_rng(7).standard_normal(MIC_RATE * 4)  # a room where nobody speaks
     out["room-mic"] = write_wav(root / "room-mic.wav", room.astype(np.float32), MIC_RATE)
     return out
@@ -262,6 +270,11 @@ def test_enroll_identify_verify_and_audit(served, audio, artifacts):
         assert "take-1.wav" in c.find("#speaker-recordings").text and c.find("#remove-speaker").is_displayed()
         c.shot("04-speaker-alice")
 
+        # more of alice's voice, added on her page (POST /speakers/alice/recordings)
+        c.choose_files("#add-files", audio["alice-more"])
+        c.wait_text("#add-result", "Added 1 recording to alice: 3 recordings")
+        assert "alice-more.wav" in c.find("#speaker-recordings").text
+
         # a third speaker (through the API: the console is not the only client), for calibration
         headers = {"Authorization": f"Bearer {keys['ops']}"}
         files = [("files", (p.name, p.read_bytes(), "audio/wav")) for p in (audio["dave0"], audio["dave1"])]
@@ -278,6 +291,12 @@ def test_enroll_identify_verify_and_audit(served, audio, artifacts):
         bars = c.driver.find_elements(By.CSS_SELECTOR, "#identify-result .chart .row")
         assert [b.text.split()[0] for b in bars][0] == "alice" and len(bars) == 3
         assert len(c.driver.find_elements(By.CSS_SELECTOR, "#identify-result .barfill.above")) == 1
+        # the bars start where the axis says (not at an unlabelled 0.55)
+        axis = c.find("#identify-result .chart .axis").text.split()
+        assert axis[0] == "score" and axis[-1] == "1.00", axis
+        track, fill = c.find("#identify-result .track"), c.find("#identify-result .barfill")
+        best = float(c.find("#identify-result .row .score").text)
+        assert float(axis[1]) < best and abs(fill.size["width"] / track.size["width"] - (best - float(axis[1])) / (1 - float(axis[1]))) < 0.02
         c.shot("05-identify-alice")
         if os.environ.get("VOICEBANK_CONSOLE_SHOTS"):
             shutil.copy(c.shot("identify"), Path(os.environ["VOICEBANK_CONSOLE_SHOTS"]) / "console-identify.png")
@@ -359,7 +378,7 @@ def test_a_reader_sees_and_can_use_no_admin_action(served, audio, artifacts):
         c.wait_text("#speaker-rows", "alice")
         c.click("#speaker-rows a")
         c.wait_text("#speaker-name", "alice")
-        assert not c.find("#remove-speaker").is_displayed()
+        assert not c.find("#remove-speaker").is_displayed() and not c.find("#add-recordings").is_displayed()
         c.go("#identify")  # a reader identifies
         c.record("identify-recorder", 3.0)
         c.wait_text("#identify-result", "Identified: alice")
@@ -389,13 +408,14 @@ def test_usable_at_360_px_with_tiny_assets(served, audio, artifacts):
         c.driver.get(url + "/?again")
         paint = c.driver.execute_script(first_paint)
         c.sign_in(keys["ops"])
-        for view in ("#speakers", "#enroll", "#identify", "#verify", "#audit", "#calibration"):
+        for view in ("#speakers", "#enroll", "#identify", "#verify", "#live", "#audit", "#calibration"):
             c.go(view)
             time.sleep(0.3)
             width = c.driver.execute_script("return document.documentElement.scrollWidth")
             assert width <= 360, f"{view} is {width} px wide at a 360 px window: it scrolls sideways"
             c.shot(f"11-narrow-{view[1:]}")
-        sizes = {name: (REPO / "voicebank/server/console" / name).stat().st_size for name in ("index.html", "app.js", "style.css")}
+        sizes = {name: (REPO / "voicebank/server/console" / name).stat().st_size
+                 for name in ("index.html", "app.js", "live.js", "style.css")}
         (artifacts / "first-paint.json").write_text(json.dumps({"first_contentful_paint_ms": paint, "cold_browser_ms": cold,
                                                                 "bytes": sizes}))
         assert sum(sizes.values()) < 64_000, sizes  # tiny assets: no framework
@@ -430,6 +450,9 @@ def test_names_a_web_address_cannot_carry_and_malformed_addresses_give_a_clear_p
             WebDriverWait(c.driver, 30).until(lambda d: c.find("#speaker-name").text == ".")
             c.click("#remove-speaker")
             c.wait_text("#flash", 'A browser cannot send the name "." in a web address')
+            c.driver.execute_script("document.getElementById('flash').hidden = true")
+            c.choose_files("#add-files", audio["alice-more"])
+            c.wait_text("#flash", "add recordings with voicebank add . FILE")
             c.shot("12-speaker-dot")
             for address, message in (("#speaker/%E0%A4%A", "the address #speaker/%E0%A4%A has a malformed % escape"),
                                       ("#speaker/nobody", "no speaker named 'nobody' is enrolled"),
@@ -440,3 +463,106 @@ def test_names_a_web_address_cannot_carry_and_malformed_addresses_give_a_clear_p
     finally:
         for name in dotted:  # %2E: an HTTP client that does not read it as a folder (httpx, curl --path-as-is)
             httpx.delete(f"{url}/speakers/{name.replace('.', '%2E')}", headers=admin, timeout=60)
+
+
+def enrolled(url: str, keys: dict, audio: dict, *names: str) -> None:
+    """Enroll each of ``names`` from its two takes unless it already is (the tests share a bank)."""
+    admin = {"Authorization": f"Bearer {keys['ops']}"}
+    for name in names:
+        if httpx.get(f"{url}/speakers/{name}", headers=admin, timeout=60).status_code == 404:
+            files = [("files", (p.name, p.read_bytes(), "audio/wav")) for p in (audio[f"{name}0"], audio[f"{name}1"])]
+            made = httpx.post(f"{url}/speakers", data={"name": name}, files=files, headers=admin, timeout=120)
+            assert made.status_code == 201, made.text
+
+
+def contrast(foreground: str, background: str) -> float:
+    """WCAG's contrast ratio of two CSS colours as computed styles give them, rgb(r, g, b)."""
+    def luminance(css: str) -> float:
+        channels = [int(v) / 255 for v in re.findall(r"\d+", css)[:3]]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    light, dark = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_at_390_px_every_column_shows_labels_stay_whole_and_sign_out_is_readable(served, audio, artifacts):
+    """At a phone's 390 px the speakers table hid its Speech and Enrolled columns, "Sign out" was
+    blue on the navy header; each row is now a card with every column labelled."""
+    url, keys = served
+    enrolled(url, keys, audio, "alice")
+    with console(served, audio["room-mic"], artifacts, "narrow-390") as c:
+        c.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                 {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+        c.sign_in(keys["ops"])
+        c.go("#speakers")
+        c.wait_text("#speaker-rows", "alice")
+        cells = c.driver.execute_script("""
+            return [...document.querySelector('#speaker-rows tr').cells].map(td => ({label: td.dataset.label,
+                shown: td.getClientRects().length > 0, right: td.getBoundingClientRect().right,
+                before: getComputedStyle(td, '::before').content}))""")
+        assert [cell["label"] for cell in cells] == ["Name", "Metadata", "Recordings", "Speech", "Enrolled"]
+        for cell in cells:
+            assert cell["shown"] and cell["right"] <= 390 and cell["before"] == f'"{cell["label"]}"', cell
+        assert c.driver.execute_script("return document.documentElement.scrollWidth") <= 390
+        c.shot("14-narrow-390-speakers")
+        lines = c.driver.execute_script("""
+            return [...document.querySelectorAll('nav a, nav button')].map(el => {
+                const range = document.createRange(); range.selectNodeContents(el);
+                return [el.textContent, new Set([...range.getClientRects()].map(r => Math.round(r.top))).size]; })""")
+        assert all(count == 1 for _, count in lines), lines  # "Identify", never "Identif" / "y"
+        signout = c.driver.execute_script("""return [getComputedStyle(document.getElementById('signout')).color,
+                                                     getComputedStyle(document.querySelector('header')).backgroundColor]""")
+        assert contrast(*signout) >= 4.5, signout
+
+
+def test_live_page_decides_as_the_voice_speaks_draws_the_trace_and_marks_the_change(served, audio, artifacts):
+    """The live page streams the microphone to WS /live (the key as the first message) and draws
+    each update: the call is erin then alice, claimed as alice, then with no claim."""
+    url, keys = served
+    enrolled(url, keys, audio, "alice", "erin")
+    admin = {"Authorization": f"Bearer {keys['ops']}"}
+    try:
+        with console(served, audio["erin-then-alice-mic"], artifacts, "live") as c:
+            c.sign_in(keys["desk"])  # a reader key suffices
+            c.go("#live")
+            WebDriverWait(c.driver, 30).until(lambda d: "erin" in c.find("#live-name").text)
+            c.driver.execute_script("arguments[0].value = 'alice'", c.find("#live-name"))
+            c.click("#live-toggle")
+            c.wait_text("#live-decision", "Rejected: not alice")
+            c.wait_text("#live-events", "the voice changed")
+            c.wait_text("#live-decision", "Accepted: this is alice")
+            c.shot("13-live-claimed")
+            if os.environ.get("VOICEBANK_CONSOLE_SHOTS"):
+                shutil.copy(c.shot("live"), Path(os.environ["VOICEBANK_CONSOLE_SHOTS"]) / "console-live.png")
+            trace = c.driver.execute_script("""
+                const svg = document.getElementById('live-trace'), text = (css) => (svg.querySelector(css) || {}).textContent;
+                const change = svg.querySelector('line.change');
+                return {dots: [...svg.querySelectorAll('circle')].map(d => [Number(d.getAttribute('cx')), d.getAttribute('class')]),
+                        line: svg.querySelector('polyline.line').getAttribute('points').trim().split(' ').length,
+                        change: change && Number(change.getAttribute('x1')), changes: svg.querySelectorAll('line.change').length,
+                        label: text('text.change-label'), threshold: text('text.thr-label'), lines: svg.querySelectorAll('line.thr').length}""")
+            assert trace["threshold"] == "threshold 0.82" and trace["lines"] == 1
+            assert trace["changes"] == 1 and trace["label"] == "speaker change"
+            before = [kind for x, kind in trace["dots"] if x < trace["change"]]
+            after = [kind for x, kind in trace["dots"] if x >= trace["change"]]
+            assert len(before) >= 3 and set(before) == {"dot no"} and after[-1] == "dot yes", trace
+            assert trace["line"] == len(trace["dots"])
+            c.click("#live-toggle")  # stop: the final decision, on the speech since the change
+            c.wait_text("#live-decision", "Final: Accepted: this is alice")
+            c.wait_text("#live-status", "ended")
+
+            c.driver.execute_script("arguments[0].value = ''", c.find("#live-name"))  # who is speaking?
+            c.click("#live-toggle")
+            c.wait_text("#live-decision", "Identified: erin")
+            c.wait_text("#live-events", "the voice changed")
+            c.wait_text("#live-decision", "Identified: alice")
+            c.click("#live-toggle")
+            c.wait_text("#live-decision", "Final: Identified: alice")
+            c.shot("14-live-identify")
+            assert c.find("#live-problem").text == "" and c.refused_requests() == []
+        rows = httpx.get(f"{url}/audit", params={"client": "desk", "limit": 2}, headers=admin, timeout=60).json()["entries"]
+        assert [(r["operation"], r["claimed"], r["returned"]) for r in rows] == [("identify", None, "alice"), ("verify", "alice", "alice")]
+        assert all(r["detail"].startswith("live:") for r in rows), rows
+    finally:
+        httpx.delete(f"{url}/speakers/erin", headers=admin, timeout=60)

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from test_live import ALICE, tone, tone_bank  # noqa: F401  (tone_bank: the fixture the tests use)
+
+
 @pytest.fixture
 def live_server(tone_bank):
     from fastapi.testclient import TestClient
@@ -57,7 +59,7 @@ def test_a_live_session_over_the_websocket_decides_as_the_library_does(live_serv
 
 
 @pytest.mark.parametrize("headers, path, status, message", [
-    ({}, "/live", 401, "missing API key"),
+    ({"Authorization": "Basic abc"}, "/live", 401, "missing API key"),
     ({"Authorization": "Bearer vbk_nonsense"}, "/live", 401, "API key"),
     (None, "/live?name=nobody", 404, "no speaker named 'nobody'"),
     (None, "/live?rate=7999", 422, "8000 to 48000"),
@@ -73,13 +75,78 @@ def test_a_session_that_cannot_start_is_refused_at_the_handshake(live_server, he
 
 
 def test_a_key_in_the_url_is_not_taken(live_server):
-    from starlette.testclient import WebSocketDenialResponse
-
     client, _, auth = live_server
-    with pytest.raises(WebSocketDenialResponse) as refused, \
-            client.websocket_connect("/live?key=" + auth["Authorization"].split()[1]):
-        pass
-    assert refused.value.status_code == 401
+    with client.websocket_connect("/live?key=" + auth["Authorization"].split()[1]) as ws:
+        ws.send_bytes(pcm(tone(ALICE, 0.5)))
+        frames, code, _ = until_closed(ws)
+    assert code == 1008 and frames == [{"error": no_key(), "status": 401}]
+
+
+def no_key() -> str:
+    from voicebank.server.live_key import NO_KEY
+
+    return NO_KEY
+
+
+def first_message(auth: dict) -> str:
+    """The key as a browser sends it: the session's first message, not a header."""
+    return json.dumps({"key": auth["Authorization"].split()[1]})
+
+
+def test_a_browser_sends_the_key_as_the_first_message_and_is_served_as_with_the_header(live_server, tone_bank):
+    client, app, auth = live_server
+    samples = pcm(tone(ALICE, 3.5, 8000))
+    with client.websocket_connect("/live?name=alice&rate=8000") as ws:
+        ws.send_text(first_message(auth))
+        assert json.loads(ws.receive_text()) == {"event": "ready", "name": "alice", "rate": 8000}
+        for at in range(0, len(samples), 3200):
+            ws.send_bytes(samples[at: at + 3200])
+        ws.send_text("end")
+        frames, code, _ = until_closed(ws)
+    assert code == 1000 and frames[-1]["event"] == "final" and frames[-1]["accepted"] is True
+    assert any(f["event"] == "decision" for f in frames) and app.state.live.open == 0
+    rows = tone_bank.audit.entries(client="desk")
+    assert len(rows) == 1 and rows[0].claimed == "alice"
+
+
+@pytest.mark.parametrize("send, message", [
+    (lambda ws, auth: None, "no key within 0.3 s. "),
+    (lambda ws, auth: ws.send_bytes(pcm(tone(ALICE, 0.5))), None),  # None: the message that says how to send one
+    (lambda ws, auth: ws.send_text("end"), None),
+    (lambda ws, auth: ws.send_text(auth["Authorization"]), None),  # the header's text is not the message
+    (lambda ws, auth: ws.send_text('{"key": 12}'), None),
+    (lambda ws, auth: ws.send_text('{"key": "vbk_nonsense"}'), "invalid or revoked API key"),
+])
+def test_a_first_message_that_is_not_a_valid_key_is_refused_before_any_audio(live_server, tone_bank, send, message):
+    client, app, auth = live_server
+    app.state.live.idle_seconds = 0.3
+    message = message or no_key()
+    with client.websocket_connect("/live?name=alice") as ws:
+        send(ws, auth)
+        frames, code, reason = until_closed(ws)
+    assert code == 1008 and len(frames) == 1 and frames[0]["status"] == 401 and message in frames[0]["error"]
+    assert reason and frames[0]["error"].startswith(reason)
+    assert tone_bank.audit.entries() == [] and app.state.live.open == 0
+
+
+@pytest.mark.parametrize("path, status, message", [
+    ("/live?name=nobody", 404, "no speaker named 'nobody'"),
+    ("/live?rate=7999", 422, "8000 to 48000"),
+])
+def test_after_a_first_message_key_a_session_that_cannot_start_is_refused_in_a_frame(live_server, path, status, message):
+    client, app, auth = live_server
+    with client.websocket_connect(path) as ws:
+        ws.send_text(first_message(auth))
+        frames, code, _ = until_closed(ws)
+    assert code == 1008 and frames[0]["status"] == status and message in frames[0]["error"]
+    assert app.state.live.open == 0
+
+
+def test_a_refusal_s_close_reason_fits_a_close_frame_whatever_the_characters():
+    from voicebank.server.live_key import close_reason
+
+    cut = close_reason("no speaker named '" + "Zoë" * 60 + "'")
+    assert len(cut.encode("utf-8")) <= 123 and cut.startswith("no speaker named 'Zoë")
 
 
 def test_sessions_beyond_the_servers_limit_are_refused_until_one_ends(live_server):

@@ -1,15 +1,17 @@
 """``/live``: a WebSocket that decides while a caller speaks (``bank.listen`` over the network).
 
 Connect to ``/live?name=NAME&rate=HZ`` (``name`` left out: who is speaking?; ``rate`` 8000 to
-48000, default 16000) with ``Authorization: Bearer <key>`` (a reader key suffices; never a key in
-the URL, where proxies log it). Send binary frames of 16-bit little-endian mono PCM, of any size up
+48000, default 16000) with ``Authorization: Bearer <key>``, or, from a browser, which cannot set a
+header there, send the key as the first message, ``{"key": "<key>"}`` (``live_key.py``; a reader key
+suffices; never a key in the URL, where proxies log it). Send binary frames of 16-bit little-endian mono PCM, of any size up
 to a second; receive each update as a JSON text frame (``voicebank.live.Update.to_dict``: the
 ``event`` is ``listening``, ``decision``, ``change`` or ``final``). Send the text frame ``end``
 (or close) to finish: the final decision comes back, is audited under the key's name, and the
 server closes with 1000.
 
-Refused at the handshake (HTTP, ``{"error": message}``, before any audio): no or a bad key 401, an
-unknown name 404, bad parameters 422, too many live sessions 503. During a session, an
+Refused before any audio: no or a bad key 401, an unknown name 404, bad parameters 422, too many
+live sessions 503; at the handshake (HTTP, ``{"error": message}``) where the key came in the header,
+else as the frame ``{"error": message, "status": status}`` and close 1008. During a session, an
 ``{"error": message}`` frame then a close with a reason: 1003 a text frame other than ``end``;
 1007 a frame that is not 16-bit PCM; 1009 a frame over a second of audio; 1008 no audio for
 ``idle_seconds``, more than ``max_seconds`` of audio, or the claimed person removed during the
@@ -29,12 +31,11 @@ from typing import Any, Mapping
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, WebSocket
-from starlette.responses import JSONResponse
+from starlette.websockets import WebSocketState
 
-from ..apikeys import InvalidApiKeyError
 from ..errors import InvalidInputError, SpeakerNotFoundError, VoiceBankError
-from .auth import MISSING
 from .errors import status_for
+from .live_key import caller, close_reason, refuse
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -75,11 +76,11 @@ async def live(websocket: WebSocket, name: str | None = None, rate: int = 16_000
     """Decide while a caller speaks: binary PCM frames in, JSON updates out (see the module's docstring)."""
     app = websocket.app
     limits: LiveLimits = app.state.live
-    key = await _key(websocket)
+    key = await caller(websocket, limits.idle_seconds)
     if key is None:
         return
     if limits.open >= limits.sessions:
-        await _deny(websocket, 503, f"the server has {limits.sessions} live sessions open, its limit; try again "
+        await refuse(websocket, 503, f"the server has {limits.sessions} live sessions open, its limit; try again "
                                     "later (or raise app.state.live.sessions).")
         return
     limits.open += 1
@@ -88,9 +89,10 @@ async def live(websocket: WebSocket, name: str | None = None, rate: int = 16_000
             session = await anyio.to_thread.run_sync(functools.partial(app.state.bank.listen, name, rate,
                                                                        client=key.name))
         except VoiceBankError as exc:
-            await _deny(websocket, status_for(exc), str(exc))
+            await refuse(websocket, status_for(exc), str(exc))
             return
-        await websocket.accept()
+        if websocket.application_state == WebSocketState.CONNECTING:  # the key came in the header
+            await websocket.accept()
         await websocket.send_text(json.dumps({"event": "ready", "name": session.name, "rate": rate}))
         await _serve(websocket, session, limits, rate, app.state.limiter)
     finally:
@@ -137,36 +139,7 @@ async def _serve(websocket: WebSocket, session: Any, limits: LiveLimits, rate: i
         if reason is not None:
             await websocket.send_text(json.dumps({"error": reason[1]}))
         await websocket.send_text(json.dumps(final.to_dict()))
-        await websocket.close(code=1000 if reason is None else reason[0], reason=(reason or (0, ""))[1][:120])
+        await websocket.close(code=1000 if reason is None else reason[0], reason=close_reason((reason or (0, ""))[1]))
     finally:
         if not session.closed:  # the caller went away mid-send, or the server is stopping
             await anyio.to_thread.run_sync(session.close)
-
-
-async def _key(websocket: WebSocket) -> Any:
-    """The caller's API key from its one ``Authorization: Bearer`` header, or None once refused."""
-    found = websocket.headers.getlist("authorization")
-    scheme, _, token = (found[0] if len(found) == 1 else "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        await _deny(websocket, 401, MISSING)
-        return None
-    try:
-        return await anyio.to_thread.run_sync(websocket.app.state.bank.api_keys.authenticate, token.strip())
-    except InvalidApiKeyError as exc:
-        await _deny(websocket, 401, str(exc))
-    except VoiceBankError as exc:
-        await _deny(websocket, status_for(exc), str(exc))
-    return None
-
-
-async def _deny(websocket: WebSocket, status: int, message: str) -> None:
-    """Refuse the handshake with an HTTP answer, where the server can send one (uvicorn does);
-    otherwise accept, say why, and close with 1008."""
-    log.warning("refused a live session from %s: %s", websocket.client, message)
-    try:
-        await websocket.send_denial_response(JSONResponse({"error": message}, status_code=status,
-                                                          headers={"WWW-Authenticate": "Bearer"} if status == 401 else None))
-    except RuntimeError:  # no denial-response extension
-        await websocket.accept()
-        await websocket.send_text(json.dumps({"error": message}))
-        await websocket.close(code=1008, reason=message[:120])

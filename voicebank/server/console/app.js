@@ -24,6 +24,15 @@ const pct = (x) => {
   return `${v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toPrecision(2)}%`;
 };
 const when = (iso) => (iso ? iso.replace("T", " ").slice(0, 19) : "");
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+// Each cell names its column (data-label): at a phone's width a table is drawn as one card per
+// row, every column labelled, where five or more columns side by side would not fit.
+function labelled(body) {
+  const heads = [...body.closest("table").querySelectorAll("thead th")].map((th) => th.textContent);
+  for (const row of body.rows) [...row.cells].forEach((td, i) => { td.dataset.label = heads[i] || ""; });
+  return body;
+}
 
 function flash(message, ok = false) {
   const el = $("flash");
@@ -202,6 +211,7 @@ function drawSpeakers() {
     h("td", {}, h("a", { href: `#speaker/${encodeURIComponent(s.name)}` }, s.name)),
     h("td", {}, Object.entries(s.metadata).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join(", ")),
     h("td", {}, s.recordings.length), h("td", {}, `${fixed(s.speech_s, 1)} s`), h("td", {}, when(s.created_at)))));
+  labelled($("speaker-rows"));
   $("speaker-count").textContent = `${shown.length} of ${state.speakers.length} speakers`;
 }
 
@@ -219,12 +229,10 @@ async function speakerNamed(name) {
 
 async function renderSpeaker(name) {
   const s = await speakerNamed(name);
-  $("speaker-name").textContent = s.name;
-  const facts = [["Metadata", JSON.stringify(s.metadata)], ["Speech", `${fixed(s.speech_s, 1)} s`],
-    ["Enrolled", when(s.created_at)], ["Updated", when(s.updated_at)]];
-  $("speaker-facts").replaceChildren(...facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
-  $("speaker-recordings").replaceChildren(...s.recordings.map((r) => h("tr", {}, h("td", {}, r.label),
-    h("td", {}, `${fixed(r.duration_s, 1)} s`), h("td", {}, `${fixed(r.speech_s, 1)} s`), h("td", {}, when(r.created_at)))));
+  drawSpeaker(s);
+  $("add-result").replaceChildren();
+  recorder($("add-recorder"), (blob) => addRecordings(s.name, [[blob, `microphone-${when(new Date().toISOString())}.wav`]]));
+  $("add-files").onchange = (e) => { addRecordings(s.name, [...e.target.files].map((f) => [f, f.name])); e.target.value = ""; };
   $("remove-speaker").onclick = async () => {
     if (!inPath(s.name)) {
       return flash(`A browser cannot send the name "${s.name}" in a web address (it reads it as a folder): remove `
@@ -237,6 +245,34 @@ async function renderSpeaker(name) {
       location.hash = "#speakers";
     } catch (e) { flash(e.message); }
   };
+}
+
+function drawSpeaker(s) {
+  $("speaker-name").textContent = s.name;
+  const facts = [["Metadata", JSON.stringify(s.metadata)], ["Speech", `${fixed(s.speech_s, 1)} s`],
+    ["Enrolled", when(s.created_at)], ["Updated", when(s.updated_at)]];
+  $("speaker-facts").replaceChildren(...facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+  $("speaker-recordings").replaceChildren(...s.recordings.map((r) => h("tr", {}, h("td", {}, r.label),
+    h("td", {}, `${fixed(r.duration_s, 1)} s`), h("td", {}, `${fixed(r.speech_s, 1)} s`), h("td", {}, when(r.created_at)))));
+  labelled($("speaker-recordings"));
+}
+
+// More takes of an enrolled voice (POST /speakers/{name}/recordings): the server checks each as
+// enrollment does, stores all or none, and computes the voiceprint again from every recording.
+async function addRecordings(name, files) {
+  if (!inPath(name)) {
+    return flash(`A browser cannot send the name "${name}" in a web address (it reads it as a folder): add `
+      + `recordings with voicebank add ${name} FILE...`);
+  }
+  const out = $("add-result");
+  out.replaceChildren(h("p", {}, "Checking and adding…"));
+  try {
+    const s = await api("POST", `speakers/${encodeURIComponent(name)}/recordings`, form({}, files.map(([blob, label]) => ["files", blob, label])));
+    drawSpeaker(s);
+    out.replaceChildren(h("p", { class: "decision yes" }, `Added ${plural(files.length, "recording")} to ${s.name}: `
+      + `${plural(s.recordings.length, "recording")}, ${fixed(s.speech_s, 1)} s of speech in all.`),
+    ...s.warnings.map((w) => h("p", { class: "problem" }, w)));
+  } catch (e) { out.replaceChildren(h("p", { class: "problem" }, e.message)); }
 }
 
 // -- enroll: takes checked by the server as they come ----------------------------------------
@@ -345,12 +381,14 @@ function meaning(p) {  // what a threshold promises, in words, from its stored o
   return `calibrated for ${pct(p.target)} false accepts per claim.`;
 }
 
+// One bar per candidate from a labelled start (a multiple of 0.05 just under the lowest score, or
+// the threshold under the best-score rule) to 1: from 0, the differences that decide would not show.
 function chart(candidates, threshold, rule) {
   const scores = candidates.map((c) => c.score);
-  const lo = Math.max(-1, Math.min(...scores, rule === "best" ? threshold : 1) - 0.05);
+  const lo = Math.floor(20 * Math.max(-1, Math.min(...scores, rule === "best" ? threshold : 1) - 0.05)) / 20;
   const hi = Math.max(...scores, threshold, 0) > 1 ? Math.max(...scores, threshold) : 1;
   const x = (v) => `${(100 * (v - lo)) / (hi - lo)}%`;
-  return h("div", { class: "chart", role: "img", "aria-label": "candidate scores" }, candidates.map((c) => {
+  const rows = candidates.map((c) => {
     const fill = h("div", { class: `barfill${rule === "best" && c.score >= threshold ? " above" : ""}` });
     fill.style.width = x(c.score);
     const track = h("div", { class: "track" }, fill);
@@ -360,7 +398,11 @@ function chart(candidates, threshold, rule) {
       track.append(line);
     }
     return h("div", { class: "row" }, h("span", { class: "name" }, c.name), track, h("span", { class: "score" }, fixed(c.score, 4)));
-  }));
+  });
+  const axis = h("div", { class: "axis" }, h("span", {}, "score"),
+    h("div", { class: "ticks" }, h("span", {}, fixed(lo, 2)), h("span", {}, fixed(hi, 2))), h("span"));
+  return h("div", { class: "chart", role: "img", "aria-label": `candidate scores, on an axis from ${fixed(lo, 2)} to ${fixed(hi, 2)}` },
+    rows, axis);
 }
 
 async function identifyBlob(blob, label) {
@@ -420,15 +462,18 @@ async function renderAudit(more) {
     h("td", {}, e.claimed || ""), h("td", {}, e.returned || (e.accepted ? "" : "— rejected")),
     h("td", {}, fixed(e.score, 4)), h("td", {}, fixed(e.threshold, 4)), h("td", {}, e.client || "")));
   if (more === true) $("audit-rows").append(...rows); else $("audit-rows").replaceChildren(...rows);
+  labelled($("audit-rows"));
   state.auditOffset = page.next_offset;
   $("audit-more").hidden = page.next_offset === null;
 }
 
 // -- calibration -----------------------------------------------------------------------------
 function pointRows(points, status) {
-  return h("table", { class: "list" }, h("thead", {}, h("tr", {}, ["For", "Threshold", "Set by", "Promise"].map((t) => h("th", {}, t)))),
+  const table = h("table", { class: "list" }, h("thead", {}, h("tr", {}, ["For", "Threshold", "Set by", "Promise"].map((t) => h("th", {}, t)))),
     h("tbody", {}, Object.entries(points).map(([which, p]) => h("tr", {}, h("td", {}, which), h("td", {}, fixed(p.threshold, 4)),
       h("td", {}, p.method), h("td", {}, meaning(status ? { ...p, ...status[which] } : p))))));
+  labelled(table.tBodies[0]);
+  return table;
 }
 
 async function renderCalibration() {
