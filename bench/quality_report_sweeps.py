@@ -49,6 +49,13 @@ def enrollment_length(res: dict) -> None:
               + "). A recording shorter than T/3 s is used whole.")
 
 
+def _interval(per_bank: list | None) -> str:
+    from quality_banks import ratio_interval
+
+    found = ratio_interval(per_bank or [])
+    return "-" if found is None else f"{times(found[0])}-{times(found[1])}"
+
+
 def banks(res: dict) -> None:
     """Promised against measured false alarms, per corpus, bank size and probe channel (quality_banks)."""
     rows = []
@@ -60,20 +67,25 @@ def banks(res: dict) -> None:
                     if not f or "unknown" not in f:
                         continue
                     promised = f["promised"] / f["unknown"]
-                    rows.append([corpus, f"{size} ({b['draws']})", b["strangers"], channel, pct(float(rate)),
+                    foreign = channel.endswith(", another corpus")
+                    rows.append([corpus, f"{size} ({b['draws']})", "other corpus" if foreign else b["strangers"],
+                                 channel.removesuffix(", another corpus"), pct(float(rate)),
                                  pct(promised), frac(f["false_alarms"], f["unknown"]),
                                  times(f["false_alarms"] / f["promised"] if f["promised"] else None),
+                                 _interval(f.get("per_bank")),
                                  frac(f["correct"], f["genuine"]), pct(f["oracle_correct"] / f["genuine"]),
                                  f"{f['reference_used']}/{f['banks']}"])
     table("Identification by bank size and channel: promised against measured unknown-person false alarms",
           ["corpus", "bank (draws)", "strangers", "probes", "asked", "promised", "measured FA", "measured / promised",
-           "identified correctly", "best single threshold", "banks using the reference set"], rows,
+           "90% over draws", "identified correctly", "best single threshold", "banks using the reference set"], rows,
           "Each bank: people drawn at random, enrolled from 3 wideband recordings each, calibrated as the product "
           "calibrates (its own recordings, the reference set of strangers when those are too few, moved to the level of "
           "its own strangers; the reference set built from the other corpus); probes decided in their channel "
           "(telephone, gsm, amr: through voicebank's simulated line, against telephone voiceprints; '... before': "
-          "against the wideband voiceprints with the wideband threshold, as before channels). promised: the rate "
-          "calibration stood behind (the asked one, or the lowest its trials supported). Counts summed over the draws.")
+          "against the wideband voiceprints with the wideband threshold, as before channels; '..., another corpus': "
+          "the same bank against every recording of the other corpus). promised: the rate calibration stood behind (the "
+          "asked one, or the lowest its trials supported). Counts summed over the draws; '90% over draws': a bootstrap "
+          "interval of the ratio over which banks were drawn.")
     rows = []
     for corpus, sizes in res.get("banks", {}).items():
         for size, b in sizes.items():
