@@ -296,6 +296,7 @@ def show(obj: Context, name: str, as_json: bool) -> None:
     lines = [f"name: {speaker.name}", f"enrolled: {speaker.created_at:%Y-%m-%d %H:%M:%S} UTC",
              f"metadata: {json.dumps(speaker.metadata, ensure_ascii=False)}", "recordings:"]
     lines += [f"  {safe(r.label)}  {r.duration_s:.1f} s ({r.speech_s:.1f} s speech)  sha256 {r.sha256[:12]}"
+              if r.sha256 is not None else f"  {safe(r.label)}  imported embedding (no recording)"
               for r in speaker.recordings]
     emit(speaker.to_dict(), as_json, "\n".join(lines))
 
