@@ -29,7 +29,7 @@ from .embeddings_file import EmbeddingsFile
 from .encoding import Progress
 from .errors import InvalidInputError
 from .services import Services
-from .store.repository_bulk import NewSpeaker, add_speakers
+from .store.repository_bulk import NewSpeaker, add_speakers, refresh_statistics
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,12 @@ class BulkImport:
         embeddings.refuse_other_model(self._services.encoder.model_id, self._services.encoder.dimension)
         enrolled = skipped = batches = done = 0
         failed: list[tuple[str, str]] = []
+        measured = present = self._services.repository.count()  # the table's size when last ANALYZEd
         for batch in _batches(embeddings, batch_size):
             stored = add_speakers(store, batch)
+            if present + enrolled + len(stored.enrolled) >= 2 * max(measured, 1):  # the table doubled
+                measured = present + enrolled + len(stored.enrolled)
+                refresh_statistics(store)
             enrolled, skipped = enrolled + len(stored.enrolled), skipped + len(stored.skipped)
             failed += stored.failed
             batches, done = batches + bool(stored.enrolled), done + len(batch)
