@@ -16,10 +16,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from . import calibration, enrollment, identification, opening, pipeline, thresholds, validate
-from . import trials as trial_lists
-from . import scan as scanning
+from . import scan as scanning, trials as trial_lists
 from .audio import AudioLimits, Recording
 from .audit import Audit
+from .bulk import BulkImport
 from .channel import WIDEBAND
 from .cohort import Cohort
 from .embedding import Embedder
@@ -100,13 +100,12 @@ class VoiceBank:
 
     @property
     def reads_replica(self) -> bool:
-        """True when this bank reads a read replica (opened with ``primary``): it identifies,
-        verifies and reads, and refuses every change."""
+        """True when this bank reads a replica (opened with ``primary``): it decides, and refuses changes."""
         return self._store.primary is not None
 
     def refuse_changes(self, what: str) -> None:
-        """Raise :class:`~voicebank.errors.ReplicaError` now if this bank reads a replica (``what``: a verb phrase
-        for the message, e.g. "store thresholds"): to refuse before a long job rather than after it."""
+        """Raise :class:`~voicebank.errors.ReplicaError` now if this bank reads a replica (``what``, e.g.
+        "store thresholds", in the message): to refuse before a long job rather than after it."""
         self._store.refuse_changes(what)
 
     @property
@@ -177,6 +176,11 @@ class VoiceBank:
         log.info("removed %s", name)
         thresholds.recalibrate(self._services)
 
+    @property
+    def bulk(self) -> BulkImport:
+        """Enroll many people from embeddings made elsewhere (:class:`~voicebank.bulk.BulkImport`)."""
+        return BulkImport(self._services)
+
     # -- the audit trail, the cohort and the index ---------------------------------------------
     @property
     def audit(self) -> Audit:
@@ -185,14 +189,12 @@ class VoiceBank:
 
     @property
     def cohort(self) -> Cohort:
-        """The AS-norm cohort of people not enrolled (:class:`~voicebank.cohort.Cohort`): ``add``,
-        ``size``, ``clear``."""
+        """The AS-norm cohort of people not enrolled (:class:`~voicebank.cohort.Cohort`): add, size, clear."""
         return Cohort(self._services)
 
     @property
     def index(self) -> IndexUpkeep:
-        """The candidate index, checked against SQL and rebuilt from it
-        (:class:`~voicebank.index_upkeep.IndexUpkeep`): ``check``, ``rebuild``, ``save``, ``kind``, ``lacking``."""
+        """The index, checked against SQL, rebuilt from it (:class:`~voicebank.index_upkeep.IndexUpkeep`)."""
         return IndexUpkeep(self._services)
 
     def listen(self, name: str | None = None, sample_rate: int = 16_000, client: str | None = None, top_k: int = 5):

@@ -30,8 +30,10 @@ from .vectors import voiceprint
 WIDEBAND, TELEPHONE = "wideband", "telephone"
 CHANNELS = (WIDEBAND, TELEPHONE)
 # which voiceprints a speaker has (SpeakerRow.channels): both; the telephone one only (enrolled
-# over the phone); the wideband one only (enrolled before voicebank knew channels)
+# over the phone); the wideband one only (enrolled before voicebank knew channels, or imported
+# from embeddings made elsewhere, which come with none through the telephone channel)
 BOTH = f"{WIDEBAND}+{TELEPHONE}"
+NO_TELEPHONE = "imported from embeddings, or enrolled before voicebank measured channels"  # why a speaker lacks one
 TELEPHONE_RATE = 8_000
 BAND = (300.0, 3400.0)  # G.712: what a telephone line passes (where a channel's speech is measured)
 HIGH = (4600.0, 7000.0)  # only a wideband channel carries speech here
@@ -159,14 +161,14 @@ def decision_channel(heard: str, lacking: Callable[[str], int]) -> tuple[str, st
         if not lacking(TELEPHONE):
             return TELEPHONE, (f"{speakers_have(without)} enrolled over the telephone only: decided in the telephone "
                                "channel, the recording passed through it")
-        return WIDEBAND, (f"{speakers_have(without)} enrolled over the telephone only and others before voicebank "
-                          "measured channels: decided in wideband, where those enrolled over the telephone cannot "
+        return WIDEBAND, (f"{speakers_have(without)} enrolled over the telephone only and others have no telephone "
+                          "voiceprint: decided in wideband, where those enrolled over the telephone cannot "
                           "be compared; enroll the others again")
     without = lacking(TELEPHONE)
     if not without:
         return TELEPHONE, None
-    return WIDEBAND, (f"a telephone recording, but {speakers_have(without)} no telephone voiceprint (enrolled before "
-                      "voicebank measured channels): decided against the wideband voiceprints, where telephone "
+    return WIDEBAND, (f"a telephone recording, but {speakers_have(without)} no telephone voiceprint ({NO_TELEPHONE}): "
+                      "decided against the wideband voiceprints, where telephone "
                       "callers score low; enroll them again (or `voicebank add` new recordings) to add it")
 
 

@@ -90,8 +90,8 @@ def evaluate(takes: Sequence[UtteranceRow], stored: Sequence[UtteranceRow], name
         found += [_unlike(rows[j].label, kept[j] if j < len(kept) else None, name, float(scores[j]),
                           consistency_threshold)
                   for j in np.argsort(scores, kind="stable") if not scoring.accept(scores[j], consistency_threshold)]
-    speech = float(sum(t.speech_s for k, t in enumerate(takes) if not _refused(found, k))
-                   + sum(u.speech_s for u in stored))
+    speech = float(sum(t.speech_s or 0.0 for k, t in enumerate(takes) if not _refused(found, k))
+                   + sum(u.speech_s or 0.0 for u in stored))  # an imported embedding has no speech known
     if speech < needed_s:
         found.append(Verdict(SPEECH, f"{f'{name}: ' if name else ''}the recordings hold {speech:.1f} s of speech in "
                              f"all; enrollment needs at least {needed_s:g} s. Add more recordings.", NotEnoughSpeechError))

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import identification, scoring
 from . import settings as settings_mod
-from .channel import TELEPHONE, WIDEBAND
+from .channel import NO_TELEPHONE, TELEPHONE, WIDEBAND
 from .calibration import (BEST, IDENTIFY, SCAN, VERIFY, OpenSetTrials, OperatingPoint, RateModel, ThinDataError, decide,
                           identification_point, measure, needed, top2, upper_bound, verification_point)
 from .encoding import Progress
@@ -397,8 +397,8 @@ def calibrate_bank(services: Services, trials: str | os.PathLike | None = None, 
     result.scored = scores
     if scores is None and not services.repository.utterance_embeddings(TELEPHONE):
         result.skipped[TELEPHONE] = (
-            "no speaker has recordings embedded through the telephone line yet (enrolled before voicebank measured "
-            "channels): enroll them again, or `voicebank add` new recordings.")
+            f"no speaker has recordings embedded through the telephone line yet ({NO_TELEPHONE}): enroll them "
+            "again, or `voicebank add` new recordings.")
     elif scores is None:  # the bank's own recordings were also embedded through the telephone channel
         try:
             result.channels[TELEPHONE] = calibrate(services, far=far, unknown_rate=unknown_rate, purposes=purposes,

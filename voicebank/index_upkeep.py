@@ -39,8 +39,9 @@ class IndexUpkeep:
                            telephone.to_dict(), repository.shared_recordings())
 
     def lacking(self, channel: str) -> int:
-        """How many speakers have no voiceprint in ``channel`` (``telephone``: enrolled before voicebank
-        measured channels; ``wideband``: enrolled over the telephone only), counted up to 1,000."""
+        """How many speakers have no voiceprint in ``channel`` (``telephone``: imported from embeddings,
+        or enrolled before voicebank measured channels; ``wideband``: enrolled over the telephone
+        only), counted up to 1,000."""
         return self._services.repository.lacking(channel)
 
     def rebuild(self, kind: str | None = None) -> int:

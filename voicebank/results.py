@@ -73,18 +73,21 @@ class Verification:
 
 @dataclass(frozen=True)
 class RecordingInfo:
+    """One of a speaker's utterances. ``sha256``, ``duration_s`` and ``speech_s`` are None for an
+    embedding imported without its recording (``voicebank import FILE.npz``)."""
+
     label: str
-    sha256: str
-    duration_s: float
-    speech_s: float
+    sha256: str | None
+    duration_s: float | None
+    speech_s: float | None
     created_at: datetime
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "label": self.label,
             "sha256": self.sha256,
-            "duration_s": round(self.duration_s, 3),
-            "speech_s": round(self.speech_s, 3),
+            "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
+            "speech_s": None if self.speech_s is None else round(self.speech_s, 3),
             "created_at": self.created_at.isoformat(),
         }
 
@@ -101,7 +104,8 @@ class Speaker:
 
     @property
     def speech_seconds(self) -> float:
-        return sum(r.speech_s for r in self.recordings)
+        """Speech in the recordings (imported embeddings, which have none known, count none)."""
+        return sum(r.speech_s or 0.0 for r in self.recordings)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -161,8 +165,8 @@ class CheckReport:
     wrong_vectors: list[str]
     # the operating points and what they promise at today's size: {"verify": {...}, "identify": {...}}
     calibration: dict[str, Any] | None = None
-    # speakers without a voiceprint in a channel: {"telephone": enrolled before channels were
-    # measured, "wideband": enrolled over the telephone only} (counted up to 1,000)
+    # speakers without a voiceprint in a channel: {"telephone": imported from embeddings or enrolled
+    # before channels were measured, "wideband": enrolled over the telephone only} (up to 1,000)
     lacking: dict[str, int] | None = None
     telephone_calibration: dict[str, Any] | None = None  # as ``calibration``, for the telephone channel
     # the telephone voiceprints' index against SQL's: {"index_file", "speakers_in_sql",

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import click
 
-from ..channel import speakers_have
+from ..channel import NO_TELEPHONE, speakers_have
 from .base import JSON_OPTION, Context, emit, handle_errors, main
 
 
@@ -67,8 +67,8 @@ def channels_text(lacking: dict[str, int]) -> list[str]:
     """What the bank's speakers lack in a channel, and what adds it (for `check` and `reindex`)."""
     lines = []
     if lacking.get("telephone"):
-        lines.append(f"channels: {speakers_have(lacking['telephone'])} no telephone voiceprint (enrolled before voicebank "
-                     "measured channels): telephone calls are decided against the wideband voiceprints, where "
+        lines.append(f"channels: {speakers_have(lacking['telephone'])} no telephone voiceprint ({NO_TELEPHONE}): "
+                     "telephone calls are decided against the wideband voiceprints, where "
                      "callers score low. Enroll them again, or `voicebank add NAME FILE...`, to add it (`reindex` "
                      "cannot: the bank keeps no audio).")
     if lacking.get("wideband"):  # as channel.decision_channel decides

@@ -150,8 +150,10 @@ def parse_meta(values: tuple[str, ...]) -> dict[str, str]:
 PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 
 
-def progress_bar(total: int, label: str = "Embedding") -> tuple[Any, Callable[[int, int, str], None]]:
+def progress_bar(total: int, label: str = "Embedding", absolute: bool = False
+                 ) -> tuple[Any, Callable[[int, int, str], None]]:
     """(a context manager showing progress on stderr, the library's progress callback feeding it).
+    The callback is called once per item done, or with ``absolute`` now and then with the count done.
 
     On a terminal, a bar. Otherwise (a log file, CI, a service manager) a line every
     ``PROGRESS_EVERY`` seconds and one at the end, so that a long command is never silent for
@@ -159,9 +161,9 @@ def progress_bar(total: int, label: str = "Embedding") -> tuple[Any, Callable[[i
     bar = (click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True) if sys.stderr.isatty()
            else ProgressLines(total, label, PROGRESS_EVERY))
 
-    def progress(_done: int, total: int, _label: str) -> None:
+    def progress(done: int, total: int, _label: str) -> None:
         bar.length = total  # the library's count: an import skips the speakers already enrolled
-        bar.update(1)
+        bar.update(done - bar.pos if absolute else 1)
 
     return bar, progress
 

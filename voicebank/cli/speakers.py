@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -101,27 +102,42 @@ def add(obj: Context, name: str, files: tuple[str, ...], allow_inconsistent: boo
 
 @main.command("import")
 @click.argument("source", type=click.Path(exists=True))
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="With a .npz file: speakers stored per transaction (a killed import leaves whole batches).")
 @QUALITY_OPTIONS
 @JSON_OPTION
 @click.pass_obj
 @handle_errors
-def import_(obj: Context, source: str, allow_inconsistent: bool, strict: bool, as_json: bool) -> None:
+def import_(obj: Context, source: str, batch_size: int, allow_inconsistent: bool, strict: bool, as_json: bool) -> None:
     """Enroll many speakers at once from SOURCE: a folder with one sub-folder of recordings per
-    speaker (named after them), or a CSV file with the columns name,file[,metadata...].
+    speaker (named after them), a CSV file with the columns name,file[,metadata...], or a .npz
+    file of embeddings made elsewhere by the bank's model (for thousands of people).
 
     Faster than one `enroll` command per speaker: the model is loaded once, and batches
     recordings across speakers. Each speaker is stored as soon as it is done; one whose recordings fail a check is reported and
     nothing is stored for it. Speakers already enrolled are skipped, so the same import can be
-    run again after fixing what failed. Exit code 2 if any speaker failed.
+    run again after fixing what failed, or after it was killed. Exit code 2 if any speaker failed.
+
+    A .npz file (numpy.savez) holds model (the bank's model_id, as `init --json` prints it),
+    dimension, names (n,), speaker (m,) (each embedding's index in names, non-decreasing),
+    embeddings (m, dimension) and optionally metadata (n,) (JSON objects). It is checked in full
+    before anything is stored, then stored --batch-size speakers per transaction. See
+    docs/deployment.md, "Importing people from embeddings".
 
     \b
     Example:
       voicebank import people/          # people/alice/a1.wav, people/bob/b1.flac, ...
       voicebank import staff.csv --json # name,file,employee_id
+      voicebank import staff.npz        # embeddings made elsewhere
     """
     from .. import manifest
     from ..errors import VoiceBankError
 
+    if source.lower().endswith(".npz") and not Path(source).is_dir():
+        if allow_inconsistent or strict:
+            raise VoiceBankError("--strict and --allow-inconsistent are checks of recordings; a file of embeddings "
+                                 "is stored as given.")
+        return _import_embeddings(obj, source, batch_size, as_json)
     speakers = manifest.read(source)
     with obj.open() as bank:
         bar, progress = progress_bar(sum(len(s.recordings) for s in speakers))
@@ -132,6 +148,26 @@ def import_(obj: Context, source: str, allow_inconsistent: bool, strict: bool, a
     if counts["failed"]:
         raise VoiceBankError(f"{counts['failed']} of {len(outcomes)} speakers failed and were not stored; fix their "
                              "recordings and run the same import again (enrolled speakers are skipped).")
+
+
+def _import_embeddings(obj: Context, source: str, batch_size: int, as_json: bool) -> None:
+    from ..errors import VoiceBankError
+
+    with obj.open() as bank:
+        bank.refuse_changes("import speakers")
+        bar, progress = progress_bar(0, "Checking", absolute=True)
+        with bar:
+            embeddings = bank.bulk.read(source, progress)
+        bar, progress = progress_bar(embeddings.count, "Importing", absolute=True)
+        with bar:
+            report = bank.bulk.import_embeddings(embeddings, batch_size, progress)
+    lines = [f"Enrolled {report.enrolled} speaker{'' if report.enrolled == 1 else 's'} from {safe(embeddings.label)}, "
+             f"skipped {report.skipped} already enrolled, {len(report.failed)} failed ({report.seconds:.1f} s)."]
+    lines += [f"  {safe(name)} failed: {safe(why)}" for name, why in report.failed]
+    emit(report.to_dict(), as_json, "\n".join(lines))
+    if report.failed:
+        raise VoiceBankError(f"{len(report.failed)} of {report.speakers} speakers failed and were not stored; rename "
+                             "them in the file and run the same import again (enrolled speakers are skipped).")
 
 
 def _import_report(outcomes: list) -> tuple[dict[str, int], str]:
@@ -296,6 +332,7 @@ def show(obj: Context, name: str, as_json: bool) -> None:
     lines = [f"name: {speaker.name}", f"enrolled: {speaker.created_at:%Y-%m-%d %H:%M:%S} UTC",
              f"metadata: {json.dumps(speaker.metadata, ensure_ascii=False)}", "recordings:"]
     lines += [f"  {safe(r.label)}  {r.duration_s:.1f} s ({r.speech_s:.1f} s speech)  sha256 {r.sha256[:12]}"
+              if r.sha256 is not None else f"  {safe(r.label)}  imported embedding (no recording)"
               for r in speaker.recordings]
     emit(speaker.to_dict(), as_json, "\n".join(lines))
 

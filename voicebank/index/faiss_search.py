@@ -66,6 +66,10 @@ class FaissSearch:
             ids, vectors = self._current().items()
             return ids, vectors, self.file_status
 
+    def catch_up(self) -> None:
+        with self._lock:
+            self._current()
+
     def save(self) -> None:
         """Write the index file if it has changed since it was read or last written. The file is
         a cache: when it cannot be written (a folder in its place, a read-only or full disk) the

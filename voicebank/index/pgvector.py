@@ -261,6 +261,9 @@ class PgVectorSearch:
     def save(self) -> None:
         """Nothing to save: the index is PostgreSQL's."""
 
+    def catch_up(self) -> None:
+        """Nothing to catch up: the trigger keeps the column, and so the index, up to date."""
+
     def _counted(self, cursor, seq: int) -> int:
         cached = self._count
         if cached is None or cached[0] != seq:

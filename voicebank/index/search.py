@@ -46,6 +46,11 @@ class Search(Protocol):
         """Persist what is worth keeping (a no-op where SQL holds everything)."""
         ...
 
+    def catch_up(self) -> None:
+        """Take in SQL's changes now rather than at the next search (after a large import, so the
+        next process finds a saved index that is up to date); a no-op where SQL is the index."""
+        ...
+
 
 @dataclass(frozen=True)
 class Comparison:

@@ -68,6 +68,11 @@ class BankSearch:
         for search in (self.wideband, self.telephone):
             search.save()
 
+    def catch_up(self) -> None:
+        """Both channels' searches take in SQL's changes now (:meth:`Search.catch_up`)."""
+        for search in (self.wideband, self.telephone):
+            search.catch_up()
+
     def _of(self, channel: str, kind: str | None = None) -> Search:
         wanted = None if kind is None else kind if channel == WIDEBAND else faiss_kind(kind)
         with self._lock:

@@ -74,9 +74,9 @@ class VerificationOut(BaseModel):
 
 class RecordingOut(BaseModel):
     label: str
-    sha256: str
-    duration_s: float
-    speech_s: float
+    sha256: str | None = Field(description="null for an embedding imported without its recording.")
+    duration_s: float | None = Field(description="Seconds of audio; null for an imported embedding.")
+    speech_s: float | None = Field(description="Seconds of speech; null for an imported embedding.")
     created_at: str
 
 

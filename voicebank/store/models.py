@@ -126,12 +126,14 @@ class UtteranceRow(Base):
     # the channel it came through, as measured (voicebank.channel); None: enrolled before channels
     channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
     telephone: Mapped[np.ndarray | None] = mapped_column(Vector, nullable=True)  # through the telephone channel
-    sha256: Mapped[str] = mapped_column(String(64))
+    # None for an embedding imported without its recording (voicebank.bulk; migration 0010), as
+    # duration_s and speech_s
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # audio.Audio.content_sha256; None: enrolled before voicebank hashed what recordings sound like
     content_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     label: Mapped[str] = mapped_column(String(1024))
-    duration_s: Mapped[float] = mapped_column(Float)
-    speech_s: Mapped[float] = mapped_column(Float)
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    speech_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     speaker: Mapped[SpeakerRow] = relationship(back_populates="utterances")
 

@@ -168,7 +168,8 @@ class Repository:
         where two processes enrolled it at once before voicebank checked it inside the write
         (migration 0007)."""
         with self.store.read() as session:
-            shared = select(UtteranceRow.sha256).group_by(UtteranceRow.sha256).having(func.count() > 1)
+            shared = (select(UtteranceRow.sha256).where(UtteranceRow.sha256.is_not(None))  # imported: none
+                      .group_by(UtteranceRow.sha256).having(func.count() > 1))
             rows = session.execute(select(UtteranceRow.sha256, UtteranceRow.label, SpeakerRow.name).join(SpeakerRow)
                                    .where(UtteranceRow.sha256.in_(shared)).order_by(UtteranceRow.sha256)).all()
         found: dict[str, tuple[str, list[str]]] = {}
