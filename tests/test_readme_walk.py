@@ -76,6 +76,13 @@ def folder(tmp_path_factory) -> Path:
         f"{name},staff/{name}{i}.wav,{k}\n" for k, name in enumerate(("erin", "frank")) for i in range(3)))
     (root / "trials.txt").write_text("1 alice attempt.wav\n0 alice calls/1.wav\n1 carol calls/2.wav\n"
                                      "0 carol attempt.wav\n")
+    from voicebank import embeddings_file
+    from voicebank.embedding import load_embedder
+
+    model = load_embedder("resemblyzer")  # embeddings made elsewhere by the bank's model: two people's
+    gina, hank = synth_voice(170.0, 3.0, seed=40), synth_voice(210.0, 3.0, seed=41)
+    made = model.embed([take(gina, 0), take(gina, 1), take(hank, 0)])
+    embeddings_file.write(root / "staff.npz", model.model_id, ["gina", "hank"], [0, 0, 1], made)
     gap = np.zeros(SR // 2, dtype=np.float32)
     _write(root / "meeting.wav", np.concatenate([takes["alice"][3], gap, takes["carol"][3], gap, takes["dave"][3]]))
     build_tiny_wavlm(root / "wavlm-base-plus-sv")
@@ -152,6 +159,7 @@ def test_the_walk_import_calibration_and_scan_run_as_written(folder):
     assert gone.exit_code == 2 and gone.stderr.startswith("Error:"), "remove bob removed bob"
     imported = _run_block("voicebank import people/", folder, env)
     assert "erin" in imported["voicebank import staff.csv --json"].stdout
+    assert {"gina", "hank"} <= set(_voicebank("voicebank list", folder, env).stdout.split())
     calibration = _run_block("voicebank calibrate", folder, env)
     measured = calibration["voicebank calibrate"].stdout
     # it asks before storing only at a terminal: run from a script without --yes it measures and keeps nothing
