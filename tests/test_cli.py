@@ -435,6 +435,12 @@ def test_an_audit_limit_past_the_largest_sql_integer_is_refused(initialized, lim
     ("--max-upload-mb", "nan", ["at most 1048576 (a TiB), not nan."]),
     ("--max-seconds", "1e308", ["Invalid value for '--max-seconds'", "0<x<=86400"]),
     ("--max-seconds", "nan", ["Invalid value for '--max-seconds'", "nan is not a number."]),
+    ("--live-sessions", "0", ["Invalid value for '--live-sessions'", "x>=1"]),
+    ("--live-sessions", "two", ["Invalid value for '--live-sessions'", "'two' is not a valid integer"]),
+    ("--live-max-seconds", "1e308", ["Invalid value for '--live-max-seconds'", "0<x<=86400"]),
+    ("--live-max-seconds", "nan", ["Invalid value for '--live-max-seconds'", "nan is not a number."]),
+    ("--live-idle-seconds", "0", ["Invalid value for '--live-idle-seconds'", "0<x<=86400"]),
+    ("--live-idle-seconds", "inf", ["Invalid value for '--live-idle-seconds'", "0<x<=86400"]),
 ])
 def test_serve_refuses_limits_that_are_no_size(initialized, monkeypatch, option, value, words):
     import voicebank.server
@@ -448,6 +454,34 @@ def test_serve_refuses_limits_that_are_no_size(initialized, monkeypatch, option,
         assert_error(result, *words)
     else:
         usage_error(result, *words)
+
+
+def test_serve_live_limits_come_from_the_options_over_the_environment(initialized, monkeypatch):
+    import voicebank.server
+    from voicebank.server.live import LiveLimits
+
+    served = []
+    monkeypatch.setattr(voicebank.server, "serve", lambda app, *_args: served.append(app.state.live))
+    monkeypatch.setenv("VOICEBANK_LIVE_SESSIONS", "3")
+    monkeypatch.setenv("VOICEBANK_LIVE_IDLE_SECONDS", "7")
+    ok(initialized("serve", "--live-sessions", "2", "--live-max-seconds", "60"))
+    assert served == [LiveLimits(sessions=2, max_seconds=60.0, idle_seconds=7.0)]
+    monkeypatch.setenv("VOICEBANK_LIVE_SESSIONS", "0")
+    usage_error(initialized("serve"), "Invalid value for '--live-sessions' (env var: 'VOICEBANK_LIVE_SESSIONS')", "x>=1")
+    monkeypatch.delenv("VOICEBANK_LIVE_SESSIONS")
+    monkeypatch.delenv("VOICEBANK_LIVE_IDLE_SECONDS")
+    ok(initialized("serve"))
+    assert served[-1] == LiveLimits()
+
+
+def test_serve_help_gives_the_live_limits_defaults(cli):
+    from voicebank.server.live import LiveLimits
+
+    text = " ".join(ok(cli("serve", "--help", model=False)).stdout.split("Options:")[1].split())
+    defaults = LiveLimits()
+    for option, value in (("--live-sessions", defaults.sessions), ("--live-max-seconds", defaults.max_seconds),
+                          ("--live-idle-seconds", defaults.idle_seconds)):
+        assert f"{option} " in text and f"[default: {value:g}]" in text.split(option, 1)[1].split("--", 1)[0]
 
 
 @pytest.mark.embedder("tiny")

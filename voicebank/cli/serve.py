@@ -22,32 +22,47 @@ MAX_SECONDS = 24 * 3600.0
               type=click.FloatRange(min=0, max=MAX_SECONDS, min_open=True), help="Longest recording accepted (longer: 422).")
 @click.option("--workers", default=16, show_default=True, type=click.IntRange(1, 1024),
               help="Requests that may use the bank at once; concurrent ones share model calls.")
+@click.option("--live-sessions", type=click.IntRange(min=1), envvar="VOICEBANK_LIVE_SESSIONS", show_envvar=True,
+              help="/live sessions open at once (more: 503). [default: 8]")
+@click.option("--live-max-seconds", callback=finite, envvar="VOICEBANK_LIVE_MAX_SECONDS", show_envvar=True,
+              type=click.FloatRange(min=0, max=MAX_SECONDS, min_open=True),
+              help="Audio one /live session may send (more: close 1008). [default: 3600]")
+@click.option("--live-idle-seconds", callback=finite, envvar="VOICEBANK_LIVE_IDLE_SECONDS", show_envvar=True,
+              type=click.FloatRange(min=0, max=MAX_SECONDS, min_open=True),
+              help="Wait for a /live session's key or next frame (longer: close 1008). [default: 10]")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="Server log level.")
 @click.pass_obj
 @handle_errors
-def serve(obj: Context, host: str, port: int, max_upload_mb: float, max_seconds: float, workers: int, log_level: str) -> None:
+def serve(obj: Context, host: str, port: int, max_upload_mb: float, max_seconds: float, workers: int,
+          live_sessions: int | None, live_max_seconds: float | None, live_idle_seconds: float | None,
+          log_level: str) -> None:
     """Serve the bank over HTTP (needs the `server` extra). Docs at http://HOST:PORT/docs, the
     operator's console at http://HOST:PORT/.
 
     Every endpoint but /health needs an API key (`voicebank apikey create`), sent as
-    `Authorization: Bearer <key>`. Stop with Ctrl-C.
+    `Authorization: Bearer <key>`. Stop with Ctrl-C. The --live-* options bound the /live
+    WebSocket (docs/live.md); each falls back to its VOICEBANK_LIVE_* variable.
 
     \b
     Example:
       voicebank apikey create frontdesk --role reader
       voicebank --db voicebank.db serve --host 127.0.0.1 --port 8000 --max-upload-mb 20 --max-seconds 120
       voicebank --db postgresql://reader@replica/voices --primary postgresql://app@primary/voices serve
+      voicebank serve --live-sessions 4 --live-max-seconds 600 --live-idle-seconds 10
       curl -H "Authorization: Bearer $KEY" -F file=@unknown.wav http://127.0.0.1:8000/identify
     """
     from ..server import create_app, open_bank
     from ..server import serve as run_server
     from ..server.limits import max_bytes
+    from ..server.live import LiveLimits
 
     max_bytes(max_upload_mb)  # before the model loads
+    given = {"sessions": live_sessions, "max_seconds": live_max_seconds, "idle_seconds": live_idle_seconds}
+    live = LiveLimits(**{field: value for field, value in given.items() if value is not None})
     with open_bank(obj.db, obj.model, obj.device, max_seconds=max_seconds, primary=obj.primary,
                    max_lag=obj.max_lag) as bank:
-        run_server(create_app(bank, max_upload_mb=max_upload_mb, workers=workers), host, port, log_level)
+        run_server(create_app(bank, max_upload_mb=max_upload_mb, workers=workers, live=live), host, port, log_level)
 
 
 @main.group()

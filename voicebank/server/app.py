@@ -51,10 +51,12 @@ to a server that reads a read replica), 413 body over the limit, 422 unusable au
 router = APIRouter(responses=ERRORS)
 
 
-def create_app(bank: Any, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = DEFAULT_WORKERS) -> FastAPI:
+def create_app(bank: Any, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = DEFAULT_WORKERS,
+               live: live_route.LiveLimits | None = None) -> FastAPI:
     """The API over ``bank`` (an open VoiceBank, which the caller closes). Request bodies are
     capped at ``max_upload_mb``; at most ``workers`` requests use the bank at once (the rest wait
-    without holding a thread). Recordings' duration cap is the bank's ``limits.max_seconds``."""
+    without holding a thread). Recordings' duration cap is the bank's ``limits.max_seconds``.
+    ``live``: the ``/live`` sessions' limits (default ``LiveLimits.from_env()``)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,7 +67,7 @@ def create_app(bank: Any, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, worke
     app = FastAPI(title="voicebank", version=__version__, lifespan=lifespan, description=DESCRIPTION,
                   docs_url=None, redoc_url=None)
     app.state.bank, app.state.in_flight, app.state.limiter = bank, 0, None
-    app.state.live = live_route.LiveLimits.from_env()
+    app.state.live = live if live is not None else live_route.LiveLimits.from_env()
     errors.install(app)
     app.include_router(router)
     app.include_router(console_api.router)
