@@ -16,7 +16,8 @@ else as the frame ``{"error": message, "status": status}`` and close 1008. Durin
 1007 a frame that is not 16-bit PCM; 1009 a frame over a second of audio; 1008 no audio for
 ``idle_seconds``, more than ``max_seconds`` of audio, or the claimed person removed during the
 session (the final decision is sent first, audited).
-The limits (:class:`LiveLimits`) come from ``VOICEBANK_LIVE_*`` environment variables where set.
+The limits (:class:`LiveLimits`) are ``create_app``'s ``live`` (``voicebank serve --live-*``), else
+the ``VOICEBANK_LIVE_*`` environment variables where set.
 """
 
 from __future__ import annotations
