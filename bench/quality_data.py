@@ -167,15 +167,12 @@ def through(samples: np.ndarray, step: str) -> np.ndarray:
 
 
 def cache_path(cache_dir: Path, corpus: str, channel: str, model_id: str) -> Path:
-    """Named for what is in it: the corpus, the channel, the model, how much non-speech around
-    speech is embedded (``voicebank.audio.SPEECH_PAD_SECONDS``) and where its edges are cut
-    (``voicebank.onset``)."""
-    from voicebank import onset
+    """Named for what is in it: the corpus, the channel, the model, and how much non-speech around
+    speech is embedded (``voicebank.audio.SPEECH_PAD_SECONDS``)."""
     from voicebank.audio import SPEECH_PAD_SECONDS
 
     model = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_id)
-    edges = f"edge{onset.LEVEL_DB:g}dB{onset.MIN_QUIET_SECONDS * 1000:g}ms"
-    return cache_dir / f"{corpus}-{channel}-{model}-near{SPEECH_PAD_SECONDS:g}s-{edges}.npz"
+    return cache_dir / f"{corpus}-{channel}-{model}-near{SPEECH_PAD_SECONDS:g}s.npz"
 
 
 def embeddings(corpus: Corpus, channel: str, embedder, cache_dir: Path) -> tuple[np.ndarray, dict]:

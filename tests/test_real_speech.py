@@ -75,18 +75,14 @@ def test_minutes_of_silence_or_noise_around_a_probe_change_neither_the_decision_
         middle = len(minutes) // 2
         minutes[middle:middle + len(alone.samples)] += alone.samples
         plain, padded = bank.identify(path), bank.identify((minutes, 16_000))
-        # the same decision, except for a probe whose statistic sits on the threshold itself (the
-        # noise is added over the speech too, so no cut makes the two exactly one signal)
-        on_the_edge = abs(plain.decision - plain.threshold) < abs(padded.decision - plain.decision)
-        if not on_the_edge:
-            assert (plain.match and plain.match.name) == (padded.match and padded.match.name), (name, plain, padded)
+        assert (plain.match and plain.match.name) == (padded.match and padded.match.name), (name, plain, padded)
         assert padded.candidates[0].name == plain.candidates[0].name
         assert abs(padded.candidates[0].score - plain.candidates[0].score) < 0.02, (name, plain, padded)
 
 
 def test_only_what_is_near_speech_is_embedded():
     frame = round(audio.vad.FRAME_SECONDS * 16_000)
-    samples = (0.5 + 0.1 * np.sin(np.arange(200 * frame) / 7)).astype(np.float32)  # loud throughout: no edge cut
+    samples = np.arange(200 * frame, dtype=np.float32)
     voiced = np.zeros(200, dtype=bool)
     voiced[100:110] = True  # 0.32 s of speech in 6.4 s
     kept = audio.near_speech(samples, 16_000, voiced)

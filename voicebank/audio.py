@@ -18,7 +18,7 @@ from typing import BinaryIO, Union
 import numpy as np
 
 from . import channel as channel_mod
-from . import onset, vad
+from . import vad
 from .decode import decode, resample, too_long
 from .errors import AudioError, NarrowbandError, NotEnoughSpeechError
 
@@ -107,22 +107,19 @@ def speech_only(audio: "Audio") -> np.ndarray:
 
 def near_speech(samples: np.ndarray, sample_rate: int, voiced: np.ndarray | None) -> np.ndarray:
     """``samples`` with every non-speech stretch farther than ``SPEECH_PAD_SECONDS`` from speech
-    left out (``voiced``: the detector's 32 ms frames, :func:`voiced_frames`), and what is left cut
-    to where its sound begins and ends (:func:`voicebank.onset.sound_edges`); all of them when there
-    are no frames or no speech."""
+    left out (``voiced``: the detector's 32 ms frames, :func:`voiced_frames`); all of them when
+    there are no frames or no speech."""
     if voiced is None or not voiced.any():
         return samples
     pad = int(round(SPEECH_PAD_SECONDS / vad.FRAME_SECONDS))
     near = np.convolve(voiced.astype(np.int32), np.ones(2 * pad + 1, dtype=np.int32), mode="same") > 0
-    kept = samples
-    if not near.all():
-        frame, _ = frame_sizes(sample_rate)
-        keep = np.repeat(near, frame)
-        if len(keep) < len(samples):  # the tail shorter than a frame goes with the last frame
-            keep = np.concatenate([keep, np.full(len(samples) - len(keep), near[-1])])
-        kept = samples[keep[: len(samples)]]
-    start, end = onset.sound_edges(kept, sample_rate)
-    return kept if (start, end) == (0, len(kept)) else kept[start:end]
+    if near.all():
+        return samples
+    frame, _ = frame_sizes(sample_rate)
+    keep = np.repeat(near, frame)
+    if len(keep) < len(samples):  # the tail shorter than a frame goes with the last frame
+        keep = np.concatenate([keep, np.full(len(samples) - len(keep), near[-1])])
+    return samples[keep[: len(samples)]]
 
 
 def describe(recording: Recording) -> str:
