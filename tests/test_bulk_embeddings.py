@@ -279,6 +279,61 @@ def test_a_file_that_is_not_an_archive_or_is_cut_short_is_refused(bank, tmp_path
     assert bank.bulk.import_embeddings(good).enrolled == 3  # compressed archives are read too
 
 
+def _npy_header(descr: str, shape: tuple) -> bytes:
+    """A .npy header declaring ``shape`` of ``descr``, to follow with as little data as one likes."""
+    text = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode()
+    text += b" " * ((64 - (10 + len(text) + 1) % 64) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text
+
+
+def _archive(path: Path, members: dict[str, bytes | np.ndarray]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for key, value in members.items():
+            if isinstance(value, np.ndarray):
+                with archive.open(f"{key}.npy", "w") as member:
+                    np.save(member, value)
+            else:
+                archive.writestr(f"{key}.npy", value)
+    return path
+
+
+HOSTILE = [  # what the header declares is checked against the archive's directory before anything is read
+    ("speaker declared huge", {"speaker": _npy_header("<i8", (10**12,))}, "speaker declares (1000000000000,) of int64"),
+    ("speaker declared negative", {"speaker": _npy_header("<i8", (-5,))}, "speaker declares (-5,) of int64"),
+    ("speaker shape overflows", {"speaker": _npy_header("<i8", (2**40, 2**40))}, "speaker declares (1099511627776,"),
+    ("a huge name", {"names": np.array(["a" * 100_000, "bob", "carol"])},
+     "names holds items of 400000 bytes (<U100000); at most 4096 are read"),
+    ("huge metadata", {"metadata": np.array(["{}", "", "x" * 100_000])}, "metadata holds text of up to 100000 characters"),
+    ("a long model", {"model": np.array("m" * 100_000)}, "model holds items of 400000 bytes"),
+    ("zip bomb", {"speaker": _npy_header("<i8", (1 << 20,)) + bytes(8 << 20)},  # 8 MiB of zeros, 8 KiB deflated
+     "speaker declares (1048576,) of int64, more than the file holds or than one per embedding"),
+    ("embeddings bomb", {"embeddings": _npy_header("<f4", (100_000, DIM)) + bytes(100_000 * DIM * 4)},
+     "embeddings inflates from"),
+]
+
+
+@pytest.mark.parametrize("members, words", [h[1:] for h in HOSTILE], ids=[h[0] for h in HOSTILE])
+def test_a_hostile_archive_is_refused_unread(bank, db_path, tmp_path, members, words):
+    good = arrays(bank.model_id)
+    path = _archive(tmp_path / "hostile.npz", {**good, **members})
+    before = table_dump(db_path)
+    with pytest.raises(InvalidInputError) as refused:
+        bank.bulk.import_embeddings(path)
+    assert words in str(refused.value) and len(str(refused.value)) < 400, str(refused.value)[:400]
+    assert table_dump(db_path) == before
+
+
+def test_a_fifo_or_a_device_is_refused_not_read(bank, tmp_path):
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)  # opening it would wait for a writer forever
+    zero = tmp_path / "zero.npz"
+    zero.symlink_to("/dev/zero")  # reading it would never end
+    for path in (fifo, zero):
+        with pytest.raises(InvalidInputError, match="is not a regular file"):
+            bank.bulk.import_embeddings(path)
+    assert len(bank) == 0
+
+
 def test_a_file_changed_after_its_check_is_refused_when_read_again(bank, tmp_path):
     path, _, rows = staff(tmp_path / "staff.npz", bank, names=[f"p{k}" for k in range(6)], per=1)
     checked = bank.bulk.read(path)

@@ -17,12 +17,18 @@ are read a block of rows at a time, straight from the archive, so memory stays t
 the file's size. They are not memory-mapped: a mapped file's pages count in the process's resident
 memory as they are touched, so reading 100,000 people through a map would grow it by the file's
 size; a block read leaves them in the page cache, which the kernel reclaims. Nothing is unpickled:
-text must be NumPy text arrays (``np.array(names)``), not Python objects.
+text must be NumPy text arrays (``np.array(names)``), not Python objects. What an array's header
+declares is checked against the archive's directory before it is decompressed (a name or model_id
+of at most 1024 characters, one speaker index per embedding, embeddings that inflate at most
+100-fold), so a small file declaring huge arrays (a zip bomb) is refused unread; so is anything but
+a regular file (a FIFO would block, /dev/zero never end).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import stat
 import unicodedata
 import zipfile
 import zlib
@@ -39,6 +45,10 @@ from .vectors import l2_normalize
 REQUIRED = ("model", "dimension", "names", "speaker", "embeddings")
 OPTIONAL = ("metadata",)
 BLOCK_ROWS = 4096  # embeddings read at a time: 8 MiB of float32 at 512 dimensions
+MAX_TEXT = 1024  # characters of a name or model_id read at most (a name is at most validate.MAX_NAME_CHARS)
+MAX_METADATA_CHARS = 4 * validate.MAX_METADATA_BYTES  # of one speaker's metadata JSON, spaces included
+BLOCK_BYTES = 16 << 20  # read at a time at most, whatever a row's width
+MAX_RATIO = 100  # embeddings inflate at most this much (floats hardly compress; a zip bomb inflates 1000-fold)
 FIX_ORDER = ("order = np.argsort(speaker, kind='stable'), then save embeddings[order] and speaker[order]")
 
 
@@ -80,14 +90,20 @@ class EmbeddingsFile:
         self.path = Path(path)
         self._checked: tuple[list[str], list[str]] | None = None  # (names as stored, skeletons) once checked
         try:
+            if not stat.S_ISREG(self.path.stat().st_mode):  # a FIFO would block, /dev/zero never end
+                self._fail("is not a regular file")
             with zipfile.ZipFile(self.path) as archive:
                 present = {Path(n).stem for n in archive.namelist() if n.endswith(".npy")}
                 self._refuse_arrays(present)
                 self.model = self._text(archive, "model")
                 self.dimension = self._integer(archive, "dimension")
-                self._names = _whole(archive, "names", self._fail)
-                speaker = _whole(archive, "speaker", self._fail)
                 rows, dtype = _shape(archive, "embeddings", self._fail)
+                # Sizes are checked against the archive's directory before anything is decompressed: a
+                # small file declaring (or inflating to) huge arrays is refused, not read into memory.
+                _refuse_bomb(archive, "embeddings", self._fail)
+                count = rows[0] if len(rows) == 2 else 0
+                self._names = _whole(archive, "names", self._fail, count * 4 * MAX_TEXT, 4 * MAX_TEXT)
+                speaker = _whole(archive, "speaker", self._fail, count * 8, 8)
                 meta = _shape(archive, "metadata", self._fail) if "metadata" in present else None
         except (OSError, zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
             self._fail(f"not a readable .npz file ({exc}); write one with numpy.savez "
@@ -97,6 +113,9 @@ class EmbeddingsFile:
         if dtype.kind != "f" or len(rows) != 2 or rows[1] != self.dimension:
             self._fail(f"embeddings must be a (utterances, {self.dimension}) array of floats, as dimension says; "
                        f"this one is {dtype} of shape {rows}")
+        if meta is not None and meta[1].itemsize > 4 * MAX_METADATA_CHARS:
+            self._fail(f"metadata holds text of up to {meta[1].itemsize // 4} characters; at most {MAX_METADATA_CHARS} "
+                       "are read")
         if meta is not None and (meta[1].kind != "U" or meta[0] != (len(self._names),)):
             self._fail(f"metadata must be text, one JSON object per name ({len(self._names)}); found {meta[1]} of "
                        f"shape {meta[0]}")
@@ -237,13 +256,13 @@ class EmbeddingsFile:
                        f"{', '.join(REQUIRED + OPTIONAL)}")
 
     def _text(self, archive: zipfile.ZipFile, key: str) -> str:
-        value = _whole(archive, key, self._fail)
+        value = _whole(archive, key, self._fail, 4 * MAX_TEXT, 4 * MAX_TEXT)
         if value.shape != () or value.dtype.kind != "U" or not str(value).strip():
             self._fail(f"{key} must be text, the model_id of the bank's model (np.array(bank.model_id))")
         return unicodedata.normalize("NFC", str(value).strip())
 
     def _integer(self, archive: zipfile.ZipFile, key: str) -> int:
-        value = _whole(archive, key, self._fail)
+        value = _whole(archive, key, self._fail, 16, 16)
         if value.shape != () or value.dtype.kind not in "iu" or int(value) < 1:
             self._fail(f"{key} must be a positive integer (np.array(512))")
         return int(value)
@@ -275,12 +294,31 @@ def _header(archive: zipfile.ZipFile, key: str, fail: Callable[[str], NoReturn])
     return shape, dtype, handle
 
 
-def _whole(archive: zipfile.ZipFile, key: str, fail: Callable[[str], NoReturn]) -> np.ndarray:
-    """A small member read whole (``names``, ``speaker``: bytes per person, not per number)."""
+def _refuse_bomb(archive: zipfile.ZipFile, key: str, fail: Callable[[str], NoReturn]) -> None:
+    """Refuse the member ``key`` when the archive's directory says it inflates more than
+    MAX_RATIO-fold: read before any of it is decompressed."""
+    info = archive.getinfo(f"{key}.npy")
+    if info.file_size > MAX_RATIO * max(info.compress_size, 1) + 65536:
+        fail(f"{key} inflates from {info.compress_size} to {info.file_size} bytes, which no array of embeddings does "
+             "(a zip bomb?)")
+
+
+def _whole(archive: zipfile.ZipFile, key: str, fail: Callable[[str], NoReturn], most: int | None = None,
+           itemsize: int | None = None) -> np.ndarray:
+    """A small member read whole (``names``, ``speaker``: bytes per person, not per number), refused
+    unread when its header declares more than ``most`` bytes or items wider than ``itemsize``, or
+    more than the archive's directory says the member holds."""
     shape, dtype, handle = _header(archive, key, fail)
     with handle:
-        count = int(np.prod(shape, dtype=np.int64))
-        data = handle.read(count * dtype.itemsize)
+        count = math.prod(shape)  # Python integers: no overflow
+        size = count * dtype.itemsize
+        if itemsize is not None and dtype.itemsize > itemsize:
+            fail(f"{key} holds items of {dtype.itemsize} bytes ({dtype}); at most {itemsize} are read "
+                 f"({MAX_TEXT} characters of text)" if dtype.kind == "U" else f"{key} must be 64-bit integers or "
+                 f"narrower, not {dtype}")
+        if (most is not None and size > most) or size > archive.getinfo(f"{key}.npy").file_size or count < 0:
+            fail(f"{key} declares {shape} of {dtype}, more than the file holds or than one per embedding")
+        data = handle.read(size)
     if len(data) != count * dtype.itemsize:
         fail(f"{key} is cut short")
     return np.frombuffer(data, dtype=dtype).reshape(shape)
@@ -291,7 +329,8 @@ def _stream(path: Path, key: str, block_rows: int, fail: Callable[[str], NoRetur
     try:
         with zipfile.ZipFile(path) as archive:
             shape, dtype, handle = _header(archive, key, fail)
-            width = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+            width = math.prod(shape[1:]) * dtype.itemsize
+            block_rows = max(1, min(block_rows, BLOCK_BYTES // max(width, 1)))
             with handle:
                 for start in range(0, shape[0], block_rows):
                     rows = min(block_rows, shape[0] - start)
