@@ -116,6 +116,11 @@ def test_a_browser_sends_the_key_as_the_first_message_and_is_served_as_with_the_
     (lambda ws, auth: ws.send_text(auth["Authorization"]), None),  # the header's text is not the message
     (lambda ws, auth: ws.send_text('{"key": 12}'), None),
     (lambda ws, auth: ws.send_text('{"key": "vbk_nonsense"}'), "invalid or revoked API key"),
+    (lambda ws, auth: ws.send_text('{"key": {"key": "vbk_x"}}'), None),
+    (lambda ws, auth: ws.send_text("[" * 100_000), None),  # json.loads raises RecursionError, not ValueError
+    (lambda ws, auth: ws.send_text('{"a": ' * 100_000), None),
+    (lambda ws, auth: ws.send_text('{"key": "' + "x" * (4 << 20) + '"}'), None),  # not parsed: longer than a key
+    (lambda ws, auth: ws.send_text(" " * (4 << 20)), None),
 ])
 def test_a_first_message_that_is_not_a_valid_key_is_refused_before_any_audio(live_server, tone_bank, send, message):
     client, app, auth = live_server

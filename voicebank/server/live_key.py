@@ -26,6 +26,7 @@ from .errors import status_for
 
 log = logging.getLogger(__name__)
 
+MAX_KEY_MESSAGE = 1024  # characters: a key is about 50; a longer first message is refused unparsed
 NO_KEY = ('no API key: send it in the `Authorization: Bearer <key>` header, or as the first message, the text '
           'frame {"key": "<key>"} (never in the URL); create one with `voicebank apikey create`.')
 
@@ -54,10 +55,13 @@ async def caller(websocket: WebSocket, wait: float) -> ApiKey | None:
 
 
 def _key_in(text: str | None) -> str | None:
-    """The key in a first message ``{"key": "..."}``, or None when it is not one."""
+    """The key in a first message ``{"key": "..."}``, or None when it is not one (or is longer than
+    any such message: it is not parsed)."""
+    if text is None or len(text) > MAX_KEY_MESSAGE:
+        return None
     try:
-        body = json.loads(text) if text is not None else None
-    except ValueError:
+        body = json.loads(text)
+    except (ValueError, RecursionError):  # "[[[[...": deeper than the parser recurses
         return None
     key = body.get("key") if isinstance(body, dict) else None
     return key.strip() if isinstance(key, str) and key.strip() else None
