@@ -199,3 +199,6 @@ def test_the_limits_can_be_set_from_the_environment_and_nonsense_is_refused():
     for value in ("0", "-1", "many", "inf", "1.5"):
         with pytest.raises(InvalidInputError, match="VOICEBANK_LIVE_SESSIONS is a number above 0"):
             LiveLimits.from_env({"VOICEBANK_LIVE_SESSIONS": value})
+    for value in ("0", "nan", "inf", "1e308", "86401"):  # 1e308 s times a rate is infinite: no limit at all
+        with pytest.raises(InvalidInputError, match="VOICEBANK_LIVE_MAX_SECONDS is a number above 0 .float., at most"):
+            LiveLimits.from_env({"VOICEBANK_LIVE_MAX_SECONDS": value})

@@ -44,6 +44,9 @@ router = APIRouter()
 END = "end"  # the text frame that ends a session
 
 
+MAX_SECONDS = 24 * 3600.0  # as `voicebank serve --live-*-seconds`: beyond it, seconds times a rate is infinite
+
+
 @dataclass
 class LiveLimits:
     """What one server allows its live sessions (``app.state.live``): how many at once, how long
@@ -66,8 +69,9 @@ class LiveLimits:
                     value = kind(env[name])
                 except ValueError:
                     value = 0
-                if not 0 < value < float("inf"):
-                    raise InvalidInputError(f"{name} is a number above 0 ({kind.__name__}), not {env[name]!r}.")
+                if not 0 < value < float("inf") or (kind is float and value > MAX_SECONDS):
+                    raise InvalidInputError(f"{name} is a number above 0 ({kind.__name__})"
+                                            f"{f', at most {MAX_SECONDS:g}' if kind is float else ''}, not {env[name]!r}.")
                 setattr(limits, field, value)
         return limits
 
