@@ -170,6 +170,30 @@ def test_sessions_beyond_the_servers_limit_are_refused_until_one_ends(live_serve
         assert json.loads(again.receive_text())["event"] == "ready"
 
 
+def test_sockets_waiting_for_their_first_message_key_are_bounded(live_server):
+    """Before its first message nobody knows who is calling: only a few such sockets per session
+    the server allows may wait at once; a caller with the key in its header still gets in."""
+    from contextlib import ExitStack
+
+    from starlette.testclient import WebSocketDenialResponse
+
+    from voicebank.server.live import LiveLimits
+
+    client, app, auth = live_server
+    app.state.live.sessions = 1
+    with ExitStack() as waiting:
+        for _ in range(LiveLimits.WAITING_PER_SESSION):
+            waiting.enter_context(client.websocket_connect("/live"))
+        with pytest.raises(WebSocketDenialResponse) as refused, client.websocket_connect("/live"):
+            pass
+        assert refused.value.status_code == 503 and "waiting to send their key" in refused.value.json()["error"]
+        with client.websocket_connect("/live", headers=auth) as served:
+            assert json.loads(served.receive_text())["event"] == "ready"
+            served.send_text("end")
+            until_closed(served)
+    assert app.state.live.waiting == 0
+
+
 @pytest.mark.parametrize("send, code, message", [
     (lambda ws: ws.send_bytes(b"\x00\x01\x02"), 1007, "whole samples of 2 bytes"),
     (lambda ws: ws.send_text("hello"), 1003, "binary frames of 16-bit PCM"),

@@ -56,6 +56,12 @@ class LiveLimits:
     max_seconds: float = 3600.0
     idle_seconds: float = 10.0
     open: int = 0  # sessions open now
+    waiting: int = 0  # sockets accepted without a header, not yet past their first message
+
+    # sockets that may wait for their first-message key at once, per session allowed: each holds
+    # a socket for up to idle_seconds before anyone knows who is calling, so there are never more
+    # than a few times as many as the sessions they could become
+    WAITING_PER_SESSION = 4
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "LiveLimits":
@@ -81,7 +87,16 @@ async def live(websocket: WebSocket, name: str | None = None, rate: int = 16_000
     """Decide while a caller speaks: binary PCM frames in, JSON updates out (see the module's docstring)."""
     app = websocket.app
     limits: LiveLimits = app.state.live
-    key = await caller(websocket, limits.idle_seconds)
+    headerless = not websocket.headers.getlist("authorization")
+    if headerless and limits.waiting >= limits.sessions * LiveLimits.WAITING_PER_SESSION:
+        await refuse(websocket, 503, f"{limits.waiting} connections are already waiting to send their key, this "
+                                     "server's limit; try again shortly (or send the key in the Authorization header).")
+        return
+    limits.waiting += headerless
+    try:
+        key = await caller(websocket, limits.idle_seconds)
+    finally:
+        limits.waiting -= headerless
     if key is None:
         return
     if limits.open >= limits.sessions:
