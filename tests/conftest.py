@@ -3,6 +3,7 @@ is imported, and the WavLM model is a tiny random-weight one built and saved per
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -395,3 +396,34 @@ def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'bank.db'}"
     return request.getfixturevalue("pg_url")
+
+
+@contextlib.contextmanager
+def serving(args: list[str], env: dict[str, str], timeout: float = 180.0):
+    """``voicebank ARGS`` (a ``serve`` on ``--port 0``) in another process, until it says where it
+    listens; yields its ``http://127.0.0.1:PORT``, and stops it (SIGINT, then kill) on leaving."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", "from voicebank.cli import main; main()", *args],
+                            stderr=subprocess.PIPE, text=True, env={**env, "PYTHONPATH": str(REPO)})
+    try:
+        url, lines = None, []
+        deadline = time.monotonic() + timeout
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stderr.readline()
+            lines.append(line)
+            found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
+            url = found.group(1) if found else None
+        assert url, "voicebank serve did not start:\n" + "".join(lines)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -15,8 +15,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -27,7 +25,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import REPO, synth_voice
+from conftest import REPO, serving, synth_voice
 
 pytestmark = pytest.mark.slow
 
@@ -91,27 +89,8 @@ def served(tmp_path_factory):
     db = tmp_path_factory.mktemp("console-bank") / "bank.db"
     with VoiceBank.open(db, "resemblyzer", create=True, threshold=THRESHOLD, identify_rule="best") as bank:
         keys = {name: bank.api_keys.create(name, role)[1] for name, role in (("ops", "admin"), ("desk", "reader"))}
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-c", "from voicebank.cli import main; main()", "--db", str(db), "serve",
-               "--host", "127.0.0.1", "--port", "0"]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        url, lines = None, []
-        deadline = time.monotonic() + 180
-        while url is None and time.monotonic() < deadline and proc.poll() is None:
-            line = proc.stderr.readline()
-            lines.append(line)
-            found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
-            url = found.group(1) if found else None
-        assert url, "voicebank serve did not start:\n" + "".join(lines)
+    with serving(["--db", str(db), "serve", "--host", "127.0.0.1", "--port", "0"], dict(os.environ)) as url:
         yield url, keys
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import struct
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
-from conftest import REPO, SR, synth_voice
+from conftest import SR, serving, synth_voice
 
 pytest.importorskip("uvicorn", reason="the server extra (uvicorn) is not installed")
 pytest.importorskip("resemblyzer", reason="the server runs in another process: it needs a real model (resemblyzer)")
@@ -33,27 +28,10 @@ def served(tmp_path_factory, voices):
     with VoiceBank.open(db, "resemblyzer", create=True, threshold=THRESHOLD, identify_rule="best") as bank:
         bank.enroll("alice", voices["alice"][:2])
         key = bank.api_keys.create("desk", "reader")[1]
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("VOICEBANK_")}, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "voicebank", "--db", str(db), "serve", "--host", "127.0.0.1", "--port", "0",
-               "--live-sessions", "1", "--live-idle-seconds", "30", "--live-max-seconds", "60"]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        url, lines = None, []
-        deadline = time.monotonic() + 180
-        while url is None and time.monotonic() < deadline and proc.poll() is None:
-            line = proc.stderr.readline()
-            lines.append(line)
-            found = re.search(r"running on http://(127\.0\.0\.1:\d+)", line)
-            url = f"ws://{found.group(1)}/live" if found else None
-        assert url, "voicebank serve did not start:\n" + "".join(lines)
-        yield url, key
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEBANK_")}
+    with serving(["--db", str(db), "serve", "--host", "127.0.0.1", "--port", "0", "--live-sessions", "1",
+                  "--live-idle-seconds", "30", "--live-max-seconds", "60"], env) as url:
+        yield url.replace("http://", "ws://") + "/live", key
 
 
 def until_closed(ws) -> tuple[list[dict], int]:
