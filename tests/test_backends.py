@@ -13,8 +13,8 @@ import importlib.util
 
 import numpy as np
 import pytest
-
 from conftest import FakeEmbedder, synth_voice
+
 from voicebank.embedding import Embedder
 
 # (voice f0 in Hz, seconds): three speakers, three lengths, short (resemblyzer's LSTM is slow on a CPU)
@@ -35,7 +35,7 @@ def _wavlm(request, **options) -> Embedder:
 
 
 def _resemblyzer(request) -> Embedder:
-    _needs("torch", "resemblyzer", "webrtcvad")
+    _needs("resemblyzer", "webrtcvad")
     from voicebank.embedding.resemblyzer import ResemblyzerEmbedder
 
     return ResemblyzerEmbedder(device="cpu")
@@ -106,3 +106,16 @@ def test_a_recording_embeds_the_same_alone_and_in_any_batch(backend, waves, rows
 
 def test_a_repeat_gives_the_same_rows(backend, waves, rows):
     np.testing.assert_allclose(backend.embed(waves), rows, rtol=0, atol=1e-6)
+
+
+def test_resemblyzer_asked_for_a_gpu_it_lacks_says_so():
+    _needs("resemblyzer", "webrtcvad", "torch")
+    import torch
+
+    from voicebank.embedding.resemblyzer import ResemblyzerEmbedder
+    from voicebank.errors import ModelError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(ModelError, match="no CUDA GPU"):
+        ResemblyzerEmbedder(device="cuda").embed([synth_voice(130.0, seconds=1.0)])

@@ -4,7 +4,6 @@ docstring (the version it was checked against), then adapt it or find a public w
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import warnings
 from pathlib import Path
@@ -87,33 +86,6 @@ def test_warnings_filters_changed_forgets_what_was_shown():
         assert len(shown) == 2  # forgotten: shown again
         _warn()
         assert len(shown) == 2  # and remembered again
-
-
-@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
-def test_silero_network_is_the_16khz_network_the_scripted_model_runs():
-    torch = pytest.importorskip("torch")
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("silero-vad is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.jit"
-    scripted = torch.jit.load(str(path), map_location="cpu").eval()
-    network = compat.silero_network(scripted)
-    for part in (network.stft, network.encoder, network.decoder.rnn.weight_ih, network.decoder.decoder):
-        assert part is not None  # what voicebank.vad runs, part by part
-    t = np.arange(6 * 512) / SR
-    wave = (0.3 * np.sin(2 * np.pi * 150 * t) * np.sin(2 * np.pi * 3 * t)).astype(np.float32)
-    context = int(network.context_size_samples)
-    with torch.inference_mode():
-        scripted.reset_states()
-        expected = [float(scripted(torch.from_numpy(wave[i : i + 512])[None], SR)) for i in range(0, len(wave), 512)]
-        before, state, got = torch.zeros(1, context), torch.zeros(2, 1, 128), []
-        for i in range(0, len(wave), 512):
-            x = torch.cat([before, torch.from_numpy(wave[i : i + 512])[None]], dim=1)
-            out, state = network(x, state)
-            before = x[:, -context:]
-            got.append(float(out))
-    assert max(expected) - min(expected) > 0.1  # it hears something change, so the match means something
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
 
 
 def test_the_compat_module_imports_nothing_heavy():

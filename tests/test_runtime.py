@@ -282,7 +282,9 @@ logging.getLogger("numba.core.ssa").warning("THEIR WARNING")
 
 
 @pytest.mark.slow
-def test_identify_with_resemblyzer_imports_no_librosa_scipy_numba_or_transformers(tmp_path):
+def test_identify_with_resemblyzer_imports_no_torch_librosa_scipy_numba_or_transformers(tmp_path):
+    """resemblyzer's network and the speech detector run in numpy (voicebank/nets.py): importing
+    torch, 1 to 2 s, is no part of a resemblyzer bank's identify (bench/cli.py times it)."""
     pytest.importorskip("resemblyzer")
     import soundfile as sf
 
@@ -303,7 +305,7 @@ try:
     main(sys.argv[1:], prog_name="voicebank")
 except SystemExit as exc:
     assert exc.code in (0, 1), exc.code
-print(sorted({m.split(".")[0] for m in sys.modules} & {"librosa", "scipy", "numba", "transformers", "resemblyzer", "fastapi"}))
+print(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "librosa", "scipy", "numba", "transformers", "resemblyzer", "fastapi"}))
 """
     proc = command("--db", db, "identify", str(files[0]), code=code)
     assert proc.returncode == 0, proc.stderr

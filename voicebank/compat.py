@@ -11,7 +11,8 @@ time: each function imports what it reaches into.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,10 +67,3 @@ def warnings_filters_changed() -> None:
     changed = getattr(warnings, "_filters_mutated", None) or getattr(warnings, "_filters_mutated_lock_held", None)
     if changed is not None:
         changed()
-
-
-def silero_network(scripted: Any) -> Any:
-    """The 16 kHz network inside silero-vad's TorchScript model (its ``_model``), whose parts
-    (``stft``, ``encoder``, ``decoder.rnn``, ``decoder.decoder``) can be run on many frames at once
-    rather than 32 ms per call. Checked against silero-vad 6.2.3."""
-    return scripted._model

@@ -1,15 +1,16 @@
-"""Speech detection by a trained voice activity detector: silero-vad, run through torch.
+"""Speech detection by a trained voice activity detector: silero-vad, run in numpy.
 
 :func:`speech_probabilities` gives one probability per 32 ms frame (512 samples at 16 kHz);
 :func:`speech_frames` turns them into decisions the way silero's own ``get_speech_timestamps``
 does (hysteresis, a minimum speech run, short silences bridged). Noise, tones, hum, clicks and
 music get probabilities near 0, which frame energy alone cannot tell from speech.
 
-The TorchScript model that the silero-vad wheel ships is loaded once per process, on first use.
-It is called without its built-in state (the recurrent state is passed explicitly), so any
-number of threads can detect speech at once with the same model and get the same answers as
-one thread. No process-wide setting is touched: the ``silero_vad`` package itself is never
-imported, because importing it calls ``torch.set_num_threads(1)``.
+The weights of the TorchScript model that the silero-vad wheel ships are read once per process,
+on first use, and its 16 kHz network runs in numpy (``voicebank/nets.py``): detecting speech
+never imports torch (1 to 2 s of a command's start). The recurrent state is passed explicitly,
+so any number of threads can detect speech at once with the same network and get the same
+answers as one thread. No process-wide setting is touched: the ``silero_vad`` package itself is
+never imported, because importing it calls ``torch.set_num_threads(1)``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .compat import silero_network
+from . import checkpoint
 from .errors import ModelError
+from .nets import Silero
 
 log = logging.getLogger(__name__)
 
@@ -85,22 +87,15 @@ class Stream:
 def _run(padded: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
     """Probabilities of the frames of ``padded`` (``_CONTEXT`` samples, then whole frames), from the
     recurrent ``state`` (None: a cold start), and the state after the last frame."""
-    import torch
-
-    model, sequence = _load()
+    network = _load()
     frames = (len(padded) - _CONTEXT) // FRAME
     windows = np.lib.stride_tricks.sliding_window_view(padded, _CONTEXT + FRAME)[::FRAME]
     out = np.empty(frames, dtype=np.float32)
-    if state is None:
-        state = (torch.zeros(1, 1, 128), torch.zeros(1, 1, 128))
-    with torch.inference_mode():
-        for first in range(0, frames, _BLOCK):
-            block = torch.from_numpy(np.array(windows[first : first + _BLOCK]))  # a writable copy: no torch warning
-            features = model.encoder(model.stft(block)).squeeze(-1)  # (frames, 128): no state
-            # the recurrent part, frame after frame: silero's LSTMCell run over the block as one sequence
-            hidden, state = sequence(features.unsqueeze(1), state)  # (frames, 1, 128)
-            head = model.decoder.decoder(hidden.squeeze(1).unsqueeze(-1))  # (frames, 1, 1)
-            out[first : first + len(hidden)] = head.reshape(len(hidden), -1).mean(dim=1).numpy()
+    for first in range(0, frames, _BLOCK):
+        features = network.features(np.array(windows[first : first + _BLOCK]))  # (frames, 128): no state
+        # the recurrent part, frame after frame: silero's LSTMCell run over the block as one sequence
+        hidden, state = network.cell.run(features[None], state)
+        out[first : first + len(features)] = network.head(hidden[0])
     return out, state
 
 
@@ -140,43 +135,27 @@ def _at_model_rate(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     return resample(samples, sample_rate, SAMPLE_RATE)
 
 
-def _load() -> tuple[Any, Any]:
-    """The 16 kHz network inside silero's TorchScript model, and its recurrent cell as a sequence
-    model (``_as_sequence``), loaded once per process."""
+def _load() -> Silero:
+    """The 16 kHz network of silero's TorchScript model, loaded once per process."""
     global _model
     with _lock:
         if _model is None:
-            import torch
-
             path = _model_path()
             try:
-                model = silero_network(torch.jit.load(str(path), map_location="cpu").eval())
-                for part in (model.stft, model.encoder, model.decoder.rnn, model.decoder.decoder):
-                    part.eval()
-                sequence = _as_sequence(torch, model.decoder.rnn)
-            except Exception as exc:  # a damaged file, or a silero-vad laid out unlike 5.1-6.2
+                tensors = checkpoint.read_torchscript(path)
+                _model = Silero({k.removeprefix("_model."): v for k, v in tensors.items() if k.startswith("_model.")})
+            except (checkpoint.CheckpointError, KeyError, IndexError, ValueError) as exc:
+                # a damaged file, or a silero-vad laid out unlike 5.1-6.2
                 raise ModelError(
                     f"the speech detector at {path} could not be loaded ({exc}). Reinstall it, at a "
                     'version voicebank was checked with: pip install --force-reinstall "silero-vad==6.2.3"'
                 ) from exc
-            _model = (model, sequence)
             log.debug("loaded silero-vad from %s", path)
         return _model
 
 
-def _as_sequence(torch: Any, cell: Any) -> Any:
-    """An eager ``nn.LSTM`` with the weights of silero's scripted ``LSTMCell``: the same step over
-    a whole block in one call. Called frame by frame, the scripted cell cost about 3 ms a frame
-    (the TorchScript interpreter's per-call overhead), most of the detector's time."""
-    lstm = torch.nn.LSTM(cell.weight_ih.shape[1], cell.weight_hh.shape[1])
-    with torch.no_grad():
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            getattr(lstm, f"{name}_l0").copy_(getattr(cell, name))
-    return lstm.eval()
-
-
 def _model_path() -> Path:
-    # find_spec locates the package without running its __init__ (which changes torch's threads)
+    # find_spec locates the package without running its __init__ (which imports torch and changes its threads)
     spec = importlib.util.find_spec("silero_vad")
     if spec is None or not spec.submodule_search_locations:
         raise ModelError('speech detection needs silero-vad, which is not installed: pip install "silero-vad>=6.2.3"')

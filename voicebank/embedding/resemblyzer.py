@@ -8,6 +8,8 @@ scipy.signal, 2 to 4 s of a command's start) for one mel spectrogram. This modul
 ``preprocess_wav`` then ``VoiceEncoder.embed_utterance`` do, step for step (volume normalization,
 webrtcvad silence trimming, librosa's slaney mel spectrogram, partial utterances of 1.6 s), with
 numpy, webrtcvad and the package's weights; tests/test_audio.py holds it to the package's output.
+The network itself runs in numpy too (``voicebank/nets.py``), so a resemblyzer bank never imports
+torch (1 to 2 s of every command's start), unless asked to run on a GPU (``--device cuda``).
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import os
 import threading
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from .. import runtime
+from .. import checkpoint, runtime
 from ..compat import webrtcvad_speech
 from ..errors import ModelError
+from ..nets import Ge2e
 from ..vectors import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,7 @@ RATE = 16_000
 MEL_WINDOW, MEL_HOP, MEL_CHANNELS = 400, 160, 40  # 25 ms windows every 10 ms, 40 mel bands
 PARTIAL_FRAMES, PARTIAL_RATE, MIN_COVERAGE = 160, 1.3, 0.75  # 1.6 s partials, 1.3 per second
 VAD_WINDOW, VAD_AVERAGE, VAD_MAX_SILENCE = 480, 8, 6  # 30 ms webrtcvad windows
+BATCH = 64  # partials through the network at once (about 10 MB of LSTM gates)
 TARGET_DBFS = -30
 INT16_MAX = 2**15 - 1
 
@@ -51,41 +57,38 @@ class ResemblyzerEmbedder:
     def __init__(self, device: str | None = None):
         self._device = device
         self._lock = threading.Lock()
-        self._loaded: tuple[Any, str, str] | None = None
+        self._loaded: tuple[Callable[[np.ndarray], np.ndarray], str] | None = None
 
     @property
     def model_id(self) -> str:
-        return self._load()[2]
+        return self._load()[1]
 
     def embed(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
         """(n, 256) float32 L2-normalized embeddings of float32 mono waveforms at 16 kHz."""
-        import torch
-
-        encoder, device, _ = self._load()
+        network, _ = self._load()
+        # every recording's 1.6 s partials go through the network together, up to BATCH at a time:
+        # each step of the LSTM is then one larger matrix product, 2 to 3 times the work per second
+        mels, owner = [], []
+        for i, wave in enumerate(waveforms):
+            wave = np.asarray(wave, dtype=np.float32)
+            trimmed = preprocess(wave)  # volume normalization + VAD trim
+            # The VAD can trim short or quiet input to nothing; the raw wave is then the best we have.
+            partials = partial_mels(trimmed if len(trimmed) >= RATE // 2 else wave)
+            mels += partials
+            owner += [i] * len(partials)
         out = np.zeros((len(waveforms), self.dimension), dtype=np.float32)
-        # Short input is zero-padded; the LSTM then computes with denormal floats, which made 1 s
-        # clips about 4x slower on CPU (bench/quality.py), and flushing them to zero changed no
-        # embedding measured there. The flag belongs to the calling thread: set here, put back.
-        flushed = _denormals_flushed(torch)
-        torch.set_flush_denormal(True)
-        try:
-            for i, wave in enumerate(waveforms):
-                wave = np.asarray(wave, dtype=np.float32)
-                trimmed = preprocess(wave)  # volume normalization + VAD trim
-                # The VAD can trim short or quiet input to nothing; the raw wave is then the best we have.
-                out[i] = embed_utterance(encoder, device, trimmed if len(trimmed) >= RATE // 2 else wave, torch)
-        finally:
-            torch.set_flush_denormal(flushed)
-        return l2_normalize(out)
+        for first in range(0, len(mels), BATCH):
+            np.add.at(out, owner[first : first + BATCH], network(np.array(mels[first : first + BATCH])))
+        return l2_normalize(out)  # each recording's mean of its partials' embeddings, normalized
 
-    def _load(self) -> tuple[Any, str, str]:
+    def _load(self) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
         if self._loaded is None:
             with self._lock:
                 if self._loaded is None:
                     self._loaded = self._load_now()
         return self._loaded
 
-    def _load_now(self) -> tuple[Any, str, str]:
+    def _load_now(self) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
         spec = importlib.util.find_spec(NAME)  # where the package is, without running its __init__
         if spec is None or not spec.submodule_search_locations:
             raise ModelError('the resemblyzer backend needs its extra: pip install "voicebank[resemblyzer]".')
@@ -93,24 +96,27 @@ class ResemblyzerEmbedder:
         if not weights.is_file():
             raise ModelError(f"resemblyzer is installed but {weights} is missing: pip install --force-reinstall resemblyzer")
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-        import torch
-
-        from .wavlm import resolve_device, usable_device
-
-        runtime.torch_loaded(torch)
-        device = usable_device(resolve_device(self._device), torch)
-        encoder = _encoder(torch)
-        state = torch.load(str(weights), map_location="cpu")["model_state"]
-        missing = encoder.load_state_dict(state, strict=False).missing_keys
-        if missing:
-            raise ModelError(f"{weights} lacks {', '.join(missing[:3])}: reinstall resemblyzer.")
-        encoder.eval().to(device)
+        try:
+            state = checkpoint.read_torch_legacy(weights)["model_state"]
+            network = Ge2e(state)
+        except (checkpoint.CheckpointError, KeyError, TypeError, IndexError) as exc:
+            raise ModelError(f"{weights} could not be read ({exc}): pip install --force-reinstall resemblyzer") from exc
+        device = self._device or os.environ.get("VOICEBANK_DEVICE") or "auto"
+        if device.startswith("cuda"):
+            network = _on_gpu(state, device)
         log.info("loaded resemblyzer GE2E (%s)", digest)
-        return encoder, device, f"resemblyzer-ge2e:{digest}"
+        return network, f"resemblyzer-ge2e:{digest}"
 
 
-def _encoder(torch: Any) -> Any:
-    """resemblyzer's VoiceEncoder network: 3 LSTM layers of 256, then a linear layer and a ReLU."""
+def _on_gpu(state: dict[str, np.ndarray], device: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The same network in torch on ``device``, asked for by name only: deciding on ``auto``
+    would import torch to ask whether there is a GPU, and this LSTM is quick on a CPU."""
+    import torch
+
+    from .wavlm import usable_device
+
+    runtime.torch_loaded(torch)
+    device = usable_device(device, torch)
     nn = torch.nn
 
     class GE2E(nn.Module):
@@ -119,26 +125,28 @@ def _encoder(torch: Any) -> Any:
             self.lstm = nn.LSTM(MEL_CHANNELS, 256, 3, batch_first=True)
             self.linear = nn.Linear(256, 256)
 
-        def forward(self, mels: Any) -> Any:  # (batch, frames, 40) -> (batch, 256), L2-normed
-            _, (hidden, _) = self.lstm(mels)
-            raw = torch.relu(self.linear(hidden[-1]))
-            return raw / torch.norm(raw, dim=1, keepdim=True)
+    encoder = GE2E()
+    encoder.load_state_dict({k: torch.from_numpy(v) for k, v in state.items() if k.startswith(("lstm.", "linear."))})
+    encoder.eval().to(device)
 
-    return GE2E()
+    def network(mels: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            _, (hidden, _) = encoder.lstm(torch.from_numpy(mels).to(device))
+            raw = torch.relu(encoder.linear(hidden[-1]))
+            return (raw / torch.norm(raw, dim=1, keepdim=True)).cpu().numpy()
+
+    return network
 
 
-def embed_utterance(encoder: Any, device: str, wave: np.ndarray, torch: Any) -> np.ndarray:
-    """(256,) float32 L2-normed: the mean of the embeddings of 1.6 s partials of ``wave``."""
+def partial_mels(wave: np.ndarray) -> list[np.ndarray]:
+    """The (160, 40) mel spectrograms of the 1.6 s partials of ``wave`` (its embedding is the
+    normalized mean of theirs, as in resemblyzer's ``VoiceEncoder.embed_utterance``)."""
     starts = partial_starts(len(wave))
     stop = (starts[-1] + PARTIAL_FRAMES) * MEL_HOP
     if stop >= len(wave):
         wave = np.pad(wave, (0, stop - len(wave)))
     mel = mel_spectrogram(wave)
-    mels = np.array([mel[s : s + PARTIAL_FRAMES] for s in starts])
-    with torch.no_grad():
-        partials = encoder(torch.from_numpy(mels).to(device)).cpu().numpy()
-    mean = np.mean(partials, axis=0)
-    return mean / np.linalg.norm(mean, 2)
+    return [mel[s : s + PARTIAL_FRAMES] for s in starts]
 
 
 def partial_starts(samples: int) -> list[int]:
@@ -237,9 +245,3 @@ def _hz_to_mel(hz: float) -> float:
 
 def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
     return np.where(mels >= _MIN_LOG_MEL, _MIN_LOG_HZ * np.exp(_LOG_STEP * (mels - _MIN_LOG_MEL)), _F_SP * mels)
-
-
-def _denormals_flushed(torch: Any) -> bool:
-    """Whether this thread flushes denormal floats to zero (torch has no getter): half of the
-    smallest normal float32 survives only when it does not."""
-    return bool((torch.tensor([2.0**-126]) * 0.5).item() == 0.0)

@@ -1,0 +1,125 @@
+"""The two small networks voicebank runs on every recording, in numpy: silero-vad's 16 kHz speech
+detector and resemblyzer's GE2E speaker encoder. Neither needs torch, whose import costs 1 to 2 s
+of every command that detects speech; both compute what the packages' own torch models compute
+(tests/test_vad.py and tests/test_audio.py hold them to those, within float32 rounding).
+
+Weights come from the files the packages ship, read without torch (``voicebank/checkpoint.py``):
+silero's TorchScript ``silero_vad.jit`` and resemblyzer's ``pretrained.pt``. Each network is immutable once built; the
+recurrent state is passed in and out, so any number of threads can share one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+
+_STEPS = 32  # steps whose input projection is computed together
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # tanh form: no overflow warning for large negative inputs, and float32 stays float32
+    return np.tanh(x * 0.5) * 0.5 + 0.5
+
+
+class Lstm:
+    """A stack of LSTM layers as ``torch.nn.LSTM`` (batch first) computes them; a single
+    ``nn.LSTMCell`` is a stack of one. ``layers``: ``(weight_ih, weight_hh, bias_ih, bias_hh)``
+    per layer, torch's shapes and gate order (input, forget, cell, output)."""
+
+    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]):
+        self.hidden = layers[0][1].shape[1]
+        order = np.r_[0 : 2 * self.hidden, 3 * self.hidden : 4 * self.hidden, 2 * self.hidden : 3 * self.hidden]
+        # the gates reordered (input, forget, output, cell) so one call covers the three sigmoids
+        self._layers = [(np.ascontiguousarray(w_ih[order].T, np.float32), np.ascontiguousarray(w_hh[order].T, np.float32),
+                         (b_ih + b_hh)[order].astype(np.float32)) for w_ih, w_hh, b_ih, b_hh in layers]
+
+    def run(self, x: np.ndarray, state: tuple[np.ndarray, np.ndarray] | None = None
+            ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """``x`` (batch, steps, inputs) -> the last layer's outputs (batch, steps, hidden) and the
+        state after the last step, ``(h, c)`` each (layers, batch, hidden); ``state`` None: zeros."""
+        batch, steps, _ = x.shape
+        size = self.hidden
+        if state is None:
+            zeros = np.zeros((len(self._layers), batch, size), np.float32)
+            state = (zeros, zeros.copy())
+        h_out, c_out = np.empty_like(state[0]), np.empty_like(state[1])
+        gates = np.empty((batch, 4 * size), np.float32)
+        for k, (w_ih, w_hh, bias) in enumerate(self._layers):
+            h, c = state[0][k], state[1][k]
+            out = np.empty((batch, steps, size), np.float32)
+            for first in range(0, steps, _STEPS):
+                # the input's share of the gates for a block of steps at once: one large product
+                # instead of one per step, without holding (batch, steps, 4 x hidden) at a time
+                gates_in = x[:, first : first + _STEPS].astype(np.float32, copy=False) @ w_ih + bias
+                for t in range(gates_in.shape[1]):
+                    np.matmul(h, w_hh, out=gates)
+                    gates += gates_in[:, t]
+                    sig = _sigmoid(gates[:, : 3 * size])
+                    c = sig[:, size : 2 * size] * c + sig[:, :size] * np.tanh(gates[:, 3 * size :])
+                    h = sig[:, 2 * size :] * np.tanh(c)
+                    out[:, first + t] = h
+            h_out[k], c_out[k] = h, c
+            x = out
+        return x, (h_out, c_out)
+
+
+def _conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
+    """``torch.nn.functional.conv1d`` with padding 1 and a kernel of 3, channels last:
+    ``x`` (batch, length, in) -> (batch, length', out)."""
+    length = (x.shape[1] - 1) // stride + 1
+    padded = np.pad(x, ((0, 0), (1, 1), (0, 0)))
+    out = np.broadcast_to(bias, (x.shape[0], length, len(bias))).copy()
+    for k in range(weight.shape[2]):
+        out += padded[:, k : k + stride * (length - 1) + 1 : stride] @ weight[:, :, k].T
+    return out
+
+
+class Silero:
+    """silero-vad's 16 kHz network (the ``_model`` of its TorchScript file, 5.x and 6.x): a fixed
+    STFT, four convolutions, an LSTM cell and a sigmoid head; one probability per 512-sample frame
+    seen with the 64 samples before it. ``weights``: that network's tensors by their names in it."""
+
+    WINDOW = 576  # 64 samples of context + a 512-sample frame
+    _STRIDES = (1, 2, 2, 1)
+
+    def __init__(self, weights: Mapping[str, np.ndarray]):
+        self._basis = np.ascontiguousarray(weights["stft.forward_basis_buffer"][:, 0, :].T)  # (256, 258)
+        self._convs = [(weights[f"encoder.{i}.reparam_conv.weight"], weights[f"encoder.{i}.reparam_conv.bias"])
+                       for i in range(4)]
+        self.cell = Lstm([tuple(weights[f"decoder.rnn.{n}"] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))])
+        self._head = (weights["decoder.decoder.2.weight"][0, :, 0], float(weights["decoder.decoder.2.bias"][0]))
+
+    def features(self, windows: np.ndarray) -> np.ndarray:
+        """(frames, 576) float32 -> (frames, 128): everything before the recurrent cell."""
+        padded = np.concatenate([windows, windows[:, -2:-66:-1]], axis=1)  # reflect 64 samples on the right
+        frames = np.lib.stride_tricks.sliding_window_view(padded, 256, axis=1)[:, ::128]  # (n, 4, 256)
+        spectrum = frames @ self._basis  # (n, 4, 258): real parts, then imaginary
+        cut = spectrum.shape[2] // 2
+        x = np.sqrt(spectrum[:, :, :cut] ** 2 + spectrum[:, :, cut:] ** 2)
+        for (weight, bias), stride in zip(self._convs, self._STRIDES):
+            x = np.maximum(_conv1d(x, weight, bias, stride), 0.0)
+        return x[:, 0, :]
+
+    def head(self, hidden: np.ndarray) -> np.ndarray:
+        """(frames, 128) outputs of the cell -> (frames,) speech probabilities."""
+        weight, bias = self._head
+        return _sigmoid(np.maximum(hidden, 0.0) @ weight + np.float32(bias)).astype(np.float32)
+
+
+class Ge2e:
+    """resemblyzer's VoiceEncoder: three LSTM layers of 256 over 40 mel bands, then a linear layer,
+    a ReLU and L2 normalization of the last step's output."""
+
+    def __init__(self, state: Mapping[str, np.ndarray]):
+        self._lstm = Lstm([tuple(state[f"lstm.{n}_l{k}"] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                           for k in range(3)])
+        self._linear = (np.ascontiguousarray(state["linear.weight"].T, np.float32), state["linear.bias"].astype(np.float32))
+
+    def __call__(self, mels: np.ndarray) -> np.ndarray:
+        """(batch, frames, 40) -> (batch, 256), each L2-normalized."""
+        _, (hidden, _) = self._lstm.run(mels)
+        weight, bias = self._linear
+        raw = np.maximum(hidden[-1] @ weight + bias, 0.0)
+        return raw / np.linalg.norm(raw, axis=1, keepdims=True)
