@@ -150,8 +150,12 @@ def main() -> None:
     p.add_argument("--sessions", type=int, default=4, help="sessions fed at once for the update cost")
     p.add_argument("--seconds", type=float, default=20.0, help="seconds of each real-time session")
     p.add_argument("--max-sessions", type=int, default=16, help="the most sessions tried for capacity")
+    p.add_argument("--network", choices=["auto", "numpy", "torch"], default="auto",
+                   help="where the speech detector's and resemblyzer's networks run (VOICEBANK_NETS; default auto: "
+                        "torch, which this script imports, as a server does; numpy: as a process without torch)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "stream.json")
     args = p.parse_args()
+    os.environ["VOICEBANK_NETS"] = args.network
 
     import torch
 
@@ -162,6 +166,7 @@ def main() -> None:
     res: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                              "torch_threads": torch.get_num_threads(), "load_1min": round(os.getloadavg()[0], 2)},
                  "versions": {"python": platform.python_version(), "torch": torch.__version__},
+                 "network": args.network,
                  "rule": {k: getattr(live, k) for k in ("FIRST_SPEECH", "UPDATE_SPEECH", "PIECE_SECONDS", "MAX_PIECES",
                                                          "RECENT_PIECES", "MIN_EARLIER_PIECES", "CHANGE_OFFSET",
                                                          "CHANGE_CONFIRM")}}

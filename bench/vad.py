@@ -2,7 +2,7 @@
 
 On the same recordings, one at a time as ``audio.load`` meets them: silero-vad as voicebank runs
 it (``voicebank.audio.speech_seconds``), and the embedders' ``embed``: resemblyzer (when
-installed), the tests' tiny random-weight WavLM, and the full wavlm-base-plus-sv architecture
+installed; also all recordings in one call, as enrollment makes it), the tests' tiny random-weight WavLM, and the full wavlm-base-plus-sv architecture
 with random weights (speed does not depend on weight values; nothing is downloaded). The audio is
 the first recordings of ../shared/data/speech, or synthetic speech from tests/conftest.py where
 that folder is absent. Prints the machine and a table of compute seconds per second of audio (per
@@ -64,6 +64,12 @@ def costs(steps: dict, waves: list[np.ndarray], repeat: int) -> dict[str, float]
     return {name: float(times.sum()) for name, times in best.items()}
 
 
+def _timed(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=120.0, help="seconds of audio to time (default: 120)")
@@ -106,6 +112,8 @@ def main() -> None:
         full = XVectorEmbedder(str(full_dir), device="cpu")
         steps["wavlm-base-plus-sv embed"] = lambda w: full.embed([w])
         rows = costs(steps, waves, args.repeat)
+    if "resemblyzer embed" in steps:  # the way enrollment and eval call it: many recordings in one call
+        rows["resemblyzer embed, all at once"] = min(_timed(lambda: resemblyzer.embed(waves)) for _ in range(args.repeat))
 
     vad_s = rows["silero-vad (speech_seconds)"]
     table = [{"what": what, "seconds": round(s, 3), "seconds_per_audio_second": round(s / audio_s, 5),

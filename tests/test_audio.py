@@ -377,9 +377,11 @@ def test_resampling_matches_librosa_soxr_hq(rate):
     assert np.max(np.abs(ours - theirs)) < 1e-6
 
 
-def test_resemblyzer_front_end_is_the_packages_own():
+@pytest.mark.parametrize("network", ["numpy", "torch"])
+def test_resemblyzer_front_end_is_the_packages_own(network):
     """Mel spectrogram, volume normalization and silence trimming as resemblyzer (through librosa)
-    computes them, and the same embeddings from the package's own VoiceEncoder."""
+    computes them, and the same embeddings from the package's own VoiceEncoder, with the network
+    run in numpy (a process without torch) and in torch (a server)."""
     resemblyzer = pytest.importorskip("resemblyzer")
     from resemblyzer import audio as theirs
 
@@ -395,7 +397,10 @@ def test_resemblyzer_front_end_is_the_packages_own():
     assert trimmed.size < voice.size  # the second of silence is cut
     np.testing.assert_allclose(trimmed, theirs.preprocess_wav(voice, source_sr=SR), atol=1e-6)
     encoder = resemblyzer.VoiceEncoder("cpu", verbose=False)
-    embedder = ours.ResemblyzerEmbedder(device="cpu")
+    embedder = ours.ResemblyzerEmbedder(device="cpu", network=network)
     for wave in (voice, voice[: 2 * SR], np.tile(voice, 3)):  # one partial, several, many
         expected = encoder.embed_utterance(theirs.preprocess_wav(wave, source_sr=SR))
         assert float(embedder.embed([wave])[0] @ expected) > 0.99999
+    together = embedder.embed([voice, voice[: 2 * SR], np.tile(voice, 3)])  # partials batched across recordings
+    alone = np.stack([embedder.embed([w])[0] for w in (voice, voice[: 2 * SR], np.tile(voice, 3))])
+    assert np.min(np.sum(together * alone, axis=1)) > 0.99999

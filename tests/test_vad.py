@@ -169,6 +169,54 @@ def test_the_fast_path_gives_silero_s_own_probabilities():
     np.testing.assert_allclose(vad.speech_probabilities(wave, SR), reference, atol=1e-5)
 
 
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_both_engines_give_silero_s_own_probabilities_with_state_carried(engine):
+    """The recurrent cell in numpy (a process without torch) and in torch (one that has it), the
+    state carried between pieces as a live stream carries it."""
+    import torch
+
+    from voicebank import checkpoint, nets
+
+    wave = np.concatenate([colored_noise(2, 0.7), synth_voice(180.0, seconds=1.5, seed=12)]).astype(np.float32)
+    wave = np.concatenate([wave, np.zeros(-len(wave) % vad.FRAME, np.float32)])
+    model = torch.jit.load(str(vad._model_path()), map_location="cpu").eval()
+    model.reset_states()
+    with torch.inference_mode():
+        reference = [float(model(torch.from_numpy(chunk), SR)) for chunk in wave.reshape(-1, vad.FRAME)]
+    tensors = checkpoint.read_torchscript(vad._model_path())
+    network = nets.Silero({k.removeprefix("_model."): v for k, v in tensors.items() if k.startswith("_model.")}, engine)
+    padded = np.concatenate([np.zeros(64, np.float32), wave])
+    windows = np.array(np.lib.stride_tricks.sliding_window_view(padded, nets.Silero.WINDOW)[:: vad.FRAME])
+    got, state = [], None
+    for piece in np.array_split(windows, [5, 6, 20]):  # pieces of 5, 1, 14 and the rest of the frames
+        hidden, state = network.cell.run(network.features(piece)[None], state)
+        got += network.head(hidden[0]).tolist()
+    assert max(reference) - min(reference) > 0.5  # it hears the voice begin, so the match means something
+    np.testing.assert_allclose(got, reference, atol=1e-5)
+
+
+def test_voicebank_nets_chooses_where_an_lstm_runs_and_both_agree_with_torch(monkeypatch):
+    import torch
+
+    from voicebank import nets
+
+    reference = torch.nn.LSTM(6, 5, 2, batch_first=True).eval()
+    layers = [tuple(getattr(reference, f"{n}_l{k}").detach().numpy() for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+              for k in range(2)]
+    x = np.random.default_rng(3).standard_normal((3, 40, 6)).astype(np.float32)
+    with torch.no_grad():
+        expected, (h, c) = reference(torch.from_numpy(x))
+    for engine in ("numpy", "torch"):
+        monkeypatch.setenv("VOICEBANK_NETS", engine)
+        lstm = nets.Lstm(layers)  # engine "auto": the variable decides, whatever the process has loaded
+        out, state = lstm.run(x[:, :25])
+        out2, state = lstm.run(x[:, 25:], state)  # the state carried across calls
+        assert (lstm._torch is not None) == (engine == "torch")
+        np.testing.assert_allclose(np.concatenate([out, out2], axis=1), expected.numpy(), atol=1e-5)
+        np.testing.assert_allclose(state[0], h.numpy(), atol=1e-5)
+        np.testing.assert_allclose(state[1], c.numpy(), atol=1e-5)
+
+
 def test_threads_get_the_answers_of_one_thread(monkeypatch):
     waves = [synth_voice(f0, 3.0, seed=k) for k, f0 in enumerate([110.0, 180.0, 250.0, 320.0])]
     waves += [NOT_SPEECH["pink noise"]().astype(np.float32), chords().astype(np.float32)]

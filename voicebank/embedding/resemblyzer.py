@@ -8,8 +8,10 @@ scipy.signal, 2 to 4 s of a command's start) for one mel spectrogram. This modul
 ``preprocess_wav`` then ``VoiceEncoder.embed_utterance`` do, step for step (volume normalization,
 webrtcvad silence trimming, librosa's slaney mel spectrogram, partial utterances of 1.6 s), with
 numpy, webrtcvad and the package's weights; tests/test_audio.py holds it to the package's output.
-The network itself runs in numpy too (``voicebank/nets.py``), so a resemblyzer bank never imports
-torch (1 to 2 s of every command's start), unless asked to run on a GPU (``--device cuda``).
+The network is ``voicebank/nets.py``'s: its LSTM runs in numpy where torch is not loaded, so a
+resemblyzer command never imports it (1 to 2 s of every start), and in torch in a process that
+has loaded it already (a server: ``voicebank serve`` does, once, at start). Both compute the same
+embeddings (tests/test_audio.py holds each to the package's).
 """
 
 from __future__ import annotations
@@ -54,8 +56,12 @@ class ResemblyzerEmbedder:
     sample_rate = RATE
     dimension = 256
 
-    def __init__(self, device: str | None = None):
-        self._device = device
+    def __init__(self, device: str | None = None, network: str = "auto"):
+        """``device``: ``cuda`` runs the network there (in torch); ``network``: where its LSTM runs
+        on a CPU, ``numpy``, ``torch`` or ``auto`` (``voicebank.nets.Lstm``)."""
+        if network not in ("auto", "numpy", "torch"):
+            raise ValueError(f"network must be auto, numpy or torch, not {network!r}")
+        self._device, self._network = device, network
         self._lock = threading.Lock()
         self._loaded: tuple[Callable[[np.ndarray], np.ndarray], str] | None = None
 
@@ -98,7 +104,7 @@ class ResemblyzerEmbedder:
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
         try:
             state = checkpoint.read_torch_legacy(weights)["model_state"]
-            network = Ge2e(state)
+            network = Ge2e(state, self._network)
         except (checkpoint.CheckpointError, KeyError, TypeError, IndexError) as exc:
             raise ModelError(f"{weights} could not be read ({exc}): pip install --force-reinstall resemblyzer") from exc
         device = self._device or os.environ.get("VOICEBANK_DEVICE") or "auto"

@@ -9,7 +9,7 @@ import os
 import socket
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Iterator
 
 import numpy as np
@@ -32,6 +32,11 @@ def open_bank(db: str | os.PathLike | None = None, model: Any = None, device: st
     ``max_lag`` seconds (see ``VoiceBank.open``)."""
     from ..bank import VoiceBank
     from ..embedding import load_embedder
+
+    # A server lives long: importing torch once (1 to 2 s) buys the faster LSTM for every request
+    # and live update (a resemblyzer bank runs its network in torch where torch is loaded).
+    with suppress(ImportError):
+        import torch  # noqa: F401
 
     if model is None or isinstance(model, (str, os.PathLike)):
         with VoiceBank.open(db, model, device=device, primary=primary, max_lag=max_lag) as probe:  # opening loads no model
