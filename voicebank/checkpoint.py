@@ -1,5 +1,6 @@
-"""Model weights read into numpy without torch: a checkpoint in torch's legacy serialization (the format of ``torch.save`` before torch 1.6, which resemblyzer's
-``pretrained.pt`` uses), and the tensors of a TorchScript archive (silero-vad's ``silero_vad.jit``).
+"""Model weights read into numpy without torch: a checkpoint in torch's legacy serialization
+(the format of ``torch.save`` before torch 1.6, which resemblyzer's ``pretrained.pt`` uses), and
+the tensors of a TorchScript archive (silero-vad's ``silero_vad.jit``).
 
 Importing torch costs 1 to 2 s of a command's start; the speech detector and the resemblyzer
 network need only their weights and a few matrix products (``voicebank/nets.py``). The legacy

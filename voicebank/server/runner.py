@@ -30,13 +30,16 @@ def open_bank(db: str | os.PathLike | None = None, model: Any = None, device: st
     is loaded and checked against the bank now, so a wrong model fails at start-up rather than
     on the first request. ``primary``: ``db`` is a read replica of it, which may lag it by at most
     ``max_lag`` seconds (see ``VoiceBank.open``)."""
+    from .. import runtime
     from ..bank import VoiceBank
     from ..embedding import load_embedder
 
     # A server lives long: importing torch once (1 to 2 s) buys the faster LSTM for every request
     # and live update (a resemblyzer bank runs its network in torch where torch is loaded).
     with suppress(ImportError):
-        import torch  # noqa: F401
+        import torch
+
+        runtime.torch_loaded(torch)  # the threads `configure` asked for, as every module that loads torch does
 
     if model is None or isinstance(model, (str, os.PathLike)):
         with VoiceBank.open(db, model, device=device, primary=primary, max_lag=max_lag) as probe:  # opening loads no model
