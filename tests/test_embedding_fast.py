@@ -137,6 +137,7 @@ def test_tiny_model_mixed_lengths_batched_match_the_reference(tiny_dir, mixed, p
     assert cosines(alone, ours).min() >= 0.99999
 
 
+@pytest.mark.slow
 def test_full_size_model_matches_the_reference(full_dir):
     """wavlm-base-plus-sv's architecture (random weights): bf16 fast path on the CPU, the CUDA
     code path (time-major encoder, bf16 mask) run on the CPU, and float32."""

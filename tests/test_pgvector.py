@@ -40,6 +40,7 @@ def pg_bank(pgvector_url):
         store.dispose()
 
 
+@pytest.mark.slow
 def test_recall_replace_and_remove_at_scale(pg_bank):
     """5,000 clustered voiceprints, so that PostgreSQL walks the HNSW graph (not a table scan)."""
     ids, vectors, queries = _big()
@@ -62,6 +63,7 @@ def test_recall_replace_and_remove_at_scale(pg_bank):
     contract.assert_answers_like_exact(search.search, live, live_vectors, probe, min_recall=0.98)
 
 
+@pytest.mark.slow
 def test_a_walk_through_deleted_rows_falls_back_to_an_exact_scan(pg_bank, caplog):
     """Rows deleted but not yet vacuumed stay in the graph, and the walk skips them (iterative scans
     are off): when the neighbourhood of a probe is all deleted, the walk returns fewer live rows than
