@@ -401,7 +401,8 @@ def db_url(request, tmp_path) -> str:
 @contextlib.contextmanager
 def serving(args: list[str], env: dict[str, str], timeout: float = 180.0):
     """``voicebank ARGS`` (a ``serve`` on ``--port 0``) in another process, until it says where it
-    listens; yields its ``http://127.0.0.1:PORT``, and stops it (SIGINT, then kill) on leaving."""
+    listens; yields its ``http://127.0.0.1:PORT``, and stops it (SIGINT, then kill) on leaving: it
+    must then exit with 0, as Ctrl-C leaves a server."""
     import re
     import signal
     import subprocess
@@ -427,3 +428,4 @@ def serving(args: list[str], env: dict[str, str], timeout: float = 180.0):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    assert proc.returncode == 0, f"voicebank serve exited with {proc.returncode} on SIGINT"

@@ -7,10 +7,7 @@ from __future__ import annotations
 import io
 import os
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +20,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from conftest import REPO, SR, TINY_THRESHOLD, model_of, synth_voice, table_dump
+from conftest import SR, TINY_THRESHOLD, model_of, serving, synth_voice, table_dump
 from voicebank import VoiceBank
 from voicebank.cli import main
 from voicebank.embedding import load_embedder
@@ -563,19 +560,9 @@ def test_voicebank_serve(tmp_path, model, voices):
         bank.enroll("alice", voices["alice"][:2])
     runner = CliRunner()
     key = runner.invoke(main, ["--db", str(db), "apikey", "create", "ci", "--role", "reader"]).stdout.strip()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-c", "from voicebank.cli import main; main()", "--db", str(db), "--model", str(model),
-               "serve", "--host", "127.0.0.1", "--port", "0", "--max-upload-mb", "2", "--max-seconds", "5"]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        url, lines = None, []
-        deadline = time.monotonic() + 120
-        while url is None and time.monotonic() < deadline and proc.poll() is None:
-            line = proc.stderr.readline()
-            lines.append(line)
-            found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
-            url = found.group(1) if found else None
-        assert url, "".join(lines)
+    args = ["--db", str(db), "--model", str(model), "serve", "--host", "127.0.0.1", "--port", "0",
+            "--max-upload-mb", "2", "--max-seconds", "5"]
+    with serving(args, dict(os.environ), timeout=120) as url:  # and it exits with 0 on SIGINT
         assert httpx.get(f"{url}/health", timeout=30).json()["status"] == "ok"
         headers = {"Authorization": f"Bearer {key}"}
         response = httpx.post(f"{url}/identify", files=[upload(voices["alice"][2])], headers=headers, timeout=60)
@@ -583,14 +570,6 @@ def test_voicebank_serve(tmp_path, model, voices):
         long = wav_bytes(synth_voice(150.0, seconds=6))
         response = httpx.post(f"{url}/identify", files={"file": ("l.wav", long)}, headers=headers, timeout=60)
         assert "maximum of 5 s" in error_of(response, 422)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0
     assert last_audit(db)["client"] == "ci"
 
 
