@@ -5,8 +5,9 @@ already (:class:`Lstm`). Both compute what the packages' own torch models comput
 (tests/test_vad.py and tests/test_audio.py hold them to those, within float32 rounding).
 
 Weights come from the files the packages ship, read without torch (``voicebank/checkpoint.py``):
-silero's TorchScript ``silero_vad.jit`` and resemblyzer's ``pretrained.pt``. Each network is immutable once built; the
-recurrent state is passed in and out, so any number of threads can share one.
+silero's TorchScript ``silero_vad.jit`` and resemblyzer's ``pretrained.pt``. A network keeps no
+state between calls (the recurrent state is passed in and out), so any number of threads can
+share one.
 """
 
 from __future__ import annotations
