@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from pathlib import Path
 
 
 def machine(torch: bool = False) -> dict:
@@ -68,6 +69,17 @@ def _memory_gib() -> float | None:
             return round(int(f.readline().split()[1]) / 2**20, 1)
     except (OSError, ValueError, IndexError):
         return None
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of process ``pid`` in MB, or None once it has gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
 if __name__ == "__main__":  # python bench/_env.py: this machine, as every benchmark records it

@@ -40,19 +40,8 @@ from serve import build_bank, start_server, wav  # noqa: E402
 
 import httpx  # noqa: E402
 
-from _env import describe, machine  # noqa: E402
+from _env import describe, machine, rss_mb  # noqa: E402
 from voicebank import VoiceBank  # noqa: E402
-
-
-def rss_mb(pid: int) -> float | None:
-    """Resident memory of process ``pid`` in MB, or None once it has gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def hostile_uploads(rng: np.random.Generator) -> list[tuple[str, dict, dict]]:

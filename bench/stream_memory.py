@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 import tempfile
 import time
@@ -33,16 +34,10 @@ warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from _env import describe, machine  # noqa: E402
+from _env import describe, machine, rss_mb  # noqa: E402
 from stream import CHUNK, SR, call, corpus  # noqa: E402
 
 MB = 2**20
-
-
-def resident() -> float:
-    """This process's resident memory in MB (VmRSS)."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
 
 def feed(session, samples) -> None:
@@ -54,14 +49,14 @@ def feed(session, samples) -> None:
 def per_session(bank, calls: list[tuple[str, object]], count: int) -> dict:
     """Hold ``count`` sessions open at once, each fed its call; traced bytes per session."""
     gc.collect()
-    before, rss_before = tracemalloc.get_traced_memory()[0], resident()
+    before, rss_before = tracemalloc.get_traced_memory()[0], rss_mb(os.getpid())
     sessions = []
     for k in range(count):
         name, samples = calls[k % len(calls)]
         sessions.append(bank.listen(name))
         feed(sessions[-1], samples)
     gc.collect()
-    held, rss_held = tracemalloc.get_traced_memory()[0], resident()
+    held, rss_held = tracemalloc.get_traced_memory()[0], rss_mb(os.getpid())
     for session in sessions:
         session.close()
     return {"sessions": count, "traced_kb_per_session": round((held - before) / count / 1024, 1),
@@ -80,7 +75,7 @@ def many(bank, calls: list[tuple[str, object]], count: int, every: int) -> list[
         if k % every == 0:
             gc.collect()
             curve.append({"sessions": k, "traced_mb": round(tracemalloc.get_traced_memory()[0] / MB, 2),
-                          "rss_mb": round(resident(), 1), "seconds": round(time.perf_counter() - began, 1)})
+                          "rss_mb": round(rss_mb(os.getpid()), 1), "seconds": round(time.perf_counter() - began, 1)})
             print(f"  after {k:5d} sessions: traced {curve[-1]['traced_mb']:8.2f} MB, "
                   f"resident {curve[-1]['rss_mb']:7.1f} MB ({curve[-1]['seconds']:.0f} s)", flush=True)
     return curve

@@ -215,6 +215,11 @@ def test_voicebank_nets_chooses_where_an_lstm_runs_and_both_agree_with_torch(mon
         np.testing.assert_allclose(np.concatenate([out, out2], axis=1), expected.numpy(), atol=1e-5)
         np.testing.assert_allclose(state[0], h.numpy(), atol=1e-5)
         np.testing.assert_allclose(state[1], c.numpy(), atol=1e-5)
+    monkeypatch.setenv("VOICEBANK_NETS", "numpyy")  # a typo is said, not taken for auto
+    with pytest.raises(ModelError, match="VOICEBANK_NETS is 'numpyy': set it to numpy, torch or auto"):
+        nets.Lstm(layers).run(x)
+    with pytest.raises(ValueError, match="engine must be auto, numpy or torch"):
+        nets.Lstm(layers, "gpu")
 
 
 def test_threads_get_the_answers_of_one_thread(monkeypatch):

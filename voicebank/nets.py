@@ -20,12 +20,19 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ModelError
+
 _STEPS = 32  # steps whose input projection is computed together
+
+
+ENGINES = ("auto", "numpy", "torch")
 
 
 def _in_torch(engine: str) -> bool:
     if engine == "auto":  # VOICEBANK_NETS=numpy or torch overrides what the process has loaded
         engine = os.environ.get("VOICEBANK_NETS", "auto")
+        if engine not in ENGINES:
+            raise ModelError(f"VOICEBANK_NETS is {engine!r}: set it to numpy, torch or auto, or unset it.")
     return engine == "torch" or (engine == "auto" and "torch" in sys.modules)
 
 
@@ -46,10 +53,12 @@ class Lstm:
     otherwise, so that nothing here ever imports it (``VOICEBANK_NETS=numpy`` or ``torch`` chooses
     for the whole process)."""
 
-    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], engine: str = "auto"):
-        if engine not in ("auto", "numpy", "torch"):
+    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], engine: str = "auto",
+                 device: str = "cpu"):
+        """``device``: where the torch engine runs (a GPU: ``cuda``); numpy runs on the CPU."""
+        if engine not in ENGINES:
             raise ValueError(f"engine must be auto, numpy or torch, not {engine!r}")
-        self.engine, self._weights, self._torch = engine, layers, None
+        self.engine, self.device, self._weights, self._torch = engine, device, layers, None
         self._lock = threading.Lock()
         self.hidden = layers[0][1].shape[1]
         order = np.r_[0 : 2 * self.hidden, 3 * self.hidden : 4 * self.hidden, 2 * self.hidden : 3 * self.hidden]
@@ -100,11 +109,11 @@ class Lstm:
         torch.set_flush_denormal(True)
         try:
             with torch.no_grad():
-                initial = None if state is None else (torch.from_numpy(state[0]), torch.from_numpy(state[1]))
-                out, (h, c) = lstm(torch.from_numpy(np.ascontiguousarray(x, np.float32)), initial)
+                initial = None if state is None else tuple(torch.from_numpy(s).to(self.device) for s in state)
+                out, (h, c) = lstm(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device), initial)
         finally:
             torch.set_flush_denormal(flushed)
-        return out.numpy(), (h.numpy(), c.numpy())
+        return out.cpu().numpy(), (h.cpu().numpy(), c.cpu().numpy())
 
     def _torch_lstm(self, torch: Any) -> Any:
         with self._lock:
@@ -114,7 +123,7 @@ class Lstm:
                     for k, tensors in enumerate(self._weights):
                         for name, value in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), tensors):
                             getattr(lstm, f"{name}_l{k}").copy_(torch.from_numpy(np.asarray(value, np.float32)))
-                self._torch = lstm.eval()
+                self._torch = lstm.eval().to(self.device)
             return self._torch
 
 
@@ -197,9 +206,9 @@ class Ge2e:
     """resemblyzer's VoiceEncoder: three LSTM layers of 256 over 40 mel bands, then a linear layer,
     a ReLU and L2 normalization of the last step's output."""
 
-    def __init__(self, state: Mapping[str, np.ndarray], engine: str = "auto"):
+    def __init__(self, state: Mapping[str, np.ndarray], engine: str = "auto", device: str = "cpu"):
         self._lstm = Lstm([tuple(state[f"lstm.{n}_l{k}"] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-                           for k in range(3)], engine)
+                           for k in range(3)], engine, device)
         self._linear = (np.ascontiguousarray(state["linear.weight"].T, np.float32), state["linear.bias"].astype(np.float32))
 
     def __call__(self, mels: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import numpy as np
 from .. import checkpoint, runtime
 from ..compat import webrtcvad_speech
 from ..errors import ModelError
-from ..nets import Ge2e
+from ..nets import ENGINES, Ge2e
 from ..vectors import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,11 @@ class ResemblyzerEmbedder:
     def __init__(self, device: str | None = None, network: str = "auto"):
         """``device``: ``cuda`` runs the network there (in torch); ``network``: where its LSTM runs
         on a CPU, ``numpy``, ``torch`` or ``auto`` (``voicebank.nets.Lstm``)."""
-        if network not in ("auto", "numpy", "torch"):
+        if network not in ENGINES:
             raise ValueError(f"network must be auto, numpy or torch, not {network!r}")
         self._device, self._network = device, network
         self._lock = threading.Lock()
-        self._loaded: tuple[Callable[[np.ndarray], np.ndarray], str] | None = None
+        self._loaded: tuple[Ge2e, str] | None = None
 
     @property
     def model_id(self) -> str:
@@ -87,14 +87,14 @@ class ResemblyzerEmbedder:
             np.add.at(out, owner[first : first + BATCH], network(np.array(mels[first : first + BATCH])))
         return l2_normalize(out)  # each recording's mean of its partials' embeddings, normalized
 
-    def _load(self) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    def _load(self) -> tuple[Ge2e, str]:
         if self._loaded is None:
             with self._lock:
                 if self._loaded is None:
                     self._loaded = self._load_now()
         return self._loaded
 
-    def _load_now(self) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    def _load_now(self) -> tuple[Ge2e, str]:
         spec = importlib.util.find_spec(NAME)  # where the package is, without running its __init__
         if spec is None or not spec.submodule_search_locations:
             raise ModelError('the resemblyzer backend needs its extra: pip install "voicebank[resemblyzer]".')
@@ -102,46 +102,24 @@ class ResemblyzerEmbedder:
         if not weights.is_file():
             raise ModelError(f"resemblyzer is installed but {weights} is missing: pip install --force-reinstall resemblyzer")
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+        # a GPU only when asked for by name: deciding on ``auto`` would import torch to ask
+        # whether there is one, and this LSTM is quick on a CPU
+        device = self._device or os.environ.get("VOICEBANK_DEVICE") or "auto"
+        gpu = device.startswith("cuda")
+        if gpu:
+            import torch
+
+            from .wavlm import usable_device
+
+            runtime.torch_loaded(torch)
+            usable_device(device, torch)
         try:
             state = checkpoint.read_torch_legacy(weights)["model_state"]
-            network = Ge2e(state, self._network)
+            network = Ge2e(state, "torch" if gpu else self._network, device if gpu else "cpu")
         except (checkpoint.CheckpointError, KeyError, TypeError, IndexError) as exc:
             raise ModelError(f"{weights} could not be read ({exc}): pip install --force-reinstall resemblyzer") from exc
-        device = self._device or os.environ.get("VOICEBANK_DEVICE") or "auto"
-        if device.startswith("cuda"):
-            network = _on_gpu(state, device)
         log.info("loaded resemblyzer GE2E (%s)", digest)
         return network, f"resemblyzer-ge2e:{digest}"
-
-
-def _on_gpu(state: dict[str, np.ndarray], device: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The same network in torch on ``device``, asked for by name only: deciding on ``auto``
-    would import torch to ask whether there is a GPU, and this LSTM is quick on a CPU."""
-    import torch
-
-    from .wavlm import usable_device
-
-    runtime.torch_loaded(torch)
-    device = usable_device(device, torch)
-    nn = torch.nn
-
-    class GE2E(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lstm = nn.LSTM(MEL_CHANNELS, 256, 3, batch_first=True)
-            self.linear = nn.Linear(256, 256)
-
-    encoder = GE2E()
-    encoder.load_state_dict({k: torch.from_numpy(v) for k, v in state.items() if k.startswith(("lstm.", "linear."))})
-    encoder.eval().to(device)
-
-    def network(mels: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            _, (hidden, _) = encoder.lstm(torch.from_numpy(mels).to(device))
-            raw = torch.relu(encoder.linear(hidden[-1]))
-            return (raw / torch.norm(raw, dim=1, keepdim=True)).cpu().numpy()
-
-    return network
 
 
 def partial_mels(wave: np.ndarray) -> list[np.ndarray]:
