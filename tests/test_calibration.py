@@ -167,6 +167,7 @@ def test_operating_points_round_trip_and_say_when_the_bank_outgrew_them():
     assert back.outgrown(600)  # ten times the speakers: well past 1.5x the promised rate
     status = back.status(600)
     assert status["gallery_at_calibration"] == 60 and status["outgrown"] and status["expected_rate"] > 0.015
+    assert back.rate_at(0) == 0.0 and back.status(0)["expected_rate"] == 0.0  # an empty bank matches no one
     manual = OperatingPoint(VERIFY, 0.8, "cosine", "manual", None, None)
     assert OperatingPoint.from_dict(manual.to_dict()) == manual and not manual.outgrown(10**6)
 

@@ -616,3 +616,12 @@ def test_light_commands_do_not_import_torch(populated, model, voices):
     out = _light(*db, "identify", str(voices["bob"][2]))
     assert out.startswith("match: bob ")
     assert "EXIT 0" in out and "HEAVY ['torch', 'transformers']" in out, out
+
+
+def test_calibration_text_counts_one_speaker_in_the_singular():
+    from voicebank.cli.admin import calibration_text
+
+    status = {"identify": {"threshold": 0.78, "method": "auto", "score": "cosine", "target": 0.01, "rule": "margin",
+                           "gallery_at_calibration": 1, "gallery": 0, "expected_rate": 0.0, "outgrown": False}}
+    text = calibration_text(status)
+    assert "with 1 speaker;" in text and "with 1 speakers" not in text and "with 0 now: 0.00% expected" in text

@@ -166,6 +166,8 @@ class OperatingPoint:
         """The identification false-alarm rate this threshold gives with ``gallery`` speakers."""
         if self.model is None:
             return None
+        if gallery < 1 and self.purpose != VERIFY:
+            return 0.0  # an empty bank matches no one
         return self.model.false_alarm(self.threshold, gallery) if self.purpose != VERIFY else self.rate
 
     def status(self, gallery: int) -> dict[str, Any]:

@@ -158,12 +158,16 @@ def calibration_text(status: dict, channel: str = "") -> str:
         else:
             per = " per scan window" if which == "scan" else ""
             lines.append(f"{head}: {_how(s)} for {s['target']:g} unknown-person false alarms{per} with "
-                         f"{s['gallery_at_calibration']} speakers{_counted(s)}; with {s['gallery']} now: "
+                         f"{_speakers(s['gallery_at_calibration'])}{_counted(s)}; with {s['gallery']} now: "
                          f"{s['expected_rate']:.2%} expected")
             if s["outgrown"]:
                 lines.append("WARNING: the bank has outgrown its calibration (more than 1.5x the promised rate): "
                              "run `voicebank calibrate`.")
     return "\n".join(lines)
+
+
+def _speakers(count: int) -> str:
+    return "1 speaker" if count == 1 else f"{count} speakers"
 
 
 def _how(status: dict) -> str:
