@@ -41,9 +41,23 @@ def test_the_level_shift_moves_the_reference_to_the_bank_s_own_strangers():
     ref = [rng.normal(0.5, 0.05, 10) for _ in range(300)]
     shift = level_shift(own, ref, MARGIN)
     stat = lambda rows: np.median([decide(*top2(r), MARGIN) for r in rows])  # noqa: E731
-    assert shift == pytest.approx(stat(own) - stat(ref)) and 0.05 < shift < 0.15
-    assert stat([r + shift for r in ref]) == pytest.approx(stat(own))
+    nine = [np.delete(r, k) for r in ref for k in range(len(r))]  # every gallery with one voiceprint left out
+    assert shift == pytest.approx(stat(own) - stat(nine)) and 0.05 < shift < 0.15
+    assert stat([r[:9] + shift for r in ref]) == pytest.approx(stat(own), abs=0.01)
     assert level_shift(own[:2], ref, MARGIN) == 0.0  # two of its own say nothing yet
+
+
+@pytest.mark.parametrize("rule", [MARGIN, "best"])
+def test_the_level_shift_compares_galleries_of_one_size(rule):
+    """The bank's own strangers are scored without their own voiceprint, one candidate fewer than a
+    stranger meets. Drawn from one population, they must not look like a lower level: that would
+    move the reference set down, and the threshold with it."""
+    rng = np.random.default_rng(1)
+    own = list(rng.normal(0.5, 0.1, (20000, 9)))
+    ref = list(rng.normal(0.5, 0.1, (20000, 10)))
+    naive = np.median([decide(*top2(r), rule) for r in own]) - np.median([decide(*top2(r), rule) for r in ref])
+    assert naive < -0.0025  # the best of nine is lower than the best of ten
+    assert abs(level_shift(own, ref, rule)) < 0.0012
 
 
 def test_the_level_s_uncertainty_comes_from_the_bank_s_people_and_spreads_the_reference_rows():

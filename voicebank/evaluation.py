@@ -267,12 +267,33 @@ def level_shift(own: list[np.ndarray], reference: list[np.ndarray], rule: str) -
     medians of their decision statistics (``rule``; ``own``: the bank's own unknown-person rows,
     its recordings against everyone else). None of its own (fewer than 3): 0. Strangers from the
     bank's own population (its language, its microphones, its line) score closer to its voiceprints
-    than the reference set's people do."""
+    than the reference set's people do.
+
+    Like is compared with like: an own row lacks its own speaker's voiceprint, so it has one
+    candidate fewer than a reference row, and the best of fewer candidates is lower. Where that is
+    so, the reference set's median is taken over every gallery with one voiceprint left out
+    (:func:`_one_left_out`), and the shift found is then applied to its full rows, as a stranger
+    meets the whole bank."""
     own_stats = [decide(*top2(r), rule) for r in own if len(r)]
     if len(own_stats) < 3 or not reference:
         return 0.0
-    reference_stats = [decide(*top2(r), rule) for r in reference if len(r)]
+    narrower = int(np.median([len(r) for r in own if len(r)])) == max(len(r) for r in reference) - 1
+    reference_stats = _one_left_out(reference, rule) if narrower else [decide(*top2(r), rule) for r in reference if len(r)]
     return float(np.quantile(own_stats, SHIFT_QUANTILE) - np.quantile(reference_stats, SHIFT_QUANTILE))
+
+
+def _one_left_out(rows: list[np.ndarray], rule: str) -> np.ndarray:
+    """The decision statistic of each row with each of its candidates left out in turn, pooled:
+    leaving out the best gives (second, third), leaving out the second (best, third), and any of the
+    other len - 2 leaves (best, second)."""
+    out = []
+    for row in rows:
+        if len(row) < 2:
+            continue
+        top = np.sort(row)[::-1][:3]
+        third = top[2] if len(top) > 2 else None
+        out += [decide(top[1], third, rule), decide(top[0], third, rule)] + [decide(top[0], top[1], rule)] * (len(row) - 2)
+    return np.array(out)
 
 
 SHIFT_DRAWS = 200  # bootstrap resamples behind shift_spread
