@@ -139,10 +139,12 @@ def rules() -> list[Rule]:
 
 def choose(traces: list[dict], consistency: float, max_false: float) -> list[tuple[Rule, dict]]:
     """Every rule on ``traces``, the admissible ones (one-person calls split <= max_false) first,
-    best first: most changes within 4 s, then fewest splits, then fewest checks per second."""
+    best first: most changes within 4 s, then fewest splits; among equals the cheapest and most
+    wary (fewest checks per second, no "at once" level, most checks in a row, lowest threshold)."""
     scored = [(r, measure(traces, r, consistency)) for r in rules()]
-    key = lambda rm: (rm[1]["split"] > max_false * rm[1]["single"], -rm[1]["within"], rm[1]["split"], -rm[0].cadence)
-    return sorted(scored, key=key)
+    return sorted(scored, key=lambda rm: (rm[1]["split"] > max_false * rm[1]["single"], -rm[1]["within"],
+                                          rm[1]["split"], -rm[0].cadence, rm[0].far is not None, -rm[0].confirm,
+                                          rm[0].offset))
 
 
 def report(name: str, m: dict) -> str:
