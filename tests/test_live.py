@@ -143,6 +143,37 @@ def test_a_change_of_speaker_is_reported_within_four_seconds_and_the_window_rest
     assert session.close().result.match.name == "bob"
 
 
+class NearTones(ToneEmbedder):
+    """As :class:`ToneEmbedder`, but BOB's octave is ``cosine`` from ALICE's (a voice somewhat like hers)."""
+
+    model_id = "fake-near-tones:1"
+    cosine = 0.0
+
+    def embed(self, waveforms):
+        out = super().embed(waveforms)
+        bob = out[:, 3] == 1.0  # 800 Hz
+        out[bob, 2], out[bob, 3] = self.cosine, np.sqrt(1.0 - self.cosine ** 2)
+        return out
+
+
+@pytest.mark.parametrize("below, updates", [(0.01, 2), (0.06, 1)])
+def test_a_voice_near_the_threshold_needs_two_updates_one_far_below_it_one(tmp_path, monkeypatch, below, updates):
+    monkeypatch.setattr(vad, "Stream", LoudFrames)
+    monkeypatch.setattr(vad, "speech_frames", loud_frames)
+    embedder = NearTones()
+    limits = AudioLimits(min_enroll_speech_seconds=1.0, min_bandwidth_hz=0.0)
+    with VoiceBank.open(tmp_path / "near.db", embedder, create=True, threshold=0.5, limits=limits) as bank:
+        bank.enroll("alice", [(tone(ALICE, 2.0), SR)])
+        threshold = bank.thresholds.enrollment_checks[0] + live.CHANGE_OFFSET
+        embedder.cosine = bank.thresholds.enrollment_checks[0] - below  # 0.01: under the threshold; 0.06: far under
+        session = bank.listen("alice")
+        updates_ = stream(session, np.concatenate([tone(ALICE, 8.0), tone(BOB, 8.0)]), sizes=(160,))
+    change = events(updates_, "change")[0]
+    assert change.change_score == pytest.approx(embedder.cosine, abs=1e-6) and change.change_score < threshold
+    # the first update whose recent speech (the latest 2 s) is all BOB comes 2 s into his voice
+    assert 8.0 + 2.0 + (updates - 1) <= change.heard < 8.0 + 2.0 + (updates - 1) + 0.05
+
+
 def test_one_voice_throughout_reports_no_change_and_the_window_stops_growing(tone_bank):
     session = tone_bank.listen("alice")
     decisions = events(stream(session, tone(ALICE, 45.0), sizes=(16000,)), "decision")
