@@ -287,3 +287,20 @@ def test_a_playlist_of_files_on_this_machine_is_not_decoded(tmp_path):
     for source in (playlist, text.encode()):
         with pytest.raises(AudioError, match="upload.bin: not a readable audio file"):
             decoding.decode(source, "upload.bin", 120, SR)
+
+
+@pytest.mark.parametrize("rate", [2**62, 10**30, 999, 384_001])
+def test_an_array_at_a_rate_no_file_could_have_is_refused_not_resampled_for_ever(rate):
+    """(samples, 2**62) kept soxr busy past any timeout: the array's rate is held to a file's range."""
+    samples = np.zeros(SR, dtype=np.float32)
+    with pytest.raises(AudioError, match=f"<array>: a sample rate of {rate} Hz; voicebank takes 1000 to 384000 Hz"):
+        load((samples, rate), SR)
+    with pytest.raises(AudioError, match="the sample rate must be a positive integer, not True"):
+        load((samples, True), SR)
+
+
+def test_a_file_opened_in_text_mode_is_refused_with_what_to_do(tmp_path):
+    path = tmp_path / "take.wav"
+    sf.write(path, np.sin(np.arange(SR) / 5).astype(np.float32) * 0.3, SR)
+    with open(path) as text, pytest.raises(AudioError, match=r"must be opened in binary mode \('rb'\)"):
+        load(text, SR)
