@@ -69,7 +69,7 @@ def database_error(exc: Exception, url: str) -> Exception:
         message = (f"{where} is read-only: voicebank writes to its database even to identify (the audit trail) and "
                    "beside it (-wal, -shm files). Give this user write access to the file and its folder.")
     elif "unable to open database file" in text:
-        message = (f"{where} is a folder: give the path of a database file." if file is not None and file.is_dir() else
+        message = (f"{where} is a folder: give the path of a database file." if file is not None and _is_dir(file) else
                    f"cannot open {where}: check that its folder exists and this user may write there (SQLite "
                    "writes -wal and -shm files beside the database, even to read).")
     elif "malformed" in text and file is not None:
@@ -99,6 +99,13 @@ UNREACHABLE = ("connection refused", "could not connect", "connection is bad", "
                "the database system is", "no such file or directory", "timeout expired", "timed out",
                "could not translate host name", "consuming input failed", "could not receive data")
 
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name the system cannot look up (over 255 bytes): no folder either
+        return False
 
 def _full(file: Path | None) -> bool:
     """Is the disk holding this SQLite file (nearly) full? SQLite says only "disk I/O error" when it
