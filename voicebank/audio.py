@@ -125,7 +125,9 @@ def near_speech(samples: np.ndarray, sample_rate: int, voiced: np.ndarray | None
 def describe(recording: Recording) -> str:
     """A short human label for a recording, used in error messages."""
     if isinstance(recording, (str, os.PathLike)):
-        return str(recording)
+        # a name that is not UTF-8 (café.wav written in Latin-1) holds lone surrogates, which no
+        # database, terminal or JSON takes: its bytes are written as escapes, caf\udce9.wav
+        return os.fsdecode(recording).encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(recording, (bytes, bytearray, memoryview)):
         return f"<{len(recording)} bytes>"
     if isinstance(recording, tuple):

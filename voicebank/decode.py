@@ -59,7 +59,7 @@ def decode(source: bytes | Path, label: str, max_seconds: float, rate: int) -> t
     import soundfile as sf
 
     try:
-        f = sf.SoundFile(str(source) if on_disk else io.BytesIO(source))
+        f = sf.SoundFile(os.fsencode(source) if on_disk else io.BytesIO(source))  # bytes: a name that is not UTF-8 too
     except Exception as first:  # not a format libsndfile knows: ffmpeg may
         log.debug("libsndfile cannot open %s (%s); trying ffmpeg", label, first)
         return _with_ffmpeg(source, label, max_seconds, rate)
