@@ -75,3 +75,26 @@ def test_enrollment_keeps_the_rows_not_the_decoded_audio_of_every_recording(bank
         takes.append(take)
     bank.enroll("alice", takes, progress=progress)
     assert len(alive) == 12 and max(held) <= 6, held  # the pipeline's window; all 12 by the end before
+
+
+def test_a_shm_being_rebuilt_by_another_process_is_waited_for_not_taken_for_a_cut(bank, voices, monkeypatch):
+    """A process that opens the bank while no other holds a connection (a `voicebank reindex` beside
+    a server between requests) truncates the -shm to 3 bytes, replays the -wal, then grows it
+    again; a server request in that moment was refused, 503 "the -shm file was cut to 3 bytes ...
+    Stop every voicebank process" (2 of 50 requests under such a load). A cut that stays is
+    still refused."""
+    from voicebank.errors import DatabaseGoneError
+    from voicebank.store import engine
+
+    bank.enroll("alice", voices["alice"])
+    seen = []
+
+    def rebuilding(database, mapped=False):
+        seen.append(database)
+        return "-shm file was cut to 3 bytes" if len(seen) <= 3 else None
+
+    monkeypatch.setattr(engine, "_cut_short", rebuilding)
+    assert [s.name for s in bank.speakers()] == ["alice"] and len(seen) == 4
+    monkeypatch.setattr(engine, "_cut_short", lambda database, mapped=False: "-shm file was cut to 3 bytes")
+    with pytest.raises(DatabaseGoneError, match="-shm file was cut to 3 bytes while in use"):
+        bank.speakers()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -223,6 +224,13 @@ class Store:
         cut = _cut_short(self._file, self._used) if self._file is not None else None
         if cut:  # once more: another process may have restarted the log between the two files' reads
             cut = _cut_short(self._file, self._used)
+        wait = 0.01
+        while cut and cut.startswith("-shm") and wait < SHM_SETTLE_SECONDS:
+            # a process that opens the bank while no other holds it (a CLI command beside a server
+            # between requests) cuts the -shm to 3 bytes, replays the -wal, then grows it again
+            time.sleep(wait)
+            wait *= 2
+            cut = _cut_short(self._file, self._used)
         if cut:
             from ..errors import DatabaseGoneError
 
@@ -344,6 +352,7 @@ def record(session: Session, seq: int, speaker_id: int, op: str) -> None:
 # SQLite's shared-memory wal-index (-shm) grows in pages of this size, and its header says how many
 # frames of the -wal file are committed (https://sqlite.org/walformat.html).
 SHM_PAGE = 32768
+SHM_SETTLE_SECONDS = 1.3  # how long a -shm may stay cut to 3 bytes while another process rebuilds it
 _WAL_HEADER, _FRAME_HEADER = 32, 24
 _WAL_MAGIC = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")  # big-endian, with either checksum byte order
 
