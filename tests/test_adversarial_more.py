@@ -98,3 +98,35 @@ def test_a_shm_being_rebuilt_by_another_process_is_waited_for_not_taken_for_a_cu
     monkeypatch.setattr(engine, "_cut_short", lambda database, mapped=False: "-shm file was cut to 3 bytes")
     with pytest.raises(DatabaseGoneError, match="-shm file was cut to 3 bytes while in use"):
         bank.speakers()
+
+
+def test_a_live_caller_gone_when_its_session_ends_is_no_error_in_the_server_log(caplog):
+    """A caller that stops sending and goes away as its idle time runs out: the session's last
+    messages went to a closed socket, and uvicorn logged "Exception in ASGI application" with a
+    traceback (WebSocketDisconnect). The session is closed (audited) all the same."""
+    import anyio
+    from starlette.websockets import WebSocketDisconnect
+
+    from voicebank.server import live
+
+    class Gone:
+        async def receive(self):
+            return {"type": "websocket.receive", "text": "not audio"}
+
+        async def send_text(self, _text):
+            raise WebSocketDisconnect(1006)
+
+        async def close(self, **_kwargs):
+            raise WebSocketDisconnect(1006)
+
+    class Session:
+        closed = False
+
+        def close(self):
+            self.closed = True
+            return type("Final", (), {"to_dict": lambda _self: {"event": "final"}})()
+
+    session = Session()
+    with caplog.at_level("INFO"):
+        anyio.run(live._serve, Gone(), session, live.LiveLimits(), 16_000, None)
+    assert session.closed and "left before its session's last message" in caplog.text
