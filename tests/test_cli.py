@@ -567,6 +567,32 @@ def test_max_lag_is_seconds_of_zero_or_more(value, tmp_path):
     result = CliRunner().invoke(main, ["--db", str(tmp_path / "bank.db"), "--max-lag", value, "list"])
     assert result.exit_code == 2 and "--max-lag" in result.stderr, result.output
 
+def test_a_path_longer_than_the_system_takes_is_one_error_line(tmp_path, model):
+    """A name over 255 bytes makes ``Path.exists`` and ``is_dir`` raise (ENAMETOOLONG), which were
+    asked outside every translation: tracebacks from --db, --model and `db current`."""
+    long = tmp_path / ("n" * 300)
+    cases = [(["--db", f"{long}.db", "list"], f"Error: cannot use the database file {long}.db: File name too long. "),
+             (["--db", f"sqlite:///{long}.db", "--model", model, "init"], "Error: cannot use the database file "),
+             (["--db", f"sqlite:///{long}.db", "db", "upgrade"], f"Error: cannot open {long}.db: "),
+             (["--db", f"{long}.db", "db", "current"], f"Error: no database at {long}.db: "),
+             (["--db", str(tmp_path / "bank.db"), "--model", str(long), "init"],
+              f"Error: the model directory {long} cannot be read (File name too long). ")]
+    for args, expected in cases:
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and result.stderr.startswith(expected), (args, result.output, result.exception)
+        assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_db_upgrade_on_a_database_that_is_down_says_so(tmp_path):
+    """`db upgrade` and `db current` work on a bare engine, whose errors went out untranslated."""
+    for command in ("upgrade", "current"):
+        result = CliRunner().invoke(main, ["--db", "postgresql://nobody@127.0.0.1:1/voices", "db", command])
+        assert result.exit_code == 2, (result.output, result.exception)
+        assert result.stderr.startswith("Error: cannot use the database postgresql+psycopg://nobody@127.0.0.1:1/voices: "
+                                        "connection failed"), result.stderr
+
+
 # -- no torch for the light commands -----------------------------------------------------------------
 
 LIGHT = r"""

@@ -36,6 +36,20 @@ def test_sndfile_read_float_reads_what_soundfile_reads(tmp_path):
     np.testing.assert_array_equal(np.concatenate(got), expected)
 
 
+def test_sndfile_error_says_what_the_last_read_hit():
+    soundfile = pytest.importorskip("soundfile")
+    import io
+
+    out = io.BytesIO()
+    soundfile.write(out, np.sin(np.arange(3 * SR) / 7).astype(np.float32), SR, format="FLAC")
+    data = out.getvalue()
+    with soundfile.SoundFile(io.BytesIO(data[: len(data) // 2])) as f:
+        assert compat.sndfile_error(f) is None
+        block = np.empty((3 * SR, 1), dtype=np.float32)
+        assert 0 < compat.sndfile_read_float(f, block) < 3 * SR
+        assert "lost sync" in compat.sndfile_error(f)
+
+
 def _frames() -> list[bytes]:
     """30 ms frames of 16-bit PCM at 16 kHz: silence, then a voiced buzz, then silence again."""
     t = np.arange(SR) / SR

@@ -79,6 +79,30 @@ def test_a_flac_of_unknown_length_is_counted_as_it_decodes():
         decoding.decode(data, "stream.flac", 2.0, SR)
 
 
+def test_a_streamed_flac_cut_short_is_refused_not_decoded_to_its_first_part():
+    """A FLAC of unknown length stops decoding where it was cut ("lost sync"): that was taken for
+    its end, and its first 1.3 s of 3 s used."""
+    voice = (0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * SR) / SR)).astype(np.float32)
+    data = unknown_length(flac_bytes(voice, SR))
+    with pytest.raises(AudioError, match=r"cut.flac: the file is damaged: its audio stops decoding part way \(.*lost sync"):
+        decoding.decode(data[: len(data) // 2], "cut.flac", 1800, SR)
+
+
+def test_an_mp3_cut_short_is_refused_not_padded_with_memory_never_written():
+    """An MP3 whose header announces 3 s and holds 1 s: the frames that were not there came back
+    as whatever the decoding buffer held (NaN one run, louder than the speech the next)."""
+    import io
+
+    voice = (0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * SR) / SR)).astype(np.float32)
+    out = io.BytesIO()
+    sf.write(out, voice, SR, format="MP3", subtype="MPEG_LAYER_III")
+    data = out.getvalue()
+    assert decoding.decode(data, "whole.mp3", 1800, SR)[1] == pytest.approx(3.0, abs=0.1)
+    with pytest.raises(AudioError, match=r"cut.mp3: the file is truncated: its header announces 3.00 s of audio "
+                                         r"but only 0.\d\d s decode"):
+        decoding.decode(data[: len(data) // 3], "cut.mp3", 1800, SR)
+
+
 def traced_peak(work):
     """(what ``work()`` returns, the most memory Python and numpy held at once while it ran)."""
     tracemalloc.start()
@@ -104,7 +128,7 @@ def test_running_out_of_memory_is_a_clear_error(monkeypatch):
     def no_memory(*_args, **_kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(sf.SoundFile, "blocks", no_memory)
+    monkeypatch.setattr(sf.SoundFile, "read", no_memory)
     data = flac_bytes(np.zeros(SR, dtype=np.float32), SR)
     with pytest.raises(AudioError, match="too large to decode in this process's memory"):
         decoding.decode(data, "big.flac", 1800, SR)
@@ -263,3 +287,20 @@ def test_a_playlist_of_files_on_this_machine_is_not_decoded(tmp_path):
     for source in (playlist, text.encode()):
         with pytest.raises(AudioError, match="upload.bin: not a readable audio file"):
             decoding.decode(source, "upload.bin", 120, SR)
+
+
+@pytest.mark.parametrize("rate", [2**62, 10**30, 999, 384_001])
+def test_an_array_at_a_rate_no_file_could_have_is_refused_not_resampled_for_ever(rate):
+    """(samples, 2**62) kept soxr busy past any timeout: the array's rate is held to a file's range."""
+    samples = np.zeros(SR, dtype=np.float32)
+    with pytest.raises(AudioError, match=f"<array>: a sample rate of {rate} Hz; voicebank takes 1000 to 384000 Hz"):
+        load((samples, rate), SR)
+    with pytest.raises(AudioError, match="the sample rate must be a positive integer, not True"):
+        load((samples, True), SR)
+
+
+def test_a_file_opened_in_text_mode_is_refused_with_what_to_do(tmp_path):
+    path = tmp_path / "take.wav"
+    sf.write(path, np.sin(np.arange(SR) / 5).astype(np.float32) * 0.3, SR)
+    with open(path) as text, pytest.raises(AudioError, match=r"must be opened in binary mode \('rb'\)"):
+        load(text, SR)

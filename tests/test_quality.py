@@ -368,7 +368,9 @@ def test_a_plot_that_cannot_be_written_is_refused_before_the_work(enrolled_db, t
     unwritable = [(Path("/proc/x.png"), "cannot write there (No such file or directory); choose a folder this user "
                    "may write to.")] if Path("/proc/self").is_dir() else []
     for plot, expected in ((tmp_path / "no" / "such" / "det.png", "does not exist"),
-                           (tmp_path / "det.txt", "give a .png, .svg or .pdf file name"), *unwritable):
+                           (tmp_path / "det.txt", "give a .png, .svg or .pdf file name"),
+                           (tmp_path / ("d" * 300) / "det.png", "cannot write there (File name too long)"),
+                           *unwritable):
         result = invoke(enrolled_db, command, *args, "--plot", str(plot))
         assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.output
         assert result.stderr.startswith(f"Error: --plot {plot}: ") and expected in result.stderr

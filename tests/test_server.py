@@ -414,6 +414,19 @@ def test_a_form_cut_short_twice_named_or_not_utf8_is_422_saying_which(server, vo
     assert "no speaker named 'Zoë'" in error_of(server.client.post("/verify", content=body, headers={**headers, **admin}), 404)
 
 
+def test_a_multipart_boundary_longer_than_the_parser_takes_is_400_not_500(server, voices):
+    """python-multipart refuses a boundary of more than 256 characters when its parser is built,
+    which the form check did outside every handler: a 500."""
+    boundary = "x" * 300
+    body = f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n".encode()
+    body += voices["alice"][2].read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    headers = {**auth(server), "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    response = server.client.post("/identify", content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("the form's multipart boundary cannot be used (Boundary length 300 "
+                                               "exceeds maximum of 256): send a boundary of at most 70 characters")
+
+
 def test_the_browser_s_icon_needs_no_key_and_logs_no_refusal(server, caplog):
     """Every page load asks for /favicon.ico without a key: a 401 there logged a refused-key warning
     and showed a red error in the browser's console on every visit."""

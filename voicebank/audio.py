@@ -19,7 +19,7 @@ import numpy as np
 
 from . import channel as channel_mod
 from . import vad
-from .decode import decode, resample, too_long
+from .decode import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, decode, resample, too_long
 from .errors import AudioError, NarrowbandError, NotEnoughSpeechError
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,9 @@ def near_speech(samples: np.ndarray, sample_rate: int, voiced: np.ndarray | None
 def describe(recording: Recording) -> str:
     """A short human label for a recording, used in error messages."""
     if isinstance(recording, (str, os.PathLike)):
-        return str(recording)
+        # a name that is not UTF-8 (café.wav written in Latin-1) holds lone surrogates, which no
+        # database, terminal or JSON takes: its bytes are written as escapes, caf\udce9.wav
+        return os.fsdecode(recording).encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(recording, (bytes, bytearray, memoryview)):
         return f"<{len(recording)} bytes>"
     if isinstance(recording, tuple):
@@ -267,7 +269,10 @@ def _source(recording: Recording, label: str) -> bytes | Path:
         except OSError as exc:  # permissions, a path too long, a vanished network share, ...
             raise AudioError(f"{label}: cannot read the file ({exc.strerror or exc}).") from exc
     if hasattr(recording, "read"):
-        data = recording.read(MAX_FILE_BYTES + 1)
+        try:
+            data = recording.read(MAX_FILE_BYTES + 1)
+        except UnicodeDecodeError:  # a text-mode file decodes its bytes as it reads them
+            data = None
         if not isinstance(data, (bytes, bytearray)):
             raise AudioError(f"{label}: the file object must be opened in binary mode ('rb').")
         if len(data) > MAX_FILE_BYTES:
@@ -283,8 +288,10 @@ def _from_array(recording: tuple, label: str) -> tuple[np.ndarray, int]:
     if len(recording) != 2:
         raise AudioError(f"{label}: an array recording is a (samples, sample_rate) pair.")
     samples, rate = np.asarray(recording[0]), recording[1]
-    if not isinstance(rate, (int, np.integer)) or rate <= 0:
+    if not isinstance(rate, (int, np.integer)) or isinstance(rate, bool) or rate <= 0:
         raise AudioError(f"{label}: the sample rate must be a positive integer, not {rate!r}.")
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:  # as a file's header: 2**62 Hz kept the resampler busy for ever
+        raise AudioError(f"{label}: a sample rate of {rate} Hz; voicebank takes {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz.")
     if samples.ndim not in (1, 2):
         raise AudioError(f"{label}: samples must be 1-D, or 2-D (samples, channels); got {samples.shape}.")
     if samples.ndim == 2 and samples.shape[0] <= 8 < samples.shape[1]:

@@ -32,6 +32,21 @@ def sndfile_read_float(sound_file: Any, block: np.ndarray) -> int:
     return int(_snd.sf_readf_float(sound_file._file, _ffi.cast("float *", block.ctypes.data), len(block)))
 
 
+def sndfile_error(sound_file: Any) -> str | None:
+    """What libsndfile says went wrong in the last call on ``sound_file`` (an open
+    ``soundfile.SoundFile``), e.g. "flac decoder lost sync."; None when nothing did.
+
+    ``sf_readf_float`` returns what it decoded before a fault and sets the error only until the
+    next call, so it is asked after each read. Reaches ``soundfile._snd``, ``soundfile._ffi`` and
+    ``SoundFile._file``; checked against soundfile 0.14.0.
+    """
+    from soundfile import _ffi, _snd
+
+    if _snd.sf_error(sound_file._file) == 0:
+        return None
+    return _ffi.string(_snd.sf_strerror(sound_file._file)).decode("utf-8", "replace")
+
+
 def webrtcvad_speech(mode: int, rate: int) -> Callable[[bytes], bool] | None:
     """``webrtcvad.Vad(mode).is_speech(pcm, rate)`` (10, 20 or 30 ms of 16-bit mono PCM) through the
     package's C extension ``_webrtcvad``, or None where the extension is not there.

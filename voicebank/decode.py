@@ -33,7 +33,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .compat import sndfile_read_float
+from .compat import sndfile_error, sndfile_read_float
 from .errors import AudioError
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ MAX_CHANNELS = 32
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000
 BLOCK_SECONDS = 2.0
 _UNKNOWN_LENGTH = 2**40  # libsndfile reports an unknown length as a huge frame count
+SHORTFALL = 0.01  # the share of a header's announced length that may fail to decode (encoder padding)
 
 
 def decode(source: bytes | Path, label: str, max_seconds: float, rate: int) -> tuple[np.ndarray, float]:
@@ -58,7 +59,7 @@ def decode(source: bytes | Path, label: str, max_seconds: float, rate: int) -> t
     import soundfile as sf
 
     try:
-        f = sf.SoundFile(str(source) if on_disk else io.BytesIO(source))
+        f = sf.SoundFile(os.fsencode(source) if on_disk else io.BytesIO(source))  # bytes: a name that is not UTF-8 too
     except Exception as first:  # not a format libsndfile knows: ffmpeg may
         log.debug("libsndfile cannot open %s (%s); trying ffmpeg", label, first)
         return _with_ffmpeg(source, label, max_seconds, rate)
@@ -145,26 +146,45 @@ def _blocks(f: Any, label: str, max_seconds: float, rate: int) -> tuple[np.ndarr
     stream = soxr.ResampleStream(f.samplerate, rate, 1, dtype="float32", quality="HQ") if f.samplerate != rate else None
     out, count = [], 0
     size = max(1, int(BLOCK_SECONDS * f.samplerate))
-    known = 0 < f.frames < _UNKNOWN_LENGTH and f.seekable()  # soundfile's blocks() must be able to seek
-    for block in (f.blocks(blocksize=size, dtype="float32", always_2d=True) if known else _unknown_length_blocks(f, size)):
+    for block in _read_blocks(f, size, label):
         count += len(block)
         if count / f.samplerate > max_seconds:
             raise AudioError(too_long(label, count / f.samplerate, max_seconds) + " (counted while decoding)")
         mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
         out.append(stream.resample_chunk(mono) if stream is not None else mono.copy())
+    if 0 < f.frames < _UNKNOWN_LENGTH and count < f.frames * (1 - SHORTFALL):
+        raise AudioError(f"{label}: the file is truncated: its header announces {f.frames / f.samplerate:.2f} s of "
+                         f"audio but only {count / f.samplerate:.2f} s decode. Copy or export it again.")
     if stream is not None:
         out.append(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
     samples = np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
     return samples.astype(np.float32, copy=False), count / f.samplerate
 
 
-def _unknown_length_blocks(f: Any, size: int):
-    """Blocks of a file whose header leaves its length unknown (a streamed FLAC), or that cannot
-    seek (GSM 6.10 in WAV). soundfile's own reads ask libsndfile where they are, which such a file
-    cannot answer, so libsndfile's read is called directly until it returns nothing."""
+def _read_blocks(f: Any, size: int, label: str):
+    """The frames of ``f`` in blocks of at most ``size``, each only as many as were decoded (a
+    header may announce more than the file holds: soundfile's ``blocks()`` hands on the whole block
+    whether or not it was filled, memory never written, as audio). Reading stops at the length the
+    header announces, when it announces one (what follows is not audio), and a decoder fault (a
+    FLAC cut short: "lost sync") is raised, not taken for the end. A file whose length is unknown
+    (a streamed FLAC) or that cannot seek (GSM 6.10 in WAV) is read by libsndfile's own read:
+    soundfile's ask libsndfile where they are, which such a file cannot answer."""
+    if 0 < f.frames < _UNKNOWN_LENGTH and f.seekable():
+        left = f.frames
+        while left > 0:
+            block = f.read(min(size, left), dtype="float32", always_2d=True)  # checks libsndfile's error
+            if not len(block):
+                return
+            left -= len(block)
+            yield block
+        return
     while True:
         block = np.empty((size, f.channels), dtype=np.float32)
         got = sndfile_read_float(f, block)
+        fault = sndfile_error(f)
+        if fault is not None:
+            raise AudioError(f"{label}: the file is damaged: its audio stops decoding part way ({fault}). Copy or "
+                             "export it again.")
         if got <= 0:
             return
         yield block[:got]

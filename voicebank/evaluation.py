@@ -659,8 +659,13 @@ def writable(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise InvalidInputError(f"--plot {path}: give a .png, .svg or .pdf file name.")
-    if not path.parent.is_dir():
-        raise InvalidInputError(f"--plot {path}: the folder {path.parent} does not exist; create it or choose another.")
-    if path.is_dir():
-        raise InvalidInputError(f"--plot {path}: is a folder; give a file name.")
+    try:
+        if not path.parent.is_dir():
+            raise InvalidInputError(f"--plot {path}: the folder {path.parent} does not exist; create it or choose "
+                                    "another.")
+        if path.is_dir():
+            raise InvalidInputError(f"--plot {path}: is a folder; give a file name.")
+    except OSError as exc:  # a name over 255 bytes, a folder this user may not enter
+        raise InvalidInputError(f"--plot {path}: cannot write there ({exc.strerror or exc}); choose another file "
+                                "name.") from None
     return path

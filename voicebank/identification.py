@@ -179,7 +179,7 @@ def _refused(services: Services, operation: str, claimed: str | None, error: Voi
     services.audit.add(operation=operation, claimed=claimed, returned=None, score=None, threshold=point.threshold,
                        score_kind=settings.score, accepted=False, model_id=services.encoder.model_id,
                        recording_sha256=getattr(error, "sha256", None) or "", client=client,
-                       detail=("refused: " + str(error))[:255])
+                       detail=("refused: " + str(error)).encode("utf-8", "backslashreplace").decode("utf-8")[:255])
 
 
 def _audited(services: Services, audio: Audio, embedding: np.ndarray, top_k: int, settings: BankRow,

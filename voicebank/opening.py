@@ -40,12 +40,13 @@ def open_parts(db: str | os.PathLike | None, model: str | Embedder | None, devic
     url = resolve_url(db)
     primary_url = replica.primary_url(url, resolve_url(primary) if primary else None)
     db_file = sqlite_path(url)
-    if not create and db_file is not None and not db_file.exists():
+    exists = db_file is not None and _exists_on_disk(db_file)
+    if not create and db_file is not None and not exists:
         raise BankNotFoundError(f"no voicebank at {db_file}: create one with `voicebank init`.")
-    if db_file is not None and db_file.exists() and not db_file.is_file():
+    if exists and not db_file.is_file():
         raise BankNotFoundError(f"{db_file} is {'a folder' if db_file.is_dir() else 'not a regular file'}: "
                                 "give the path of a voicebank database file.")
-    new_file = db_file is not None and not db_file.exists()
+    new_file = db_file is not None and not exists
     try:
         store = Store(url, primary_url, max_lag)
     except (ValueError, ImportError, ArgumentError) as exc:  # a URL its driver cannot parse, or no such driver
@@ -77,6 +78,15 @@ def open_parts(db: str | os.PathLike | None, model: str | Embedder | None, devic
             raise translated from exc
         raise
 
+
+
+def _exists_on_disk(path: Path) -> bool:
+    """Is there a file (or anything) at ``path``? An error for a path the system cannot look up
+    (a name over 255 bytes, a folder on the way that cannot be entered): ``Path.exists`` raises it."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        raise DatabaseError(f"cannot use the database file {path}: {exc.strerror or exc}. Check --db.") from exc
 
 def search_for(store: Store, bank: BankRow, path: Path | None) -> BankSearch:
     """The bank's candidate search (:func:`voicebank.index.factory.bank_search`): its FAISS index

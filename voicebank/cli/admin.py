@@ -233,7 +233,11 @@ def current(obj: Context) -> None:
     from ..store import resolve_url, sqlite_path
 
     file = sqlite_path(resolve_url(obj.db))
-    if file is not None and not file.is_file():  # connecting would create an empty file
+    try:
+        missing = file is not None and not file.is_file()
+    except OSError:  # a name the system cannot look up (over 255 bytes): no database there either
+        missing = True
+    if missing:  # connecting would create an empty file
         raise BankNotFoundError(f"no database at {file}: create a voicebank with `voicebank init`.")
     with obj.engine() as engine:
         click.echo(f"database: {schema.current(engine) or 'empty'}\nnewest:   {schema.head()}")

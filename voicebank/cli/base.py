@@ -52,11 +52,17 @@ class Context:
     @contextmanager
     def engine(self) -> Iterator[Any]:
         """A bare SQLAlchemy engine on the database (for schema work on a bank that may not open)."""
-        from ..store import make_engine, resolve_url
+        from ..store import database_error, make_engine, resolve_url
 
-        engine = make_engine(resolve_url(self.db))
+        url = resolve_url(self.db)
+        engine = make_engine(url)
         try:
             yield engine
+        except Exception as exc:  # cannot connect, not a database, disk full: said as an open bank says it
+            translated = database_error(exc, url)
+            if translated is exc:
+                raise
+            raise translated from exc
         finally:
             engine.dispose()
 

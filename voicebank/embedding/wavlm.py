@@ -373,12 +373,17 @@ def refuse_unusable_directory(source: str) -> None:
     ``~``, or one that exists) that is missing or holds no ``config.json``. A hub id passes. Asked
     before torch and transformers are imported, which takes seconds, tens of them on a busy machine."""
     local = Path(source).expanduser()
-    if not local.is_dir():
-        if source.startswith((".", "/", "~")):
-            what = "is a file, not a directory" if local.exists() else "does not exist"
-            raise ModelError(f"the model directory {source} {what}. " + _how_to_get_it())
-        return
-    if not (local / "config.json").is_file():
+    try:
+        if not local.is_dir():
+            if source.startswith((".", "/", "~")):
+                what = "is a file, not a directory" if local.exists() else "does not exist"
+                raise ModelError(f"the model directory {source} {what}. " + _how_to_get_it())
+            return
+        holds_config = (local / "config.json").is_file()
+    except OSError as exc:  # a name over 255 bytes, a folder this user may not enter
+        raise ModelError(f"the model directory {source} cannot be read ({exc.strerror or exc}). "
+                         + _how_to_get_it()) from exc
+    if not holds_config:
         raise ModelError(f"the model directory {source} holds no config.json: it is not a transformers model. "
                          + _how_to_get_it())
 

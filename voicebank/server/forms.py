@@ -12,10 +12,12 @@ from __future__ import annotations
 import codecs
 from typing import Any
 
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .errors import error_response
 from .limits import reading_body
 
 
@@ -43,7 +45,12 @@ class FormCheckMiddleware:
         if boundary is None:
             await self.app(scope, receive, send)
             return
-        form = _Form(boundary)
+        try:
+            form = _Form(boundary)
+        except FormParserError as exc:  # a boundary over RFC 2046's 70 characters (the parser takes 256): a 500 before
+            await error_response(400, f"the form's multipart boundary cannot be used ({exc}): send a boundary of at "
+                                      "most 70 characters, as RFC 2046 asks.")(scope, receive, send)
+            return
 
         def check(body: bytes, last: bool) -> None:
             form.feed(body)

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, WebSocket
-from starlette.websockets import WebSocketState
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..errors import InvalidInputError, SpeakerNotFoundError, VoiceBankError
 from .errors import status_for
@@ -156,10 +156,13 @@ async def _serve(websocket: WebSocket, session: Any, limits: LiveLimits, rate: i
                 if received > limits.max_seconds * rate:
                     reason = (1008, f"a live session is at most {limits.max_seconds:g} s of audio; open another.")
         final = await anyio.to_thread.run_sync(session.close)
-        if reason is not None:
-            await websocket.send_text(json.dumps({"error": reason[1]}))
-        await websocket.send_text(json.dumps(final.to_dict()))
-        await websocket.close(code=1000 if reason is None else reason[0], reason=close_reason((reason or (0, ""))[1]))
+        try:
+            if reason is not None:
+                await websocket.send_text(json.dumps({"error": reason[1]}))
+            await websocket.send_text(json.dumps(final.to_dict()))
+            await websocket.close(code=1000 if reason is None else reason[0], reason=close_reason((reason or (0, ""))[1]))
+        except WebSocketDisconnect:  # the caller left as the session ended (its idle time ran out): no one to tell
+            log.info("a /live caller left before its session's last message")
     finally:
         if not session.closed:  # the caller went away mid-send, or the server is stopping
             await anyio.to_thread.run_sync(session.close)

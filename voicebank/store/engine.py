@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -69,7 +70,7 @@ def database_error(exc: Exception, url: str) -> Exception:
         message = (f"{where} is read-only: voicebank writes to its database even to identify (the audit trail) and "
                    "beside it (-wal, -shm files). Give this user write access to the file and its folder.")
     elif "unable to open database file" in text:
-        message = (f"{where} is a folder: give the path of a database file." if file is not None and file.is_dir() else
+        message = (f"{where} is a folder: give the path of a database file." if file is not None and _is_dir(file) else
                    f"cannot open {where}: check that its folder exists and this user may write there (SQLite "
                    "writes -wal and -shm files beside the database, even to read).")
     elif "malformed" in text and file is not None:
@@ -99,6 +100,13 @@ UNREACHABLE = ("connection refused", "could not connect", "connection is bad", "
                "the database system is", "no such file or directory", "timeout expired", "timed out",
                "could not translate host name", "consuming input failed", "could not receive data")
 
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name the system cannot look up (over 255 bytes): no folder either
+        return False
 
 def _full(file: Path | None) -> bool:
     """Is the disk holding this SQLite file (nearly) full? SQLite says only "disk I/O error" when it
@@ -215,6 +223,13 @@ class Store:
         and a -shm cut under its memory map kills the process (SIGBUS) on the next access."""
         cut = _cut_short(self._file, self._used) if self._file is not None else None
         if cut:  # once more: another process may have restarted the log between the two files' reads
+            cut = _cut_short(self._file, self._used)
+        wait = 0.01
+        while cut and cut.startswith("-shm") and wait < SHM_SETTLE_SECONDS:
+            # a process that opens the bank while no other holds it (a CLI command beside a server
+            # between requests) cuts the -shm to 3 bytes, replays the -wal, then grows it again
+            time.sleep(wait)
+            wait *= 2
             cut = _cut_short(self._file, self._used)
         if cut:
             from ..errors import DatabaseGoneError
@@ -337,6 +352,7 @@ def record(session: Session, seq: int, speaker_id: int, op: str) -> None:
 # SQLite's shared-memory wal-index (-shm) grows in pages of this size, and its header says how many
 # frames of the -wal file are committed (https://sqlite.org/walformat.html).
 SHM_PAGE = 32768
+SHM_SETTLE_SECONDS = 1.3  # how long a -shm may stay cut to 3 bytes while another process rebuilds it
 _WAL_HEADER, _FRAME_HEADER = 32, 24
 _WAL_MAGIC = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")  # big-endian, with either checksum byte order
 
