@@ -673,6 +673,37 @@ def test_stalled_clients_are_disconnected_and_refusals_are_logged_without_the_ke
     assert secret not in line.getMessage() and "/speakers" in line.getMessage()
 
 
+def test_a_body_dripped_a_byte_at_a_time_is_cut_off(tmp_path, model, voices, caplog):
+    """Each byte of the body comes within the pause allowed, so only the body's own deadline (1 s
+    more per MIN_BODY_RATE bytes) ends it: an authorised upload at 5 bytes a second cannot hold a
+    connection for ever."""
+    import logging
+    import socket
+    import time
+
+    db = tmp_path / "bank.db"
+    with VoiceBank.open(db, str(model), create=True, threshold=TINY_THRESHOLD, identify_rule="best") as bank:
+        bank.enroll("alice", voices["alice"][:2])
+        key = bank.api_keys.create("ops", "admin")[1]
+    with open_bank(db, Gate(load_embedder(str(model))), max_seconds=MAX_SECONDS) as bank, \
+            serve_in_thread(create_app(bank), read_timeout=1.0) as url, caplog.at_level(logging.INFO):
+        host, port = url.removeprefix("http://").split(":")
+        head = (f"POST /identify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: 100000\r\n"
+                "Content-Type: multipart/form-data; boundary=b\r\n\r\n").encode()
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(head)
+            start, closed = time.monotonic(), False
+            while time.monotonic() - start < 6:
+                try:
+                    conn.sendall(b"a")
+                except OSError:  # reset by the server
+                    closed = True
+                    break
+                time.sleep(0.2)
+            assert closed and time.monotonic() - start < 6, "a dripped body kept the connection open"
+    assert any("no complete request within 1 s" in r.getMessage() for r in caplog.records)
+
+
 def test_a_database_down_while_the_key_is_looked_up_is_503_saying_so(server, monkeypatch):
     """The key is looked up before any route (in the middleware, outside the error handlers): the
     database failing there is the documented 503 with its message, not a 500."""

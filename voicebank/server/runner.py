@@ -61,24 +61,33 @@ def open_bank(db: str | os.PathLike | None = None, model: Any = None, device: st
 # this long is disconnected: otherwise a few hundred stalled connections hold the server's sockets
 # and upload buffers for ever (slowloris).
 READ_TIMEOUT = 30.0
+# A body must also keep an average pace: its deadline starts READ_TIMEOUT after its first byte and
+# moves 1 s later for every MIN_BODY_RATE bytes received (Apache's mod_reqtimeout default,
+# body=20,MinRate=500), so a byte every few seconds cannot hold a connection for ever while any real
+# upload, even over a poor mobile link, gets through.
+MIN_BODY_RATE = 500  # bytes per second
 
 
 def protocol(read_timeout: float = READ_TIMEOUT) -> type:
     """uvicorn's h11 protocol, with deadlines on a request: its head (request line and headers)
     must arrive whole within ``read_timeout`` of its first byte (or of the connection), however
-    the bytes are paced; its body may pause at most ``read_timeout`` between two reads."""
+    the bytes are paced; its body may pause at most ``read_timeout`` between two reads, and must
+    arrive within ``read_timeout`` plus 1 s per ``MIN_BODY_RATE`` bytes."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class TimedH11Protocol(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
         _on_head = False  # the armed deadline is the head's: more bytes of the head do not move it
+        _body_end: float | None = None  # the loop time by which the body must be in, moved by each read
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._rearm()
 
         def data_received(self, data: bytes) -> None:
+            if self._body_end is not None:
+                self._body_end += len(data) / MIN_BODY_RATE
             super().data_received(data)
             self._rearm()
 
@@ -93,12 +102,17 @@ def protocol(read_timeout: float = READ_TIMEOUT) -> type:
         def _rearm(self) -> None:
             """A deadline while the client owes us bytes: the head of a request it has begun (or,
             on a new connection, its first request), once for the whole head; or the rest of a
-            body, renewed by each read."""
+            body: each read renews the pause allowed, within the body's own deadline."""
             begun = bool(self.conn.trailing_data[0]) or self.cycle is None
             if self.conn.their_state is h11.SEND_BODY:
                 self._disarm()
-                self._deadline = self.loop.call_later(read_timeout, self._stalled)
-            elif self.conn.their_state is h11.IDLE and begun:
+                now = self.loop.time()
+                if self._body_end is None:
+                    self._body_end = now + read_timeout
+                self._deadline = self.loop.call_later(max(0.0, min(read_timeout, self._body_end - now)), self._stalled)
+                return
+            self._body_end = None
+            if self.conn.their_state is h11.IDLE and begun:
                 if not self._on_head:  # a byte every few seconds must not keep a head open for ever
                     self._disarm()
                     self._deadline = self.loop.call_later(read_timeout, self._stalled)
@@ -116,7 +130,8 @@ def protocol(read_timeout: float = READ_TIMEOUT) -> type:
             if not self.transport.is_closing():
                 client = "%s:%s" % self.client if self.client else "?"
                 logging.getLogger(__name__).warning(
-                    "closed the connection from %s: no complete request within %g s", client, read_timeout)
+                    "closed the connection from %s: no complete request within %g s (or a body slower "
+                    "than %d bytes/s)", client, read_timeout, MIN_BODY_RATE)
                 self.transport.close()
 
     return TimedH11Protocol
