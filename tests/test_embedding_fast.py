@@ -322,6 +322,9 @@ def test_opt_out_keeps_the_reference_path_and_the_model_id(tiny_dir, mixed, monk
     assert XVectorEmbedder(tiny_dir, device="cpu").compute_dtype == "float32"
     with pytest.raises(InvalidInputError, match="precision 'fp8' .* is not one of auto, bf16, fp32"):
         XVectorEmbedder(tiny_dir, device="cpu", precision="fp8")
+    monkeypatch.setenv("VOICEBANK_FAST", "maybe")  # a typo is an error, not a silent "on"
+    with pytest.raises(InvalidInputError, match="VOICEBANK_FAST='maybe' is neither on"):
+        XVectorEmbedder(tiny_dir, device="cpu")
 
 
 # -- (e) a transformers release the fast path does not know: fall back, once, saying why ----------

@@ -48,6 +48,7 @@ FAST_LIMITS = {
              "mask_budget": 2**30},
 }
 _OFF = ("0", "false", "no", "off")
+_ON = ("1", "true", "yes", "on")
 PRECISIONS = ("auto", "bf16", "fp32", "int8")
 
 
@@ -90,7 +91,13 @@ class XVectorEmbedder:
         self.revision = revision
         self._device = device
         # the fast forward pass (default on); VOICEBANK_FAST=0 or fast=False keeps transformers' own
-        self.fast = fast if fast is not None else os.environ.get("VOICEBANK_FAST", "1").strip().lower() not in _OFF
+        switch = os.environ.get("VOICEBANK_FAST", "1").strip().lower()
+        if fast is None and switch not in _OFF + _ON:
+            from ..errors import InvalidInputError
+
+            raise InvalidInputError(f"VOICEBANK_FAST={switch!r} is neither on ({', '.join(_ON)}) nor off "
+                                    f"({', '.join(_OFF)}): set one of these, or unset it (on).")
+        self.fast = fast if fast is not None else switch not in _OFF
         # "auto" (bf16 where the device computes it natively, else int8 linear layers on a CPU),
         # "bf16", "int8" (CPU) or "fp32"; the fast path only
         self.precision = (precision or os.environ.get("VOICEBANK_PRECISION") or "auto").strip().lower()
