@@ -79,7 +79,6 @@ def open_parts(db: str | os.PathLike | None, model: str | Embedder | None, devic
         raise
 
 
-
 def _exists_on_disk(path: Path) -> bool:
     """Is there a file (or anything) at ``path``? An error for a path the system cannot look up
     (a name over 255 bytes, a folder on the way that cannot be entered): ``Path.exists`` raises it."""
@@ -87,6 +86,7 @@ def _exists_on_disk(path: Path) -> bool:
         return path.exists()
     except OSError as exc:
         raise DatabaseError(f"cannot use the database file {path}: {exc.strerror or exc}. Check --db.") from exc
+
 
 def search_for(store: Store, bank: BankRow, path: Path | None) -> BankSearch:
     """The bank's candidate search (:func:`voicebank.index.factory.bank_search`): its FAISS index

@@ -101,12 +101,12 @@ UNREACHABLE = ("connection refused", "could not connect", "connection is bad", "
                "could not translate host name", "consuming input failed", "could not receive data")
 
 
-
 def _is_dir(path: Path) -> bool:
     try:
         return path.is_dir()
     except OSError:  # a name the system cannot look up (over 255 bytes): no folder either
         return False
+
 
 def _full(file: Path | None) -> bool:
     """Is the disk holding this SQLite file (nearly) full? SQLite says only "disk I/O error" when it
