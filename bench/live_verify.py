@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import quality_data as data  # noqa: E402
 from _env import describe, machine  # noqa: E402
+from stream_calls import wilson  # noqa: E402
 
 GAP = 0.3  # seconds of silence between a person's recordings in a call
 CHUNK = 0.02  # seconds per chunk (a typical RTP/WebRTC frame)
@@ -59,14 +59,6 @@ def live_then_whole(bank, claimed: str, samples: np.ndarray, speech: float) -> t
     finally:
         session.close()
     return None
-
-
-def wilson(k: int, n: int) -> tuple[float, float]:
-    if not n:
-        return (math.nan, math.nan)
-    z, p = 1.959964, k / n
-    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def run(corpus, size: int, rotations: int, speech: float, folder: Path, rng) -> dict:

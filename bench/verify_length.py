@@ -26,20 +26,17 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import quality_data as data  # noqa: E402
 from _env import describe, machine  # noqa: E402
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
+from voicebank.vectors import voiceprint  # noqa: E402
 
 def trials(embeddings: np.ndarray, by_speaker: dict[str, list[int]], averaged: int) -> tuple[np.ndarray, np.ndarray, float]:
     """(genuine scores, impostor scores, people) with probes of ``averaged`` recordings."""
     people = sorted(p for p, rows in by_speaker.items() if len(rows) >= 6)
-    prints = np.stack([_unit(embeddings[by_speaker[p][:3]].mean(0)) for p in people])
+    prints = np.stack([voiceprint(embeddings[by_speaker[p][:3]]) for p in people])
     genuine, impostor = [], []
     for i, p in enumerate(people):
         held = by_speaker[p][3:]
         for j in range(0, len(held) - averaged + 1, averaged):
-            scores = prints @ _unit(embeddings[held[j:j + averaged]].mean(0))
+            scores = prints @ voiceprint(embeddings[held[j:j + averaged]])  # a probe as long as ``averaged`` recordings
             genuine.append(scores[i])
             impostor.extend(np.delete(scores, i))
     return np.array(genuine), np.array(impostor), len(people)
@@ -67,7 +64,7 @@ def main() -> None:
             continue
         with np.load(cache) as z:
             found = dict(zip(z["keys"].tolist(), z["emb"]))
-        embeddings = np.stack([found[str(q.relative_to(corpus.root))] for q in corpus.paths]).astype(np.float64)
+        embeddings = np.stack([found[str(q.relative_to(corpus.root))] for q in corpus.paths])
         rows = []
         threshold = None
         for averaged in (1, 2, 3):
