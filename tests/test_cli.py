@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from voicebank.cli import main
 pytestmark = [pytest.mark.embedder("fake"), pytest.mark.usefixtures("remembered_vad")]
 
 THREE = ("alice", "bob", "carol")
+SPEECH = r" for \d+\.\d s of speech"  # the speech a decision's threshold was read at
 
 
 @pytest.fixture
@@ -150,18 +152,19 @@ def test_identify_text_and_exit_codes(populated, voices):
         result = ok(populated("identify", voices[name][2]), 0)
         lines = result.stdout.splitlines()
         # the number decided on, named, against the threshold: here the best cosine, the first candidate's
-        assert lines[0] == f"match: {name} (best score {lines[1].split()[2]} >= threshold 0.9996)"
+        assert re.fullmatch(rf"match: {name} \(best score {lines[1].split()[2]} >= threshold 0\.9996{SPEECH}\)", lines[0])
         assert lines[1].split()[:2] == ["1.", name]
         assert len(lines) == 4
 
     unknown = ok(populated("identify", voices["stranger"][2]), 1)
     lines = unknown.stdout.splitlines()
-    assert lines[0] == f"match: unknown (best score {lines[1].split()[2]} < threshold 0.9996)"
+    assert re.fullmatch(rf"match: unknown \(best score {lines[1].split()[2]} < threshold 0\.9996{SPEECH}\)", lines[0])
     assert sorted(line.split()[1] for line in lines[1:]) == sorted(THREE)
 
 
 def check_identify_json(data: dict) -> None:
-    assert set(data) == {"match", "candidates", "threshold", "threshold_kind", "decision", "calibration", "channel"}
+    assert set(data) == {"match", "candidates", "threshold", "threshold_kind", "decision", "calibration", "channel",
+                         "speech_seconds"}
     assert data["threshold_kind"] == "identify" and data["calibration"]["method"] in ("default", "manual", "far")
     assert data["decision"]["rule"] == "best"  # the tiny banks' rule; new banks decide by the margin rule
     assert data["decision"]["kind"] == "cosine"  # what the threshold applied to: the best cosine
@@ -201,8 +204,8 @@ def test_identify_json(populated, voices):
 def test_identify_several_files_one_line_each(populated, voices, corrupt):
     files = [voices["alice"][2], voices["stranger"][2], voices["bob"][2]]
     lines = ok(populated("identify", *files), 1).stdout.splitlines()  # one unknown: exit code 1
-    assert lines[0].startswith(f"{files[0]}: alice (best score ") and lines[0].endswith(" >= threshold 0.9996)")
-    assert lines[1].startswith(f"{files[1]}: unknown (best score ") and lines[1].endswith(" < threshold 0.9996)")
+    assert lines[0].startswith(f"{files[0]}: alice (best score ") and re.search(rf" >= threshold 0\.9996{SPEECH}\)$", lines[0])
+    assert lines[1].startswith(f"{files[1]}: unknown (best score ") and re.search(rf" < threshold 0\.9996{SPEECH}\)$", lines[1])
     assert lines[2].startswith(f"{files[2]}: bob (best score ")
     assert len(lines) == 3
 
@@ -229,13 +232,15 @@ def test_identify_several_files_one_line_each(populated, voices, corrupt):
 def test_verify(populated, voices):
     result = ok(populated("verify", "alice", voices["alice"][2]), 0)
     assert result.stdout.startswith("accepted: alice (score ")
-    assert result.stdout.endswith(" >= threshold 0.9996)\n")
+    assert re.search(rf" >= threshold 0\.9996{SPEECH}\)\n$", result.stdout)
     rejected = ok(populated("verify", "alice", voices["carol"][2]), 1)
-    assert rejected.stdout.startswith("rejected: alice (score ") and rejected.stdout.endswith(" < threshold 0.9996)\n")
+    assert rejected.stdout.startswith("rejected: alice (score ") and re.search(rf" < threshold 0\.9996{SPEECH}\)\n$",
+                                                                              rejected.stdout)
 
     for probe, code, accepted in ((voices["bob"][2], 0, True), (voices["stranger"][2], 1, False)):
         data = json.loads(ok(populated("verify", "bob", probe, "--json"), code).stdout)
-        assert set(data) == {"name", "score", "threshold", "accepted", "threshold_kind", "channel"}
+        assert set(data) == {"name", "score", "threshold", "accepted", "threshold_kind", "channel", "speech_seconds"}
+        assert 1.0 < data["speech_seconds"] <= 2.5  # the speech the threshold was read at (2.5 s takes)
         assert data["channel"]["decided"] == data["channel"]["heard"]["channel"] == "wideband"
         assert data["name"] == "bob" and data["accepted"] is accepted
         assert type(data["score"]) is float and data["threshold"] == TINY_THRESHOLD

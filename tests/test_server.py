@@ -192,7 +192,8 @@ def test_identify(server, voices, name):
     response = identify(server, voices[name][2])
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"match", "candidates", "threshold", "threshold_kind", "decision", "calibration", "channel"}
+    assert set(body) == {"match", "candidates", "threshold", "threshold_kind", "decision", "calibration", "channel",
+                         "speech_seconds"}
     assert body["threshold"] == TINY_THRESHOLD and body["threshold_kind"] == "identify"
     assert body["channel"]["decided"] == body["channel"]["heard"]["channel"] == "wideband"
     assert (body["match"] or {}).get("name") == (None if name == "stranger" else name)
@@ -210,7 +211,8 @@ def test_verify(server, voices):
     files = [upload(voices["alice"][2])]
     accepted = server.client.post("/verify", data={"name": "alice"}, files=files, headers=auth(server))
     assert accepted.status_code == 200
-    assert set(accepted.json()) == {"name", "score", "threshold", "accepted", "threshold_kind", "channel"}
+    assert set(accepted.json()) == {"name", "score", "threshold", "accepted", "threshold_kind", "channel",
+                                    "speech_seconds"}
     assert accepted.json()["channel"]["decided"] == "wideband"
     assert accepted.json()["accepted"] is True and accepted.json()["name"] == "alice"
     rejected = server.client.post("/verify", data={"name": "alice"}, files=[upload(voices["bob"][2])], headers=auth(server))

@@ -232,12 +232,12 @@ class VoiceBank:
         return identification.identify_many(self._services, recordings, top_k, client, progress)
 
     def identify_embeddings(self, embeddings: np.ndarray, top_k: int = 5, channel: str = WIDEBAND,
-                            purpose: str = calibration.IDENTIFY) -> list[Identification]:
-        """:meth:`identify` for precomputed (n, dimension) embeddings of this bank's model in
-        ``channel`` (as :meth:`embed` gives them, or through the telephone channel:
-        ``voicebank.encoding.in_channel``), e.g. the windows of a long recording (``purpose``
-        ``"scan"``: with the operating point of scan's windows, where one was measured). Not audited."""
-        return identification.identify_embeddings(self._services, embeddings, top_k, channel, purpose)
+                            purpose: str = calibration.IDENTIFY, seconds: float | None = None) -> list[Identification]:
+        """:meth:`identify` for (n, dimension) embeddings of this bank's model in ``channel`` (as
+        :meth:`embed` gives them, or through the telephone line: ``encoding.in_channel``), e.g. a long
+        recording's windows (``purpose`` ``"scan"``: scan's operating point). ``seconds``: the speech
+        behind each, which picks the threshold (None: the longest probes'). Not audited."""
+        return identification.identify_embeddings(self._services, embeddings, top_k, channel, purpose, seconds)
 
     def scan(self, recording: Recording, window: float = scanning.DEFAULT_WINDOW, hop: float | None = None,
              top_k: int = 1, progress: Progress | None = None, *, min_pause: float = scanning.MIN_PAUSE,

@@ -147,20 +147,40 @@ class OperatingPoint:
     upper: float | None = None  # 95% upper confidence bound of the counted rate (upper_bound)
     asked: float | None = None  # the rate asked for, when the trials could support only ``target``
     sources: dict | None = None  # where its trials came from (OpenSetTrials.sources)
+    # the threshold by the speech behind a probe (voicebank.lengths): (seconds, threshold, counted,
+    # trials) for probes of 1, 2, ... of the bank's recordings, ``threshold`` first; () where unmeasured
+    lengths: tuple[tuple[float, float, int, int], ...] = ()
 
     def to_dict(self, with_model: bool = True) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in ("purpose", "threshold", "kind", "method", "target", "rate", "counted",
                                              "trials", "miss", "hit", "wrong", "genuine", "gallery", "rule",
                                              "channel", "upper", "asked", "sources")}
+        if self.lengths:
+            out["lengths"] = [{"seconds": round(s, 3), "threshold": t, "counted": c, "trials": n}
+                              for s, t, c, n in self.lengths]
         if with_model and self.model is not None:
             out["model"] = self.model.to_dict()
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "OperatingPoint":
-        fields = {k: v for k, v in data.items() if k != "model"}
+        fields = {k: v for k, v in data.items() if k not in ("model", "lengths")}
         model = RateModel.from_dict(data["model"]) if data.get("model") else None
-        return cls(**fields, model=model)
+        lengths = tuple((float(d["seconds"]), float(d["threshold"]), int(d["counted"]), int(d["trials"]))
+                        for d in data.get("lengths") or ())
+        return cls(**fields, model=model, lengths=lengths)
+
+    def at(self, seconds: float | None) -> float:
+        """The threshold for a probe with ``seconds`` of speech: ``threshold`` where no lengths were
+        measured; else read between the measured lengths (linearly in log seconds), the shortest's
+        below it and the longest's above it, and the longest's for a probe of unknown length (an
+        embedding given directly): a longer probe's strangers score higher."""
+        if not self.lengths:
+            return self.threshold
+        if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+            return self.lengths[-1][1]
+        at = np.log([s for s, *_ in self.lengths])
+        return float(np.interp(math.log(seconds), at, [t for _, t, *_ in self.lengths]))
 
     def rate_at(self, gallery: int) -> float | None:
         """The identification false-alarm rate this threshold gives with ``gallery`` speakers."""
@@ -177,6 +197,8 @@ class OperatingPoint:
         if self.trials:
             out.update(trials=self.trials, counted=self.counted, upper=None if self.upper is None else round(self.upper, 6),
                        sources=self.sources)
+        if self.lengths:
+            out["lengths"] = self.to_dict()["lengths"]
         if self.purpose != VERIFY:
             out.update(rule=self.rule or BEST, gallery_at_calibration=self.gallery, gallery=gallery)
             rate = self.rate_at(gallery)

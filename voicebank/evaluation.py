@@ -14,7 +14,7 @@ from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
 
-from . import identification, scoring
+from . import identification, lengths, scoring
 from . import settings as settings_mod
 from .channel import NO_TELEPHONE, TELEPHONE, WIDEBAND
 from .calibration import (BEST, IDENTIFY, SCAN, VERIFY, OpenSetTrials, OperatingPoint, RateModel, ThinDataError, decide,
@@ -58,8 +58,8 @@ class Report:
 
 
 def open_set_trials(services: Services, max_probes: int = 5000, seed: int = 0, rule: str | None = None,
-                    channel: str = WIDEBAND, wanted: tuple[float | None, float | None] = (0.01, 0.01)
-                    ) -> OpenSetTrials:
+                    channel: str = WIDEBAND, wanted: tuple[float | None, float | None] = (0.01, 0.01),
+                    combine: int = 1) -> OpenSetTrials:
     """Calibration trials made from the bank itself in ``channel``, no audio needed: see
     :func:`trials_from_embeddings`. The cohort (people never enrolled) adds unknown-person trials;
     the model's reference set (:mod:`voicebank.reference`) adds more when the bank's own are too
@@ -73,9 +73,8 @@ def open_set_trials(services: Services, max_probes: int = 5000, seed: int = 0, r
     cohort = scorer.cohort if scorer.cohort is not None else \
         services.repository.cohort_embeddings(services.encoder.dimension, channel)
     rule = rule or services.repository.settings().identify_rule
-    trials = bank_trials([(sid, e) for sid, _, e in speakers], cohort, scorer, rule, twins, _reference(services),
-                         channel, wanted, max_probes, seed)
-    return trials
+    return bank_trials([(sid, e) for sid, _, e in speakers], cohort, scorer, rule, twins, _reference(services),
+                       channel, wanted, max_probes, seed, combine)
 
 
 def _scorer(services: Services, channel: str) -> Normalizer:
@@ -94,29 +93,30 @@ def _operating_points(services: Services, channel: str) -> dict[str, OperatingPo
 def bank_trials(found: list[tuple[int, np.ndarray]], cohort: np.ndarray | None, scorer: Normalizer, rule: str,
                 twins: Collection[tuple[int, int]], reference: Reference | None, channel: str,
                 wanted: tuple[float | None, float | None] = (0.01, 0.01), max_probes: int = 5000,
-                seed: int = 0) -> OpenSetTrials:
+                seed: int = 0, combine: int = 1) -> OpenSetTrials:
     """:func:`open_set_trials` from its parts: the speakers' utterance embeddings in ``channel``
     ((id, (n, d)) each), the cohort, the score, the rule, the pairs of ids that are one voice
-    (:func:`twin_pairs`) and the reference set (its people enrolled in the bank left out of it)."""
-    trials = trials_from_embeddings(found, cohort, scorer, max_probes, seed, rule, twins=twins) \
-        if len(found) >= 3 else None
+    (:func:`twin_pairs`) and the reference set (its people enrolled in the bank left out of it).
+    ``combine``: probes of that many recordings each (:func:`trials_from_embeddings`)."""
+    trials = None
+    if len(found) >= 3:
+        try:
+            trials = trials_from_embeddings(found, cohort, scorer, max_probes, seed, rule, twins=twins, combine=combine)
+        except NotEnoughDataError:
+            if reference is None:
+                raise
     if reference is not None and channel in reference.embeddings and (trials is None or _too_few(trials, *wanted)):
-        rows = _strangers(reference, channel, [e for _, e in found])
-        trials = trials_from_embeddings(found, cohort, scorer, max_probes, seed, rule, rows, twins)
+        kept = ~np.isin(reference.speakers, _enrolled_of(reference, channel, [e for _, e in found]))
+        rows = combined(reference.embeddings[channel][kept], reference.speakers[kept], combine)
+        trials = trials_from_embeddings(found, cohort, scorer, max_probes, seed, rule, rows, twins, combine)
     if trials is None:
-        trials_from_embeddings(found, cohort, scorer)  # raises, saying what is missing
+        trials_from_embeddings(found, cohort, scorer, combine=combine)  # raises, saying what is missing
     return replace(trials, channel=channel)
 
 
 def _too_few(trials: OpenSetTrials, far: float | None, unknown_rate: float | None) -> bool:
     return (far is not None and trials.nontarget.size < needed(far)) or \
         (unknown_rate is not None and len(trials.unknown) < needed(unknown_rate))
-
-
-def _strangers(reference: Reference, channel: str, speakers: list[np.ndarray]) -> np.ndarray:
-    """The reference set's recordings in ``channel``, less any person in it who is enrolled in the
-    bank (:func:`_enrolled_of`)."""
-    return reference.embeddings[channel][~np.isin(reference.speakers, _enrolled_of(reference, channel, speakers))]
 
 
 def _enrolled_of(reference: Reference, channel: str, speakers: list[np.ndarray]) -> np.ndarray:
@@ -162,7 +162,7 @@ def scan_trials(found: list[tuple[int, np.ndarray]], scorer: Normalizer, rule: s
 def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.ndarray | None, scorer: Normalizer,
                            max_probes: int = 5000, seed: int = 0, rule: str = BEST,
                            reference: np.ndarray | None = None,
-                           twins: Collection[tuple[int, int]] = ()) -> OpenSetTrials:
+                           twins: Collection[tuple[int, int]] = (), combine: int = 1) -> OpenSetTrials:
     """Open-set calibration trials from enrolled speakers' utterance embeddings ((id, (n, d)) each).
 
     Genuine: each recording of a speaker with two or more, against that speaker's voiceprint made
@@ -177,6 +177,11 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
     ``twins``: pairs of speaker ids taken for one person enrolled twice (:func:`twin_pairs`): they
     are left out of each other's unknown-person trials (a person is no stranger to their own
     voiceprint), and named in ``OpenSetTrials.twins``.
+
+    ``combine``: each probe is ``combine`` of a speaker's recordings at once, a longer probe
+    (:func:`groups`: their embeddings' normalized mean, as resemblyzer embeds one long recording;
+    a probe of ``combine`` reference recordings too, taken of one person); the voiceprints stay
+    those of every recording. The cohort, whose people are not told apart, is left out then.
     """
     if len(speakers) < (2 if reference is not None else 3):
         raise NotEnoughDataError(
@@ -186,8 +191,11 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
         )
     ids = np.array([sid for sid, _ in speakers])
     prints = np.stack([voiceprint(e) for _, e in speakers]).astype(np.float64)
-    owner = np.concatenate([[k] * len(e) for k, (_, e) in enumerate(speakers)])
-    utterances = np.concatenate([e for _, e in speakers]).astype(np.float64)
+    spans = [(k, span) for k, (_, e) in enumerate(speakers) for span in groups(len(e), combine)]
+    if not spans:
+        raise NotEnoughDataError(f"no speaker has {combine} recordings to make a probe of {combine} from.")
+    owner = np.array([k for k, _ in spans])
+    utterances = np.stack([_probe(speakers[k][1], span) for k, span in spans]).astype(np.float64)
     chosen = np.arange(len(utterances))
     if len(chosen) > max_probes:
         chosen = np.sort(np.random.default_rng(seed).choice(len(chosen), max_probes, replace=False))
@@ -196,7 +204,6 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
     apart = {k: {j for a, b in pairs for k_, j in ((a, b), (b, a)) if k_ == k} for k in range(len(speakers))}
     target, known_best, known_second, known_correct, unknown, whose = [], [], [], [], [], []
     everyone = np.arange(len(speakers))
-    members = [np.flatnonzero(owner == k) for k in everyone]  # each speaker's rows of ``utterances``
     for u in chosen:
         k, probe = owner[u], utterances[u]
         others = everyone[everyone != k]
@@ -207,8 +214,9 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
             if stranger.any():
                 unknown.append(row[stranger])
                 whose.append(k)
-        if len(members[k]) >= 2:
-            held_out = voiceprint(utterances[members[k][members[k] != u]])
+        own, span = speakers[k][1], spans[u][1]
+        if len(own) > len(span):
+            held_out = voiceprint(np.delete(own, span, axis=0).astype(np.float64))
             score = float(scorer.score(probe, held_out, [(int(ids[k]),)], [(int(ids[k]),)])[0])
             target.append(score)
             top = np.sort(np.append(row, score))[::-1]
@@ -216,6 +224,7 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
             known_second.append(float(top[1]) if len(top) > 1 else -np.inf)
             known_correct.append(score >= float(row.max()) if len(row) else True)
     own = len(unknown)
+    cohort = cohort if combine == 1 else None
     for probe in cohort if cohort is not None else ():
         every = [(int(i),) for i in ids]
         unknown.append(scorer.score(np.repeat(probe[None, :], len(prints), 0), prints, every, every))
@@ -234,7 +243,7 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
             "no unknown-person trials: every enrolled voiceprint is within the duplicate-voice threshold of another "
             "(one person enrolled under several names?). Remove the duplicates, or add recordings of people who are "
             "not enrolled (`voicebank cohort add FILE...`).")
-    if not target and reference is None:
+    if not target and reference is None and combine == 1:  # longer probes only move a rate's threshold
         raise NotEnoughDataError(
             "calibrating from the bank needs genuine trials: at least one speaker with two or more recordings. "
             "Add recordings (`voicebank add NAME FILE...`), or give a trial list with --trials."
@@ -245,6 +254,25 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
     return OpenSetTrials(np.array(target), np.array(known_best), np.array(known_correct, dtype=bool), unknown,
                          len(speakers), scorer.kind, np.array(known_second), rule, sources=sources,
                          twins=tuple((int(ids[a]), int(ids[b])) for a, b in pairs))
+
+
+def groups(n: int, combine: int) -> list[np.ndarray]:
+    """The row numbers of one person's ``n`` recordings, in disjoint runs of ``combine`` (in
+    order; a remainder shorter than ``combine`` is left out): one probe each."""
+    return [np.arange(i, i + combine) for i in range(0, n - combine + 1, combine)]
+
+
+def _probe(rows: np.ndarray, span: np.ndarray) -> np.ndarray:
+    return rows[span[0]] if len(span) == 1 else voiceprint(rows[span])
+
+
+def combined(rows: np.ndarray, owners: np.ndarray, combine: int) -> np.ndarray:
+    """Recordings of several people (``owners``: whose each row is) as probes of ``combine``
+    recordings of one person each (:func:`groups`)."""
+    if combine == 1:
+        return rows
+    out = [_probe(rows[owners == p], span) for p in np.unique(owners) for span in groups(int(np.sum(owners == p)), combine)]
+    return np.stack(out) if out else np.zeros((0, rows.shape[1]), rows.dtype)
 
 
 # The bank's own strangers set the reference set's level from this many people on. With fewer, the
@@ -463,6 +491,10 @@ def calibrate(services: Services, *, far: float | None = 0.01, unknown_rate: flo
                 thin.append(str(exc))
     if thin:
         raise ThinDataError(" Also: ".join(thin))
+    if trials is None:
+        chosen = lengths.with_lengths(chosen, by_length(lambda wanted, combine: open_set_trials(
+            services, rule=rule, channel=channel, wanted=wanted, combine=combine)),
+            list(services.repository.utterance_speech(channel).values()))
     main = data.get(IDENTIFY, data.get(VERIFY))
     stored = {which: measure(data[which], which, point.threshold, model(which), point.method, point.target)
               for which, point in current.items()
@@ -523,6 +555,16 @@ def trials_per_purpose(make: Callable[[tuple[float | None, float | None]], OpenS
             other = out.get(VERIFY if which == IDENTIFY else IDENTIFY)
             out[which] = other if other is not None and other is not own else make((far, unknown_rate))
     return out
+
+
+def by_length(make: Callable[[tuple[float | None, float | None], int], OpenSetTrials]) -> lengths.Make:
+    """The trials :func:`lengths.with_lengths` measures longer probes on: each purpose's, for the
+    rates it asks (:func:`trials_per_purpose`), from ``make(wanted, combine)``, the trials with
+    probes of ``combine`` recordings."""
+    def of(combine: int, wanted: tuple[float | None, float | None]) -> dict[str, OpenSetTrials]:
+        purposes = tuple(p for p, rate in zip((VERIFY, IDENTIFY), wanted) if rate is not None)
+        return trials_per_purpose(lambda w: make(w, combine), *wanted, purposes)
+    return of
 
 
 # A bank on its automatic operating points (method "auto": set from the reference set when it was

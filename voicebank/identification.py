@@ -80,7 +80,11 @@ def identify_many(services: Services, recordings: Iterable[Recording], top_k: in
 
 
 def identify_embeddings(services: Services, embeddings: np.ndarray, top_k: int,
-                        channel: str = channel_mod.WIDEBAND, purpose: str = calibration.IDENTIFY) -> list[Identification]:
+                        channel: str = channel_mod.WIDEBAND, purpose: str = calibration.IDENTIFY,
+                        seconds: float | None = None) -> list[Identification]:
+    """Identify embeddings made elsewhere (or scan's windows: ``purpose`` scan). ``seconds``: the
+    speech behind each, which picks the threshold (``OperatingPoint.at``); None (not known) takes
+    the threshold of the longest probes calibrated, which keeps its promise at any length."""
     services.repository.store.catch_up()
     top_k = validate.top_k(top_k)
     embeddings = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
@@ -94,7 +98,7 @@ def identify_embeddings(services: Services, embeddings: np.ndarray, top_k: int,
         raise InvalidInputError(f"embeddings are identified with the identify or scan operating point, not {purpose!r}.")
     settings = services.repository.settings()
     heard = _Heard(None, channel, None)  # once, not per window
-    return [_identify(services, e, top_k, settings, heard, purpose) for e in embeddings]
+    return [_identify(services, e, top_k, settings, heard, purpose, seconds) for e in embeddings]
 
 
 def verify(services: Services, name: str, recording: Recording, client: str | None) -> Verification:
@@ -104,10 +108,11 @@ def verify(services: Services, name: str, recording: Recording, client: str | No
     audio = _load(services, recording, "verify", name, client)
     claimed = claim(services, name, _heard(audio))
     embedding = services.encoder.embed_in([audio], claimed.channel)[0]
-    score, threshold, accepted, kind = score_claim(services, claimed, embedding)
+    score, threshold, accepted, kind = score_claim(services, claimed, embedding, audio.speech_seconds)
     _audit(services, "verify", name, name if accepted else None, score, threshold, kind, accepted,
            audio.sha256, client, claimed.channel)
-    return Verification(name, score, threshold, accepted, _Heard(audio.channel, claimed.channel, claimed.note).to_dict())
+    return Verification(name, score, threshold, accepted, _Heard(audio.channel, claimed.channel, claimed.note).to_dict(),
+                        audio.speech_seconds)
 
 
 @dataclass(frozen=True)
@@ -131,11 +136,13 @@ def claim(services: Services, name: str, heard: str) -> Claim:
     return Claim(name, speaker_id, channel, note, prints[channel])
 
 
-def score_claim(services: Services, claimed: Claim, embedding: np.ndarray) -> tuple[float, float, bool, str]:
+def score_claim(services: Services, claimed: Claim, embedding: np.ndarray,
+                seconds: float | None) -> tuple[float, float, bool, str]:
     """(score, threshold, accepted, score kind) of a probe's ``embedding`` (in the claim's channel)
-    against the claimed voiceprint, with the bank's verification score and operating point."""
+    against the claimed voiceprint, with the bank's verification score and operating point, its
+    threshold read at the ``seconds`` of speech behind the probe (``OperatingPoint.at``)."""
     settings = services.repository.settings()
-    threshold = settings_mod.operating_points(settings, claimed.channel)[calibration.VERIFY].threshold
+    threshold = settings_mod.operating_points(settings, claimed.channel)[calibration.VERIFY].at(seconds)
     ids = [claimed.speaker_id]
     score = float(scorer(services, settings, claimed.channel).score(embedding, claimed.voiceprint, ids, ids)[0])
     return score, threshold, scoring.accept(score, threshold), settings.score
@@ -184,7 +191,8 @@ def _refused(services: Services, operation: str, claimed: str | None, error: Voi
 
 def _audited(services: Services, audio: Audio, embedding: np.ndarray, top_k: int, settings: BankRow,
              heard: _Heard, client: str | None) -> Identification:
-    result = _identify(services, embedding, top_k, settings, heard)  # the audited score is what met the threshold
+    # the audited score is what met the threshold
+    result = _identify(services, embedding, top_k, settings, heard, seconds=audio.speech_seconds)
     _audit(services, "identify", None, result.match.name if result.match else None, result.decision,
            result.threshold, decision_kind(settings.score, result.rule), result.match is not None, audio.sha256,
            client, heard.decided)
@@ -220,7 +228,7 @@ def decision_kind(score: str, rule: str) -> str:
 
 
 def _identify(services: Services, embedding: np.ndarray, top_k: int, settings: BankRow,
-              heard: _Heard, purpose: str = calibration.IDENTIFY) -> Identification:
+              heard: _Heard, purpose: str = calibration.IDENTIFY, seconds: float | None = None) -> Identification:
     channel = heard.decided
     point = operating_point(settings, channel, purpose)
     ranked, found, gallery = _candidates(services, embedding, max(top_k, 2), settings, channel)  # margin needs two
@@ -231,12 +239,12 @@ def _identify(services: Services, embedding: np.ndarray, top_k: int, settings: B
                                                           kept, kept)
         ranked = sorted(zip(normed.tolist(), kept), key=lambda pair: -pair[0])
     candidates = [Candidate(found[i][0], s) for s, i in ranked]
-    threshold, rule = point.threshold, settings.identify_rule
+    threshold, rule = point.at(seconds), settings.identify_rule
     decision = (calibration.decide(candidates[0].score, candidates[1].score if len(candidates) > 1 else None, rule)
                 if candidates else None)
     match = candidates[0] if decision is not None and scoring.accept(decision, threshold) else None
     return Identification(match, candidates[:top_k], threshold, point.status(gallery), rule, decision,
-                          decision_kind(settings.score, rule), heard.to_dict())
+                          decision_kind(settings.score, rule), heard.to_dict(), seconds)
 
 
 def _candidates(services: Services, embedding: np.ndarray, top_k: int, settings: BankRow, channel: str

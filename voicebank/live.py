@@ -225,9 +225,11 @@ class Session:
             except SpeakerNotFoundError:
                 self._removed = True
                 raise
-            score, threshold, accepted, _ = identification.score_claim(self._services, self._claim, embedding)
-            return Verification(self.name, score, threshold, accepted, {"decided": self._channel})
-        return identification.identify_embeddings(self._services, embedding[None, :], self._top_k, self._channel)[0]
+            score, threshold, accepted, _ = identification.score_claim(self._services, self._claim, embedding,
+                                                                       self._window_seconds())
+            return Verification(self.name, score, threshold, accepted, {"decided": self._channel}, self._window_seconds())
+        return identification.identify_embeddings(self._services, embedding[None, :], self._top_k, self._channel,
+                                                  seconds=self._window_seconds())[0]
 
     def _window_seconds(self) -> float:
         """Seconds of speech the window's pieces cover: the first one's whole, the others' new speech."""

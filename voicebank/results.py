@@ -36,6 +36,8 @@ class Identification:
     decision_kind: str = "cosine"
     # the channel heard (as measured) and the one decided in, with a note when they differ
     channel: dict[str, Any] | None = None
+    # the speech behind the probe, which the threshold was read at (OperatingPoint.at); None: not known
+    speech_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -48,9 +50,7 @@ class Identification:
         }
         if self.calibration is not None:
             out["calibration"] = self.calibration
-        if self.channel is not None:
-            out["channel"] = self.channel
-        return out
+        return _heard(out, self.channel, self.speech_seconds)
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,20 @@ class Verification:
     threshold: float
     accepted: bool
     channel: dict[str, Any] | None = None  # as Identification.channel
+    speech_seconds: float | None = None  # as Identification.speech_seconds
 
     def to_dict(self) -> dict[str, Any]:
         out = {"name": self.name, "score": round(self.score, 6), "threshold": self.threshold,
                "accepted": self.accepted, "threshold_kind": "verify"}
-        if self.channel is not None:
-            out["channel"] = self.channel
-        return out
+        return _heard(out, self.channel, self.speech_seconds)
+
+
+def _heard(out: dict[str, Any], channel: dict[str, Any] | None, seconds: float | None) -> dict[str, Any]:
+    if channel is not None:
+        out["channel"] = channel
+    if seconds is not None:
+        out["speech_seconds"] = round(seconds, 3)
+    return out
 
 
 @dataclass(frozen=True)

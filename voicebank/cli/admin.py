@@ -8,7 +8,7 @@ from datetime import datetime
 import click
 
 from ..channel import NO_TELEPHONE, speakers_have
-from .base import JSON_OPTION, Context, emit, handle_errors, main
+from .base import JSON_OPTION, Context, emit, handle_errors, lengths_text, main
 
 
 @main.command()
@@ -155,11 +155,13 @@ def calibration_text(status: dict, channel: str = "") -> str:
         elif which == "verify":
             target = "the equal-error rate" if s["method"] == "eer" else f"{s['target']:g} false accepts per claim"
             lines.append(f"{head}: {_how(s)} for {target}{_counted(s)}")
+            lines += [lengths_text(s["lengths"])] if s.get("lengths") else []
         else:
             per = " per scan window" if which == "scan" else ""
             lines.append(f"{head}: {_how(s)} for {s['target']:g} unknown-person false alarms{per} with "
                          f"{_speakers(s['gallery_at_calibration'])}{_counted(s)}; with {s['gallery']} now: "
                          f"{s['expected_rate']:.2%} expected")
+            lines += [lengths_text(s["lengths"])] if s.get("lengths") else []
             if s["outgrown"]:
                 lines.append("WARNING: the bank has outgrown its calibration (more than 1.5x the promised rate): "
                              "run `voicebank calibrate`.")

@@ -92,6 +92,15 @@ def emit(data: dict | list, as_json: bool, text: str) -> None:
                else safe(text, "\n\t"))
 
 
+def lengths_text(lengths: list[dict]) -> str:
+    """A threshold's values by the speech behind a probe (``OperatingPoint.to_dict()["lengths"]``), a line."""
+    if not lengths:
+        return ""
+    steps = [f"{d['threshold']:.4f} at {d['seconds']:.1f} s ({d['counted']} of {d['trials']} counted)" for d in lengths]
+    return (f"    by the speech in a probe: {steps[0]} and less, " + ", ".join(steps[1:-1] + [f"{steps[-1]} and more"])
+            + "; read between them (longer probes' strangers score higher)")
+
+
 def safe(text: str, keep: str = "") -> str:
     """Control and invisible formatting characters written as visible escapes. Text built from
     untrusted pieces (file names, labels) should escape each piece before joining lines: a newline

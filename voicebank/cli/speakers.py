@@ -226,7 +226,12 @@ def _decision(result) -> str:
     if result.decision is None:
         return f"no candidate, threshold {result.threshold:.4f}"
     side = ">=" if result.match else "<"
-    return f"{_decided(result)} {result.decision:.4f} {side} threshold {result.threshold:.4f}"
+    return f"{_decided(result)} {result.decision:.4f} {side} threshold {result.threshold:.4f}{_at(result)}"
+
+
+def _at(result) -> str:
+    """The speech the threshold was read at (a longer probe gets a higher one: docs/calibration.md)."""
+    return "" if result.speech_seconds is None else f" for {result.speech_seconds:.1f} s of speech"
 
 
 def _channel_note(channel: dict | None) -> list[str]:
@@ -293,7 +298,7 @@ def verify(obj: Context, name: str, file: str, as_json: bool) -> None:
     verdict = "accepted" if result.accepted else "rejected"
     side = ">=" if result.accepted else "<"
     emit(result.to_dict(), as_json, "\n".join(
-        [f"{verdict}: {name} (score {result.score:.4f} {side} threshold {result.threshold:.4f})"]
+        [f"{verdict}: {name} (score {result.score:.4f} {side} threshold {result.threshold:.4f}{_at(result)})"]
         + _channel_note(result.channel)))
     sys.exit(0 if result.accepted else 1)
 

@@ -56,20 +56,26 @@ class ChannelOut(BaseModel):
 class IdentificationOut(BaseModel):
     match: CandidateOut | None = Field(description="The best candidate if it clears the threshold, else null.")
     candidates: list[CandidateOut]
-    threshold: float = Field(description="The bank's identification (1:N) threshold.")
+    threshold: float = Field(description="The bank's identification (1:N) threshold, read at the speech in the "
+                                         "recording (`speech_seconds`): longer probes get a higher one.")
     threshold_kind: str = Field(description="Always `identify`: the identification operating point.")
     decision: DecisionOut
     calibration: CalibrationOut
     channel: ChannelOut
+    speech_seconds: float | None = Field(None, description="Seconds of speech in the recording, which the threshold "
+                                                       "was read at.")
 
 
 class VerificationOut(BaseModel):
     name: str
     score: float
-    threshold: float = Field(description="The bank's verification (1:1) threshold.")
+    threshold: float = Field(description="The bank's verification (1:1) threshold, read at the speech in the "
+                                         "recording (`speech_seconds`): longer probes get a higher one.")
     accepted: bool
     threshold_kind: str = Field(description="Always `verify`: the verification operating point.")
     channel: ChannelOut
+    speech_seconds: float | None = Field(None, description="Seconds of speech in the recording, which the threshold "
+                                                       "was read at.")
 
 
 class RecordingOut(BaseModel):

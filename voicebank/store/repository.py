@@ -144,16 +144,27 @@ class Repository:
         """(speaker id, name, (n, dimension) utterance embeddings in ``channel``) of every speaker
         that has some, by id: wideband, the recordings that came through a wideband channel as they
         came; telephone, every recording through the telephone channel."""
+        grouped: dict[tuple[int, str], list[np.ndarray]] = {}
+        for speaker_id, name, vector in self._utterances(channel, None):
+            grouped.setdefault((speaker_id, name), []).append(vector)
+        return [(sid, name, np.stack(vectors)) for (sid, name), vectors in grouped.items()]
+
+    def utterance_speech(self, channel: str = WIDEBAND) -> dict[int, np.ndarray]:
+        """{speaker id: seconds of speech of each recording}, the recordings and their order as
+        :meth:`utterance_embeddings` gives them; NaN for an embedding imported without its recording."""
+        grouped: dict[int, list[float]] = {}
+        for speaker_id, _, seconds in self._utterances(channel, UtteranceRow.speech_s):
+            grouped.setdefault(speaker_id, []).append(np.nan if seconds is None else float(seconds))
+        return {sid: np.array(seconds) for sid, seconds in grouped.items()}
+
+    def _utterances(self, channel: str, what: Any) -> list[Any]:
+        """(speaker id, name, ``what`` or the embedding in ``channel``) of every recording in that channel."""
         column = UtteranceRow.telephone if channel == TELEPHONE else UtteranceRow.embedding
-        query = select(SpeakerRow.id, SpeakerRow.name, column).join(UtteranceRow)
+        query = select(SpeakerRow.id, SpeakerRow.name, column if what is None else what).join(UtteranceRow)
         query = query.where(column.is_not(None)) if channel == TELEPHONE else query.where(
             or_(UtteranceRow.channel.is_(None), UtteranceRow.channel != TELEPHONE))
         with self.store.read() as session:
-            rows = session.execute(query.order_by(SpeakerRow.id, UtteranceRow.id)).all()
-        grouped: dict[tuple[int, str], list[np.ndarray]] = {}
-        for speaker_id, name, vector in rows:
-            grouped.setdefault((speaker_id, name), []).append(vector)
-        return [(sid, name, np.stack(vectors)) for (sid, name), vectors in grouped.items()]
+            return list(session.execute(query.order_by(SpeakerRow.id, UtteranceRow.id)).all())
 
     def owners(self, hashes: Sequence[str], other_than: int | None) -> dict[str, str]:
         """{hash: speaker name} for those recordings already enrolled for another speaker, found by

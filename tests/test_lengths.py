@@ -1,0 +1,111 @@
+"""Thresholds by the speech behind a probe (voicebank.lengths, OperatingPoint.at): a longer probe's
+strangers score higher, so a promise measured on single recordings is measured again on longer
+probes, and each decision reads its threshold at its probe's speech."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from voicebank.calibration import IDENTIFY, MARGIN, VERIFY, OperatingPoint, RateModel, decide, identification_point, \
+    top2, verification_point
+from voicebank.evaluation import by_length, combined, groups, trials_from_embeddings
+from voicebank.lengths import tier_seconds, with_lengths
+from voicebank.norm import Normalizer
+from voicebank.vectors import voiceprint
+
+COSINE = Normalizer("cosine", 0)
+
+
+def people(rng, n: int, per: int, dim: int = 24, noise: float = 0.5):
+    """Unit vectors of ``n`` people (``per`` recordings each) in a cone around one direction, each
+    recording noisy: the mean of several is a cleaner picture of its speaker, as with real voices."""
+    centre = np.zeros(dim)
+    centre[0] = 1.0
+    out = []
+    for _ in range(n):
+        voice = centre * 1.2 + rng.normal(0, 0.3, dim)
+        takes = voice + rng.normal(0, noise, (per, dim))
+        out.append((takes / np.linalg.norm(takes, axis=1, keepdims=True)).astype(np.float32))
+    return out
+
+
+def point(lengths=()) -> OperatingPoint:
+    return OperatingPoint(VERIFY, 0.7, "cosine", "far", 0.01, 0.01, lengths=lengths)
+
+
+def test_a_decision_reads_its_threshold_at_the_speech_behind_its_probe():
+    p = point(((2.0, 0.70, 3, 500), (4.0, 0.76, 2, 250), (8.0, 0.79, 1, 120)))
+    assert p.at(2.0) == pytest.approx(0.70) and p.at(8.0) == pytest.approx(0.79)
+    assert p.at(np.sqrt(8.0)) == pytest.approx(0.73)  # halfway in log seconds between 2 and 4 s
+    assert p.at(0.5) == pytest.approx(0.70) and p.at(60.0) == pytest.approx(0.79)  # the ends hold beyond them
+    assert p.at(None) == pytest.approx(0.79) and p.at(float("nan")) == pytest.approx(0.79)  # unknown: the strictest
+    assert point().at(30.0) == 0.7 and point().at(None) == 0.7  # nothing measured: one threshold
+    again = OperatingPoint.from_dict(p.to_dict())
+    assert again.lengths == p.lengths and again.at(5.0) == pytest.approx(p.at(5.0))
+    assert p.to_dict()["lengths"][1] == {"seconds": 4.0, "threshold": 0.76, "counted": 2, "trials": 250}
+    old = {k: v for k, v in p.to_dict().items() if k != "lengths"}  # stored before lengths were measured
+    assert OperatingPoint.from_dict(old).lengths == ()
+
+
+def test_probes_of_several_recordings_are_disjoint_runs_of_one_person():
+    assert [g.tolist() for g in groups(7, 3)] == [[0, 1, 2], [3, 4, 5]] and groups(2, 3) == []
+    rows = np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 3]]
+    owners = np.array([0, 0, 0, 1, 1])
+    two = combined(rows, owners, 2)
+    assert two.shape == (2, 4)  # person 0's third recording is left over; person 1's pair is one probe
+    assert np.allclose(two[0], voiceprint(rows[:2])) and np.allclose(two[1], rows[3])
+    assert combined(rows, owners, 1) is rows
+    assert tier_seconds([np.array([1.0, 2.0, 3.0]), np.array([2.0, np.nan, 2.0, 2.0])], 2) == pytest.approx(3.5)
+    assert tier_seconds([np.array([np.nan, 1.0])], 2) is None and tier_seconds([np.array([2.0])], 2) is None
+
+
+def test_trials_of_longer_probes_keep_the_voiceprints_and_hold_the_probe_out_of_its_own():
+    rng = np.random.default_rng(3)
+    speakers = [(k + 1, e) for k, e in enumerate(people(rng, 6, 5))]
+    cohort = np.concatenate(people(rng, 2, 3))
+    one = trials_from_embeddings(speakers, cohort, COSINE)
+    two = trials_from_embeddings(speakers, cohort, COSINE, combine=2)
+    assert len(one.unknown) == 6 * 5 + 6 and len(two.unknown) == 6 * 2  # no cohort: its people are not told apart
+    prints = np.stack([voiceprint(e) for _, e in speakers])
+    first = voiceprint(speakers[0][1][:2])
+    assert np.allclose(two.unknown[0], first @ prints[1:].T, atol=1e-6)  # against everyone else's whole voiceprint
+    assert two.target[0] == pytest.approx(float(first @ voiceprint(speakers[0][1][2:])), abs=1e-6)
+    assert np.median(np.concatenate(two.unknown)) > np.median(np.concatenate(one.unknown[:30]))
+
+
+def test_thresholds_by_length_keep_the_promise_on_longer_probes_of_new_people():
+    """Calibrated on one population's single recordings, a threshold lets in more strangers once
+    their probes are three recordings long; read at the probe's speech, it keeps its promise."""
+    rng = np.random.default_rng(7)
+    bank = [(k + 1, e) for k, e in enumerate(people(rng, 60, 3))]
+    seconds = [np.full(3, 2.5) for _ in bank]
+
+    make = by_length(lambda wanted, combine: trials_from_embeddings(bank, None, COSINE, rule=MARGIN, combine=combine))
+
+    first = make(1, (0.01, 0.05))
+    chosen = {VERIFY: verification_point(first[VERIFY], 0.01, RateModel.fit(first[VERIFY])),
+              IDENTIFY: identification_point(first[IDENTIFY], 0.05, 60, RateModel.fit(first[IDENTIFY]))}
+    points = with_lengths(chosen, make, seconds)
+    v, i = points[VERIFY], points[IDENTIFY]
+    assert [s for s, *_ in v.lengths] == [2.5, 5.0, 7.5] and v.lengths[0][1] == v.threshold
+    assert v.lengths[0][1] < v.lengths[1][1] <= v.lengths[2][1]
+    assert i.lengths and i.lengths[-1][1] >= i.threshold
+    strangers = people(rng, 400, 3)
+    prints = np.stack([voiceprint(e) for _, e in bank]).astype(np.float64)
+    long = np.stack([voiceprint(e) for e in strangers]).astype(np.float64) @ prints.T  # probes of 7.5 s
+    before, now = np.mean(long >= v.threshold) / 0.01, np.mean(long >= v.at(7.5)) / 0.01
+    assert before > 1.4 and 0.4 <= now <= 1.2, (before, now)  # 1.55x and 0.76x here; other seeds alike
+    stat = np.array([decide(*top2(r), MARGIN) for r in long])
+    assert np.mean(stat >= i.at(7.5)) <= np.mean(stat >= i.threshold)
+
+
+def test_nothing_to_measure_longer_probes_on_keeps_the_single_threshold():
+    rng = np.random.default_rng(1)
+    bank = [(k + 1, e) for k, e in enumerate(people(rng, 30, 3))]
+    trials = trials_from_embeddings(bank, None, COSINE)
+    chosen = {VERIFY: verification_point(trials, 0.01, RateModel.fit(trials))}
+    no_speech = [np.full(3, np.nan) for _ in bank]  # imported embeddings: no speech measured
+    assert with_lengths(chosen, lambda *a: pytest.fail("not asked"), no_speech) == chosen
+    eer = {VERIFY: verification_point(trials, None, RateModel.fit(trials))}  # no rate: nothing to keep
+    assert with_lengths(eer, lambda *a: pytest.fail("not asked"), [np.full(3, 2.0)] * 30) == eer
