@@ -77,9 +77,10 @@ def run_corpus(corpus: data.Corpus, embedder, cache: Path, limits: tuple[float, 
     res["enrollment_checks"][corpus.name] = {
         **checks.consistency_checks(by_speaker, wide, (emb[data.SIMULATED], emb["tel+sim"]), consistency),
         **checks.duplicate_checks(by_speaker, wide, protocol.folds(by_speaker, wide, wide), duplicate)}
+    seconds = data.speech_seconds(corpus, cache)  # of the wideband recordings: calls' speech taken as the same
     for suffix, (enrolled, probe) in CHANNELS.items():
         name = corpus.name + suffix
-        folds = protocol.folds(by_speaker, emb[enrolled], emb[probe])
+        folds = protocol.folds(by_speaker, emb[enrolled], emb[probe], seconds)
         calibs = [protocol.calibrate(f, reference, DECIDED[suffix]) for f in folds]
         measured = [protocol.measure(f, c) for f, c in zip(folds, calibs)]
         res["calibration"][name] = calibs
@@ -114,7 +115,8 @@ def run_banks(args: argparse.Namespace, embedder, duplicate: float, refs: dict) 
             cached[corpus.name, channel] = data.embeddings(corpus, channel, embedder, args.cache)[0]
         return cached[corpus.name, channel]
 
-    return banks.run(corpora, embeddings, refs, duplicate, draws=args.draws)
+    return banks.run(corpora, embeddings, refs, duplicate, draws=args.draws,
+                     seconds=lambda corpus: data.speech_seconds(corpus, args.cache))
 
 
 def tally_groups(corpus: data.Corpus, per_fold: list[dict]) -> dict:

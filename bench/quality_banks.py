@@ -35,11 +35,12 @@ import numpy as np
 from voicebank.calibration import (IDENTIFY, MARGIN, VERIFY, RateModel, ThinDataError, identification_point,
                                    verification_point)
 from voicebank.channel import TELEPHONE, WIDEBAND
-from voicebank.evaluation import bank_trials, trials_per_purpose, twin_pairs
+from voicebank.evaluation import bank_trials, by_length, trials_per_purpose, twin_pairs
+from voicebank.lengths import with_lengths
 from voicebank.norm import Normalizer
 from voicebank.vectors import voiceprint
 
-from quality_protocol import identify_at, statistic
+from quality_protocol import identify_at, statistic, thresholds
 
 SIZES = (10, 30, 100)
 DRAWS = 10
@@ -58,9 +59,13 @@ def channels_needed() -> set[str]:
     return {"wide", "sim"} | {c for c, _ in PROBES.values()} | set(BEFORE.values())
 
 
-def run(corpora: dict, embeddings, references: dict, duplicate: float, sizes=SIZES, draws: int = DRAWS) -> dict:
+def run(corpora: dict, embeddings, references: dict, duplicate: float, sizes=SIZES, draws: int = DRAWS,
+        seconds=None) -> dict:
     """{corpus: {size: {channel: figures}}}; ``embeddings(corpus, channel)`` the cached (n, d)
-    embeddings, ``references[name]`` the reference set built from the other corpus."""
+    embeddings, ``references[name]`` the reference set built from the other corpus, ``seconds(corpus)``
+    each recording's seconds of speech (a call's taken as its wideband recording's; None: unknown,
+    one threshold for every length)."""
+    seconds = seconds or (lambda corpus: np.full(len(corpus.paths), np.nan))
     out: dict = {}
     rng = np.random.default_rng(0)
     for name, corpus in corpora.items():
@@ -76,12 +81,17 @@ def run(corpora: dict, embeddings, references: dict, duplicate: float, sizes=SIZ
             figures: dict = {}
             for _ in range(1 if whole else draws):
                 bank = list(rng.choice(eligible, size, replace=False)) if not whole else eligible
-                strangers = _strangers(corpus, by_speaker, bank, embeddings) if not whole else \
+                strangers = _strangers(corpus, by_speaker, bank, embeddings, seconds(corpus)) if not whole else \
                     {ch: np.concatenate([embeddings(o, ch) for o in others]) for ch in channels_needed()}
+                if whole:
+                    strangers["seconds"] = np.concatenate([seconds(o) for o in others])
                 reference = None if whole else references.get(name)
                 foreign = {} if whole else {ch: np.concatenate([embeddings(o, ch) for o in others])
                                             for ch in ("wide", "tel+sim")}
-                _one_bank(corpus, by_speaker, bank, strangers, embeddings, reference, duplicate, figures, foreign)
+                if foreign:
+                    foreign["seconds"] = np.concatenate([seconds(o) for o in others])
+                _one_bank(corpus, by_speaker, bank, strangers, embeddings, reference, duplicate, figures, foreign,
+                          seconds(corpus))
             out.setdefault(name, {})[str(size)] = {
                 "draws": 1 if whole else draws, "strangers": "other corpus" if whole else "same corpus",
                 "reference": None if whole or references.get(name) is None else
@@ -90,45 +100,48 @@ def run(corpora: dict, embeddings, references: dict, duplicate: float, sizes=SIZ
     return out
 
 
-def _strangers(corpus, by_speaker: dict, bank: list[str], embeddings) -> dict[str, np.ndarray]:
+def _strangers(corpus, by_speaker: dict, bank: list[str], embeddings, seconds: np.ndarray) -> dict[str, np.ndarray]:
     rows = [i for s, idx in by_speaker.items() if s not in bank for i in idx]
-    return {ch: embeddings(corpus, ch)[rows] for ch in channels_needed()}
+    return {**{ch: embeddings(corpus, ch)[rows] for ch in channels_needed()}, "seconds": seconds[rows]}
 
 
 def _one_bank(corpus, by_speaker: dict, bank: list[str], strangers: dict, embeddings, reference, duplicate: float,
-              figures: dict, foreign: dict) -> None:
+              figures: dict, foreign: dict, seconds: np.ndarray) -> None:
     enroll_rows = [by_speaker[s][:N_ENROLL] for s in bank]
     probe_rows = [(i, k) for k, s in enumerate(bank) for i in by_speaker[s][N_ENROLL:]]
     genuine_rows, owner = [i for i, _ in probe_rows], np.array([k for _, k in probe_rows])
+    genuine = (owner, seconds[genuine_rows])
     points = {}
     twins = twin_pairs([(k + 1, embeddings(corpus, "wide")[rows]) for k, rows in enumerate(enroll_rows)], duplicate)
     for decided, enrolled in ((WIDEBAND, "wide"), (TELEPHONE, "sim")):
         found = [(k + 1, embeddings(corpus, enrolled)[rows]) for k, rows in enumerate(enroll_rows)]
-        points[decided] = _calibrate(found, reference, decided, twins)
+        points[decided] = _calibrate(found, reference, decided, twins, [seconds[rows] for rows in enroll_rows])
     for probe, (cache_channel, decided) in PROBES.items():
-        _measure(figures.setdefault(probe, {}), embeddings(corpus, cache_channel)[genuine_rows], owner,
-                 strangers[cache_channel], _prints(corpus, enroll_rows, "sim" if decided == TELEPHONE else "wide",
-                                                   embeddings), points[decided])
+        _measure(figures.setdefault(probe, {}), embeddings(corpus, cache_channel)[genuine_rows], genuine,
+                 (strangers[cache_channel], strangers["seconds"]),
+                 _prints(corpus, enroll_rows, "sim" if decided == TELEPHONE else "wide", embeddings), points[decided])
         if cache_channel in foreign:
             _measure(figures.setdefault(f"{probe}, another corpus", {}), embeddings(corpus, cache_channel)[genuine_rows],
-                     owner, foreign[cache_channel],
+                     genuine, (foreign[cache_channel], foreign["seconds"]),
                      _prints(corpus, enroll_rows, "sim" if decided == TELEPHONE else "wide", embeddings), points[decided])
         if probe in BEFORE:
             _measure(figures.setdefault(f"{probe} before", {}), embeddings(corpus, BEFORE[probe])[genuine_rows],
-                     owner, strangers[BEFORE[probe]], _prints(corpus, enroll_rows, "wide", embeddings),
-                     points[WIDEBAND])
+                     genuine, (strangers[BEFORE[probe]], strangers["seconds"]),
+                     _prints(corpus, enroll_rows, "wide", embeddings), points[WIDEBAND])
 
 
 def _prints(corpus, enroll_rows, channel: str, embeddings) -> np.ndarray:
     return np.stack([voiceprint(embeddings(corpus, channel)[rows]) for rows in enroll_rows]).astype(np.float64)
 
 
-def _calibrate(found, reference, channel: str, twins: list[tuple[int, int]]) -> dict:
+def _calibrate(found, reference, channel: str, twins: list[tuple[int, int]], speech: list[np.ndarray]) -> dict:
     """The thresholds `voicebank calibrate` chooses for this bank in ``channel`` (what a bank on
-    automatic calibration stores after its last enrollment)."""
+    automatic calibration stores after its last enrollment), by probe length (``speech``: each
+    speaker's enrollment recordings' seconds of speech)."""
     out = {}
-    make = lambda wanted: bank_trials(found, None, Normalizer("cosine", 0), MARGIN, twins, reference, channel,  # noqa: E731
-                                      wanted)
+    make = lambda wanted, combine=1: bank_trials(found, None, Normalizer("cosine", 0), MARGIN, twins,  # noqa: E731
+                                                 reference, channel, wanted, combine=combine)
+    lengths = lambda p: [[s, t] for s, t, *_ in with_lengths({p.purpose: p}, by_length(make), speech)[p.purpose].lengths]  # noqa: E731
     for rate in RATES:
         data = trials_per_purpose(make, FAR, rate, (VERIFY, IDENTIFY) if rate == RATES[0] else (IDENTIFY,))
         trials = data[IDENTIFY]
@@ -138,15 +151,18 @@ def _calibrate(found, reference, channel: str, twins: list[tuple[int, int]]) -> 
             out[rate] = {"refused": str(exc)}
             continue
         out[rate] = {"threshold": p.threshold, "target": p.target, "asked": p.asked, "upper": p.upper,
-                     "sources": p.sources}
+                     "sources": p.sources, "lengths": lengths(p)}
         if VERIFY in data:
             v = verification_point(data[VERIFY], FAR, RateModel.fit(data[VERIFY]))
-            out["verify"] = {"threshold": v.threshold, "target": v.target}
+            out["verify"] = {"threshold": v.threshold, "target": v.target, "lengths": lengths(v)}
     return out
 
 
-def _measure(acc: dict, genuine: np.ndarray, owner: np.ndarray, unknown: np.ndarray, prints: np.ndarray,
-             points: dict) -> None:
+def _measure(acc: dict, genuine: np.ndarray, whose: tuple[np.ndarray, np.ndarray], unknown: tuple[np.ndarray, np.ndarray],
+             prints: np.ndarray, points: dict) -> None:
+    """What ``points`` give on the ``genuine`` probes ((owner, seconds of speech) each: ``whose``)
+    and the ``unknown`` ones ((embeddings, seconds)), each decided at its own length's threshold."""
+    (owner, g_seconds), (unknown, u_seconds) = whose, unknown
     sg, su = genuine.astype(np.float64) @ prints.T, unknown.astype(np.float64) @ prints.T
     right = sg.argmax(1) == owner
     gen, unk = statistic(sg, MARGIN), statistic(su, MARGIN)
@@ -156,7 +172,7 @@ def _measure(acc: dict, genuine: np.ndarray, owner: np.ndarray, unknown: np.ndar
             acc.setdefault(str(rate), {}).setdefault("refused", 0)
             acc[str(rate)]["refused"] += 1
             continue
-        got = identify_at(gen, right, unk, p["threshold"])
+        got = identify_at(gen, right, unk, thresholds(p, g_seconds), thresholds(p, u_seconds))
         a = acc.setdefault(str(rate), {})
         for key in ("false_alarms", "unknown", "correct", "genuine", "oracle_correct"):
             a[key] = a.get(key, 0) + got[key]
@@ -166,12 +182,12 @@ def _measure(acc: dict, genuine: np.ndarray, owner: np.ndarray, unknown: np.ndar
         a["banks"] = a.get("banks", 0) + 1
     if "verify" in points:
         own = sg[np.arange(len(sg)), owner]
-        t = points["verify"]["threshold"]
+        tu, tg = thresholds(points["verify"], u_seconds), thresholds(points["verify"], g_seconds)
         v = acc.setdefault("verify", {"false_accepts": 0, "pairs": 0, "false_rejects": 0, "genuine": 0,
                                       "promised": 0.0})
-        v["false_accepts"] += int(np.sum(su >= t))
+        v["false_accepts"] += int(np.sum(su >= tu[:, None]))
         v["pairs"] += int(su.size)
-        v["false_rejects"] += int(np.sum(own < t))
+        v["false_rejects"] += int(np.sum(own < tg))
         v["genuine"] += int(own.size)
         v["promised"] += points["verify"]["target"] * su.size
 

@@ -219,3 +219,21 @@ def group(corpus: Corpus, row: int) -> str:
     if str(r.get("age", "")).isdigit():
         return "children (<= 12)" if int(r["age"]) <= 12 else "13 and older"
     return "all"
+
+
+def speech_seconds(corpus: Corpus, cache_dir: Path) -> np.ndarray:
+    """Seconds of speech of every recording of ``corpus`` (manifest order), by the product's
+    detector, as enrollment and every decision measure them (cached)."""
+    from voicebank.audio import speech_seconds as measured
+
+    path = cache_dir / f"{corpus.name}-speech-seconds.npz"
+    keys = [str(p.relative_to(corpus.root)) for p in corpus.paths]
+    if path.is_file():
+        with np.load(path) as z:
+            found = dict(zip(z["keys"].tolist(), z["seconds"]))
+        if all(k in found for k in keys):
+            return np.array([found[k] for k in keys])
+    seconds = np.array([measured(decode(p), SR) for p in corpus.paths])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, keys=np.array(keys), seconds=seconds)
+    return seconds

@@ -13,6 +13,10 @@ Identification is calibrated and measured under each decision rule of ``RULES`` 
 new banks decide by) and ``best`` (the best cosine; banks migrated from before the margin rule).
 The held-out statistic is computed with ``decide`` and the same rule the threshold was calibrated
 for; the candidate is always the cosine top-1. Verification (1:1 cosine) does not depend on it.
+
+Each threshold is measured by probe length as the product measures it (``lengths.with_lengths``,
+from the enrollment recordings' seconds of speech), and each held-out probe is decided at the
+threshold read at its own speech (``OperatingPoint.at``), as the product decides it.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from typing import Callable
 
 import numpy as np
 
-from voicebank.calibration import (BEST, IDENTIFY, MARGIN, VERIFY, RateModel, ThinDataError, decide,
+from voicebank.calibration import (BEST, IDENTIFY, MARGIN, VERIFY, OperatingPoint, RateModel, ThinDataError, decide,
                                    identification_point, verification_point)
 from voicebank.channel import WIDEBAND
-from voicebank.evaluation import bank_trials, trials_per_purpose
+from voicebank.evaluation import bank_trials, by_length, trials_per_purpose
+from voicebank.lengths import with_lengths
 from voicebank.norm import Normalizer
 from voicebank.scoring import eer
 from voicebank.vectors import voiceprint
@@ -52,6 +57,10 @@ class Fold:
     owner: np.ndarray  # (g,) index into bank of each genuine probe
     unknown: np.ndarray  # (u, d) recordings of people not enrolled
     cohort: np.ndarray | None  # (c, d) never-enrolled people given to calibration, or None
+    # seconds of speech: per bank speaker of each enrollment recording, of each genuine and unknown probe
+    enroll_seconds: list[np.ndarray]
+    genuine_seconds: np.ndarray
+    unknown_seconds: np.ndarray
 
     def scores(self) -> tuple[np.ndarray, np.ndarray]:
         """Cosine scores of the genuine (g, k) and unknown (u, k) probes against the voiceprints."""
@@ -65,8 +74,11 @@ def halves(by_speaker: dict[str, list[int]]) -> tuple[tuple[list[str], list[str]
     return (multi[0::2], multi[1::2]), (rest[0::2], rest[1::2])
 
 
-def folds(by_speaker: dict[str, list[int]], wide: np.ndarray, probe: np.ndarray) -> list[Fold]:
-    """The two folds; ``wide`` embeds enrollment and cohort recordings, ``probe`` the probes."""
+def folds(by_speaker: dict[str, list[int]], wide: np.ndarray, probe: np.ndarray,
+          seconds: np.ndarray | None = None) -> list[Fold]:
+    """The two folds; ``wide`` embeds enrollment and cohort recordings, ``probe`` the probes;
+    ``seconds``: each recording's seconds of speech (None: unknown, one threshold for every length)."""
+    seconds = np.full(len(wide), np.nan) if seconds is None else seconds
     (a, b), (c0, c1) = halves(by_speaker)
     rows = lambda speakers: [i for s in speakers for i in by_speaker[s]]  # noqa: E731
     out = []
@@ -76,7 +88,8 @@ def folds(by_speaker: dict[str, list[int]], wide: np.ndarray, probe: np.ndarray)
         genuine, unknown = [i for i, _ in held], rows(away) + rows(strangers)
         out.append(Fold(
             f, genuine, unknown, bank, enroll, np.stack([voiceprint(e) for e in enroll]).astype(np.float64),
-            probe[genuine], np.array([k for _, k in held]), probe[unknown], wide[rows(cohort)] if cohort else None))
+            probe[genuine], np.array([k for _, k in held]), probe[unknown], wide[rows(cohort)] if cohort else None,
+            [seconds[by_speaker[s][:N_ENROLL]] for s in bank], seconds[genuine], seconds[unknown]))
     return out
 
 
@@ -93,21 +106,23 @@ def calibrate(fold: Fold, reference=None, channel: str = WIDEBAND) -> dict:
     speakers = [(k + 1, e) for k, e in enumerate(fold.enroll)]
     out: dict = {"identify": {}}
     for rule in RULES:
-        make = lambda wanted, rule=rule: bank_trials(speakers, fold.cohort, Normalizer("cosine", 0), rule, (),  # noqa: E731
-                                                     reference, channel, wanted)
+        make = lambda wanted, combine=1, rule=rule: bank_trials(  # noqa: E731
+            speakers, fold.cohort, Normalizer("cosine", 0), rule, (), reference, channel, wanted, combine=combine)
+        lengthen = lambda which, point, make=make: with_lengths(  # noqa: E731
+            {which: point}, by_length(make), fold.enroll_seconds)[which]
         for rate in IDENTIFY_RATES:
             both = rule == MARGIN and rate == IDENTIFY_RATES[0]  # verification once: it reads impostor pairs only
             data = trials_per_purpose(make, VERIFY_FAR, rate, (VERIFY, IDENTIFY) if both else (IDENTIFY,))
             trials = data[IDENTIFY]
             model = RateModel.fit(trials)
             out["identify"].setdefault(rule, {})[str(rate)] = _point(
-                lambda: identification_point(trials, rate, len(fold.bank), model), rule)
+                lambda: lengthen(IDENTIFY, identification_point(trials, rate, len(fold.bank), model)), rule)
             if VERIFY in data:  # verification reads the impostor pairs only, the same under either rule
                 v = data[VERIFY]
                 out["trials"] = {"genuine": int(v.target.size), "impostor_pairs": int(v.nontarget.size),
                                  "unknown_probes": len(trials.unknown), "gallery": trials.gallery,
                                  "cohort": 0 if fold.cohort is None else len(fold.cohort)}
-                out["verify"] = _point(lambda: verification_point(v, VERIFY_FAR, RateModel.fit(v)))
+                out["verify"] = _point(lambda: lengthen(VERIFY, verification_point(v, VERIFY_FAR, RateModel.fit(v))))
     return out
 
 
@@ -119,13 +134,21 @@ def _point(choose: Callable, rule: str | None = None) -> dict:
     if rule is not None and p.rule != rule:
         raise AssertionError(f"calibrated for rule {p.rule!r}, asked for {rule!r}")
     out = {"threshold": p.threshold, "target": p.target, "asked": p.asked, "expected": p.rate, "counted": p.counted,
-           "calibration_trials": p.trials, "sources": p.sources}
+           "calibration_trials": p.trials, "sources": p.sources, "lengths": [[s, t] for s, t, *_ in p.lengths]}
     if rule is not None:
         out.update(rule=p.rule, calibration_hit=p.hit, calibration_wrong=p.wrong)
     return out
 
 
 # ----------------------------------------------------------------------------- held-out measurement
+
+
+def thresholds(point: dict, seconds: np.ndarray) -> np.ndarray:
+    """The threshold each probe is decided at: ``point``'s (as ``_point`` keeps it) read at the
+    probe's ``seconds`` of speech, as the product reads it (``OperatingPoint.at``)."""
+    read = OperatingPoint(VERIFY, point["threshold"], "cosine", "far", None, None,
+                          lengths=tuple((s, t, 0, 0) for s, t in point.get("lengths") or ()))
+    return np.array([read.at(float(s)) for s in seconds])
 
 
 def statistic(scores: np.ndarray, rule: str) -> np.ndarray:
@@ -145,15 +168,16 @@ def measure(fold: Fold, calib: dict) -> dict:
     out: dict = {"genuine": len(sg), "unknown": len(su), "pairs": int(su.size), "closed_top1": int(right.sum())}
     v = calib["verify"]
     if "threshold" in v:
-        t = v["threshold"]
-        out["verify"] = {"threshold": t, "false_accepts": int(np.sum(su >= t)), "pairs": int(su.size),
-                         "false_rejects": int(np.sum(own < t)), "genuine": int(own.size),
+        tu, tg = thresholds(v, fold.unknown_seconds), thresholds(v, fold.genuine_seconds)
+        out["verify"] = {"threshold": v["threshold"], "false_accepts": int(np.sum(su >= tu[:, None])),
+                         "pairs": int(su.size), "false_rejects": int(np.sum(own < tg)), "genuine": int(own.size),
                          "promised": v["target"] * su.size}
     out["identify"] = {}
     for rule, points in calib["identify"].items():
         gen, unk = statistic(sg, rule), statistic(su, rule)
-        out["identify"][rule] = {rate: {**identify_at(gen, right, unk, p["threshold"]),
-                                        "promised": p["target"] * len(unk)}
+        out["identify"][rule] = {rate: {**identify_at(gen, right, unk, thresholds(p, fold.genuine_seconds),
+                                                      thresholds(p, fold.unknown_seconds)),
+                                        "threshold": p["threshold"], "promised": p["target"] * len(unk)}
                                  for rate, p in points.items() if "threshold" in p}
     return out
 
@@ -169,29 +193,32 @@ def outcomes(fold: Fold, calib: dict) -> dict:
     genuine = {r: {} for r in fold.genuine_rows}
     unknown = {r: {} for r in fold.unknown_rows}
     if "threshold" in calib["verify"]:
-        t = calib["verify"]["threshold"]
-        for r, s in zip(fold.genuine_rows, own):
+        v = calib["verify"]
+        for r, s, t in zip(fold.genuine_rows, own, thresholds(v, fold.genuine_seconds)):
             genuine[r]["rejected"] = bool(s < t)
-        for r, row in zip(fold.unknown_rows, su):
+        for r, row, t in zip(fold.unknown_rows, su, thresholds(v, fold.unknown_seconds)):
             unknown[r].update(false_accepts=int(np.sum(row >= t)), pairs=int(row.size))
     for rule, points in calib["identify"].items():
         gen, unk = statistic(sg, rule), statistic(su, rule)
         for rate, p in points.items():
             if "threshold" in p:
-                for r, ok, g in zip(fold.genuine_rows, right, gen):
-                    genuine[r][rule, rate] = bool(ok and g >= p["threshold"])
-                for r, u in zip(fold.unknown_rows, unk):
-                    unknown[r][rule, rate] = bool(u >= p["threshold"])
+                for r, ok, g, t in zip(fold.genuine_rows, right, gen, thresholds(p, fold.genuine_seconds)):
+                    genuine[r][rule, rate] = bool(ok and g >= t)
+                for r, u, t in zip(fold.unknown_rows, unk, thresholds(p, fold.unknown_seconds)):
+                    unknown[r][rule, rate] = bool(u >= t)
     return {"genuine": genuine, "unknown": unknown}
 
 
-def identify_at(gen_stat: np.ndarray, right: np.ndarray, unknown_stat: np.ndarray, t: float) -> dict:
+def identify_at(gen_stat: np.ndarray, right: np.ndarray, unknown_stat: np.ndarray, t,
+                t_unknown=None) -> dict:
     """Open-set identification at ``t`` (a probe is identified when its statistic reaches ``t``,
-    as its cosine top-1 candidate), and the oracle: the most correct identifications any
+    as its cosine top-1 candidate; ``t`` one threshold, or one per genuine probe and ``t_unknown``
+    one per unknown probe), and the oracle: the most correct identifications any single
     threshold on the same statistic gives without more unknown-person false alarms than ``t``."""
-    false_alarms = int(np.sum(unknown_stat >= t))
+    false_alarms = int(np.sum(unknown_stat >= (t if t_unknown is None else t_unknown)))
     t_oracle = oracle_threshold(unknown_stat, false_alarms)
-    return {"threshold": t, "false_alarms": false_alarms, "unknown": int(unknown_stat.size),
+    return {"threshold": float(t) if np.ndim(t) == 0 else None, "false_alarms": false_alarms,
+            "unknown": int(unknown_stat.size),
             "correct": int(np.sum(right & (gen_stat >= t))), "misidentified": int(np.sum(~right & (gen_stat >= t))),
             "genuine": int(gen_stat.size), "oracle_threshold": t_oracle,
             "oracle_correct": int(np.sum(right & (gen_stat >= t_oracle))),

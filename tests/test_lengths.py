@@ -38,8 +38,11 @@ def test_a_decision_reads_its_threshold_at_the_speech_behind_its_probe():
     p = point(((2.0, 0.70, 3, 500), (4.0, 0.76, 2, 250), (8.0, 0.79, 1, 120)))
     assert p.at(2.0) == pytest.approx(0.70) and p.at(8.0) == pytest.approx(0.79)
     assert p.at(np.sqrt(8.0)) == pytest.approx(0.73)  # halfway in log seconds between 2 and 4 s
-    assert p.at(0.5) == pytest.approx(0.70) and p.at(60.0) == pytest.approx(0.79)  # the ends hold beyond them
-    assert p.at(None) == pytest.approx(0.79) and p.at(float("nan")) == pytest.approx(0.79)  # unknown: the strictest
+    # one step past each end on the nearest segment's line (a single recording's threshold stands for
+    # recordings shorter and longer than the median it is placed at), then flat
+    assert p.at(np.sqrt(2.0)) == pytest.approx(0.67) and p.at(1.0) == pytest.approx(0.64) == p.at(0.3)
+    assert p.at(16.0) == pytest.approx(0.82) == p.at(600.0)
+    assert p.at(None) == pytest.approx(0.82) and p.at(float("nan")) == pytest.approx(0.82)  # unknown: the strictest
     assert point().at(30.0) == 0.7 and point().at(None) == 0.7  # nothing measured: one threshold
     again = OperatingPoint.from_dict(p.to_dict())
     assert again.lengths == p.lengths and again.at(5.0) == pytest.approx(p.at(5.0))
@@ -96,6 +99,8 @@ def test_thresholds_by_length_keep_the_promise_on_longer_probes_of_new_people():
     long = np.stack([voiceprint(e) for e in strangers]).astype(np.float64) @ prints.T  # probes of 7.5 s
     before, now = np.mean(long >= v.threshold) / 0.01, np.mean(long >= v.at(7.5)) / 0.01
     assert before > 1.4 and 0.4 <= now <= 1.2, (before, now)  # 1.55x and 0.76x here; other seeds alike
+    single = np.concatenate([e for e in strangers]).astype(np.float64) @ prints.T  # single recordings, as calibrated
+    assert 0.5 <= np.mean(single >= v.at(2.5)) / 0.01 <= 2.0
     stat = np.array([decide(*top2(r), MARGIN) for r in long])
     assert np.mean(stat >= i.at(7.5)) <= np.mean(stat >= i.threshold)
 

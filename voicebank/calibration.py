@@ -172,15 +172,22 @@ class OperatingPoint:
 
     def at(self, seconds: float | None) -> float:
         """The threshold for a probe with ``seconds`` of speech: ``threshold`` where no lengths were
-        measured; else read between the measured lengths (linearly in log seconds), the shortest's
-        below it and the longest's above it, and the longest's for a probe of unknown length (an
-        embedding given directly): a longer probe's strangers score higher."""
+        measured; else on the line through the measured lengths (linear in log seconds), carried one
+        step (the gap to the next length) past each end and flat beyond. A single recording's
+        threshold was measured on recordings both shorter and longer than their median, where it is
+        placed, so it is lowered for shorter ones as it is raised for longer ones. A probe of unknown
+        length (an embedding given directly) gets the highest: strangers score higher on longer probes."""
         if not self.lengths:
             return self.threshold
-        if seconds is None or not math.isfinite(seconds) or seconds <= 0:
-            return self.lengths[-1][1]
-        at = np.log([s for s, *_ in self.lengths])
-        return float(np.interp(math.log(seconds), at, [t for _, t, *_ in self.lengths]))
+        at, values = np.log([s for s, *_ in self.lengths]), np.array([t for _, t, *_ in self.lengths])
+        low, high = 2 * at[0] - at[1], 2 * at[-1] - at[-2]
+        x = high if seconds is None or not math.isfinite(seconds) or seconds <= 0 else \
+            min(max(math.log(seconds), low), high)
+        if x < at[0]:
+            return float(values[0] + (values[1] - values[0]) * (x - at[0]) / (at[1] - at[0]))
+        if x > at[-1]:
+            return float(values[-1] + (values[-1] - values[-2]) * (x - at[-1]) / (at[-1] - at[-2]))
+        return float(np.interp(x, at, values))
 
     def rate_at(self, gallery: int) -> float | None:
         """The identification false-alarm rate this threshold gives with ``gallery`` speakers."""

@@ -4,7 +4,7 @@ A longer probe is a cleaner picture of its speaker, and so of a stranger too: st
 against the voiceprints rise with the speech behind them, and a threshold measured on single
 recordings lets in more strangers than it promised once the probe is longer (a verification
 promise of 1% set on single `speechocean` recordings counted 2.7x of it on probes of two,
-4.0x on probes of three: ``python bench/verify_length.py``). So calibration measures each
+4.0x on probes of three: ``python bench/probe_length.py``). So calibration measures each
 threshold again on probes of 2 and 3 of the bank's recordings at once (the normalized mean of
 their embeddings: how resemblyzer embeds one long recording), by the same method and at the same
 rate, and a decision reads its threshold at the speech its probe holds
