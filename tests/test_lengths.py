@@ -4,6 +4,8 @@ probes, and each decision reads its threshold at its probe's speech."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -114,3 +116,49 @@ def test_nothing_to_measure_longer_probes_on_keeps_the_single_threshold():
     assert with_lengths(chosen, lambda *a: pytest.fail("not asked"), no_speech) == chosen
     eer = {VERIFY: verification_point(trials, None, RateModel.fit(trials))}  # no rate: nothing to keep
     assert with_lengths(eer, lambda *a: pytest.fail("not asked"), [np.full(3, 2.0)] * 30) == eer
+
+
+@pytest.mark.skipif(importlib.util.find_spec("resemblyzer") is None or importlib.util.find_spec("fastapi") is None,
+                    reason="needs the resemblyzer backend (its reference set) and the server extra")
+def test_a_bank_decides_each_probe_at_the_threshold_of_its_speech(tmp_path):
+    """A resemblyzer bank measures its thresholds by length as it fills (the shipped reference set
+    has enough strangers for it); a short and a long recording are each decided at the threshold
+    read at their own speech, in the library and over HTTP, which says so."""
+    import soundfile as sf
+    from fastapi.testclient import TestClient
+
+    from conftest import SR, synth_voice, take
+    from voicebank import VoiceBank
+    from voicebank.server import create_app
+
+    with VoiceBank.open(tmp_path / "l.db", "resemblyzer", create=True) as bank:
+        for k, f0 in enumerate((110.0, 150.0, 190.0, 240.0, 300.0)):
+            base = synth_voice(f0, seconds=3.0, seed=60 + k)
+            bank.enroll(f"s{k}", [(take(base, 200 * k + i), SR) for i in range(3)], allow_inconsistent=True)
+        points = bank.thresholds.operating_points()
+        for which in ("verify", "identify"):
+            seconds = [s for s, *_ in points[which].lengths]
+            assert len(seconds) == 3 and seconds == sorted(seconds) and 2.0 < seconds[0] <= 3.0, points[which].lengths
+            assert bank.thresholds.status()[which]["lengths"][0]["threshold"] == points[which].threshold
+        short = tmp_path / "short.wav"
+        long = tmp_path / "long.wav"
+        sf.write(short, take(synth_voice(110.0, seconds=1.5, seed=60), 7), SR)
+        sf.write(long, take(synth_voice(110.0, seconds=12.0, seed=60), 8), SR)
+        decided = {}
+        for probe in (short, long):
+            v, i = bank.verify("s0", probe), bank.identify(probe)
+            assert v.speech_seconds == i.speech_seconds and v.to_dict()["speech_seconds"] == round(v.speech_seconds, 3)
+            assert v.threshold == pytest.approx(points["verify"].at(v.speech_seconds))
+            assert i.threshold == pytest.approx(points["identify"].at(i.speech_seconds))
+            decided[probe] = v
+        assert decided[long].threshold >= decided[short].threshold
+        assert decided[long].speech_seconds > 2 * decided[short].speech_seconds
+        assert bank.audit.entries(limit=1)[0].threshold == pytest.approx(i.threshold)  # the audit keeps the one used
+        key = bank.api_keys.create("desk", "reader")[1]
+        with TestClient(create_app(bank)) as client:
+            answer = client.post("/identify", files={"file": ("long.wav", long.read_bytes(), "audio/wav")},
+                                 headers={"Authorization": f"Bearer {key}"}).json()
+        assert answer["speech_seconds"] == pytest.approx(decided[long].speech_seconds, abs=1e-3)
+        assert answer["threshold"] == pytest.approx(points["identify"].at(answer["speech_seconds"]))
+        assert [d["seconds"] for d in answer["calibration"]["lengths"]] == pytest.approx(
+            [s for s, *_ in points["identify"].lengths], abs=1e-3)

@@ -66,6 +66,13 @@ def open_set_trials(services: Services, max_probes: int = 5000, seed: int = 0, r
     few for the rates ``wanted`` (false accepts per claim, unknown-person false alarms). Voiceprints
     closer than the duplicate-voice threshold are one person's: they are no strangers to each other.
     ``rule``: the identification decision to calibrate (default: the bank's)."""
+    return _trials_of(services, rule, channel, max_probes, seed)(wanted, combine)
+
+
+def _trials_of(services: Services, rule: str | None, channel: str, max_probes: int = 5000,
+               seed: int = 0) -> Callable[[tuple[float | None, float | None], int], OpenSetTrials]:
+    """:func:`open_set_trials` for the rates wanted and probes of ``combine`` recordings, with the
+    bank read once for every call (calibration asks for several)."""
     speakers = services.repository.utterance_embeddings(channel)
     wide = speakers if channel == WIDEBAND else services.repository.utterance_embeddings(WIDEBAND)
     twins = twin_pairs([(sid, e) for sid, _, e in wide], services.checks()[1])
@@ -73,8 +80,9 @@ def open_set_trials(services: Services, max_probes: int = 5000, seed: int = 0, r
     cohort = scorer.cohort if scorer.cohort is not None else \
         services.repository.cohort_embeddings(services.encoder.dimension, channel)
     rule = rule or services.repository.settings().identify_rule
-    return bank_trials([(sid, e) for sid, _, e in speakers], cohort, scorer, rule, twins, _reference(services),
-                       channel, wanted, max_probes, seed, combine)
+    found, reference = [(sid, e) for sid, _, e in speakers], _reference(services)
+    return lambda wanted, combine=1: bank_trials(found, cohort, scorer, rule, twins, reference, channel, wanted,
+                                                 max_probes, seed, combine)
 
 
 def _scorer(services: Services, channel: str) -> Normalizer:
@@ -473,9 +481,9 @@ def calibrate(services: Services, *, far: float | None = 0.01, unknown_rate: flo
     if trials is not None:
         data = {VERIFY: trial_list_trials(trials)}
     else:
-        data = trials_per_purpose(lambda wanted: open_set_trials(services, rule=rule, channel=channel, wanted=wanted),
-                                  far if VERIFY in purposes else None, unknown_rate if IDENTIFY in purposes else None,
-                                  purposes)
+        make = _trials_of(services, rule, channel)
+        data = trials_per_purpose(make, far if VERIFY in purposes else None,
+                                  unknown_rate if IDENTIFY in purposes else None, purposes)
     models = {id(d): RateModel.fit(d) for d in data.values()}
     model = lambda which: models[id(data[which])]  # noqa: E731
     current = _operating_points(services, channel)
@@ -492,9 +500,7 @@ def calibrate(services: Services, *, far: float | None = 0.01, unknown_rate: flo
     if thin:
         raise ThinDataError(" Also: ".join(thin))
     if trials is None:
-        chosen = lengths.with_lengths(chosen, by_length(lambda wanted, combine: open_set_trials(
-            services, rule=rule, channel=channel, wanted=wanted, combine=combine)),
-            list(services.repository.utterance_speech(channel).values()))
+        chosen = lengths.with_lengths(chosen, by_length(make), list(services.repository.utterance_speech(channel).values()))
     main = data.get(IDENTIFY, data.get(VERIFY))
     stored = {which: measure(data[which], which, point.threshold, model(which), point.method, point.target)
               for which, point in current.items()

@@ -17,6 +17,13 @@ class CandidateOut(BaseModel):
     score: float = Field(description="Cosine similarity in [-1, 1] (or the bank's AS-norm score).")
 
 
+class LengthOut(BaseModel):
+    seconds: float = Field(description="The median speech of the probes it was measured on.")
+    threshold: float = Field(description="The threshold for probes with that much speech.")
+    counted: int = Field(description="False alarms counted on its trials.")
+    trials: int = Field(description="Its trials.")
+
+
 class CalibrationOut(BaseModel):
     method: str = Field(description="How the threshold was set: far (a target rate), eer, auto (measured on the "
                                     "reference set and the bank, again after each change), manual or default.")
@@ -33,6 +40,8 @@ class CalibrationOut(BaseModel):
     gallery: int = Field(description="Speakers enrolled now.")
     expected_rate: float | None = Field(description="The false-alarm rate expected with today's speakers.")
     outgrown: bool = Field(description="True when the bank has grown past its calibration: calibrate again.")
+    lengths: list[LengthOut] | None = Field(None, description="The threshold by the speech in a probe (probes of "
+                                            "1, 2 and 3 recordings); a decision reads it at its recording's speech.")
 
 
 class DecisionOut(BaseModel):
