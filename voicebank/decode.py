@@ -222,9 +222,14 @@ def resample(samples: np.ndarray, rate: int, to_rate: int) -> np.ndarray:
 # The containers ffmpeg may open, and only from a file: a demuxer that reads a list of other files
 # (an HLS playlist, a concat script) would let an uploaded text file make the server decode
 # recordings on its own disk, or wait on a FIFO there. The whitelist holds nested opens too.
-FFMPEG_INPUT = ("-protocol_whitelist", "file", "-format_whitelist",
-                "aac,ac3,aiff,amr,amrnb,amrwb,ape,asf,au,avi,caf,dts,eac3,flac,flv,gsm,matroska,mov,mp3,mpc,mpc8,"
-                "mpeg,mpegts,oma,ogg,qcp,rm,tak,tta,voc,w64,wav,wv,xwma")
+# ffmpeg and ffprobe allocate no block over MAX_ALLOC: both decode a frame of every stream while
+# probing, video too, and a 3 MB file holding one 16000 x 16000 PNG frame took 1.5 GB in each; a
+# container may also hold its audio in one packet (20 MB of 32 channels took 175 MB). Audio frames
+# are far smaller: FLAC's largest, 65,535 samples of 8 channels, is 2 MB as float32.
+MAX_ALLOC = 64 << 20
+FFMPEG_INPUT = ("-max_alloc", str(MAX_ALLOC), "-protocol_whitelist", "file", "-format_whitelist",
+                ("aac,ac3,aiff,amr,amrnb,amrwb,ape,asf,au,avi,caf,dts,eac3,flac,flv,gsm,matroska,mov,mp3,mpc,mpc8,"
+                 "mpeg,mpegts,oma,ogg,qcp,rm,tak,tta,voc,w64,wav,wv,xwma"))
 
 # How long ffprobe may take to read a header, and ffmpeg beyond real time to decode (a file built
 # to make a decoder spin is cut off, not waited for).
