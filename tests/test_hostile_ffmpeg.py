@@ -9,7 +9,11 @@ import subprocess
 import sys
 import zlib
 
+import numpy as np
+import pytest
 from test_hostile_audio import ffmpeg_make, needs_ffmpeg
+
+from voicebank import decode as decoding
 
 SR = 16_000
 pytestmark = needs_ffmpeg
@@ -49,3 +53,17 @@ def test_a_huge_video_frame_beside_the_audio_is_not_decoded_in_gigabytes(tmp_pat
     got, peak = children_peak(path)
     assert got == "1.00 s"  # the audio still decodes
     assert peak < 200 << 20, f"ffprobe or ffmpeg took {peak / 1e6:.0f} MB"
+
+
+@pytest.mark.parametrize("channels", [9, 32])
+def test_channels_without_names_are_mixed_to_their_mean_not_refused(tmp_path, channels):
+    """9 or 17 to 23 channels, or up to 32 in Opus: no layout ffmpeg knows, so its own downmix
+    failed ("Error while processing the decoded data"), refusing counts libsndfile takes."""
+    levels = np.arange(1, channels + 1, dtype=np.float32) / (2 * channels)  # a different DC level per channel
+    tone = np.sin(2 * np.pi * 300 * np.arange(SR) / SR)[:, None] * 0.2
+    (tmp_path / "raw").write_bytes((np.clip(tone + levels, -1, 1) * 32767).astype("<i2").tobytes())
+    path = tmp_path / "array.mkv"
+    ffmpeg_make(path, "-f", "s16le", "-ar", str(SR), "-ac", str(channels), "-i", str(tmp_path / "raw"), "-c:a", "pcm_s16le")
+    samples, duration = decoding.decode(path, "array.mkv", 120, SR)
+    assert duration == pytest.approx(1.0, abs=0.01)
+    assert float(samples.mean()) == pytest.approx(float(levels.mean()), abs=2e-3)  # every channel counted once

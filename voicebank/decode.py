@@ -29,7 +29,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
@@ -254,14 +254,17 @@ def _with_ffmpeg(source: bytes | Path, label: str, max_seconds: float, rate: int
                          "MP3, ...), and ffmpeg, which reads the others (M4A, MP4, MKV, WebM, ...), is not installed: "
                          "convert it to WAV or FLAC, or install ffmpeg.")
     with _on_disk(source, label) as path:
+        mix = ["-ac", "1"]
         if ffprobe is not None:
-            channels, samplerate, seconds = _probe(ffprobe, path, label)
-            _check_header(channels, samplerate, seconds, label, max_seconds)
+            header = _probe(ffprobe, path, label)
+            _check_header(header.channels, header.rate, header.seconds, label, max_seconds)
+            if not header.layout:  # ffmpeg cannot downmix channels it has no names for (9 of them, or 17 to 23, ...)
+                mix = ["-af", "pan=mono|c0<" + "+".join(f"c{i}" for i in range(header.channels))]  # their mean
         limit = int((max_seconds + 1) * rate) * 4  # float32 bytes of mono at the model's rate
         with BUDGET.reserve(limit), tempfile.TemporaryFile() as errors:
             command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", *FFMPEG_INPUT, "-i", path,
                        "-map", "0:a:0",
-                       "-t", f"{max_seconds + 1:.3f}", "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"]
+                       "-t", f"{max_seconds + 1:.3f}", *mix, "-ar", str(rate), "-f", "f32le", "-"]
             out = bytearray()
             with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors) as proc:
                 timer = threading.Timer(DECODE_SECONDS + max_seconds, proc.kill)
@@ -311,10 +314,21 @@ def _on_disk(source: bytes | Path, label: str) -> Iterator[str]:
         yield "file:" + tmp.name
 
 
-def _probe(ffprobe: str, path: str, label: str) -> tuple[int, float, float | None]:
-    """(channels, sample rate, declared seconds or None) of the first audio stream, by ffprobe."""
+class Header(NamedTuple):
+    """What ffprobe reads of a file's first audio stream: ``seconds`` is its declared length (None:
+    not declared), ``layout`` whether its channels are named (front left, ...), as ffmpeg's own
+    downmix needs."""
+
+    channels: int
+    rate: float
+    seconds: float | None
+    layout: bool
+
+
+def _probe(ffprobe: str, path: str, label: str) -> Header:
+    """The :class:`Header` of the first audio stream, by ffprobe."""
     command = [ffprobe, "-v", "error", *FFMPEG_INPUT, "-select_streams", "a:0", "-show_entries",
-               "stream=channels,sample_rate,duration:format=duration", "-of", "json", path]
+               "stream=channels,channel_layout,sample_rate,duration:format=duration", "-of", "json", path]
     try:
         found = subprocess.run(command, capture_output=True, timeout=PROBE_SECONDS, check=False)
         info = json.loads(found.stdout or b"{}")
@@ -339,4 +353,5 @@ def _probe(ffprobe: str, path: str, label: str) -> tuple[int, float, float | Non
 
     stream = streams[0]
     seconds = number(stream.get("duration")) or number((info.get("format") or {}).get("duration"))
-    return int(number(stream.get("channels")) or 0), number(stream.get("sample_rate")) or 0.0, seconds
+    layout = stream.get("channel_layout") not in (None, "", "unknown")
+    return Header(int(number(stream.get("channels")) or 0), number(stream.get("sample_rate")) or 0.0, seconds, layout)
