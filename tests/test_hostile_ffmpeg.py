@@ -14,6 +14,7 @@ import pytest
 from test_hostile_audio import ffmpeg_make, needs_ffmpeg
 
 from voicebank import decode as decoding
+from voicebank.errors import AudioError
 
 SR = 16_000
 pytestmark = needs_ffmpeg
@@ -67,3 +68,26 @@ def test_channels_without_names_are_mixed_to_their_mean_not_refused(tmp_path, ch
     samples, duration = decoding.decode(path, "array.mkv", 120, SR)
     assert duration == pytest.approx(1.0, abs=0.01)
     assert float(samples.mean()) == pytest.approx(float(levels.mean()), abs=2e-3)  # every channel counted once
+
+
+@pytest.mark.parametrize("name, codec", [("cut.mkv", "flac"), ("cut.webm", "libopus"), ("cut.m4a", "aac")])
+def test_a_file_cut_short_is_refused_not_decoded_to_its_first_part(tmp_path, name, codec):
+    """Matroska and MP4 record each stream's length; ffmpeg decodes what there is of a file cut
+    short (an upload that broke off) and says so only on its log, so half a recording was taken."""
+    path = tmp_path / name
+    ffmpeg_make(path, "-f", "lavfi", "-i", "sine=frequency=300:duration=4", "-c:a", codec, "-movflags", "+faststart")
+    whole = decoding.decode(path, name, 120, SR)[1]
+    assert whole == pytest.approx(4.0, abs=0.1)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(AudioError, match=rf"{name}: the file is truncated: its header announces 4\.\d\d s of audio but "
+                                         r"only [12]\.\d\d s decode"):
+        decoding.decode(path, name, 120, SR)
+
+
+def test_audio_that_starts_hours_into_its_timeline_is_measured_from_its_start(tmp_path):
+    """A clip cut from a long recording keeps its timestamps: Matroska records where it ends, and
+    3 s of audio starting 100,000 s in was refused as "100003 s long" (in MP4 it decoded)."""
+    for name in ("late.mkv", "late.webm", "late.mp4"):
+        path = tmp_path / name
+        ffmpeg_make(path, "-f", "lavfi", "-i", "sine=frequency=300:duration=3", "-output_ts_offset", "100000")
+        assert decoding.decode(path, name, 120, SR)[1] == pytest.approx(3.0, abs=0.1)

@@ -43,6 +43,7 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000
 BLOCK_SECONDS = 2.0
 _UNKNOWN_LENGTH = 2**40  # libsndfile reports an unknown length as a huge frame count
 SHORTFALL = 0.01  # the share of a header's announced length that may fail to decode (encoder padding)
+CODEC_DELAY = 0.1  # seconds of it that may, whatever the length (Opus's 6.5 ms is more than 1% of 0.5 s)
 
 
 def decode(source: bytes | Path, label: str, max_seconds: float, rate: int) -> tuple[np.ndarray, float]:
@@ -254,7 +255,7 @@ def _with_ffmpeg(source: bytes | Path, label: str, max_seconds: float, rate: int
                          "MP3, ...), and ffmpeg, which reads the others (M4A, MP4, MKV, WebM, ...), is not installed: "
                          "convert it to WAV or FLAC, or install ffmpeg.")
     with _on_disk(source, label) as path:
-        mix = ["-ac", "1"]
+        mix, header = ["-ac", "1"], None
         if ffprobe is not None:
             header = _probe(ffprobe, path, label)
             _check_header(header.channels, header.rate, header.seconds, label, max_seconds)
@@ -288,6 +289,10 @@ def _with_ffmpeg(source: bytes | Path, label: str, max_seconds: float, rate: int
     duration = samples.size / rate
     if duration > max_seconds:
         raise AudioError(too_long(label, duration, max_seconds) + " (counted while decoding)")
+    # ffmpeg decodes what there is of a file cut short, and says so only on its log
+    if header is not None and header.exact and duration < header.exact - max(SHORTFALL * header.exact, CODEC_DELAY):
+        raise AudioError(f"{label}: the file is truncated: its header announces {header.exact:.2f} s of audio but "
+                         f"only {duration:.2f} s decode. Copy or export it again.")
     return samples, duration
 
 
@@ -317,18 +322,21 @@ def _on_disk(source: bytes | Path, label: str) -> Iterator[str]:
 class Header(NamedTuple):
     """What ffprobe reads of a file's first audio stream: ``seconds`` is its declared length (None:
     not declared), ``layout`` whether its channels are named (front left, ...), as ffmpeg's own
-    downmix needs."""
+    downmix needs. ``exact``: its length where the container records it per stream (Matroska,
+    MP4), which the decoded audio must reach; elsewhere it may be estimated from the bit rate."""
 
     channels: int
     rate: float
     seconds: float | None
     layout: bool
+    exact: float | None = None
 
 
 def _probe(ffprobe: str, path: str, label: str) -> Header:
     """The :class:`Header` of the first audio stream, by ffprobe."""
     command = [ffprobe, "-v", "error", *FFMPEG_INPUT, "-select_streams", "a:0", "-show_entries",
-               "stream=channels,channel_layout,sample_rate,duration:format=duration", "-of", "json", path]
+               "stream=channels,channel_layout,sample_rate,duration,start_time:stream_tags=DURATION"
+               ":format=format_name,duration", "-of", "json", path]
     try:
         found = subprocess.run(command, capture_output=True, timeout=PROBE_SECONDS, check=False)
         info = json.loads(found.stdout or b"{}")
@@ -344,14 +352,29 @@ def _probe(ffprobe: str, path: str, label: str) -> Header:
                          f"{' (ffprobe: ' + why[:200] + ')' if why else ''}. Give WAV, FLAC, OGG, MP3, or "
                          "another format ffmpeg decodes.")
 
-    def number(value: Any) -> float | None:
-        try:
-            out = float(value)
-        except (TypeError, ValueError):
-            return None
-        return out if np.isfinite(out) and out > 0 else None
-
-    stream = streams[0]
-    seconds = number(stream.get("duration")) or number((info.get("format") or {}).get("duration"))
+    stream, container = streams[0], info.get("format") or {}
+    own = _positive(stream.get("duration")) or _matroska_length(stream)
+    seconds = own or _positive(container.get("duration"))
     layout = stream.get("channel_layout") not in (None, "", "unknown")
-    return Header(int(number(stream.get("channels")) or 0), number(stream.get("sample_rate")) or 0.0, seconds, layout)
+    exact = own if str(container.get("format_name")).startswith(("matroska", "mov")) else None
+    return Header(int(_positive(stream.get("channels")) or 0), _positive(stream.get("sample_rate")) or 0.0, seconds,
+                  layout, exact)
+
+
+def _matroska_length(stream: dict) -> float | None:
+    """A Matroska stream's length: its DURATION tag (H:MM:SS.fraction) is where it ends, so less
+    where it starts; audio cut from a longer recording may start hours in."""
+    match = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d*)?)", str((stream.get("tags") or {}).get("DURATION", "")))
+    if not match:
+        return None
+    end = int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
+    return _positive(end - (_positive(stream.get("start_time")) or 0.0))
+
+
+def _positive(value: Any) -> float | None:
+    """``value`` as a finite number above 0, or None (ffprobe writes "N/A" for what it does not know)."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) and out > 0 else None
