@@ -91,3 +91,18 @@ def test_audio_that_starts_hours_into_its_timeline_is_measured_from_its_start(tm
         path = tmp_path / name
         ffmpeg_make(path, "-f", "lavfi", "-i", "sine=frequency=300:duration=3", "-output_ts_offset", "100000")
         assert decoding.decode(path, name, 120, SR)[1] == pytest.approx(3.0, abs=0.1)
+
+
+def test_a_container_that_names_the_wrong_codec_is_one_stable_line(tmp_path):
+    """Opus data in a WebM that says FLAC: ffmpeg logs an error per packet, and the message showed
+    the first 4 KiB's last line cut mid-word, with an address that changed each run
+    ("ffmpeg: [flac @ 0x55adb6e6f)")."""
+    path = tmp_path / "opus.webm"
+    data = ffmpeg_make(path, "-f", "lavfi", "-i", "sine=frequency=300:duration=3", "-c:a", "libopus")
+    assert data.count(b"A_OPUS") == 1
+    path.write_bytes(data.replace(b"A_OPUS", b"A_FLAC"))
+    with pytest.raises(AudioError) as refused:
+        decoding.decode(path, "lies.webm", 120, SR)
+    message = str(refused.value)
+    assert message.startswith("lies.webm: not a readable audio file (ffmpeg: ") and "\n" not in message
+    assert " @ 0x" not in message and message.endswith("). Give WAV, FLAC, OGG, MP3, or another format ffmpeg decodes.")

@@ -279,8 +279,8 @@ def _with_ffmpeg(source: bytes | Path, label: str, max_seconds: float, rate: int
                 finally:
                     timer.cancel()
                 code = proc.wait()
-            errors.seek(0)
-            said = _last_line(errors.read(4096), path)
+            errors.seek(max(0, errors.seek(0, os.SEEK_END) - 4096))  # its last words: a damaged file makes many
+            said = _last_line(errors.read(), path)
     if code != 0 and len(out) <= limit:
         why = said or f"exit status {code}"
         raise AudioError(f"{label}: not a readable audio file (ffmpeg: {why[:200]}). Give WAV, FLAC, OGG, MP3, or "
@@ -296,11 +296,15 @@ def _with_ffmpeg(source: bytes | Path, label: str, max_seconds: float, rate: int
     return samples, duration
 
 
+_ADDRESSED = re.compile(r"\[[^\]\n]* @ (0x)?[0-9a-fA-F]+\] ?")
+
+
 def _last_line(output: bytes, path: str) -> str:
     """ffmpeg's or ffprobe's last line of complaint, without the path it names (a temporary copy's
-    for an upload: the same file must read the same from the CLI and over HTTP)."""
+    for an upload: the same file must read the same from the CLI and over HTTP) or the addresses
+    of its parts in memory ("[flac @ 0x55d0c1e2f040] ")."""
     lines = output.decode("utf-8", "replace").strip().splitlines()
-    last = lines[-1] if lines else ""
+    last = _ADDRESSED.sub("", lines[-1] if lines else "")
     for name in (path, path.removeprefix("file:")):
         last = last.replace(name + ": ", "").replace(name, "the file")
     return last.strip()
