@@ -106,3 +106,19 @@ def test_a_container_that_names_the_wrong_codec_is_one_stable_line(tmp_path):
     message = str(refused.value)
     assert message.startswith("lies.webm: not a readable audio file (ffmpeg: ") and "\n" not in message
     assert " @ 0x" not in message and message.endswith("). Give WAV, FLAC, OGG, MP3, or another format ffmpeg decodes.")
+
+
+def test_a_decode_past_its_time_is_stopped_and_says_so(tmp_path, monkeypatch):
+    """A file that keeps ffmpeg busy (here, an ffmpeg that never answers) is stopped after
+    DECODE_SECONDS plus the length cap; it was then called unreadable, quoting ffmpeg's last line."""
+    path = tmp_path / "slow.mka"
+    ffmpeg_make(path, "-f", "lavfi", "-i", "sine=frequency=300:duration=0.5", "-c:a", "flac")
+    stuck = tmp_path / "ffmpeg"
+    stuck.write_text("#!/bin/sh\necho 'Press [q] to stop' >&2\nexec sleep 60\n")
+    stuck.chmod(0o755)
+    which = decoding.shutil.which
+    monkeypatch.setattr(decoding.shutil, "which", lambda name: str(stuck) if name == "ffmpeg" else which(name))
+    monkeypatch.setattr(decoding, "DECODE_SECONDS", 0.5)
+    with pytest.raises(AudioError, match=r"^slow.mka: its audio could not be decoded within 1.5 s. Convert it to WAV or "
+                                         r"FLAC.$"):
+        decoding.decode(path, "slow.mka", 1, SR)

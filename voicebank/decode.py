@@ -266,9 +266,9 @@ def _with_ffmpeg(source: bytes | Path, label: str, max_seconds: float, rate: int
             command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", *FFMPEG_INPUT, "-i", path,
                        "-map", "0:a:0",
                        "-t", f"{max_seconds + 1:.3f}", *mix, "-ar", str(rate), "-f", "f32le", "-"]
-            out = bytearray()
+            out, late = bytearray(), threading.Event()
             with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors) as proc:
-                timer = threading.Timer(DECODE_SECONDS + max_seconds, proc.kill)
+                timer = threading.Timer(DECODE_SECONDS + max_seconds, lambda: (late.set(), proc.kill()))
                 timer.start()
                 try:
                     while chunk := proc.stdout.read(1 << 16):
@@ -281,6 +281,9 @@ def _with_ffmpeg(source: bytes | Path, label: str, max_seconds: float, rate: int
                 code = proc.wait()
             errors.seek(max(0, errors.seek(0, os.SEEK_END) - 4096))  # its last words: a damaged file makes many
             said = _last_line(errors.read(), path)
+    if late.is_set():  # not unreadable: what ffmpeg said last is no reason
+        raise AudioError(f"{label}: its audio could not be decoded within {DECODE_SECONDS + max_seconds:g} s. Convert "
+                         "it to WAV or FLAC.")
     if code != 0 and len(out) <= limit:
         why = said or f"exit status {code}"
         raise AudioError(f"{label}: not a readable audio file (ffmpeg: {why[:200]}). Give WAV, FLAC, OGG, MP3, or "
