@@ -250,17 +250,16 @@ def _with_ffmpeg(source: bytes | Path, label: str, max_seconds: float, rate: int
     stream's header read by ffprobe and refused as libsndfile's would be, then decoded by ffmpeg
     straight to mono at ``rate``, at most ``max_seconds`` + 1 s of it; this process holds the result only."""
     ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
-    if ffmpeg is None:
+    if ffmpeg is None or ffprobe is None:  # without ffprobe's header, no limit holds before decoding
         raise AudioError(f"{label}: not a readable audio file here: not a format libsndfile reads (WAV, FLAC, OGG, "
-                         "MP3, ...), and ffmpeg, which reads the others (M4A, MP4, MKV, WebM, ...), is not installed: "
-                         "convert it to WAV or FLAC, or install ffmpeg.")
+                         "MP3, ...), and ffmpeg, which reads the others (M4A, MP4, MKV, WebM, ...) with its ffprobe, "
+                         "is not installed: convert it to WAV or FLAC, or install ffmpeg.")
     with _on_disk(source, label) as path:
-        mix, header = ["-ac", "1"], None
-        if ffprobe is not None:
-            header = _probe(ffprobe, path, label)
-            _check_header(header.channels, header.rate, header.seconds, label, max_seconds)
-            if not header.layout:  # ffmpeg cannot downmix channels it has no names for (9 of them, or 17 to 23, ...)
-                mix = ["-af", "pan=mono|c0<" + "+".join(f"c{i}" for i in range(header.channels))]  # their mean
+        header = _probe(ffprobe, path, label)
+        _check_header(header.channels, header.rate, header.seconds, label, max_seconds)
+        mix = ["-ac", "1"]
+        if not header.layout:  # ffmpeg cannot downmix channels it has no names for (9 of them, or 17 to 23, ...)
+            mix = ["-af", "pan=mono|c0<" + "+".join(f"c{i}" for i in range(header.channels))]  # their mean
         limit = int((max_seconds + 1) * rate) * 4  # float32 bytes of mono at the model's rate
         with BUDGET.reserve(limit), tempfile.TemporaryFile() as errors:
             command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", *FFMPEG_INPUT, "-i", path,
@@ -293,7 +292,7 @@ def _with_ffmpeg(source: bytes | Path, label: str, max_seconds: float, rate: int
     if duration > max_seconds:
         raise AudioError(too_long(label, duration, max_seconds) + " (counted while decoding)")
     # ffmpeg decodes what there is of a file cut short, and says so only on its log
-    if header is not None and header.exact and duration < header.exact - max(SHORTFALL * header.exact, CODEC_DELAY):
+    if header.exact and duration < header.exact - max(SHORTFALL * header.exact, CODEC_DELAY):
         raise AudioError(f"{label}: the file is truncated: its header announces {header.exact:.2f} s of audio but "
                          f"only {duration:.2f} s decode. Copy or export it again.")
     return samples, duration
