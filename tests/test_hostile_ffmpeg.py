@@ -11,7 +11,7 @@ import zlib
 
 import numpy as np
 import pytest
-from test_hostile_audio import ffmpeg_make, needs_ffmpeg
+from test_hostile_audio import ffmpeg_make, needs_ffmpeg, traced_peak
 
 from voicebank import decode as decoding
 from voicebank.errors import AudioError
@@ -122,3 +122,13 @@ def test_a_decode_past_its_time_is_stopped_and_says_so(tmp_path, monkeypatch):
     with pytest.raises(AudioError, match=r"^slow.mka: its audio could not be decoded within 1.5 s. Convert it to WAV or "
                                          r"FLAC.$"):
         decoding.decode(path, "slow.mka", 1, SR)
+
+
+def test_ffmpeg_s_output_is_held_once(tmp_path):
+    """The decoding budget reserves room for ffmpeg's output once; it was copied three times over
+    (330 MB held for a file decoded to the 30-minute cap, which reserved 115 MB)."""
+    path = tmp_path / "long.mka"
+    ffmpeg_make(path, "-f", "lavfi", "-i", "anoisesrc=r=16000:a=0.1:d=50", "-c:a", "flac")
+    (samples, duration), peak = traced_peak(lambda: decoding.decode(path, "long.mka", 120, SR))
+    assert duration == pytest.approx(50.0, abs=0.05)
+    assert peak < 1.3 * samples.nbytes, f"{peak / 1e6:.1f} MB held for {samples.nbytes / 1e6:.1f} MB of output"
