@@ -342,9 +342,10 @@ class Header(NamedTuple):
 
 def _probe(ffprobe: str, path: str, label: str) -> Header:
     """The :class:`Header` of the first audio stream, by ffprobe."""
-    command = [ffprobe, "-v", "error", *FFMPEG_INPUT, "-select_streams", "a:0", "-show_entries",
-               "stream=channels,channel_layout,sample_rate,duration,start_time:stream_tags=DURATION"
-               ":format=format_name,duration", "-of", "json", path]
+    entries = ("stream=channels,channel_layout,sample_rate,duration,start_time:stream_tags=DURATION"
+               ":format=format_name,duration")
+    command = [ffprobe, "-v", "error", *FFMPEG_INPUT, "-select_streams", "a:0", "-show_entries", entries, "-of", "json",
+               path]
     try:
         found = subprocess.run(command, capture_output=True, timeout=PROBE_SECONDS, check=False)
         info = json.loads(found.stdout or b"{}")
