@@ -211,8 +211,9 @@ def test_ffmpeg_without_its_ffprobe_is_not_used(monkeypatch):
     short taken whole, a 3000 s one decoded for its first 1801 s before being refused."""
     which = decoding.shutil.which
     monkeypatch.setattr(decoding.shutil, "which", lambda name: None if name == "ffprobe" else which(name) or name)
-    with pytest.raises(AudioError, match="call.mkv: not a readable audio file here: .* ffmpeg, which reads the others "
-                                         r"\(M4A, MP4, MKV, WebM, ...\) with its ffprobe, is not installed: convert it"):
+    with pytest.raises(AudioError, match="call.mkv: not a readable audio file here: .* ffmpeg, which reads the "
+                                         r"others \(M4A, MP4, MKV, WebM, ...\) with its ffprobe, is not installed: "
+                                         "convert it"):
         decoding.decode(MKV, "call.mkv", 120, SR)
 
 

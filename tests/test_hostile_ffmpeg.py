@@ -64,7 +64,8 @@ def test_channels_without_names_are_mixed_to_their_mean_not_refused(tmp_path, ch
     tone = np.sin(2 * np.pi * 300 * np.arange(SR) / SR)[:, None] * 0.2
     (tmp_path / "raw").write_bytes((np.clip(tone + levels, -1, 1) * 32767).astype("<i2").tobytes())
     path = tmp_path / "array.mkv"
-    ffmpeg_make(path, "-f", "s16le", "-ar", str(SR), "-ac", str(channels), "-i", str(tmp_path / "raw"), "-c:a", "pcm_s16le")
+    ffmpeg_make(path, "-f", "s16le", "-ar", str(SR), "-ac", str(channels), "-i", str(tmp_path / "raw"),
+                "-c:a", "pcm_s16le")
     samples, duration = decoding.decode(path, "array.mkv", 120, SR)
     assert duration == pytest.approx(1.0, abs=0.01)
     assert float(samples.mean()) == pytest.approx(float(levels.mean()), abs=2e-3)  # every channel counted once
@@ -119,8 +120,8 @@ def test_a_decode_past_its_time_is_stopped_and_says_so(tmp_path, monkeypatch):
     which = decoding.shutil.which
     monkeypatch.setattr(decoding.shutil, "which", lambda name: str(stuck) if name == "ffmpeg" else which(name))
     monkeypatch.setattr(decoding, "DECODE_SECONDS", 0.5)
-    with pytest.raises(AudioError, match=r"^slow.mka: its audio could not be decoded within 1.5 s. Convert it to WAV or "
-                                         r"FLAC.$"):
+    with pytest.raises(AudioError, match=r"^slow.mka: its audio could not be decoded within 1.5 s. Convert it to "
+                                         r"WAV or FLAC.$"):
         decoding.decode(path, "slow.mka", 1, SR)
 
 
