@@ -206,6 +206,17 @@ def test_a_format_only_ffmpeg_reads_without_ffmpeg_says_what_to_do(monkeypatch):
         decoding.decode(MKV, "call.mkv", 120, SR)
 
 
+def test_ffmpeg_without_its_ffprobe_is_not_used(monkeypatch):
+    """Without ffprobe no header is read before decoding: a file at 768 kHz was decoded, one cut
+    short taken whole, a 3000 s one decoded for its first 1801 s before being refused."""
+    which = decoding.shutil.which
+    monkeypatch.setattr(decoding.shutil, "which", lambda name: None if name == "ffprobe" else which(name) or name)
+    with pytest.raises(AudioError, match="call.mkv: not a readable audio file here: .* ffmpeg, which reads the "
+                                         r"others \(M4A, MP4, MKV, WebM, ...\) with its ffprobe, is not installed: "
+                                         "convert it"):
+        decoding.decode(MKV, "call.mkv", 120, SR)
+
+
 @needs_ffmpeg
 def test_ffmpeg_decodes_to_mono_at_the_model_s_rate_holding_the_output_not_the_input(tmp_path):
     """8 channels at 384 kHz in Matroska: ffmpeg mixes and resamples, so this process holds 60 s of

@@ -29,7 +29,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
@@ -43,6 +43,7 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000
 BLOCK_SECONDS = 2.0
 _UNKNOWN_LENGTH = 2**40  # libsndfile reports an unknown length as a huge frame count
 SHORTFALL = 0.01  # the share of a header's announced length that may fail to decode (encoder padding)
+CODEC_DELAY = 0.1  # seconds of it that may, whatever the length (Opus's 6.5 ms is more than 1% of 0.5 s)
 
 
 def decode(source: bytes | Path, label: str, max_seconds: float, rate: int) -> tuple[np.ndarray, float]:
@@ -222,9 +223,14 @@ def resample(samples: np.ndarray, rate: int, to_rate: int) -> np.ndarray:
 # The containers ffmpeg may open, and only from a file: a demuxer that reads a list of other files
 # (an HLS playlist, a concat script) would let an uploaded text file make the server decode
 # recordings on its own disk, or wait on a FIFO there. The whitelist holds nested opens too.
-FFMPEG_INPUT = ("-protocol_whitelist", "file", "-format_whitelist",
-                "aac,ac3,aiff,amr,amrnb,amrwb,ape,asf,au,avi,caf,dts,eac3,flac,flv,gsm,matroska,mov,mp3,mpc,mpc8,"
-                "mpeg,mpegts,oma,ogg,qcp,rm,tak,tta,voc,w64,wav,wv,xwma")
+# ffmpeg and ffprobe allocate no block over MAX_ALLOC: both decode a frame of every stream while
+# probing, video too, and a 3 MB file holding one 16000 x 16000 PNG frame took 1.5 GB in each; a
+# container may also hold its audio in one packet (20 MB of 32 channels took 175 MB). Audio frames
+# are far smaller: FLAC's largest, 65,535 samples of 8 channels, is 2 MB as float32.
+MAX_ALLOC = 64 << 20
+FFMPEG_INPUT = ("-max_alloc", str(MAX_ALLOC), "-protocol_whitelist", "file", "-format_whitelist",
+                ("aac,ac3,aiff,amr,amrnb,amrwb,ape,asf,au,avi,caf,dts,eac3,flac,flv,gsm,matroska,mov,mp3,mpc,mpc8,"
+                 "mpeg,mpegts,oma,ogg,qcp,rm,tak,tta,voc,w64,wav,wv,xwma"))
 
 # How long ffprobe may take to read a header, and ffmpeg beyond real time to decode (a file built
 # to make a decoder spin is cut off, not waited for).
@@ -244,22 +250,24 @@ def _with_ffmpeg(source: bytes | Path, label: str, max_seconds: float, rate: int
     stream's header read by ffprobe and refused as libsndfile's would be, then decoded by ffmpeg
     straight to mono at ``rate``, at most ``max_seconds`` + 1 s of it; this process holds the result only."""
     ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
-    if ffmpeg is None:
+    if ffmpeg is None or ffprobe is None:  # without ffprobe's header, no limit holds before decoding
         raise AudioError(f"{label}: not a readable audio file here: not a format libsndfile reads (WAV, FLAC, OGG, "
-                         "MP3, ...), and ffmpeg, which reads the others (M4A, MP4, MKV, WebM, ...), is not installed: "
-                         "convert it to WAV or FLAC, or install ffmpeg.")
+                         "MP3, ...), and ffmpeg, which reads the others (M4A, MP4, MKV, WebM, ...) with its ffprobe, "
+                         "is not installed: convert it to WAV or FLAC, or install ffmpeg.")
     with _on_disk(source, label) as path:
-        if ffprobe is not None:
-            channels, samplerate, seconds = _probe(ffprobe, path, label)
-            _check_header(channels, samplerate, seconds, label, max_seconds)
+        header = _probe(ffprobe, path, label)
+        _check_header(header.channels, header.rate, header.seconds, label, max_seconds)
+        mix = ["-ac", "1"]
+        if not header.layout:  # ffmpeg cannot downmix channels it has no names for (9 of them, or 17 to 23, ...)
+            mix = ["-af", "pan=mono|c0<" + "+".join(f"c{i}" for i in range(header.channels))]  # their mean
         limit = int((max_seconds + 1) * rate) * 4  # float32 bytes of mono at the model's rate
         with BUDGET.reserve(limit), tempfile.TemporaryFile() as errors:
             command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", *FFMPEG_INPUT, "-i", path,
                        "-map", "0:a:0",
-                       "-t", f"{max_seconds + 1:.3f}", "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"]
-            out = bytearray()
+                       "-t", f"{max_seconds + 1:.3f}", *mix, "-ar", str(rate), "-f", "f32le", "-"]
+            out, late = bytearray(), threading.Event()
             with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors) as proc:
-                timer = threading.Timer(DECODE_SECONDS + max_seconds, proc.kill)
+                timer = threading.Timer(DECODE_SECONDS + max_seconds, lambda: (late.set(), proc.kill()))
                 timer.start()
                 try:
                     while chunk := proc.stdout.read(1 << 16):
@@ -270,24 +278,37 @@ def _with_ffmpeg(source: bytes | Path, label: str, max_seconds: float, rate: int
                 finally:
                     timer.cancel()
                 code = proc.wait()
-            errors.seek(0)
-            said = _last_line(errors.read(4096), path)
+            errors.seek(max(0, errors.seek(0, os.SEEK_END) - 4096))  # its last words: a damaged file makes many
+            said = _last_line(errors.read(), path)
+    if late.is_set():  # not unreadable: what ffmpeg said last is no reason
+        raise AudioError(f"{label}: its audio could not be decoded within {DECODE_SECONDS + max_seconds:g} s. Convert "
+                         "it to WAV or FLAC.")
     if code != 0 and len(out) <= limit:
         why = said or f"exit status {code}"
         raise AudioError(f"{label}: not a readable audio file (ffmpeg: {why[:200]}). Give WAV, FLAC, OGG, MP3, or "
                          "another format ffmpeg decodes.")
-    samples = np.frombuffer(bytes(out[: len(out) // 4 * 4]), dtype="<f4").astype(np.float32)
-    duration = samples.size / rate
+    del out[len(out) // 4 * 4:]
+    duration = len(out) // 4 / rate
     if duration > max_seconds:
         raise AudioError(too_long(label, duration, max_seconds) + " (counted while decoding)")
+    # a view of ffmpeg's output, not a copy: the budget holds one (three copies took 330 MB for 30 minutes)
+    samples = np.frombuffer(out, dtype="<f4").astype(np.float32, copy=False)
+    # ffmpeg decodes what there is of a file cut short, and says so only on its log
+    if header.exact and duration < header.exact - max(SHORTFALL * header.exact, CODEC_DELAY):
+        raise AudioError(f"{label}: the file is truncated: its header announces {header.exact:.2f} s of audio but "
+                         f"only {duration:.2f} s decode. Copy or export it again.")
     return samples, duration
+
+
+_ADDRESSED = re.compile(r"\[[^\]\n]* @ (0x)?[0-9a-fA-F]+\] ?")
 
 
 def _last_line(output: bytes, path: str) -> str:
     """ffmpeg's or ffprobe's last line of complaint, without the path it names (a temporary copy's
-    for an upload: the same file must read the same from the CLI and over HTTP)."""
+    for an upload: the same file must read the same from the CLI and over HTTP) or the addresses
+    of its parts in memory ("[flac @ 0x55d0c1e2f040] ")."""
     lines = output.decode("utf-8", "replace").strip().splitlines()
-    last = lines[-1] if lines else ""
+    last = _ADDRESSED.sub("", lines[-1] if lines else "")
     for name in (path, path.removeprefix("file:")):
         last = last.replace(name + ": ", "").replace(name, "the file")
     return last.strip()
@@ -306,10 +327,25 @@ def _on_disk(source: bytes | Path, label: str) -> Iterator[str]:
         yield "file:" + tmp.name
 
 
-def _probe(ffprobe: str, path: str, label: str) -> tuple[int, float, float | None]:
-    """(channels, sample rate, declared seconds or None) of the first audio stream, by ffprobe."""
-    command = [ffprobe, "-v", "error", *FFMPEG_INPUT, "-select_streams", "a:0", "-show_entries",
-               "stream=channels,sample_rate,duration:format=duration", "-of", "json", path]
+class Header(NamedTuple):
+    """What ffprobe reads of a file's first audio stream: ``seconds`` is its declared length (None:
+    not declared), ``layout`` whether its channels are named (front left, ...), as ffmpeg's own
+    downmix needs. ``exact``: its length where the container records it per stream (Matroska,
+    MP4), which the decoded audio must reach; elsewhere it may be estimated from the bit rate."""
+
+    channels: int
+    rate: float
+    seconds: float | None
+    layout: bool
+    exact: float | None = None
+
+
+def _probe(ffprobe: str, path: str, label: str) -> Header:
+    """The :class:`Header` of the first audio stream, by ffprobe."""
+    entries = ("stream=channels,channel_layout,sample_rate,duration,start_time:stream_tags=DURATION"
+               ":format=format_name,duration")
+    command = [ffprobe, "-v", "error", *FFMPEG_INPUT, "-select_streams", "a:0", "-show_entries", entries, "-of", "json",
+               path]
     try:
         found = subprocess.run(command, capture_output=True, timeout=PROBE_SECONDS, check=False)
         info = json.loads(found.stdout or b"{}")
@@ -325,13 +361,29 @@ def _probe(ffprobe: str, path: str, label: str) -> tuple[int, float, float | Non
                          f"{' (ffprobe: ' + why[:200] + ')' if why else ''}. Give WAV, FLAC, OGG, MP3, or "
                          "another format ffmpeg decodes.")
 
-    def number(value: Any) -> float | None:
-        try:
-            out = float(value)
-        except (TypeError, ValueError):
-            return None
-        return out if np.isfinite(out) and out > 0 else None
+    stream, container = streams[0], info.get("format") or {}
+    own = _positive(stream.get("duration")) or _matroska_length(stream)
+    seconds = own or _positive(container.get("duration"))
+    layout = stream.get("channel_layout") not in (None, "", "unknown")
+    exact = own if str(container.get("format_name")).startswith(("matroska", "mov")) else None
+    return Header(int(_positive(stream.get("channels")) or 0), _positive(stream.get("sample_rate")) or 0.0, seconds,
+                  layout, exact)
 
-    stream = streams[0]
-    seconds = number(stream.get("duration")) or number((info.get("format") or {}).get("duration"))
-    return int(number(stream.get("channels")) or 0), number(stream.get("sample_rate")) or 0.0, seconds
+
+def _matroska_length(stream: dict) -> float | None:
+    """A Matroska stream's length: its DURATION tag (H:MM:SS.fraction) is where it ends, so less
+    where it starts; audio cut from a longer recording may start hours in."""
+    match = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d*)?)", str((stream.get("tags") or {}).get("DURATION", "")))
+    if not match:
+        return None
+    end = int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
+    return _positive(end - (_positive(stream.get("start_time")) or 0.0))
+
+
+def _positive(value: Any) -> float | None:
+    """``value`` as a finite number above 0, or None (ffprobe writes "N/A" for what it does not know)."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) and out > 0 else None
