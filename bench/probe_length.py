@@ -10,8 +10,9 @@ the speech behind a probe. Then measured on people it never saw (the corpus's ot
 its own people's other recordings, with probes of 1, 2, 3 and 5 recordings of one person at once
 (the normalized mean of their embeddings: how resemblyzer embeds one long recording; 5 is longer
 than any length calibration measures). Each probe is decided three ways: at the threshold read at
-its speech (voicebank), at the single-recording threshold (before), and at the longest length's
-threshold for every probe (one threshold that holds for all lengths).
+its speech (voicebank), at the single-recording threshold (before), and at the highest threshold
+the lengths give, for every probe (one threshold that holds for all lengths; what a probe of
+unknown length gets).
 
 ``--half-reference``: half of the people outside the bank (drawn anew for each bank) join the
 reference set, the other half are the strangers measured, as with the shipped reference set, which
@@ -148,7 +149,7 @@ def main() -> None:
                 strangers = [s for s in by_speaker if s not in bank]
                 measured = reference
                 if args.half_reference:
-                    joins = set(rng.choice(strangers, len(strangers) // 2, replace=False).tolist())
+                    joins = sorted(rng.choice(strangers, len(strangers) // 2, replace=False).tolist())
                     strangers = [s for s in strangers if s not in joins]
                     measured = joined(reference, [(embeddings[by_speaker[s]], name) for s in joins])
                 one_bank(embeddings, seconds, by_speaker, bank, strangers, measured, acc)

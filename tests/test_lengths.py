@@ -5,6 +5,7 @@ probes, and each decision reads its threshold at its probe's speech."""
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -40,10 +41,10 @@ def test_a_decision_reads_its_threshold_at_the_speech_behind_its_probe():
     p = point(((2.0, 0.70, 3, 500), (4.0, 0.76, 2, 250), (8.0, 0.79, 1, 120)))
     assert p.at(2.0) == pytest.approx(0.70) and p.at(8.0) == pytest.approx(0.79)
     assert p.at(np.sqrt(8.0)) == pytest.approx(0.73)  # halfway in log seconds between 2 and 4 s
-    # one step past each end on the nearest segment's line (a single recording's threshold stands for
-    # recordings shorter and longer than the median it is placed at), then flat
-    assert p.at(np.sqrt(2.0)) == pytest.approx(0.67) and p.at(1.0) == pytest.approx(0.64) == p.at(0.3)
-    assert p.at(16.0) == pytest.approx(0.82) == p.at(600.0)
+    # shorter: the shortest's (strangers score lower there but spread wider); longer: one step further
+    # on the last segment's line, then flat
+    assert p.at(np.sqrt(2.0)) == p.at(1.0) == p.at(0.3) == p.at(0.0) == p.at(-1.0) == pytest.approx(0.70)
+    assert p.at(16.0) == pytest.approx(0.82) == p.at(600.0) == p.at(float("inf"))
     assert p.at(None) == pytest.approx(0.82) and p.at(float("nan")) == pytest.approx(0.82)  # unknown: the strictest
     assert point().at(30.0) == 0.7 and point().at(None) == 0.7  # nothing measured: one threshold
     again = OperatingPoint.from_dict(p.to_dict())
@@ -51,6 +52,8 @@ def test_a_decision_reads_its_threshold_at_the_speech_behind_its_probe():
     assert p.to_dict()["lengths"][1] == {"seconds": 4.0, "threshold": 0.76, "counted": 2, "trials": 250}
     old = {k: v for k, v in p.to_dict().items() if k != "lengths"}  # stored before lengths were measured
     assert OperatingPoint.from_dict(old).lengths == ()
+    later = {**p.to_dict(), "margin_by_age": [1, 2]}  # stored by a later voicebank: what it adds is left out
+    assert OperatingPoint.from_dict(later) == OperatingPoint.from_dict(p.to_dict())
 
 
 def test_probes_of_several_recordings_are_disjoint_runs_of_one_person():
@@ -162,3 +165,58 @@ def test_a_bank_decides_each_probe_at_the_threshold_of_its_speech(tmp_path):
         assert answer["threshold"] == pytest.approx(points["identify"].at(answer["speech_seconds"]))
         assert [d["seconds"] for d in answer["calibration"]["lengths"]] == pytest.approx(
             [s for s, *_ in points["identify"].lengths], abs=1e-3)
+        with TestClient(create_app(bank)) as client:
+            shown = client.get("/calibration", headers={"Authorization": f"Bearer {key}"}).json()
+        assert len(shown["points"]["verify"]["lengths"]) == len(shown["status"]["verify"]["lengths"]) == 3
+
+
+def test_a_length_held_at_a_shorter_one_s_threshold_counts_its_errors_there():
+    """Strangers' probes of two recordings scoring lower than single ones (noise, few people): the
+    length keeps the shorter length's threshold, and says what that threshold counts on its trials."""
+    from voicebank.calibration import OpenSetTrials
+
+    rng = np.random.default_rng(2)
+
+    def trials(level):
+        rows = [rng.normal(level, 0.05, 30) for _ in range(300)]
+        return OpenSetTrials(np.array([0.9] * 20), np.zeros(0), np.zeros(0, bool), rows, 31, "cosine")
+
+    single = trials(0.5)
+    chosen = {VERIFY: verification_point(single, 0.01, RateModel.fit(single))}
+    lower = trials(0.4)
+    points = with_lengths(chosen, lambda combine, wanted: {VERIFY: lower}, [np.full(4, 2.0)] * 30)
+    (_, t1, *_), (_, t2, counted, n), *_ = points[VERIFY].lengths
+    assert t2 == t1 and n == lower.nontarget.size
+    assert counted == int(np.count_nonzero(lower.nontarget >= t1)) < 0.002 * n  # not the 1% its own threshold counted
+
+
+def test_scan_reads_identification_s_threshold_at_its_window_when_it_has_none_of_its_own(tmp_path, monkeypatch):
+    """A bank whose scan point could not be measured scans with identification's, read at the
+    window's length, and audits the threshold its windows were decided with."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from test_scan import ALICE, BOB, SR as TONE_SR, ToneEmbedder, loud_frames, tone
+
+    from voicebank import VoiceBank, vad
+    from voicebank.audio import AudioLimits
+
+    monkeypatch.setattr(vad, "speech_frames", loud_frames)
+    limits = AudioLimits(min_enroll_speech_seconds=1.0, min_bandwidth_hz=0.0)
+    with VoiceBank.open(tmp_path / "t.db", ToneEmbedder(), create=True, threshold=0.5, limits=limits) as bank:
+        bank.enroll("alice", [(tone(ALICE, 2.0), TONE_SR)])
+        bank.enroll("bob", [(tone(BOB, 2.0), TONE_SR)])
+        for channel in ("wideband", "telephone"):  # a tone is heard as a telephone line
+            identify = replace(bank.thresholds.operating_points(channel)["identify"], method="far", target=0.01,
+                               rate=0.01)
+            bank.thresholds.set_operating_point(identify)
+            assert bank.thresholds.operating_points(channel)["identify"].lengths == ()  # read, and kept in a cache
+            bank.thresholds.set_operating_point(replace(identify, lengths=(
+                (1.0, identify.threshold, 0, 300), (4.0, identify.threshold + 0.2, 0, 200))))
+            assert len(bank.thresholds.operating_points(channel)["identify"].lengths) == 2  # the same point with lengths
+        timeline = bank.scan((np.concatenate([tone(ALICE, 6.0), tone(BOB, 6.0)]), TONE_SR), window=2.0, hop=1.0)
+        point = bank.thresholds.operating_points(timeline.channel)["identify"]
+        assert "scan" not in bank.thresholds.operating_points(timeline.channel) and point.lengths
+        assert timeline.threshold == pytest.approx(point.at(2.0)) != pytest.approx(point.at(None))
+        rows = bank.audit.entries(limit=len(timeline))
+        assert rows and all(r.operation == "scan" and r.threshold == pytest.approx(point.at(2.0)) for r in rows)

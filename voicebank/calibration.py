@@ -164,7 +164,9 @@ class OperatingPoint:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "OperatingPoint":
-        fields = {k: v for k, v in data.items() if k not in ("model", "lengths")}
+        # what a later voicebank stores and this one does not know is left out, not an error on every decision
+        known = set(cls.__dataclass_fields__) - {"model", "lengths"}
+        fields = {k: v for k, v in data.items() if k in known}
         model = RateModel.from_dict(data["model"]) if data.get("model") else None
         lengths = tuple((float(d["seconds"]), float(d["threshold"]), int(d["counted"]), int(d["trials"]))
                         for d in data.get("lengths") or ())
@@ -172,19 +174,20 @@ class OperatingPoint:
 
     def at(self, seconds: float | None) -> float:
         """The threshold for a probe with ``seconds`` of speech: ``threshold`` where no lengths were
-        measured; else on the line through the measured lengths (linear in log seconds), carried one
-        step (the gap to the next length) past each end and flat beyond. A single recording's
-        threshold was measured on recordings both shorter and longer than their median, where it is
-        placed, so it is lowered for shorter ones as it is raised for longer ones. A probe of unknown
-        length (an embedding given directly) gets the highest: strangers score higher on longer probes."""
+        measured; else read between the measured lengths (linearly in log seconds), the shortest's
+        below it, and above the longest carried one step further on the last segment's line (the
+        gap between the last two lengths), then flat. A shorter probe's strangers score lower but
+        spread wider, so its threshold is not lowered: held at the median single recording, where
+        the single-recording threshold is placed. A probe of unknown length (None, NaN: an embedding
+        given directly) gets the highest."""
         if not self.lengths:
             return self.threshold
         at, values = np.log([s for s, *_ in self.lengths]), np.array([t for _, t, *_ in self.lengths])
-        low, high = 2 * at[0] - at[1], 2 * at[-1] - at[-2]
-        x = high if seconds is None or not math.isfinite(seconds) or seconds <= 0 else \
-            min(max(math.log(seconds), low), high)
-        if x < at[0]:
-            return float(values[0] + (values[1] - values[0]) * (x - at[0]) / (at[1] - at[0]))
+        high = 2 * at[-1] - at[-2]
+        if seconds is None or math.isnan(seconds):
+            x = high
+        else:
+            x = min(math.log(seconds), high) if seconds > 0 else at[0]
         if x > at[-1]:
             return float(values[-1] + (values[-1] - values[-2]) * (x - at[-1]) / (at[-1] - at[-2]))
         return float(np.interp(x, at, values))

@@ -84,7 +84,7 @@ def identify_embeddings(services: Services, embeddings: np.ndarray, top_k: int,
                         seconds: float | None = None) -> list[Identification]:
     """Identify embeddings made elsewhere (or scan's windows: ``purpose`` scan). ``seconds``: the
     speech behind each, which picks the threshold (``OperatingPoint.at``); None (not known) takes
-    the threshold of the longest probes calibrated, which keeps its promise at any length."""
+    the highest it reads, which keeps its promise at any length."""
     services.repository.store.catch_up()
     top_k = validate.top_k(top_k)
     embeddings = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
@@ -207,11 +207,10 @@ def operating_point(settings: BankRow, channel: str, purpose: str) -> calibratio
 
 
 def record_scan(services: Services, sha256: str, channel: str, segments: Iterable[Any], client: str | None,
-                purpose: str = calibration.SCAN) -> None:
+                threshold: float) -> None:
     """One audit row per segment of a scan (``voicebank.scan.Segment``): who it named, or no one,
     between which seconds (``detail``), with the segment's score, the mean of its windows' best
-    cosines (the windows were each decided on their own statistic against the threshold)."""
-    threshold = operating_point(services.repository.settings(), channel, purpose).threshold
+    cosines (the windows were each decided on their own statistic against ``threshold``)."""
     for s in segments:
         services.audit.add(operation="scan", claimed=None, returned=s.name, score=s.score, threshold=threshold,
                            score_kind=f"mean best {services.repository.settings().score}", accepted=s.name is not None,

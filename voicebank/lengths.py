@@ -70,9 +70,16 @@ def with_lengths(chosen: dict[str, OperatingPoint], make: Make, speech: list[np.
             if point.asked is not None:  # too few trials for the rate: longer probes keep the last length
                 del open_[which]
                 continue
-            lengths[which].append((seconds, max(point.threshold, lengths[which][-1][1]), point.counted or 0,
-                                   point.trials or 0))
+            if point.threshold < lengths[which][-1][1]:  # held at the shorter length's: counted there
+                point = _counted_at(point, data[which], lengths[which][-1][1])
+            lengths[which].append((seconds, point.threshold, point.counted or 0, point.trials or 0))
     return {w: replace(p, lengths=tuple(lengths[w])) if len(lengths.get(w, ())) > 1 else p for w, p in chosen.items()}
+
+
+def _counted_at(point: OperatingPoint, trials: OpenSetTrials, threshold: float) -> OperatingPoint:
+    """``point`` moved to ``threshold``, its errors counted there on its own ``trials``."""
+    found = trials.nontarget if point.purpose == VERIFY else trials.unknown_best
+    return replace(point, threshold=threshold, counted=int(np.count_nonzero(found >= threshold)))
 
 
 def _point(which: str, trials: OpenSetTrials, single: OperatingPoint) -> OperatingPoint:

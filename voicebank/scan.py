@@ -134,21 +134,21 @@ def timeline(
     log.info("scanning %s: %.1f s, %d speech regions, %d windows",
              audio.label, audio.duration, len(regions), len(spans))
     windows: list[Window] = []
-    threshold = None
+    # scan's own point where it was measured (on windows of this length), else identification's, read there
+    threshold = identification.operating_point(services.repository.settings(), channel, purpose).at(window)
     if progress:
         progress(0, len(spans), audio.label)
     for batch in _batches(spans, round(BATCH_SECONDS * rate)):
         embeddings = encoder.embed_samples([samples[s:e] for _, s, e in batch])
         for (k, s, e), found in zip(batch, identification.identify_embeddings(services, embeddings, top_k, channel,
-                                                                              purpose)):
+                                                                              purpose, window)):
             best = found.candidates[0].score if found.candidates else float("nan")
             windows.append(Window(k, s, e, found.match.name if found.match else None, best))
-            threshold = found.threshold
         if progress:
             progress(len(windows), len(spans), audio.label)
     segments = merge(windows, rate)
     log.info("%s: %d segments", audio.label, len(segments))
-    identification.record_scan(services, audio.sha256, channel, segments, None, purpose)
+    identification.record_scan(services, audio.sha256, channel, segments, None, threshold)
     return Timeline(segments, channel, threshold)
 
 

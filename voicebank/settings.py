@@ -66,7 +66,8 @@ def operating_points(settings: BankRow, channel: str = WIDEBAND) -> dict[str, Op
 
 def _fingerprint(operating: dict | None) -> list:
     """What tells stored operating points apart, without serializing their models on every decision."""
-    fields = ("purpose", "threshold", "kind", "method", "target", "rate", "counted", "trials", "gallery", "rule", "upper")
+    fields = ("purpose", "threshold", "kind", "method", "target", "rate", "counted", "trials", "gallery", "rule", "upper",
+              "lengths")
     return sorted([k, *(p.get(f) for f in fields)] for k, p in (operating or {}).items())
 
 

@@ -97,8 +97,8 @@ def lengths_text(lengths: list[dict]) -> str:
     if not lengths:
         return ""
     steps = [f"{d['threshold']:.4f} at {d['seconds']:.1f} s ({d['counted']} of {d['trials']} counted)" for d in lengths]
-    return (f"    by the speech in a probe: {steps[0]} and less, " + ", ".join(steps[1:-1] + [f"{steps[-1]} and more"])
-            + "; read between them (longer probes' strangers score higher)")
+    return (f"    by the speech in a probe: {steps[0]} and less, " + ", ".join(steps[1:])
+            + ", read between them and rising one step further above (longer probes' strangers score higher)")
 
 
 def safe(text: str, keep: str = "") -> str:

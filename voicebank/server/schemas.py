@@ -200,6 +200,7 @@ class OperatingPointOut(BaseModel):
     asked: float | None = Field(None, description="The rate asked for, when the trials supported only `target`.")
     sources: dict[str, float] | None = Field(None, description="Where the unknown-person trials came from: own, "
                                              "cohort and reference (counts), and shift (the reference's level shift).")
+    lengths: list[LengthOut] | None = Field(None, description="The threshold by the speech in a probe.")
 
 
 class ThresholdsOut(BaseModel):
