@@ -894,3 +894,25 @@ def test_console_and_docs_are_served_from_this_origin_only(server):
             assert asset.status_code == 200 and len(asset.content) > 100, ref
         assert "<script>" not in html  # no inline script: the CSP would refuse it
     assert server.client.get("/console/../speakers").status_code in (401, 404)  # no way round the key
+
+
+def test_an_upload_is_read_when_its_recording_is_decoded_not_before():
+    """An enrollment's takes stay where the form parser spooled them (on disk past 1 MB): each is
+    read as the pipeline decodes it. Read into memory first, 784 MB of takes in one request took a
+    server from 371 MB to 1.3 GB."""
+    import asyncio
+    import tempfile
+
+    from starlette.datastructures import UploadFile
+
+    from voicebank.audio import describe
+    from voicebank.server.calls import recording
+
+    spooled = tempfile.SpooledTemporaryFile(max_size=1 << 20)
+    spooled.write(b"RIFF" + bytes(3 << 20))  # 3 MB: on disk
+    spooled.seek(0)
+    upload = UploadFile(spooled, filename="take\x07.wav")
+    given = asyncio.run(recording(upload))
+    assert spooled.tell() == 0 and spooled._rolled  # nothing read yet, and not in memory
+    assert describe(given) == "take\\x07.wav"  # its label, printable
+    assert given.read(4) == b"RIFF" and len(given.read()) == 3 << 20
