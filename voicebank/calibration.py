@@ -207,8 +207,8 @@ class OperatingPoint:
         if self.trials:
             out.update(trials=self.trials, counted=self.counted, upper=None if self.upper is None else round(self.upper, 6),
                        sources=self.sources)
-        if self.lengths:
-            out["lengths"] = self.to_dict()["lengths"]
+        if self.lengths:  # not to_dict(): it would serialize the rate model on every decision
+            out["lengths"] = self.to_dict(with_model=False)["lengths"]
         if self.purpose != VERIFY:
             out.update(rule=self.rule or BEST, gallery_at_calibration=self.gallery, gallery=gallery)
             rate = self.rate_at(gallery)

@@ -247,7 +247,7 @@ def _point_lines(point, label: str) -> list[str]:
         body = (f"    false accepts: expected {point.rate:.2%}, counted {point.counted} of {point.trials} impostor "
                 f"trials ({point.counted / max(point.trials, 1):.2%}{upper}); false rejects {miss} of "
                 f"{point.genuine} genuine trials")
-        return [head, body] + ([lengths_text(point.to_dict()["lengths"])] if point.lengths else [])
+        return [head, body] + ([lengths_text(point.to_dict(with_model=False)["lengths"])] if point.lengths else [])
     per = " per scan window" if point.purpose == "scan" else ""
     target = f"{point.target:.3g} unknown-person false alarms{per}{asked}" if point.target else "no target"
     on = "2 x best - second best score" if point.rule == "margin" else "the best score"
@@ -256,7 +256,7 @@ def _point_lines(point, label: str) -> list[str]:
             f"{point.trials} ({point.counted / max(point.trials, 1):.2%}{upper})")
     known = (f"    of {point.genuine} genuine probes: {point.hit:.2%} identified, {point.wrong:.2%} matched to "
              f"someone else, {point.miss:.2%} not identified") if point.genuine else ""
-    return [head, body] + ([known] if known else []) + ([lengths_text(point.to_dict()["lengths"])] if point.lengths else [])
+    return [head, body] + ([known] if known else []) + ([lengths_text(point.to_dict(with_model=False)["lengths"])] if point.lengths else [])
 
 
 @main.group()
