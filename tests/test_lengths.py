@@ -216,6 +216,14 @@ def test_scan_reads_identification_s_threshold_at_its_window_when_it_has_none_of
             assert len(bank.thresholds.operating_points(channel)["identify"].lengths) == 2  # the same point with lengths
         timeline = bank.scan((np.concatenate([tone(ALICE, 6.0), tone(BOB, 6.0)]), TONE_SR), window=2.0, hop=1.0)
         point = bank.thresholds.operating_points(timeline.channel)["identify"]
+        vector = bank.voiceprint("alice", timeline.channel)[1][None, :]
+        from voicebank.errors import InvalidInputError
+
+        for wrong in ("3", float("nan"), float("inf"), -1.0, True):
+            with pytest.raises(InvalidInputError, match="seconds is the speech behind each embedding"):
+                bank.identify_embeddings(vector, seconds=wrong)
+        found = bank.identify_embeddings(vector, channel=timeline.channel, seconds=2.0)[0]
+        assert found.threshold == pytest.approx(point.at(2.0)) and found.speech_seconds == 2.0
         assert "scan" not in bank.thresholds.operating_points(timeline.channel) and point.lengths
         assert timeline.threshold == pytest.approx(point.at(2.0)) != pytest.approx(point.at(None))
         rows = bank.audit.entries(limit=len(timeline))

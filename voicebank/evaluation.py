@@ -21,6 +21,7 @@ from .calibration import (BEST, IDENTIFY, SCAN, VERIFY, OpenSetTrials, Operating
                           identification_point, measure, needed, top2, upper_bound, verification_point)
 from .encoding import Progress
 from .errors import InvalidInputError, NotEnoughDataError
+from .lengths import groups
 from .norm import Normalizer
 from .reference import Reference, for_model
 from .services import Services
@@ -262,12 +263,6 @@ def trials_from_embeddings(speakers: list[tuple[int, np.ndarray]], cohort: np.nd
     return OpenSetTrials(np.array(target), np.array(known_best), np.array(known_correct, dtype=bool), unknown,
                          len(speakers), scorer.kind, np.array(known_second), rule, sources=sources,
                          twins=tuple((int(ids[a]), int(ids[b])) for a, b in pairs))
-
-
-def groups(n: int, combine: int) -> list[np.ndarray]:
-    """The row numbers of one person's ``n`` recordings, in disjoint runs of ``combine`` (in
-    order; a remainder shorter than ``combine`` is left out): one probe each."""
-    return [np.arange(i, i + combine) for i in range(0, n - combine + 1, combine)]
 
 
 def _probe(rows: np.ndarray, span: np.ndarray) -> np.ndarray:

@@ -96,6 +96,10 @@ def identify_embeddings(services: Services, embeddings: np.ndarray, top_k: int,
         raise InvalidInputError(f"a channel is {' or '.join(channel_mod.CHANNELS)}, not {channel!r}.")
     if purpose not in (calibration.IDENTIFY, calibration.SCAN):
         raise InvalidInputError(f"embeddings are identified with the identify or scan operating point, not {purpose!r}.")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.number))
+                                or not np.isfinite(seconds) or seconds < 0):
+        raise InvalidInputError(f"seconds is the speech behind each embedding: a number of 0 or more, or None when "
+                                f"not known, not {seconds!r}.")
     settings = services.repository.settings()
     heard = _Heard(None, channel, None)  # once, not per window
     return [_identify(services, e, top_k, settings, heard, purpose, seconds) for e in embeddings]

@@ -32,11 +32,17 @@ COMBINED = (2, 3)
 Make = Callable[[int, tuple[float | None, float | None]], dict[str, OpenSetTrials]]
 
 
+def groups(n: int, combine: int) -> list[np.ndarray]:
+    """The row numbers of one person's ``n`` recordings, in disjoint runs of ``combine`` (in
+    order; a remainder shorter than ``combine`` is left out): one probe each."""
+    return [np.arange(i, i + combine) for i in range(0, n - combine + 1, combine)]
+
+
 def tier_seconds(speech: list[np.ndarray], combine: int) -> float | None:
     """The median speech behind a probe of ``combine`` of a speaker's recordings (each array: one
-    speaker's recordings' seconds of speech, in order; disjoint runs as ``evaluation.groups``
-    takes them), or None where no such probe has a known length."""
-    sums = [float(np.sum(s[i:i + combine])) for s in speech for i in range(0, len(s) - combine + 1, combine)]
+    speaker's recordings' seconds of speech, in order, taken in :func:`groups`), or None where no
+    such probe has a known length."""
+    sums = [float(np.sum(s[span])) for s in speech for span in groups(len(s), combine)]
     sums = [v for v in sums if np.isfinite(v)]
     return float(np.median(sums)) if sums else None
 
