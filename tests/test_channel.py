@@ -70,6 +70,24 @@ def test_a_recording_too_narrowband_to_decide_on_is_refused(voice):
 
 
 @pytest.mark.skipif(shutil.which("sox") is None, reason="needs sox to code a GSM call")
+def test_the_spectrum_taken_in_blocks_is_the_spectrum_of_the_whole_recording():
+    # 20 s: frames of several blocks, the last one partial; speech and pauses spread over all of them
+    rng = np.random.default_rng(5)
+    samples = (rng.standard_normal(20 * SR + 123) * np.linspace(0.01, 0.3, 20 * SR + 123)).astype(np.float32)
+    size = channel._FFT
+    count = len(samples) // size
+    assert count > 2 * channel._BLOCK
+    speech = rng.random(count) < 0.7
+    frames = samples[: count * size].reshape(count, size) * np.hanning(size)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    level = power[~speech].sum(axis=1)
+    floor = power[~speech][level <= np.quantile(level, 0.8)].mean(axis=0)
+    expected = np.maximum(power[speech].mean(axis=0) - floor, 0.0)
+    found, freqs = channel.speech_spectrum(samples, SR, speech)
+    np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-7 * expected.max())
+    assert freqs[-1] == SR / 2
+
+
 def test_a_gsm_call_is_telephone(tmp_path, voice):
     src, gsm = tmp_path / "v.wav", tmp_path / "v.gsm"
     sf.write(src, voice, SR, subtype="PCM_16")

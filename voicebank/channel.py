@@ -40,6 +40,7 @@ HIGH = (4600.0, 7000.0)  # only a wideband channel carries speech here
 BOUNDARY_DB = -45.0  # speech above 4.6 kHz against the telephone band; below: telephone
 _FFT = 512  # 32 ms at 16 kHz: the speech detector's frame
 _MIN_QUIET = 10  # frames without speech needed to measure the noise floor from them
+_BLOCK = 256  # frames whose spectra are held at once (8 s at 16 kHz, about 1 MB)
 _MU = 255.0
 
 
@@ -80,13 +81,14 @@ def speech_spectrum(samples: np.ndarray, sample_rate: int, speech: np.ndarray | 
                     ) -> tuple[np.ndarray, np.ndarray]:
     """(power per frequency bin of the speech frames above the noise floor, the bins' frequencies
     in Hz). Frames are 32 ms, Hann-windowed; the floor is measured on the frames that are not
-    speech, when there are at least :data:`_MIN_QUIET` of them."""
+    speech, when there are at least :data:`_MIN_QUIET` of them. Spectra are taken
+    :data:`_BLOCK` frames at a time, so memory does not grow with the recording."""
     size = max(16, round(_FFT * sample_rate / 16_000))
     samples = np.asarray(samples, dtype=np.float32)
     count = max(1, len(samples) // size)
-    samples = np.pad(samples, (0, max(0, size - len(samples))))
-    frames = samples[: count * size].reshape(count, size) * np.hanning(size).astype(np.float32)
-    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    if len(samples) < size:
+        samples = np.pad(samples, (0, size - len(samples)))
+    window = np.hanning(size).astype(np.float32)
     voiced = np.zeros(count, dtype=bool)
     if speech is not None:
         given = np.asarray(speech, dtype=bool)[:count]
@@ -94,15 +96,28 @@ def speech_spectrum(samples: np.ndarray, sample_rate: int, speech: np.ndarray | 
     if not voiced.any():
         voiced[:] = True
     quiet = ~voiced
+
+    def blocks():  # (first frame, power spectra of the block's frames)
+        for a in range(0, count, _BLOCK):
+            b = min(count, a + _BLOCK)
+            yield a, np.abs(np.fft.rfft(samples[a * size : b * size].reshape(b - a, size) * window, axis=1)) ** 2
+
+    bins = size // 2 + 1
+    speech_power, level = np.zeros(bins), np.zeros(count)
+    for a, power in blocks():
+        speech_power += power[voiced[a : a + len(power)]].sum(axis=0)
+        level[a : a + len(power)] = power.sum(axis=1)
     # the floor: the mean spectrum of the quiet frames (a bin's power is exponentially distributed,
     # so a per-bin median or percentile would sit well below the noise's mean), leaving out the
     # loudest fifth of them (a breath, a click). Without enough pauses there is no telling noise from
     # the quietest speech: nothing is taken off.
-    floor = np.zeros(power.shape[1])
+    floor = np.zeros(bins)
     if quiet.sum() >= _MIN_QUIET:
-        level = power[quiet].sum(axis=1)
-        floor = power[quiet][level <= np.quantile(level, 0.8)].mean(axis=0)
-    return np.maximum(power[voiced].mean(axis=0) - floor, 0.0), np.fft.rfftfreq(size, 1.0 / sample_rate)
+        kept = quiet & (level <= np.quantile(level[quiet], 0.8))
+        for a, power in blocks():
+            floor += power[kept[a : a + len(power)]].sum(axis=0)
+        floor /= kept.sum()
+    return np.maximum(speech_power / voiced.sum() - floor, 0.0), np.fft.rfftfreq(size, 1.0 / sample_rate)
 
 
 def telephone(samples: np.ndarray, sample_rate: int) -> np.ndarray:
