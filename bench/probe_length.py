@@ -14,12 +14,19 @@ its speech (voicebank), at the single-recording threshold (before), and at the h
 the lengths give, for every probe (one threshold that holds for all lengths; what a probe of
 unknown length gets).
 
+``--real-audio``: probes of 2, 3 and 5 recordings are real recordings instead: the recordings' audio
+joined with ``GAP_SECONDS`` of silence between them, cut to its speech and embedded as the product
+embeds one recording, its speech counted by the product's detector (cached beside the others). The
+table then says whether the means of embeddings stood in well for long recordings, and prints how
+close the two embeddings of each probe are.
+
 ``--half-reference``: half of the people outside the bank (drawn anew for each bank) join the
 reference set, the other half are the strangers measured, as with the shipped reference set, which
 holds both corpora. The other corpus alone has too few people with several recordings to measure
 identification of longer probes against a `speechocean` bank (it then keeps its single threshold).
 
     python bench/probe_length.py [--data-root ../shared/data] [--draws 10] [--sizes 10 30] [--half-reference]
+                                 [--real-audio]
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ N_ENROLL = 3
 MIN_RECORDINGS = 6
 PROBE_LENGTHS = (1, 2, 3, 5)
 WAYS = ("voicebank", "before", "one for all")
+GAP_SECONDS = 0.3  # between the recordings of a real-audio probe: a pause between sentences
 
 
 def calibrate(found: list, seconds: list[np.ndarray], reference) -> dict:
@@ -74,19 +82,65 @@ def probes(embeddings: np.ndarray, seconds: np.ndarray, rows_of: list[list[int]]
     return np.array(emb, dtype=np.float64).reshape(-1, embeddings.shape[1]), np.array(sec), np.array(whose)
 
 
+class Joined:
+    """Probes of several recordings as real recordings (``--real-audio``), embedded once and kept in
+    ``path``; single recordings are the cached embeddings."""
+
+    def __init__(self, corpus, embedder, embeddings: np.ndarray, seconds: np.ndarray, path: Path):
+        self.corpus, self.embedder, self.embeddings, self.seconds, self.path = corpus, embedder, embeddings, seconds, path
+        self.done: dict[str, tuple[np.ndarray, float]] = {}
+        self.closeness: dict[int, list[float]] = {}
+        if path.is_file():
+            with np.load(path) as z:
+                self.done = {k: (e, float(s)) for k, e, s in zip(z["keys"].tolist(), z["emb"], z["seconds"])}
+
+    def __call__(self, rows_of: list[list[int]], k: int):
+        if k == 1:
+            return probes(self.embeddings, self.seconds, rows_of, k)
+        emb, sec, whose = [], [], []
+        for person, rows in enumerate(rows_of):
+            for span in groups(len(rows), k):
+                picked = np.array(rows)[span]
+                e, s = self.one(picked)
+                emb.append(e)
+                sec.append(s)
+                whose.append(person)
+                self.closeness.setdefault(k, []).append(float(e @ voiceprint(self.embeddings[picked])))
+        return np.array(emb, dtype=np.float64).reshape(-1, self.embeddings.shape[1]), np.array(sec), np.array(whose)
+
+    def one(self, picked: np.ndarray) -> tuple[np.ndarray, float]:
+        key = "|".join(str(self.corpus.paths[i].relative_to(self.corpus.root)) for i in picked)
+        if key not in self.done:
+            from voicebank.audio import near_speech, speech_seconds, voiced_frames
+            from voicebank.embedding import embed_recordings
+
+            gap = np.zeros(int(GAP_SECONDS * data.SR), np.float32)
+            parts = [data.decode(self.corpus.paths[i]) for i in picked]
+            samples = np.concatenate([x for part in parts for x in (part, gap)][:-1])
+            voiced = voiced_frames(samples, data.SR)
+            vec = embed_recordings(self.embedder, [near_speech(samples, data.SR, voiced)])[0]
+            self.done[key] = (vec.astype(np.float64), speech_seconds(samples, data.SR))
+        return self.done[key]
+
+    def save(self) -> None:
+        if self.done:
+            np.savez(self.path, keys=np.array(list(self.done)), emb=np.stack([e for e, _ in self.done.values()]),
+                     seconds=np.array([s for _, s in self.done.values()]))
+
+
 def thresholds(point, sec: np.ndarray) -> dict[str, np.ndarray]:
     return {"voicebank": np.array([point.at(s) for s in sec]), "before": np.full(len(sec), point.threshold),
             "one for all": np.full(len(sec), point.at(None))}
 
 
-def one_bank(embeddings, seconds, by_speaker, bank, strangers, reference, acc) -> None:
+def one_bank(embeddings, seconds, by_speaker, bank, strangers, reference, acc, make_probes) -> None:
     enroll = [by_speaker[s][:N_ENROLL] for s in bank]
     found = [(k + 1, embeddings[rows]) for k, rows in enumerate(enroll)]
     points = calibrate(found, [seconds[rows] for rows in enroll], reference)
     prints = np.stack([voiceprint(e) for _, e in found]).astype(np.float64)
     for k in PROBE_LENGTHS:
-        ue, us, _ = probes(embeddings, seconds, [by_speaker[s] for s in strangers], k)
-        ge, gs, gw = probes(embeddings, seconds, [by_speaker[s][N_ENROLL:] for s in bank], k)
+        ue, us, _ = make_probes([by_speaker[s] for s in strangers], k)
+        ge, gs, gw = make_probes([by_speaker[s][N_ENROLL:] for s in bank], k)
         if not len(ue) or not len(ge):
             continue
         su, sg = ue @ prints.T, ge @ prints.T
@@ -116,14 +170,17 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 30])
     p.add_argument("--half-reference", action="store_true", help="half of the people outside each bank join the "
                    "reference set (the other half are measured)")
-    p.add_argument("--out", type=Path, default=None, help="default: bench/results/probe-length[-half].json")
+    p.add_argument("--real-audio", action="store_true", help="probes of several recordings are their audio joined "
+                   "into one recording, embedded as the product embeds one")
+    p.add_argument("--out", type=Path, default=None, help="default: bench/results/probe-length[-half][-real].json")
     args = p.parse_args()
-    args.out = args.out or ROOT / "bench" / "results" / f"probe-length{'-half' if args.half_reference else ''}.json"
+    args.out = args.out or ROOT / "bench" / "results" / (f"probe-length{'-half' if args.half_reference else ''}"
+                                                         f"{'-real' if args.real_audio else ''}.json")
     import reference_set
     from voicebank.embedding import load_embedder
 
     embedder = load_embedder("resemblyzer")
-    res: dict = {"machine": machine(), "command": " ".join(sys.argv), "rate": RATE, "corpora": {}}
+    res: dict = {"machine": machine(), "command": " ".join(sys.argv), "rate": RATE, "corpora": {}, "closeness": {}}
     print(describe(res["machine"]))
     corpora = {n: c for n in data.CORPORA if (c := data.read_corpus(n, args.data_root)) is not None}
     for name, corpus in corpora.items():
@@ -138,6 +195,9 @@ def main() -> None:
         seconds = data.speech_seconds(corpus, args.cache)
         reference = reference_set.merge([reference_set.cached(o, embedder, args.cache) for o in others])
         by_speaker = corpus.by_speaker()
+        make_probes = (Joined(corpus, embedder, embeddings, seconds, data.cache_path(args.cache, name, "joined",
+                                                                                    embedder.model_id))
+                       if args.real_audio else lambda rows_of, k: probes(embeddings, seconds, rows_of, k))
         eligible = [s for s, rows in by_speaker.items() if len(rows) >= MIN_RECORDINGS]
         rng = np.random.default_rng(0)
         for size in args.sizes:
@@ -152,9 +212,15 @@ def main() -> None:
                     joins = sorted(rng.choice(strangers, len(strangers) // 2, replace=False).tolist())
                     strangers = [s for s in strangers if s not in joins]
                     measured = joined(reference, [(embeddings[by_speaker[s]], name) for s in joins])
-                one_bank(embeddings, seconds, by_speaker, bank, strangers, measured, acc)
+                one_bank(embeddings, seconds, by_speaker, bank, strangers, measured, acc, make_probes)
             res["corpora"].setdefault(name, {})[str(size)] = acc
             report(name, size, acc)
+        if args.real_audio:
+            make_probes.save()
+            res["closeness"][name] = {k: np.percentile(v, [0, 5, 50]).tolist() for k, v in make_probes.closeness.items()}
+            print(f"{name}: cosine of a joined recording's embedding with the mean of its recordings' (min, 5%, "
+                  f"median) by recordings joined: " + ", ".join(f"{k}: {np.round(v, 3).tolist()}"
+                                                                for k, v in res["closeness"][name].items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
     print(f"wrote {args.out}")
