@@ -260,6 +260,15 @@ def remembered_vad():
         yield
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pyproject.toml's addopts): a worker per core this process may use, at most 4
+    (each imports torch and builds its own tiny models; the crash and server tests start processes
+    of their own), none on one core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(cores, 4) if cores > 1 else 0
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", 'embedder(kind): "fake" or "tiny", the model that the `model` fixture '
                                        "gives the test (on a test, or a whole module as pytestmark); default tiny")
