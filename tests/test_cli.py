@@ -656,3 +656,32 @@ def test_calibration_text_counts_one_speaker_in_the_singular():
                            "gallery_at_calibration": 1, "gallery": 0, "expected_rate": 0.0, "outgrown": False}}
     text = calibration_text(status)
     assert "with 1 speaker;" in text and "with 1 speakers" not in text and "with 0 now: 0.00% expected" in text
+
+
+_FREED = """
+import ctypes, sys
+import numpy as np
+sys.path.insert(0, {root!r})
+if {fixed}:
+    from voicebank.cli.serve import return_large_blocks
+    assert return_large_blocks()
+
+def rss():
+    with open("/proc/self/status") as f:
+        return int(f.read().split("VmRSS:")[1].split()[0]) * 1024
+
+big = np.ones(12 << 20, np.uint8); del big  # glibc then serves blocks of up to 12 MB from its heap
+before = rss()
+block = np.ones(6 << 20, np.uint8); del block
+print(rss() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator only")
+def test_serve_gives_large_freed_blocks_back_to_the_system():
+    kept = lambda fixed: int(subprocess.run([sys.executable, "-c", _FREED.format(root=str(REPO), fixed=fixed)],  # noqa: E731
+                                            env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")},
+                                            check=True, capture_output=True, text=True).stdout)
+    if kept(False) < 4 << 20:
+        pytest.skip("this C library gives freed blocks back by itself")
+    assert kept(True) < 1 << 20
