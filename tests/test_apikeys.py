@@ -19,6 +19,8 @@ from voicebank.apikeys import (
 from voicebank.cli import main
 from voicebank.errors import InvalidInputError
 
+pytestmark = pytest.mark.embedder("fake")  # keys need no model: these tests run without torch
+
 
 @pytest.fixture
 def keys(bank):
