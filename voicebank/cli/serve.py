@@ -15,11 +15,10 @@ from .base import JSON_OPTION, Context, emit, finite, handle_errors, main
 # The bound is there so that the count stays a number: 1e308 s times a sample rate is infinite.
 MAX_SECONDS = 24 * 3600.0
 
-# glibc serves blocks the size of the largest one freed so far (up to 32 MB) from its heaps, and a
-# heap keeps what is freed inside it: a server decoding long uploads held on to their decoded audio,
-# spectra and activations. Fixed at 4 MB, larger blocks get mappings of their own, given back when
-# freed. `python bench/upload_memory.py --takes 40` (40 two-minute takes in one request) peaked 175 MB
-# above idle against 270 MB, in 1.2x the time; smaller blocks are served as before.
+# glibc serves blocks up to the size of the largest freed so far (up to 32 MB) from heaps that keep
+# what is freed in them, so a server decoding long uploads held on to each take's audio, spectra and
+# activations; fixed at 4 MB, larger blocks get mappings of their own, given back when freed
+# (`python bench/upload_memory.py --takes 40`: docs/limits.md has the figures and the price).
 MMAP_THRESHOLD = 4 << 20
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 
