@@ -232,6 +232,23 @@ def test_ffmpeg_decodes_to_mono_at_the_model_s_rate_holding_the_output_not_the_i
 
 
 @needs_ffmpeg
+def test_ffmpeg_s_own_memory_counts_against_the_decoding_budget(tmp_path, monkeypatch):
+    """Many uploads at once start a few ffmpeg processes, not one each: each reserves its output
+    and ffmpeg's own memory."""
+    reserved: list[int] = []
+
+    class Recording(decoding.Budget):
+        def reserve(self, amount):
+            reserved.append(amount)
+            return super().reserve(amount)
+
+    monkeypatch.setattr(decoding, "BUDGET", Recording(1 << 30))
+    data = ffmpeg_make(tmp_path / "tone.mka", "-f", "lavfi", "-i", "sine=frequency=300:duration=2", "-c:a", "flac")
+    decoding.decode(data, "tone.mka", 120, SR)
+    assert reserved == [int(121 * SR) * 4 + decoding.FFMPEG_MEMORY] and decoding.FFMPEG_MEMORY >= 128 << 20
+
+
+@needs_ffmpeg
 def test_ffmpeg_s_files_are_refused_by_their_header_before_decoding(tmp_path, monkeypatch):
     silence = "anullsrc=r=48000:cl=mono"
     long = ffmpeg_make(tmp_path / "long.mka", "-f", "lavfi", "-i", silence, "-t", "130", "-c:a", "flac")

@@ -228,6 +228,10 @@ def resample(samples: np.ndarray, rate: int, to_rate: int) -> np.ndarray:
 # container may also hold its audio in one packet (20 MB of 32 channels took 175 MB). Audio frames
 # are far smaller: FLAC's largest, 65,535 samples of 8 channels, is 2 MB as float32.
 MAX_ALLOC = 64 << 20
+# ffmpeg's own memory counts against the decoding budget beside its output, so that many uploads at
+# once start a few ffmpeg processes at a time, not one each: three of its largest blocks (the huge
+# frame above took it under 200 MB: tests/test_hostile_ffmpeg.py).
+FFMPEG_MEMORY = 3 * MAX_ALLOC
 FFMPEG_INPUT = ("-max_alloc", str(MAX_ALLOC), "-protocol_whitelist", "file", "-format_whitelist",
                 ("aac,ac3,aiff,amr,amrnb,amrwb,ape,asf,au,avi,caf,dts,eac3,flac,flv,gsm,matroska,mov,mp3,mpc,mpc8,"
                  "mpeg,mpegts,oma,ogg,qcp,rm,tak,tta,voc,w64,wav,wv,xwma"))
@@ -261,7 +265,7 @@ def _with_ffmpeg(source: bytes | Path, label: str, max_seconds: float, rate: int
         if not header.layout:  # ffmpeg cannot downmix channels it has no names for (9 of them, or 17 to 23, ...)
             mix = ["-af", "pan=mono|c0<" + "+".join(f"c{i}" for i in range(header.channels))]  # their mean
         limit = int((max_seconds + 1) * rate) * 4  # float32 bytes of mono at the model's rate
-        with BUDGET.reserve(limit), tempfile.TemporaryFile() as errors:
+        with BUDGET.reserve(limit + FFMPEG_MEMORY), tempfile.TemporaryFile() as errors:
             command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", *FFMPEG_INPUT, "-i", path,
                        "-map", "0:a:0",
                        "-t", f"{max_seconds + 1:.3f}", *mix, "-ar", str(rate), "-f", "f32le", "-"]
