@@ -74,10 +74,11 @@ def run_corpus(corpus: data.Corpus, embedder, cache: Path, limits: tuple[float, 
         res["refusals"].setdefault(corpus.name, {})[channel] = checks.refusals(corpus, channel, data.waveform, cache)
     wide = emb[data.WIDEBAND]
     consistency, duplicate = limits
+    seconds = data.speech_seconds(corpus, cache)  # of the wideband recordings: calls' speech taken as the same
     res["enrollment_checks"][corpus.name] = {
+        **checks.too_little_speech(by_speaker, seconds),
         **checks.consistency_checks(by_speaker, wide, (emb[data.SIMULATED], emb["tel+sim"]), consistency),
         **checks.duplicate_checks(by_speaker, wide, protocol.folds(by_speaker, wide, wide), duplicate)}
-    seconds = data.speech_seconds(corpus, cache)  # of the wideband recordings: calls' speech taken as the same
     for suffix, (enrolled, probe) in CHANNELS.items():
         name = corpus.name + suffix
         folds = protocol.folds(by_speaker, emb[enrolled], emb[probe], seconds)

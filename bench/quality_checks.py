@@ -30,6 +30,16 @@ def triples(by_speaker: dict[str, list[int]]) -> list[tuple[str, list[int]]]:
     return [(s, idx[j:j + TRIPLE]) for s, idx in by_speaker.items() for j in range(0, len(idx) - TRIPLE + 1, TRIPLE)]
 
 
+def too_little_speech(by_speaker: dict[str, list[int]], seconds: np.ndarray) -> dict:
+    """Genuine triples refused before any other check for holding less speech together than
+    enrollment needs (``AudioLimits.min_enroll_speech_seconds``; ``seconds``: each recording's)."""
+    from voicebank.audio import AudioLimits
+
+    needed = AudioLimits().min_enroll_speech_seconds
+    return {"speech_needed_s": needed,
+            "speech_refused": sum(bool(seconds[idx].sum() < needed) for _, idx in triples(by_speaker))}
+
+
 def refused(vectors: np.ndarray, consistency: float) -> tuple[bool, int]:
     """(is the enrollment refused by the consistency check, which recording the message names)."""
     scores = leave_one_out(vectors)

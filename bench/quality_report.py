@@ -91,6 +91,8 @@ def enrollment(res: dict) -> None:
     checks = [res["enrollment_checks"][c] for c in corpora]
     t = res["thresholds"]
     rows = [
+        [f"genuine enrollments (3 recordings) refused for under {checks[0]['speech_needed_s']:g} s of speech"]
+        + [frac(e["speech_refused"], e["enrollments"]) for e in checks],
         ["genuine enrollments (3 recordings) refused as inconsistent"]
         + [frac(e["genuine_refused"], e["enrollments"]) for e in checks],
         ["one of the 3 replaced by another speaker's: caught"]

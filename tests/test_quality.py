@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 
 from conftest import TINY_THRESHOLD
 from voicebank import VoiceBank, scoring
+from voicebank.audio import AudioLimits
 from voicebank.cli import main
 from voicebank.errors import (
     DuplicateRecordingError,
@@ -66,7 +68,8 @@ def test_enrollment_needs_enough_speech_in_all(bank, voices, db_path):
     from conftest import table_dump
 
     before = table_dump(db_path)
-    with pytest.raises(NotEnoughSpeechError, match=r"alice: the recordings hold 2\.\d s of speech in all; .*at least 4\.5 s"):
+    needed = re.escape(f"{AudioLimits().min_enroll_speech_seconds:g}")
+    with pytest.raises(NotEnoughSpeechError, match=rf"alice: the recordings hold 2\.\d s of speech in all; .*at least {needed} s"):
         bank.enroll("alice", voices["alice"][:1])
     assert table_dump(db_path) == before
 

@@ -38,13 +38,14 @@ class AudioLimits:
     container says how long it is). ``min_enroll_speech_seconds``: least speech a speaker's
     recordings must hold together to enroll.
 
-    Chosen by bench/quality.py on real speech (resemblyzer; docs/benchmarks.md, Recognition quality):
-    enrollment EER falls from 4.8% with 3 s of audio in all to 1.3% at 4.5 s (3.2 s of speech as
-    silero-vad counts it) and 0.4% at 6 s (4.5 s of speech); probe EER is 11% with 0.6 s of
-    speech, 3.9% with 1.1 s and 0.8% with 2.4 s. 1 s per recording is the floor below which
-    answers are mostly noise, not a recommendation: longer is better. (These minimums were set
-    when speech was counted by loudness; silero-vad counts less of a recording as speech, so
-    they are now somewhat stricter: 4.5 s of speech is about 6 s of audio.)
+    Chosen by bench/quality.py's enrollment-length sweep on real speech (resemblyzer, the `speech`
+    corpus; docs/benchmarks.md, Recognition quality): enrollment EER falls from 4.8% with 3 s of
+    audio in all to 1.3% at 4.5 s (3.2 s of speech as silero-vad counts it), the point chosen, and
+    0.4% at 6 s (4.5 s of speech); probe EER is 11% with 0.6 s of speech, 3.9% with 1.1 s and 0.8%
+    with 2.4 s. 1 s per recording is the floor below which answers are mostly noise, not a
+    recommendation: longer is better. The point was chosen when speech was counted by loudness,
+    which counted about all of the audio; held at 4.5 s of silero-vad's speech it had moved to the
+    0.4% point and refused 12 of 300 genuine `speechocean` enrollments of three short prompts.
 
     ``min_bandwidth_hz``: speech that does not reach this frequency (a recording sampled at 4 kHz,
     or filtered below the telephone band) is refused: a telephone line carries 3.4 kHz, and below
@@ -54,7 +55,7 @@ class AudioLimits:
     min_seconds: float = 0.5
     min_speech_seconds: float = 1.0
     max_seconds: float = 30 * 60.0
-    min_enroll_speech_seconds: float = 4.5
+    min_enroll_speech_seconds: float = 3.2
     min_bandwidth_hz: float = 2_000.0
 
 
