@@ -112,6 +112,19 @@ def test_the_voiceprint_is_the_one_enrollment_makes_of_the_same_embeddings(bank,
     assert float(enrolled @ imported) >= 0.99999
 
 
+def test_embeddings_at_the_ends_of_float32_are_stored_as_the_unit_vectors_they_point_along(bank, tmp_path):
+    """Rows scaled to 1e38 or to 1e-40 (finite, not zero: the check let them through) were normalized
+    in float32, whose norm overflowed or underflowed: stored all zeros, or at a norm of about 0,
+    voiceprints scoring 0 against everyone, and the import said it had enrolled them."""
+    centers, rows, speaker = people(3)
+    rows[speaker == 0] *= np.float32(1e38)
+    rows[speaker == 1] *= np.float32(1e-40)  # subnormal
+    bank.bulk.import_embeddings(write(tmp_path / "ends.npz", bank.model_id, NAMES[:3], speaker, rows))
+    for k, name in enumerate(NAMES[:3]):
+        _, print_ = bank.voiceprint(name)
+        assert abs(float(np.linalg.norm(print_)) - 1) < 1e-5 and float(print_ @ centers[k]) > 0.999, name
+
+
 def test_a_name_enrolled_or_like_an_enrolled_one_is_skipped_or_fails_alone(bank, voices, tmp_path):
     bank.enroll("alice", voices["alice"][:2])
     bank.enroll("carol", voices["carol"][:2])

@@ -479,6 +479,23 @@ def test_serve_live_limits_come_from_the_options_over_the_environment(initialize
     assert served[-1] == LiveLimits()
 
 
+def test_serve_on_a_port_in_use_or_a_host_not_this_machines_is_one_error_line(initialized, monkeypatch):
+    """uvicorn said so in log lines after its startup (ERROR: [Errno 98] ... address already in use)
+    and exited with 3: not the one `Error:` line and exit code 2 of every other refusal."""
+    import socket
+
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *_args, **_kwargs: pytest.fail("uvicorn was started"))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert_error(initialized("serve", "--port", str(port)),
+                     f"cannot listen on 127.0.0.1:{port} (Address already in use)", "choose another --port")
+    assert_error(initialized("serve", "--host", "999.1.1.1"), "cannot listen on 999.1.1.1:8000", "--host")
+
+
 def test_serve_help_gives_the_live_limits_defaults(cli):
     from voicebank.server.live import LiveLimits
 

@@ -278,11 +278,15 @@ def test_eval_pairs_and_enrolled_styles_report_rates_and_plot(enrolled_db, voice
         ("1 {a} {b}\n1 {a} {b}\n", "needs at least one target (1) and one non-target (0) trial"),
         ("1 alice {b}\n0 {a} {b}\n", "mixes 'LABEL speaker path' and 'LABEL path path' lines"),
         ("1 nobody {b}\n0 {a} {b}\n", "line 1: nobody is neither a file nor an enrolled speaker"),
+        # a name over 255 bytes: is_file() raised ENAMETOOLONG, an OSError traceback
+        ("1 {a} {long}\n0 {a} {b}\n", "line 1: no such file " + "x" * 300),
+        ("1 {long} {b}\n0 {a} {b}\n", "line 1: " + "x" * 300 + ".wav is neither a file nor an enrolled speaker"),
     ],
 )
 def test_bad_trial_lists_are_refused_with_the_line(enrolled_db, voices, tmp_path, content, expected):
     trials = tmp_path / "trials.txt"
-    trials.write_text(content.format(a=voices["alice"][0], b=voices["bob"][0], missing=tmp_path / "gone.wav"))
+    trials.write_text(content.format(a=voices["alice"][0], b=voices["bob"][0], missing=tmp_path / "gone.wav",
+                                     long="x" * 300 + ".wav"))
     result = invoke(enrolled_db, "eval", str(trials))
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: ") and expected in result.stderr

@@ -309,6 +309,38 @@ def test_cli_errors(cli, tmp_path):
     assert missing.exit_code == 2 and "nope.wav: no such file" in missing.stderr
 
 
+def test_an_rttm_file_that_cannot_be_written_is_refused_before_the_scan(cli, tmp_path, fake):
+    """--rttm /sys/x.rttm or a name over 255 bytes: the scan ran, then writing the timeline raised
+    an OSError traceback (PermissionError, ENAMETOOLONG from the check itself)."""
+    invoke, _ = cli
+    fake.calls.clear()
+    for target, why in ((tmp_path / ("x" * 300 + ".rttm"), "File name too long"),
+                        ("/proc/x.rttm", "No such file or directory")):
+        result = invoke("--rttm", str(target))
+        assert (result.exit_code, result.stdout) == (2, ""), result.output
+        assert result.stderr == f"Error: --rttm {target}: cannot write there ({why}); choose a folder this user may " \
+                                "write to.\n"
+    assert not fake.calls and not list(tmp_path.glob(".voicebank-probe-*"))  # refused before any audio was embedded
+
+
+def test_an_rttm_fifo_is_written_into_not_replaced_by_a_file(cli, tmp_path):
+    """A pipe given to --rttm (to stream the timeline on) was replaced by a regular file: click's
+    atomic write renames a new file over it, as it would over /dev/stdout when run as root."""
+    import os
+    import threading
+
+    invoke, _ = cli
+    fifo = tmp_path / "timeline"
+    os.mkfifo(fifo)
+    read: list[str] = []
+    reader = threading.Thread(target=lambda: read.append(fifo.read_text()))
+    reader.start()
+    result = invoke("--rttm", str(fifo))
+    reader.join(10)
+    assert result.exit_code == 0, result.output
+    assert fifo.is_fifo() and read and read[0].startswith("SPEAKER talk 1 ")
+
+
 def test_cli_help_has_an_example_and_the_librarys_default_window():
     from voicebank.cli import main
 

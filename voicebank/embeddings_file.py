@@ -189,7 +189,7 @@ class EmbeddingsFile:
         for start, block in self._blocks(block_rows):
             if not (np.isfinite(block).all() and block.any(axis=1).all()):
                 self._fail("changed since it was checked: it now holds an unusable embedding; check it again")
-            block, at = l2_normalize(block), 0
+            block, at = l2_normalize(_in_range(block)), 0
             while speaker < self.count and self._bounds[speaker + 1] <= start + len(block):
                 end = int(self._bounds[speaker + 1]) - start
                 rows = np.concatenate([*pending, block[at:end]]) if pending else block[at:end]
@@ -269,6 +269,19 @@ class EmbeddingsFile:
 
     def _fail(self, what: str) -> NoReturn:
         raise InvalidInputError(f"{self.path}: {what.rstrip('.')}. Nothing was imported.")
+
+
+def _in_range(block: np.ndarray) -> np.ndarray:
+    """Rows whose float32 norm overflows (entries near 1e38) or underflows (near 1e-20 and below)
+    first divided by their largest entry: normalized as they were, the first became all zeros and
+    the second stayed at a norm of about 0, voiceprints that match no one, stored without a word."""
+    with np.errstate(over="ignore", under="ignore"):  # the very cases looked for
+        norms = np.linalg.norm(block, axis=1)
+    wrong = ~(np.isfinite(norms) & (norms >= 1e-6))
+    if wrong.any():
+        block = block.copy()
+        block[wrong] /= np.abs(block[wrong]).max(axis=1, keepdims=True)
+    return block
 
 
 def _shape(archive: zipfile.ZipFile, key: str, fail: Callable[[str], NoReturn]) -> tuple[tuple, np.dtype]:

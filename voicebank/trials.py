@@ -74,11 +74,11 @@ def read_trials(path: str | Path, speakers: set[str], root: str | Path | None = 
                 continue
             right_path = _resolve(base, right)
             left_path = _resolve(base, left)
-            style = PAIRS if left_path.is_file() or left not in speakers else ENROLLED
+            style = PAIRS if _is_file(left_path) or left not in speakers else ENROLLED
             styles.add(style)
-            if style == PAIRS and not left_path.is_file():
+            if style == PAIRS and not _is_file(left_path):
                 problems.append(f"line {number}: {left} is neither a file nor an enrolled speaker")
-            if not right_path.is_file():
+            if not _is_file(right_path):
                 problems.append(f"line {number}: no such file {right}")
             trials.append(Trial(LABELS[label.lower()], left if style == ENROLLED else str(left_path), right_path, number))
     except InvalidInputError as exc:
@@ -94,6 +94,15 @@ def read_trials(path: str | Path, speakers: set[str], root: str | Path | None = 
     if not any(t.target for t in trials) or all(t.target for t in trials):
         raise TrialFileError(f"{path}: needs at least one target (1) and one non-target (0) trial.")
     return styles.pop(), trials
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file to read; a name the system refuses to look up (over 255 bytes,
+    a folder this user may not enter) is none, reported with its line rather than a traceback."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def score_file(services: Services, path: str | os.PathLike, root: str | os.PathLike | None = None,

@@ -41,12 +41,7 @@ def scan_(obj: Context, recording: str, window: float | None, hop: float | None,
     if rttm == "-" and as_json:
         raise InvalidInputError("--json and --rttm - would both print to stdout: give --rttm a file name instead.")
     if rttm and rttm != "-":
-        from pathlib import Path
-
-        target = Path(rttm)
-        if target.is_dir() or not target.parent.is_dir():
-            raise InvalidInputError(f"--rttm {rttm}: " + ("is a folder; give a file name." if target.is_dir() else
-                                    f"the folder {target.parent} does not exist; create it or choose another."))
+        _rttm_target(rttm)
     window = window or scanning.DEFAULT_WINDOW
     hop = hop or window * scanning.DEFAULT_HOP_FRACTION
     with obj.open() as bank, contextlib.ExitStack() as bars:
@@ -56,11 +51,51 @@ def scan_(obj: Context, recording: str, window: float | None, hop: float | None,
         click.echo(lines, nl=False)
         return
     if rttm:
-        with click.open_file(rttm, "w", encoding="utf-8", atomic=True) as f:
-            f.write(lines)
+        _write_rttm(rttm, lines)
     data = {"recording": recording, "window": window, "hop": hop, "threshold": segments.threshold,
             "channel": segments.channel, "segments": [s.to_dict() for s in segments]}
     emit(data, as_json, _table(segments) if segments else f"No speech found in {recording}.")
+
+
+def _rttm_target(rttm: str) -> None:
+    """Refuse an --rttm file that cannot be written before the scan rather than after it: a name
+    over 255 bytes (which stat refuses), a folder that takes no files (/proc, /sys, read-only)."""
+    import tempfile
+    from pathlib import Path
+
+    from ..errors import InvalidInputError
+
+    target = Path(rttm)
+    try:
+        if target.is_dir():
+            raise InvalidInputError(f"--rttm {rttm}: is a folder; give a file name.")
+        if not target.parent.is_dir():
+            raise InvalidInputError(f"--rttm {rttm}: the folder {target.parent} does not exist; create it or choose "
+                                    "another.")
+        if target.exists() and not target.is_file():  # a pipe or a device: written as it is, not replaced
+            return
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".voicebank-probe-"):
+            pass  # the file is written beside itself and renamed over: the folder must take new files
+    except OSError as exc:
+        raise InvalidInputError(f"--rttm {rttm}: cannot write there ({exc.strerror or exc}); choose a folder this "
+                                "user may write to.") from None
+
+
+def _write_rttm(rttm: str, lines: str) -> None:
+    """Write the RTTM whole (a new file beside it, renamed over it), or a pipe or device as it is;
+    the disk filling meanwhile as an error of its own."""
+    from pathlib import Path
+
+    from ..errors import VoiceBankError
+
+    target = Path(rttm)
+    atomic = not (target.exists() and not target.is_file())  # /dev/stdout, a FIFO: never replaced by a file
+    try:
+        with click.open_file(rttm, "w", encoding="utf-8", atomic=atomic) as f:
+            f.write(lines)
+    except OSError as exc:
+        raise VoiceBankError(f"--rttm {rttm}: could not write the timeline ({exc.strerror or exc}); it was "
+                             "not saved. Free space or choose another file, and scan again.") from None
 
 
 def _table(segments: list) -> str:

@@ -157,8 +157,26 @@ def serve(app: Any, host: str, port: int, log_level: str = "info") -> None:
     if runtime.settings() is None:  # the server owns this process (unless its host configured it already)
         runtime.configure()
 
+    _can_listen(host, port)
     logging.getLogger("uvicorn.access").addFilter(NoQueryStrings())
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug", http=protocol())
+
+
+def _can_listen(host: str, port: int) -> None:
+    """Refuse an address this process cannot listen on in one line: uvicorn said so in log lines
+    after its startup and exited with 3 (a port in use, a host that is not this machine's)."""
+    from ..errors import InvalidInputError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            sock.bind(address)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): another program may hold "
+                                "the port, or the host is not an address of this machine; choose another --port or "
+                                "--host.") from None
 
 
 @contextmanager
