@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -70,16 +71,22 @@ def calibrate(found: list, seconds: list[np.ndarray], reference) -> dict:
     return with_lengths(chosen, make, seconds)
 
 
-def probes(embeddings: np.ndarray, seconds: np.ndarray, rows_of: list[list[int]], k: int):
-    """(embeddings, seconds, whose) of probes of ``k`` recordings of one person each."""
+def probes(rows_of: list[list[int]], k: int, one) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(embeddings, seconds, whose) of probes of ``k`` recordings of one person each; ``one(rows)``
+    gives a probe's (embedding, seconds of speech) from the row numbers it joins."""
     emb, sec, whose = [], [], []
     for person, rows in enumerate(rows_of):
         for span in groups(len(rows), k):
-            picked = np.array(rows)[span]
-            emb.append(voiceprint(embeddings[picked]))
-            sec.append(float(seconds[picked].sum()))
+            e, s = one(np.array(rows)[span])
+            emb.append(e)
+            sec.append(s)
             whose.append(person)
-    return np.array(emb, dtype=np.float64).reshape(-1, embeddings.shape[1]), np.array(sec), np.array(whose)
+    return np.array(emb, dtype=np.float64).reshape(len(emb), -1), np.array(sec), np.array(whose)
+
+
+def averaged(embeddings: np.ndarray, seconds: np.ndarray):
+    """A probe as calibration builds it: the normalized mean of its recordings' embeddings."""
+    return lambda picked: (voiceprint(embeddings[picked]), float(seconds[picked].sum()))
 
 
 class Joined:
@@ -95,18 +102,7 @@ class Joined:
                 self.done = {k: (e, float(s)) for k, e, s in zip(z["keys"].tolist(), z["emb"], z["seconds"])}
 
     def __call__(self, rows_of: list[list[int]], k: int):
-        if k == 1:
-            return probes(self.embeddings, self.seconds, rows_of, k)
-        emb, sec, whose = [], [], []
-        for person, rows in enumerate(rows_of):
-            for span in groups(len(rows), k):
-                picked = np.array(rows)[span]
-                e, s = self.one(picked)
-                emb.append(e)
-                sec.append(s)
-                whose.append(person)
-                self.closeness.setdefault(k, []).append(float(e @ voiceprint(self.embeddings[picked])))
-        return np.array(emb, dtype=np.float64).reshape(-1, self.embeddings.shape[1]), np.array(sec), np.array(whose)
+        return probes(rows_of, k, averaged(self.embeddings, self.seconds) if k == 1 else self.one)
 
     def one(self, picked: np.ndarray) -> tuple[np.ndarray, float]:
         key = "|".join(str(self.corpus.paths[i].relative_to(self.corpus.root)) for i in picked)
@@ -120,6 +116,7 @@ class Joined:
             voiced = voiced_frames(samples, data.SR)
             vec = embed_recordings(self.embedder, [near_speech(samples, data.SR, voiced)])[0]
             self.done[key] = (vec.astype(np.float64), speech_seconds(samples, data.SR))
+        self.closeness.setdefault(len(picked), []).append(float(self.done[key][0] @ voiceprint(self.embeddings[picked])))
         return self.done[key]
 
     def save(self) -> None:
@@ -197,7 +194,7 @@ def main() -> None:
         by_speaker = corpus.by_speaker()
         make_probes = (Joined(corpus, embedder, embeddings, seconds, data.cache_path(args.cache, name, "joined",
                                                                                     embedder.model_id))
-                       if args.real_audio else lambda rows_of, k: probes(embeddings, seconds, rows_of, k))
+                       if args.real_audio else partial(probes, one=averaged(embeddings, seconds)))
         eligible = [s for s, rows in by_speaker.items() if len(rows) >= MIN_RECORDINGS]
         rng = np.random.default_rng(0)
         for size in args.sizes:
